@@ -1,0 +1,356 @@
+"""Reader for the insightface "IJB_release" package of IJB-B and IJB-C (1:1 verification metadata and loose crops).
+
+Layout (``root`` is e.g. ``IJB_release/IJBB``; ``t`` is ``ijbb`` or ``ijbc``)::
+
+    <root>/loose_crop/<k>.jpg
+    <root>/meta/<t>_face_tid_mid.txt          image_name template_id media_id            (3 fields)
+    <root>/meta/<t>_name_5pts_score.txt       name x1 y1 ... x5 y5 faceness              (12 fields)
+    <root>/meta/<t>_template_pair_label.txt   tid1 tid2 label                            (3 integers)
+
+All three are single-space separated, no header, one record per line. Sources:
+
+- insightface ``recognition/_evaluation_/ijb/ijb_11.py`` (``read_template_media_list``, ``read_template_pair_list``,
+  ``get_image_feature``): rows of face_tid_mid and name_5pts_score are joined by row index only; landmarks are
+  ``float(x)`` -> float32 reshaped to (5, 2) as x,y pairs; the faceness column is kept as strings and converted with
+  ``np.array(strings).astype(np.float32)``, which this reader reproduces bit for bit.
+- insightface issues #1349 / #1364: the pair file must be parsed as integers (the old ``np.loadtxt(dtype=str)``
+  reader broke IJB-C); the fix was ``pd.read_csv(sep=' ', header=None)``. Here the C-engine ``read_csv`` is the fast
+  path (IJB-C: 15.6 M lines in about 3 s) and a line-by-line scan, which names the first bad line, is the fallback.
+- ``ijb_11.py`` ``verification``: ``template2id`` is a zero-initialised array, so a pair naming a template absent from
+  face_tid_mid silently scores template row 0. :func:`check_pairs_known` raises instead.
+
+Every problem raises :class:`harness.errors.DataFormatError` naming the file and the 1-based line; nothing is skipped.
+Blank lines at the end of a file are tolerated, blank lines inside are errors.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+from itertools import repeat
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from harness.errors import DataFormatError, require_dir, require_file
+
+WHAT = "IJB-B/IJB-C release"
+PREFIXES = ("ijbb", "ijbc")
+_INT_RE = re.compile(r"\+?[0-9]+\Z")
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+@dataclass
+class IJBMeta:
+    root: str
+    prefix: str  # "ijbb" / "ijbc"
+    image_names: list[str]  # row order of face_tid_mid / name_5pts_score
+    templates: np.ndarray  # (N,) int64, template id of each image row
+    medias: np.ndarray  # (N,) int64, media id of each image row
+    landmarks: np.ndarray  # (N, 5, 2) float32, x,y in loose-crop pixel coordinates
+    faceness: np.ndarray  # (N,) float32
+    pairs: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))  # (P, 2) int64: tid1, tid2
+    labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int8))  # (P,) int8: 1 genuine, 0 impostor
+
+    def __len__(self) -> int:
+        return len(self.image_names)
+
+
+def meta_paths(root: str | os.PathLike, prefix: str) -> dict[str, str]:
+    """The three meta file paths of a release, keyed ``face_tid_mid``, ``name_5pts_score``, ``template_pair_label``."""
+    meta = os.path.join(os.fspath(root), "meta")
+    return {k: os.path.join(meta, f"{prefix}_{k}.txt") for k in ("face_tid_mid", "name_5pts_score", "template_pair_label")}
+
+
+def _infer_prefix(root: str) -> str:
+    base = os.path.basename(os.path.normpath(root)).lower()
+    if base in ("ijbb", "ijbc"):
+        return base
+    meta = os.path.join(root, "meta")
+    found = sorted(p for p in PREFIXES if os.path.isfile(os.path.join(meta, f"{p}_face_tid_mid.txt")))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise FileNotFoundError(
+            f"{meta}: {WHAT} meta files not found (no ijbb_face_tid_mid.txt or ijbc_face_tid_mid.txt; pass prefix=)"
+        )
+    raise ValueError(f"{meta}: both ijbb and ijbc meta files present and the folder name does not say which; pass prefix=")
+
+
+def read_ijb(root: str | os.PathLike, prefix: str | None = None, with_pairs: bool = True) -> IJBMeta:
+    """Read one IJB-B or IJB-C release folder (``IJB_release/IJBB`` or ``IJB_release/IJBC``).
+
+    ``prefix`` (``"ijbb"``/``"ijbc"``) is inferred from the folder name, else from the meta file names. The two
+    per-image files are checked row by row against each other and, with ``with_pairs``, every template id of the
+    pair file must occur in face_tid_mid.
+    """
+    root = require_dir(os.fspath(root), WHAT)
+    require_dir(os.path.join(root, "meta"), f"{WHAT} meta folder")
+    require_dir(os.path.join(root, "loose_crop"), f"{WHAT} loose_crop folder")
+    if prefix is None:
+        prefix = _infer_prefix(root)
+    prefix = prefix.lower()
+    if prefix not in PREFIXES:
+        raise ValueError(f"{root}: unknown {WHAT} prefix {prefix!r} (expected one of {PREFIXES})")
+    paths = meta_paths(root, prefix)
+    for key, p in paths.items():
+        if key != "template_pair_label" or with_pairs:
+            require_file(p, f"{WHAT} meta file")
+
+    names, tids, mids = read_face_tid_mid(paths["face_tid_mid"])
+    names5, landmarks, faceness = read_name_5pts_score(paths["name_5pts_score"])
+    _check_same_rows(names, paths["face_tid_mid"], names5, paths["name_5pts_score"])
+    meta = IJBMeta(root, prefix, names, tids, mids, landmarks, faceness)
+    if with_pairs:
+        pairs, labels = read_template_pairs(paths["template_pair_label"])
+        check_pairs_known(pairs, tids, paths["template_pair_label"])
+        meta.pairs, meta.labels = pairs, labels
+    return meta
+
+
+def loose_crop_path(meta: IJBMeta, i: int) -> str:
+    """Path of the loose crop of image row ``i``: ``<root>/loose_crop/<image_name>``."""
+    return os.path.join(meta.root, "loose_crop", meta.image_names[i])
+
+
+# ----------------------------------------------------------------------------------------------------------- helpers
+
+
+def _read_lines(path: str) -> list[str]:
+    """Lines of a text file without terminators (LF or CRLF); trailing blank lines dropped, inner ones kept."""
+    require_file(path, f"{WHAT} meta file")
+    with open(path, "r", encoding="utf-8", errors="surrogateescape", newline="") as f:
+        text = f.read()
+    if "\r\n" in text:
+        text = text.replace("\r\n", "\n")
+    lines = text.split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise DataFormatError(path, None, "file is empty (no records)")
+    return lines
+
+
+def _check_field_counts(lines: list[str], path: str, n_fields: int, layout: str) -> None:
+    """Every line must hold exactly ``n_fields`` single-space separated, non-empty fields."""
+    n_sep = n_fields - 1
+    if set(map(str.count, lines, repeat(" "))) != {n_sep}:
+        for i, line in enumerate(lines):
+            if line.count(" ") != n_sep or not line:
+                _raise_bad_line(path, i + 1, line, line.split(" "), n_fields, layout)
+    # an empty first field (a line starting with a space); other empty fields fail the number parsing below
+    if not all(line[0] != " " for line in lines):
+        i = next(i for i, line in enumerate(lines) if line[0] == " ")
+        _raise_bad_line(path, i + 1, lines[i], lines[i].split(" "), n_fields, layout)
+
+
+def _raise_bad_line(path: str, lineno: int, line: str, fields: list[str], n_fields: int, layout: str):
+    if not line.strip():
+        raise DataFormatError(path, f"line {lineno}", "blank line inside the file")
+    if len(fields) == n_fields and "" in fields:
+        raise DataFormatError(path, f"line {lineno}", f"empty field (fields must be separated by single spaces: '{layout}')")
+    raise DataFormatError(path, f"line {lineno}", f"expected {n_fields} space-separated fields '{layout}', got {len(fields)}")
+
+
+def _empty_field(path: str, lineno: int, what: str) -> DataFormatError:
+    return DataFormatError(path, f"line {lineno}", f"empty field for {what} (fields must be separated by single spaces)")
+
+
+def _check_int_field(s: str, path: str, lineno: int, what: str) -> int:
+    if not s:
+        raise _empty_field(path, lineno, what)
+    if not _INT_RE.match(s):
+        raise DataFormatError(path, f"line {lineno}", f"{what} {s!r} is not a non-negative decimal integer")
+    v = int(s)
+    if v > _INT64_MAX:
+        raise DataFormatError(path, f"line {lineno}", f"{what} {s} does not fit in int64")
+    return v
+
+
+_LOADTXT = dict(delimiter=" ", comments=None, quotechar=None, ndmin=2, encoding=None)
+
+
+def _int_columns(lines: list[str], path: str, whats: list[str]) -> np.ndarray:
+    """Fields 2.. of each line (space-separated non-negative decimal integers) -> int64 (N, k)."""
+    cols = range(1, len(whats) + 1)
+    try:
+        arr = np.loadtxt(lines, dtype=np.int64, usecols=cols, **_LOADTXT)
+        if (arr >= 0).all():
+            return arr
+    except (ValueError, OverflowError):
+        pass
+    for i, line in enumerate(lines):
+        for s, what in zip(line.split(" ")[1:], whats):
+            _check_int_field(s, path, i + 1, what)
+    raise DataFormatError(path, None, "could not parse the integer columns")  # pragma: no cover
+
+
+_FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
+
+
+def _float_columns(lines: list[str], path: str, whats: list[str]) -> np.ndarray:
+    """Fields 2.. of each line (space-separated decimal numbers) -> float64 (N, k), exactly as Python's ``float()``."""
+    cols = range(1, len(whats) + 1)
+    try:
+        arr = np.loadtxt(lines, dtype=np.float64, usecols=cols, **_LOADTXT)
+    except ValueError:
+        arr = None
+    if arr is not None:
+        finite = np.isfinite(arr)
+        if finite.all():
+            return arr
+        i = int(np.flatnonzero(~finite.all(axis=1))[0])
+        j = int(np.flatnonzero(~finite[i])[0])
+        raise DataFormatError(path, f"line {i + 1}", f"{whats[j]} {lines[i].split(' ')[j + 1]!r} is not a finite number")
+    for i, line in enumerate(lines):
+        for s, what in zip(line.split(" ")[1:], whats):
+            if not s:
+                raise _empty_field(path, i + 1, what)
+            if not _FLOAT_RE.match(s):
+                raise DataFormatError(path, f"line {i + 1}", f"{what} {s!r} is not a number")
+    for i, line in enumerate(lines):  # pragma: no cover - a form the regex accepts but numpy does not
+        try:
+            np.loadtxt([line], dtype=np.float64, usecols=cols, **_LOADTXT)
+        except ValueError as exc:
+            raise DataFormatError(path, f"line {i + 1}", f"unparsable number ({exc})") from None
+    raise DataFormatError(path, None, "could not parse the numeric columns")  # pragma: no cover
+
+
+def _names(lines: list[str]) -> list[str]:
+    return [line[: line.index(" ")] for line in lines]
+
+
+def _check_unique_names(names: list[str], path: str) -> None:
+    if len(set(names)) == len(names):
+        return
+    first: dict[str, int] = {}
+    for i, n in enumerate(names):
+        if n in first:
+            raise DataFormatError(path, f"line {i + 1}", f"image name {n!r} repeats line {first[n] + 1}")
+        first[n] = i
+
+
+# ----------------------------------------------------------------------------------------------------------- readers
+
+
+def read_face_tid_mid(path: str | os.PathLike) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``<t>_face_tid_mid.txt`` -> (image names, template ids int64, media ids int64), in file row order."""
+    path = os.fspath(path)
+    lines = _read_lines(path)
+    _check_field_counts(lines, path, 3, "image_name template_id media_id")
+    names = _names(lines)
+    _check_unique_names(names, path)
+    ids = _int_columns(lines, path, ["template id", "media id"])
+    return names, np.ascontiguousarray(ids[:, 0]), np.ascontiguousarray(ids[:, 1])
+
+
+_5PTS_WHATS = [f"landmark {'xy'[j % 2]}{j // 2 + 1}" for j in range(10)] + ["faceness"]
+
+
+def read_name_5pts_score(path: str | os.PathLike) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``<t>_name_5pts_score.txt`` -> (names, landmarks (N, 5, 2) float32, faceness (N,) float32).
+
+    Numbers are parsed to the correctly rounded float64 (numpy's text reader gives exactly Python's ``float()``), then
+    cast to float32. That equals insightface for both columns: landmarks are ``np.array([float(x) ...], float32)``
+    there, and faceness is ``np.array(strings).astype(np.float32)``, which numpy also computes string -> float64 ->
+    float32 (checked bit for bit in the tests).
+    """
+    path = os.fspath(path)
+    lines = _read_lines(path)
+    _check_field_counts(lines, path, 12, "name x1 y1 x2 y2 x3 y3 x4 y4 x5 y5 faceness")
+    names = _names(lines)  # uniqueness follows from the row-by-row match with face_tid_mid in read_ijb
+    vals = _float_columns(lines, path, _5PTS_WHATS)
+    landmarks = vals[:, :10].astype(np.float32).reshape(len(lines), 5, 2)
+    faceness = vals[:, 10].astype(np.float32)
+    return names, landmarks, faceness
+
+
+def _check_same_rows(names: list[str], path: str, names5: list[str], path5: str) -> None:
+    if names != names5:
+        for i, (a, b) in enumerate(zip(names, names5)):
+            if a != b:
+                raise DataFormatError(
+                    path5, f"line {i + 1}", f"face_tid_mid names {a} but name_5pts_score names {b} (face_tid_mid: {path})"
+                )
+        n, n5 = len(names), len(names5)
+        raise DataFormatError(
+            path5,
+            f"line {min(n, n5) + 1}",
+            f"name_5pts_score has {n5} rows but face_tid_mid has {n} ({path}); the files must have the same rows in the same order",
+        )
+
+
+def read_template_pairs(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """``<t>_template_pair_label.txt`` -> (pairs (P, 2) int64, labels (P,) int8), parsed as integers.
+
+    Fast path: only ASCII digits, spaces and LF in the file, then pandas' C parser (which rejects lines with a
+    different field count) into int64, then labels checked to be 0/1. Anything else goes to a line-by-line scan that
+    raises on the first bad line (field count, non-integer, label not 0/1, blank line inside).
+    """
+    path = os.fspath(path)
+    require_file(path, f"{WHAT} meta file")
+    with open(path, "rb") as f:
+        data = f.read()
+    body = data.rstrip(b"\n") if data.endswith(b"\n\n") else data
+    if body and not body.translate(None, b"0123456789 \n"):
+        try:
+            arr = pd.read_csv(
+                io.BytesIO(body), sep=" ", header=None, dtype=np.int64, engine="c",
+                skip_blank_lines=False, quoting=csv.QUOTE_NONE, na_filter=True,
+            ).to_numpy()
+        except (ValueError, OverflowError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            arr = None
+        if arr is not None and arr.ndim == 2 and arr.shape[1] == 3 and arr.dtype == np.int64:
+            labels = arr[:, 2]
+            if ((labels == 0) | (labels == 1)).all():
+                return np.ascontiguousarray(arr[:, :2]), labels.astype(np.int8)
+    return _scan_template_pairs(data, path)
+
+
+def _scan_template_pairs(data: bytes, path: str) -> tuple[np.ndarray, np.ndarray]:
+    text = data.decode("utf-8", errors="surrogateescape")
+    if "\r\n" in text:
+        text = text.replace("\r\n", "\n")
+    lines = text.split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise DataFormatError(path, None, "file is empty (no template pairs)")
+    out = np.empty((len(lines), 3), dtype=np.int64)
+    for i, line in enumerate(lines):
+        f = line.split(" ")
+        if len(f) != 3:
+            _raise_bad_line(path, i + 1, line, f, 3, "tid1 tid2 label")
+        a = _check_int_field(f[0], path, i + 1, "tid1")
+        b = _check_int_field(f[1], path, i + 1, "tid2")
+        if f[2] not in ("0", "1"):
+            if not f[2]:
+                raise _empty_field(path, i + 1, "label")
+            if _INT_RE.match(f[2]):
+                raise DataFormatError(path, f"line {i + 1}", f"label {f[2]} is not 0 (impostor) or 1 (genuine)")
+            raise DataFormatError(path, f"line {i + 1}", f"label {f[2]!r} is not an integer (expected 0 or 1)")
+        out[i] = (a, b, int(f[2]))
+    return np.ascontiguousarray(out[:, :2]), out[:, 2].astype(np.int8)
+
+
+def check_pairs_known(pairs: np.ndarray, templates: np.ndarray, pair_path: str | os.PathLike) -> None:
+    """Every template id in ``pairs`` must occur in ``templates`` (face_tid_mid's per-row template ids).
+
+    insightface's ``template2id`` would silently map an unknown id to template row 0; here the first unknown id raises
+    ``DataFormatError`` naming the pair file, its 1-based line and the id.
+    """
+    pairs = np.asarray(pairs)
+    if pairs.size == 0:
+        return
+    known = np.isin(pairs, np.unique(np.asarray(templates)))
+    if known.all():
+        return
+    row = int(np.flatnonzero(~known.all(axis=1))[0])
+    col = 0 if not known[row, 0] else 1
+    tid = int(pairs[row, col])
+    raise DataFormatError(
+        pair_path, f"line {row + 1}", f"tid{col + 1} {tid} is not a template of face_tid_mid (unknown template id {tid})"
+    )
