@@ -1,0 +1,390 @@
+"""Write SynthFace, the procedural stand-in benchmark, in the real on-disk layouts of the datasets it replaces.
+
+One release (``<out>/``) holds:
+
+- ``faces_synthface/{train.rec, train.idx, property}``: the labelled *source* domain, clean renders aligned to
+  the ArcFace template, as an insightface/MS1M RecordIO (image keys 1..N, identity records, key-0 index).
+- ``target/{crops/*.jpg, target_list.txt}``: the unlabelled *target* domain, faces of other identities passed
+  through the hidden camera model (``harness.synthface.degrade``) and aligned, as the flat crop folder plus list
+  file that CFSM consumes (names ``<image stem>_<face index>_<score x 1000>.jpg``, as in its WIDER FACE lists).
+- ``IJB_release/IJBB`` and ``IJB_release/IJBC``: insightface's IJB layout (``loose_crop/<row>.jpg`` unaligned
+  crops with margin; ``meta/<t>_face_tid_mid.txt``, ``<t>_name_5pts_score.txt`` with landmarks in crop pixels and
+  a faceness score, ``<t>_template_pair_label.txt``). Each subject has one gallery template of clean stills and
+  several probe templates mixing clean stills and degraded video frames; frames of one video share a media id.
+  Test subjects are disjoint from the source and target identities; IJB-C's subjects include IJB-B's, as in the
+  real releases.
+- ``synthface.json``: the configuration and the counts (never the hidden degradation parameters).
+
+Determinism: the same seed and size give byte-identical files (for pinned torch/Pillow on one platform). An
+identity's appearance depends only on (seed, domain, index), so ``tiny``'s identities are ``default``'s first
+ones. The release is written to a temporary folder and renamed into place at the end: a half-written release
+never looks complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from harness.align import align_faces
+from harness.data.images import encode_jpeg
+from harness.data.recordio import write_face_rec
+from harness.synthface import degrade as camera
+from harness.synthface.render import ImageSpec, identity_params, render, sample_image_specs, stack_identities, to_uint8
+
+FORMAT_VERSION = 1
+CHUNK = 256  # images rendered per batch; results do not depend on it
+DOMAIN_SOURCE, DOMAIN_TARGET, DOMAIN_TEST = 1, 2, 3
+STREAM_SOURCE, STREAM_TARGET, STREAM_IJBB, STREAM_IJBC = 11, 12, 13, 14
+
+
+@dataclass(frozen=True)
+class IJBSpec:
+    """Size and composition of an IJB-style test release."""
+
+    subjects: int
+    gallery_stills: int = 3  # clean stills in each subject's gallery template, one media each
+    probe_templates: int = 3  # per subject
+    probe_stills: tuple[int, int] = (0, 2)  # range of clean stills in a probe template (inclusive)
+    probe_videos: tuple[int, int] = (1, 2)  # range of videos in a probe template (inclusive)
+    frames_per_video: tuple[int, int] = (3, 6)
+    video_strength: tuple[float, float] = (0.3, 1.0)
+    impostors_per_probe: int | None = None  # None: every gallery template of another subject
+
+
+@dataclass(frozen=True)
+class SynthFaceConfig:
+    size: str
+    seed: int = 0
+    loose_size: int = 88  # side of the rendered loose crop (pixels)
+    aligned_size: int = 64  # side of the aligned source and target images (real data: 112)
+    source_identities: int = 1000
+    source_images_per_identity: int = 10  # mean; each identity gets 60-140 % of it
+    target_identities: int = 800
+    target_images: int = 4000
+    target_strength: tuple[float, float] = (0.4, 1.0)
+    jpeg_quality: int = 95  # of stored aligned/clean images (degraded frames keep their camera JPEG)
+    ijbb: IJBSpec = field(default_factory=lambda: IJBSpec(subjects=250))
+    ijbc: IJBSpec = field(default_factory=lambda: IJBSpec(subjects=400))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+SIZES: dict[str, SynthFaceConfig] = {
+    # For tests: seconds on 2 cores.
+    "tiny": SynthFaceConfig(
+        size="tiny",
+        source_identities=24,
+        source_images_per_identity=5,
+        target_identities=20,
+        target_images=60,
+        ijbb=IJBSpec(subjects=6, gallery_stills=2, probe_templates=2),
+        ijbc=IJBSpec(subjects=8, gallery_stills=2, probe_templates=2),
+    ),
+    # For `dvc repro` on 2 CPU cores: 1000 identities x ~10 images gave a learnable task with a clear domain
+    # gap at 48 px input in the feasibility study.
+    "default": SynthFaceConfig(size="default"),
+    # A scaled-up release for GPU machines, at the real 112 px.
+    "large": SynthFaceConfig(
+        size="large",
+        loose_size=144,
+        aligned_size=112,
+        source_identities=10000,
+        source_images_per_identity=20,
+        target_identities=5000,
+        target_images=20000,
+        ijbb=IJBSpec(subjects=1000, probe_templates=5, impostors_per_probe=400),
+        ijbc=IJBSpec(subjects=1800, probe_templates=5, impostors_per_probe=400),
+    ),
+}
+
+
+def config_for(size: str, seed: int = 0, **overrides) -> SynthFaceConfig:
+    """The named size with optional overrides, e.g. ``config_for("default", source_identities=5000)``."""
+    if size not in SIZES:
+        raise ValueError(f"unknown SynthFace size {size!r}; choose one of {sorted(SIZES)}")
+    return dataclasses.replace(SIZES[size], seed=seed, **overrides)
+
+
+# --------------------------------------------------------------------------------------------- randomness
+def _rng(cfg: SynthFaceConfig, *stream: int) -> np.random.Generator:
+    return np.random.default_rng([cfg.seed, *stream])
+
+
+def identity_table(cfg: SynthFaceConfig, domain: int, count: int) -> dict[str, torch.Tensor]:
+    """Parameters of identities 0..count-1 of a domain; each depends only on (seed, domain, index)."""
+    return stack_identities([identity_params(_rng(cfg, 0, domain, k)) for k in range(count)])
+
+
+def _render_chunks(table, spec: ImageSpec, size: int) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+    n = len(spec.identity)
+    for start in range(0, n, CHUNK):
+        sl = slice(start, min(n, start + CHUNK))
+        sub = ImageSpec(**{k: np.asarray(v)[sl] for k, v in dataclasses.asdict(spec).items()})
+        images, landmarks = render(table, sub, size)
+        yield sl, images, landmarks
+
+
+def _take(spec: ImageSpec, index: np.ndarray) -> ImageSpec:
+    return ImageSpec(**{k: np.asarray(v)[index] for k, v in dataclasses.asdict(spec).items()})
+
+
+def _faceness(rng: np.random.Generator, strength: np.ndarray) -> np.ndarray:
+    """A detector-like confidence: ~0.99 on clean faces, falling with degradation, occasionally very low."""
+    s = np.asarray(strength, dtype=np.float64)
+    f = 0.995 - 0.75 * s**2 + rng.normal(0, 0.04, len(s)) * (0.1 + s)
+    return np.clip(f, 0.05, 0.999)
+
+
+# --------------------------------------------------------------------------------------------- source
+def _source_samples(cfg: SynthFaceConfig, counts: np.ndarray) -> Iterator[tuple[int, bytes]]:
+    table = identity_table(cfg, DOMAIN_SOURCE, cfg.source_identities)
+    labels = np.repeat(np.arange(cfg.source_identities), counts)
+    spec = sample_image_specs(_rng(cfg, STREAM_SOURCE), labels)
+    for sl, images, landmarks in _render_chunks(table, spec, cfg.loose_size):
+        aligned = align_faces(images, landmarks, cfg.aligned_size)
+        for label, rgb in zip(labels[sl], to_uint8(aligned)):
+            yield int(label), encode_jpeg(rgb, cfg.jpeg_quality)
+
+
+def write_source(cfg: SynthFaceConfig, out: str) -> dict:
+    rng = _rng(cfg, STREAM_SOURCE, 0)
+    mean = cfg.source_images_per_identity
+    counts = np.maximum(2, np.round(mean * rng.uniform(0.6, 1.4, cfg.source_identities))).astype(np.int64)
+    info = write_face_rec(
+        os.path.join(out, "faces_synthface"),
+        _source_samples(cfg, counts),
+        num_classes=cfg.source_identities,
+        image_size=(cfg.aligned_size, cfg.aligned_size),
+    )
+    return {"identities": cfg.source_identities, "images": int(counts.sum()), "num_images_rec": info.num_images}
+
+
+# --------------------------------------------------------------------------------------------- target
+def write_target(cfg: SynthFaceConfig, out: str) -> dict:
+    root = os.path.join(out, "target")
+    crops = os.path.join(root, "crops")
+    os.makedirs(crops)
+    rng = _rng(cfg, STREAM_TARGET, 0)
+    table = identity_table(cfg, DOMAIN_TARGET, cfg.target_identities)
+    who = rng.integers(0, cfg.target_identities, cfg.target_images)
+    spec = sample_image_specs(_rng(cfg, STREAM_TARGET, 1), who)
+    lo, hi = cfg.target_strength
+    params = camera.sample_params(rng, rng.uniform(lo, hi, cfg.target_images))
+    scores = _faceness(rng, params.strength)
+    noise_rng = _rng(cfg, STREAM_TARGET, 2)
+    names = []
+    for sl, images, landmarks in _render_chunks(table, spec, cfg.loose_size):
+        _, lm_low, lows = camera.degrade(images, landmarks, params.take(np.arange(sl.start, sl.stop)), noise_rng)
+        aligned = to_uint8(align_faces(lows, lm_low, cfg.aligned_size).float() / 255.0)
+        for j, rgb in enumerate(aligned):
+            k = sl.start + j
+            # A WIDER-like name: <event>_<image stem>_<face index>_<score x 1000>.jpg (one face per "photo").
+            name = f"61--Street_Surveillance_synth_{k:06d}_0_{int(max(500, round(scores[k] * 1000)))}.jpg"
+            with open(os.path.join(crops, name), "wb") as f:
+                f.write(encode_jpeg(rgb, cfg.jpeg_quality))
+            names.append(name)
+    with open(os.path.join(root, "target_list.txt"), "w") as f:
+        f.write("".join(n + "\n" for n in names))
+    return {"identities_drawn_from": cfg.target_identities, "images": len(names)}
+
+
+# --------------------------------------------------------------------------------------------- IJB
+@dataclass
+class _Row:
+    subject: int
+    template: int
+    media: int
+    kind: str  # "still" or "frame"
+    spec_index: int  # row in the release's spec table
+    video: int = -1  # row in the release's camera table, for frames
+
+
+def _plan_ijb(ijb: IJBSpec, rng: np.random.Generator):
+    """Decide templates, media and rows; returns (rows, gallery_tids, probe_tids, subject of each template)."""
+    rows: list[_Row] = []
+    n_spec = 0
+    n_video = 0
+    next_media = 10000 + int(rng.integers(0, 1000))
+    template_subject: dict[int, int] = {}
+    gallery, probes = [], []
+    video_of_spec: list[int] = []
+    spec_subject: list[int] = []
+
+    def still(subject: int, tid: int) -> None:
+        nonlocal n_spec, next_media
+        rows.append(_Row(subject, tid, next_media, "still", n_spec))
+        spec_subject.append(subject)
+        video_of_spec.append(-1)
+        n_spec += 1
+        next_media += int(rng.integers(1, 7))
+
+    def video(subject: int, tid: int) -> None:
+        nonlocal n_spec, n_video, next_media
+        for _ in range(int(rng.integers(ijb.frames_per_video[0], ijb.frames_per_video[1] + 1))):
+            rows.append(_Row(subject, tid, next_media, "frame", n_spec, n_video))
+            spec_subject.append(subject)
+            video_of_spec.append(n_video)
+            n_spec += 1
+        n_video += 1
+        next_media += int(rng.integers(1, 7))
+
+    for s in range(ijb.subjects):  # gallery (enrolment) templates: tid = 1 + subject
+        tid = 1 + s
+        gallery.append(tid)
+        template_subject[tid] = s
+        for _ in range(ijb.gallery_stills):
+            still(s, tid)
+    tid = ijb.subjects + 1
+    for s in range(ijb.subjects):
+        for _ in range(ijb.probe_templates):
+            tid += int(rng.integers(1, 4))
+            probes.append(tid)
+            template_subject[tid] = s
+            n_still = int(rng.integers(ijb.probe_stills[0], ijb.probe_stills[1] + 1))
+            n_vid = int(rng.integers(ijb.probe_videos[0], ijb.probe_videos[1] + 1))
+            if n_still + n_vid == 0:
+                n_vid = 1
+            kinds = ["still"] * n_still + ["video"] * n_vid
+            for k in rng.permutation(len(kinds)):
+                (still if kinds[k] == "still" else video)(s, tid)
+    return rows, np.array(spec_subject), np.array(video_of_spec), n_video, gallery, probes, template_subject
+
+
+def write_ijb(cfg: SynthFaceConfig, out: str, which: str) -> dict:
+    ijb, prefix, stream = (cfg.ijbb, "ijbb", STREAM_IJBB) if which == "IJBB" else (cfg.ijbc, "ijbc", STREAM_IJBC)
+    root = os.path.join(out, "IJB_release", which)
+    crop_dir, meta_dir = os.path.join(root, "loose_crop"), os.path.join(root, "meta")
+    os.makedirs(crop_dir)
+    os.makedirs(meta_dir)
+    rng = _rng(cfg, stream, 0)
+    rows, spec_subject, video_of_spec, n_videos, gallery, probes, template_subject = _plan_ijb(ijb, rng)
+
+    table = identity_table(cfg, DOMAIN_TEST, ijb.subjects)
+    spec = sample_image_specs(_rng(cfg, stream, 1), spec_subject)
+    # Frames of one video: one camera, a slowly moving head. Start every frame from its video's first frame.
+    first = {}
+    for i, v in enumerate(video_of_spec):
+        if v >= 0:
+            first.setdefault(v, i)
+    base = np.array([first[v] if v >= 0 else i for i, v in enumerate(video_of_spec)])
+    spec = _take(spec, base)
+    jitter = _rng(cfg, stream, 2)
+    is_frame = video_of_spec >= 0
+    n = len(base)
+    spec.yaw = np.clip(spec.yaw + is_frame * jitter.normal(0, 0.08, n), -0.7, 0.7)
+    spec.roll = spec.roll + is_frame * jitter.normal(0, 0.04, n)
+    spec.shift = spec.shift + is_frame[:, None] * jitter.normal(0, 0.015, (n, 2))
+    spec.gaze = spec.gaze + is_frame[:, None] * jitter.normal(0, 0.1, (n, 2))
+    lo, hi = ijb.video_strength
+    cam_rng = _rng(cfg, stream, 3)
+    cameras = camera.sample_params(cam_rng, cam_rng.uniform(lo, hi, max(n_videos, 1)))
+    frame_params = cameras.take(np.maximum(video_of_spec, 0))
+    face_rng = _rng(cfg, stream, 4)
+    faceness = np.where(is_frame, _faceness(face_rng, frame_params.strength), _faceness(face_rng, np.zeros(n)))
+    noise_rng = _rng(cfg, stream, 5)
+    det_rng = _rng(cfg, stream, 6)
+
+    # Render every distinct spec row once; each meta row gets its own loose crop file, as in the release.
+    landmarks_out = np.zeros((n, 5, 2))
+    for sl, images, landmarks in _render_chunks(table, spec, cfg.loose_size):
+        idx = np.arange(sl.start, sl.stop)
+        frames = idx[is_frame[idx]]
+        stills = idx[~is_frame[idx]]
+        if len(frames):
+            local = frames - sl.start
+            jpegs, lm_low, _ = camera.degrade(images[local], landmarks[local], frame_params.take(frames), noise_rng)
+            lm = lm_low.double().numpy()
+            # Detector noise on the landmarks of degraded frames, proportional to face size and degradation.
+            ipd = np.linalg.norm(lm[:, 1] - lm[:, 0], axis=1)
+            lm = lm + det_rng.normal(0, 1, lm.shape) * (0.05 * ipd * frame_params.strength[frames])[:, None, None]
+            for j, k in enumerate(frames):
+                with open(os.path.join(crop_dir, f"{k + 1}.jpg"), "wb") as f:
+                    f.write(jpegs[j])
+                landmarks_out[k] = lm[j]
+        if len(stills):
+            local = stills - sl.start
+            u8 = to_uint8(images[local])
+            for j, k in enumerate(stills):
+                with open(os.path.join(crop_dir, f"{k + 1}.jpg"), "wb") as f:
+                    f.write(encode_jpeg(u8[j], cfg.jpeg_quality))
+            landmarks_out[stills] = landmarks[local].double().numpy()
+
+    with open(os.path.join(meta_dir, f"{prefix}_face_tid_mid.txt"), "w") as f:
+        f.writelines(f"{i + 1}.jpg {r.template} {r.media}\n" for i, r in enumerate(rows))
+    with open(os.path.join(meta_dir, f"{prefix}_name_5pts_score.txt"), "w") as f:
+        for i in range(n):
+            pts = " ".join(f"{v:.3f}" for v in landmarks_out[i].reshape(-1))
+            f.write(f"{i + 1}.jpg {pts} {faceness[i]:.3f}\n")
+
+    # Pairs (gallery tid, probe tid, label): every probe against its mate and against impostor galleries.
+    pair_rng = _rng(cfg, stream, 7)
+    gallery_arr = np.array(gallery)
+    lines = []
+    n_gen = n_imp = 0
+    for p in probes:
+        s = template_subject[p]
+        others = gallery_arr[gallery_arr != gallery[s]]
+        if ijb.impostors_per_probe is not None and ijb.impostors_per_probe < len(others):
+            others = np.sort(pair_rng.choice(others, ijb.impostors_per_probe, replace=False))
+        lines.append(f"{gallery[s]} {p} 1\n")
+        lines.extend(f"{g} {p} 0\n" for g in others)
+        n_gen += 1
+        n_imp += len(others)
+    with open(os.path.join(meta_dir, f"{prefix}_template_pair_label.txt"), "w") as f:
+        f.writelines(lines)
+    return {
+        "subjects": ijb.subjects,
+        "rows": n,
+        "stills": int((~is_frame).sum()),
+        "frames": int(is_frame.sum()),
+        "videos": n_videos,
+        "gallery_templates": len(gallery),
+        "probe_templates": len(probes),
+        "genuine_pairs": n_gen,
+        "impostor_pairs": n_imp,
+    }
+
+
+# --------------------------------------------------------------------------------------------- release
+def generate(cfg: SynthFaceConfig, out: str, log=print) -> dict:
+    """Write a complete release to ``out`` atomically (temp folder, then rename). Returns the manifest."""
+    out = os.path.abspath(out)
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    tmp = f"{out}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        counts = {}
+        for part, fn in [
+            ("source", lambda: write_source(cfg, tmp)),
+            ("target", lambda: write_target(cfg, tmp)),
+            ("ijbb", lambda: write_ijb(cfg, tmp, "IJBB")),
+            ("ijbc", lambda: write_ijb(cfg, tmp, "IJBC")),
+        ]:
+            t0 = time.perf_counter()
+            counts[part] = fn()
+            log(f"synthface[{cfg.size}] {part}: {counts[part]} ({time.perf_counter() - t0:.1f} s)")
+        manifest = {"format_version": FORMAT_VERSION, "config": cfg.to_dict(), "counts": counts}
+        with open(os.path.join(tmp, "synthface.json"), "w") as f:
+            json.dump(manifest, f, indent=2, sort_keys=True)
+            f.write("\n")
+        old = f"{out}.old-{os.getpid()}"
+        if os.path.exists(out):
+            os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+        return manifest
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
