@@ -53,8 +53,10 @@ class IJBSpec:
     subjects: int
     gallery_stills: int = 3  # clean stills in each subject's gallery template, one media each
     probe_templates: int = 3  # per subject
-    probe_stills: tuple[int, int] = (0, 2)  # range of clean stills in a probe template (inclusive)
-    probe_videos: tuple[int, int] = (1, 2)  # range of videos in a probe template (inclusive)
+    # Ranges (inclusive) of clean stills and of videos in a probe template; an empty draw becomes one medium of
+    # either kind, so some probes hold only stills and some only frames (the domain-gap split of the results).
+    probe_stills: tuple[int, int] = (0, 2)
+    probe_videos: tuple[int, int] = (0, 2)
     frames_per_video: tuple[int, int] = (3, 6)
     video_strength: tuple[float, float] = (0.3, 1.0)
     impostors_per_probe: int | None = None  # None: every gallery template of another subject
@@ -253,7 +255,7 @@ def _plan_ijb(ijb: IJBSpec, rng: np.random.Generator):
             n_still = int(rng.integers(ijb.probe_stills[0], ijb.probe_stills[1] + 1))
             n_vid = int(rng.integers(ijb.probe_videos[0], ijb.probe_videos[1] + 1))
             if n_still + n_vid == 0:
-                n_vid = 1
+                n_still, n_vid = (1, 0) if rng.uniform() < 0.5 else (0, 1)
             kinds = ["still"] * n_still + ["video"] * n_vid
             for k in rng.permutation(len(kinds)):
                 (still if kinds[k] == "still" else video)(s, tid)
@@ -361,8 +363,11 @@ def generate(cfg: SynthFaceConfig, out: str, log=print) -> dict:
     out = os.path.abspath(out)
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
+    base = os.path.basename(out)
+    for stale in os.listdir(parent):  # leftovers of a killed run; a release is never written concurrently
+        if stale.startswith(f"{base}.tmp-") or stale.startswith(f"{base}.old-"):
+            shutil.rmtree(os.path.join(parent, stale), ignore_errors=True)
     tmp = f"{out}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     try:
         counts = {}
