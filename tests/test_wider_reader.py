@@ -241,3 +241,18 @@ def test_bbx_gt_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError) as ei:
         read_wider_bbx_gt(tmp_path / "wider_face_train_bbx_gt.txt")
     assert str(tmp_path / "wider_face_train_bbx_gt.txt") in _msg(ei)
+
+
+def test_crop_list_path_relative_to_the_working_directory(tmp_path, monkeypatch):
+    """A list file beside the crop folder, named relative to the working directory (as dvc stages do)."""
+
+    crops = tmp_path / "target" / "crops"
+    crops.mkdir(parents=True)
+    (crops / "a_0_900.jpg").write_bytes(encode_jpeg(np.zeros((4, 4, 3), np.uint8)))
+    (tmp_path / "target" / "list.txt").write_text("a_0_900.jpg\n")
+    monkeypatch.chdir(tmp_path)
+    got = read_crop_list("target/crops", "target/list.txt")
+    assert got.names == ["a_0_900.jpg"] and got.list_path == "target/list.txt"
+    # A bare name still resolves inside the crop folder, as CFSM's list names do.
+    (crops / "inside.txt").write_text("a_0_900.jpg\n")
+    assert read_crop_list("target/crops", "inside.txt").names == ["a_0_900.jpg"]

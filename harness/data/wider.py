@@ -64,13 +64,14 @@ class CropList:
 def read_crop_list(root: str | os.PathLike, list_file: str | os.PathLike) -> CropList:
     """Read a CFSM-style list file (one crop file name per line) and check every named crop exists under ``root``.
 
-    ``list_file`` is taken relative to ``root`` unless absolute. Errors (``DataFormatError`` naming the list file and
+    ``list_file`` is used as given when it exists (absolute, or relative to the working directory), else it is
+    taken relative to ``root`` (CFSM passes bare list names such as ``target_list_wf_12k.txt``). Errors (``DataFormatError`` naming the list file and
     line): blank line inside, leading/trailing whitespace, absolute path, duplicate name, missing crop file; an empty
     list is an error too.
     """
     root = require_dir(os.fspath(root), CROP_WHAT)
     list_file = os.fspath(list_file)
-    list_path = list_file if os.path.isabs(list_file) else os.path.join(root, list_file)
+    list_path = list_file if os.path.isabs(list_file) or os.path.isfile(list_file) else os.path.join(root, list_file)
     require_file(list_path, CROP_LIST_WHAT)
     lines = _lines(list_path)
     if not lines:
