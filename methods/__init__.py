@@ -1,1 +1,9 @@
-"""FR training methods, one file each, registered by name (the trunk issue adds the registry)."""
+"""Training methods, one file each, registered by name.
+
+Import a new method here (an explicit list, so that a stray class is never a method by accident).
+"""
+
+from methods.base import REGISTRY, Batch, FRModel, Method, build_method, get_method, register, resolve_hparams
+from methods import source_only  # noqa: F401  (registers itself)
+
+__all__ = ["REGISTRY", "Batch", "FRModel", "Method", "build_method", "get_method", "register", "resolve_hparams"]

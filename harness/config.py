@@ -1,0 +1,198 @@
+"""The run configuration: typed, frozen dataclasses; ``key=value`` overrides with dotted keys; unknown keys are errors.
+
+``params.yaml`` (section ``run``) holds the pipeline's values; ``python -m harness.run method=... optim.lr=0.05``
+applies overrides on top. Sacred only records the resulting flat dict (``harness_design.md`` §2: explicit config,
+no scope magic). Every knob that can change a number is here, and therefore in every result row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    release: str = "datasets/synthface/default"  # folder with faces_synthface/ (or any insightface rec folder name below)
+    rec: str = "faces_synthface"  # RecordIO folder inside the release (train.rec, train.idx, property)
+    target: str = "target"  # unlabelled target crops: <release>/<target>/crops + target_list.txt
+    input_size: int = 48
+    cache: bool = True  # decode the whole source set once into memory (SynthFace sizes); False streams
+    flip: bool = True  # random horizontal flip (insightface's only training augmentation)
+    channel_order: str = "RGB"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "small"  # small | r18 | r34 | r50 | r100 | r200
+    widths: tuple[int, ...] = (32, 64, 128, 256)  # small only
+    layers: tuple[int, ...] = (1, 1, 1, 1)  # small only
+    stem_stride: int = 1
+    embedding_size: int = 128
+    dropout: float = 0.0
+    head: str = "cosface"  # arcface | cosface
+    s: float = 32.0
+    m: float = 0.3
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: str = "sgd"  # sgd | adamw
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    epochs: float = 8.0
+    warmup_epochs: float = 1.0
+    poly_power: float = 2.0
+    grad_clip: float = 5.0
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    benchmarks: tuple[str, ...] = ("IJBB", "IJBC")
+    flip: str = "sum"
+    faceness: bool = True
+    image_norm: bool = False
+    batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    method: str = "source_only"
+    seed: int = 0
+    hparams_seed: int = 0
+    hparams: dict = field(default_factory=dict)  # overrides of the method's declared hyperparameters
+    device: str = "auto"  # auto | cpu | cuda
+    amp: str = "auto"  # auto (on for CUDA) | on | off
+    threads: int = 0  # torch CPU threads, 0 = torch's default
+    out: str = "results/runs"  # Sacred FileStorageObserver root ("" = no observer)
+    train: bool = True  # False: load `checkpoint` and only evaluate
+    evaluate: bool = True
+    checkpoint: str = ""  # where the trained model is saved (train) or loaded from (train=false)
+    result: str = ""  # also write the result rows (JSON) here, for DVC
+    log_every: int = 50
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def valid_keys(cls=RunConfig, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(cls):
+        sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        if isinstance(sub, type) and dataclasses.is_dataclass(sub):
+            keys += valid_keys(sub, f"{prefix}{f.name}.")
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def _coerce(value: Any, current: Any, key: str) -> Any:
+    """Parse a command-line string (or a YAML value) into the type of the current value."""
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "1", "yes", "on"):
+            return True
+        if str(value).lower() in ("false", "0", "no", "off"):
+            return False
+        raise ValueError(f"config key {key!r}: {value!r} is not a boolean")
+    if isinstance(current, tuple):
+        items = value if isinstance(value, (list, tuple)) else [v for v in str(value).strip("[]()").split(",") if v.strip()]
+        kind = type(current[0]) if current else str
+        return tuple(kind(v.strip() if isinstance(v, str) else v) for v in items)
+    if isinstance(current, dict):
+        if isinstance(value, dict):
+            return value
+        parsed = yaml.safe_load(str(value))
+        if not isinstance(parsed, dict):
+            raise ValueError(f"config key {key!r}: expected a mapping like {{name: value}}, got {value!r}")
+        return parsed
+    if isinstance(current, float):
+        return float(value)
+    if isinstance(current, int):
+        return int(value)
+    return str(value)
+
+
+def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """Apply ``{"optim.lr": "0.05", "hparams.rs_ratio": 0.5, ...}``; unknown keys raise a one-line KeyError."""
+    keys = valid_keys()
+    tree = cfg.to_dict()
+    for key, raw in overrides.items():
+        if key.startswith("hparams."):  # method hyperparameters are validated against the method's declaration
+            tree["hparams"][key.split(".", 1)[1]] = yaml.safe_load(raw) if isinstance(raw, str) else raw
+            continue
+        if key not in keys:
+            raise KeyError(f"unknown config key {key!r}; valid keys: {', '.join(keys)}, hparams.<name>")
+        node = tree
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node[p]
+        current = _get(cfg, parts)
+        try:
+            node[parts[-1]] = _plain(_coerce(raw, current, key))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"config key {key!r}: cannot use {raw!r} ({exc})") from None
+    return from_dict(tree)
+
+
+def _get(cfg: Any, parts: list[str]) -> Any:
+    for p in parts:
+        cfg = getattr(cfg, p)
+    return cfg
+
+
+def from_dict(tree: dict) -> RunConfig:
+    def build(cls, data: dict, prefix: str):
+        kwargs = {}
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        for k, v in data.items():
+            if k not in names:
+                raise KeyError(f"unknown config key {prefix + k!r}; valid keys: {', '.join(valid_keys())}")
+            f = names[k]
+            sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+            if isinstance(sub, type) and dataclasses.is_dataclass(sub):
+                kwargs[k] = build(sub, v, f"{prefix}{k}.")
+            else:
+                default = f.default if f.default is not dataclasses.MISSING else (sub() if sub else None)
+                kwargs[k] = _coerce(v, default, prefix + k) if default is not None else v
+        return cls(**kwargs)
+
+    return build(RunConfig, tree, "")
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and k != "hparams":
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def load_params(path: str | os.PathLike = "params.yaml", section: str = "run") -> dict[str, Any]:
+    """The flat overrides of a params.yaml section (missing file or section: none)."""
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    return flatten(data.get(section) or {})
