@@ -1,0 +1,203 @@
+"""Time the IJB-B / IJB-C 1:1 verification evaluator at the real scales, from features (no files written).
+
+Synthesises meta arrays in memory with the real counts (insightface IJB_release):
+
+- IJB-B: 227,630 image rows, 12,115 templates (1,845 gallery + 10,270 probe), 8,010,270 pairs
+  (10,270 genuine + 8,000,000 impostor);
+- IJB-C: 469,375 rows, 23,124 templates (3,531 gallery + 19,593 probe), 15,658,489 pairs (19,557 genuine);
+
+distinct pairs, media groups of 1-10 rows (60 % stills), random 512-d float32 features with a weak identity signal, faceness in
+[0.1, 1]. Times template pooling, pair scoring (fast matmul path), TAR@FAR (ROC on all pairs and on the two
+probe-media subsets) and the end-to-end ``evaluate_verification`` separately (best and median of ``--repeat``
+runs), with peak memory. Each scale runs in its own subprocess so the peaks are separate.
+
+    python benchmarks/eval_ijb_scale.py            # both scales, full size
+    python benchmarks/eval_ijb_scale.py --quick    # 1/10 of rows, templates, genuine and impostor pairs
+                                                   # (impostors capped at 90 % of the gallery x probe combinations)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SCALES = {
+    "IJB-B": dict(rows=227_630, gallery=1_845, probes=10_270, genuine=10_270, impostor=8_000_000, max_tid=190_000),
+    "IJB-C": dict(rows=469_375, gallery=3_531, probes=19_593, genuine=19_557, impostor=15_638_932, max_tid=190_000),
+}
+DIM = 512
+
+
+def _maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def synthesise(rows: int, gallery: int, probes: int, genuine: int, impostor: int, max_tid: int, seed: int = 0):
+    """Meta arrays + features for one scale (everything in memory)."""
+    rng = np.random.default_rng(seed)
+    n_t = gallery + probes
+    tids = np.sort(rng.choice(np.arange(1, max_tid), n_t, replace=False)).astype(np.int64)
+    gal_t, probe_t = tids[:gallery], tids[gallery:]
+    n_subj = gallery
+    subj = np.concatenate([np.arange(gallery), rng.integers(0, n_subj, probes)])  # subject of each template
+    # media sizes: 60 % single stills, else video media of 2-10 frames; exactly `rows` rows in all
+    sizes = np.where(rng.uniform(size=rows) < 0.6, 1, rng.integers(2, 11, rows))
+    cut = int(np.searchsorted(np.cumsum(sizes), rows))
+    sizes = sizes[: cut + 1].copy()
+    sizes[-1] -= int(sizes.sum()) - rows
+    if sizes[-1] <= 0:  # pragma: no cover - defensive
+        sizes = sizes[:-1]
+        sizes[-1] += rows - int(sizes.sum())
+    n_media = sizes.shape[0]
+    assert n_media >= n_t, "too few media for the templates"
+    media_template = np.concatenate([np.arange(n_t), rng.integers(0, n_t, n_media - n_t)])
+    media_template.sort()  # rows grouped by template as in the real files
+    media_ids = rng.permutation(np.arange(10_000, 10_000 + n_media)).astype(np.int64)
+    templates = np.repeat(tids[media_template], sizes)
+    medias = np.repeat(media_ids, sizes)
+    row_subj = np.repeat(subj[media_template], sizes)
+    # features: noise + 0.12 * subject direction, built in chunks (float32)
+    centres = rng.standard_normal((n_subj, DIM), dtype=np.float32)
+    feats = np.empty((rows, DIM), dtype=np.float32)
+    for s in range(0, rows, 65536):
+        e = min(rows, s + 65536)
+        rng.standard_normal((e - s, DIM), dtype=np.float32, out=feats[s:e])
+        feats[s:e] += np.float32(0.12) * centres[row_subj[s:e]]
+    faceness = rng.uniform(0.1, 1.0, rows).astype(np.float32)
+    # pairs (gallery tid, probe tid), all distinct as in the real files: `genuine` probes with their mate, and
+    # `impostor` distinct non-mated (gallery, probe) combinations drawn uniformly (Bernoulli, then trimmed)
+    gen_probe = rng.choice(probes, genuine, replace=False)
+    gen = np.stack([gal_t[subj[gallery + gen_probe]], probe_t[gen_probe]], axis=1)
+    p_keep = impostor / (probes * (gallery - 1)) * 1.003 + 1e-4
+    chunks = []
+    for s in range(0, probes, 512):
+        e = min(probes, s + 512)
+        m = rng.random((e - s, gallery), dtype=np.float32) < p_keep
+        m[np.arange(e - s), subj[gallery + s : gallery + e]] = False  # never the probe's own subject
+        pi, gi = np.nonzero(m)
+        chunks.append(np.stack([gal_t[gi], probe_t[pi + s]], axis=1))
+    imp = np.concatenate(chunks)
+    del chunks
+    if imp.shape[0] < impostor:  # pragma: no cover - 8 sigma away
+        raise RuntimeError("drew too few impostor pairs; raise p_keep")
+    imp = np.delete(imp, rng.choice(imp.shape[0], imp.shape[0] - impostor, replace=False), axis=0)
+    pairs = np.concatenate([gen, imp])
+    labels = np.concatenate([np.ones(genuine, np.int8), np.zeros(impostor, np.int8)])
+    perm = rng.permutation(pairs.shape[0])
+    pairs, labels = pairs[perm], labels[perm]
+    return feats, templates, medias, faceness, pairs, labels
+
+
+def _times(fn, repeat: int):
+    ts, out = [], None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        ts.append(time.perf_counter() - t)
+    return min(ts), statistics.median(ts), out
+
+
+def run_scale(name: str, frac: float, repeat: int) -> dict:
+    from harness.eval.ijb_verification import (
+        VerificationProtocol,
+        _image_row_fn,
+        _pool,
+        evaluate_verification,
+        pair_scores,
+    )
+    from harness.eval.roc import roc_curve, tar_at_far_from_roc
+
+    spec = dict(SCALES[name])
+    if frac != 1.0:
+        for k in ("rows", "gallery", "probes", "genuine", "impostor"):
+            spec[k] = max(2, int(round(spec[k] * frac)))
+        # combinations shrink with frac**2: keep at most 90 % of the non-mated (gallery, probe) combinations
+        spec["impostor"] = min(spec["impostor"], int(0.9 * spec["probes"] * (spec["gallery"] - 1)))
+    t0 = time.perf_counter()
+    feats, templates, medias, faceness, pairs, labels = synthesise(**spec)
+    synth_s = time.perf_counter() - t0
+    rss_inputs = _maxrss_mb()
+    protocol = VerificationProtocol()
+    res = {"scale": name, "frac": frac, "rows": spec["rows"], "templates": spec["gallery"] + spec["probes"],
+           "pairs": int(pairs.shape[0]), "genuine": int(labels.sum()), "dim": DIM, "synth_s": synth_s,
+           "inputs_mb": (feats.nbytes + templates.nbytes + medias.nbytes + faceness.nbytes + pairs.nbytes + labels.nbytes) / 2**20,
+           "maxrss_after_synth_mb": rss_inputs}
+
+    get_rows = _image_row_fn(feats, faceness, protocol, False)
+    res["pool"] = _times(lambda: _pool(get_rows, templates, medias, DIM), repeat)[:2]
+    tids, tf, max_media = _pool(get_rows, templates, medias, DIM)
+    b, m, scores = _times(lambda: pair_scores(tids, tf, pairs), repeat)
+    res["score"] = (b, m)
+    video = max_media[np.searchsorted(tids, pairs[:, 1])] > 1
+
+    def tar():
+        out = []
+        for mask in (None, ~video, video):
+            s, l = (scores, labels) if mask is None else (scores[mask], labels[mask])
+            fpr, tpr, _ = roc_curve(l, s)
+            out.append(tar_at_far_from_roc(fpr, tpr, protocol.fars))
+        return out
+
+    b, m, tars = _times(tar, repeat)
+    res["tar"] = (b, m)
+    del scores, tf
+    run = lambda: evaluate_verification(feats, templates, medias, faceness, pairs, labels, protocol, benchmark=name)
+    b, m, result = _times(run, repeat)
+    res["end_to_end"] = (b, m)
+    res["maxrss_mb"] = _maxrss_mb()
+    tracemalloc.start()
+    run()
+    res["eval_traced_peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    res["tar_at_far"] = result["tar_at_far"]
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="1/10 of the real sizes")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per timing (best and median reported)")
+    ap.add_argument("--scale", choices=sorted(SCALES), help="run one scale in this process (internal)")
+    args = ap.parse_args(argv)
+    frac = 0.1 if args.quick else 1.0
+    if args.scale:
+        print(json.dumps(run_scale(args.scale, frac, args.repeat)))
+        return 0
+    rows = []
+    for name in SCALES:
+        cmd = [sys.executable, os.path.abspath(__file__), "--scale", name, "--repeat", str(args.repeat)]
+        cmd += ["--quick"] if args.quick else []
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stderr)
+            return proc.returncode
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    print(f"IJB 1:1 verification evaluator, {'1/10 scale' if args.quick else 'full scale'}, "
+          f"{os.cpu_count()} CPUs, best / median of {args.repeat} runs (s)")
+    hdr = f"{'scale':6} {'rows':>8} {'tmpl':>6} {'pairs':>10} {'pool':>11} {'score':>11} {'tar@far':>11} {'end2end':>11} {'inputs':>8} {'synthRSS':>8} {'maxRSS':>8} {'evalpk':>8}"
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        f = lambda k: f"{r[k][0]:.2f}/{r[k][1]:.2f}"
+        print(f"{r['scale']:6} {r['rows']:>8} {r['templates']:>6} {r['pairs']:>10} {f('pool'):>11} {f('score'):>11} "
+              f"{f('tar'):>11} {f('end_to_end'):>11} {r['inputs_mb']:>6.0f}MB {r['maxrss_after_synth_mb']:>6.0f}MB {r['maxrss_mb']:>6.0f}MB {r['eval_traced_peak_mb']:>6.0f}MB")
+    print("inputs = features + meta arrays; synthRSS / maxRSS = process peak RSS after synthesis / after all runs (inputs included); evalpk = tracemalloc peak of one "
+          "end-to-end evaluation above its inputs")
+    for r in rows:
+        print(f"{r['scale']} TAR@FAR (random features): " + " ".join(f"{k}:{v * 100:.2f}" for k, v in r["tar_at_far"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
