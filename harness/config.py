@@ -20,7 +20,7 @@ class DataConfig:
     release: str = "datasets/synthface/default"  # folder with faces_synthface/ (or any insightface rec folder name below)
     rec: str = "faces_synthface"  # RecordIO folder inside the release (train.rec, train.idx, property)
     target: str = "target"  # unlabelled target crops: <release>/<target>/crops + target_list.txt
-    input_size: int = 48
+    input_size: int = 64
     cache: bool = True  # decode the whole source set once into memory (SynthFace sizes); False streams
     flip: bool = True  # random horizontal flip (insightface's only training augmentation)
     channel_order: str = "RGB"
@@ -31,7 +31,8 @@ class ModelConfig:
     backbone: str = "small"  # small | r18 | r34 | r50 | r100 | r200
     widths: tuple[int, ...] = (32, 64, 128, 256)  # small only
     layers: tuple[int, ...] = (1, 1, 1, 1)  # small only
-    stem_stride: int = 1
+    stem_stride: int = 2  # 2: the stem halves the input (a 64 px input then costs what 32 px costs)
+    channels_last: bool = True  # NHWC memory format: ~1.3x faster convolutions on CPU (oneDNN)
     embedding_size: int = 128
     dropout: float = 0.0
     head: str = "cosface"  # arcface | cosface
@@ -46,7 +47,7 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 128
-    epochs: float = 8.0
+    epochs: float = 4.0
     warmup_epochs: float = 1.0
     poly_power: float = 2.0
     grad_clip: float = 5.0

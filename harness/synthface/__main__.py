@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from harness.runtime import tune_malloc
 from harness.synthface.generate import SIZES, SynthFaceConfig, config_for, generate
 
 
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[], type=_parse_override, metavar="KEY=VALUE")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
+    tune_malloc()
     # SIGTERM (a killed `dvc repro`) unwinds like Ctrl-C, so the temporary release folder is removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.threads:

@@ -1,0 +1,198 @@
+"""``python -m harness.run method=source_only [key=value ...]``: one Sacred-logged run that trains and evaluates.
+
+Values come from the dataclass defaults (``harness.config``), then the ``run`` section of ``params.yaml`` (when
+present in the working directory, or ``--params FILE``), then the command line. Dotted keys reach nested values
+(``optim.lr=0.05``, ``model.backbone=r18``); ``hparams.<name>=...`` sets a method hyperparameter. An unknown key
+or method is a one-line error listing the valid ones.
+
+Sacred records the full config, host info (with the torch device), metrics (``log_scalar``, Python numbers
+only), the checkpoint and the result rows as artifacts, under ``results/runs/<id>/``; a run that raises is
+recorded as FAILED. Each result row carries every protocol knob.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+from harness.config import RunConfig, apply_overrides, load_params, valid_keys
+
+RESULT_FORMAT = 1
+ALIGNMENT = "arcface-5pt-umeyama-similarity"
+
+
+def parse_cli(argv: list[str]) -> tuple[str, dict[str, str]]:
+    params = "params.yaml"
+    overrides: dict[str, str] = {}
+    args = list(argv)
+    while args:
+        a = args.pop(0)
+        if a == "--params":
+            if not args:
+                raise ValueError("--params needs a file name")
+            params = args.pop(0)
+        elif a.startswith("--params="):
+            params = a.split("=", 1)[1]
+        elif a in ("-h", "--help"):
+            raise SystemExit(__doc__)
+        elif "=" in a and not a.startswith("-"):
+            key, value = a.split("=", 1)
+            overrides[key] = value
+        else:
+            raise ValueError(f"argument {a!r}: expected key=value (valid keys: {', '.join(valid_keys())}, hparams.<name>)")
+    return params, overrides
+
+
+def make_config(argv: list[str]) -> RunConfig:
+    params, overrides = parse_cli(argv)
+    if params != "params.yaml" and not os.path.isfile(params):
+        raise FileNotFoundError(f"{params}: params file not found")
+    merged = load_params(params) | overrides
+    return apply_overrides(RunConfig(), merged)
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=os.path.dirname(os.path.abspath(path)))
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def result_knobs(cfg: RunConfig) -> dict[str, Any]:
+    """Every preprocessing / protocol knob that changes a number, for each result row."""
+    return {
+        "alignment": ALIGNMENT,
+        "input_size": cfg.data.input_size,
+        "channel_order": cfg.data.channel_order,
+        "normalization": "(x/255-0.5)/0.5",
+        "flip": cfg.eval.flip,
+        "faceness": cfg.eval.faceness,
+        "image_norm": cfg.eval.image_norm,
+        "template_pooling": "media-mean-then-sum-l2",
+        "score": "cosine",
+    }
+
+
+def evaluate_model(cfg: RunConfig, backbone: torch.nn.Module, device: str) -> list[dict]:
+    from harness.eval.ijb_verification import IJBVerification, VerificationProtocol
+
+    protocol = VerificationProtocol(
+        flip=cfg.eval.flip, faceness=cfg.eval.faceness, image_norm=cfg.eval.image_norm,
+        align_size=cfg.data.input_size, channel_order=cfg.data.channel_order,
+    )
+    rows = []
+    for name in cfg.eval.benchmarks:
+        root = os.path.join(cfg.data.release, "IJB_release", name)
+        evaluator = IJBVerification(root, protocol=protocol)
+        t0 = time.perf_counter()
+        res = evaluator.evaluate(backbone, batch_size=cfg.eval.batch_size, device=device)
+        res["seconds"] = time.perf_counter() - t0
+        rows.append(res)
+    return rows
+
+
+def run(cfg: RunConfig, _run=None) -> dict:
+    """Train and/or evaluate as the config says; returns the result document (also written to ``cfg.result``)."""
+    from harness.train import build_model, resolve_device, save_checkpoint, train
+    from methods import resolve_hparams
+
+    log = (lambda name, value, step: _run.log_scalar(name, float(value), step)) if _run is not None else None
+    hparams = resolve_hparams(cfg.method, cfg.hparams_seed, cfg.hparams)
+    device = str(resolve_device(cfg.device))
+    workdir = tempfile.mkdtemp(prefix="cfsm-run-")
+    ckpt = cfg.checkpoint or os.path.join(workdir, "model.pt")
+    train_info: dict[str, Any] = {}
+    if cfg.train:
+        result = train(cfg, checkpoint_path=ckpt, log=log, progress=sys.stderr.isatty())
+        backbone = result.backbone
+        train_info = {
+            "steps": result.steps, "seconds": round(result.seconds, 3), "images_per_second": round(result.images_per_second, 1),
+            "final_loss": result.final_loss, "device": result.device, "amp": result.amp,
+        }
+        if _run is not None:
+            _run.add_artifact(ckpt, "model.pt")
+    else:
+        if not cfg.checkpoint or not os.path.isfile(cfg.checkpoint):
+            raise FileNotFoundError(f"{cfg.checkpoint or '<empty>'}: checkpoint not found (train=false needs checkpoint=PATH)")
+        state = torch.load(cfg.checkpoint, map_location="cpu", weights_only=False)
+        backbone, _ = build_model(cfg, state["num_classes"])
+        backbone.load_state_dict(state["backbone"])
+        train_info = {"checkpoint": cfg.checkpoint}
+    doc: dict[str, Any] = {
+        "format": RESULT_FORMAT,
+        "method": cfg.method,
+        "seed": cfg.seed,
+        "hparams_seed": cfg.hparams_seed,
+        "hparams": hparams,
+        "train": train_info,
+        "knobs": result_knobs(cfg),
+        "config": cfg.to_dict(),
+        "host": {"device": device, "torch": torch.__version__, "python": platform.python_version(),
+                 "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None},
+        "results": [],
+    }
+    if cfg.evaluate:
+        rows = evaluate_model(cfg, backbone, device)
+        for row in rows:
+            row["knobs"] = {**row.get("knobs", {}), **result_knobs(cfg)}
+            if log is not None:
+                bench = row["benchmark"].replace("-", "").lower()
+                for far, tar in row["tar_at_far"].items():
+                    log(f"{bench}.tar@far={far}", tar, 0)
+        doc["results"] = rows
+    path = cfg.result or os.path.join(workdir, "result.json")
+    write_json_atomic(path, doc)
+    if _run is not None:
+        _run.add_artifact(path, "result.json")
+        _run.info["result"] = {r["benchmark"]: r["tar_at_far"] for r in doc["results"]}
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        cfg = make_config(argv)
+        from methods import get_method, resolve_hparams
+
+        get_method(cfg.method)
+        resolve_hparams(cfg.method, cfg.hparams_seed, cfg.hparams)
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        print(f"harness.run: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+
+    from sacred import Experiment, SETTINGS
+    from sacred.observers import FileStorageObserver
+
+    SETTINGS.CAPTURE_MODE = "sys"  # the default "fd" capture loses prints (and is empty under pytest)
+    ex = Experiment("cfsm-bench", save_git_info=False)
+    if cfg.out:
+        ex.observers.append(FileStorageObserver(cfg.out))
+    ex.add_config(cfg.to_dict())
+
+    documents: list[dict] = []
+
+    @ex.main
+    def _main(_run):
+        documents.append(run(cfg, _run))
+        # Sacred logs the return value: keep it to the headline numbers (the full document is an artifact).
+        return {r["benchmark"]: r["tar_at_far"] for r in documents[0]["results"]}
+
+    ex.run(options={"--name": f"{cfg.method}-s{cfg.seed}"})
+    doc = documents[0]
+    for row in doc["results"]:
+        tars = "  ".join(f"{far}: {100 * tar:.2f}" for far, tar in row["tar_at_far"].items())
+        print(f"{doc['method']} seed {doc['seed']} {row['benchmark']} TAR@FAR  {tars}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""End to end on tiny SynthFace: `python -m harness.run` trains, evaluates and records a Sacred run."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+
+from harness.run import main as run_main
+
+SMALL = ["model.widths=8,16,16,32", "model.embedding_size=32", "data.input_size=32", "optim.batch_size=32", "optim.epochs=2", "log_every=1"]
+
+
+@pytest.fixture
+def empty_params(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("{}\n")
+    return str(p)
+
+
+def _run(tiny_release, out, empty_params, *extra):
+    args = ["--params", empty_params, "method=source_only", f"data.release={tiny_release}", f"out={out}", *SMALL, *extra]
+    return run_main(args)
+
+
+def _only_run_dir(root):
+    runs = [d for d in os.listdir(root) if d.isdigit()]
+    assert len(runs) == 1
+    return os.path.join(root, runs[0])
+
+
+def test_run_trains_evaluates_and_records_a_sacred_run(tiny_release, tmp_path, empty_params):
+    out = tmp_path / "runs"
+    result = tmp_path / "result.json"
+    assert _run(tiny_release, out, empty_params, f"result={result}") == 0
+    run_dir = _only_run_dir(out)
+    with open(os.path.join(run_dir, "run.json")) as f:
+        assert json.load(f)["status"] == "COMPLETED"
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    assert config["method"] == "source_only" and config["data"]["input_size"] == 32
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+        metrics = json.load(f)
+    losses = metrics["train.loss"]["values"]
+    assert len(losses) >= 2 and all(math.isfinite(v) for v in losses)
+    assert "ijbb.tar@far=0.001" in metrics and "ijbc.tar@far=0.001" in metrics
+    assert {"model.pt", "result.json"} <= set(os.listdir(run_dir))
+    doc = json.loads(result.read_text())
+    assert [r["benchmark"] for r in doc["results"]] == ["IJB-B", "IJB-C"]
+    for row in doc["results"]:
+        assert all(0.0 <= v <= 1.0 for v in row["tar_at_far"].values())
+        # Every protocol knob is in every row.
+        for knob in ("alignment", "flip", "faceness", "image_norm", "channel_order", "input_size", "normalization"):
+            assert knob in row["knobs"]
+    assert doc["train"]["device"] == "cpu" and doc["train"]["steps"] >= 2
+
+
+def test_same_seed_gives_the_same_metrics(tiny_release, tmp_path, empty_params):
+    docs = []
+    for name in ("a", "b"):
+        result = tmp_path / f"{name}.json"
+        assert _run(tiny_release, tmp_path / f"runs_{name}", empty_params, f"result={result}", "seed=5") == 0
+        docs.append(json.loads(result.read_text()))
+    a, b = docs
+    assert a["train"]["final_loss"] == b["train"]["final_loss"]
+    assert [r["tar_at_far"] for r in a["results"]] == [r["tar_at_far"] for r in b["results"]]
+
+
+def test_evaluate_only_from_a_saved_checkpoint_matches(tiny_release, tmp_path, empty_params):
+    ckpt, r1, r2 = tmp_path / "m.pt", tmp_path / "r1.json", tmp_path / "r2.json"
+    assert _run(tiny_release, tmp_path / "runs1", empty_params, f"checkpoint={ckpt}", f"result={r1}", "evaluate=true") == 0
+    assert _run(tiny_release, tmp_path / "runs2", empty_params, f"checkpoint={ckpt}", f"result={r2}", "train=false") == 0
+    t1 = [r["tar_at_far"] for r in json.loads(r1.read_text())["results"]]
+    t2 = [r["tar_at_far"] for r in json.loads(r2.read_text())["results"]]
+    assert t1 == t2
+
+
+@pytest.mark.parametrize(
+    "arg,needle",
+    [("method=no_such_method", "registered methods: source_only"), ("optim.lrr=1", "valid keys:"), ("hparams.nope=1", "unknown hyperparameter 'nope'")],
+)
+def test_unknown_method_or_key_is_a_one_line_error(tiny_release, tmp_path, empty_params, capsys, arg, needle):
+    assert run_main(["--params", empty_params, f"data.release={tiny_release}", f"out={tmp_path}", arg]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err
+
+
+def test_a_failing_run_is_recorded_as_failed(tmp_path, empty_params):
+    out = tmp_path / "runs"
+    missing = tmp_path / "no_release"
+    with pytest.raises(FileNotFoundError, match="no_release"):
+        run_main(["--params", empty_params, f"data.release={missing}", f"out={out}", *SMALL])
+    with open(os.path.join(_only_run_dir(out), "run.json")) as f:
+        assert json.load(f)["status"] == "FAILED"
