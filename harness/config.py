@@ -76,6 +76,7 @@ class RunConfig:
     evaluate: bool = True
     checkpoint: str = ""  # where the trained model is saved (train) or loaded from (train=false)
     result: str = ""  # also write the result rows (JSON) here, for DVC
+    metrics: str = ""  # also write a compact {benchmark: {metric: value}} JSON here, for `dvc metrics show`
     log_every: int = 50
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

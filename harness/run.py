@@ -100,6 +100,19 @@ def evaluate_model(cfg: RunConfig, backbone: torch.nn.Module, device: str) -> li
     return rows
 
 
+def compact_metrics(doc: dict) -> dict:
+    """{"IJB-B": {"tar@1e-4": ..., "stills_only.tar@1e-3": ..., ...}, "train": {...}}: what `dvc metrics` shows."""
+    out: dict[str, Any] = {}
+    for row in doc["results"]:
+        m = {f"tar@{far}": tar for far, tar in row["tar_at_far"].items()}
+        for part, sub in row.get("by_probe_media", {}).items():
+            m[f"{part}.tar@0.001"] = sub["tar_at_far"].get("0.001")
+        out[row["benchmark"]] = m
+    if "seconds" in doc.get("train", {}):
+        out["train"] = {k: doc["train"][k] for k in ("seconds", "images_per_second", "final_loss")}
+    return out
+
+
 def run(cfg: RunConfig, _run=None) -> dict:
     """Train and/or evaluate as the config says; returns the result document (also written to ``cfg.result``)."""
     from harness.train import build_model, resolve_device, save_checkpoint, train
@@ -151,6 +164,8 @@ def run(cfg: RunConfig, _run=None) -> dict:
         doc["results"] = rows
     path = cfg.result or os.path.join(workdir, "result.json")
     write_json_atomic(path, doc)
+    if cfg.metrics:
+        write_json_atomic(cfg.metrics, compact_metrics(doc))
     if _run is not None:
         _run.add_artifact(path, "result.json")
         _run.info["result"] = {r["benchmark"]: r["tar_at_far"] for r in doc["results"]}
