@@ -35,9 +35,9 @@ class ModelConfig:
     channels_last: bool = True  # NHWC memory format: ~1.3x faster convolutions on CPU (oneDNN)
     embedding_size: int = 128
     dropout: float = 0.0
-    head: str = "cosface"  # arcface | cosface
-    s: float = 32.0
-    m: float = 0.3
+    head: str = "arcface"  # arcface | cosface
+    s: float = 64.0
+    m: float = 0.5
 
 
 @dataclass(frozen=True)

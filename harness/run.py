@@ -139,7 +139,7 @@ def run(cfg: RunConfig, _run=None) -> dict:
         state = torch.load(cfg.checkpoint, map_location="cpu", weights_only=False)
         backbone, _ = build_model(cfg, state["num_classes"])
         backbone.load_state_dict(state["backbone"])
-        train_info = {"checkpoint": cfg.checkpoint}
+        train_info = {"checkpoint": cfg.checkpoint, **state.get("train_info", {})}
     doc: dict[str, Any] = {
         "format": RESULT_FORMAT,
         "method": cfg.method,

@@ -238,5 +238,7 @@ def train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None 
             "backbone": backbone.state_dict(), "head": head.state_dict(), "method": method.state_dict(),
             "optimizer": optimizer.state_dict(), "step": total_steps, "config": cfg.to_dict(),
             "num_classes": source.num_classes,
+            "train_info": {"steps": total_steps, "seconds": round(seconds, 3), "images_per_second": round(result.images_per_second, 1),
+                           "final_loss": running, "device": str(device), "amp": amp},
         })
     return result
