@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from harness.data.text import read_lines, split_lines
 from harness.errors import DataFormatError, require_dir, require_file
 
 WHAT = "IJB-B/IJB-C release"
@@ -122,13 +123,7 @@ def loose_crop_path(meta: IJBMeta, i: int) -> str:
 def _read_lines(path: str) -> list[str]:
     """Lines of a text file without terminators (LF or CRLF); trailing blank lines dropped, inner ones kept."""
     require_file(path, f"{WHAT} meta file")
-    with open(path, "r", encoding="utf-8", errors="surrogateescape", newline="") as f:
-        text = f.read()
-    if "\r\n" in text:
-        text = text.replace("\r\n", "\n")
-    lines = text.split("\n")
-    while lines and not lines[-1].strip():
-        lines.pop()
+    lines = read_lines(path)
     if not lines:
         raise DataFormatError(path, None, "file is empty (no records)")
     return lines
@@ -311,12 +306,7 @@ def read_template_pairs(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
 
 
 def _scan_template_pairs(data: bytes, path: str) -> tuple[np.ndarray, np.ndarray]:
-    text = data.decode("utf-8", errors="surrogateescape")
-    if "\r\n" in text:
-        text = text.replace("\r\n", "\n")
-    lines = text.split("\n")
-    while lines and not lines[-1].strip():
-        lines.pop()
+    lines = split_lines(data.decode("utf-8", errors="surrogateescape"))
     if not lines:
         raise DataFormatError(path, None, "file is empty (no template pairs)")
     out = np.empty((len(lines), 3), dtype=np.int64)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.data.images import read_image
+from harness.data.text import read_lines
 from harness.errors import DataFormatError, require_dir, require_file
 
 CROP_WHAT = "WIDER FACE target-domain crop folder"
@@ -33,16 +34,6 @@ BBX_WHAT = "WIDER FACE bbx_gt annotation"
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
 
-def _lines(path: str) -> list[str]:
-    """Lines without terminators (LF or CRLF); trailing blank lines dropped, inner ones kept."""
-    with open(path, "r", encoding="utf-8", errors="surrogateescape", newline="") as f:
-        text = f.read()
-    if "\r\n" in text:
-        text = text.replace("\r\n", "\n")
-    lines = text.split("\n")
-    while lines and not lines[-1].strip():
-        lines.pop()
-    return lines
 
 
 # ------------------------------------------------------------------------------------------ (a) CFSM crop folder
@@ -73,7 +64,7 @@ def read_crop_list(root: str | os.PathLike, list_file: str | os.PathLike) -> Cro
     list_file = os.fspath(list_file)
     list_path = list_file if os.path.isabs(list_file) or os.path.isfile(list_file) else os.path.join(root, list_file)
     require_file(list_path, CROP_LIST_WHAT)
-    lines = _lines(list_path)
+    lines = read_lines(list_path)
     if not lines:
         raise DataFormatError(list_path, None, "crop list is empty (no file names)")
     seen: dict[str, int] = {}
@@ -184,7 +175,7 @@ def read_wider_bbx_gt(path: str | os.PathLike) -> list[tuple[str, list[WiderBox]
     a box line without exactly ten integers, a file that ends before the announced boxes, a blank line inside.
     """
     path = require_file(os.fspath(path), BBX_WHAT)
-    lines = _lines(path)
+    lines = read_lines(path)
     if not lines:
         raise DataFormatError(path, None, "annotation file is empty")
     out: list[tuple[str, list[WiderBox]]] = []
