@@ -207,6 +207,8 @@ MICRO = dict(
     target_images=4,
     ijbb=gen.IJBSpec(subjects=2, gallery_stills=1, probe_templates=1),
     ijbc=gen.IJBSpec(subjects=3, gallery_stills=1, probe_templates=1),
+    ijbs=gen.IJBSSpec(subjects=4, videos_per_subject=(1, 1), frames_per_video=(2, 3), booking_images=(1, 2)),
+    tinyface=gen.TinyFaceSpec(identities=3, distractors=5),
 )
 
 
@@ -224,8 +226,10 @@ def test_generation_is_byte_identical_for_the_same_seed_and_size(tmp_path):
     match, mismatch, errors = filecmp.cmpfiles(a, b, files, shallow=False)
     assert mismatch == [] and errors == []
     # A different seed changes the content (not only the manifest).
-    _, changed, _ = filecmp.cmpfiles(a, c, files, shallow=False)
+    _, changed, missing = filecmp.cmpfiles(a, c, files, shallow=False)
+    changed += missing  # file names that exist for one seed only (IJB-S frame numbers) changed too
     assert "faces_synthface/train.rec" in changed and "IJB_release/IJBB/loose_crop/1.jpg" in changed
+    assert any(f.startswith("IJB-S/aligned/") for f in changed) and any(f.startswith("tinyface/Testing_Set/Probe/") for f in changed)
 
 
 def test_generation_is_atomic_on_failure(tmp_path, monkeypatch):

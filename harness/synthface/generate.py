@@ -13,6 +13,13 @@ One release (``<out>/``) holds:
   several probe templates mixing clean stills and degraded video frames; frames of one video share a media id.
   Test subjects are disjoint from the source and target identities; IJB-C's subjects include IJB-B's, as in the
   real releases.
+  Each also holds the NIST 1:N protocol CSVs (``<t>_1N_gallery_S1/S2`` for IJB-B, ``G1/G2`` for IJB-C, and
+  ``<t>_1N_probe_mixed.csv``; ``harness.synthface.ijb1n``).
+- ``IJB-S/``: the raw NIST ``cs6_*`` protocol CSVs and AdaFace-style aligned crops of heavily degraded
+  surveillance videos and clean single/booking stills; frames that "fail alignment" are missing from the aligned
+  folder, as MTCNN failures are (``harness.synthface.ijbs``).
+- ``tinyface/Testing_Set`` (native low-resolution Probe, Gallery_Match, Gallery_Distractor, and the two ``.mat``
+  id files) and ``aligned_pad_0.1_pad_high/`` (the aligned copy AdaFace evaluates) (``harness.synthface.tinyface``).
 - ``synthface.json``: the configuration and the counts (never the hidden degradation parameters).
 
 Determinism: the same seed and size give byte-identical files (for pinned torch/Pillow on one platform). An
@@ -38,7 +45,10 @@ from harness.align import align_faces
 from harness.data.images import encode_jpeg
 from harness.data.recordio import write_face_rec
 from harness.synthface import degrade as camera
+from harness.synthface.ijb1n import write_1n_csvs
+from harness.synthface.ijbs import TINY_IJBS, IJBSSpec, write_ijbs
 from harness.synthface.render import ImageSpec, identity_params, render, sample_image_specs, stack_identities, to_uint8
+from harness.synthface.tinyface import TINY_TINYFACE, TinyFaceSpec, write_tinyface
 
 FORMAT_VERSION = 1
 CHUNK = 256  # images rendered per batch; results do not depend on it
@@ -76,6 +86,8 @@ class SynthFaceConfig:
     jpeg_quality: int = 95  # of stored aligned/clean images (degraded frames keep their camera JPEG)
     ijbb: IJBSpec = field(default_factory=lambda: IJBSpec(subjects=250))
     ijbc: IJBSpec = field(default_factory=lambda: IJBSpec(subjects=400))
+    ijbs: IJBSSpec = field(default_factory=IJBSSpec)
+    tinyface: TinyFaceSpec = field(default_factory=TinyFaceSpec)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -91,6 +103,8 @@ SIZES: dict[str, SynthFaceConfig] = {
         target_images=60,
         ijbb=IJBSpec(subjects=6, gallery_stills=2, probe_templates=2),
         ijbc=IJBSpec(subjects=8, gallery_stills=2, probe_templates=2),
+        ijbs=TINY_IJBS,
+        tinyface=TINY_TINYFACE,
     ),
     # For `dvc repro` on 2 CPU cores: 1000 identities x ~10 images gave a learnable task with a clear domain
     # gap at 48 px input in the feasibility study.
@@ -106,6 +120,8 @@ SIZES: dict[str, SynthFaceConfig] = {
         target_images=20000,
         ijbb=IJBSpec(subjects=1000, probe_templates=5, impostors_per_probe=400),
         ijbc=IJBSpec(subjects=1800, probe_templates=5, impostors_per_probe=400),
+        ijbs=IJBSSpec(subjects=200),
+        tinyface=TinyFaceSpec(identities=2000, distractors=50000),
     ),
 }
 
@@ -344,7 +360,10 @@ def write_ijb(cfg: SynthFaceConfig, out: str, which: str) -> dict:
         n_imp += len(others)
     with open(os.path.join(meta_dir, f"{prefix}_template_pair_label.txt"), "w") as f:
         f.writelines(lines)
+    # The NIST 1:N protocol CSVs (two galleries splitting the subjects, and the mixed probe set).
+    one_n = write_1n_csvs(meta_dir, prefix, rows, template_subject, gallery, probes, _rng(cfg, stream, 8), landmarks=landmarks_out)
     return {
+        **one_n,
         "subjects": ijb.subjects,
         "rows": n,
         "stills": int((~is_frame).sum()),
@@ -376,6 +395,8 @@ def generate(cfg: SynthFaceConfig, out: str, log=print) -> dict:
             ("target", lambda: write_target(cfg, tmp)),
             ("ijbb", lambda: write_ijb(cfg, tmp, "IJBB")),
             ("ijbc", lambda: write_ijb(cfg, tmp, "IJBC")),
+            ("ijbs", lambda: write_ijbs(cfg, tmp, cfg.ijbs)),
+            ("tinyface", lambda: write_tinyface(cfg, tmp, cfg.tinyface)),
         ]:
             t0 = time.perf_counter()
             counts[part] = fn()
