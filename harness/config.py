@@ -55,7 +55,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    benchmarks: tuple[str, ...] = ("IJBB", "IJBC")
+    benchmarks: tuple[str, ...] = ("IJBB", "IJBC", "IJBS", "TinyFace")
     flip: str = "sum"
     faceness: bool = True
     image_norm: bool = False

@@ -83,7 +83,12 @@ def result_knobs(cfg: RunConfig) -> dict[str, Any]:
 
 
 def evaluate_model(cfg: RunConfig, backbone: torch.nn.Module, device: str) -> list[dict]:
+    """Every benchmark of ``cfg.eval.benchmarks`` on the release: IJBB / IJBC give a 1:1 verification row and a
+    1:N identification row (one feature extraction for both), IJBS an IJB-S row, TinyFace a TinyFace row."""
+    from harness.eval.ijb_identification import IJBIdentification
     from harness.eval.ijb_verification import IJBVerification, VerificationProtocol
+    from harness.eval.ijbs import IJBSEvaluation, IJBSSettings
+    from harness.eval.tinyface import TinyFaceEvaluation, TinyFaceSettings
 
     protocol = VerificationProtocol(
         flip=cfg.eval.flip, faceness=cfg.eval.faceness, image_norm=cfg.eval.image_norm,
@@ -91,12 +96,24 @@ def evaluate_model(cfg: RunConfig, backbone: torch.nn.Module, device: str) -> li
     )
     rows = []
     for name in cfg.eval.benchmarks:
-        root = os.path.join(cfg.data.release, "IJB_release", name)
-        evaluator = IJBVerification(root, protocol=protocol)
         t0 = time.perf_counter()
-        res = evaluator.evaluate(backbone, batch_size=cfg.eval.batch_size, device=device)
-        res["seconds"] = time.perf_counter() - t0
-        rows.append(res)
+        if name in ("IJBB", "IJBC"):
+            root = os.path.join(cfg.data.release, "IJB_release", name)
+            verification = IJBVerification(root, protocol=protocol)
+            feats = verification.extract_features(backbone, batch_size=cfg.eval.batch_size, device=device)
+            found = [verification.evaluate_features(feats), IJBIdentification(root, protocol=protocol).evaluate_features(feats)]
+        elif name == "IJBS":
+            settings = IJBSSettings(channel_order=cfg.data.channel_order, input_size=cfg.data.input_size)
+            found = [IJBSEvaluation(os.path.join(cfg.data.release, "IJB-S"), settings).evaluate(backbone, batch_size=cfg.eval.batch_size, device=device)]
+        elif name == "TinyFace":
+            settings = TinyFaceSettings(flip=cfg.eval.flip, channel_order=cfg.data.channel_order, input_size=cfg.data.input_size)
+            found = [TinyFaceEvaluation(cfg.data.release, settings=settings).evaluate(backbone, batch_size=cfg.eval.batch_size, device=device)]
+        else:
+            raise ValueError(f"config eval.benchmarks: unknown benchmark {name!r}; valid: IJBB, IJBC, IJBS, TinyFace")
+        seconds = (time.perf_counter() - t0) / len(found)
+        for row in found:
+            row["seconds"] = seconds
+        rows += found
     return rows
 
 
@@ -104,9 +121,18 @@ def compact_metrics(doc: dict) -> dict:
     """{"IJB-B": {"tar@1e-4": ..., "stills_only.tar@1e-3": ..., ...}, "train": {...}}: what `dvc metrics` shows."""
     out: dict[str, Any] = {}
     for row in doc["results"]:
-        m = {f"tar@{far}": tar for far, tar in row["tar_at_far"].items()}
-        for part, sub in row.get("by_probe_media", {}).items():
-            m[f"{part}.tar@0.001"] = sub["tar_at_far"].get("0.001")
+        m: dict[str, Any] = {}
+        if "tar_at_far" in row:
+            m.update({f"tar@{far}": tar for far, tar in row["tar_at_far"].items()})
+            for part, sub in row.get("by_probe_media", {}).items():
+                m[f"{part}.tar@0.001"] = sub["tar_at_far"].get("0.001")
+        for section in ("joined", "open_set", "V2S", "V2B", "V2V"):
+            for key, value in row.get(section, {}).items():
+                if isinstance(value, (int, float)) or value is None:
+                    m[f"{section}.{key}"] = value
+        for key in ("rank1", "rank5", "rank20"):
+            if key in row:
+                m[key] = row[key]
         out[row["benchmark"]] = m
     if "seconds" in doc.get("train", {}):
         out["train"] = {k: doc["train"][k] for k in ("seconds", "images_per_second", "final_loss")}
@@ -157,18 +183,19 @@ def run(cfg: RunConfig, _run=None) -> dict:
         rows = evaluate_model(cfg, backbone, device)
         for row in rows:
             row["knobs"] = {**row.get("knobs", {}), **result_knobs(cfg)}
-            if log is not None:
-                bench = row["benchmark"].replace("-", "").lower()
-                for far, tar in row["tar_at_far"].items():
-                    log(f"{bench}.tar@far={far}", tar, 0)
         doc["results"] = rows
+        if log is not None:
+            for bench, values in compact_metrics(doc).items():
+                for key, value in values.items():
+                    if value is not None and bench != "train":
+                        log(f"{bench.replace('-', '').replace(' ', '').lower()}.{key}", value, 0)
     path = cfg.result or os.path.join(workdir, "result.json")
     write_json_atomic(path, doc)
     if cfg.metrics:
         write_json_atomic(cfg.metrics, compact_metrics(doc))
     if _run is not None:
         _run.add_artifact(path, "result.json")
-        _run.info["result"] = {r["benchmark"]: r["tar_at_far"] for r in doc["results"]}
+        _run.info["result"] = compact_metrics(doc)
     return doc
 
 
@@ -199,13 +226,16 @@ def main(argv: list[str] | None = None) -> int:
     def _main(_run):
         documents.append(run(cfg, _run))
         # Sacred logs the return value: keep it to the headline numbers (the full document is an artifact).
-        return {r["benchmark"]: r["tar_at_far"] for r in documents[0]["results"]}
+        return {k: v for k, v in compact_metrics(documents[0]).items() if k != "train"}
 
     ex.run(options={"--name": f"{cfg.method}-s{cfg.seed}"})
     doc = documents[0]
-    for row in doc["results"]:
-        tars = "  ".join(f"{far}: {100 * tar:.2f}" for far, tar in row["tar_at_far"].items())
-        print(f"{doc['method']} seed {doc['seed']} {row['benchmark']} TAR@FAR  {tars}")
+    for bench, values in compact_metrics(doc).items():
+        if bench == "train":
+            continue
+        headline = {k: v for k, v in values.items() if v is not None and not k.startswith(("stills_only", "with_video", "open_set"))}
+        shown = "  ".join(f"{k}: {100 * v:.2f}" for k, v in headline.items())
+        print(f"{doc['method']} seed {doc['seed']} {bench}  {shown}")
     return 0
 
 

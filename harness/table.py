@@ -1,11 +1,13 @@
-"""Markdown tables of TAR@FAR, regenerated from result files alone (DomainBed's ``collect_results`` idea).
+"""Markdown tables of every benchmark column, regenerated from result files alone (DomainBed's ``collect_results`` idea).
 
 ``python -m harness.table results/eval/*.json --out results/table.md``
 
 Each result file is the document ``harness.run`` writes (method, seed, knobs, one row per benchmark). Cells are
 percentages; with several seeds of one method they read ``mean ± std`` (sample std, n-1) and the seed count is
-shown. A second table splits IJB pairs by what the probe template holds (clean stills only vs video frames):
-the domain gap a method should close. Missing cells read ``-``.
+shown. Sections: IJB-B/C (1:1 TAR@FAR and joined-gallery 1:N Rank-1/5), IJB-S (V2S/V2B/V2V x Rank-1/5 and TPIR at
+FPIR 1%/10%), TinyFace (Rank-1/5/20), and the domain gap (IJB pairs split by what the probe template holds:
+clean stills only vs video frames). A section appears when some result has its benchmark; missing cells read
+``-``. Every row's protocol knobs are listed under the tables.
 """
 
 from __future__ import annotations
@@ -23,10 +25,31 @@ FARS = ("0.0001", "0.001", "0.01")
 GAP_FAR = "0.001"
 
 
+def _far_label(far: str) -> str:
+    return f"{float(far):.0e}".replace("e-0", "e-")
+
+
+# (benchmark, column label, path into the result row): the paper's columns (CFSM README tables).
+VERIFICATION = [
+    (b, f"{b} {_far_label(f)}", ("tar_at_far", f)) for b in ("IJB-B", "IJB-C") for f in FARS
+] + [(f"{b} 1:N", f"{b} {r}", ("joined", key)) for b in ("IJB-B", "IJB-C") for r, key in (("R1", "rank1"), ("R5", "rank5"))]
+IJBS = [
+    ("IJB-S", f"{p} {label}", (p, key))
+    for p in ("V2S", "V2B", "V2V")
+    for label, key in (("R1", "rank1"), ("R5", "rank5"), ("1%", "tpir@fpir=0.01"), ("10%", "tpir@fpir=0.1"))
+]
+TINYFACE = [("TinyFace", "R1", ("rank1",)), ("TinyFace", "R5", ("rank5",)), ("TinyFace", "R20", ("rank20",))]
+GAP = [
+    (b, f"{b} {part.replace('_', ' ')}", ("by_probe_media", part, "tar_at_far", GAP_FAR))
+    for b in ("IJB-B", "IJB-C")
+    for part in ("stills_only", "with_video")
+]
+
+
 def load_results(paths: list[str]) -> list[dict]:
     docs = []
     for p in sorted(paths):
-        with open(p) as f:
+        with open(p, encoding="utf-8") as f:
             try:
                 doc = json.load(f)
             except json.JSONDecodeError as exc:
@@ -48,35 +71,46 @@ def _cell(values: list[float]) -> str:
     return f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}"
 
 
-def _far_label(far: str) -> str:
-    return f"{float(far):.0e}".replace("e-0", "e-")
+def _lookup(row: dict, path: tuple) -> float | None:
+    node = row
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node if isinstance(node, (int, float)) else None
+
+
+def _table(by_method: dict[str, list[dict]], columns: list[tuple]) -> list[str]:
+    head = ["method", "seeds"] + [label for _, label, _ in columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method in sorted(by_method):
+        runs = by_method[method]
+        cells = []
+        for bench, _, path in columns:
+            cells.append(_cell([_lookup(r, path) for d in runs for r in d["results"] if r["benchmark"] == bench]))
+        seeds = ",".join(str(s) for s in sorted({d["seed"] for d in runs}))
+        lines.append("| " + " | ".join([method, seeds] + cells) + " |")
+    return lines
 
 
 def make_tables(docs: list[dict]) -> str:
     by_method: dict[str, list[dict]] = defaultdict(list)
     for d in docs:
         by_method[d["method"]].append(d)
-    benchmarks = sorted({r["benchmark"] for d in docs for r in d["results"]})
-    head = ["method", "seeds"] + [f"{b} TAR@FAR={_far_label(f)}" for b in benchmarks for f in FARS]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    gap_head = ["method"] + [f"{b} {part} TAR@FAR={_far_label(GAP_FAR)}" for b in benchmarks for part in ("stills only", "with video")]
-    gap = ["| " + " | ".join(gap_head) + " |", "|" + "---|" * len(gap_head)]
-    for method in sorted(by_method):
-        runs = by_method[method]
-        cells, gap_cells = [], []
-        for b in benchmarks:
-            rows = [r for d in runs for r in d["results"] if r["benchmark"] == b]
-            cells += [_cell([r["tar_at_far"].get(f) for r in rows]) for f in FARS]
-            for part in ("stills_only", "with_video"):
-                gap_cells.append(_cell([r.get("by_probe_media", {}).get(part, {}).get("tar_at_far", {}).get(GAP_FAR) for r in rows]))
-        seeds = ",".join(str(s) for s in sorted({d["seed"] for d in runs}))
-        lines.append("| " + " | ".join([method, seeds] + cells) + " |")
-        gap.append("| " + " | ".join([method] + gap_cells) + " |")
-    knobs = sorted({json.dumps(r.get("knobs", {}), sort_keys=True) for d in docs for r in d["results"]})
-    out = ["## IJB-B / IJB-C 1:1 verification (SynthFace, not the paper's data)", "", *lines, "",
-           "## Domain gap: probes of clean stills vs probes holding degraded video frames", "", *gap, "",
-           "Protocol knobs of these rows:", ""]
-    out += [f"- `{k}`" for k in knobs]
+    present = {r["benchmark"] for d in docs for r in d["results"]}
+    out = ["# Results on SynthFace (a procedural stand-in benchmark: never compare with the paper's numbers)", ""]
+    sections = [
+        ("IJB-B / IJB-C: 1:1 TAR@FAR (%) and 1:N Rank-1/5 with the galleries joined (CFSM's columns)", VERIFICATION),
+        ("IJB-S: Rank-1, Rank-5, TPIR at FPIR 1% and 10% (surveillance video to single / booking / surveillance)", IJBS),
+        ("TinyFace: closed-set Rank-k with distractors", TINYFACE),
+        (f"Domain gap: IJB TAR@FAR={_far_label(GAP_FAR)} for probes of clean stills vs probes holding degraded video frames", GAP),
+    ]
+    for title, columns in sections:
+        columns = [c for c in columns if c[0] in present]
+        if columns:
+            out += [f"## {title}", "", *_table(by_method, columns), ""]
+    knobs = sorted({json.dumps({"benchmark": r["benchmark"], **r.get("knobs", {})}, sort_keys=True) for d in docs for r in d["results"]})
+    out += ["Protocol knobs of these rows:", ""] + [f"- `{k}`" for k in knobs]
     return "\n".join(out) + "\n"
 
 
@@ -97,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.out)), suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, args.out)
     return 0

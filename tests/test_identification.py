@@ -34,3 +34,16 @@ def test_topk_larger_than_gallery_and_gather():
     assert got[0] == 1 and got[1] == 2 and np.isnan(got[2])
     n = l2_normalize(np.array([[3, 4], [0, 0]], np.float32))
     assert np.allclose(n, [[0.6, 0.8], [0, 0]])
+
+
+def test_topk_keeps_the_lowest_indices_of_a_tie_straddling_k():
+    """Integer scores: every k-boundary is a large tie; the lower gallery indices must be kept, in order."""
+    rng = np.random.default_rng(1)
+    probe = np.eye(6, dtype=np.float32)[rng.integers(0, 6, 25)]
+    gallery = rng.integers(0, 3, (3000, 6)).astype(np.float32)
+    for max_bytes in (4 * 25 * 7, 1 << 30):
+        s, i = chunked_topk(probe, gallery, 20, max_bytes=max_bytes)
+        dense = probe @ gallery.T
+        for p in range(len(probe)):
+            want = np.lexsort((np.arange(3000), -dense[p]))[:20]
+            assert i[p].tolist() == want.tolist()

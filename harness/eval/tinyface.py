@@ -1,0 +1,262 @@
+"""TinyFace closed-set identification (Rank-1/5/20), as AdaFace evaluates it.
+
+Sources (facts re-implemented, no code copied): mk-minchul/AdaFace ``validation_lq/validate_tinyface.py``,
+``validation_lq/tinyface_helper.py`` (``TinyFaceTest.test_identification``) and the PFE ``DIR_FAR`` it calls
+(``shared/reference/benchmark_formats.md`` §3); dataset: Cheng, Zhu, Gong, "Low-Resolution Face Recognition",
+ACCV 2018. The *official* TinyFace script (Euclidean distance, CMC at 1/5/10/20/50 and mAP) is a different metric
+and is not what AdaFace and CFSM report.
+
+Features (:meth:`TinyFaceEvaluation.extract_features`):
+
+- the aligned copy's images, as stored (AdaFace does not re-align), scaled ``(x/255-0.5)/0.5``, in
+  ``channel_order`` (AdaFace models take BGR; the harness default is RGB). With ``input_size`` set, images of
+  another size are resized first (antialiased bilinear, rounded to uint8, as the harness's training loader does).
+- flip test fused with AdaFace's ``pre_norm_vector_add``: ``emb * norm + emb_f * norm_f``. AdaFace's model returns
+  (unit embedding, norm), so this is the sum of the *un-normalised* outputs for the image and its mirror; the
+  harness's models return the un-normalised output, so the fusion is ``model(x) + model(flip(x))``.
+  ``flip="none"`` keeps ``model(x)``. :meth:`~TinyFaceEvaluation.evaluate_features` then L2-normalises each row
+  (AdaFace's ``l2_norm``; an all-zero row stays zero here and scores 0, where AdaFace would produce NaN).
+
+Metric (``DIR_FAR(score, label, ranks=[1, 5, 20])`` with its default FAR = 1.0, i.e. closed set):
+
+- score = inner product of unit features, probes x gallery, the gallery being every Gallery_Match image followed by
+  every Gallery_Distractor image (label -100); ``label[i, j]`` = same identity.
+- only *mated* probes count (a probe with no same-identity Gallery_Match image is dropped from the denominator, as
+  ``DIR_FAR`` does; TinyFace has none).
+- Rank-k = fraction of mated probes with *any* same-identity gallery image among the k highest scores.
+- The k highest scores come from :func:`harness.eval.identification.chunked_topk` (blocks of bounded memory, never
+  the dense probe x gallery matrix: 3,728 x 157,871 on the real set).
+- **Ties.** AdaFace sorts each score row with ``np.argsort`` and reverses it. Where that sort is stable, a tied
+  entry with the *higher* gallery index ranks first. ``ties="high_index_first"`` (default) reproduces that order
+  (by searching the reversed gallery); ``"low_index_first"`` is the order of ``chunked_topk``. NumPy's default
+  ``argsort`` (quicksort/introsort, SIMD-sorted on recent x86 builds) is not guaranteed stable, so AdaFace's own
+  tie order is not fully specified; ties matter only for exactly equal scores at a rank boundary. The gallery
+  order is the reader's (each folder sorted by path; AdaFace keeps ``os.walk`` order). Known limitation:
+  ``chunked_topk`` keeps its tie order everywhere except for a tie that straddles position k inside one of its
+  blocks (``np.argpartition`` keeps arbitrary members of it); ``tests/test_tinyface.py`` has a strict xfail for it.
+- AdaFace stores each rank as a float32 mean; here it is ``hits / mated`` in float64 (differs by < 1e-7), with the
+  hit counts alongside.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.data.tinyface import DEFAULT_ALIGNED, TinyFaceProtocol, read_tinyface
+from harness.errors import DataFormatError
+from harness.eval.identification import DEFAULT_BLOCK_BYTES, chunked_topk, l2_normalize
+
+__all__ = ["TinyFaceSettings", "TinyFaceEvaluation", "closed_set_cmc", "BENCHMARK"]
+
+BENCHMARK = "TinyFace"
+NORMALIZATION = "(x/255-0.5)/0.5"
+_FLIPS = ("sum", "none")
+_CHANNEL_ORDERS = ("RGB", "BGR")
+_TIES = ("high_index_first", "low_index_first")
+
+
+@dataclass(frozen=True)
+class TinyFaceSettings:
+    """The knobs of the TinyFace protocol. Defaults = AdaFace ``validate_tinyface.py`` (flip test on, ranks 1/5/20),
+    except ``channel_order`` (the harness trains RGB; AdaFace and CFSM models take BGR).
+
+    - ``flip``: ``"sum"`` (``pre_norm_vector_add``: outputs of the image and its mirror added, then L2) or ``"none"``.
+    - ``input_size``: side fed to the model; ``None`` feeds the aligned copy as stored (AdaFace: 112).
+    - ``channel_order``: ``"RGB"`` or ``"BGR"``.
+    - ``ties``: ``"high_index_first"`` (AdaFace's reversed argsort, read as stable) or ``"low_index_first"``.
+    - ``ranks``: the CMC ranks reported.
+    """
+
+    flip: str = "sum"
+    input_size: int | None = None
+    channel_order: str = "RGB"
+    ties: str = "high_index_first"
+    ranks: tuple = (1, 5, 20)
+    normalization: str = NORMALIZATION
+
+    def __post_init__(self):
+        if self.flip not in _FLIPS:
+            raise ValueError(f"flip must be one of {_FLIPS}, got {self.flip!r}")
+        if self.channel_order not in _CHANNEL_ORDERS:
+            raise ValueError(f"channel_order must be one of {_CHANNEL_ORDERS}, got {self.channel_order!r}")
+        if self.ties not in _TIES:
+            raise ValueError(f"ties must be one of {_TIES}, got {self.ties!r}")
+        if self.normalization != NORMALIZATION:
+            raise ValueError(f"normalization must be {NORMALIZATION!r} (the only one supported), got {self.normalization!r}")
+        if self.input_size is not None:
+            if isinstance(self.input_size, bool) or not isinstance(self.input_size, (int, np.integer)) or self.input_size <= 0:
+                raise ValueError(f"input_size must be a positive int or None, got {self.input_size!r}")
+            object.__setattr__(self, "input_size", int(self.input_size))
+        ranks = tuple(int(r) for r in self.ranks)
+        if not ranks or any(r < 1 for r in ranks):
+            raise ValueError(f"ranks must be a non-empty tuple of positive ints, got {self.ranks!r}")
+        object.__setattr__(self, "ranks", ranks)
+
+    def knobs(self) -> dict:
+        """Flat, JSON-ready dict of the protocol, stored in every result row."""
+        return {
+            "flip": self.flip,
+            "flip_fusion": "pre_norm_vector_add" if self.flip == "sum" else "none",
+            "input_size": self.input_size,
+            "channel_order": self.channel_order,
+            "normalization": self.normalization,
+            "score": "inner_product_of_l2_normalised",
+            "ties": self.ties,
+            "ranks": list(self.ranks),
+        }
+
+
+def closed_set_cmc(
+    probe: np.ndarray,
+    gallery: np.ndarray,
+    probe_labels,
+    gallery_labels,
+    ranks=(1, 5, 20),
+    ties: str = "high_index_first",
+    max_bytes: int = DEFAULT_BLOCK_BYTES,
+) -> dict:
+    """``DIR_FAR`` at FAR = 1 on features as given (no normalisation): ``{"rank<k>": float | None, "hits": {k: n},
+    "mated_probes": n}``; Rank-k is None when no probe is mated. Scores are ``probe @ gallery.T``."""
+    if ties not in _TIES:
+        raise ValueError(f"ties must be one of {_TIES}, got {ties!r}")
+    probe_labels = np.asarray(probe_labels).reshape(-1)
+    gallery_labels = np.asarray(gallery_labels).reshape(-1)
+    n_g = gallery.shape[0]
+    if probe.shape[0] != probe_labels.shape[0] or n_g != gallery_labels.shape[0]:
+        raise ValueError(f"labels do not match features: {probe.shape[0]}/{probe_labels.shape[0]} probes, {n_g}/{gallery_labels.shape[0]} gallery")
+    ranks = [int(r) for r in ranks]
+    k = min(max(ranks), n_g)
+    if ties == "high_index_first":  # lower index first in the reversed gallery = higher original index first
+        _, idx = chunked_topk(probe, gallery[::-1], k, max_bytes=max_bytes)
+        idx = (n_g - 1) - idx
+    else:
+        _, idx = chunked_topk(probe, gallery, k, max_bytes=max_bytes)
+    hit = gallery_labels[idx] == probe_labels[:, None]  # (P, k)
+    first = np.where(hit.any(1), hit.argmax(1), k)  # 0-based position of the first mate in the top k
+    mated = np.isin(probe_labels, gallery_labels)
+    n_m = int(mated.sum())
+    hits = {r: int(np.count_nonzero(mated & (first < r))) for r in ranks}
+    out = {f"rank{r}": (hits[r] / n_m if n_m else None) for r in ranks}
+    out["hits"] = {str(r): hits[r] for r in ranks}
+    out["mated_probes"] = n_m
+    return out
+
+
+def _check_feats(x, n: int, what: str, where: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise DataFormatError(where, what, f"features must be a 2-D (rows, dim) array, got shape {x.shape}")
+    if x.dtype.kind != "f":
+        raise DataFormatError(where, what, f"features must be floating point, got {x.dtype}")
+    if x.shape[0] != n:
+        raise DataFormatError(where, what, f"{x.shape[0]} feature rows but the protocol has {n}")
+    ok = np.isfinite(x).all(axis=1)
+    if not ok.all():
+        raise DataFormatError(where, what, f"row {int(np.flatnonzero(~ok)[0])} has NaN or inf")
+    return x
+
+
+class TinyFaceEvaluation:
+    """TinyFace identification on one dataset root (AdaFace's ``tinyface_root``; a SynthFace release folder)."""
+
+    def __init__(self, root: str | os.PathLike, aligned: str = DEFAULT_ALIGNED, settings: TinyFaceSettings = TinyFaceSettings()):
+        self.protocol: TinyFaceProtocol = read_tinyface(root, aligned)
+        self.root = self.protocol.root
+        self.settings = settings
+
+    def evaluate_features(self, probe: np.ndarray, gallery: np.ndarray, *, features_path: str | os.PathLike | None = None) -> dict:
+        """Rank-k from (flip-fused, un-normalised or normalised) features: ``probe`` (P, D) in the protocol's probe
+        order, ``gallery`` (G, D) = Gallery_Match then Gallery_Distractor rows in the protocol's order.
+
+        Result: ``{"benchmark": "TinyFace", "rank1", "rank5", "rank20" (one key per rank), "hits", "counts": {probes,
+        mated_probes, gallery_match, distractors, identities}, "knobs": settings.knobs()}``.
+        """
+        where = os.fspath(features_path) if features_path is not None else "<features>"
+        pr = self.protocol
+        probe = _check_feats(probe, pr.num_probes, "probe", where)
+        gallery = _check_feats(gallery, pr.num_gallery, "gallery", where)
+        if probe.shape[1] != gallery.shape[1]:
+            raise DataFormatError(where, "dim", f"probe width {probe.shape[1]} != gallery width {gallery.shape[1]}")
+        cmc = closed_set_cmc(l2_normalize(probe), l2_normalize(gallery), pr.probe_labels, pr.gallery_labels,
+                             self.settings.ranks, self.settings.ties)
+        counts = pr.counts()
+        counts["mated_probes"] = cmc["mated_probes"]
+        res = {"benchmark": BENCHMARK}
+        res.update({f"rank{r}": cmc[f"rank{r}"] for r in self.settings.ranks})
+        res["hits"] = cmc["hits"]
+        res["counts"] = counts
+        res["knobs"] = self.settings.knobs()
+        return res
+
+    def _load(self, paths: list[str]):
+        import torch
+        import torch.nn.functional as F
+
+        from harness.data.images import read_image
+
+        size = self.settings.input_size
+        imgs = [read_image(p) for p in paths]
+        groups: dict[tuple, list[int]] = {}
+        for i, im in enumerate(imgs):
+            groups.setdefault(im.shape[:2], []).append(i)
+        if size is None and len(groups) > 1:
+            first = imgs[0].shape[:2]
+            odd = next(i for i, im in enumerate(imgs) if im.shape[:2] != first)
+            raise DataFormatError(paths[odd], "size", f"{imgs[odd].shape[1]}x{imgs[odd].shape[0]} but {paths[0]} is {first[1]}x{first[0]}; set input_size")
+        h, w = (size, size) if size is not None else next(iter(groups))
+        out = torch.empty((len(imgs), 3, h, w), dtype=torch.uint8)
+        for (gh, gw), idx in groups.items():
+            t = torch.from_numpy(np.stack([imgs[i] for i in idx])).permute(0, 3, 1, 2)
+            if (gh, gw) != (h, w):
+                t = F.interpolate(t.float(), size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+                t = t.round_().clamp_(0, 255).to(torch.uint8)
+            out[idx] = t
+        return out
+
+    def extract_features(self, model, batch_size: int = 64, device="cpu") -> tuple[np.ndarray, np.ndarray]:
+        """``(probe (P, D), gallery (G, D))`` float32, flip-fused and *not* normalised, in the protocol's order.
+
+        Model in eval mode under ``torch.inference_mode`` (inputs moved to ``device``; the model must be there);
+        the training mode is restored afterwards.
+        """
+        import torch
+
+        s = self.settings
+        paths = self.protocol.probe_paths + self.protocol.gallery_paths
+        n = len(paths)
+        bs = max(1, int(batch_size))
+        out: np.ndarray | None = None
+        was_training = getattr(model, "training", False)
+        if hasattr(model, "eval"):
+            model.eval()
+        try:
+            with torch.inference_mode():
+                for a in range(0, n, bs):
+                    e = min(n, a + bs)
+                    x = self._load(paths[a:e])
+                    if s.channel_order == "BGR":
+                        x = x.flip(1)
+                    x = x.to(device=device).float().div_(255.0).sub_(0.5).div_(0.5).contiguous()
+                    f = model(x)
+                    if s.flip == "sum":
+                        f = f + model(torch.flip(x, dims=(3,)))
+                    if f.dim() != 2 or f.shape[0] != e - a:
+                        raise ValueError(f"model must map (B, 3, S, S) to (B, D); got output shape {tuple(f.shape)}")
+                    f = f.float().cpu().numpy()
+                    if out is None:
+                        out = np.empty((n, f.shape[1]), dtype=np.float32)
+                    out[a:e] = f
+        finally:
+            if hasattr(model, "train"):
+                model.train(was_training)
+        assert out is not None
+        p = self.protocol.num_probes
+        return out[:p], out[p:]
+
+    def evaluate(self, model, batch_size: int = 64, device="cpu") -> dict:
+        """:meth:`extract_features` then :meth:`evaluate_features`."""
+        probe, gallery = self.extract_features(model, batch_size=batch_size, device=device)
+        return self.evaluate_features(probe, gallery)
