@@ -12,7 +12,6 @@ recorded as FAILED. Each result row carries every protocol knob.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 
 from harness.config import RunConfig, apply_overrides, load_params, valid_keys
+from harness.evaluate import write_json_atomic
 
 RESULT_FORMAT = 1
 ALIGNMENT = "arcface-5pt-umeyama-similarity"
@@ -56,15 +56,6 @@ def make_config(argv: list[str]) -> RunConfig:
         raise FileNotFoundError(f"{params}: params file not found")
     merged = load_params(params) | overrides
     return apply_overrides(RunConfig(), merged)
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=os.path.dirname(os.path.abspath(path)))
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def result_knobs(cfg: RunConfig) -> dict[str, Any]:
@@ -190,9 +181,12 @@ def run(cfg: RunConfig, _run=None) -> dict:
                     if value is not None and bench != "train":
                         log(f"{bench.replace('-', '').replace(' ', '').lower()}.{key}", value, 0)
     path = cfg.result or os.path.join(workdir, "result.json")
-    write_json_atomic(path, doc)
+    for target in (path, cfg.metrics):
+        if target:
+            os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    write_json_atomic(doc, path)
     if cfg.metrics:
-        write_json_atomic(cfg.metrics, compact_metrics(doc))
+        write_json_atomic(compact_metrics(doc), cfg.metrics)
     if _run is not None:
         _run.add_artifact(path, "result.json")
         _run.info["result"] = compact_metrics(doc)

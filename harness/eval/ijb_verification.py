@@ -531,36 +531,15 @@ class IJBVerification:
 
         from harness.align import align_faces
         from harness.data.images import read_image
+        from harness.eval.features import embed_batches
 
         p = self.protocol
-        n = len(self.meta)
-        out: np.ndarray | None = None
-        was_training = getattr(model, "training", False)
-        if hasattr(model, "eval"):
-            model.eval()
-        try:
-            with torch.inference_mode():
-                for s in range(0, n, max(1, int(batch_size))):
-                    e = min(n, s + max(1, int(batch_size)))
-                    imgs = [read_image(loose_crop_path(self.meta, i)) for i in range(s, e)]
-                    x = align_faces(imgs, self.meta.landmarks[s:e], p.align_size)
-                    if p.channel_order == "BGR":
-                        x = x.flip(1)
-                    x = x.to(device=device).float().div_(255.0).sub_(0.5).div_(0.5).contiguous()
-                    f = model(x)
-                    if p.flip == "sum":
-                        f = f + model(torch.flip(x, dims=(3,)))
-                    if f.dim() != 2 or f.shape[0] != e - s:
-                        raise ValueError(f"model must map (B, 3, S, S) to (B, D); got output shape {tuple(f.shape)}")
-                    f = f.float().cpu().numpy()
-                    if out is None:
-                        out = np.empty((n, f.shape[1]), dtype=np.float32)
-                    out[s:e] = f
-        finally:
-            if hasattr(model, "train"):
-                model.train(was_training)
-        assert out is not None
-        return out
+
+        def load(start: int, stop: int) -> torch.Tensor:
+            imgs = [read_image(loose_crop_path(self.meta, i)) for i in range(start, stop)]
+            return align_faces(imgs, self.meta.landmarks[start:stop], p.align_size)
+
+        return embed_batches(model, len(self.meta), load, batch_size, device, p.channel_order, p.flip)
 
     def evaluate(self, model, batch_size: int = 64, device="cpu", exact: bool = False) -> dict:
         """:meth:`extract_features` then :meth:`evaluate_features`."""

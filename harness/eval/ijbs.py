@@ -280,51 +280,32 @@ class IJBSEvaluation:
         import torch.nn.functional as F
 
         from harness.data.images import read_image
+        from harness.eval.features import embed_batches
 
         paths, _ = self.image_list()
         s = self.settings
-        n = len(paths)
-        bs = max(1, int(batch_size))
-        out: np.ndarray | None = None
-        crop_hw = None
-        was_training = getattr(model, "training", False)
-        if hasattr(model, "eval"):
-            model.eval()
-        try:
-            with torch.inference_mode():
-                for b0 in range(0, n, bs):
-                    chunk = paths[b0 : b0 + bs]
-                    imgs = []
-                    for p in chunk:
-                        full = os.path.join(self.aligned_root, p)
-                        im = read_image(full)
-                        if crop_hw is None:
-                            crop_hw = im.shape[:2]
-                        elif im.shape[:2] != crop_hw:
-                            raise DataFormatError(full, "shape", f"aligned crop is {im.shape[1]}x{im.shape[0]}, others are {crop_hw[1]}x{crop_hw[0]}")
-                        imgs.append(im)
-                    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float()
-                    if s.input_size is not None and tuple(x.shape[-2:]) != (s.input_size, s.input_size):
-                        x = F.interpolate(x, size=(s.input_size, s.input_size), mode="bilinear", align_corners=False, antialias=True)
-                    if s.channel_order == "BGR":
-                        x = x.flip(1)
-                    x = x.div_(255.0).sub_(0.5).div_(0.5).contiguous().to(device)
-                    f = model(x)
-                    if isinstance(f, (tuple, list)):
-                        if len(f) != 2:
-                            raise ValueError(f"model returned a {type(f).__name__} of {len(f)} items; expected a tensor or (emb, norm)")
-                        f = f[0] * f[1]
-                    if f.dim() != 2 or f.shape[0] != len(chunk):
-                        raise ValueError(f"model must map (B, 3, S, S) to (B, D); got output shape {tuple(f.shape)}")
-                    f = f.float().cpu().numpy()
-                    if out is None:
-                        out = np.empty((n, f.shape[1]), np.float32)
-                    out[b0 : b0 + len(chunk)] = f
-        finally:
-            if hasattr(model, "train"):
-                model.train(was_training)
-        if out is None:
+        if not paths:
             raise ValueError(f"{self.aligned_root}: no aligned crops of the {BENCHMARK} protocol found")
+        crop_hw: list = []
+
+        def load(start: int, stop: int) -> torch.Tensor:
+            imgs = []
+            for p in paths[start:stop]:
+                full = os.path.join(self.aligned_root, p)
+                im = read_image(full)
+                if not crop_hw:
+                    crop_hw.append(im.shape[:2])
+                elif im.shape[:2] != crop_hw[0]:
+                    h, w = crop_hw[0]
+                    raise DataFormatError(full, "shape", f"aligned crop is {im.shape[1]}x{im.shape[0]}, others are {w}x{h}")
+                imgs.append(im)
+            x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2)
+            if s.input_size is not None and tuple(x.shape[-2:]) != (s.input_size, s.input_size):
+                x = F.interpolate(x.float(), size=(s.input_size, s.input_size), mode="bilinear", align_corners=False, antialias=True)
+                x = x.round_().clamp_(0, 255).to(torch.uint8)
+            return x
+
+        out = embed_batches(model, len(paths), load, batch_size, device, s.channel_order, "none")
         return paths, out
 
     # ---------------------------------------------------------------- metrics from features

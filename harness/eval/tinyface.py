@@ -224,35 +224,11 @@ class TinyFaceEvaluation:
         """
         import torch
 
+        from harness.eval.features import embed_batches
+
         s = self.settings
         paths = self.protocol.probe_paths + self.protocol.gallery_paths
-        n = len(paths)
-        bs = max(1, int(batch_size))
-        out: np.ndarray | None = None
-        was_training = getattr(model, "training", False)
-        if hasattr(model, "eval"):
-            model.eval()
-        try:
-            with torch.inference_mode():
-                for a in range(0, n, bs):
-                    e = min(n, a + bs)
-                    x = self._load(paths[a:e])
-                    if s.channel_order == "BGR":
-                        x = x.flip(1)
-                    x = x.to(device=device).float().div_(255.0).sub_(0.5).div_(0.5).contiguous()
-                    f = model(x)
-                    if s.flip == "sum":
-                        f = f + model(torch.flip(x, dims=(3,)))
-                    if f.dim() != 2 or f.shape[0] != e - a:
-                        raise ValueError(f"model must map (B, 3, S, S) to (B, D); got output shape {tuple(f.shape)}")
-                    f = f.float().cpu().numpy()
-                    if out is None:
-                        out = np.empty((n, f.shape[1]), dtype=np.float32)
-                    out[a:e] = f
-        finally:
-            if hasattr(model, "train"):
-                model.train(was_training)
-        assert out is not None
+        out = embed_batches(model, len(paths), lambda a, e: self._load(paths[a:e]), batch_size, device, s.channel_order, s.flip)
         p = self.protocol.num_probes
         return out[:p], out[p:]
 
