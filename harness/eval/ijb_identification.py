@@ -61,10 +61,7 @@ from harness.eval.ijb_verification import (
     BENCHMARK_NAMES,
     IJBVerification,
     VerificationProtocol,
-    _first_bad_row,
-    _first_zero_row,
-    _image_row_fn,
-    _pool,
+    pool_image_features,
 )
 from harness.eval.roc import far_key
 
@@ -328,31 +325,9 @@ class IJBIdentification:
         """(template ids, L2-normalised float64 template features) of every template of face_tid_mid, from
         per-image features exactly as the 1:1 protocol builds them (same checks and errors)."""
         where = os.fspath(features_path) if features_path is not None else "<features>"
-        n_rows = len(self.meta)
-        feats = np.asarray(feats)
-        if feats.ndim != 2:
-            raise DataFormatError(where, "shape", f"features must be a 2-D (rows, dim) array, got shape {feats.shape}")
-        if feats.dtype.kind != "f":
-            raise DataFormatError(where, "dtype", f"features must be floating point, got {feats.dtype}")
-        if feats.shape[0] != n_rows:
-            raise DataFormatError(where, "rows", f"{feats.shape[0]} feature rows but face_tid_mid has {n_rows}")
-        if feats.shape[1] == 0 or (flip_concat and feats.shape[1] % 2):
-            raise DataFormatError(where, "shape", f"bad feature width {feats.shape[1]} (flip_concat={bool(flip_concat)})")
-        if feats.dtype != np.float32:
-            feats = feats.astype(np.float32)
-        if self.protocol.image_norm:
-            z = _first_zero_row(feats)
-            if z is not None:
-                raise DataFormatError(where, f"row {z}", "all-zero feature row cannot be L2-normalised (image_norm)")
-        w = np.asarray(self.meta.faceness, dtype=np.float32) if self.protocol.faceness else None
-        get_rows = _image_row_fn(feats, w, self.protocol, flip_concat)
-        dim = feats.shape[1] // 2 if flip_concat else feats.shape[1]
-        tids, tf, _ = _pool(get_rows, self.meta.templates, self.meta.medias, dim)
-        if not np.isfinite(tf).all():
-            bad = _first_bad_row(feats)
-            if bad is not None:
-                raise DataFormatError(where, f"row {bad}", f"feature row {bad} (0-based, image {bad + 1}) is not finite (NaN/inf)")
-            raise DataFormatError(where, None, "features give non-finite template vectors (float32 overflow)")
+        tids, tf, _ = pool_image_features(
+            feats, self.meta.templates, self.meta.medias, self.meta.faceness, self.protocol, flip_concat, where
+        )
         return tids, tf
 
     def evaluate_features(

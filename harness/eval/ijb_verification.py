@@ -396,29 +396,16 @@ def _tar_block(scores: np.ndarray, labels: np.ndarray, fars) -> dict:
     return {"tar_at_far": {far_key(x): tars[float(x)] for x in fars}, "auc": auc_from_roc(fpr, tpr), "counts": counts}
 
 
-def evaluate_verification(
-    feats: np.ndarray,
-    templates,
-    medias,
-    faceness,
-    pairs,
-    labels,
-    protocol: VerificationProtocol = VerificationProtocol(),
-    *,
-    flip_concat: bool = False,
-    features_path: str | os.PathLike | None = None,
-    pair_file: str | os.PathLike = "<pairs>",
-    benchmark: str = "IJB",
-    exact: bool = False,
-) -> dict:
-    """The whole 1:1 protocol on in-memory arrays (what :meth:`IJBVerification.evaluate_features` runs).
+def pool_image_features(
+    feats: np.ndarray, templates: np.ndarray, medias: np.ndarray, faceness, protocol: "VerificationProtocol",
+    flip_concat: bool, where: str,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Checked per-image features -> (template ids, L2-normalised float64 template features, largest media size).
 
-    ``feats``: (N, D) flip-fused features, or (N, 2D) ``[orig | flip]`` with ``flip_concat``; row i is image row i
-    of face_tid_mid. Returns the result dict described in :meth:`IJBVerification.evaluate_features`.
+    Shared by the 1:1 and 1:N protocols: shape/dtype/row-count checks naming ``where``, optional flip split,
+    per-image normalisation and faceness weighting (``protocol``), insightface's media-mean-then-sum pooling, and
+    a non-finite check that names the first bad image row.
     """
-    where = os.fspath(features_path) if features_path is not None else "<features>"
-    templates = _as_ids(templates, "templates")
-    medias = _as_ids(medias, "medias")
     n_rows = templates.shape[0]
     feats = np.asarray(feats)
     if feats.ndim != 2:
@@ -445,6 +432,33 @@ def evaluate_verification(
         if bad is not None:
             raise DataFormatError(where, f"row {bad}", f"feature row {bad} (0-based, image {bad + 1}) is not finite (NaN/inf)")
         raise DataFormatError(where, None, "features give non-finite template vectors (float32 overflow)")
+    return tids, tf, max_media
+
+
+def evaluate_verification(
+    feats: np.ndarray,
+    templates,
+    medias,
+    faceness,
+    pairs,
+    labels,
+    protocol: VerificationProtocol = VerificationProtocol(),
+    *,
+    flip_concat: bool = False,
+    features_path: str | os.PathLike | None = None,
+    pair_file: str | os.PathLike = "<pairs>",
+    benchmark: str = "IJB",
+    exact: bool = False,
+) -> dict:
+    """The whole 1:1 protocol on in-memory arrays (what :meth:`IJBVerification.evaluate_features` runs).
+
+    ``feats``: (N, D) flip-fused features, or (N, 2D) ``[orig | flip]`` with ``flip_concat``; row i is image row i
+    of face_tid_mid. Returns the result dict described in :meth:`IJBVerification.evaluate_features`.
+    """
+    where = os.fspath(features_path) if features_path is not None else "<features>"
+    templates = _as_ids(templates, "templates")
+    medias = _as_ids(medias, "medias")
+    tids, tf, max_media = pool_image_features(feats, templates, medias, faceness, protocol, flip_concat, where)
     pairs = np.asarray(pairs)
     labels = np.asarray(labels)
     if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.dtype.kind not in "iu" or labels.shape != (pairs.shape[0],):
@@ -473,9 +487,9 @@ def evaluate_verification(
         "auc": main["auc"],
         "knobs": protocol.knobs(),
         "scoring": "exact" if exact else "matmul",
-        "input": {"flip_concat": bool(flip_concat), "dim": int(feats.shape[1])},
+        "input": {"flip_concat": bool(flip_concat), "dim": int(np.shape(feats)[1])},
         "counts": {
-            "rows": int(n_rows),
+            "rows": int(templates.shape[0]),
             "templates": int(tids.shape[0]),
             "pairs": main["counts"]["pairs"],
             "genuine": main["counts"]["genuine"],

@@ -156,6 +156,17 @@ def _take(spec: ImageSpec, index: np.ndarray) -> ImageSpec:
     return ImageSpec(**{k: np.asarray(v)[index] for k, v in dataclasses.asdict(spec).items()})
 
 
+def _degrade_frames(images, landmarks, params: camera.DegradationParams, noise_rng, det_rng):
+    """Video frames: the camera model, then detector noise on the low-resolution landmarks (proportional to the
+    inter-ocular distance and the degradation strength). Returns (JPEG bytes, noisy landmarks (B, 5, 2) float64,
+    decoded low-resolution uint8 images)."""
+    jpegs, lm_low, lows = camera.degrade(images, landmarks, params, noise_rng)
+    lm = lm_low.double().numpy()
+    ipd = np.linalg.norm(lm[:, 1] - lm[:, 0], axis=1)
+    lm = lm + det_rng.normal(0, 1, lm.shape) * (0.05 * ipd * params.strength)[:, None, None]
+    return jpegs, lm, lows
+
+
 def _faceness(rng: np.random.Generator, strength: np.ndarray) -> np.ndarray:
     """A detector-like confidence: ~0.99 on clean faces, falling with degradation, occasionally very low."""
     s = np.asarray(strength, dtype=np.float64)
@@ -320,11 +331,7 @@ def write_ijb(cfg: SynthFaceConfig, out: str, which: str) -> dict:
         stills = idx[~is_frame[idx]]
         if len(frames):
             local = frames - sl.start
-            jpegs, lm_low, _ = camera.degrade(images[local], landmarks[local], frame_params.take(frames), noise_rng)
-            lm = lm_low.double().numpy()
-            # Detector noise on the landmarks of degraded frames, proportional to face size and degradation.
-            ipd = np.linalg.norm(lm[:, 1] - lm[:, 0], axis=1)
-            lm = lm + det_rng.normal(0, 1, lm.shape) * (0.05 * ipd * frame_params.strength[frames])[:, None, None]
+            jpegs, lm, _ = _degrade_frames(images[local], landmarks[local], frame_params.take(frames), noise_rng, det_rng)
             for j, k in enumerate(frames):
                 with open(os.path.join(crop_dir, f"{k + 1}.jpg"), "wb") as f:
                     f.write(jpegs[j])

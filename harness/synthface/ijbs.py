@@ -178,7 +178,7 @@ def _box(lm: np.ndarray) -> tuple[float, float, float, float]:
 
 def write_ijbs(cfg: SynthFaceConfig, out: str, spec: IJBSSpec) -> dict:
     """Write ``<out>/IJB-S`` (protocol CSVs and aligned crops). Returns counts for the manifest."""
-    from harness.synthface.generate import _render_chunks, _rng, _take, identity_table
+    from harness.synthface.generate import _degrade_frames, _render_chunks, _rng, _take, identity_table
 
     root = os.path.join(out, "IJB-S")
     proto_dir = os.path.join(root, "protocols")
@@ -253,10 +253,7 @@ def write_ijbs(cfg: SynthFaceConfig, out: str, spec: IJBSSpec) -> dict:
         stills = idx[~is_frame[idx]]
         if len(frames):
             local = frames - sl.start
-            _, lm_low, lows = camera.degrade(images[local], landmarks[local], frame_params.take(frames), noise_rng)
-            lm = lm_low.double().numpy()
-            ipd = np.linalg.norm(lm[:, 1] - lm[:, 0], axis=1)
-            lm = lm + lm_rng.normal(0, 1, lm.shape) * (0.05 * ipd * frame_params.strength[frames])[:, None, None]
+            _, lm, lows = _degrade_frames(images[local], landmarks[local], frame_params.take(frames), noise_rng, lm_rng)
             aligned = to_uint8(align_faces(lows, lm, size).float() / 255.0)
             for j, k in enumerate(frames):
                 x, y, w, h = _box(lm[j])
