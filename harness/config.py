@@ -35,9 +35,9 @@ class ModelConfig:
     channels_last: bool = True  # NHWC memory format: ~1.3x faster convolutions on CPU (oneDNN)
     embedding_size: int = 128
     dropout: float = 0.0
-    head: str = "arcface"  # arcface | cosface
+    head: str = "arcface"  # arcface | cosface | adaface (AdaFace's h=0.333, t_alpha=0.01 are the head's own defaults)
     s: float = 64.0
-    m: float = 0.5
+    m: float = 0.5  # passed to every head: ArcFace 0.5; CosFace and AdaFace use 0.4 in their papers (set model.m=0.4)
 
 
 @dataclass(frozen=True)
@@ -134,12 +134,14 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
     return str(value)
 
 
-def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
-    """Apply ``{"optim.lr": "0.05", "hparams.rs_ratio": 0.5, ...}``; unknown keys raise a one-line KeyError."""
-    keys = valid_keys()
-    tree = cfg.to_dict()
+def apply_overrides(cfg, overrides: dict[str, Any]):
+    """Apply ``{"optim.lr": "0.05", "hparams.rs_ratio": 0.5, ...}`` to a config dataclass (``RunConfig`` or any other
+    frozen dataclass tree, e.g. the stage-1 config); unknown keys raise a one-line KeyError."""
+    cls = type(cfg)
+    keys = valid_keys(cls)
+    tree = _plain(dataclasses.asdict(cfg))
     for key, raw in overrides.items():
-        if key.startswith("hparams."):  # method hyperparameters are validated against the method's declaration
+        if key.startswith("hparams.") and "hparams" in tree:  # method hyperparameters are validated against the method's declaration
             tree["hparams"][key.split(".", 1)[1]] = yaml.safe_load(raw) if isinstance(raw, str) else raw
             continue
         if key not in keys:
@@ -153,7 +155,7 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
             node[parts[-1]] = _plain(_coerce(raw, current, key))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"config key {key!r}: cannot use {raw!r} ({exc})") from None
-    return from_dict(tree)
+    return from_dict(tree, cls)
 
 
 def _get(cfg: Any, parts: list[str]) -> Any:
@@ -162,13 +164,13 @@ def _get(cfg: Any, parts: list[str]) -> Any:
     return cfg
 
 
-def from_dict(tree: dict) -> RunConfig:
+def from_dict(tree: dict, root: type = RunConfig):
     def build(cls, data: dict, prefix: str):
         kwargs = {}
         names = {f.name: f for f in dataclasses.fields(cls)}
         for k, v in data.items():
             if k not in names:
-                raise KeyError(f"unknown config key {prefix + k!r}; valid keys: {', '.join(valid_keys())}")
+                raise KeyError(f"unknown config key {prefix + k!r}; valid keys: {', '.join(valid_keys(root))}")
             f = names[k]
             sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
             if isinstance(sub, type) and dataclasses.is_dataclass(sub):
@@ -178,7 +180,7 @@ def from_dict(tree: dict) -> RunConfig:
                 kwargs[k] = _coerce(v, default, prefix + k) if default is not None else v
         return cls(**kwargs)
 
-    return build(RunConfig, tree, "")
+    return build(root, tree, "")
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

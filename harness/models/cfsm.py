@@ -29,7 +29,8 @@ training loop, not to the model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import os
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +42,7 @@ __all__ = [
     "StyleMLP", "assign_adain_params", "num_adain_params", "CFSMGenerator", "MultiScaleDiscriminator",
     "weights_init_normal", "lsgan_d_loss", "lsgan_g_loss", "magnitude_target", "identity_loss",
     "orthogonality_loss", "reconstruction_loss", "subspace_similarity", "count_parameters",
+    "STAGE1_FORMAT", "save_generator", "load_generator",
 ]
 
 ADAIN_SCALES = ("gamma", "one_plus_gamma")
@@ -448,3 +450,44 @@ def subspace_similarity(U_a: Tensor, mu_a: Tensor, U_b: Tensor, mu_b: Tensor) ->
     if a.shape != b.shape:
         raise ValueError(f"subspaces differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
     return float(F.cosine_similarity(a, b, dim=1).mean())
+
+
+# ------------------------------------------------------------------------------------------- stage-1 artefact
+
+STAGE1_FORMAT = "cfsm-stage1/1"
+
+
+def save_generator(path: str, generator: CFSMGenerator, meta: dict | None = None) -> None:
+    """Write the trained generator (what stage 2 loads) atomically: ``{"format", "model_config", "generator",
+    "meta"}``; ``meta`` holds the training config, the deviations and the analysis figures."""
+    import torch as _torch
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    _torch.save({"format": STAGE1_FORMAT, "model_config": asdict(generator.config),
+                 "generator": generator.state_dict(), "meta": meta or {}}, tmp)
+    os.replace(tmp, path)
+
+
+def load_generator(path: str, map_location: str | torch.device = "cpu", **expect) -> tuple[CFSMGenerator, dict]:
+    """Load a stage-1 generator (eval mode, frozen). ``expect`` names :class:`CFSMConfig` fields the caller needs
+    (``image_size=32, style_dim=10``); any difference is one ValueError that lists every differing field.
+    Returns ``(generator, meta)``."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: stage-1 generator not found (run `dvc repro stage1` or `python -m harness.stage1`)")
+    state = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(state, dict) or state.get("format") != STAGE1_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{path}: not a CFSM stage-1 generator (format {found!r}, expected {STAGE1_FORMAT!r})")
+    known = {f.name for f in fields(CFSMConfig)}
+    unknown = sorted(set(expect) - known)
+    if unknown:
+        raise TypeError(f"load_generator: unknown CFSMConfig fields {unknown}")
+    config = CFSMConfig(**state["model_config"])
+    differs = [f"{k}={getattr(config, k)!r} (expected {v!r})" for k, v in expect.items() if getattr(config, k) != v]
+    if differs:
+        raise ValueError(f"{path}: incompatible stage-1 generator: " + ", ".join(differs))
+    generator = CFSMGenerator(config)
+    generator.load_state_dict(state["generator"])
+    generator.eval().requires_grad_(False)
+    return generator, state.get("meta", {})

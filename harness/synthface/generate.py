@@ -20,6 +20,10 @@ One release (``<out>/``) holds:
   folder, as MTCNN failures are (``harness.synthface.ijbs``).
 - ``tinyface/Testing_Set`` (native low-resolution Probe, Gallery_Match, Gallery_Distractor, and the two ``.mat``
   id files) and ``aligned_pad_0.1_pad_high/`` (the aligned copy AdaFace evaluates) (``harness.synthface.tinyface``).
+- ``stage1_pairs/{clean,degraded}/*.jpg`` + ``pairs.txt``: an analysis set for CFSM stage 1, images of *source*
+  identities rendered once and stored twice, clean (as the source domain) and through the target's camera model
+  (as the target domain), so that "what the true degradation keeps" can be measured on the same images. Never
+  used for training.
 - ``synthface.json``: the configuration and the counts (never the hidden degradation parameters).
 
 Determinism: the same seed and size give byte-identical files (for pinned torch/Pillow on one platform). An
@@ -54,6 +58,7 @@ FORMAT_VERSION = 1
 CHUNK = 256  # images rendered per batch; results do not depend on it
 DOMAIN_SOURCE, DOMAIN_TARGET, DOMAIN_TEST = 1, 2, 3
 STREAM_SOURCE, STREAM_TARGET, STREAM_IJBB, STREAM_IJBC = 11, 12, 13, 14
+STREAM_PAIRS = 17  # 15 and 16 are IJB-S and TinyFace
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ class SynthFaceConfig:
     target_identities: int = 800
     target_images: int = 4000
     target_strength: tuple[float, float] = (0.4, 1.0)
+    pair_images: int = 512  # stage1_pairs: clean/degraded analysis pairs of source identities
     jpeg_quality: int = 95  # of stored aligned/clean images (degraded frames keep their camera JPEG)
     ijbb: IJBSpec = field(default_factory=lambda: IJBSpec(subjects=250))
     ijbc: IJBSpec = field(default_factory=lambda: IJBSpec(subjects=400))
@@ -101,6 +107,7 @@ SIZES: dict[str, SynthFaceConfig] = {
         source_images_per_identity=5,
         target_identities=20,
         target_images=60,
+        pair_images=16,
         ijbb=IJBSpec(subjects=6, gallery_stills=2, probe_templates=2),
         ijbc=IJBSpec(subjects=8, gallery_stills=2, probe_templates=2),
         ijbs=TINY_IJBS,
@@ -118,6 +125,7 @@ SIZES: dict[str, SynthFaceConfig] = {
         source_images_per_identity=20,
         target_identities=5000,
         target_images=20000,
+        pair_images=2000,
         ijbb=IJBSpec(subjects=1000, probe_templates=5, impostors_per_probe=400),
         ijbc=IJBSpec(subjects=1800, probe_templates=5, impostors_per_probe=400),
         ijbs=IJBSSpec(subjects=200),
@@ -225,6 +233,37 @@ def write_target(cfg: SynthFaceConfig, out: str) -> dict:
     with open(os.path.join(root, "target_list.txt"), "w") as f:
         f.write("".join(n + "\n" for n in names))
     return {"identities_drawn_from": cfg.target_identities, "images": len(names)}
+
+
+def write_pairs(cfg: SynthFaceConfig, out: str) -> dict:
+    """``stage1_pairs/``: fresh renders of source identities, aligned clean and aligned after the target domain's
+    camera model (same strength range, same alignment to the degraded landmarks as the target crops). Lines of
+    ``pairs.txt``: ``<name> <source identity>``; the same name exists under ``clean/`` and ``degraded/``."""
+    root = os.path.join(out, "stage1_pairs")
+    for sub in ("clean", "degraded"):
+        os.makedirs(os.path.join(root, sub))
+    rng = _rng(cfg, STREAM_PAIRS, 0)
+    who = rng.integers(0, cfg.source_identities, cfg.pair_images)
+    table = identity_table(cfg, DOMAIN_SOURCE, cfg.source_identities)
+    spec = sample_image_specs(_rng(cfg, STREAM_PAIRS, 1), who)
+    lo, hi = cfg.target_strength
+    params = camera.sample_params(rng, rng.uniform(lo, hi, cfg.pair_images))
+    noise_rng = _rng(cfg, STREAM_PAIRS, 2)
+    lines = []
+    for sl, images, landmarks in _render_chunks(table, spec, cfg.loose_size):
+        clean = to_uint8(align_faces(images, landmarks, cfg.aligned_size))
+        _, lm_low, lows = camera.degrade(images, landmarks, params.take(np.arange(sl.start, sl.stop)), noise_rng)
+        degraded = to_uint8(align_faces(lows, lm_low, cfg.aligned_size).float() / 255.0)
+        for j in range(sl.stop - sl.start):
+            k = sl.start + j
+            name = f"pair_{k:06d}.jpg"
+            for sub, rgb in (("clean", clean[j]), ("degraded", degraded[j])):
+                with open(os.path.join(root, sub, name), "wb") as f:
+                    f.write(encode_jpeg(rgb, cfg.jpeg_quality))
+            lines.append(f"{name} {int(who[k])}\n")
+    with open(os.path.join(root, "pairs.txt"), "w") as f:
+        f.write("".join(lines))
+    return {"pairs": len(lines)}
 
 
 # --------------------------------------------------------------------------------------------- IJB
@@ -400,6 +439,7 @@ def generate(cfg: SynthFaceConfig, out: str, log=print) -> dict:
         for part, fn in [
             ("source", lambda: write_source(cfg, tmp)),
             ("target", lambda: write_target(cfg, tmp)),
+            ("stage1_pairs", lambda: write_pairs(cfg, tmp)),
             ("ijbb", lambda: write_ijb(cfg, tmp, "IJBB")),
             ("ijbc", lambda: write_ijb(cfg, tmp, "IJBC")),
             ("ijbs", lambda: write_ijbs(cfg, tmp, cfg.ijbs)),

@@ -1,0 +1,183 @@
+"""CFSM stage 1 as a run: training loop, resume, NaN guard, input checks, analyses and pictures (tiny SynthFace)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import harness.stage1 as stage1
+from harness.config import apply_overrides
+from harness.errors import DataFormatError
+from harness.models.cfsm import load_generator
+from harness.stage1 import Stage1Config, deviations, lambda_id_at, run_stage1, train_stage1
+from harness.stage1_analysis import basis_grid, frechet_distance, magnitude_grid
+
+TINY_MODEL = {"model.image_size": 16, "model.dim": 8, "model.d_scales": 2, "model.d_layers": 2,
+              "model.adain_scale": "one_plus_gamma", "model.mlp_dim": 32, "model.latent_dim": 16}
+
+
+@pytest.fixture(scope="module")
+def identity_ckpt(tiny_release, tmp_path_factory) -> str:
+    """A tiny source_only FR model (the frozen identity network f)."""
+    from harness.config import RunConfig
+    from harness.train import train
+
+    path = str(tmp_path_factory.mktemp("idnet") / "source_only.pt")
+    cfg = apply_overrides(RunConfig(), {"data.release": tiny_release, "data.input_size": 32, "model.widths": "8,16,16,32",
+                                        "model.embedding_size": 32, "optim.batch_size": 16, "optim.epochs": 1})
+    train(cfg, checkpoint_path=path, progress=False)
+    return path
+
+
+def _cfg(tiny_release, identity_ckpt, out, **extra) -> Stage1Config:
+    values = {"data.release": tiny_release, "identity": identity_ckpt, "out": str(out), "figures": str(out / "fig"),
+              "sacred": "", "train.batch_size": 8, "train.iterations": 12, "train.lr": 5e-4, "log_every": 3,
+              "checkpoint_every": 4, "analysis.holdout_target": 10, "analysis.figure_inputs": 3, **TINY_MODEL, **extra}
+    return apply_overrides(Stage1Config(), values)
+
+
+def test_lambda_id_schedule_follows_released_phases():
+    t = Stage1Config().train
+    assert [lambda_id_at(t, p) for p in (0.0, 0.2499, 0.25, 0.3999, 0.40, 0.99)] == [8, 8, 5, 5, 2, 2]
+
+
+def test_deviations_list_cpu_values_with_reasons_and_none_for_the_release():
+    assert deviations(Stage1Config()) == {}
+    cpu = apply_overrides(Stage1Config(), {"train.lr": 5e-4, "model.adain_scale": "one_plus_gamma", "out": "elsewhere"})
+    devs = deviations(cpu)
+    assert set(devs) == {"train.lr", "model.adain_scale"}  # paths are not deviations
+    assert devs["train.lr"]["paper"] == 1e-4 and devs["train.lr"]["used"] == 5e-4 and devs["train.lr"]["why"]
+
+
+def test_params_yaml_stage1_section_is_a_valid_config():
+    cfg = stage1.make_config([])
+    assert cfg.model.image_size == 32 and cfg.train.lr == 5e-4 and cfg.train.recon_weight == 10
+    assert set(deviations(cfg)) >= {"model.image_size", "model.adain_scale", "train.lr", "train.recon_weight"}
+
+
+def test_tiny_run_writes_generator_metrics_and_pictures(tiny_release, identity_ckpt, tmp_path):
+    logged = []
+    cfg = _cfg(tiny_release, identity_ckpt, tmp_path)
+    doc = run_stage1(cfg, log=lambda name, value, step: logged.append((name, value, step)))
+    names = {n for n, _, _ in logged}
+    assert {"stage1.loss_g", "stage1.loss_d", "stage1.loss_id", "stage1.loss_rec", "stage1.loss_ort",
+            "stage1.loss_g_adv", "stage1.lambda_id"} <= names
+    assert all(np.isfinite(v) for _, v, _ in logged)
+    G, meta = load_generator(str(tmp_path / "generator.pt"), image_size=16, style_dim=10)
+    assert meta["deviations"]["model.image_size"]["used"] == 16
+    assert not os.path.exists(tmp_path / "train_state.pt")  # removed once everything is written
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["train"]["steps"] == 12
+    fd = metrics["fd"]
+    assert {"source_target", "synth_target", "degraded_target", "target_target", "synth_over_source", "mag_0", "mag_6"} <= set(fd)
+    assert all(v >= 0 for v in fd.values())
+    ident = metrics["identity"]
+    assert -1 <= ident["cos_synth"] <= 1 and ident["trained_target_mag_3"] == pytest.approx(0.65)
+    assert set(metrics["targets"]) == {"fd_ratio_le_0.6", "identity_gap_le_0.05", "fd_monotone_in_magnitude"}
+    # Adam + the orthogonality loss keep U orthonormal after a few steps.
+    assert metrics["subspace"]["orthogonality_mse"] < 1e-4
+    mag = Image.open(doc["figures"]["magnitude"])
+    assert mag.size[0] > 8 * 32 and mag.size[1] > 3 * 32  # 3 inputs x (input + 7 magnitudes), 2x upscaled
+    assert os.path.isfile(doc["figures"]["basis"])
+
+
+def test_resume_after_a_kill_gives_the_uninterrupted_weights(tiny_release, identity_ckpt, tmp_path):
+    full = train_stage1(_cfg(tiny_release, identity_ckpt, tmp_path / "a")).generator.state_dict()
+    cfg = _cfg(tiny_release, identity_ckpt, tmp_path / "b")
+    part = train_stage1(cfg, stop_after=5)  # "killed" after 5 of 12 iterations; state saved at step 5
+    assert part.steps == 5 and os.path.isfile(tmp_path / "b" / "train_state.pt")
+    resumed = train_stage1(cfg)
+    assert resumed.resumed_from == 5
+    for k, v in full.items():
+        torch.testing.assert_close(resumed.generator.state_dict()[k], v, rtol=0, atol=0, msg=k)
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_state(tiny_release, identity_ckpt, tmp_path, monkeypatch):
+    real = stage1.reconstruction_loss
+    calls = {"n": 0}
+
+    def poisoned(x, y):
+        calls["n"] += 1
+        return real(x, y) * float("nan") if calls["n"] == 4 else real(x, y)  # the 4th odd step = iteration 7
+
+    monkeypatch.setattr(stage1, "reconstruction_loss", poisoned)
+    with pytest.raises(stage1.Stage1Diverged, match=r"step 7: loss rec is nan.*last good state kept at"):
+        train_stage1(_cfg(tiny_release, identity_ckpt, tmp_path))
+    state = torch.load(tmp_path / "train_state.pt", weights_only=False)
+    assert state["step"] == 4  # the checkpoint written before the failure
+    assert all(torch.isfinite(v).all() for v in state["G"].values() if v.is_floating_point())
+
+
+def test_target_list_with_a_missing_file_fails_before_training(tiny_release, identity_ckpt, tmp_path):
+    release = tmp_path / "release"
+    shutil.copytree(tiny_release, release)
+    names = (release / "target" / "target_list.txt").read_text().splitlines()
+    os.remove(release / "target" / "crops" / names[3])
+    os.remove(release / "target" / "crops" / names[7])
+    cfg = _cfg(str(release), identity_ckpt, tmp_path / "out")
+    with pytest.raises(DataFormatError, match=rf"target_list.txt:line 4: crop file .*{names[3]} does not exist"):
+        train_stage1(cfg)
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_missing_identity_checkpoint_is_named(tiny_release, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        train_stage1(_cfg(tiny_release, str(tmp_path / "nope.pt"), tmp_path / "out"))
+
+
+def test_cli_rejects_unknown_keys(capsys):
+    assert stage1.main(["train.lrr=1"]) == 2
+    assert "unknown config key 'train.lrr'" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------- analyses
+def test_frechet_distance_matches_closed_form_for_diagonal_covariances():
+    d = 4
+    sa, sb = np.array([1.0, 2.0, 0.5, 3.0]), np.array([2.0, 2.0, 1.0, 0.5])
+    mua, mub = np.array([0.0, 1.0, 2.0, 3.0]), np.array([1.0, 1.0, 0.0, 3.0])
+    # Points +-s_i e_i: sample mean exactly mu, sample covariance exactly diag(2 s^2 / (2d - 1)).
+    a = np.concatenate([np.diag(sa), -np.diag(sa)]) + mua
+    b = np.concatenate([np.diag(sb), -np.diag(sb)]) + mub
+    va, vb = 2 * sa**2 / (2 * d - 1), 2 * sb**2 / (2 * d - 1)
+    expected = np.sum((mua - mub) ** 2) + np.sum((np.sqrt(va) - np.sqrt(vb)) ** 2)
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-9)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError):
+        frechet_distance(a, b[:, :3])
+
+
+def test_frechet_distance_of_gaussian_samples_approaches_mean_shift():
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 1, (20000, 3))
+    b = rng.normal(0, 1, (20000, 3)) + np.array([1.0, 0.0, 0.0])
+    assert frechet_distance(a, b) == pytest.approx(1.0, abs=0.02)
+
+
+def test_figure_grids_show_inputs_magnitudes_and_bases():
+    from harness.models.cfsm import CFSMConfig, CFSMGenerator
+
+    torch.manual_seed(0)
+    G = CFSMGenerator(CFSMConfig(image_size=16, dim=8, mlp_dim=32, latent_dim=16, adain_scale="one_plus_gamma"))
+    x = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
+    grid = magnitude_grid(G, x, (0.0, 3.0, 6.0), seed=1)
+    assert grid.shape == (3, 4, 16, 16, 3) and grid.dtype == np.uint8
+    np.testing.assert_array_equal(grid[:, 0], x.permute(0, 2, 3, 1).numpy())  # first column: the inputs
+    basis = basis_grid(G, x[0], (-3.0, 0.0, 3.0))
+    assert basis.shape == (10, 3, 16, 16, 3)
+    for i in range(1, 10):  # value 0 is o = 0 for every basis vector
+        np.testing.assert_array_equal(basis[i, 1], basis[0, 1])
+    assert not np.array_equal(basis[0, 0], basis[0, 2])
+
+
+def test_stage1_config_is_frozen_and_typed():
+    cfg = Stage1Config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.seed = 1
+    assert apply_overrides(cfg, {"train.betas": "0.5,0.99"}).train.betas == (0.5, 0.99)
