@@ -199,8 +199,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = make_config(argv)
         from methods import get_method, resolve_hparams
 
-        get_method(cfg.method)
-        resolve_hparams(cfg.method, cfg.hparams_seed, cfg.hparams)
+        if cfg.train:  # e.g. a CFSM method whose stage-1 generator is missing: say so before anything starts
+            get_method(cfg.method).preflight(resolve_hparams(cfg.method, cfg.hparams_seed, cfg.hparams))
+        else:
+            resolve_hparams(cfg.method, cfg.hparams_seed, cfg.hparams)
     except (KeyError, ValueError, FileNotFoundError) as exc:
         print(f"harness.run: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2

@@ -82,6 +82,11 @@ class Method(nn.Module):
         self.num_classes = num_classes
         self.hp = dict(hp)
 
+    @classmethod
+    def preflight(cls, hp: Mapping[str, Any]) -> None:
+        """Check the method's inputs (files it loads, their compatibility) before a run starts; raise
+        FileNotFoundError / ValueError with a one-line message. Called by ``harness.run`` before Sacred starts."""
+
     def param_groups(self) -> list[dict]:
         """Extra trainable modules' parameter groups, added to the trainer's optimiser (e.g. a discriminator)."""
         return []

@@ -22,3 +22,28 @@ def tiny_release(tmp_path_factory) -> str:
 def tiny_manifest(tiny_release) -> dict:
     with open(os.path.join(tiny_release, "synthface.json")) as f:
         return json.load(f)
+
+
+@pytest.fixture(scope="session")
+def toy_rec_release(tmp_path_factory) -> str:
+    """A release folder holding only ``faces_synthface/`` (insightface RecordIO): 6 classes x 8 random 32 px JPEGs,
+    each class a distinct mean colour plus noise. Milliseconds to write, for trainer smoke tests that do not need
+    the rendered SynthFace faces (``tiny_release`` takes most of a minute on 2 busy cores)."""
+    import numpy as np
+
+    from harness.data.images import encode_jpeg
+    from harness.data.recordio import write_face_rec
+
+    root = tmp_path_factory.mktemp("toy_release")
+    rng = np.random.default_rng(0)
+    classes, per_class, size = 6, 8, 32
+
+    def samples():
+        for c in range(classes):
+            colour = rng.integers(40, 216, 3)
+            for _ in range(per_class):
+                img = np.clip(colour + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8)
+                yield c, encode_jpeg(img)
+
+    write_face_rec(root / "faces_synthface", samples(), num_classes=classes, image_size=(size, size))
+    return str(root)

@@ -1,9 +1,9 @@
-"""Face-recognition models: insightface-layout IResNet backbones and margin heads (ArcFace, CosFace)."""
+"""Face-recognition models: insightface-layout IResNet backbones and margin heads (ArcFace, CosFace, AdaFace)."""
 
-from .heads import HEADS, ArcFaceHead, CosFaceHead, MarginHead, build_head
+from .heads import HEADS, AdaFaceHead, ArcFaceHead, CosFaceHead, MarginHead, build_head
 from .iresnet import BACKBONES, IResNet, build_backbone, iresnet, small_iresnet
 
 __all__ = [
-    "BACKBONES", "HEADS", "IResNet", "MarginHead", "ArcFaceHead", "CosFaceHead",
+    "BACKBONES", "HEADS", "IResNet", "MarginHead", "ArcFaceHead", "CosFaceHead", "AdaFaceHead",
     "build_backbone", "build_head", "iresnet", "small_iresnet",
 ]

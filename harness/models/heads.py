@@ -12,6 +12,9 @@ embeddings and centres and clamps the cosine to [-1, 1]:
   ``cos - mm`` with ``mm = sin(pi - m) * m``, so the target logit keeps decreasing monotonically in ``theta``.
 * CosFace (Wang et al., "CosFace: Large Margin Cosine Loss for Deep Face Recognition", CVPR 2018),
   ``s=64, m=0.4``: target logit ``cos - m``.
+* AdaFace (Kim, Jain & Liu, "AdaFace: Quality Adaptive Margin for Face Recognition", CVPR 2022),
+  ``s=64, m=0.4, h=0.333, t_alpha=0.01``: a margin that adapts to the embedding norm (image quality); see
+  :class:`AdaFaceHead`.
 * logits are multiplied by ``s``; the loss is the mean cross-entropy. Labels equal to ``-1`` (insightface's
   PartialFC marker for samples whose class lives on another rank) are ignored (``ignore_index=-1``).
 
@@ -19,8 +22,11 @@ Unlike arcface_torch's ``ArcFace``, which edits the logits in place under ``torc
 trick), the margin here is an ordinary differentiable function, so its gradient reaches the centres and the
 embeddings exactly.
 
-New heads (e.g. AdaFace, added later) subclass :class:`MarginHead` and implement
-``margin(cos, labels, norms=None)``; ``forward`` passes per-sample embedding norms through for that purpose.
+New heads subclass :class:`MarginHead` and implement ``margin(cos, labels, norms=None)``; ``forward`` passes
+per-sample embedding norms through for that purpose. A head that needs them sets ``uses_norms = True``; the
+trainer passes the backbone's un-normalised embeddings (``FRModel.loss``: ``head(backbone(x), y)``), so
+:meth:`MarginHead.logits` computes the norms from them. (CFSM's released ``partial_fc.py`` calls
+``margin_softmax(logits, labels)`` without the norms, so its AdaFace path cannot run as released.)
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MarginHead", "ArcFaceHead", "CosFaceHead", "HEADS", "build_head"]
+__all__ = ["MarginHead", "ArcFaceHead", "CosFaceHead", "AdaFaceHead", "HEADS", "build_head"]
 
 
 class MarginHead(nn.Module):
@@ -154,7 +160,83 @@ class CosFaceHead(MarginHead):
         return super().extra_repr() + f", m={self.m}"
 
 
-HEADS: dict[str, type[MarginHead]] = {"arcface": ArcFaceHead, "cosface": CosFaceHead}
+class AdaFaceHead(MarginHead):
+    """Quality-adaptive margin (AdaFace: Kim, Jain & Liu, "AdaFace: Quality Adaptive Margin for Face
+    Recognition", CVPR 2022; the official ``mk-minchul/AdaFace`` ``head.py``, whose values CFSM's
+    ``GuidedFaceRecognition/losses.py`` reuses: ``m=0.4, h=0.333, s=64, t_alpha=0.01``).
+
+    With the per-sample embedding norms ``||f||`` (detached, ``safe = clip(||f||, 0.001, 100)``):
+
+    * running statistics (buffers ``batch_mean`` = 20 and ``batch_std`` = 100 at start), updated under
+      ``no_grad`` in training mode only: ``mean <- t_alpha * mean(safe) + (1 - t_alpha) * mean``, the same for
+      ``std`` with the batch's unbiased standard deviation;
+    * ``z = clip(h * (safe - batch_mean) / (batch_std + eps), -1, 1)`` with ``eps = 1e-3``, computed with the
+      statistics *after* this batch's update (as released);
+    * target entry: ``theta = acos(clip(cos, -1 + eps, 1 - eps))``,
+      ``target = cos(clip(theta - m * z, eps, pi - eps)) - (m + m * z)``; i.e. the angular margin
+      ``g_angular = -m z`` and the additive margin ``g_add = m + m z``. ``z = -1`` (low norm, hard/low quality)
+      gives ArcFace's ``cos(theta + m)``, ``z = 0`` CosFace's ``cos - m``, ``z = 1`` ``cos(theta - m) - 2m``.
+
+    Deviations, all documented choices rather than tuning: the released head clamps *every* cosine to
+    ``[-1 + eps, 1 - eps]``; here only the target entries are (the others keep the base class's [-1, 1], a
+    difference of at most 1e-3 in a non-target logit before scaling), so rows labelled ``-1`` stay unchanged as
+    the :class:`MarginHead` contract requires. The released head updates the statistics on every call, also in
+    eval mode; here only in training mode. A batch with fewer than two samples has no standard deviation and
+    leaves the statistics unchanged (the released code would write NaN). The statistics use every sample's norm,
+    including rows labelled ``-1`` (their features are real samples; only their class is elsewhere). The class
+    centres keep this module's ``normal_(0, 0.01)`` init (the official head draws ``uniform(-1, 1)`` columns
+    renormalised to unit length; only their directions matter, since the cosine normalises them).
+    """
+
+    uses_norms = True
+
+    def __init__(self, embedding_size: int, num_classes: int, s: float = 64.0, m: float = 0.4,
+                 h: float = 0.333, t_alpha: float = 0.01):
+        super().__init__(embedding_size, num_classes, s)
+        if not 0.0 <= t_alpha <= 1.0:
+            raise ValueError(f"t_alpha must be in [0, 1], got {t_alpha}")
+        self.m, self.h, self.t_alpha = float(m), float(h), float(t_alpha)
+        self.eps = 1e-3
+        self.register_buffer("batch_mean", torch.full((1,), 20.0))
+        self.register_buffer("batch_std", torch.full((1,), 100.0))
+
+    @torch.no_grad()
+    def update_statistics(self, safe_norms: torch.Tensor) -> None:
+        """EMA update of ``batch_mean`` / ``batch_std`` from a batch of (clipped, detached) norms."""
+        if safe_norms.numel() < 2:
+            return
+        a = self.t_alpha
+        self.batch_mean.mul_(1.0 - a).add_(a * safe_norms.mean())
+        self.batch_std.mul_(1.0 - a).add_(a * safe_norms.std())
+
+    def margin_scaler(self, norms: torch.Tensor) -> torch.Tensor:
+        """``z`` per sample (B,), in [-1, 1]; updates the running statistics first when training."""
+        safe = norms.detach().float().view(-1).clamp(0.001, 100.0)
+        if self.training:
+            self.update_statistics(safe)
+        z = (safe - self.batch_mean) / (self.batch_std + self.eps) * self.h
+        return z.clamp(-1.0, 1.0)
+
+    def target_logit(self, cos: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Margin-adjusted cosine for target entries (elementwise, unscaled) given each sample's ``z``."""
+        theta = torch.acos(cos.clamp(-1.0 + self.eps, 1.0 - self.eps))
+        theta_m = (theta - self.m * z).clamp(self.eps, math.pi - self.eps)
+        return torch.cos(theta_m) - (self.m + self.m * z)
+
+    def margin(self, cos, labels, norms=None):
+        if norms is None:
+            raise ValueError("AdaFaceHead needs the embedding norms (pass norms= or call logits/forward with "
+                             "un-normalised embeddings)")
+        if norms.numel() != cos.size(0):
+            raise ValueError(f"norms has {norms.numel()} entries for {cos.size(0)} samples")
+        z = self.margin_scaler(norms)
+        return self.replace_targets(cos, labels, lambda t, rows: self.target_logit(t, z[rows]))
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", m={self.m}, h={self.h}, t_alpha={self.t_alpha}"
+
+
+HEADS: dict[str, type[MarginHead]] = {"arcface": ArcFaceHead, "cosface": CosFaceHead, "adaface": AdaFaceHead}
 
 
 def build_head(name: str, embedding_size: int, num_classes: int, **kw) -> MarginHead:
