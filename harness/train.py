@@ -193,6 +193,7 @@ def train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None 
         raise ValueError(f"config optim.name={o.name!r}: expected 'sgd' or 'adamw'")
     scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
     total_steps = max(1, int(round(o.epochs * source.steps_per_epoch)))
+    method.total_steps = total_steps  # progress-based schedules (DANN's gradient-reversal warm-up)
     warmup_steps = int(round(o.warmup_epochs * source.steps_per_epoch))
     all_params = [p for g in optimizer.param_groups for p in g["params"]]
 

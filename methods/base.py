@@ -81,6 +81,7 @@ class Method(nn.Module):
         self.embedding_size = embedding_size
         self.num_classes = num_classes
         self.hp = dict(hp)
+        self.total_steps: int | None = None  # set by the trainer before the first step
 
     @classmethod
     def preflight(cls, hp: Mapping[str, Any]) -> None:

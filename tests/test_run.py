@@ -85,7 +85,7 @@ def test_evaluate_only_from_a_saved_checkpoint_matches(tiny_release, tmp_path, e
 
 @pytest.mark.parametrize(
     "arg,needle",
-    [("method=no_such_method", "registered methods: cfsm_guided, cfsm_random, source_only"), ("optim.lrr=1", "valid keys:"), ("hparams.nope=1", "unknown hyperparameter 'nope'")],
+    [("method=no_such_method", "registered methods: adv_degrade, "), ("optim.lrr=1", "valid keys:"), ("hparams.nope=1", "unknown hyperparameter 'nope'")],
 )
 def test_unknown_method_or_key_is_a_one_line_error(tiny_release, tmp_path, empty_params, capsys, arg, needle):
     assert run_main(["--params", empty_params, f"data.release={tiny_release}", f"out={tmp_path}", arg]) == 2
