@@ -200,3 +200,31 @@ def load_params(path: str | os.PathLike = "params.yaml", section: str = "run") -
     with open(path) as f:
         data = yaml.safe_load(f) or {}
     return flatten(data.get(section) or {})
+
+
+def config_from_cli(argv: list[str], defaults, section: str, doc: str | None = None):
+    """``[--params FILE] key=value ...`` -> the config: ``defaults``, then the ``section`` of the params file
+    (``params.yaml`` in the working directory when present), then the command line. ``-h`` exits with ``doc``;
+    anything else is a one-line ValueError listing the valid keys."""
+    params = "params.yaml"
+    overrides: dict[str, str] = {}
+    args = list(argv)
+    while args:
+        a = args.pop(0)
+        if a == "--params":
+            if not args:
+                raise ValueError("--params needs a file name")
+            params = args.pop(0)
+        elif a.startswith("--params="):
+            params = a.split("=", 1)[1]
+        elif a in ("-h", "--help"):
+            raise SystemExit(doc)
+        elif "=" in a and not a.startswith("-"):
+            key, value = a.split("=", 1)
+            overrides[key] = value
+        else:
+            extra = ", hparams.<name>" if any(f.name == "hparams" for f in dataclasses.fields(type(defaults))) else ""
+            raise ValueError(f"argument {a!r}: expected key=value (valid keys: {', '.join(valid_keys(type(defaults)))}{extra})")
+    if params != "params.yaml" and not os.path.isfile(params):
+        raise FileNotFoundError(f"{params}: params file not found")
+    return apply_overrides(defaults, load_params(params, section=section) | overrides)

@@ -21,41 +21,15 @@ from typing import Any
 
 import torch
 
-from harness.config import RunConfig, apply_overrides, load_params, valid_keys
+from harness.config import RunConfig, config_from_cli
 from harness.evaluate import write_json_atomic
 
 RESULT_FORMAT = 1
 ALIGNMENT = "arcface-5pt-umeyama-similarity"
 
 
-def parse_cli(argv: list[str]) -> tuple[str, dict[str, str]]:
-    params = "params.yaml"
-    overrides: dict[str, str] = {}
-    args = list(argv)
-    while args:
-        a = args.pop(0)
-        if a == "--params":
-            if not args:
-                raise ValueError("--params needs a file name")
-            params = args.pop(0)
-        elif a.startswith("--params="):
-            params = a.split("=", 1)[1]
-        elif a in ("-h", "--help"):
-            raise SystemExit(__doc__)
-        elif "=" in a and not a.startswith("-"):
-            key, value = a.split("=", 1)
-            overrides[key] = value
-        else:
-            raise ValueError(f"argument {a!r}: expected key=value (valid keys: {', '.join(valid_keys())}, hparams.<name>)")
-    return params, overrides
-
-
 def make_config(argv: list[str]) -> RunConfig:
-    params, overrides = parse_cli(argv)
-    if params != "params.yaml" and not os.path.isfile(params):
-        raise FileNotFoundError(f"{params}: params file not found")
-    merged = load_params(params) | overrides
-    return apply_overrides(RunConfig(), merged)
+    return config_from_cli(argv, RunConfig(), section="run", doc=__doc__)
 
 
 def result_knobs(cfg: RunConfig) -> dict[str, Any]:

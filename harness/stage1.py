@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.config import RunConfig, _plain, apply_overrides, from_dict, load_params, valid_keys
+from harness.config import RunConfig, _plain, config_from_cli, from_dict
 from harness.data.wider import CropFolderDataset, read_crop_list
 from harness.errors import require_dir, require_file
 from harness.models.cfsm import (
@@ -483,21 +483,7 @@ def run_stage1(cfg: Stage1Config, log=None, progress: bool = False) -> dict:
 
 
 def make_config(argv: list[str]) -> Stage1Config:
-    params = "params.yaml"
-    overrides: dict[str, str] = {}
-    for a in argv:
-        if a.startswith("--params="):
-            params = a.split("=", 1)[1]
-        elif a in ("-h", "--help"):
-            raise SystemExit(__doc__)
-        elif "=" in a and not a.startswith("-"):
-            k, v = a.split("=", 1)
-            overrides[k] = v
-        else:
-            raise ValueError(f"argument {a!r}: expected key=value (valid keys: {', '.join(valid_keys(Stage1Config))})")
-    if params != "params.yaml" and not os.path.isfile(params):
-        raise FileNotFoundError(f"{params}: params file not found")
-    return apply_overrides(Stage1Config(), load_params(params, section="stage1") | overrides)
+    return config_from_cli(argv, Stage1Config(), section="stage1", doc=__doc__)
 
 
 def main(argv: list[str] | None = None) -> int:

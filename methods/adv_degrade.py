@@ -16,9 +16,9 @@ Every training step:
 3. ``steps`` times (default 1 = FGSM): degrade the images with ``z``, compute the FR margin loss through
    ``fr.raw`` (unwrapped backbone) and ``fr.head`` with the true labels, take its gradient w.r.t. ``z`` only
    (``torch.autograd.grad``), ``z <- clip(z + alpha * sign(grad), z0 - eps, z0 + eps)``
-   (:func:`methods.cfsm_guided.fgsm_step`), then clip to [0, 1] (the valid range);
+   (:func:`harness.guidance.fgsm_step`), then clip to [0, 1] (the valid range);
 4. the batch is ``cat(x[real], degrade(x[selected], z_adv))`` with the labels carried along
-   (:func:`methods.cfsm_guided.mix_batch`).
+   (:func:`harness.guidance.mix_batch`).
 
 **The normalised space.** ``z`` has one coordinate per continuous parameter with a non-empty range
 (:meth:`harness.degradations.DegradationSpace.active`; by default 9: Gaussian blur sigma, motion-blur length and
@@ -51,7 +51,6 @@ statistics change, no random numbers drawn).
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -59,7 +58,7 @@ from torch import Tensor
 
 from harness import degradations as D
 from methods.base import Batch, FRModel, Method, register
-from methods.cfsm_guided import _as_bool, eval_mode, fgsm_step, memory_format_of, mix_batch, mix_indices, mix_sizes
+from harness.guidance import as_bool, guided_search, memory_format_of, mix_batch, mix_indices, mix_sizes, probe_losses
 
 ADV_OPS = ("color", "blur", "motion", "resize", "noise", "jpeg")  # every differentiable op; no crop
 
@@ -90,7 +89,7 @@ class AdvDegrade(Method):
         h = self.hp
         self.steps = int(h["steps"])
         self.eps, self.alpha, self.rs_ratio = float(h["eps"]), float(h["alpha"]), float(h["rs_ratio"])
-        self.inner_bn_train = _as_bool(h["inner_bn_train"], "inner_bn_train")
+        self.inner_bn_train = as_bool(h["inner_bn_train"], "inner_bn_train")
         self.op_prob = float(h["op_prob"])
         self.monitor_every = int(h["monitor_every"])
         if self.steps < 0 or self.eps < 0 or self.alpha < 0 or self.monitor_every < 0:
@@ -119,25 +118,11 @@ class AdvDegrade(Method):
 
     def adversarial_coefficients(self, x: Tensor, y: Tensor, z0: Tensor, fixed: dict[str, Tensor],
                                  fr: FRModel) -> tuple[Tensor, dict]:
-        """``steps`` FGSM steps on ``z`` from ``z0`` against the FR loss through ``fr.raw``; returns
-        ``(z_adv, scalars)``; ``steps == 0`` returns ``z0`` without a forward pass."""
-        z, scalars = z0, {}
-        if self.steps == 0:
-            return z, scalars
-        mode = nullcontext() if self.inner_bn_train else eval_mode(fr.raw, fr.head)
-        if self.inner_bn_train and fr.raw.training and x.size(0) < 2:
-            raise ValueError(f"{self.name}: the inner pass has {x.size(0)} sample; BatchNorm cannot train on one "
-                             "sample (use a larger batch or inner_bn_train=false)")
-        with torch.enable_grad(), mode:
-            for k in range(self.steps):
-                z = z.detach().requires_grad_(True)
-                loss = fr.head(fr.raw(self.degrade(x, z, fixed)), y)
-                (grad,) = torch.autograd.grad(loss, [z])  # w.r.t. z only: no parameter .grad is touched
-                z = fgsm_step(z, z0, grad, self.alpha, self.eps).clamp(0.0, 1.0)
-                if k == 0:
-                    scalars["adv.inner_loss"] = loss.detach()
-            scalars["adv.grad_zero"] = (grad == 0).float().mean().detach()
-        return z, scalars
+        """``steps`` FGSM steps on ``z`` from ``z0`` against the FR loss through ``fr.raw``, each projected back to
+        [0, 1]; returns ``(z_adv, scalars)``; ``steps == 0`` returns ``z0`` without a forward pass."""
+        return guided_search(lambda z: self.degrade(x, z, fixed), z0, y, fr, steps=self.steps, alpha=self.alpha,
+                             eps=self.eps, inner_bn_train=self.inner_bn_train, prefix="adv", name=self.name,
+                             project=lambda z: z.clamp(0.0, 1.0))
 
     # ------------------------------------------------------------------------------------------ the step
     def augment(self, batch: Batch, fr: FRModel) -> Batch:
@@ -164,9 +149,7 @@ class AdvDegrade(Method):
 
     def _probe(self, x, y, z0, z, fixed, fr) -> dict:
         """FR loss at ``z0`` and at ``z_adv`` with backbone and head in eval mode (monitoring changes nothing)."""
-        with eval_mode(fr.raw, fr.head):
-            return {key: fr.head(fr.raw(self.degrade(x, coeff, fixed)), y).detach()
-                    for key, coeff in (("adv.probe_loss_z0", z0), ("adv.probe_loss_adv", z))}
+        return probe_losses(lambda c: self.degrade(x, c, fixed), {"adv.probe_loss_z0": z0, "adv.probe_loss_adv": z}, y, fr)
 
     def loss(self, batch: Batch, fr: FRModel):
         scalars = {k: v for k, v in batch.extras.items() if k.startswith("adv.")}

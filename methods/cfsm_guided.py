@@ -53,59 +53,19 @@ Choices of this re-implementation (all hyperparameters, so they are in every res
 
 from __future__ import annotations
 
-import math
-from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from harness.guidance import (  # noqa: F401  (re-exported: the step and the mixing are part of this method)
+    as_bool, eval_mode, fgsm_step, guided_search, memory_format_of, mix_batch, mix_indices, mix_sizes, probe_losses,
+)
 from harness.models.cfsm import CFSMGenerator, assign_adain_params, load_generator
 from methods.base import Batch, FRModel, Method, register
 
 SYNTHESIZE = ("selected", "all")
-
-
-# ------------------------------------------------------------------------------------------ small functions
-def fgsm_step(o: Tensor, o0: Tensor, grad: Tensor, alpha: float, eps: float) -> Tensor:
-    """One signed-gradient ascent step projected onto the box ``[o0 - eps, o0 + eps]`` (elementwise), detached:
-    ``clip(o + alpha * sign(grad), o0 - eps, o0 + eps)`` (released ``adversarial_regu.py``)."""
-    stepped = o.detach() + alpha * torch.sign(grad.detach())
-    return torch.minimum(torch.maximum(stepped, o0 - eps), o0 + eps).detach()
-
-
-def mix_sizes(batch_size: int, rs_ratio: float) -> tuple[int, int]:
-    """``(n_real, n_syn)`` with ``n_real = round(rs_ratio * B)`` (half up) and ``n_syn = B - n_real``."""
-    if not 0.0 <= rs_ratio <= 1.0:
-        raise ValueError(f"rs_ratio must be in [0, 1], got {rs_ratio}")
-    n_real = int(math.floor(rs_ratio * batch_size + 0.5))
-    return n_real, batch_size - n_real
-
-
-def mix_indices(batch_size: int, rs_ratio: float, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """Indices of the real and of the synthetic rows, from two independent permutations (as released: a sample
-    can be drawn as both, or as neither). CPU int64 tensors."""
-    n_real, n_syn = mix_sizes(batch_size, rs_ratio)
-    real = torch.randperm(batch_size, generator=generator)[:n_real]
-    syn = torch.randperm(batch_size, generator=generator)[:n_syn]
-    return real, syn
-
-
-def mix_batch(x: Tensor, y: Tensor, x_syn: Tensor, real_idx: Tensor, syn_idx: Tensor) -> tuple[Tensor, Tensor]:
-    """``(cat(x[real_idx], x_syn), cat(y[real_idx], y[syn_idx]))``, where ``x_syn[j]`` was synthesised from
-    ``x[syn_idx[j]]``. Keeps ``x``'s dtype, device and memory format."""
-    if x_syn.size(0) != syn_idx.numel():
-        raise ValueError(f"{x_syn.size(0)} synthetic images for {syn_idx.numel()} synthetic indices")
-    real_idx, syn_idx = real_idx.to(x.device), syn_idx.to(x.device)
-    out = torch.cat([x[real_idx], x_syn.to(dtype=x.dtype)], 0)
-    return out.contiguous(memory_format=memory_format_of(x)), torch.cat([y[real_idx], y[syn_idx]], 0)
-
-
-def memory_format_of(x: Tensor) -> torch.memory_format:
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
 
 
 def resize(x: Tensor, size: int) -> Tensor:
@@ -135,29 +95,6 @@ def decode(generator: CFSMGenerator, content: Tensor, o: Tensor) -> Tensor:
         raise ValueError(f"o must be (B={content.size(0)}, q={q}), got {tuple(o.shape)}")
     assign_adain_params(generator.mlp(generator.subspace(o)), generator.decoder)
     return generator.decoder(content)
-
-
-@contextmanager
-def eval_mode(*modules: torch.nn.Module):
-    """Temporarily put ``modules`` (and every submodule) in eval mode; restore each one's own flag after."""
-    saved = [(m, m.training) for mod in modules for m in mod.modules()]
-    try:
-        for mod in modules:
-            mod.eval()
-        yield
-    finally:
-        for m, flag in saved:
-            m.training = flag
-
-
-def _as_bool(value: Any, name: str) -> bool:
-    if isinstance(value, str):
-        if value.lower() in ("true", "1", "yes", "on"):
-            return True
-        if value.lower() in ("false", "0", "no", "off"):
-            return False
-        raise ValueError(f"hyperparameter {name}: {value!r} is not a boolean")
-    return bool(value)
 
 
 # ------------------------------------------------------------------------------------------------ the method
@@ -210,7 +147,7 @@ class CFSMGuided(Method):
         h = self.hp
         self.steps = int(h["steps"])
         self.eps, self.alpha, self.rs_ratio = float(h["eps"]), float(h["alpha"]), float(h["rs_ratio"])
-        self.inner_bn_train = _as_bool(h["inner_bn_train"], "inner_bn_train")
+        self.inner_bn_train = as_bool(h["inner_bn_train"], "inner_bn_train")
         self.synthesize = str(h["synthesize"])
         self.monitor_every = int(h["monitor_every"])
         self.generator_size = int(h["generator_size"])
@@ -243,28 +180,9 @@ class CFSMGuided(Method):
         """``steps`` FGSM steps on ``o`` from ``o0`` against the FR loss (through ``fr.raw``); returns
         ``(o_adv, scalars)``. With ``steps == 0`` returns ``o0`` without any forward pass. The FR input has
         ``like``'s size, dtype and memory format (``like`` = the batch's images)."""
-        o, scalars = o0, {}
-        if self.steps == 0:
-            return o, scalars
-        # With inner_bn_train (released) the inner forward is an ordinary training-mode forward: BatchNorm
-        # running statistics and the running state of the head (AdaFace's norm mean/std EMA) are updated by it
-        # too. With inner_bn_train=False both the backbone and the head run in eval mode for it, restored after.
-        mode = nullcontext() if self.inner_bn_train else eval_mode(fr.raw, fr.head)
-        if self.inner_bn_train and fr.raw.training and content.size(0) < 2:
-            raise ValueError(f"{self.name}: the inner pass has {content.size(0)} sample; BatchNorm cannot train on "
-                             "one sample (use a larger batch, synthesize=all or inner_bn_train=false)")
-        with torch.enable_grad(), mode:
-            for k in range(self.steps):
-                o = o.detach().requires_grad_(True)
-                loss = fr.head(fr.raw(fr_input(decode(generator, content, o), like)), y)
-                (grad,) = torch.autograd.grad(loss, [o])  # w.r.t. o only: no parameter .grad is touched
-                # Under CUDA AMP the inner loss is not scaled (as released); an underflowing gradient has sign 0
-                # and leaves that coordinate at its value (cfsm.grad_zero counts them).
-                o = fgsm_step(o, o0, grad, self.alpha, self.eps)
-                if k == 0:
-                    scalars["cfsm.inner_loss"] = loss.detach()
-            scalars["cfsm.grad_zero"] = (grad == 0).float().mean().detach()
-        return o, scalars
+        return guided_search(lambda o: fr_input(decode(generator, content, o), like), o0, y, fr, steps=self.steps,
+                             alpha=self.alpha, eps=self.eps, inner_bn_train=self.inner_bn_train, prefix="cfsm",
+                             name=self.name)
 
     def augment(self, batch: Batch, fr: FRModel) -> Batch:
         x, y = batch.x, batch.y
@@ -292,14 +210,9 @@ class CFSMGuided(Method):
         return batch.replace(x=x_mix, y=y_mix, extras={**batch.extras, **scalars})
 
     def _probe(self, generator, content, o0, o, y, fr, like) -> dict:
-        """The inner FR loss at ``o0`` and at ``o_adv``, with the backbone and head in eval mode (no running
-        statistic changes, no randomness consumed), so logging it never changes training."""
-        with eval_mode(fr.raw, fr.head):
-            out = {}
-            for key, coeff in (("cfsm.probe_loss_o0", o0), ("cfsm.probe_loss_adv", o)):
-                images = fr_input(decode(generator, content, coeff), like)
-                out[key] = fr.head(fr.raw(images), y).detach()
-        return out
+        """The inner FR loss at ``o0`` and at ``o_adv`` in eval mode (monitoring never changes training)."""
+        return probe_losses(lambda c: fr_input(decode(generator, content, c), like),
+                            {"cfsm.probe_loss_o0": o0, "cfsm.probe_loss_adv": o}, y, fr)
 
     def loss(self, batch: Batch, fr: FRModel):
         scalars = {k: v for k, v in batch.extras.items() if k.startswith("cfsm.")}

@@ -8,6 +8,18 @@ import os
 import pytest
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one torch thread is fastest, and on a busy 2-core machine a second one only waits.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_release(tmp_path_factory) -> str:
     """Path of a freshly generated SynthFace `tiny` release (seed 0)."""

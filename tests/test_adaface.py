@@ -14,13 +14,7 @@ from harness.models import AdaFaceHead, build_head
 M, H, EPS = 0.4, 0.333, 1e-3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is fastest, and on a busy 2-core machine a second one only waits."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
 
 
 def _head(mean=10.0, std=1.0):

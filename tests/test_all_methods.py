@@ -19,12 +19,7 @@ from methods import REGISTRY, Batch, FRModel, build_method
 SIZE, B, EMB, CLASSES = 32, 8, 16, 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
 
 
 @pytest.fixture(scope="module")

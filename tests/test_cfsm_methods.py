@@ -19,13 +19,7 @@ GEN = CFSMConfig(image_size=16, dim=8, n_residual=1, latent_dim=16, mlp_dim=32, 
 INPUT, EMB, CLASSES, B = 32, 16, 4, 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is fastest, and on a busy 2-core machine a second one only waits."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
 
 
 @pytest.fixture(scope="module")

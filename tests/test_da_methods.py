@@ -23,13 +23,7 @@ DA_METHODS = ("dann", "coral", "mmd")
 EMB, CLASSES, B, SIZE = 8, 4, 6, 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is fastest, and on a busy 2-core machine a second one only waits."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
 
 
 # ------------------------------------------------------------------------------------------------ GRL

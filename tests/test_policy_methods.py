@@ -27,13 +27,7 @@ POLICIES = ("randaugment", "trivialaugment", "autoaugment")
 INPUT, EMB, CLASSES = 32, 16, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is fastest, and on a busy 2-core machine a second one only waits."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
 
 
 def _images(b=8, size=INPUT, seed=0, identical=False):
