@@ -1,0 +1,208 @@
+"""Published numbers as data: the CSV files under ``results/paper/`` and their loader.
+
+Each file is long format, one published number per row, with a header row and these columns (all required, in any
+order; ``source_version`` and ``notes`` may be empty)::
+
+    source             exact document: "github:<owner>/<repo> <path in the repo>"
+    source_version     commit / date of the document where known
+    method             as the source names it: "ArcFace", "ArcFace+CFSM", "AdaFace", ...
+    backbone           "R50", "R100", or "unstated"
+    train_set          "MS1MV2", "WebFace12M", ..., or "unstated"
+    benchmark          the ``benchmark`` of our result rows: IJB-B, IJB-C, IJB-B 1:N, IJB-C 1:N, IJB-S, TinyFace
+    protocol           the evaluation protocol in words (script that defines it)
+    metric             the key ``harness.run.compact_metrics`` gives the same number: tar@1e-05, joined.rank1,
+                       V2S.tpir@fpir=0.01, rank1, ...
+    value              the number as printed, in percent (two decimals kept as text in ``value_text``)
+    metric_definition  the exact definition of the number
+    notes              discrepancies between sources, caveats
+
+Our evaluators report fractions in [0, 1]; :attr:`PaperNumber.fraction` is ``value / 100``.
+
+Validation (:func:`load_paper_csv`): header present with every required column, every row with the header's
+number of fields, required fields non-empty, ``value`` a plain decimal in [0, 100], ``benchmark`` one of ours and
+``metric`` a key of that benchmark, and ``(source, method, backbone, train_set, benchmark, metric)`` unique across
+all files loaded together. Errors are one line, ``<file>:line <n>: <what>`` (:class:`~harness.errors.DataFormatError`).
+
+``python -m harness.paper_numbers [DIR_OR_CSV ...]`` validates the files and prints one line per file.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import math
+import os
+import re
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from harness.errors import DataFormatError
+
+__all__ = ["PaperNumber", "REQUIRED_COLUMNS", "KEY_COLUMNS", "DEFAULT_DIR", "load_paper_csv", "load_paper_numbers", "select"]
+
+DEFAULT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "paper")
+REQUIRED_COLUMNS = (
+    "source", "source_version", "method", "backbone", "train_set", "benchmark", "protocol", "metric", "value",
+    "metric_definition", "notes",
+)
+OPTIONAL_EMPTY = ("source_version", "notes")
+KEY_COLUMNS = ("source", "method", "backbone", "train_set", "benchmark", "metric")
+
+_FAR = r"(?:1e-06|1e-05|0\.0001|0\.001|0\.01|0\.1)"  # harness.eval.roc.far_key of DEFAULT_FARS
+_FPIR = r"(?:0\.0001|0\.001|0\.01|0\.1|1\.0)"
+#: benchmark -> the metric keys our evaluators report for it (``compact_metrics`` names)
+METRIC_PATTERNS = {
+    "IJB-B": re.compile(rf"(?:(?:stills_only|with_video)\.)?tar@{_FAR}"),
+    "IJB-C": re.compile(rf"(?:(?:stills_only|with_video)\.)?tar@{_FAR}"),
+    "IJB-B 1:N": re.compile(rf"joined\.(?:rank[0-9]+|tpir@far=(?:0\.01|0\.1))|open_set\.(?:rank[0-9]+|tpir@fpir={_FPIR})"),
+    "IJB-C 1:N": re.compile(rf"joined\.(?:rank[0-9]+|tpir@far=(?:0\.01|0\.1))|open_set\.(?:rank[0-9]+|tpir@fpir={_FPIR})"),
+    "IJB-S": re.compile(r"(?:V2S|V2B|V2V)\.(?:rank[0-9]+|tpir@fpir=(?:0\.01|0\.1))"),
+    "TinyFace": re.compile(r"rank[0-9]+"),
+}
+_VALUE_RE = re.compile(r"[0-9]{1,3}(?:\.[0-9]+)?")
+
+
+@dataclass(frozen=True)
+class PaperNumber:
+    """One published number (a CSV row); ``value`` in percent, as printed."""
+
+    source: str
+    source_version: str
+    method: str
+    backbone: str
+    train_set: str
+    benchmark: str
+    protocol: str
+    metric: str
+    value: float
+    value_text: str
+    metric_definition: str
+    notes: str
+    file: str
+    line: int
+
+    @property
+    def fraction(self) -> float:
+        """``value / 100``: the scale our evaluators report."""
+        return self.value / 100.0
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return tuple(getattr(self, c) for c in KEY_COLUMNS)
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:line {self.line}"
+
+
+def load_paper_csv(path: str | os.PathLike, _seen: dict | None = None) -> list[PaperNumber]:
+    """Read and validate one CSV file (see the module docstring); raises :class:`DataFormatError` naming the line."""
+    path = os.fspath(path)
+    seen: dict = {} if _seen is None else _seen
+    out: list[PaperNumber] = []
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f, strict=True)
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise DataFormatError(path, "line 1", "empty file (expected a header row)")
+            missing = [c for c in REQUIRED_COLUMNS if c not in header]
+            if missing:
+                raise DataFormatError(path, "line 1", f"header lacks column(s) {', '.join(missing)}; required: {', '.join(REQUIRED_COLUMNS)}")
+            dup = sorted({c for c in header if header.count(c) > 1})
+            if dup:
+                raise DataFormatError(path, "line 1", f"header repeats column(s) {', '.join(dup)}")
+            col = {c: header.index(c) for c in REQUIRED_COLUMNS}
+            start = reader.line_num + 1
+            for fields in reader:
+                line = start
+                start = reader.line_num + 1
+                if not fields or (len(fields) == 1 and not fields[0].strip()):
+                    continue  # blank line
+                if len(fields) != len(header):
+                    raise DataFormatError(path, f"line {line}", f"{len(fields)} fields, the header has {len(header)}")
+                row = {c: fields[i] for c, i in col.items()}
+                out.append(_validate(row, path, line, seen))
+        except csv.Error as exc:
+            raise DataFormatError(path, f"line {reader.line_num}", f"malformed CSV ({exc})") from None
+    return out
+
+
+def _validate(row: dict[str, str], path: str, line: int, seen: dict) -> PaperNumber:
+    where = f"line {line}"
+    for c in REQUIRED_COLUMNS:
+        v = row[c]
+        if v != v.strip():
+            raise DataFormatError(path, where, f"{c} {v!r} has leading or trailing spaces")
+        if not v and c not in OPTIONAL_EMPTY:
+            raise DataFormatError(path, where, f"empty {c}")
+    text = row["value"]
+    if not _VALUE_RE.fullmatch(text):
+        raise DataFormatError(path, where, f"value {text!r} is not a plain decimal number (percent, e.g. 87.26)")
+    value = float(text)
+    if not (math.isfinite(value) and 0.0 <= value <= 100.0):
+        raise DataFormatError(path, where, f"value {text} is outside [0, 100] (values are percentages)")
+    bench, metric = row["benchmark"], row["metric"]
+    if bench not in METRIC_PATTERNS:
+        raise DataFormatError(path, where, f"benchmark {bench!r} is not one of {', '.join(METRIC_PATTERNS)}")
+    if not METRIC_PATTERNS[bench].fullmatch(metric):
+        raise DataFormatError(path, where, f"metric {metric!r} is not a key harness.run.compact_metrics gives for {bench} "
+                                           f"(e.g. tar@1e-05, joined.rank1, V2S.tpir@fpir=0.01, rank1)")
+    num = PaperNumber(**{c: row[c] for c in REQUIRED_COLUMNS if c != "value"}, value=value, value_text=text, file=path, line=line)
+    if num.key in seen:
+        raise DataFormatError(path, where, f"duplicate of {seen[num.key]} (same {', '.join(KEY_COLUMNS)})")
+    seen[num.key] = num.where
+    return num
+
+
+def load_paper_numbers(paths: str | os.PathLike | Iterable[str | os.PathLike] = DEFAULT_DIR) -> list[PaperNumber]:
+    """Every number of the given CSV files or directories (their ``*.csv``, sorted); the key must be unique across
+    all of them. Default: ``results/paper/``."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files: list[str] = []
+    for p in paths:
+        p = os.fspath(p)
+        if os.path.isdir(p):
+            found = sorted(glob.glob(os.path.join(p, "*.csv")))
+            if not found:
+                raise FileNotFoundError(f"{p}: no *.csv files of published numbers")
+            files.extend(found)
+        elif os.path.isfile(p):
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such file or directory")
+    seen: dict = {}
+    out: list[PaperNumber] = []
+    for f in files:
+        out.extend(load_paper_csv(f, seen))
+    return out
+
+
+def select(numbers: Iterable[PaperNumber], **where: str) -> list[PaperNumber]:
+    """The numbers whose fields equal every ``field=value`` given, e.g. ``select(n, method="ArcFace", benchmark="IJB-S")``."""
+    bad = [k for k in where if k not in REQUIRED_COLUMNS]
+    if bad:
+        raise KeyError(f"unknown field(s) {', '.join(bad)}; fields: {', '.join(REQUIRED_COLUMNS)}")
+    return [n for n in numbers if all(getattr(n, k) == v for k, v in where.items())]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        numbers = load_paper_numbers(argv or DEFAULT_DIR)
+    except (DataFormatError, FileNotFoundError) as exc:
+        print(f"harness.paper_numbers: {exc}", file=sys.stderr)
+        return 2
+    by_file: dict[str, list[PaperNumber]] = {}
+    for n in numbers:
+        by_file.setdefault(n.file, []).append(n)
+    for f, ns in by_file.items():
+        methods = sorted({f"{n.method} {n.backbone} {n.train_set}" for n in ns})
+        print(f"{os.path.relpath(f)}: {len(ns)} numbers, {len(methods)} models ({'; '.join(methods)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
