@@ -72,7 +72,8 @@ What each evaluator must save (per model, per seed, per benchmark; arrays in the
   score where ``top1_correct``, the non-mated max where not mated). Thousands of probes: well under 1 MB.
 - **TinyFace** (:mod:`harness.eval.tinyface`), one entry per probe: ``probe_subject`` (the identity label) int32 and
   ``first_mate`` int16, the 0-based position of the first same-identity gallery image in the top ``max(ranks)``
-  (``first`` inside ``closed_set_cmc``; ``max(ranks)`` if none). 3,728 probes = 22 KB.
+  (``first`` inside ``closed_set_cmc``; ``max(ranks)`` if not in the top, -1 for a probe with no same-identity
+  gallery image, which ``RankK``'s default ``mated`` then leaves out of the denominator as the evaluator does). 3,728 probes = 22 KB.
 
 Cost (measured on this 2-core machine under a load average of ~4, one thread, 1,000 resamples)
 -----------------------------------------------------------------------------------------------

@@ -8,6 +8,11 @@ or method is a one-line error listing the valid ones.
 Sacred records the full config, host info (with the torch device), metrics (``log_scalar``, Python numbers
 only), the checkpoint and the result rows as artifacts, under ``results/runs/<id>/``; a run that raises is
 recorded as FAILED. Each result row carries every protocol knob.
+
+With ``result=PATH``, the evaluators' per-item arrays (per IJB pair, per probe: what the subject-level bootstrap of
+:mod:`harness.bootstrap` resamples) are saved next to it, compressed, as ``<stem>.items.npz`` (keys
+``<benchmark>/<array>``, e.g. ``IJB-B/scores``, ``IJB-C 1:N/joined/rank``, ``IJB-S/V2S/mate_rank``), written
+atomically before the result document, which names it (``"items": "<stem>.items.npz"``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import tempfile
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
 from harness.config import RunConfig, config_from_cli
@@ -47,9 +53,13 @@ def result_knobs(cfg: RunConfig) -> dict[str, Any]:
     }
 
 
-def evaluate_model(cfg: RunConfig, backbone: torch.nn.Module, device: str) -> list[dict]:
+def evaluate_model(cfg: RunConfig, backbone: torch.nn.Module, device: str, items: dict | None = None) -> list[dict]:
     """Every benchmark of ``cfg.eval.benchmarks`` on the release: IJBB / IJBC give a 1:1 verification row and a
-    1:N identification row (one feature extraction for both), IJBS an IJB-S row, TinyFace a TinyFace row."""
+    1:N identification row (one feature extraction for both), IJBS an IJB-S row, TinyFace a TinyFace row.
+
+    With ``items`` (a dict), the evaluators' per-item arrays for the subject-level bootstrap (:mod:`harness.bootstrap`)
+    are added to it, keyed ``<row benchmark>/<array>`` (``IJB-B/scores``, ``IJB-B 1:N/joined/rank``,
+    ``IJB-S/V2S/mate_rank``, ``TinyFace/first_mate``, ...; the arrays each evaluator's ``return_items`` documents)."""
     from harness.eval.ijb_identification import IJBIdentification
     from harness.eval.ijb_verification import IJBVerification, VerificationProtocol
     from harness.eval.ijbs import IJBSEvaluation, IJBSSettings
@@ -59,6 +69,7 @@ def evaluate_model(cfg: RunConfig, backbone: torch.nn.Module, device: str) -> li
         flip=cfg.eval.flip, faceness=cfg.eval.faceness, image_norm=cfg.eval.image_norm,
         align_size=cfg.data.input_size, channel_order=cfg.data.channel_order,
     )
+    want = items is not None
     rows = []
     for name in cfg.eval.benchmarks:
         t0 = time.perf_counter()
@@ -66,20 +77,51 @@ def evaluate_model(cfg: RunConfig, backbone: torch.nn.Module, device: str) -> li
             root = os.path.join(cfg.data.release, "IJB_release", name)
             verification = IJBVerification(root, protocol=protocol)
             feats = verification.extract_features(backbone, batch_size=cfg.eval.batch_size, device=device)
-            found = [verification.evaluate_features(feats), IJBIdentification(root, protocol=protocol).evaluate_features(feats)]
+            found = [verification.evaluate_features(feats, return_items=want),
+                     IJBIdentification(root, protocol=protocol).evaluate_features(feats, return_items=want)]
         elif name == "IJBS":
             settings = IJBSSettings(channel_order=cfg.data.channel_order, input_size=cfg.data.input_size)
-            found = [IJBSEvaluation(os.path.join(cfg.data.release, "IJB-S"), settings).evaluate(backbone, batch_size=cfg.eval.batch_size, device=device)]
+            found = [IJBSEvaluation(os.path.join(cfg.data.release, "IJB-S"), settings).evaluate(
+                backbone, batch_size=cfg.eval.batch_size, device=device, return_items=want)]
         elif name == "TinyFace":
             settings = TinyFaceSettings(flip=cfg.eval.flip, channel_order=cfg.data.channel_order, input_size=cfg.data.input_size)
-            found = [TinyFaceEvaluation(cfg.data.release, settings=settings).evaluate(backbone, batch_size=cfg.eval.batch_size, device=device)]
+            found = [TinyFaceEvaluation(cfg.data.release, settings=settings).evaluate(
+                backbone, batch_size=cfg.eval.batch_size, device=device, return_items=want)]
         else:
             raise ValueError(f"config eval.benchmarks: unknown benchmark {name!r}; valid: IJBB, IJBC, IJBS, TinyFace")
+        if want:
+            for row, arrays in found:
+                items.update({f"{row['benchmark']}/{key}": arr for key, arr in arrays.items()})
+            found = [row for row, _ in found]
         seconds = (time.perf_counter() - t0) / len(found)
         for row in found:
             row["seconds"] = seconds
         rows += found
     return rows
+
+
+def items_path(result_path: str) -> str:
+    """Where the per-item arrays of ``result_path`` go: ``<dir>/<stem>.items.npz`` (``x/a.json`` -> ``x/a.items.npz``)."""
+    return os.path.splitext(result_path)[0] + ".items.npz"
+
+
+def write_npz_atomic(arrays: dict, path: str) -> None:
+    """``np.savez_compressed`` into a temporary file next to ``path``, fsync, then ``os.replace`` it into place (a
+    reader never sees a partial file; a failure leaves the previous file, if any, and no temporary file)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
 
 
 def compact_metrics(doc: dict) -> dict:
@@ -144,8 +186,9 @@ def run(cfg: RunConfig, _run=None) -> dict:
                  "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None},
         "results": [],
     }
+    items: dict | None = {} if cfg.result else None  # per-item arrays, saved next to the result document
     if cfg.evaluate:
-        rows = evaluate_model(cfg, backbone, device)
+        rows = evaluate_model(cfg, backbone, device, items)
         for row in rows:
             row["knobs"] = {**row.get("knobs", {}), **result_knobs(cfg)}
         doc["results"] = rows
@@ -158,6 +201,9 @@ def run(cfg: RunConfig, _run=None) -> dict:
     for target in (path, cfg.metrics):
         if target:
             os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    if items:  # first, so the result document never names a file that is not there
+        write_npz_atomic(items, items_path(path))
+        doc["items"] = os.path.basename(items_path(path))
     write_json_atomic(doc, path)
     if cfg.metrics:
         write_json_atomic(compact_metrics(doc), cfg.metrics)

@@ -61,6 +61,7 @@ from harness.eval.ijb_verification import (
     BENCHMARK_NAMES,
     IJBVerification,
     VerificationProtocol,
+    as_int32,
     pool_image_features,
 )
 from harness.eval.roc import far_key
@@ -337,7 +338,8 @@ class IJBIdentification:
         *,
         features_path: str | os.PathLike | None = None,
         block_bytes: int = DEFAULT_BLOCK_BYTES,
-    ) -> dict:
+        return_items: bool = False,
+    ) -> dict | tuple[dict, dict[str, np.ndarray]]:
         """Both 1:N definitions from per-image features (N, D) flip-fused, or (N, 2D) ``[orig | flip]`` with
         ``flip_concat``; row i is image row i of face_tid_mid.
 
@@ -346,6 +348,14 @@ class IJBIdentification:
         ``open_set`` (``tpir@fpir=0.0001`` ... ``tpir@fpir=1.0`` (mean of the two galleries), ``rank1``, ``rank5``,
         ``rank10`` ((hits G1 + hits G2) / probes), ``per_gallery`` {name: mated, non_mated, rank-k over its mated
         probes, tpir@fpir=..., threshold@fpir=...}), ``counts``, ``knobs`` and ``input``.
+
+        ``return_items=True`` returns ``(result, items)``, ``items`` the per-probe arrays of the subject-level
+        bootstrap (:mod:`harness.bootstrap`), in probe order (sorted probe template ids): ``probe_subject`` int32;
+        ``joined/rank`` int32 (0-based mate rank, ties as above) and ``joined/pos`` float64 (mate score); per gallery
+        ``<name>/pos`` float64 (NaN if not mated there), ``<name>/rank`` int32 (-1 if not mated there),
+        ``<name>/nonmate_max`` float64 and ``<name>/mated`` bool (``<name>``: S1/S2 or G1/G2, ``gallery_names``).
+        ``RankK(items["joined/rank"], RANKS, prefix="joined.")`` and ``IJBOpenSetTpir`` on the galleries'
+        ``(pos, rank, nonmate_max, mated)`` give ``joined`` rank-k and ``open_set`` TPIR exactly.
         """
         tids, tf = self.template_features(feats, flip_concat, features_path)
         p_tids, p_subs = self.lists.probes
@@ -364,12 +374,19 @@ class IJBIdentification:
 
         pos, rank, _, top = views.pop("joined").finish()
         joined = _joined_result(pos, rank, top, len(self.joined_tids), need, RANKS)
+        items: dict[str, np.ndarray] = {
+            "probe_subject": as_int32(p_subs, "SUBJECT_ID"),
+            "joined/rank": rank.astype(np.int32),
+            "joined/pos": pos.astype(np.float64),
+        }
         per_gallery = {}
         hits_total = {k: 0 for k in RANKS}
         tpirs: dict[str, list] = {name: [] for name in OPEN_SET_FPIRS}
         for name, v in views.items():
             pos, rank, nonmate_max, _ = v.finish()
             r = _open_set_result(pos, rank, nonmate_max, v.mate, OPEN_SET_FPIRS, RANKS)
+            items.update({f"{name}/pos": pos.astype(np.float64), f"{name}/rank": rank.astype(np.int32),
+                          f"{name}/nonmate_max": nonmate_max.astype(np.float64), f"{name}/mated": v.mate >= 0})
             block = {"mated": r["mated"], "non_mated": r["non_mated"], "templates": int(v.n_g)}
             for k in RANKS:
                 hits_total[k] += r["hits"][k]
@@ -394,7 +411,7 @@ class IJBIdentification:
                 "open_set_fpirs": dict(OPEN_SET_FPIRS),
             }
         )
-        return {
+        result = {
             "benchmark": self.benchmark,
             "protocol": "1:N identification",
             "definitions": dict(DEFINITIONS),
@@ -410,12 +427,13 @@ class IJBIdentification:
             "knobs": knobs,
             "input": {"flip_concat": bool(flip_concat), "dim": int(feats.shape[1])},
         }
+        return (result, items) if return_items else result
 
     def extract_features(self, model, batch_size: int = 64, device="cpu") -> np.ndarray:
         """Per-image features (N, D), exactly :meth:`IJBVerification.extract_features` (which uses only ``meta``
         and ``protocol``) on this release: aligned loose crops, channel order, ``(x/255-0.5)/0.5``, flip sum."""
         return IJBVerification.extract_features(self, model, batch_size=batch_size, device=device)
 
-    def evaluate(self, model, batch_size: int = 64, device="cpu") -> dict:
+    def evaluate(self, model, batch_size: int = 64, device="cpu", return_items: bool = False):
         """:meth:`extract_features` then :meth:`evaluate_features`."""
-        return self.evaluate_features(self.extract_features(model, batch_size=batch_size, device=device))
+        return self.evaluate_features(self.extract_features(model, batch_size=batch_size, device=device), return_items=return_items)

@@ -343,6 +343,14 @@ def _matmul_scores(tf: np.ndarray, rows: np.ndarray, out: np.ndarray, block_byte
 # ---------------------------------------------------------------------------------------------- evaluation
 
 
+def as_int32(a, what: str) -> np.ndarray:
+    """Integer ids as int32 (the per-item arrays of :mod:`harness.bootstrap`); ValueError if one does not fit."""
+    a = np.asarray(a)
+    if a.size and (a.min() < np.iinfo(np.int32).min or a.max() > np.iinfo(np.int32).max):
+        raise ValueError(f"{what} does not fit int32 (range {a.min()} .. {a.max()})")
+    return a.astype(np.int32)
+
+
 def _image_row_fn(
     feats: np.ndarray, faceness: np.ndarray | None, protocol: VerificationProtocol, flip_concat: bool
 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
@@ -455,6 +463,16 @@ def evaluate_verification(
     ``feats``: (N, D) flip-fused features, or (N, 2D) ``[orig | flip]`` with ``flip_concat``; row i is image row i
     of face_tid_mid. Returns the result dict described in :meth:`IJBVerification.evaluate_features`.
     """
+    return _verification(feats, templates, medias, faceness, pairs, labels, protocol, flip_concat=flip_concat,
+                         features_path=features_path, pair_file=pair_file, benchmark=benchmark, exact=exact)[0]
+
+
+def _verification(
+    feats, templates, medias, faceness, pairs, labels, protocol: VerificationProtocol, *, flip_concat: bool,
+    features_path, pair_file, benchmark: str, exact: bool,
+) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`evaluate_verification`, also returning the per-pair ``scores`` (float64, the ones the ROC is built
+    from), the template ``rows`` of each pair ((P, 2), into ``tids``) and ``tids`` (sorted template ids)."""
     where = os.fspath(features_path) if features_path is not None else "<features>"
     templates = _as_ids(templates, "templates")
     medias = _as_ids(medias, "medias")
@@ -496,7 +514,7 @@ def evaluate_verification(
             "impostor": main["counts"]["impostor"],
         },
         "by_probe_media": by_media,
-    }
+    }, scores, rows, tids
 
 
 class IJBVerification:
@@ -509,13 +527,43 @@ class IJBVerification:
         self.protocol = protocol
         self.pair_file = meta_paths(self.root, self.prefix)["template_pair_label"]
         self.benchmark = BENCHMARK_NAMES[self.prefix]
+        self._template_subjects: tuple[np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.meta)
 
+    def template_subjects(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(template ids, SUBJECT_ID of each)`` of every template listed in the release's 1:N CSVs (both
+        galleries and ``probe_mixed``; the 1:1 meta files carry no subject ids), sorted by template id. Read once."""
+        if self._template_subjects is None:
+            from harness.data.ijb1n import read_ijb_1n
+
+            lists = read_ijb_1n(self.root, self.prefix, meta=self.meta)
+            parts = [lists.probes, *lists.galleries.values()]
+            t = np.concatenate([np.asarray(p[0], np.int64) for p in parts])
+            sub = np.concatenate([np.asarray(p[1], np.int64) for p in parts])
+            order = np.argsort(t, kind="stable")
+            self._template_subjects = (t[order], sub[order])
+        return self._template_subjects
+
+    def _probe_subjects(self, tids: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """SUBJECT_ID (int32) of each pair's probe template ``tid2`` (``rows[:, 1]`` indexes ``tids``)."""
+        lt, ls = self.template_subjects()  # never empty: the 1:N reader rejects empty lists
+        at = np.minimum(np.searchsorted(lt, tids), len(lt) - 1)
+        by_row = np.where(lt[at] == tids, ls[at], -1)
+        probe_subject = by_row[rows[:, 1]]
+        bad = np.flatnonzero(probe_subject < 0)
+        if bad.size:
+            i = int(bad[0])
+            raise DataFormatError(self.pair_file, f"line {i + 1}",
+                                  f"probe template {int(self.meta.pairs[i, 1])} (tid2) is in none of the 1:N CSVs: no SUBJECT_ID "
+                                  "to group its pairs by")
+        return as_int32(probe_subject, "SUBJECT_ID")
+
     def evaluate_features(
-        self, feats: np.ndarray, flip_concat: bool = False, *, features_path: str | os.PathLike | None = None, exact: bool = False
-    ) -> dict:
+        self, feats: np.ndarray, flip_concat: bool = False, *, features_path: str | os.PathLike | None = None, exact: bool = False,
+        return_items: bool = False,
+    ) -> dict | tuple[dict, dict[str, np.ndarray]]:
         """TAR@FAR from per-image features; ``feats`` is (N, D) flip-fused or, with ``flip_concat``, (N, 2D)
         ``[orig | flip]`` (summed if ``protocol.flip == "sum"``, first half if ``"none"``).
 
@@ -525,13 +573,23 @@ class IJBVerification:
         template holds only stills (every media one image row: ``stills_only``) and on those whose probe holds a
         media with several rows (video frames: ``with_video``), each with its counts (TARs None if a side is empty).
         Errors name ``features_path`` (or ``<features>``): row-count mismatch, NaN/inf rows.
+
+        ``return_items=True`` returns ``(result, items)``, ``items`` the per-pair arrays of the subject-level
+        bootstrap (:mod:`harness.bootstrap`), in pair-file order: ``scores`` float64 (the scores the ROC above is
+        built from), ``labels`` uint8 (1 genuine) and ``probe_subject`` int32 (SUBJECT_ID of the probe template
+        ``tid2``, from the 1:N CSVs, :meth:`template_subjects`). ``TarAtFar(items["scores"], items["labels"],
+        protocol.fars)`` gives ``tar_at_far`` exactly.
         """
         m = self.meta
-        return evaluate_verification(
+        res, scores, rows, tids = _verification(
             feats, m.templates, m.medias, m.faceness, m.pairs, m.labels, self.protocol,
             flip_concat=flip_concat, features_path=features_path, pair_file=self.pair_file,
             benchmark=self.benchmark, exact=exact,
         )
+        if not return_items:
+            return res
+        items = {"scores": scores, "labels": m.labels.astype(np.uint8), "probe_subject": self._probe_subjects(tids, rows)}
+        return res, items
 
     def extract_features(self, model, batch_size: int = 64, device="cpu") -> np.ndarray:
         """Per-image features (N, D) float32 in row order, streaming the loose crops in batches.
@@ -555,6 +613,7 @@ class IJBVerification:
 
         return embed_batches(model, len(self.meta), load, batch_size, device, p.channel_order, p.flip)
 
-    def evaluate(self, model, batch_size: int = 64, device="cpu", exact: bool = False) -> dict:
+    def evaluate(self, model, batch_size: int = 64, device="cpu", exact: bool = False, return_items: bool = False):
         """:meth:`extract_features` then :meth:`evaluate_features`."""
-        return self.evaluate_features(self.extract_features(model, batch_size=batch_size, device=device), exact=exact)
+        return self.evaluate_features(self.extract_features(model, batch_size=batch_size, device=device), exact=exact,
+                                      return_items=return_items)

@@ -157,12 +157,21 @@ def identification_metrics(
     g1_where: tuple[str, Sequence[int] | None] = ("<G1>", None),
     g2_where: tuple[str, Sequence[int] | None] = ("<G2>", None),
     max_bytes: int = DEFAULT_BLOCK_BYTES,
+    return_items: bool = False,
 ) -> dict:
     """PFE ``identification`` on template features (rows already fused and normalised; scores = inner products).
 
     ``g*_where = (csv path, 1-based line of each gallery template)`` only name the culprit when a probe has two
     mates in ``hstack(G1, G2)``. Returns ``{"metrics": {rank<r>, tpir@fpir=<x>}, "by_gallery": {"G1": ..., "G2":
     ...}, "counts": {...}}``; a rate with nothing to average is ``None``.
+
+    ``return_items=True`` adds ``"items"``: the per-probe arrays of the subject-level bootstrap
+    (:mod:`harness.bootstrap`), one entry per probe (mated or not): ``probe_subject`` int32; ``mate_rank`` int16,
+    the 0-based position of the mate in the top ``max(ranks)`` of ``hstack(G1, G2)`` (``max(ranks)`` if not
+    there, -1 if the probe has no mate); per gallery ``G1/mated``, ``G1/top1_correct`` (bool: the top-1 gallery
+    index is the mate), ``G1/top1_score`` (float32, the ``chunked_topk`` top-1 score; NaN for an empty gallery),
+    and the same for G2. ``RankK(mate_rank, ranks)`` and ``IJBSTpirAtFpir`` on the galleries' ``(mated,
+    top1_correct, top1_score)`` give ``metrics`` exactly.
     """
     probe = np.asarray(probe, np.float32)
     g1 = np.asarray(g1, np.float32)
@@ -187,6 +196,7 @@ def identification_metrics(
     mate_col = np.array([c[0] if c else -1 for c in mates], np.int64)
 
     metrics: dict = {}
+    items: dict = {"probe_subject": _as_int32(probe_subjects), "mate_rank": np.full(n_p, -1, _rank_dtype(max(ranks)))}
     # ---- closed set over hstack(G1, G2): mated probes only
     joined = np.concatenate([g1, g2], 0) if n_1 + len(g2) else np.zeros((0, probe.shape[1]), np.float32)
     m_idx = np.flatnonzero(mated)
@@ -195,6 +205,7 @@ def identification_metrics(
         hit = top == mate_col[m_idx][:, None]
         for r in ranks:
             metrics[rank_key(r)] = float(hit[:, :r].any(axis=1).mean())
+        items["mate_rank"][m_idx] = np.where(hit.any(axis=1), hit.argmax(axis=1), max(ranks))
     else:
         for r in ranks:
             metrics[rank_key(r)] = None
@@ -207,10 +218,19 @@ def identification_metrics(
         col = np.where(in_g, mate_col - lo, -1)
         gm, gn = np.flatnonzero(in_g), np.flatnonzero(~in_g)
         block: dict = {"templates": int(len(g)), "mated": int(len(gm)), "non_mated": int(len(gn))}
+        top1_correct = np.zeros(n_p, bool)
+        top1_score = np.full(n_p, np.nan, np.float32)
+        items.update({f"{name}/mated": in_g, f"{name}/top1_correct": top1_correct, f"{name}/top1_score": top1_score})
+        if return_items and len(g) and not (len(gm) and len(gn)):  # no metric here, but the arrays are filled in
+            for idx in (gm, gn):
+                if len(idx):
+                    s1, i1 = chunked_topk(probe[idx], g, 1, max_bytes)
+                    top1_score[idx], top1_correct[idx] = s1[:, 0], i1[:, 0] == col[idx]
         if len(g) and len(gm) and len(gn):
             s_nm, _ = chunked_topk(probe[gn], g, 1, max_bytes)
             s_m, i_m = chunked_topk(probe[gm], g, 1, max_bytes)
             top1_ok = i_m[:, 0] == col[gm]
+            top1_correct[gm], top1_score[gm], top1_score[gn] = top1_ok, s_m[:, 0], s_nm[:, 0]
             s_m = s_m[:, 0].astype(np.float64)
             s_nm = s_nm[:, 0].astype(np.float64)
             for x in fpirs:
@@ -232,7 +252,21 @@ def identification_metrics(
         vals = per_fpir[x]
         metrics[tpir_key(x)] = None if any(v is None for v in vals) else (vals[0] + vals[1]) / 2.0
     counts = {"probes": int(n_p), "mated": int(mated.sum()), "unmated": int(n_p - mated.sum())}
-    return {"metrics": metrics, "by_gallery": by_gallery, "counts": counts}
+    out = {"metrics": metrics, "by_gallery": by_gallery, "counts": counts}
+    if return_items:
+        out["items"] = items
+    return out
+
+
+def _rank_dtype(k: int):
+    return np.int16 if k <= np.iinfo(np.int16).max else np.int32
+
+
+def _as_int32(ids) -> np.ndarray:
+    ids = np.asarray(ids).reshape(-1)
+    if ids.size and (ids.min() < np.iinfo(np.int32).min or ids.max() > np.iinfo(np.int32).max):
+        raise ValueError(f"subject ids do not fit int32 (range {ids.min()} .. {ids.max()})")
+    return ids.astype(np.int32)
 
 
 # ---------------------------------------------------------------------------------------------------- fusion
@@ -345,7 +379,7 @@ class IJBSEvaluation:
             mat = mat / norms
         return index, mat
 
-    def evaluate_features(self, features, *, features_path: str | os.PathLike | None = None) -> dict:
+    def evaluate_features(self, features, *, features_path: str | os.PathLike | None = None, return_items: bool = False):
         """Metrics from per-image features: a ``{path: vector}`` dict or ``(paths, (N, D) matrix)``, paths relative
         to the aligned root (``<subject>/videos_<vid>_<frame>.jpg``, ``<subject>/img_<id>.jpg``). Protocol images
         without a feature are alignment failures (counted); features of other images are ignored (counted).
@@ -354,6 +388,10 @@ class IJBSEvaluation:
         ``rank10``, ``tpir@fpir=0.01``, ``tpir@fpir=0.1``: fractions in [0, 1] or None), ``by_gallery`` (per protocol,
         G1 and G2: TPIR, threshold and achieved FPIR per FPIR, template / mated / non-mated counts), ``counts`` and
         ``knobs`` (:meth:`IJBSSettings.knobs`).
+
+        ``return_items=True`` returns ``(result, items)``, ``items`` the per-probe arrays of the subject-level
+        bootstrap for every protocol, keyed ``<protocol>/<array>`` (``V2S/probe_subject``, ``V2S/mate_rank``,
+        ``V2S/G1/top1_score``, ...; see :func:`identification_metrics`), probes in the protocol's probe order.
         """
         where = os.fspath(features_path) if features_path is not None else "<features>"
         index, mat = self._feature_table(features, where)
@@ -370,6 +408,7 @@ class IJBSEvaluation:
         result: dict = {"benchmark": BENCHMARK, "protocol": "1:N identification (PFE DIR_FAR)"}
         by_gallery: dict = {}
         per_protocol_counts: dict = {}
+        items: dict[str, np.ndarray] = {}
         for name in PROTOCOLS:
             probes, g1, g2, f1, f2 = proto.protocol(name)
             rows_p = [row_of[t] for t in probes]
@@ -381,7 +420,10 @@ class IJBSEvaluation:
                 ranks=self.settings.ranks, fpirs=self.settings.fpirs,
                 g1_where=(f1, [proto.templates[t].line for t in g1]),
                 g2_where=(f2, [proto.templates[t].line for t in g2]),
+                return_items=return_items,
             )
+            for key, arr in out.pop("items", {}).items():
+                items[f"{name}/{key}"] = arr
             result[name] = out["metrics"]
             by_gallery[name] = out["by_gallery"]
             c = out["counts"]
@@ -409,10 +451,11 @@ class IJBSEvaluation:
         }
         result["knobs"] = self.settings.knobs()
         result["input"] = {"dim": int(mat.shape[1]), "features": where}
-        return result
+        return (result, items) if return_items else result
 
-    def evaluate(self, model, batch_size: int = 64, device="cpu") -> dict:
+    def evaluate(self, model, batch_size: int = 64, device="cpu", return_items: bool = False):
         """:meth:`extract_features` then :meth:`evaluate_features` (missing crops counted as alignment failures)."""
-        res = self.evaluate_features(self.extract_features(model, batch_size=batch_size, device=device))
+        out = self.evaluate_features(self.extract_features(model, batch_size=batch_size, device=device), return_items=return_items)
+        res = out[0] if return_items else out
         res["input"]["features"] = f"model on {self.aligned_root}"
-        return res
+        return out

@@ -117,9 +117,16 @@ def closed_set_cmc(
     ranks=(1, 5, 20),
     ties: str = "high_index_first",
     max_bytes: int = DEFAULT_BLOCK_BYTES,
-) -> dict:
+    return_items: bool = False,
+):
     """``DIR_FAR`` at FAR = 1 on features as given (no normalisation): ``{"rank<k>": float | None, "hits": {k: n},
-    "mated_probes": n}``; Rank-k is None when no probe is mated. Scores are ``probe @ gallery.T``."""
+    "mated_probes": n}``; Rank-k is None when no probe is mated. Scores are ``probe @ gallery.T``.
+
+    ``return_items=True`` returns ``(result, items)``, ``items`` the per-probe arrays of the subject-level bootstrap
+    (:mod:`harness.bootstrap`): ``probe_subject`` (the identity label) int32 and ``first_mate`` int16, the 0-based
+    position of the first same-identity gallery image in the top ``max(ranks)`` (``max(ranks)`` if none there, -1
+    for a probe with no same-identity gallery image at all, which ``DIR_FAR`` leaves out). ``RankK(first_mate,
+    ranks)`` gives the rank-k above exactly."""
     if ties not in _TIES:
         raise ValueError(f"ties must be one of {_TIES}, got {ties!r}")
     probe_labels = np.asarray(probe_labels).reshape(-1)
@@ -142,7 +149,14 @@ def closed_set_cmc(
     out = {f"rank{r}": (hits[r] / n_m if n_m else None) for r in ranks}
     out["hits"] = {str(r): hits[r] for r in ranks}
     out["mated_probes"] = n_m
-    return out
+    if not return_items:
+        return out
+    k_max = max(ranks)
+    first_mate = np.where(mated, np.where(first < k, first, k_max), -1)
+    if probe_labels.size and (probe_labels.min() < np.iinfo(np.int32).min or probe_labels.max() > np.iinfo(np.int32).max):
+        raise ValueError(f"identity labels do not fit int32 (range {probe_labels.min()} .. {probe_labels.max()})")
+    rank_dtype = np.int16 if k_max <= np.iinfo(np.int16).max else np.int32
+    return out, {"probe_subject": probe_labels.astype(np.int32), "first_mate": first_mate.astype(rank_dtype)}
 
 
 def _check_feats(x, n: int, what: str, where: str) -> np.ndarray:
@@ -167,12 +181,16 @@ class TinyFaceEvaluation:
         self.root = self.protocol.root
         self.settings = settings
 
-    def evaluate_features(self, probe: np.ndarray, gallery: np.ndarray, *, features_path: str | os.PathLike | None = None) -> dict:
+    def evaluate_features(self, probe: np.ndarray, gallery: np.ndarray, *, features_path: str | os.PathLike | None = None,
+                          return_items: bool = False):
         """Rank-k from (flip-fused, un-normalised or normalised) features: ``probe`` (P, D) in the protocol's probe
         order, ``gallery`` (G, D) = Gallery_Match then Gallery_Distractor rows in the protocol's order.
 
         Result: ``{"benchmark": "TinyFace", "rank1", "rank5", "rank20" (one key per rank), "hits", "counts": {probes,
         mated_probes, gallery_match, distractors, identities}, "knobs": settings.knobs()}``.
+
+        ``return_items=True`` returns ``(result, items)``: the per-probe ``probe_subject`` / ``first_mate`` arrays
+        of :func:`closed_set_cmc`, in probe order.
         """
         where = os.fspath(features_path) if features_path is not None else "<features>"
         pr = self.protocol
@@ -181,7 +199,9 @@ class TinyFaceEvaluation:
         if probe.shape[1] != gallery.shape[1]:
             raise DataFormatError(where, "dim", f"probe width {probe.shape[1]} != gallery width {gallery.shape[1]}")
         cmc = closed_set_cmc(l2_normalize(probe), l2_normalize(gallery), pr.probe_labels, pr.gallery_labels,
-                             self.settings.ranks, self.settings.ties)
+                             self.settings.ranks, self.settings.ties, return_items=return_items)
+        if return_items:
+            cmc, items = cmc
         counts = pr.counts()
         counts["mated_probes"] = cmc["mated_probes"]
         res = {"benchmark": BENCHMARK}
@@ -189,7 +209,7 @@ class TinyFaceEvaluation:
         res["hits"] = cmc["hits"]
         res["counts"] = counts
         res["knobs"] = self.settings.knobs()
-        return res
+        return (res, items) if return_items else res
 
     def _load(self, paths: list[str]):
         import torch
@@ -232,7 +252,7 @@ class TinyFaceEvaluation:
         p = self.protocol.num_probes
         return out[:p], out[p:]
 
-    def evaluate(self, model, batch_size: int = 64, device="cpu") -> dict:
+    def evaluate(self, model, batch_size: int = 64, device="cpu", return_items: bool = False):
         """:meth:`extract_features` then :meth:`evaluate_features`."""
         probe, gallery = self.extract_features(model, batch_size=batch_size, device=device)
-        return self.evaluate_features(probe, gallery)
+        return self.evaluate_features(probe, gallery, return_items=return_items)
