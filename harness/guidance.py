@@ -81,6 +81,14 @@ def as_bool(value: Any, name: str) -> bool:
     return bool(value)
 
 
+def check_guidance(name: str, steps: int, eps: float, alpha: float, rs_ratio: float, monitor_every: int = 0) -> None:
+    """One-line errors for the hyperparameters every guided method shares."""
+    if steps < 0 or eps < 0 or alpha < 0 or monitor_every < 0:
+        raise ValueError(f"{name}: steps, eps, alpha and monitor_every must be >= 0, got "
+                         f"{steps}, {eps}, {alpha}, {monitor_every}")
+    mix_sizes(1, rs_ratio)  # validates rs_ratio
+
+
 def guided_search(render: Callable[[Tensor], Tensor], z0: Tensor, y: Tensor, fr, *, steps: int, alpha: float,
                   eps: float, inner_bn_train: bool, prefix: str, name: str,
                   project: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, dict]:

@@ -106,22 +106,10 @@ def items_path(result_path: str) -> str:
 
 
 def write_npz_atomic(arrays: dict, path: str) -> None:
-    """``np.savez_compressed`` into a temporary file next to ``path``, fsync, then ``os.replace`` it into place (a
-    reader never sees a partial file; a failure leaves the previous file, if any, and no temporary file)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """``np.savez_compressed`` written atomically (temp file next to ``path``, fsync, ``os.replace``)."""
+    from harness.evaluate import _write_atomic
+
+    _write_atomic(path, lambda f: np.savez_compressed(f, **arrays), binary=True)
 
 
 def compact_metrics(doc: dict) -> dict:

@@ -58,7 +58,7 @@ from torch import Tensor
 
 from harness import degradations as D
 from methods.base import Batch, FRModel, Method, register
-from harness.guidance import as_bool, guided_search, memory_format_of, mix_batch, mix_indices, mix_sizes, probe_losses
+from harness.guidance import as_bool, check_guidance, guided_search, memory_format_of, mix_batch, mix_indices, probe_losses
 
 ADV_OPS = ("color", "blur", "motion", "resize", "noise", "jpeg")  # every differentiable op; no crop
 
@@ -92,12 +92,9 @@ class AdvDegrade(Method):
         self.inner_bn_train = as_bool(h["inner_bn_train"], "inner_bn_train")
         self.op_prob = float(h["op_prob"])
         self.monitor_every = int(h["monitor_every"])
-        if self.steps < 0 or self.eps < 0 or self.alpha < 0 or self.monitor_every < 0:
-            raise ValueError(f"{self.name}: steps, eps, alpha and monitor_every must be >= 0, got "
-                             f"{self.steps}, {self.eps}, {self.alpha}, {self.monitor_every}")
+        check_guidance(self.name, self.steps, self.eps, self.alpha, self.rs_ratio, self.monitor_every)
         if not 0.0 <= self.op_prob <= 1.0:
             raise ValueError(f"{self.name}: op_prob must be in [0, 1], got {self.op_prob}")
-        mix_sizes(1, self.rs_ratio)  # validates rs_ratio
         self.space = D.space_from_hparams(h)
         self.names = self.space.active(ADV_OPS)
 

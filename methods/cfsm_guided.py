@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from harness.guidance import (  # noqa: F401  (re-exported: the step and the mixing are part of this method)
-    as_bool, eval_mode, fgsm_step, guided_search, memory_format_of, mix_batch, mix_indices, mix_sizes, probe_losses,
+    as_bool, check_guidance, eval_mode, fgsm_step, guided_search, memory_format_of, mix_batch, mix_indices, mix_sizes, probe_losses,
 )
 from harness.models.cfsm import CFSMGenerator, assign_adain_params, load_generator
 from methods.base import Batch, FRModel, Method, register
@@ -151,12 +151,9 @@ class CFSMGuided(Method):
         self.synthesize = str(h["synthesize"])
         self.monitor_every = int(h["monitor_every"])
         self.generator_size = int(h["generator_size"])
-        if self.steps < 0 or self.eps < 0 or self.alpha < 0 or self.monitor_every < 0:
-            raise ValueError(f"{self.name}: steps, eps, alpha and monitor_every must be >= 0, got "
-                             f"{self.steps}, {self.eps}, {self.alpha}, {self.monitor_every}")
+        check_guidance(self.name, self.steps, self.eps, self.alpha, self.rs_ratio, self.monitor_every)
         if self.synthesize not in SYNTHESIZE:
             raise ValueError(f"{self.name}: synthesize must be one of {SYNTHESIZE}, got {self.synthesize!r}")
-        mix_sizes(1, self.rs_ratio)  # validates rs_ratio
         generator, meta = self._load(h)
         # A plain list keeps the frozen generator out of the registered submodules: it is not in state_dict(),
         # method.train() does not switch it to training mode, the trainer's optimiser never sees it, and
