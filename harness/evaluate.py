@@ -226,12 +226,19 @@ def format_tinyface(result: dict) -> str:
     ])
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _write_atomic(path: str, write, binary: bool = False) -> None:
     """``write(f)`` into a temporary file in the target folder, fsync, rename: a reader never sees a partial file;
     a failure leaves the previous file, if any, and no temporary file."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; a result file gets the usual permissions
         with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")) as f:
             write(f)
             f.flush()
