@@ -215,14 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"harness.run: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
 
-    from sacred import Experiment, SETTINGS
-    from sacred.observers import FileStorageObserver
+    from harness.runtime import sacred_experiment
 
-    SETTINGS.CAPTURE_MODE = "sys"  # the default "fd" capture loses prints (and is empty under pytest)
-    ex = Experiment("cfsm-bench", save_git_info=False)
-    if cfg.out:
-        ex.observers.append(FileStorageObserver(cfg.out))
-    ex.add_config(cfg.to_dict())
+    ex = sacred_experiment("cfsm-bench", cfg.out, cfg.to_dict())
 
     documents: list[dict] = []
 

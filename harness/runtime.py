@@ -36,3 +36,18 @@ def tune_malloc(mmap_threshold: int = 32 << 20, trim_threshold: int = (1 << 31) 
             ok = False
     _applied["done"] = ok
     return ok
+
+
+def sacred_experiment(name: str, observer_root: str, config: dict):
+    """A Sacred ``Experiment`` as every entry point here uses it: stdout captured with ``sys`` (the default ``fd``
+    capture loses prints and is empty under pytest), no git info (DVC records the code), the config as given,
+    and a ``FileStorageObserver`` under ``observer_root`` unless it is empty."""
+    from sacred import SETTINGS, Experiment
+    from sacred.observers import FileStorageObserver
+
+    SETTINGS.CAPTURE_MODE = "sys"
+    ex = Experiment(name, save_git_info=False)
+    if observer_root:
+        ex.observers.append(FileStorageObserver(observer_root))
+    ex.add_config(config)
+    return ex

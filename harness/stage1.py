@@ -283,6 +283,9 @@ class Stage1Result:
     seconds: float
     resumed_from: int
     losses: dict[str, float]
+    initial_basis: torch.Tensor  # U at initialisation (for how far the subspace moved)
+    held_out: torch.Tensor  # target crops kept out of training, for the analysis
+    identity: "IdentityNet"
 
 
 def total_iterations(cfg: Stage1Config, n_source: int) -> int:
@@ -321,7 +324,7 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
     lambda_id_at(t, 0.0)  # validates the schedule
 
     # Data and f first: every input problem fails before any training.
-    target_train, _, _ = load_target(cfg)
+    target_train, held_out, _ = load_target(cfg)
     release = require_dir(cfg.data.release, "stage-1 data release")
     source = SourceData(os.path.join(release, cfg.data.rec), cfg.model.image_size, t.batch_size, cfg.seed,
                         flip=False, cache=cfg.data.cache)
@@ -330,6 +333,7 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
     torch.manual_seed(cfg.seed)
     G = CFSMGenerator(cfg.model).to(device)
     D = MultiScaleDiscriminator(cfg.model).to(device)
+    initial_basis = G.subspace.U.detach().clone()  # before any resume: the seeded initialisation
     opt_g = torch.optim.Adam(G.parameters(), lr=t.lr, betas=tuple(t.betas))
     opt_d = torch.optim.Adam(D.parameters(), lr=t.lr, betas=tuple(t.betas))
     src_sampler = EpochSampler(len(source.dataset), t.batch_size, cfg.seed)
@@ -350,7 +354,6 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
             print(f"stage1: resuming from {state_path} at step {start}/{total}", file=sys.stderr)
         else:
             print(f"stage1: ignoring {state_path} (saved with another config)", file=sys.stderr)
-    initial_basis = G.subspace.U.detach().clone()
 
     def save_state(step: int) -> None:
         _atomic_save({
@@ -423,8 +426,8 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
     if end < total:
         save_state(end)
     G.eval()
-    G.initial_basis = initial_basis  # for the analysis (how far U moved); not a state_dict entry
-    return Stage1Result(generator=G, steps=end, seconds=seconds, resumed_from=start, losses=last)
+    return Stage1Result(generator=G, steps=end, seconds=seconds, resumed_from=start, losses=last,
+                        initial_basis=initial_basis, held_out=held_out, identity=f)
 
 
 def _check_finite(losses: dict[str, torch.Tensor], step: int, state_path: str, start: int) -> None:
@@ -452,13 +455,12 @@ def run_stage1(cfg: Stage1Config, log=None, progress: bool = False) -> dict:
                   "final_losses": result.losses, "device": str(device)}
     analysis: dict[str, Any] = {}
     figures: dict[str, str] = {}
-    _, held_out, _ = load_target(cfg)
+    held_out, f = result.held_out, result.identity
     pairs = load_pairs(cfg)
-    f = IdentityNet(cfg.identity, device)
     if pairs is not None and len(held_out) >= 2:
         t0 = time.perf_counter()
         analysis = analyse(G, f, pairs[0], pairs[1], held_out, cfg.analysis, seed=cfg.seed,
-                           initial_basis=getattr(G, "initial_basis", None), train=cfg.train)
+                           initial_basis=result.initial_basis, train=cfg.train)
         analysis["seconds"] = round(time.perf_counter() - t0, 1)
         figures = write_figures(G, pairs[0], cfg.analysis, cfg.figures, seed=cfg.seed)
     meta = {"config": cfg.to_dict(), "deviations": devs, "train": train_info, "identity": cfg.identity,
@@ -493,14 +495,9 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, ValueError, FileNotFoundError) as exc:
         print(f"harness.stage1: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
-    from sacred import SETTINGS, Experiment
-    from sacred.observers import FileStorageObserver
+    from harness.runtime import sacred_experiment
 
-    SETTINGS.CAPTURE_MODE = "sys"
-    ex = Experiment("cfsm-stage1", save_git_info=False)
-    if cfg.sacred:
-        ex.observers.append(FileStorageObserver(cfg.sacred))
-    ex.add_config(cfg.to_dict())
+    ex = sacred_experiment("cfsm-stage1", cfg.sacred, cfg.to_dict())
     docs: list[dict] = []
 
     @ex.main
