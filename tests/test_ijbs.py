@@ -219,7 +219,7 @@ def test_evaluate_features_fuses_and_counts_missing_frames(tmp_path):
     assert res["V2S"]["rank1"] == 0.5 and res["V2S"]["rank5"] == 1.0
     # V2B: G2 = {3, 2}: subject 2 is mated now, and its probe scores 1 with its booking template
     assert res["V2B"]["rank1"] == pytest.approx(2 / 3)
-    assert set(res["V2S"]) == {"rank1", "rank5", "rank10", "tpir@fpir=0.01", "tpir@fpir=0.1"}
+    assert set(res["V2S"]) == {"rank1", "rank5", "rank10", "rank20", "tpir@fpir=0.01", "tpir@fpir=0.1"}
     assert res["benchmark"] == "IJB-S" and res["knobs"]["fusion"].startswith("mean")
 
 
@@ -352,10 +352,10 @@ def test_end_to_end_with_a_tiny_model(tiny_ijbs):
     ev = IJBSEvaluation(root)
     res = ev.evaluate(tiny_model(), batch_size=32)
     for name in ("V2S", "V2B", "V2V"):
-        assert set(res[name]) == {"rank1", "rank5", "rank10", "tpir@fpir=0.01", "tpir@fpir=0.1"}
+        assert set(res[name]) == {"rank1", "rank5", "rank10", "rank20", "tpir@fpir=0.01", "tpir@fpir=0.1"}
         for v in res[name].values():
             assert v is not None and np.isfinite(v) and 0.0 <= v <= 1.0
-        assert res[name]["rank1"] <= res[name]["rank5"] <= res[name]["rank10"]
+        assert res[name]["rank1"] <= res[name]["rank5"] <= res[name]["rank10"] <= res[name]["rank20"]
         c = res["counts"][name]
         assert c["mated"] + c["unmated"] == c["probes"] > 0
         assert c["G1"]["mated"] + c["G1"]["non_mated"] == c["probes"]

@@ -75,13 +75,14 @@ class IJBSSettings:
     - ``input_size``: side fed to the model; ``None`` = the aligned crops' own size (112 for the real data), else
       crops are resized (bilinear, antialiased) to it.
     - ``frame_norm``: L2-normalise each frame feature before averaging (off in AdaFace: ``emb * norm`` is kept).
-    - ``ranks`` / ``fpirs``: the closed-set ranks and open-set FPIRs reported.
+    - ``ranks`` / ``fpirs``: the closed-set ranks and open-set FPIRs reported. PFE's script reports 1, 5, 10; 20 is
+      added so that the saved ``mate_rank`` arrays carry the CMC curve to rank 20 (``harness.plots``), as TinyFace's.
     """
 
     channel_order: str = "RGB"
     input_size: int | None = None
     frame_norm: bool = False
-    ranks: tuple = (1, 5, 10)
+    ranks: tuple = (1, 5, 10, 20)
     fpirs: tuple = (0.01, 0.1)
     normalization: str = NORMALIZATION
 
