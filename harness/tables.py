@@ -1,0 +1,1026 @@
+"""Paper-style tables, confidence intervals, paired method differences and the reproduction report.
+
+``python -m harness.tables [RESULTS_DIR_OR_FILES ...] --out-dir results/tables --report results/REPORT.md
+[--paper results/paper | --no-paper] [--n-boot 1000] [--seed 0] [--reference source_only]``
+
+Reads the ``<method>-s<seed>.json`` result documents of ``harness.run`` (default folder ``results/eval/``) and the
+per-item arrays saved beside each (``<method>-s<seed>.items.npz``, named by the document's ``items`` field), and
+writes, each atomically (temporary file + ``os.replace``, all staged before the first rename; nothing is written
+when any input is bad):
+
+- ``<out-dir>/tables.md``: SynthFace tables (IJB-B, IJB-C, IJB-S, TinyFace, the domain gap), significance marks,
+  the protocol knobs; below them, clearly separated, the published numbers of ``results/paper/*.csv``.
+- ``<out-dir>/tables.tex``: the same tables in LaTeX (booktabs), each cell with its 95% CI on a second line, plus
+  one table per section of the paired differences from the reference with their CIs.
+- ``<out-dir>/tables.csv``: long format, one row per (method, benchmark, metric): ``method, n_seeds, seeds,
+  benchmark, metric, mean, std, ci_low, ci_high, diff_vs_reference, diff_ci_low, diff_ci_high, significant`` and
+  then one column per protocol knob (the union over all rows; a row leaves the knobs its benchmark does not have
+  empty). Values are percentages (4 decimals); ``benchmark``/``metric`` are the result row's benchmark and the
+  ``harness.run.compact_metrics`` key, the names ``results/paper/*.csv`` uses.
+- ``--report``: ``REPORT.md``, the SynthFace tables, then whether our runs reproduce the ordering the paper claims
+  (CFSM guided >= random > source-only on the low-quality sets), the other methods against the reference, and the
+  published numbers. Every number in it is computed from the input files.
+
+Statistics
+----------
+
+What existing projects report: DomainBed's ``collect_results`` prints mean ± *standard error* over trial seeds
+(``X`` for missing cells); the CFSM README (``liufeng2915/CFSM GuidedFaceRecognition/README.md``) and the AdaFace
+README (``mk-minchul/AdaFace``) print one number per model, with no seeds, spreads or intervals. Here:
+
+- **Cells** are mean ± *sample standard deviation* (n - 1) over the method's seeds, in percent with two decimals,
+  of the numbers in the result documents (the evaluators' own numbers); the seed count is the ``n`` column. A cell
+  is ``-`` where no seed has the metric or its value is ``None`` (undefined); a cell averaged over fewer seeds than
+  the method has says ``(n=k)``. (DomainBed's standard error is the std divided by sqrt(n).)
+- **Subject bootstrap** (:mod:`harness.bootstrap`): the benchmark items (IJB template pairs, probes) are not
+  independent, so each resample draws the benchmark's *probe subjects* with replacement and keeps every item of
+  each drawn subject (templates and pairs of one person move together). Draw ``b`` depends only on ``--seed`` and
+  the subject set, so every method and seed is evaluated on exactly the same resamples; results whose items hold
+  different subject sets are refused. The metrics are the evaluators' definitions (``TarAtFar``: insightface's
+  nearest ROC vertex; ``RankK``; ``IJBSTpirAtFpir``: PFE's FPIR threshold rule), recomputed on each resample from the
+  saved arrays; on the full data they must give the document's numbers (checked: a stale items file is an error).
+- **Several seeds**: on each resample the metric is averaged over the method's seeds (those with a defined value),
+  so the interval is the one of the seed-mean shown in the cell. It measures the uncertainty from the *test
+  subjects* only, not from training (seed-to-seed variation is the std); with one seed per method a significant
+  difference may still be a seed effect.
+- **Percentile CIs**: 2.5 % and 97.5 % quantiles (``np.quantile``, linear) of the valid resamples (resamples where
+  the metric is undefined, e.g. no genuine pair drawn, are left out).
+- **Paired differences**: method minus reference (``--reference``, default ``source_only``) on the *same* subject
+  resamples, resample by resample (difference of the seed-averaged values); its percentile interval is the CI of
+  the difference. A method against itself gives exactly 0 on every resample, CI [0, 0].
+- **Marks**: ``▲`` (LaTeX ``$\\uparrow$``) when the difference's CI lies entirely above 0, ``▼`` (``$\\downarrow$``)
+  when it lies entirely below 0; no mark when it includes 0 (an endpoint at exactly 0 counts as including it). At
+  95 % per cell, about one cell in twenty is marked by chance when nothing differs: there is no multiple-comparison
+  correction.
+- **Domain gap** (IJB TAR@1e-3, probes of clean stills vs probes holding video frames): the items files hold no
+  per-pair probe-media flag, so this section has means and stds only, no CIs or marks.
+
+Speed: TAR@FAR on a resample is computed from the top of the score list only (:class:`TopTarAtFar`): the few
+thousand highest scores decide every FAR up to 1e-3, and the ROC there is the evaluator's own vertex computation
+(``harness.eval.roc``), bit-identical to :class:`harness.bootstrap.TarAtFar` (which it falls back to whenever the
+top part cannot decide a resample). The other metrics are the counts-based ``bind``/``on_counts`` paths of
+:mod:`harness.bootstrap`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harness.bootstrap import (
+    Combined,
+    IJBSTpirAtFpir,
+    RankK,
+    Samples,
+    SubjectGroups,
+    TarAtFar,
+    bootstrap_samples,
+    ci_from_samples,
+    paired_from_samples,
+)
+from harness.errors import DataFormatError
+from harness.eval.roc import _check_inputs, _vertices_dense, far_key, tar_at_far_from_roc
+from harness.paper_numbers import DEFAULT_DIR as PAPER_DIR
+from harness.paper_numbers import PaperNumber, load_paper_numbers
+
+__all__ = ["Column", "Section", "SECTIONS", "TopTarAtFar", "Tables", "load_runs", "build_tables", "render", "main"]
+
+PROG = "harness.tables"
+ALPHA = 0.05
+UP, DOWN = "▲", "▼"
+CLAIM_METHODS = ("cfsm_guided", "cfsm_random")  # the paper's ordering: guided >= random > reference
+
+
+# ---------------------------------------------------------------------------------------------------- columns
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: the result row ``benchmark``, the ``compact_metrics`` key, the header label and the item
+    group of the bootstrap (``None``: no per-item arrays, no CI)."""
+
+    benchmark: str
+    key: str
+    label: str
+    group: str | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.benchmark} {self.key}"
+
+
+@dataclass(frozen=True)
+class Section:
+    id: str
+    title: str
+    columns: tuple[Column, ...]
+    claim: tuple[str, ...] = ()  # keys of the columns on which the paper claims its ordering (low-quality cells)
+
+
+TABLE_FARS = (1e-6, 1e-5, 1e-4, 1e-3)
+GAP_FAR = "0.001"
+
+
+def _far_label(x: float) -> str:
+    return f"{x:.0e}".replace("e-0", "e-")
+
+
+def _ijb_section(b: str) -> Section:
+    cols = [Column(b, f"tar@{far_key(x)}", _far_label(x), b) for x in TABLE_FARS]
+    cols += [Column(f"{b} 1:N", f"joined.rank{k}", f"R{k}", f"{b} 1:N") for k in (1, 5)]
+    return Section(b, f"{b}: 1:1 TAR@FAR and 1:N Rank-1/5 (joined gallery), %", tuple(cols),
+                   tuple(c.key for c in cols[: len(TABLE_FARS)]))
+
+
+_IJBS_COLS = tuple(
+    Column("IJB-S", f"{p}.{key}", f"{p} {label}", f"IJB-S/{p}")
+    for p in ("V2S", "V2B", "V2V")
+    for label, key in (("R1", "rank1"), ("R5", "rank5"), ("1%", "tpir@fpir=0.01"), ("10%", "tpir@fpir=0.1"))
+)
+_TINY_COLS = tuple(Column("TinyFace", f"rank{k}", f"R{k}", "TinyFace") for k in (1, 5, 20))
+_GAP_COLS = tuple(
+    Column(b, f"{part}.tar@{GAP_FAR}", f"{b} {label}", None)
+    for b in ("IJB-B", "IJB-C")
+    for part, label in (("stills_only", "stills only"), ("with_video", "with video"))
+)
+
+SECTIONS: tuple[Section, ...] = (
+    _ijb_section("IJB-B"),
+    _ijb_section("IJB-C"),
+    Section("IJB-S", "IJB-S: Rank-1, Rank-5, TPIR at FPIR 1% and 10%; surveillance video to single image (V2S), "
+                     "to booking (V2B), to surveillance video (V2V), %", _IJBS_COLS, tuple(c.key for c in _IJBS_COLS)),
+    Section("TinyFace", "TinyFace: closed-set Rank-1/5/20 with distractors, %", _TINY_COLS, tuple(c.key for c in _TINY_COLS)),
+    Section("gap", f"Domain gap: IJB TAR@FAR={_far_label(float(GAP_FAR))} for probe templates of clean stills only vs "
+                   "templates holding degraded video frames, % (no CIs: the items files hold no per-pair media flag)", _GAP_COLS),
+)
+COLUMNS: tuple[Column, ...] = tuple(c for s in SECTIONS for c in s.columns)
+
+_MISSING = object()
+
+
+def row_value(row: dict, key: str):
+    """The number ``harness.run.compact_metrics`` names ``key`` in a result row: a float, ``None`` (reported as
+    undefined) or ``_MISSING`` (not reported)."""
+    if key.startswith(("stills_only.", "with_video.")):
+        part, rest = key.split(".", 1)
+        node = row.get("by_probe_media", {}).get(part, {}).get("tar_at_far", {})
+        k = rest[len("tar@"):]
+    elif key.startswith("tar@"):
+        node, k = row.get("tar_at_far", {}), key[len("tar@"):]
+    elif "." in key:
+        section, k = key.split(".", 1)
+        node = row.get(section, {})
+    else:
+        node, k = row, key
+    if not isinstance(node, dict) or k not in node:
+        return _MISSING
+    v = node[k]
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"{key} is {v!r}, not a number")
+    return float(v)
+
+
+# ---------------------------------------------------------------------------------------------------- fast TAR
+
+
+class TopTarAtFar:
+    """:class:`harness.bootstrap.TarAtFar` for small FARs, computed on a resample from the top of the score list.
+
+    The ``K`` highest scores hold at least ``margin * max(fars) * impostors + extra`` impostor pairs (cut between two
+    distinct scores). On a resample (subject counts), the prefix's multiset goes through the evaluator's own vertex
+    computation (``harness.eval.roc._vertices_dense``, sklearn's ``roc_curve`` with ``drop_intermediate``); the
+    totals of genuine and impostor pairs come from per-subject counts, so ``fpr = fps / total`` is the very division
+    ``roc_curve`` does. Every vertex but the last one of the prefix is a vertex of the full ROC (its keep decision
+    depends on its neighbours only); insightface's nearest-vertex rule is taken on those, and the resample is handed
+    to the full :class:`~harness.bootstrap.TarAtFar` whenever a vertex beyond them could be as near to some FAR
+    (``fallbacks`` counts them). Bit-identical to ``TarAtFar`` (tested). Keys ``tar@{far_key}``.
+    """
+
+    def __init__(self, scores, labels, fars: Sequence[float] = TABLE_FARS, margin: float = 4.0, extra: int = 100):
+        genuine, scores = _check_inputs(labels, scores)
+        self.n = scores.shape[0]
+        self.fars = tuple(float(x) for x in fars)
+        self.keys = [f"tar@{far_key(x)}" for x in self.fars]
+        self._scores, self._labels = scores, genuine
+        self._full: TarAtFar | None = None
+        self.fallbacks = 0
+        order = np.argsort(scores, kind="stable")
+        asc = scores[order]
+        imp_from_top = np.cumsum(~genuine[order][::-1])
+        need = int(math.ceil(margin * max(self.fars) * int(imp_from_top[-1]))) + int(extra)
+        k = int(np.searchsorted(imp_from_top, need)) + 1  # smallest top-k holding `need` impostors
+        start = max(self.n - k, 0)
+        start = int(np.searchsorted(asc, asc[start], side="left"))  # never split a group of equal scores
+        self.complete = start == 0
+        self._top = order[start:]
+        self._top_asc = asc[start:]
+        self._top_gen = genuine[self._top]
+
+    def _undefined(self) -> dict:
+        return {k: float("nan") for k in self.keys}
+
+    def _full_metric(self) -> TarAtFar:
+        if self._full is None:
+            self._full = TarAtFar(self._scores, self._labels, self.fars)
+        return self._full
+
+    def on_counts(self, counts) -> dict:
+        return self._full_metric().on_counts(counts)
+
+    def __call__(self, indices) -> dict:
+        return self._full_metric()(indices)
+
+    def bind(self, groups: SubjectGroups):
+        if not groups.partition or groups.n_items != self.n:
+            return lambda sc: self.on_counts(groups.item_counts(sc))
+        subj = groups.item_subject
+        s_top = subj[self._top]
+        imp_ps = np.bincount(subj[~self._labels], minlength=groups.n_subjects + 1).astype(np.int64)
+        gen_ps = np.bincount(subj[self._labels], minlength=groups.n_subjects + 1).astype(np.int64)
+        top_asc, top_gen = self._top_asc, self._top_gen
+        gen_asc = top_asc[top_gen]
+        full = None
+
+        def f(subject_counts: np.ndarray) -> dict:
+            nonlocal full
+            ext = np.append(np.asarray(subject_counts, np.int64), 0)
+            n_imp, n_gen = int(ext @ imp_ps), int(ext @ gen_ps)
+            if n_imp == 0 or n_gen == 0:
+                return self._undefined()
+            c = ext[s_top]
+            out = self._from_top(np.repeat(top_asc, c), np.repeat(gen_asc, c[top_gen]), n_imp, n_gen)
+            if out is None:
+                self.fallbacks += 1
+                if full is None:
+                    full = self._full_metric().bind(groups)
+                out = full(subject_counts)
+            return out
+
+        return f
+
+    def _from_top(self, asc: np.ndarray, gen: np.ndarray, n_imp: int, n_gen: int) -> dict | None:
+        if asc.size == 0:
+            return None
+        tie_pos = np.flatnonzero(asc[1:] == asc[:-1])
+        fps, tps, _ = _vertices_dense(asc, gen, tie_pos, True)
+        boundary = math.inf
+        if not self.complete:  # the prefix's last vertex is forced; only the ones before it are vertices for sure
+            boundary = float(fps[-1]) / float(n_imp)
+            fps, tps = fps[:-1], tps[:-1]
+        fpr = np.concatenate(([0.0], fps)) / float(n_imp)
+        tpr = np.concatenate(([0.0], tps)) / float(n_gen)
+        for x in self.fars:
+            if not boundary - x > float(np.min(np.abs(fpr - x))):
+                return None
+        tars = tar_at_far_from_roc(fpr, tpr, self.fars)
+        return {k: tars[x] for k, x in zip(self.keys, self.fars)}
+
+
+# ---------------------------------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class Run:
+    """One result document and its items file."""
+
+    method: str
+    seed: int
+    path: str
+    items_path: str
+    rows: dict
+    _items: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+    def array_names(self) -> list[str]:
+        self._load()
+        return list(self._items)
+
+    def _load(self) -> None:
+        if not self._items:
+            try:
+                with np.load(self.items_path, allow_pickle=False) as z:
+                    self._items = {k: z[k] for k in z.files}
+            except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+                raise DataFormatError(self.items_path, None, f"not a readable items file ({_one_line(exc)})") from None
+
+    def array(self, key: str) -> np.ndarray:
+        self._load()
+        if key not in self._items:
+            raise DataFormatError(self.items_path, f"array {key}", f"missing (needed for the {key.split('/')[0]} rows of {self.name})")
+        return self._items[key]
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _result_files(paths: Sequence[str]) -> list[str]:
+    files: list[str] = []
+    for p in paths:
+        if os.path.isdir(p):
+            found = sorted(os.path.join(p, f) for f in os.listdir(p) if f.endswith(".json") and not f.startswith("."))
+            if not found:
+                raise FileNotFoundError(f"{p}: no result files (*.json) in this folder")
+            files += found
+        elif os.path.isfile(p):
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such file or folder")
+    return files
+
+
+def load_runs(paths: Sequence[str]) -> list[Run]:
+    """Every result document of ``paths`` (files, or folders: their ``*.json``), validated; its items file must exist."""
+    runs: list[Run] = []
+    seen: dict[tuple, str] = {}
+    for p in _result_files(paths):
+        try:
+            with open(p, encoding="utf-8") as f:
+                doc = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(p, f"line {exc.lineno}", f"not valid JSON ({exc.msg})") from None
+        except UnicodeDecodeError:
+            raise DataFormatError(p, None, "not a UTF-8 text file") from None
+        if not isinstance(doc, dict):
+            raise DataFormatError(p, None, "not a harness.run result document (not a JSON object)")
+        for key in ("method", "seed", "results"):
+            if key not in doc:
+                raise DataFormatError(p, f"field {key}", "missing; not a harness.run result document")
+        method, seed, results = doc["method"], doc["seed"], doc["results"]
+        if not isinstance(method, str) or not method:
+            raise DataFormatError(p, "field method", f"{method!r} is not a method name")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise DataFormatError(p, "field seed", f"{seed!r} is not an integer")
+        if not isinstance(results, list) or not all(isinstance(r, dict) and isinstance(r.get("benchmark"), str) for r in results):
+            raise DataFormatError(p, "field results", "must be a list of rows, each with a benchmark name")
+        rows: dict[str, dict] = {}
+        for r in results:
+            if r["benchmark"] in rows:
+                raise DataFormatError(p, "field results", f"benchmark {r['benchmark']} appears twice")
+            rows[r["benchmark"]] = r
+        items = doc.get("items") or os.path.basename(os.path.splitext(p)[0] + ".items.npz")
+        if not isinstance(items, str) or os.path.isabs(items) or os.sep in items:
+            raise DataFormatError(p, "field items", f"{items!r} is not a file name beside the result")
+        items_path = os.path.join(os.path.dirname(p), items)
+        if not os.path.isfile(items_path):
+            raise DataFormatError(items_path, None, f"items file of {p} not found (the per-item arrays the bootstrap needs)")
+        key = (method, seed)
+        if key in seen:
+            raise DataFormatError(p, None, f"method {method} seed {seed} is also in {seen[key]}")
+        seen[key] = p
+        for col in COLUMNS:
+            if col.benchmark in rows:
+                try:
+                    row_value(rows[col.benchmark], col.key)
+                except ValueError as exc:
+                    raise DataFormatError(p, f"benchmark {col.benchmark}", str(exc)) from None
+        runs.append(Run(method, seed, p, items_path, rows))
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------------- bootstrap
+
+
+def _group_metric(run: Run, group: str, keys: list[str]):
+    """(per-item subject ids, metric) of one run for one item group and the wanted keys."""
+    if group in ("IJB-B", "IJB-C"):
+        fars = [float(k[len("tar@"):]) for k in keys]
+        return run.array(f"{group}/probe_subject"), TopTarAtFar(run.array(f"{group}/scores"), run.array(f"{group}/labels"), fars)
+    if group.endswith(" 1:N"):
+        ks = [int(k[len("joined.rank"):]) for k in keys]
+        return run.array(f"{group}/probe_subject"), RankK(run.array(f"{group}/joined/rank"), ks, prefix="joined.")
+    if group.startswith("IJB-S/"):
+        proto = group.split("/", 1)[1]
+        base = f"IJB-S/{proto}"
+        local = [k.split(".", 1)[1] for k in keys]
+        ks = [int(k[len("rank"):]) for k in local if k.startswith("rank")]
+        fpirs = [float(k[len("tpir@fpir="):]) for k in local if k.startswith("tpir@fpir=")]
+        metrics = []
+        if ks:
+            metrics.append(RankK(run.array(f"{base}/mate_rank"), ks, prefix=f"{proto}."))
+        if fpirs:
+            gals = sorted({k.split("/")[2] for k in run.array_names() if k.startswith(f"{base}/") and k.endswith("/top1_score")})
+            if not gals:
+                raise DataFormatError(run.items_path, f"array {base}/G1/top1_score", f"missing (needed for the IJB-S rows of {run.name})")
+            metrics.append(IJBSTpirAtFpir([tuple(run.array(f"{base}/{g}/{a}") for a in ("mated", "top1_correct", "top1_score"))
+                                           for g in gals], fpirs, prefix=f"{proto}."))
+        return run.array(f"{base}/probe_subject"), Combined(*metrics)
+    if group == "TinyFace":
+        ks = [int(k[len("rank"):]) for k in keys]
+        return run.array("TinyFace/probe_subject"), RankK(run.array("TinyFace/first_mate"), ks)
+    raise AssertionError(group)
+
+
+def _bootstrap(runs: list[Run], n_boot: int, seed: int) -> dict[tuple[int, str], Samples]:
+    """``{(run index, group): Samples}`` for every run and item group with a number in the tables; all runs of a
+    group on the same subject draws."""
+    out: dict[tuple[int, str], Samples] = {}
+    groups = sorted({c.group for c in COLUMNS if c.group})
+    for group in groups:
+        cols = [c for c in COLUMNS if c.group == group]
+        first: tuple[list, str] | None = None
+        # runs whose items carry the same per-item subject array share one SubjectGroups and one bootstrap call
+        batches: list[tuple[np.ndarray, SubjectGroups, dict[int, tuple]]] = []
+        for i, run in enumerate(runs):
+            values = {c.key: row_value(run.rows[c.benchmark], c.key) for c in cols if c.benchmark in run.rows}
+            keys = [k for k, v in values.items() if v is not _MISSING]
+            if not keys:
+                continue
+            try:
+                subj, metric = _group_metric(run, group, keys)
+                batch = next((b for b in batches if np.array_equal(b[0], subj)), None)
+                if batch is None:
+                    batch = (subj, SubjectGroups.from_ids(subj), {})
+                    batches.append(batch)
+            except DataFormatError:
+                raise
+            except ValueError as exc:
+                raise DataFormatError(run.items_path, f"arrays {group}", _one_line(exc)) from None
+            if first is None:
+                first = (batch[1].subjects, run.items_path)
+            elif batch[1].subjects != first[0]:
+                raise DataFormatError(run.items_path, f"array {group}/probe_subject",
+                                      f"holds other subjects than {first[1]}: results of different benchmark releases cannot share one table")
+            batch[2][i] = (metric, values, keys)
+        for _, g, members in batches:
+            try:
+                res = bootstrap_samples(g, {i: m for i, (m, _, _) in members.items()}, n_boot, seed)
+            except ValueError as exc:
+                raise DataFormatError(runs[min(members)].items_path, f"arrays {group}", _one_line(exc)) from None
+            for i, (_, values, keys) in members.items():
+                s = res[i]
+                for k in keys:
+                    want, got = values[k], s.estimate.get(k, math.nan)
+                    if want is not None and not (math.isfinite(got) and abs(got - want) <= 1e-9):
+                        raise DataFormatError(runs[i].items_path, f"arrays {group}",
+                                              f"give {k} = {got!r} on the full data, {runs[i].name} says {want!r}: the items file does not belong to this result")
+                out[(i, group)] = s
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- cells
+
+
+@dataclass
+class Cell:
+    """One method's number for one column."""
+
+    values: list[float]  # defined values, one per seed
+    seeds: list[int]
+    mean: float
+    std: float | None
+    ci: tuple[float, float] | None = None
+    diff: float | None = None  # mean - reference mean
+    diff_ci: tuple[float, float] | None = None
+    mark: int = 0  # +1 / -1: the difference's CI lies above / below 0
+    samples: Samples | None = field(default=None, repr=False)  # seed-averaged resamples (one key: the column key)
+    knobs: dict = field(default_factory=dict)
+
+
+@dataclass
+class Tables:
+    runs: list[Run]
+    methods: list[str]  # reference first
+    reference: str
+    seeds: dict[str, list[int]]
+    cells: dict[tuple[str, str], Cell]  # (method, column name)
+    n_boot: int
+    seed: int
+    paper: list[PaperNumber] | None
+    present: set[str]  # benchmarks some result has
+
+    def cell(self, method: str, col: Column) -> Cell | None:
+        return self.cells.get((method, col.name))
+
+
+def _mark(ci: tuple[float, float] | None) -> int:
+    if ci is None or not all(math.isfinite(x) for x in ci):
+        return 0
+    return 1 if ci[0] > 0 else -1 if ci[1] < 0 else 0
+
+
+def paired(a: Cell, b: Cell, key: str) -> tuple[float, float, float] | None:
+    """(difference of the seed means, CI low, CI high) of ``a - b`` on the same subject resamples."""
+    if a.samples is None or b.samples is None:
+        return None
+    p = paired_from_samples(a.samples, b.samples, ALPHA)[key]
+    return (a.mean - b.mean, p.diff.low, p.diff.high)
+
+
+def _knob_text(values: list) -> str:
+    out = []
+    for v in values:
+        t = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+        if t not in out:
+            out.append(t)
+    return " | ".join(out)
+
+
+def _cell_knobs(knob_dicts: list[dict]) -> dict[str, str]:
+    """``{knob: text}`` over the seeds of one cell (distinct values joined by `` | ``)."""
+    names = sorted({k for d in knob_dicts for k in d})
+    return {k: _knob_text([d[k] for d in knob_dicts if k in d]) for k in names}
+
+
+def build_tables(paths: Sequence[str], n_boot: int = 1000, seed: int = 0, reference: str = "source_only",
+                 paper: str | Sequence[str] | None = PAPER_DIR) -> Tables:
+    """Read the results (and the published numbers unless ``paper`` is None), bootstrap every run on the shared
+    subject draws, and summarise each (method, column) as a :class:`Cell`."""
+    if n_boot < 1:
+        raise ValueError(f"--n-boot must be >= 1, got {n_boot}")
+    runs = load_runs(paths)
+    methods_all = sorted({r.method for r in runs})
+    if reference not in methods_all:
+        raise ValueError(f"reference method {reference!r} has no results (methods: {', '.join(methods_all)})")
+    paper_numbers = None if paper is None else load_paper_numbers(paper)
+    samples = _bootstrap(runs, n_boot, seed)
+    methods = [reference] + [m for m in methods_all if m != reference]
+    by_method = {m: [i for i, r in enumerate(runs) if r.method == m] for m in methods}
+    for m in methods:
+        by_method[m].sort(key=lambda i: runs[i].seed)
+    seeds = {m: [runs[i].seed for i in by_method[m]] for m in methods}
+    cells: dict[tuple[str, str], Cell] = {}
+    for col in COLUMNS:
+        for m in methods:
+            have = [(i, row_value(runs[i].rows[col.benchmark], col.key)) for i in by_method[m] if col.benchmark in runs[i].rows]
+            defined = [(i, v) for i, v in have if v is not _MISSING and v is not None]
+            if not defined:
+                continue
+            vals = [v for _, v in defined]
+            cell = Cell(vals, [runs[i].seed for i, _ in defined], float(np.mean(vals)),
+                        float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
+                        knobs=_cell_knobs([runs[i].rows[col.benchmark].get("knobs", {}) for i, _ in have]))
+            if col.group:
+                per_seed = [samples[(i, col.group)] for i, _ in defined]
+                arr = np.mean(np.stack([s.samples[col.key] for s in per_seed]), axis=0)
+                est = float(np.mean([s.estimate[col.key] for s in per_seed]))
+                cell.samples = Samples({col.key: est}, {col.key: arr}, per_seed[0].seed, per_seed[0].n_subjects, False)
+                ci = ci_from_samples(cell.samples, ALPHA)[col.key]
+                cell.ci = (ci.low, ci.high)
+            cells[(m, col.name)] = cell
+        ref = cells.get((reference, col.name))
+        for m in methods:
+            cell = cells.get((m, col.name))
+            if cell is None or ref is None:
+                continue
+            if col.group:
+                d = paired(cell, ref, col.key)
+                cell.diff, cell.diff_ci = d[0], (d[1], d[2])
+                cell.mark = _mark(cell.diff_ci)
+            else:
+                cell.diff = cell.mean - ref.mean
+    present = {b for r in runs for b in r.rows}
+    return Tables(runs, methods, reference, seeds, cells, int(n_boot), int(seed), paper_numbers, present)
+
+
+# ---------------------------------------------------------------------------------------------------- formatting
+
+
+def _pct(x: float) -> str:
+    s = f"{100 * x:.2f}"
+    return "0.00" if s == "-0.00" else s
+
+
+def _signed(x: float) -> str:
+    s = f"{100 * x:+.2f}"
+    return "+0.00" if s == "-0.00" else s
+
+
+def _n_note(t: Tables, m: str, cell: Cell) -> str:
+    return f" (n={len(cell.values)})" if len(cell.values) < len(t.seeds[m]) else ""
+
+
+def _md_cell(t: Tables, m: str, cell: Cell | None) -> str:
+    if cell is None:
+        return "-"
+    s = _pct(cell.mean) + (f" ± {_pct(cell.std)}" if cell.std is not None else "")
+    return s + _n_note(t, m, cell) + {1: UP, -1: DOWN}.get(cell.mark, "")
+
+
+def _sections(t: Tables) -> list[Section]:
+    return [s for s in SECTIONS if any(c.benchmark in t.present for c in s.columns)]
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _seed_text(t: Tables) -> str:
+    return "; ".join(f"{m} {len(t.seeds[m])} ({', '.join(map(str, t.seeds[m]))})" for m in t.methods)
+
+
+def _legend(t: Tables, where: str) -> list[str]:
+    return [
+        f"Cells: mean ± sample std over seeds (n = seeds), in %; `-`: not reported or undefined; `(n=k)`: defined for "
+        f"k seeds only. {UP} / {DOWN}: the 95% CI of the paired difference from `{t.reference}` lies above / below 0 "
+        f"(subject bootstrap, {t.n_boot} resamples, seed {t.seed}: probe subjects resampled with all their items, every "
+        f"method on the same resamples, seeds averaged per resample); no mark: the CI includes 0. The CI of every cell "
+        f"and of every difference: {where}.",
+    ]
+
+
+def synthface_markdown(t: Tables, where: str = "`tables.csv` (ci_low/ci_high, diff_ci_low/diff_ci_high) and `tables.tex`",
+                       level: str = "##") -> list[str]:
+    out = [f"Methods and seeds: {_seed_text(t)}. Reference: `{t.reference}`.", "", *_legend(t, where), ""]
+    for s in _sections(t):
+        rows = [[m, str(len(t.seeds[m]))] + [_md_cell(t, m, t.cell(m, c)) for c in s.columns] for m in t.methods]
+        out += [f"{level} {s.title}", "", *_md_table(["method", "n"] + [c.label for c in s.columns], rows), ""]
+    out += [f"{level} Protocol knobs", ""]
+    for b in sorted(t.present, key=_bench_order):
+        sets: dict[str, list[str]] = {}
+        for r in t.runs:
+            if b in r.rows:
+                sets.setdefault(json.dumps(r.rows[b].get("knobs", {}), sort_keys=True), []).append(r.name.removesuffix(".json"))
+        for k, names in sets.items():
+            who = "every result" if len(sets) == 1 else ", ".join(names)
+            out.append(f"- {b} ({who}): `{k}`")
+    return out + [""]
+
+
+def _bench_order(b: str) -> tuple:
+    order = ["IJB-B", "IJB-B 1:N", "IJB-C", "IJB-C 1:N", "IJB-S", "TinyFace"]
+    return (order.index(b) if b in order else len(order), b)
+
+
+def _paper_blocks(numbers: list[PaperNumber]) -> list[tuple[tuple[str, str, str], list[PaperNumber]]]:
+    blocks: dict[tuple[str, str, str], list[PaperNumber]] = {}
+    for n in numbers:
+        blocks.setdefault((n.source, n.backbone, n.train_set), []).append(n)
+    return list(blocks.items())
+
+
+def _paper_tables(ns: list[PaperNumber]):
+    """[(section, columns, methods, {(method, column name): text})] of one block, and the numbers outside them."""
+    got = {(n.method, f"{n.benchmark} {n.metric}"): n.value_text for n in ns}
+    methods = list(dict.fromkeys(n.method for n in ns))
+    out = []
+    for s in SECTIONS:
+        cols = [c for c in s.columns if any((m, c.name) in got for m in methods)]
+        if cols:
+            ms = [m for m in methods if any((m, c.name) in got for c in cols)]
+            out.append((s, cols, ms, got))
+    used = {c.name for _, cols, _, _ in out for c in cols}
+    extra = [n for n in ns if f"{n.benchmark} {n.metric}" not in used]
+    return out, extra
+
+
+PAPER_TITLE = "Published numbers (real datasets, not comparable with SynthFace)"
+
+
+def paper_markdown(t: Tables, level: str = "#") -> list[str]:
+    if t.paper is None:
+        return []
+    sub = level + "#"
+    out = ["---", "", f"{level} {PAPER_TITLE}", "",
+           "As printed by each source (in %), on the real IJB-B/C, IJB-S and TinyFace with full-size models trained on "
+           "real data. Never compare these with the SynthFace tables above.", ""]
+    for (source, backbone, train_set), ns in _paper_blocks(t.paper):
+        out += [f"{sub} {source}: backbone {backbone}, train set {train_set}", ""]
+        tables, extra = _paper_tables(ns)
+        for s, cols, ms, got in tables:
+            rows = [[m] + [got.get((m, c.name), "-") for c in cols] for m in ms]
+            out += [f"{s.title.split(':')[0]}:", "", *_md_table(["method"] + [c.label for c in cols], rows), ""]
+        if extra:
+            out += ["Also published: " + "; ".join(f"{n.method} {n.benchmark} {n.metric} {n.value_text}" for n in extra), ""]
+    return out
+
+
+def tables_markdown(t: Tables) -> str:
+    out = ["# SynthFace results (a procedural stand-in benchmark; these are not the paper's numbers)", ""]
+    out += synthface_markdown(t)
+    out += paper_markdown(t)
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------- LaTeX
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+        "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "—": "---", "–": "--", "−": "-"}
+
+
+def tex(s: str) -> str:
+    return "".join(_TEX.get(ch, ch) for ch in s)
+
+
+def _tex_num(x: float, signed: bool = False) -> str:
+    return (_signed if signed else _pct)(x).replace("-", "$-$")
+
+
+def _tex_cell(t: Tables, m: str, cell: Cell | None) -> tuple[str, str]:
+    if cell is None:
+        return "--", ""
+    v = _pct(cell.mean) + (rf" \pm {_pct(cell.std)}" if cell.std is not None else "")
+    mark = {1: r"^{\uparrow}", -1: r"^{\downarrow}"}.get(cell.mark, "")
+    main = f"${v}{mark}$" + tex(_n_note(t, m, cell))
+    ci = rf"{{\tiny [{_tex_num(cell.ci[0])}, {_tex_num(cell.ci[1])}]}}" if cell.ci and all(map(math.isfinite, cell.ci)) else ""
+    return main, ci
+
+
+def _tex_table(caption: str, head: list[str], rows: list[list[str]]) -> list[str]:
+    return [r"\begin{table}[ht]", r"\centering", r"\scriptsize", r"\setlength{\tabcolsep}{3pt}",
+            r"\begin{tabular}{l" + "c" * (len(head) - 1) + "}", r"\toprule", " & ".join(head) + r" \\", r"\midrule",
+            *[" & ".join(r) + r" \\" for r in rows], r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}", r"\end{table}", ""]
+
+
+def tables_tex(t: Tables) -> str:
+    out = [r"% Generated by python -m harness.tables; needs \usepackage{booktabs}.",
+           f"% SynthFace (a procedural stand-in benchmark): not the paper's numbers. {t.n_boot} subject-bootstrap resamples, seed {t.seed}.", ""]
+    ref = tex(t.reference)
+    for s in _sections(t):
+        head = ["method", "$n$"] + [tex(c.label) for c in s.columns]
+        rows = []
+        for m in t.methods:
+            pairs = [_tex_cell(t, m, t.cell(m, c)) for c in s.columns]
+            rows.append([tex(m), str(len(t.seeds[m]))] + [p[0] for p in pairs])
+            if any(p[1] for p in pairs):
+                rows.append(["", ""] + [p[1] for p in pairs])
+        out += _tex_table(
+            f"SynthFace, {tex(s.title)}. Mean $\\pm$ sample std over $n$ seeds; below: 95\\% subject-bootstrap CI "
+            f"({t.n_boot} resamples). $\\uparrow$/$\\downarrow$: the 95\\% CI of the paired difference from {ref} "
+            f"lies above/below 0.", head, rows)
+        if not any(c.group for c in s.columns) or len(t.methods) < 2:
+            continue
+        drows = []
+        for m in t.methods[1:]:
+            cells = []
+            for c in s.columns:
+                cell = t.cell(m, c)
+                if cell is None or cell.diff is None or cell.diff_ci is None or not all(map(math.isfinite, cell.diff_ci)):
+                    cells.append("--")
+                    continue
+                mark = {1: r"$^{\uparrow}$", -1: r"$^{\downarrow}$"}.get(cell.mark, "")
+                cells.append(f"{_tex_num(cell.diff, True)}{mark} {{\\tiny [{_tex_num(cell.diff_ci[0], True)}, {_tex_num(cell.diff_ci[1], True)}]}}")
+            drows.append([tex(m)] + cells)
+        out += _tex_table(f"SynthFace, {tex(s.title.split(':')[0])}: difference from {ref} (percentage points) and its "
+                          f"95\\% CI (paired subject bootstrap, {t.n_boot} resamples).",
+                          ["method"] + [tex(c.label) for c in s.columns], drows)
+    if t.paper is not None:
+        out += [f"% {PAPER_TITLE}", ""]
+        for (source, backbone, train_set), ns in _paper_blocks(t.paper):
+            tables, _ = _paper_tables(ns)
+            for s, cols, ms, got in tables:
+                rows = [[tex(m)] + [tex(got.get((m, c.name), "--")) for c in cols] for m in ms]
+                out += _tex_table(f"{tex(PAPER_TITLE)}: {tex(s.title.split(':')[0])}, {tex(source)}, backbone {tex(backbone)}, "
+                                  f"train set {tex(train_set)}.", ["method"] + [tex(c.label) for c in cols], rows)
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------- CSV
+
+CSV_COLUMNS = ("method", "n_seeds", "seeds", "benchmark", "metric", "mean", "std", "ci_low", "ci_high",
+               "diff_vs_reference", "diff_ci_low", "diff_ci_high", "significant")
+
+
+def _csv_num(x: float | None) -> str:
+    if x is None or not math.isfinite(x):
+        return ""
+    s = f"{100 * x:.4f}"
+    return "0.0000" if s == "-0.0000" else s
+
+
+def tables_csv(t: Tables) -> str:
+    knobs = sorted({k for c in t.cells.values() for k in c.knobs})
+    head = list(CSV_COLUMNS) + [k if k not in CSV_COLUMNS else f"knob_{k}" for k in knobs]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(head)
+    for s in _sections(t):
+        for c in s.columns:
+            for m in t.methods:
+                cell = t.cell(m, c)
+                if cell is None:
+                    continue
+                ci = cell.ci or (None, None)
+                dci = cell.diff_ci or (None, None)
+                sig = "" if cell.diff_ci is None or not all(map(math.isfinite, cell.diff_ci)) else ("true" if cell.mark else "false")
+                w.writerow([m, len(cell.values), ";".join(map(str, cell.seeds)), c.benchmark, c.key, _csv_num(cell.mean),
+                            _csv_num(cell.std), _csv_num(ci[0]), _csv_num(ci[1]), _csv_num(cell.diff), _csv_num(dci[0]),
+                            _csv_num(dci[1]), sig] + [cell.knobs.get(k, "") for k in knobs])
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------------- report
+
+VERDICT = {1: "reproduced", -1: "not reproduced", 0: "inconclusive: CI includes 0"}
+
+
+def _claim_columns(t: Tables) -> list[Column]:
+    return [c for s in _sections(t) for c in s.columns if c.key in s.claim]
+
+
+def _col_text(c: Column) -> str:
+    if c.benchmark in ("IJB-B", "IJB-C"):
+        return f"{c.benchmark} TAR@{c.label}"
+    return f"{c.benchmark} {c.label}"
+
+
+def _diff_text(d: tuple[float, float, float]) -> str:
+    return f"{_signed(d[0])} [{_signed(d[1])}, {_signed(d[2])}]"
+
+
+def _compare(t: Tables, a: str, b: str, c: Column) -> tuple[tuple[float, float, float] | None, int | None]:
+    ca, cb = t.cell(a, c), t.cell(b, c)
+    if ca is None or cb is None:
+        return None, None
+    d = paired(ca, cb, c.key)
+    if d is None or not (math.isfinite(d[1]) and math.isfinite(d[2])):
+        return None, None
+    return d, _mark((d[1], d[2]))
+
+
+def _resolution_note(t: Tables) -> list[str]:
+    notes = []
+    for b in ("IJB-B", "IJB-C"):
+        n_imp = None
+        for r in t.runs:
+            if r.method == t.reference and b in r.rows:
+                n_imp = r.rows[b].get("counts", {}).get("impostor")
+                break
+        if not isinstance(n_imp, int) or n_imp <= 0:
+            continue
+        low = [_far_label(x) for x in TABLE_FARS if x * n_imp < 1]
+        if low:
+            notes.append(f"{b} has {n_imp:,} impostor pairs, so TAR@FAR {', '.join(low)} {'is' if len(low) == 1 else 'are'} "
+                         f"below its resolution")
+    return ([f"Resolution: {'; '.join(notes)} (FAR × impostor pairs < 1: the nearest ROC vertex is at no false accept "
+             f"or at a single one). These cells are shown as computed but say little.", ""] if notes else [])
+
+
+def report_markdown(t: Tables, tables_dir: str = "tables") -> str:
+    """The report; ``tables_dir``: where the tables are, relative to the report's folder."""
+    ref = t.reference
+    out = [
+        "# Reproduction report: CFSM and baselines on SynthFace",
+        "",
+        "SynthFace is a procedural stand-in benchmark written in the IJB-B/C, IJB-S and TinyFace layouts: **the "
+        "SynthFace numbers below are not the paper's numbers** and cannot be compared with them; only the orderings "
+        "of methods can be compared with the paper's claims.",
+        "",
+        f"Inputs: {len(t.runs)} result files ({', '.join(r.name for r in t.runs)}). Seeds per method: {_seed_text(t)}. "
+        f"Bootstrap: {t.n_boot} resamples of the probe subjects (seed {t.seed}), 95% percentile intervals; differences "
+        f"are paired (the same resamples for every method). The intervals cover the sampling of test subjects only, "
+        f"not training randomness: with one seed per method a significant difference can still be a seed effect.",
+        "",
+        "## SynthFace tables",
+        "",
+        *synthface_markdown(t, f"`{tables_dir}/tables.csv` and `{tables_dir}/tables.tex`", "###"),
+        "## The paper's claim",
+        "",
+        f"CFSM (Liu et al., ECCV 2022) claims that training with guided CFSM augmentation is at least as good as with "
+        f"random CFSM augmentation, and that both beat training without it (`{ref}`), on the low-quality sets: "
+        f"TinyFace, IJB-S, and IJB-B/C TAR at low FAR. Below, every such cell, as the difference of the seed means "
+        f"(percentage points) with the 95% CI of the paired subject bootstrap. Verdict per cell: \"reproduced\" when "
+        f"the CI lies entirely on the claimed side of 0, \"not reproduced\" when it lies entirely on the other side, "
+        f"\"inconclusive: CI includes 0\" otherwise.",
+        "",
+    ]
+    guided, random_ = CLAIM_METHODS
+    comps = [(guided, ref), (random_, ref), (guided, random_)]
+    missing = [m for m in CLAIM_METHODS if m not in t.methods]
+    cols = _claim_columns(t)
+    if missing:
+        out += [f"Not assessed: no results of {', '.join(f'`{m}`' for m in missing)} in the inputs.", ""]
+    else:
+        out += _resolution_note(t)
+        rows, tally = [], {cmp: {1: [], -1: [], 0: [], None: []} for cmp in comps}
+        for c in cols:
+            row = [_col_text(c)]
+            for a, b in comps:
+                d, mark = _compare(t, a, b, c)
+                tally[(a, b)][mark].append(c)
+                row.append("-" if d is None else f"{_diff_text(d)} {VERDICT[mark]}")
+            rows.append(row)
+        out += _md_table(["cell"] + [f"`{a}` − `{b}`" for a, b in comps], rows) + [""]
+        for a, b in comps:
+            tl = tally[(a, b)]
+            n = len(cols) - len(tl[None])
+            claim = ">=" if (a, b) == (guided, random_) else ">"
+            if n == 0:
+                overall = "not assessed (no cell has both methods)"
+            elif tl[-1]:
+                overall = f"not reproduced: the opposite ordering is significant on {len(tl[-1])} of {n} cells ({', '.join(_col_text(c) for c in tl[-1])})"
+            elif len(tl[1]) == n:
+                overall = f"reproduced on all {n} cells"
+            else:
+                overall = (f"partly reproduced: {len(tl[1])} of {n} cells show the claimed ordering significantly; the "
+                           f"CIs of the other {len(tl[0])} include 0 (inconclusive)") if tl[1] else \
+                    f"inconclusive: the CIs of all {n} cells include 0"
+            line = f"- `{a}` {claim} `{b}`: {overall}."
+            if tl[1] and (tl[-1] or len(tl[1]) < n):
+                line += f" Reproduced on: {', '.join(_col_text(c) for c in tl[1])}."
+            if tl[None]:
+                line += f" No result on: {', '.join(_col_text(c) for c in tl[None])}."
+            out.append(line)
+        out.append("")
+    others = [m for m in t.methods if m != ref and m not in CLAIM_METHODS]
+    out += ["## Other methods against the reference", ""]
+    if not others:
+        out += [f"No other method has results (besides `{ref}` and {', '.join(f'`{m}`' for m in CLAIM_METHODS)}).", ""]
+    for m in others:
+        marks: dict = {1: [], -1: [], 0: [], None: []}
+        for c in cols:
+            d, mark = _compare(t, m, ref, c)
+            marks[mark].append((c, d))
+        n = len(cols) - len(marks[None])
+        seeds = f"{len(t.seeds[m])} seed{'s' if len(t.seeds[m]) != 1 else ''}"
+        head = (f"- `{m}` ({seeds}) vs `{ref}` on the {n} low-quality cells: significantly better on {len(marks[1])}, "
+                f"significantly worse on {len(marks[-1])}, inconclusive (CI includes 0) on {len(marks[0])}")
+        if marks[None]:
+            head += f"; no result on {', '.join(_col_text(c) for c, _ in marks[None])}"
+        out.append(head + ".")
+        for mk, word in ((1, "better"), (-1, "worse")):
+            if marks[mk]:
+                out.append(f"  - {word}: " + "; ".join(f"{_col_text(c)} {_diff_text(d)}" for c, d in marks[mk]))
+    if others:
+        out += ["", f"Every cell's difference and CI, for every column: `{tables_dir}/tables.csv`.", ""]
+    out += paper_markdown(t, "##")
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------- writing
+
+
+def render(t: Tables, tables_dir: str = "tables") -> dict[str, str]:
+    """``{file name: text}`` of the four outputs; ``tables_dir``: the tables' folder relative to the report's."""
+    return {"tables.md": tables_markdown(t), "tables.tex": tables_tex(t), "tables.csv": tables_csv(t),
+            "REPORT.md": report_markdown(t, tables_dir)}
+
+
+def write_all(texts: dict[str, str]) -> None:
+    """Every ``{path: text}`` into a temporary file beside it (fsync), then all renamed: a failure before the renames
+    leaves no file, new or temporary."""
+    staged: list[tuple[str, str]] = []
+    try:
+        for path, text in texts.items():
+            folder = os.path.dirname(os.path.abspath(path))
+            os.makedirs(folder, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+            staged.append((tmp, path))
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in staged:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split("\n")[0])
+    ap.add_argument("results", nargs="*", default=["results/eval"], help="result JSON files or folders (default results/eval)")
+    ap.add_argument("--out-dir", default="results/tables", help="where tables.md, tables.tex, tables.csv go")
+    ap.add_argument("--report", default="results/REPORT.md", help="the report's path")
+    ap.add_argument("--paper", nargs="+", default=[PAPER_DIR], help="published-number CSV files or folders (default results/paper)")
+    ap.add_argument("--no-paper", action="store_true", help="leave out the published numbers")
+    ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the subject draws (default 0)")
+    ap.add_argument("--reference", default="source_only", help="the method every other one is compared with")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        t = build_tables(args.results, args.n_boot, args.seed, args.reference, None if args.no_paper else args.paper)
+        rel = os.path.relpath(os.path.abspath(args.out_dir), os.path.dirname(os.path.abspath(args.report)))
+        texts = render(t, rel.replace(os.sep, "/"))
+    except (ValueError, OSError, KeyError) as exc:
+        print(f"{PROG}: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    outs = {os.path.join(args.out_dir, k): v for k, v in texts.items() if k != "REPORT.md"}
+    outs[args.report] = texts["REPORT.md"]
+    try:
+        write_all(outs)
+    except OSError as exc:
+        print(f"{PROG}: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    print(f"{PROG}: {len(t.runs)} results, {len(t.methods)} methods, {t.n_boot} resamples; wrote {', '.join(outs)} "
+          f"in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
