@@ -1,0 +1,130 @@
+"""Check a data root before a long run: every dataset a profile needs, where it was looked for, where to get it.
+
+``python -m harness.check_data --root /data/cfsm [--rec faces_emore] [--target target] [--need ms1m,wider,ijbb,...]``
+
+The harness reads the real datasets in their released layouts (``shared/reference/benchmark_formats.md``) under one
+root; symbolic links are the easy way to assemble it from wherever the data already lives::
+
+    <root>/faces_emore/{train.rec,train.idx,property}           MS1MV2, insightface RecordIO (source, stage 1 + 2)
+    <root>/target/crops/ + <root>/target/target_list.txt         WIDER FACE face crops (stage 1 target), written by
+                                                                 ``python -m harness.prepare_target wider ...``
+    <root>/IJB_release/IJBB/{meta,loose_crop}                    IJB-B, insightface's IJB_release packaging
+    <root>/IJB_release/IJBC/{meta,loose_crop}                    IJB-C, the same
+    <root>/IJB-S/protocols/ + aligned frames                     IJB-S (PFE's protocol files)
+    <root>/tinyface/Testing_Set/ + <root>/aligned_pad_0.1_pad_high/   TinyFace + its aligned copy (AdaFace's layout)
+
+Nothing is downloaded: every one of these is gated or licensed. A missing dataset is one line naming it, the path
+that was looked for and where to obtain it; the exit status is 2 when any needed dataset is missing. Only the
+small index / protocol files are looked at, so the check takes a second even on the full releases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Dataset:
+    key: str
+    name: str
+    needed_by: str
+    paths: tuple[str, ...]  # relative to the root; ``{rec}`` / ``{target}`` / ``{target_list}`` are filled in
+    obtain: str
+
+
+DATASETS = (
+    Dataset("ms1m", "MS1MV2 (source, RecordIO)", "stage 1 and FR training",
+            ("{rec}/train.rec", "{rec}/train.idx", "{rec}/property"),
+            "insightface's dataset zoo (recognition/_datasets_: 'MS1M-ArcFace', faces_emore); licence terms apply"),
+    Dataset("wider", "WIDER FACE target crops", "stage 1 (unlabelled target domain)",
+            ("{target}/crops", "{target}/{target_list}"),
+            "WIDER FACE train images + wider_face_train_bbx_gt.txt from http://shuoyang1213.me/WIDERFACE/, then "
+            "`python -m harness.prepare_target wider --annotations ... --images ... --out <root>/{target}/crops "
+            "--list <root>/{target}/{target_list}`"),
+    Dataset("ijbb", "IJB-B", "evaluation",
+            ("IJB_release/IJBB/meta/ijbb_template_pair_label.txt", "IJB_release/IJBB/meta/ijbb_face_tid_mid.txt",
+             "IJB_release/IJBB/meta/ijbb_name_5pts_score.txt", "IJB_release/IJBB/loose_crop"),
+            "NIST (gated: https://www.nist.gov/programs-projects/face-challenges), in insightface's IJB_release "
+            "packaging (recognition/_evaluation_/ijb)"),
+    Dataset("ijbc", "IJB-C", "evaluation",
+            ("IJB_release/IJBC/meta/ijbc_template_pair_label.txt", "IJB_release/IJBC/meta/ijbc_face_tid_mid.txt",
+             "IJB_release/IJBC/meta/ijbc_name_5pts_score.txt", "IJB_release/IJBC/loose_crop"),
+            "NIST (gated), in insightface's IJB_release packaging, as IJB-B"),
+    Dataset("ijbs", "IJB-S", "evaluation",
+            ("IJB-S/protocols",),
+            "the IJB-S authors / NIST (gated); protocol files as used by PFE (seasonSH/Probabilistic-Face-Embeddings)"),
+    Dataset("tinyface", "TinyFace", "evaluation",
+            ("tinyface/Testing_Set", "aligned_pad_0.1_pad_high"),
+            "https://qmul-tinyface.github.io/ (Testing_Set) and the aligned copy of AdaFace's validation_lq instructions"),
+)
+BY_KEY = {d.key: d for d in DATASETS}
+
+
+def missing_paths(root: str, dataset: Dataset, rec: str = "faces_emore", target: str = "target",
+                  target_list: str = "target_list.txt") -> list[str]:
+    """The paths of ``dataset`` that do not exist under ``root`` (empty: present)."""
+    out = []
+    for rel in dataset.paths:
+        path = os.path.join(root, rel.format(rec=rec, target=target, target_list=target_list))
+        if not os.path.exists(path):
+            out.append(path)
+    return out
+
+
+def check(root: str, need: list[str], rec: str = "faces_emore", target: str = "target",
+          target_list: str = "target_list.txt") -> list[str]:
+    """One line per missing dataset of ``need`` (dataset keys); empty when everything is there."""
+    unknown = [k for k in need if k not in BY_KEY]
+    if unknown:
+        raise ValueError(f"unknown dataset key(s) {unknown}; valid: {', '.join(BY_KEY)}")
+    problems = []
+    for key in need:
+        d = BY_KEY[key]
+        gone = missing_paths(root, d, rec, target, target_list)
+        if gone:
+            more = f" (and {len(gone) - 1} more)" if len(gone) > 1 else ""
+            obtain = d.obtain.format(target=target, target_list=target_list)
+            problems.append(f"{d.name} (needed by {d.needed_by}): {gone[0]} not found{more}; obtain it from {obtain}")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m harness.check_data", description=__doc__.split("\n")[0])
+    ap.add_argument("--root", required=True, help="the data root holding every dataset (see the layout above)")
+    ap.add_argument("--rec", default="faces_emore", help="RecordIO folder of the source set inside the root")
+    ap.add_argument("--target", default="target", help="target crop folder inside the root")
+    ap.add_argument("--target-list", default="target_list.txt")
+    ap.add_argument("--need", default=",".join(BY_KEY), help=f"comma-separated dataset keys ({', '.join(BY_KEY)})")
+    ap.add_argument("--record", help="when everything is found, also write the summary line here (atomically), so "
+                                     "that pipeline stages can depend on a passed check")
+    args = ap.parse_args(argv)
+    need = [k.strip() for k in args.need.split(",") if k.strip()]
+    try:
+        problems = check(args.root, need, args.rec, args.target, args.target_list)
+    except ValueError as exc:
+        print(f"harness.check_data: {exc}", file=sys.stderr)
+        return 2
+    if not os.path.isdir(args.root):
+        print(f"harness.check_data: {args.root}: data root not found (set `root` in the profile's params.yaml)",
+              file=sys.stderr)
+        return 2
+    for line in problems:
+        print(f"harness.check_data: {line}", file=sys.stderr)
+    if problems:
+        return 2
+    line = f"{os.path.abspath(args.root)}: {', '.join(BY_KEY[k].name for k in need)} found"
+    print(f"harness.check_data: {line}")
+    if args.record:
+        os.makedirs(os.path.dirname(os.path.abspath(args.record)), exist_ok=True)
+        tmp = f"{args.record}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(line + "\n")
+        os.replace(tmp, args.record)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The `paper` profile (profiles/paper/) and the data-root check it starts with (issue 9)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness import check_data
+
+REPO = Path(__file__).resolve().parents[1]
+PAPER = REPO / "profiles" / "paper" / "params.yaml"
+
+
+def test_paper_profile_is_the_released_fr_recipe():
+    from harness.run import make_config
+
+    cfg = make_config(["--params", str(PAPER)])
+    assert (cfg.model.backbone, cfg.model.embedding_size, cfg.model.stem_stride, cfg.data.input_size) == ("r50", 512, 1, 112)
+    assert (cfg.model.head, cfg.model.s, cfg.model.m) == ("arcface", 64.0, 0.5)
+    o = cfg.optim
+    assert (o.name, o.lr, o.momentum, o.weight_decay, o.batch_size) == ("sgd", 0.1, 0.9, 5e-4, 256)
+    assert (o.epochs, o.warmup_epochs, o.poly_power, o.grad_clip) == (20.0, 2.0, 2.0, 5.0)
+    assert cfg.amp == "on" and cfg.data.cache is False
+    # the CFSM stage-2 knobs: released eps = alpha = 0.314, k = 1, rs_ratio 0.75, and the 112 px generator
+    from methods.base import resolve_hparams
+
+    stages = yaml.safe_load((REPO / "profiles" / "paper" / "dvc.yaml").read_text())["stages"]
+    for method in ("source_only", "cfsm_guided"):
+        resolve_hparams(method, cfg.hparams_seed, cfg.hparams)  # the shared run section suits every method
+    cfsm_cmd = stages["train_cfsm"]["cmd"]
+    extra = dict(a.split("=", 1) for a in cfsm_cmd.split() if a.startswith("hparams."))
+    hp = resolve_hparams("cfsm_guided", cfg.hparams_seed, {k.removeprefix("hparams."): v for k, v in extra.items()})
+    assert (hp["eps"], hp["alpha"], hp["steps"], hp["rs_ratio"]) == (0.314, 0.314, 1, 0.75)
+    assert hp["generator"] == "${stage1.out}/generator.pt" and hp["generator_size"] == "${cfsm.generator_size}"
+    assert yaml.safe_load(PAPER.read_text())["cfsm"]["generator_size"] == 112
+
+
+def test_paper_profile_stage1_has_no_deviation_from_the_release():
+    from harness.config import config_from_cli
+    from harness.stage1 import Stage1Config, deviations
+
+    cfg = config_from_cli(["--params", str(PAPER)], Stage1Config(), section="stage1")
+    assert deviations(cfg) == {}
+    assert (cfg.model.image_size, cfg.model.dim, cfg.model.d_scales, cfg.model.d_layers) == (112, 64, 3, 4)
+    assert cfg.data.rec == "faces_emore" and cfg.data.pairs == ""
+
+
+def test_paper_pipeline_reads_every_path_from_the_profile():
+    params = yaml.safe_load(PAPER.read_text())
+    stages = yaml.safe_load((REPO / "profiles" / "paper" / "dvc.yaml").read_text())["stages"]
+    assert list(stages)[:2] == ["check_data", "train"]
+    assert all(s.get("wdir") == "../.." for s in stages.values())  # every command runs in the repository root
+    assert "torchrun" in stages["train"]["cmd"] and "--params profiles/paper/params.yaml" in stages["train"]["cmd"]
+    assert params["stage1"]["data"]["release"] == params["run"]["data"]["release"] == params["root"]
+    assert params["stage1"]["identity"] == f"{params['out']}/checkpoints/source_only-s0.pt"
+
+
+def test_check_data_passes_on_a_release_in_the_real_layouts(tiny_release, tmp_path):
+    record = tmp_path / "check.txt"
+    assert check_data.check(tiny_release, list(check_data.BY_KEY), rec="faces_synthface") == []
+    assert check_data.main(["--root", tiny_release, "--rec", "faces_synthface", "--record", str(record)]) == 0
+    assert record.read_text().endswith("found\n")
+
+
+def test_check_data_names_each_missing_dataset_where_it_looked_and_where_to_get_it(tiny_release, tmp_path, capsys):
+    root = tmp_path / "root"
+    root.mkdir()
+    os.symlink(os.path.join(tiny_release, "IJB_release"), root / "IJB_release")  # IJB-B/C present, the rest missing
+    record = tmp_path / "check.txt"
+    assert check_data.main(["--root", str(root), "--record", str(record)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4 and not record.exists()
+    by_name = {line.split(": ", 1)[1].split(" (")[0]: line for line in err}
+    assert set(by_name) == {"MS1MV2", "WIDER FACE target crops", "IJB-S", "TinyFace"}
+    assert f"{root}/faces_emore/train.rec not found (and 2 more)" in by_name["MS1MV2"]
+    assert "harness.prepare_target wider" in by_name["WIDER FACE target crops"]
+    assert f"{root}/IJB-S/protocols not found" in by_name["IJB-S"] and "gated" in by_name["IJB-S"]
+
+
+def test_check_data_reports_a_missing_root_and_unknown_keys(tmp_path, capsys):
+    assert check_data.main(["--root", str(tmp_path / "nowhere"), "--need", "ijbb"]) == 2
+    assert "data root not found" in capsys.readouterr().err
+    assert check_data.main(["--root", str(tmp_path), "--need", "ijbb,lfw"]) == 2
+    assert "unknown dataset key(s) ['lfw']" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (REPO / ".dvc").is_dir(), reason="needs the DVC project (a clone of the repository)")
+def test_dvc_reads_the_paper_pipeline():
+    out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "profiles/paper/dvc.yaml"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    for stage in ("check_data", "train@source_only-0", "stage1", "train_cfsm@cfsm_guided-0", "evaluate_cfsm@cfsm_guided-0", "table"):
+        assert f"profiles/paper/dvc.yaml:{stage} " in out
