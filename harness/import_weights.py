@@ -529,6 +529,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", required=True, help="r18 | r34 | r50 | r100 (or ir_18 | ir_34 | ir_50 | ir_101)")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="torch.load(weights_only=False): only for files from a source you trust")
+    parser.add_argument("--evaluate", metavar="RELEASE",
+                        help="also score it on the benchmarks found under this data root (the layout of "
+                             "`python -m harness.check_data`), with the source project's protocol defaults")
+    parser.add_argument("--benchmarks", default="IJBB,IJBC,IJBS,TinyFace", help="comma-separated, with --evaluate")
+    parser.add_argument("--result", help="with --evaluate: write the result document here (the format harness.run "
+                                         "writes, read by harness.tables), plus its .items.npz")
+    parser.add_argument("--name", help="method name in the result (default <layout>-<arch>)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=64)
     try:
         args = parser.parse_args(argv)
     except _UsageError as exc:
@@ -540,7 +549,39 @@ def main(argv: list[str] | None = None) -> int:
         print(f"harness.import_weights: {exc}", file=sys.stderr)
         return 2
     print(imported.summary())
+    if args.evaluate:
+        try:
+            doc = _evaluate_to_result(imported, args)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"harness.import_weights: {exc}", file=sys.stderr)
+            return 2
+        from harness.run import compact_metrics
+
+        for bench, values in compact_metrics(doc).items():
+            shown = "  ".join(f"{k}: {100 * v:.2f}" for k, v in values.items() if isinstance(v, float))
+            print(f"{doc['method']} {bench}  {shown}")
     return 0
+
+
+def _evaluate_to_result(imported: ImportedModel, args) -> dict:
+    """Score ``imported`` and, with ``--result``, write the result document (+ items) atomically."""
+    import os
+
+    from harness.evaluate import write_json_atomic
+    from harness.run import RESULT_FORMAT, items_path, write_npz_atomic
+
+    benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
+    items: dict = {}
+    rows = evaluate_imported(imported, args.evaluate, benchmarks, device=args.device, batch_size=args.batch_size,
+                             items=items)
+    doc = {"format": RESULT_FORMAT, "method": args.name or f"{imported.layout}-{imported.arch}", "seed": 0,
+           "imported": imported.describe(), "knobs": run_overrides(imported), "results": rows}
+    if args.result:
+        os.makedirs(os.path.dirname(os.path.abspath(args.result)), exist_ok=True)
+        write_npz_atomic(items, items_path(args.result))  # first: the document never names a missing file
+        doc["items"] = os.path.basename(items_path(args.result))
+        write_json_atomic(doc, args.result)
+    return doc
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ r18 / ir_18 at 112 px; r50 / ir_50 are checked through key / shape lists and zer
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -464,3 +465,31 @@ def test_docstring_example_on_tiny_release(tiny_release, monkeypatch):
     assert scope["tinyface"]["rank1"] == tiny_row["rank1"] and 0.0 <= tiny_row["rank1"] <= 1.0
     with pytest.raises(ValueError, match="unknown override"):
         iw.evaluate_imported(stand_in, tiny_release, ("TinyFace",), channel_order="RGB")
+
+
+def test_cli_scores_an_imported_checkpoint_into_a_result_the_tables_read(tiny_release, tmp_path, monkeypatch, capsys):
+    """``python -m harness.import_weights PATH ... --evaluate ROOT --result R.json`` writes the harness.run result
+    format (+ items), which harness.tables reads; the model is the 32 px stand-in of the test above."""
+    torch.manual_seed(0)
+    small = iw.AdaFaceIR([1, 1, 1, 1], widths=(16, 32, 64, 128), stem_width=16, input_size=32, num_features=64).eval()
+    stand_in = ImportedModel(backbone=small, layout="adaface", arch="r18", channel_order="BGR", source="stand-in",
+                             input_size=32, embedding_size=64,
+                             eval_defaults={"flip": "sum", "faceness": False, "image_norm": False})
+    monkeypatch.setattr(iw, "load_public_checkpoint", lambda *a, **k: stand_in)
+    result = tmp_path / "eval" / "adaface-r18-s0.json"
+    assert iw.main(["x.ckpt", "--layout", "adaface", "--arch", "ir_18", "--evaluate", tiny_release,
+                    "--benchmarks", "IJBB,TinyFace", "--result", str(result)]) == 0
+    out = capsys.readouterr().out
+    assert "adaface-r18 IJB-B  tar@" in out and "adaface-r18 TinyFace  rank1:" in out
+    doc = json.loads(result.read_text())
+    assert doc["method"] == "adaface-r18" and doc["knobs"]["data.channel_order"] == "BGR"
+    assert (result.parent / doc["items"]).is_file()
+    from harness import tables
+
+    assert tables.main([str(result.parent), "--out-dir", str(tmp_path / "t"), "--report", str(tmp_path / "R.md"),
+                        "--reference", "adaface-r18", "--no-paper", "--n-boot", "20"]) == 0
+    assert "| adaface-r18 |" in (tmp_path / "t" / "tables.md").read_text()
+    # a root without the benchmarks: one line, status 2
+    assert iw.main(["x.ckpt", "--layout", "adaface", "--arch", "ir_18", "--evaluate", str(tmp_path / "none"),
+                    "--benchmarks", "IJBB"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
