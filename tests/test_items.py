@@ -90,6 +90,13 @@ def test_saved_items_reproduce_every_headline_number(tiny_run):
         got = _estimate(groups, TarAtFar(items[f"{b}/scores"], items[f"{b}/labels"]))
         assert got.keys() == {f"tar@{far}" for far in doc["results"][0]["tar_at_far"]}
         _same(got, want[b])
+        # the domain-gap split: the pairs of each probe_video value give by_probe_media's TAR@1e-3
+        row = next(r for r in doc["results"] if r["benchmark"] == b)
+        video = items[f"{b}/probe_video"].astype(bool)
+        assert video.any() and (~video).any()
+        for part, mask in (("stills_only", ~video), ("with_video", video)):
+            split = TarAtFar(items[f"{b}/scores"][mask], items[f"{b}/labels"][mask], fars=(0.001,))
+            assert split(np.arange(int(mask.sum())))["tar@0.001"] == row["by_probe_media"][part]["tar_at_far"]["0.001"]
 
         one_n = f"{b} 1:N"
         gals = list(next(r for r in doc["results"] if r["benchmark"] == one_n)["open_set"]["per_gallery"])

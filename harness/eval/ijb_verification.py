@@ -470,9 +470,10 @@ def evaluate_verification(
 def _verification(
     feats, templates, medias, faceness, pairs, labels, protocol: VerificationProtocol, *, flip_concat: bool,
     features_path, pair_file, benchmark: str, exact: bool,
-) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`evaluate_verification`, also returning the per-pair ``scores`` (float64, the ones the ROC is built
-    from), the template ``rows`` of each pair ((P, 2), into ``tids``) and ``tids`` (sorted template ids)."""
+    from), the template ``rows`` of each pair ((P, 2), into ``tids``), ``tids`` (sorted template ids) and the per-pair
+    ``video_probe`` flags (bool: the probe template holds a video, the ``with_video`` split)."""
     where = os.fspath(features_path) if features_path is not None else "<features>"
     templates = _as_ids(templates, "templates")
     medias = _as_ids(medias, "medias")
@@ -514,7 +515,7 @@ def _verification(
             "impostor": main["counts"]["impostor"],
         },
         "by_probe_media": by_media,
-    }, scores, rows, tids
+    }, scores, rows, tids, video_probe
 
 
 class IJBVerification:
@@ -577,18 +578,20 @@ class IJBVerification:
         ``return_items=True`` returns ``(result, items)``, ``items`` the per-pair arrays of the subject-level
         bootstrap (:mod:`harness.bootstrap`), in pair-file order: ``scores`` float64 (the scores the ROC above is
         built from), ``labels`` uint8 (1 genuine) and ``probe_subject`` int32 (SUBJECT_ID of the probe template
-        ``tid2``, from the 1:N CSVs, :meth:`template_subjects`). ``TarAtFar(items["scores"], items["labels"],
-        protocol.fars)`` gives ``tar_at_far`` exactly.
+        ``tid2``, from the 1:N CSVs, :meth:`template_subjects`), ``probe_video`` uint8 (1: the probe template holds
+        video frames, the ``with_video`` split of ``by_probe_media``). ``TarAtFar(items["scores"], items["labels"],
+        protocol.fars)`` gives ``tar_at_far`` exactly, and on the pairs of either ``probe_video`` value the split's.
         """
         m = self.meta
-        res, scores, rows, tids = _verification(
+        res, scores, rows, tids, video_probe = _verification(
             feats, m.templates, m.medias, m.faceness, m.pairs, m.labels, self.protocol,
             flip_concat=flip_concat, features_path=features_path, pair_file=self.pair_file,
             benchmark=self.benchmark, exact=exact,
         )
         if not return_items:
             return res
-        items = {"scores": scores, "labels": m.labels.astype(np.uint8), "probe_subject": self._probe_subjects(tids, rows)}
+        items = {"scores": scores, "labels": m.labels.astype(np.uint8), "probe_subject": self._probe_subjects(tids, rows),
+                 "probe_video": video_probe.astype(np.uint8)}
         return res, items
 
     def extract_features(self, model, batch_size: int = 64, device="cpu") -> np.ndarray:
