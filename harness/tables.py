@@ -52,8 +52,9 @@ README (``mk-minchul/AdaFace``) print one number per model, with no seeds, sprea
   when it lies entirely below 0; no mark when it includes 0 (an endpoint at exactly 0 counts as including it). At
   95 % per cell, about one cell in twenty is marked by chance when nothing differs: there is no multiple-comparison
   correction.
-- **Domain gap** (IJB TAR@1e-3, probes of clean stills vs probes holding video frames): the items files hold no
-  per-pair probe-media flag, so this section has means and stds only, no CIs or marks.
+- **Domain gap** (IJB TAR@1e-3, probes of clean stills vs probes holding video frames): each split is its own item
+  group (the pairs with ``probe_video`` 0 or 1 and their probe subjects), bootstrapped like the full list. Items
+  files written before ``probe_video`` existed give these cells means and stds only, no CIs or marks.
 
 Speed: TAR@FAR on a resample is computed from the top of the score list only (:class:`TopTarAtFar`): the few
 thousand highest scores decide every FAR up to 1e-3, and the ROC there is the evaluator's own vertex computation
@@ -151,7 +152,7 @@ _IJBS_COLS = tuple(
 )
 _TINY_COLS = tuple(Column("TinyFace", f"rank{k}", f"R{k}", "TinyFace") for k in (1, 5, 20))
 _GAP_COLS = tuple(
-    Column(b, f"{part}.tar@{GAP_FAR}", f"{b} {label}", None)
+    Column(b, f"{part}.tar@{GAP_FAR}", f"{b} {label}", f"{b}/{part}")
     for b in ("IJB-B", "IJB-C")
     for part, label in (("stills_only", "stills only"), ("with_video", "with video"))
 )
@@ -163,7 +164,7 @@ SECTIONS: tuple[Section, ...] = (
                      "to booking (V2B), to surveillance video (V2V), %", _IJBS_COLS, tuple(c.key for c in _IJBS_COLS)),
     Section("TinyFace", "TinyFace: closed-set Rank-1/5/20 with distractors, %", _TINY_COLS, tuple(c.key for c in _TINY_COLS)),
     Section("gap", f"Domain gap: IJB TAR@FAR={_far_label(float(GAP_FAR))} for probe templates of clean stills only vs "
-                   "templates holding degraded video frames, % (no CIs: the items files hold no per-pair media flag)", _GAP_COLS),
+                   "templates holding degraded video frames, %", _GAP_COLS),
 )
 COLUMNS: tuple[Column, ...] = tuple(c for s in SECTIONS for c in s.columns)
 
@@ -398,8 +399,29 @@ def load_runs(paths: Sequence[str]) -> list[Run]:
 # ---------------------------------------------------------------------------------------------------- bootstrap
 
 
+class _Prefixed:
+    """``metric`` with ``prefix`` added to every key it returns (the domain-gap columns are ``<split>.tar@...``)."""
+
+    def __init__(self, metric, prefix: str):
+        self.metric, self.prefix = metric, prefix
+
+    def bind(self, groups: SubjectGroups):
+        f = self.metric.bind(groups)
+        return lambda counts: {self.prefix + k: v for k, v in f(counts).items()}
+
+
+def has_gap_items(run: "Run") -> bool:
+    return all(f"{b}/probe_video" in run.array_names() for b in ("IJB-B", "IJB-C") if b in run.rows)
+
+
 def _group_metric(run: Run, group: str, keys: list[str]):
     """(per-item subject ids, metric) of one run for one item group and the wanted keys."""
+    if group.endswith(("/stills_only", "/with_video")):
+        bench, part = group.split("/")
+        mask = run.array(f"{bench}/probe_video").astype(bool) == (part == "with_video")
+        fars = [float(k.split("tar@", 1)[1]) for k in keys]
+        metric = TopTarAtFar(run.array(f"{bench}/scores")[mask], run.array(f"{bench}/labels")[mask], fars)
+        return run.array(f"{bench}/probe_subject")[mask], _Prefixed(metric, f"{part}.")
     if group in ("IJB-B", "IJB-C"):
         fars = [float(k[len("tar@"):]) for k in keys]
         return run.array(f"{group}/probe_subject"), TopTarAtFar(run.array(f"{group}/scores"), run.array(f"{group}/labels"), fars)
@@ -439,6 +461,8 @@ def _bootstrap(runs: list[Run], n_boot: int, seed: int) -> dict[tuple[int, str],
         # runs whose items carry the same per-item subject array share one SubjectGroups and one bootstrap call
         batches: list[tuple[np.ndarray, SubjectGroups, dict[int, tuple]]] = []
         for i, run in enumerate(runs):
+            if group.endswith(("/stills_only", "/with_video")) and not has_gap_items(run):
+                continue  # an items file from before probe_video: no CI for the gap cells
             values = {c.key: row_value(run.rows[c.benchmark], c.key) for c in cols if c.benchmark in run.rows}
             keys = [k for k, v in values.items() if v is not _MISSING]
             if not keys:
@@ -567,7 +591,7 @@ def build_tables(paths: Sequence[str], n_boot: int = 1000, seed: int = 0, refere
             cell = Cell(vals, [runs[i].seed for i, _ in defined], float(np.mean(vals)),
                         float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
                         knobs=_cell_knobs([runs[i].rows[col.benchmark].get("knobs", {}) for i, _ in have]))
-            if col.group:
+            if col.group and all((i, col.group) in samples for i, _ in defined):
                 per_seed = [samples[(i, col.group)] for i, _ in defined]
                 arr = np.mean(np.stack([s.samples[col.key] for s in per_seed]), axis=0)
                 est = float(np.mean([s.estimate[col.key] for s in per_seed]))
@@ -580,7 +604,7 @@ def build_tables(paths: Sequence[str], n_boot: int = 1000, seed: int = 0, refere
             cell = cells.get((m, col.name))
             if cell is None or ref is None:
                 continue
-            if col.group:
+            if cell.samples is not None and ref.samples is not None:
                 d = paired(cell, ref, col.key)
                 cell.diff, cell.diff_ci = d[0], (d[1], d[2])
                 cell.mark = _mark(cell.diff_ci)
