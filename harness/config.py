@@ -46,7 +46,7 @@ class OptimConfig:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    batch_size: int = 128
+    batch_size: int = 128  # per process (insightface: per GPU); the global batch is world_size x batch_size
     epochs: float = 4.0
     warmup_epochs: float = 1.0
     poly_power: float = 2.0
@@ -78,6 +78,10 @@ class RunConfig:
     result: str = ""  # also write the result rows (JSON) here, for DVC
     metrics: str = ""  # also write a compact {benchmark: {metric: value}} JSON here, for `dvc metrics show`
     log_every: int = 50
+    # Robustness (harness/train.py "Checkpoints and resume"): the whole training state is saved atomically every
+    # `checkpoint_every` optimiser steps (0 = never) to <checkpoint stem>.train_state.pt, beside `checkpoint`.
+    checkpoint_every: int = 1000
+    resume: str = "auto"  # auto: that state file if its config matches, else fresh (says why) | none | PATH (must match)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

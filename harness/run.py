@@ -7,7 +7,15 @@ or method is a one-line error listing the valid ones.
 
 Sacred records the full config, host info (with the torch device), metrics (``log_scalar``, Python numbers
 only), the checkpoint and the result rows as artifacts, under ``results/runs/<id>/``; a run that raises is
-recorded as FAILED. Each result row carries every protocol knob.
+recorded as FAILED. Each result row carries every protocol knob. The train info (Sacred ``info["train"]`` and the
+result document's ``train``) records steps, seconds, global images/s, the final loss, device, AMP, world size,
+per-rank and global batch, the step resumed from, and on CUDA the GPU name, CUDA and cuDNN versions and peak GPU
+memory (on CPU the thread count).
+
+Data parallel: ``torchrun --nproc_per_node N -m harness.run key=value ...`` runs the same trainer on N processes
+(:mod:`harness.distributed`, :mod:`harness.train`); ``optim.batch_size`` is per process; rank 0 alone records,
+writes and evaluates. Resume: ``resume=auto`` (default) continues a killed run from the train state beside
+``checkpoint`` when its config matches; ``resume=PATH`` / ``resume=none`` (see :mod:`harness.train`).
 
 With ``result=PATH``, the evaluators' per-item arrays (per IJB pair, per probe: what the subject-level bootstrap of
 :mod:`harness.bootstrap` resamples) are saved next to it, compressed, as ``<stem>.items.npz`` (keys
@@ -135,25 +143,33 @@ def compact_metrics(doc: dict) -> dict:
 
 
 def run(cfg: RunConfig, _run=None) -> dict:
-    """Train and/or evaluate as the config says; returns the result document (also written to ``cfg.result``)."""
-    from harness.train import build_model, resolve_device, save_checkpoint, train
+    """Train and/or evaluate as the config says; returns the result document (also written to ``cfg.result``).
+
+    Under torchrun every rank trains its shard; only rank 0 writes (checkpoint, train state, result, metrics, the
+    Sacred run) and evaluates; the other ranks return a document with their train info and no results."""
+    from harness import distributed
+    from harness.train import build_model, resolve_device, train
     from methods import resolve_hparams
 
+    ctx = distributed.current()
     log = (lambda name, value, step: _run.log_scalar(name, float(value), step)) if _run is not None else None
     hparams = resolve_hparams(cfg.method, cfg.hparams_seed, cfg.hparams)
     device = str(resolve_device(cfg.device))
+    train_info: dict[str, Any] = {}
+    if not ctx.is_main:  # a worker rank: train its shard, write and evaluate nothing
+        if cfg.train:
+            train_info = train(cfg, checkpoint_path=cfg.checkpoint or None, log=None, progress=False).info
+        return {"format": RESULT_FORMAT, "method": cfg.method, "seed": cfg.seed, "rank": ctx.rank, "train": train_info,
+                "results": []}
     workdir = tempfile.mkdtemp(prefix="cfsm-run-")
     ckpt = cfg.checkpoint or os.path.join(workdir, "model.pt")
-    train_info: dict[str, Any] = {}
     if cfg.train:
         result = train(cfg, checkpoint_path=ckpt, log=log, progress=sys.stderr.isatty())
         backbone = result.backbone
-        train_info = {
-            "steps": result.steps, "seconds": round(result.seconds, 3), "images_per_second": round(result.images_per_second, 1),
-            "final_loss": result.final_loss, "device": result.device, "amp": result.amp,
-        }
+        train_info = dict(result.info)
         if _run is not None:
             _run.add_artifact(ckpt, "model.pt")
+            _run.info["train"] = train_info
     else:
         if not cfg.checkpoint or not os.path.isfile(cfg.checkpoint):
             raise FileNotFoundError(f"{cfg.checkpoint or '<empty>'}: checkpoint not found (train=false needs checkpoint=PATH)")
@@ -202,19 +218,40 @@ def run(cfg: RunConfig, _run=None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; under ``torchrun --nproc_per_node N -m harness.run ...`` every rank runs this, rank 0 with
+    Sacred, the others without (see :mod:`harness.distributed`)."""
+    from harness import distributed
+
     argv = sys.argv[1:] if argv is None else argv
+    env = distributed.env_context() if "WORLD_SIZE" in os.environ else distributed.DistContext()
     try:
         cfg = make_config(argv)
         from methods import get_method, resolve_hparams
 
         if cfg.train:  # e.g. a CFSM method whose stage-1 generator is missing: say so before anything starts
             get_method(cfg.method).preflight(resolve_hparams(cfg.method, cfg.hparams_seed, cfg.hparams))
+            if cfg.resume not in ("auto", "none", ""):  # resume=PATH: a missing or mismatching state fails here
+                from harness.train import resolve_resume
+
+                resolve_resume(cfg, None, env.world_size)
         else:
             resolve_hparams(cfg.method, cfg.hparams_seed, cfg.hparams)
     except (KeyError, ValueError, FileNotFoundError) as exc:
-        print(f"harness.run: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        if env.is_main:
+            print(f"harness.run: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
 
+    ctx = distributed.init_from_env(cfg.device)
+    try:
+        if not ctx.is_main:
+            run(cfg, None)
+            return 0
+        return _main_rank0(cfg)
+    finally:
+        distributed.shutdown()
+
+
+def _main_rank0(cfg: RunConfig) -> int:
     from harness.runtime import sacred_experiment
 
     ex = sacred_experiment("cfsm-bench", cfg.out, cfg.to_dict())

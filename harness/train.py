@@ -7,25 +7,71 @@ epochs, poly power 2, clip 5 (``GuidedFaceRecognition/configs/arcface_ms1mv2_r50
 config knob.
 
 Determinism: on CPU, the same seed gives the same weights (data order, flips, initialisation and the method's
-randomness all come from generators seeded by the run seed). DDP: the loop is written for one rank; sharding the
-sampler by rank, wrapping ``backbone`` in DDP (``FRModel.backbone``) while keeping ``FRModel.raw`` unwrapped, and
-letting rank 0 alone write are the only additions ``torchrun`` needs.
+randomness all come from generators seeded by the run seed).
+
+**Data parallel** (``torchrun --nproc_per_node N -m harness.run key=value ...``; :mod:`harness.distributed`).
+The same loop on N processes (NCCL on GPUs, one per ``LOCAL_RANK``; gloo on CPU). ``optim.batch_size`` is per
+process, as in insightface; the global batch is ``N x optim.batch_size`` and the step count and schedule follow
+it (``steps_per_epoch = images // global batch``). Every rank draws the same seeded global permutation and flip
+mask per step and keeps its contiguous slice (:class:`SourceData`; target batches alike, :class:`TargetData`),
+so one step's data over all ranks is exactly the one-process batch of the global size. The backbone is wrapped in
+``DistributedDataParallel`` (``FRModel.backbone``; ``FRModel.raw`` stays unwrapped for methods' inner gradient
+probes); the margin head and a method's trainable modules stay replicated and their gradients are averaged by one
+all-reduce after backward (insightface instead shards the head, PartialFC); every module's buffers are broadcast
+from rank 0 at the start of each step. BatchNorm normalises with per-rank batch statistics (no SyncBatchNorm, as
+in insightface and CFSM's released training), so N ranks x B equals one process x N*B exactly in data and
+schedule but not in BatchNorm's batch statistics: the N-rank run equals a one-process run whose BatchNorm sees
+the batch in N chunks ("ghost batches"), up to floating-point reduction order (tested). Method randomness drawn
+from the global generators (CFSM's o0 and mixing permutations, degradation parameters) is per rank: rank 0 keeps
+the run seed, rank r > 0 gets its own (:func:`harness.distributed.rank_seed`). The logged loss is the mean over
+ranks; a method's logged scalars are rank 0's. Rank 0 alone writes (checkpoints, train states, Sacred records,
+results) and evaluates; one process (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``) is the single-process trainer, draw
+for draw and bit for bit.
+
+**Checkpoints and resume.** One format, ``STATE_FORMAT = "cfsm-train-state/1"``: a ``torch.save`` dict with
+``format``; ``config`` (``RunConfig.to_dict()``) and ``key`` (:func:`trajectory_key`: what a resumed run must
+match); ``num_classes``; ``step`` (optimiser steps done) and ``total_steps``; ``epoch`` and ``epoch_samples``
+(global samples consumed in that epoch); ``world_size``, ``batch_size`` (per rank) and ``global_batch``;
+``backbone`` (the unwrapped module's state dict), ``head`` (whole: it is replicated, never per rank), ``method``
+(the method's state dict: a discriminator), ``optimizer``, ``scaler`` (AMP); ``source`` and ``target`` (sampler
+positions: :meth:`SourceData.state_dict`, :meth:`TargetData.state_dict`); ``rng``, one entry per rank (torch CPU,
+CUDA when on a GPU, numpy, python ``random``); ``running_loss`` (the smoothed loss that becomes ``final_loss``).
+The final checkpoint (``checkpoint=PATH``) is that dict at ``step == total_steps`` plus ``train_info``, so it keeps
+the keys ``harness.run`` (``train=false``) and stage 1's ``IdentityNet`` load (``backbone``, ``config``,
+``num_classes``, ``train_info``). Every ``checkpoint_every`` steps (default 1000; 0 = never; not after the last
+step) the state is written atomically (temporary file + ``os.replace``) to ``<checkpoint stem>.train_state.pt``
+(:func:`train_state_path`), which is deleted once the final checkpoint is written. ``resume=auto`` (default)
+continues from that file when its ``key`` matches this run's (every knob except paths, logging, evaluation,
+threads, device, ``data.cache`` and the checkpoint knobs; the method's resolved hyperparameters; the *global*
+batch instead of the per-rank one), else starts fresh and says why on stderr; ``resume=PATH`` continues from PATH
+and fails with a one-line error naming the differing fields; ``resume=none`` always starts fresh.
+
+Exactness: on CPU, a run killed after any step and resumed at the same world size ends with bit-identical weights
+and metrics (everything that determines the next step is in the state; tested). At another world size with the
+same global batch, the run continues at the same sample of the same epoch with the same schedule, but is not
+bit-identical: gradient reduction order, per-rank BatchNorm statistics and per-rank method randomness differ
+(ranks the saved run did not have are seeded afresh). A different global batch is a different run (its schedule
+differs) and is not resumed.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import random
+import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from harness.config import RunConfig
+from harness import distributed
+from harness.config import RunConfig, flatten
 from harness.data.recordio import FaceRecDataset
 from harness.data.wider import CropFolderDataset, read_crop_list
 from harness.errors import require_dir
@@ -34,6 +80,7 @@ from harness.models import build_backbone, build_head
 from methods import Batch, FRModel, Method, build_method
 
 LogFn = Callable[[str, float, int], None]
+STATE_FORMAT = "cfsm-train-state/1"
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -62,52 +109,115 @@ def load_images(get: Callable[[int], np.ndarray], n: int, size: int, chunk: int 
 
 
 class SourceData:
-    """The labelled source set as an endless stream of shuffled batches (epoch-wise permutations, drop_last)."""
+    """The labelled source set as an endless stream of shuffled batches (epoch-wise permutations, drop_last),
+    sharded over ``world_size`` ranks.
 
-    def __init__(self, root: str, input_size: int, batch_size: int, seed: int, flip: bool, cache: bool = True):
+    Every rank draws the same seeded global permutation per epoch; a step takes the next ``world_size x
+    batch_size`` samples of it (the global batch) and rank ``r`` keeps the ``r``-th contiguous slice of
+    ``batch_size`` (the role of torch's ``DistributedSampler``, but sliced per global batch, so the union over the
+    ranks of one step is exactly the one-process batch of ``world_size x batch_size``). The flip mask is drawn for
+    the whole global batch from the same generator and sliced the same way, so the generator stays in step on
+    every rank. With one rank this is the original stream, draw for draw.
+
+    The position is resumable (:meth:`state_dict`): the epoch, the generator state at the epoch's start (to
+    redraw its permutation), the current generator state, and the number of global samples consumed in the epoch.
+    """
+
+    def __init__(self, root: str, input_size: int, batch_size: int, seed: int, flip: bool, cache: bool = True,
+                 rank: int = 0, world_size: int = 1):
         self.dataset = FaceRecDataset(root)
         self.labels = torch.from_numpy(self.dataset.labels().astype(np.int64))
         self.num_classes = self.dataset.num_classes
         self.input_size, self.batch_size, self.flip = input_size, batch_size, flip
+        self.rank, self.world_size = rank, world_size
+        self.global_batch = batch_size * world_size
         self.generator = torch.Generator().manual_seed(seed)
-        if len(self.dataset) < batch_size:
-            raise ValueError(f"{root}: {len(self.dataset)} images, fewer than one batch of {batch_size}")
+        if len(self.dataset) < self.global_batch:
+            per = f" ({world_size} x {batch_size})" if world_size > 1 else ""
+            raise ValueError(f"{root}: {len(self.dataset)} images, fewer than one batch of {self.global_batch}{per}")
         self.images = load_images(lambda i: self.dataset[i][0], len(self.dataset), input_size) if cache else None
+        self.epoch = -1  # incremented when an epoch's permutation is drawn
+        self.position = 0  # global samples consumed in the current epoch
+        self.perm: torch.Tensor | None = None
+        self._epoch_state: torch.Tensor | None = None
 
     @property
     def steps_per_epoch(self) -> int:
-        return len(self.dataset) // self.batch_size
+        return len(self.dataset) // self.global_batch
 
     def _get(self, idx: torch.Tensor) -> torch.Tensor:
         if self.images is not None:
             return self.images[idx]
         return load_images(lambda i: self.dataset[int(idx[i])][0], len(idx), self.input_size)
 
+    def _new_epoch(self) -> None:
+        self._epoch_state = self.generator.get_state()
+        self.perm = torch.randperm(len(self.dataset), generator=self.generator)
+        self.epoch += 1
+        self.position = 0
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's ``(uint8 images, labels)`` of the next global batch."""
+        if self.perm is None or self.position + self.global_batch > len(self.dataset):
+            self._new_epoch()
+        lo = self.position + self.rank * self.batch_size
+        idx = self.perm[lo:lo + self.batch_size]
+        x = self._get(idx)
+        if self.flip:
+            mask = torch.rand(self.global_batch, generator=self.generator) < 0.5
+            mask = mask[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+            x = torch.where(mask.view(-1, 1, 1, 1), x.flip(3), x)
+        self.position += self.global_batch
+        return x, self.labels[idx]
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         while True:
-            perm = torch.randperm(len(self.dataset), generator=self.generator)
-            for b in range(self.steps_per_epoch):
-                idx = perm[b * self.batch_size : (b + 1) * self.batch_size]
-                x = self._get(idx)
-                if self.flip:
-                    mask = torch.rand(len(idx), generator=self.generator) < 0.5
-                    x = torch.where(mask.view(-1, 1, 1, 1), x.flip(3), x)
-                yield x, self.labels[idx]
+            yield self.next_batch()
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "epoch_samples": self.position, "epoch_state": self._epoch_state,
+                "state": self.generator.get_state(), "global_batch": self.global_batch}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["epoch_state"] is None:  # saved before the first batch
+            self.generator.set_state(state["state"])
+            self.epoch, self.position, self.perm, self._epoch_state = -1, 0, None, None
+            return
+        self.generator.set_state(state["epoch_state"])
+        self._epoch_state = self.generator.get_state()
+        self.perm = torch.randperm(len(self.dataset), generator=self.generator)
+        self.generator.set_state(state["state"])
+        self.epoch, self.position = int(state["epoch"]), int(state["epoch_samples"])
 
 
 class TargetData:
-    """Unlabelled target crops (CFSM's WIDER FACE folder + list) as an endless stream of random batches."""
+    """Unlabelled target crops (CFSM's WIDER FACE folder + list) as an endless stream of random batches, sharded
+    as :class:`SourceData`: every rank draws the same global batch of indices and keeps its slice. The stream's
+    position is its generator's state."""
 
-    def __init__(self, crops_root: str, list_file: str, input_size: int, batch_size: int, seed: int):
+    def __init__(self, crops_root: str, list_file: str, input_size: int, batch_size: int, seed: int,
+                 rank: int = 0, world_size: int = 1):
         crops = read_crop_list(crops_root, list_file)
         ds = CropFolderDataset(crops)
         self.images = load_images(ds.__getitem__, len(ds), input_size)
         self.batch_size = batch_size
+        self.rank, self.world_size = rank, world_size
+        self.global_batch = batch_size * world_size
         self.generator = torch.Generator().manual_seed(seed + 1_000_003)
+
+    def next_batch(self) -> torch.Tensor:
+        idx = torch.randint(len(self.images), (self.global_batch,), generator=self.generator)
+        return self.images[idx[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]]
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         while True:
-            yield self.images[torch.randint(len(self.images), (self.batch_size,), generator=self.generator)]
+            yield self.next_batch()
+
+    def state_dict(self) -> dict:
+        return {"state": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["state"])
 
 
 # ----------------------------------------------------------------------------------------------- schedule
@@ -127,9 +237,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(cfg: RunConfig, num_classes: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+def build_model(cfg: RunConfig, num_classes: int, amp: bool = False) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Backbone and head of ``cfg``. ``amp``: the backbone runs its convolutional trunk under autocast (insightface's
+    ``iresnet(fp16=True)`` inside ``train_v2.py``'s AMP); without it, the trunk stays float32 even inside the
+    trainer's autocast, as ``IResNet(fp16=False)`` keeps it outside."""
     m = cfg.model
-    kw = dict(input_size=cfg.data.input_size, num_features=m.embedding_size, dropout=m.dropout, stem_stride=m.stem_stride)
+    kw = dict(input_size=cfg.data.input_size, num_features=m.embedding_size, dropout=m.dropout, stem_stride=m.stem_stride,
+              fp16=bool(amp))
     if m.backbone == "small":
         kw.update(widths=tuple(m.widths), layers=tuple(m.layers))
     backbone = build_backbone(m.backbone, **kw)
@@ -139,48 +253,183 @@ def build_model(cfg: RunConfig, num_classes: int) -> tuple[torch.nn.Module, torc
 
 @dataclass
 class TrainResult:
-    backbone: torch.nn.Module
+    backbone: torch.nn.Module  # unwrapped (never the DDP wrapper)
     head: torch.nn.Module
     method: Method
-    steps: int
-    seconds: float
-    images_per_second: float
+    steps: int  # the run's total optimiser steps (a resumed run counts the steps before the resume too)
+    seconds: float  # of this process's training loop
+    images_per_second: float  # global: steps run here x global batch / seconds
     final_loss: float
     device: str
     amp: bool
+    resumed_from: int = 0
+    world_size: int = 1
+    info: dict = field(default_factory=dict)  # what run.py records as the run's train info
+
+
+class TrainingStopped(RuntimeError):
+    """Raised by :func:`train` when ``stop_after`` is reached: the run ends there as a kill would (nothing more is
+    written; the last saved train state is what a resumed run continues from)."""
 
 
 def save_checkpoint(path: str, payload: dict) -> None:
-    """Atomic: write to a temporary file in the same folder, then rename."""
+    """Atomic: write to a temporary file in the same folder, then rename (``os.replace``)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     torch.save(payload, tmp)
     os.replace(tmp, path)
 
 
+# ----------------------------------------------------------------------------------------------- train state
+def train_state_path(checkpoint_path: str) -> str:
+    """Where the periodic train state of ``checkpoint_path`` goes: ``<dir>/<stem>.train_state.pt``."""
+    return os.path.splitext(checkpoint_path)[0] + ".train_state.pt"
+
+
+#: Config keys that do not change the training trajectory (paths, logging, evaluation, threads, the device
+#: name, the checkpoint knobs themselves): a state saved with other values of these is still resumable.
+NON_TRAJECTORY = ("device", "threads", "out", "train", "evaluate", "checkpoint", "result", "metrics", "log_every",
+                  "checkpoint_every", "resume", "data.cache", "hparams", "hparams_seed")
+
+
+def trajectory_key(cfg: RunConfig, world_size: int = 1) -> dict[str, Any]:
+    """The flat config a resumed run must share with its saved state: every knob except :data:`NON_TRAJECTORY`
+    and ``eval.*``; the method's hyperparameters resolved (``hparams.<name>``, defaults included, so a changed
+    default is caught); ``optim.batch_size`` (per rank) replaced by ``optim.global_batch`` (x world size)."""
+    from methods import resolve_hparams
+    from methods.base import to_builtin
+
+    key = {k: v for k, v in flatten(cfg.to_dict()).items()
+           if k not in NON_TRAJECTORY and not k.startswith("eval.")}
+    key["optim.global_batch"] = key.pop("optim.batch_size") * world_size
+    for name, value in resolve_hparams(cfg.method, cfg.hparams_seed, cfg.hparams).items():
+        key[f"hparams.{name}"] = to_builtin(value)
+    return key
+
+
+def key_differences(saved: dict, now: dict) -> list[str]:
+    """``["optim.lr (saved 0.1, now 0.05)", ...]`` for every key whose value differs."""
+    missing = object()
+    out = []
+    for k in sorted(set(saved) | set(now)):
+        a, b = saved.get(k, missing), now.get(k, missing)
+        if a != b:
+            out.append(f"{k} (saved {'<absent>' if a is missing else repr(a)}, now {'<absent>' if b is missing else repr(b)})")
+    return out
+
+
+def _state_problem(saved: Any, key: dict) -> str | None:
+    """Why a loaded state cannot continue a run whose :func:`trajectory_key` is ``key`` (None when it can)."""
+    if not isinstance(saved, dict) or saved.get("format") != STATE_FORMAT:
+        found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
+        return f"not a resumable train state (format {found!r}, expected {STATE_FORMAT!r})"
+    diffs = key_differences(saved["key"], key)
+    if diffs:
+        return "saved with another config: " + ", ".join(diffs)
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def resolve_resume(cfg: RunConfig, state_path: str | None, world_size: int = 1) -> dict[str, Any]:
+    """Decide what a run starts from: ``{"path": state file or None, "message": one line}``.
+
+    ``resume=none``: fresh. ``resume=auto``: ``state_path`` when it exists and its config matches, else fresh
+    (the message says why). ``resume=PATH``: that file, which must exist (FileNotFoundError) and match
+    (ValueError naming the differing fields); both one-line."""
+    mode = (cfg.resume or "none").strip()
+    if mode == "none":
+        return {"path": None, "message": "resume=none: starting fresh"}
+    key = trajectory_key(cfg, world_size)
+    if mode == "auto":
+        if not state_path or not os.path.isfile(state_path):
+            where = state_path or "<no checkpoint path>"
+            return {"path": None, "message": f"no train state at {where}: starting fresh"}
+        try:
+            saved = torch.load(state_path, map_location="cpu", weights_only=False, mmap=True)
+        except Exception as exc:  # a half-written or foreign file: never resumed from
+            return {"path": None, "message": f"ignoring {state_path} (unreadable: {_one_line(exc)}): starting fresh"}
+        problem = _state_problem(saved, key)
+        if problem:
+            return {"path": None, "message": f"ignoring {state_path} ({problem}): starting fresh"}
+        return {"path": state_path, "message": f"resuming from {state_path} at step {saved['step']}/{saved['total_steps']}"}
+    if not os.path.isfile(mode):
+        raise FileNotFoundError(f"resume={mode}: no such train state file")
+    try:
+        saved = torch.load(mode, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as exc:
+        raise ValueError(f"resume={mode}: unreadable ({_one_line(exc)})") from None
+    problem = _state_problem(saved, key)
+    if problem:
+        raise ValueError(f"resume={mode}: {problem}")
+    return {"path": mode, "message": f"resuming from {mode} at step {saved['step']}/{saved['total_steps']}"}
+
+
+def _rng_state(device: torch.device) -> dict:
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def _seed_rank(seed: int, rank: int) -> None:
+    """Rank ``rank``'s own global random streams (torch CPU and CUDA, numpy, python): what a method draws per rank
+    (CFSM's o0 and mixing permutations, degradation parameters) differs between ranks, as with insightface's
+    per-rank seeds. Rank 0 is never reseeded."""
+    s = distributed.rank_seed(seed, rank)
+    torch.manual_seed(s)
+    np.random.seed(s)
+    random.seed(s)
+
+
 # ----------------------------------------------------------------------------------------------- train
-def train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None = None, progress: bool = True) -> TrainResult:
+def train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None = None, progress: bool = True,
+          stop_after: int | None = None) -> TrainResult:
+    """Train as ``cfg`` says and, with ``checkpoint_path``, write the final checkpoint there (rank 0).
+
+    On N ranks (torchrun, or a process group initialised by the caller) each rank runs this on its shard; see
+    the module docstring. ``stop_after``: raise :class:`TrainingStopped` right after global step ``stop_after``
+    (1-based) as if the process had been killed there: no final checkpoint, no state beyond the last periodic one.
+    """
     log = log or (lambda name, value, step: None)
     tune_malloc()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    ctx = distributed.init_from_env(cfg.device)
+    if not ctx.is_main:
+        log, progress = (lambda name, value, step: None), False
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     device = resolve_device(cfg.device)
+    if ctx.distributed and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(device)  # NCCL's object collectives use the current device
     amp = device.type == "cuda" if cfg.amp == "auto" else cfg.amp == "on"
+    if cfg.checkpoint_every < 0:
+        raise ValueError(f"config checkpoint_every={cfg.checkpoint_every}: expected >= 0 (0 = no periodic train state)")
 
     release = require_dir(cfg.data.release, "SynthFace/insightface release")
-    source = SourceData(os.path.join(release, cfg.data.rec), cfg.data.input_size, cfg.optim.batch_size, cfg.seed, cfg.data.flip, cfg.data.cache)
-    backbone, head = build_model(cfg, source.num_classes)
+    source = SourceData(os.path.join(release, cfg.data.rec), cfg.data.input_size, cfg.optim.batch_size, cfg.seed, cfg.data.flip,
+                        cfg.data.cache, rank=ctx.rank, world_size=ctx.world_size)
+    backbone, head = build_model(cfg, source.num_classes, amp=amp)
     method = build_method(cfg.method, cfg.model.embedding_size, source.num_classes, cfg.hparams_seed, cfg.hparams)
     target = None
     if method.uses_target:
         troot = os.path.join(release, cfg.data.target)
-        target = iter(TargetData(os.path.join(troot, "crops"), os.path.join(troot, "target_list.txt"), cfg.data.input_size, cfg.optim.batch_size, cfg.seed))
+        target = TargetData(os.path.join(troot, "crops"), os.path.join(troot, "target_list.txt"), cfg.data.input_size,
+                            cfg.optim.batch_size, cfg.seed, rank=ctx.rank, world_size=ctx.world_size)
     backbone.to(device), head.to(device), method.to(device)
     memory_format = torch.channels_last if cfg.model.channels_last else torch.contiguous_format
     backbone.to(memory_format=memory_format)
-    fr = FRModel(backbone=backbone, raw=backbone, head=head)
 
     params = [{"params": [p for p in backbone.parameters() if p.requires_grad]}, {"params": list(head.parameters())}]
     params += method.param_groups()
@@ -196,32 +445,107 @@ def train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None 
     method.total_steps = total_steps  # progress-based schedules (DANN's gradient-reversal warm-up)
     warmup_steps = int(round(o.warmup_epochs * source.steps_per_epoch))
     all_params = [p for g in optimizer.param_groups for p in g["params"]]
+    replicated = list(head.parameters()) + [p for g in method.param_groups() for p in g["params"]]
 
+    # ---- where the run starts: rank 0 decides (its paths), every rank loads the same state
+    state_path = train_state_path(checkpoint_path) if checkpoint_path else None
+    decision: dict[str, Any] = {}
+    if ctx.is_main:
+        try:
+            decision = resolve_resume(cfg, state_path, ctx.world_size)
+        except (FileNotFoundError, ValueError) as exc:
+            decision = {"error": (type(exc).__name__, str(exc))}
+        decision["save_states"] = bool(state_path) and cfg.checkpoint_every > 0
+        decision["final"] = bool(checkpoint_path)
+    decision = distributed.broadcast_object(decision, ctx)
+    if "error" in decision:
+        kind, message = decision["error"]
+        raise (FileNotFoundError if kind == "FileNotFoundError" else ValueError)(message)
+    if ctx.is_main and (state_path or decision["path"] or cfg.resume != "auto"):
+        print(f"harness.train: {decision['message']}", file=sys.stderr)
+    start_step, running = 0, float("nan")
+    saved_world = ctx.world_size
+    if decision["path"]:
+        state = torch.load(decision["path"], map_location="cpu", weights_only=False)
+        backbone.load_state_dict(state["backbone"])
+        head.load_state_dict(state["head"])
+        method.load_state_dict(state["method"])
+        optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        source.load_state_dict(state["source"])
+        if target is not None:
+            target.load_state_dict(state["target"])
+        start_step, running, saved_world = int(state["step"]), float(state["running_loss"]), int(state["world_size"])
+        if ctx.rank < len(state["rng"]):
+            _set_rng_state(state["rng"][ctx.rank], device)
+        else:
+            _seed_rank(cfg.seed + start_step, ctx.rank)
+        if saved_world != ctx.world_size and ctx.is_main:
+            print(f"harness.train: the state was saved at world size {saved_world}, this run has {ctx.world_size}: "
+                  "same data order and schedule, not bit-identical (reduction order, per-rank BatchNorm statistics, "
+                  "per-rank method randomness)", file=sys.stderr)
+        del state
+    elif ctx.rank > 0:
+        _seed_rank(cfg.seed, ctx.rank)
+
+    if ctx.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        distributed.broadcast_parameters([head, method])  # already equal (same seed); cheap insurance
+        wrapped = DistributedDataParallel(backbone, device_ids=[device.index] if device.type == "cuda" else None)
+        fr = FRModel(backbone=wrapped, raw=backbone, head=head)
+    else:
+        fr = FRModel(backbone=backbone, raw=backbone, head=head)
+
+    def state_payload(done: int) -> dict:
+        """The one checkpoint format (module docstring). Every rank calls it (the RNG states are gathered)."""
+        rngs = distributed.gather_objects(_rng_state(device), ctx)
+        return {
+            "format": STATE_FORMAT, "config": cfg.to_dict(), "key": trajectory_key(cfg, ctx.world_size),
+            "num_classes": source.num_classes, "step": done, "total_steps": total_steps,
+            "epoch": source.epoch, "epoch_samples": source.position,
+            "world_size": ctx.world_size, "batch_size": o.batch_size, "global_batch": source.global_batch,
+            "backbone": backbone.state_dict(), "head": head.state_dict(), "method": method.state_dict(),
+            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "source": source.state_dict(), "target": target.state_dict() if target is not None else None,
+            "rng": rngs, "running_loss": running,
+        }
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     backbone.train(), head.train(), method.train()
-    stream = iter(source)
     t0 = time.perf_counter()
-    running = float("nan")
-    bar = tqdm(range(total_steps), desc=f"train {cfg.method}", disable=not progress, mininterval=5.0)
+    bar = tqdm(range(start_step, total_steps), desc=f"train {cfg.method}", disable=not progress, mininterval=5.0,
+               initial=start_step, total=total_steps)
     for step in bar:
+        if ctx.distributed:
+            distributed.broadcast_buffers([backbone, head, method])
         lr = poly_lr(step, o.lr, warmup_steps, total_steps, o.poly_power)
         for g in optimizer.param_groups:
             g["lr"] = lr * g.get("lr_scale", 1.0)
-        x_u8, y = next(stream)
+        x_u8, y = source.next_batch()
         batch = Batch(x=to_model_input(x_u8, cfg.data.channel_order).to(device, memory_format=memory_format), y=y.to(device), step=step)
         if target is not None:
-            batch.xt = to_model_input(next(target), cfg.data.channel_order).to(device, memory_format=memory_format)
+            batch.xt = to_model_input(target.next_batch(), cfg.data.channel_order).to(device, memory_format=memory_format)
         with torch.autocast(device_type=device.type, enabled=amp):
             batch = method.augment(batch, fr)
             loss, scalars = method.loss(batch, fr)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"step {step}: the training loss is {loss.item()} (lr {lr:g}); lower optim.lr or check the data")
+        shown = loss.detach()
+        if ctx.distributed:  # the mean over ranks: logged, and every rank stops together on a non-finite loss
+            shown = shown.float().clone().div_(ctx.world_size)
+            torch.distributed.all_reduce(shown)
+        if not torch.isfinite(shown):
+            raise FloatingPointError(f"step {step}: the training loss is {shown.item()} (lr {lr:g}); lower optim.lr or check the data")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        if ctx.distributed:
+            distributed.allreduce_gradients(replicated, ctx.world_size)
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(all_params, o.grad_clip)
         scaler.step(optimizer)
         scaler.update()
-        value = loss.item()
+        value = shown.item()
         running = value if math.isnan(running) else 0.98 * running + 0.02 * value
         if step % cfg.log_every == 0 or step == total_steps - 1:
             log("train.loss", value, step)
@@ -229,17 +553,40 @@ def train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None 
             for k, v in scalars.items():
                 log(f"train.{k}", float(v), step)
             bar.set_postfix(loss=f"{running:.3f}", lr=f"{lr:.4f}")
+        done = step + 1
+        if decision["save_states"] and done % cfg.checkpoint_every == 0 and done < total_steps:
+            payload = state_payload(done)
+            if ctx.is_main:
+                save_checkpoint(state_path, payload)
+        if stop_after is not None and done >= stop_after:
+            raise TrainingStopped(f"stopped after step {done} of {total_steps} (stop_after={stop_after})")
     seconds = time.perf_counter() - t0
+    steps_run = total_steps - start_step
+    ips = steps_run * source.global_batch / seconds if seconds > 0 else 0.0
+    info: dict[str, Any] = {
+        "steps": total_steps, "seconds": round(seconds, 3), "images_per_second": round(ips, 1), "final_loss": running,
+        "device": str(device), "amp": amp, "world_size": ctx.world_size, "batch_size_per_rank": o.batch_size,
+        "global_batch": source.global_batch, "resumed_from": start_step, "start": decision["message"],
+    }
+    if start_step and saved_world != ctx.world_size:
+        info["resumed_world_size"] = saved_world
+    if amp:  # build_model(amp=True): the trunk runs under autocast too (insightface's iresnet(fp16=True))
+        info["amp_backbone_trunk"] = bool(getattr(backbone, "fp16", False))
+    if device.type == "cuda":
+        info.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
+                    peak_gpu_memory_mib=round(torch.cuda.max_memory_allocated(device) / 2**20, 1))
+    else:
+        info["cpu_threads"] = torch.get_num_threads()
+    if ctx.distributed:
+        info["backend"] = ctx.backend
     result = TrainResult(
-        backbone=backbone, head=head, method=method, steps=total_steps, seconds=seconds,
-        images_per_second=total_steps * o.batch_size / seconds, final_loss=running, device=str(device), amp=amp,
+        backbone=backbone, head=head, method=method, steps=total_steps, seconds=seconds, images_per_second=ips,
+        final_loss=running, device=str(device), amp=amp, resumed_from=start_step, world_size=ctx.world_size, info=info,
     )
-    if checkpoint_path:
-        save_checkpoint(checkpoint_path, {
-            "backbone": backbone.state_dict(), "head": head.state_dict(), "method": method.state_dict(),
-            "optimizer": optimizer.state_dict(), "step": total_steps, "config": cfg.to_dict(),
-            "num_classes": source.num_classes,
-            "train_info": {"steps": total_steps, "seconds": round(seconds, 3), "images_per_second": round(result.images_per_second, 1),
-                           "final_loss": running, "device": str(device), "amp": amp},
-        })
+    if decision["final"]:
+        payload = state_payload(total_steps)
+        if ctx.is_main:
+            save_checkpoint(checkpoint_path, {**payload, "train_info": info})
+            if state_path and os.path.isfile(state_path):
+                os.remove(state_path)  # the run is complete: the final checkpoint holds the same state
     return result
