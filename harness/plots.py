@@ -59,7 +59,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -67,6 +66,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from harness.atomic import write_files_atomic
 from harness.errors import DataFormatError
 from harness.eval.roc import roc_curve, tar_at_far_from_roc
 
@@ -549,39 +549,9 @@ def write_dvc_templates(folder: str) -> list[str]:
     return _install(folder, files)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _install(out_dir: str, files: dict[str, bytes]) -> list[str]:
-    """Write every file to a temporary file beside its target (fsync), then ``os.replace`` them all; on any failure
-    before the renames no target is touched and the temporary files are removed."""
-    staged: list[tuple[str, str]] = []
-    mode = 0o666 & ~_umask()
-    try:
-        for rel, data in files.items():
-            path = os.path.join(out_dir, rel)
-            folder = os.path.dirname(os.path.abspath(path))
-            os.makedirs(folder, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-            staged.append((tmp, path))
-            os.chmod(tmp, mode)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        for tmp, path in staged:
-            os.replace(tmp, path)
-    except BaseException:
-        for tmp, _ in staged:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-        raise
-    return [path for _, path in staged]
+    """Every ``{name relative to out_dir: bytes}`` written as one step (:func:`harness.atomic.write_files_atomic`)."""
+    return write_files_atomic({os.path.join(out_dir, rel): data for rel, data in files.items()})
 
 
 def write_plots(results_dir: str = "results/eval", out_dir: str = "results/plots") -> list[str]:

@@ -72,7 +72,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 import zipfile
 from collections.abc import Sequence
@@ -91,6 +90,7 @@ from harness.bootstrap import (
     ci_from_samples,
     paired_from_samples,
 )
+from harness.atomic import write_files_atomic
 from harness.errors import DataFormatError
 from harness.eval.roc import _check_inputs, _vertices_dense, far_key, tar_at_far_from_roc
 from harness.paper_numbers import DEFAULT_DIR as PAPER_DIR
@@ -988,31 +988,9 @@ def render(t: Tables, tables_dir: str = "tables") -> dict[str, str]:
 
 
 def write_all(texts: dict[str, str]) -> None:
-    """Every ``{path: text}`` into a temporary file beside it (fsync), then all renamed: a failure before the renames
-    leaves no file, new or temporary."""
-    staged: list[tuple[str, str]] = []
-    try:
-        for path, text in texts.items():
-            folder = os.path.dirname(os.path.abspath(path))
-            os.makedirs(folder, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-            staged.append((tmp, path))
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-        for tmp, path in staged:
-            os.replace(tmp, path)
-    except BaseException:
-        for tmp, _ in staged:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-        raise
+    """Every ``{path: text}`` written as one step (:func:`harness.atomic.write_files_atomic`): a failure leaves no
+    file, new or temporary."""
+    write_files_atomic(texts)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,3 +59,17 @@ def toy_rec_release(tmp_path_factory) -> str:
 
     write_face_rec(root / "faces_synthface", samples(), num_classes=classes, image_size=(size, size))
     return str(root)
+
+
+@pytest.fixture(scope="module")
+def generator_path(tmp_path_factory) -> str:
+    """A tiny randomly initialised CFSM stage-1 generator (16 px), saved as harness.stage1 saves one."""
+    import torch
+
+    from harness.models.cfsm import CFSMConfig, CFSMGenerator, save_generator
+
+    torch.manual_seed(0)
+    g = CFSMGenerator(CFSMConfig(image_size=16, dim=8, mlp_dim=32, latent_dim=16, adain_scale="one_plus_gamma"))
+    path = str(tmp_path_factory.mktemp("stage1") / "generator.pt")
+    save_generator(path, g)
+    return path

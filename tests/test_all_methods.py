@@ -13,22 +13,12 @@ import pytest
 import torch
 
 from harness.models import build_backbone, build_head
-from harness.models.cfsm import CFSMConfig, CFSMGenerator, save_generator
 from methods import REGISTRY, Batch, FRModel, build_method
 
 SIZE, B, EMB, CLASSES = 32, 8, 16, 5
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
-
-
-@pytest.fixture(scope="module")
-def generator_path(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    g = CFSMGenerator(CFSMConfig(image_size=16, dim=8, mlp_dim=32, latent_dim=16, adain_scale="one_plus_gamma"))
-    path = str(tmp_path_factory.mktemp("stage1") / "generator.pt")
-    save_generator(path, g)
-    return path
 
 
 def _overrides(name: str, generator_path: str) -> dict:

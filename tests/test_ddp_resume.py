@@ -72,17 +72,6 @@ def _states_equal(a, b, path="") -> list[str]:
     return [] if a == b else [path]
 
 
-@pytest.fixture(scope="module")
-def generator_path(tmp_path_factory) -> str:
-    from harness.models.cfsm import CFSMConfig, CFSMGenerator, save_generator
-
-    torch.manual_seed(0)
-    g = CFSMGenerator(CFSMConfig(image_size=16, dim=8, mlp_dim=32, latent_dim=16, adain_scale="one_plus_gamma"))
-    path = str(tmp_path_factory.mktemp("stage1") / "generator.pt")
-    save_generator(path, g)
-    return path
-
-
 def _cfsm(generator_path: str) -> dict:
     return {"hparams.generator": generator_path, "hparams.generator_size": "16", "hparams.latent_dim": "16",
             "hparams.monitor_every": "2"}
@@ -251,8 +240,8 @@ def _max_diff(a: dict, b: dict) -> float:
 def _ghost_build_model(chunks: int):
     original = trainer.build_model
 
-    def build(cfg, num_classes):
-        backbone, head = original(cfg, num_classes)
+    def build(cfg, num_classes, amp=False):
+        backbone, head = original(cfg, num_classes, amp=amp)
         forward = backbone.forward
         backbone.forward = lambda x: torch.cat([forward(c) for c in x.chunk(chunks)])  # BatchNorm per chunk
         return backbone, head
