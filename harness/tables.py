@@ -304,6 +304,7 @@ class Run:
     items_path: str
     rows: dict
     _items: dict = field(default_factory=dict, repr=False)
+    train: dict = field(default_factory=dict)  # the document's train info (seconds, images/s, device), if any
 
     @property
     def name(self) -> str:
@@ -392,7 +393,8 @@ def load_runs(paths: Sequence[str]) -> list[Run]:
                     row_value(rows[col.benchmark], col.key)
                 except ValueError as exc:
                     raise DataFormatError(p, f"benchmark {col.benchmark}", str(exc)) from None
-        runs.append(Run(method, seed, p, items_path, rows))
+        train = doc.get("train") if isinstance(doc.get("train"), dict) else {}
+        runs.append(Run(method, seed, p, items_path, rows, train=train))
     return runs
 
 
@@ -666,6 +668,7 @@ def synthface_markdown(t: Tables, where: str = "`tables.csv` (ci_low/ci_high, di
     for s in _sections(t):
         rows = [[m, str(len(t.seeds[m]))] + [_md_cell(t, m, t.cell(m, c)) for c in s.columns] for m in t.methods]
         out += [f"{level} {s.title}", "", *_md_table(["method", "n"] + [c.label for c in s.columns], rows), ""]
+    out += _cost_markdown(t, level)
     out += [f"{level} Protocol knobs", ""]
     for b in sorted(t.present, key=_bench_order):
         sets: dict[str, list[str]] = {}
@@ -676,6 +679,32 @@ def synthface_markdown(t: Tables, where: str = "`tables.csv` (ci_low/ci_high, di
             who = "every result" if len(sets) == 1 else ", ".join(names)
             out.append(f"- {b} ({who}): `{k}`")
     return out + [""]
+
+
+def _cost_markdown(t: Tables, level: str) -> list[str]:
+    """Training time per method from the documents' train info (absent when no result carries one): what each
+    method costs on the machine that trained it, against the reference trained there too."""
+    secs = {m: [float(r.train["seconds"]) for r in t.runs if r.method == m and isinstance(r.train.get("seconds"), (int, float))]
+            for m in t.methods}
+    if not any(secs.values()):
+        return []
+    ref = float(np.mean(secs[t.reference])) if secs.get(t.reference) else None
+    rows = []
+    for m in t.methods:
+        if not secs[m]:
+            rows.append([m, "0", "-", "-", "-", "-"])
+            continue
+        runs = [r for r in t.runs if r.method == m and "seconds" in r.train]
+        mean = float(np.mean(secs[m]))
+        ips = [float(r.train["images_per_second"]) for r in runs if isinstance(r.train.get("images_per_second"), (int, float))]
+        devices = sorted({str(r.train.get("device", "?")) for r in runs})
+        rows.append([m, str(len(secs[m])), f"{mean:.0f}" + (f" ± {np.std(secs[m], ddof=1):.0f}" if len(secs[m]) > 1 else ""),
+                     f"{np.mean(ips):.0f}" if ips else "-", f"{mean / ref:.2f}" if ref else "-", ", ".join(devices)])
+    return [f"{level} Training cost", "",
+            "Wall-clock seconds of each training run (mean over seeds), images/s and the ratio to the reference, from "
+            "the result files' train info; the runs share one schedule, so the ratio is the method's cost per step "
+            "(measured on whatever else the machine was doing at the time).", "",
+            *_md_table(["method", "n", "seconds", "images/s", f"x {t.reference}", "device"], rows), ""]
 
 
 def _bench_order(b: str) -> tuple:

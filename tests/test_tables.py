@@ -77,8 +77,10 @@ def _rows_from_items(items: dict, knobs: dict) -> list[dict]:
     return rows
 
 
-def write_run(folder: pathlib.Path, method: str, seed: int, items: dict, knobs: dict | None = None, edit=None) -> None:
-    """``<method>-s<seed>.json`` + ``.items.npz`` as ``harness.run`` writes them; ``edit(rows)`` may alter the rows."""
+def write_run(folder: pathlib.Path, method: str, seed: int, items: dict, knobs: dict | None = None, edit=None,
+              train: dict | None = None) -> None:
+    """``<method>-s<seed>.json`` + ``.items.npz`` as ``harness.run`` writes them; ``edit(rows)`` may alter the rows;
+    ``train``: the document's train info (seconds, images/s, device)."""
     knobs = {"flip": "sum", "score": "cosine"} if knobs is None else knobs
     rows = _rows_from_items(items, knobs)
     if edit is not None:
@@ -86,6 +88,8 @@ def write_run(folder: pathlib.Path, method: str, seed: int, items: dict, knobs: 
     stem = f"{method}-s{seed}"
     np.savez_compressed(folder / f"{stem}.items.npz", **items)
     doc = {"format": 1, "method": method, "seed": seed, "hparams": {}, "knobs": knobs, "items": f"{stem}.items.npz", "results": rows}
+    if train is not None:
+        doc["train"] = train
     (folder / f"{stem}.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
@@ -140,10 +144,12 @@ def write_golden_results(folder: pathlib.Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for f in folder.iterdir():
         f.unlink()
-    write_run(folder, "source_only", 0, fake_items(0.0, 0))
-    write_run(folder, "source_only", 1, fake_items(0.0, 1), edit=_none_v2v_tpir)
-    write_run(folder, "cfsm_random", 0, fake_items(0.05, 2))
-    write_run(folder, "cfsm_guided", 0, fake_items(0.15, 3))
+    cpu = {"device": "cpu"}
+    write_run(folder, "source_only", 0, fake_items(0.0, 0), train={"seconds": 100.0, "images_per_second": 400.0, **cpu})
+    write_run(folder, "source_only", 1, fake_items(0.0, 1), edit=_none_v2v_tpir,
+              train={"seconds": 110.0, "images_per_second": 380.0, **cpu})
+    write_run(folder, "cfsm_random", 0, fake_items(0.05, 2), train={"seconds": 126.0, "images_per_second": 333.0, **cpu})
+    write_run(folder, "cfsm_guided", 0, fake_items(0.15, 3), train={"seconds": 168.0, "images_per_second": 250.0, **cpu})
     write_run(folder, "kornia_degrade", 0, fake_items(0.0, 4, ("IJB-B", "IJB-C", "TinyFace"), gap=False),
               knobs={"flip": "none", "score": "cosine"})
 
