@@ -636,14 +636,17 @@ def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="python -m harness.prepare_target",
                  description="Build CFSM's stage-1 target domain: a flat folder of face crops + a list file.")
     sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    w = sub.add_parser("wider", help="crops from WIDER FACE ground-truth boxes (optionally RetinaFace landmarks)")
+    out = _Parser(add_help=False)  # what both subcommands write
+    out.add_argument("--out", required=True, help="the crop folder to create")
+    out.add_argument("--list", default="target_list.txt",
+                     help="list file: a bare name goes inside --out, a path is used as given (default: target_list.txt)")
+    out.add_argument("--size", type=int, default=112, help="crop size in pixels (default: 112)")
+    out.add_argument("--quality", type=int, default=95, help="JPEG quality (default: 95, cv2.imwrite's)")
+    out.add_argument("--force", action="store_true", help="replace an existing non-empty --out (and list file)")
+    w = sub.add_parser("wider", parents=[out], help="crops from WIDER FACE ground-truth boxes (optionally RetinaFace landmarks)")
     w.add_argument("--annotations", required=True, help="wider_face_split/wider_face_{train,val}_bbx_gt.txt")
     w.add_argument("--images", required=True, help="WIDER_{train,val}/images (the annotation's paths are relative to it)")
-    w.add_argument("--out", required=True, help="the crop folder to create")
-    w.add_argument("--list", default="target_list.txt",
-                   help="list file: a bare name goes inside --out, a path is used as given (default: target_list.txt)")
     w.add_argument("--min-size", type=int, default=32, help="keep boxes whose shorter side is >= this (default: 32)")
-    w.add_argument("--size", type=int, default=112, help="crop size in pixels (default: 112)")
     w.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
                    help=f"box crops: square side = (1 + margin) * max(w, h) (default: {DEFAULT_MARGIN})")
     w.add_argument("--skip-invalid", action="store_true", help="skip faces with WIDER's invalid flag")
@@ -656,16 +659,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--limit", type=int, default=None, help="keep the first N selected faces (annotation order)")
     w.add_argument("--sample", type=int, default=None, help="keep a seeded random subset of N selected faces")
     w.add_argument("--seed", type=int, default=0, help="seed of --sample (default: 0)")
-    w.add_argument("--quality", type=int, default=95, help="JPEG quality (default: 95, cv2.imwrite's)")
-    w.add_argument("--force", action="store_true", help="replace an existing non-empty --out (and list file)")
-    f = sub.add_parser("folder", help="crops from a folder of already-cropped face images")
+    f = sub.add_parser("folder", parents=[out], help="crops from a folder of already-cropped face images")
     f.add_argument("--images", required=True, help="folder of face images (.jpg/.jpeg/.png/.bmp, recursive)")
-    f.add_argument("--out", required=True, help="the crop folder to create")
-    f.add_argument("--list", default="target_list.txt",
-                   help="list file: a bare name goes inside --out, a path is used as given (default: target_list.txt)")
-    f.add_argument("--size", type=int, default=112, help="crop size in pixels (default: 112)")
-    f.add_argument("--quality", type=int, default=95, help="JPEG quality (default: 95)")
-    f.add_argument("--force", action="store_true", help="replace an existing non-empty --out (and list file)")
     return ap
 
 
