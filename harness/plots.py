@@ -208,13 +208,15 @@ def _check_json(path: str) -> dict:
     return doc
 
 
-def load_runs(results_dir: str) -> list[Run]:
-    """Every ``<method>-s<seed>.json`` in ``results_dir`` (sorted) with its items file. The items file is the one
-    the document's ``items`` field names (relative to the folder), else ``<stem>.items.npz``."""
+def load_runs(results_dir: str, only: list[str] | None = None) -> list[Run]:
+    """Every ``<method>-s<seed>.json`` in ``results_dir`` (sorted; ``only``: just these file names) with its items
+    file. The items file is the one the document's ``items`` field names (relative to the folder), else
+    ``<stem>.items.npz``."""
     if not os.path.isdir(results_dir):
         raise FileNotFoundError(f"{results_dir}: results folder not found (no such directory)")
     runs = []
-    for name in sorted(os.listdir(results_dir)):
+    names = sorted(os.listdir(results_dir)) if only is None else sorted(only)
+    for name in names:
         m = RESULT_NAME.match(name)
         if not m:
             continue
@@ -554,12 +556,12 @@ def _install(out_dir: str, files: dict[str, bytes]) -> list[str]:
     return write_files_atomic({os.path.join(out_dir, rel): data for rel, data in files.items()})
 
 
-def write_plots(results_dir: str = "results/eval", out_dir: str = "results/plots") -> list[str]:
+def write_plots(results_dir: str = "results/eval", out_dir: str = "results/plots", only: list[str] | None = None) -> list[str]:
     """Read every result in ``results_dir``, write the PNGs into ``out_dir`` and the CSVs into ``out_dir/data``;
     returns the paths written. All inputs are read and checked and all outputs rendered before anything is written;
     a plot no result has data for is not written and an old copy of it is removed. Raises
     :class:`~harness.errors.DataFormatError` (or ``FileNotFoundError``) naming the bad file."""
-    runs = load_runs(results_dir)
+    runs = load_runs(results_dir, only)
     try:
         files = _render(runs)
     finally:
@@ -577,6 +579,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m harness.plots", description=__doc__.split("\n")[0])
     ap.add_argument("results_dir", nargs="?", default="results/eval", help="folder of <method>-s<seed>.json results (default: %(default)s)")
     ap.add_argument("--out-dir", default="results/plots", help="where the PNGs (and data/*.csv) go (default: %(default)s)")
+    ap.add_argument("--params", help="plot only the results this params file lists (methods, cfsm_methods x seeds)")
     ap.add_argument("--dvc-templates", metavar="DIR", help="only write the Vega-Lite templates for dvc plots "
                     "(by_method_logx.json, by_method.json) into DIR, e.g. .dvc/plots, and exit")
     args = ap.parse_args(argv)
@@ -584,7 +587,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.dvc_templates:
             written = write_dvc_templates(args.dvc_templates)
         else:
-            written = write_plots(args.results_dir, args.out_dir)
+            only = None
+            if args.params:
+                from harness.pipeline import configured_results
+
+                only = [os.path.basename(p) for p in configured_results(args.params, args.results_dir)]
+            written = write_plots(args.results_dir, args.out_dir, only)
     except (ValueError, OSError) as exc:
         print(f"harness.plots: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

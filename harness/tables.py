@@ -1032,10 +1032,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the subject draws (default 0)")
     ap.add_argument("--reference", default="source_only", help="the method every other one is compared with")
+    ap.add_argument("--params", help="read only the results this params file lists (methods, cfsm_methods x seeds) "
+                                     "from the one results folder given, ignoring anything else in it")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     try:
-        t = build_tables(args.results, args.n_boot, args.seed, args.reference, None if args.no_paper else args.paper)
+        results = args.results
+        if args.params:
+            from harness.pipeline import configured_results
+
+            if len(results) != 1 or not os.path.isdir(results[0]):
+                raise ValueError("--params needs exactly one results folder")
+            results = configured_results(args.params, results[0])
+        t = build_tables(results, args.n_boot, args.seed, args.reference, None if args.no_paper else args.paper)
         rel = os.path.relpath(os.path.abspath(args.out_dir), os.path.dirname(os.path.abspath(args.report)))
         texts = render(t, rel.replace(os.sep, "/"))
     except (ValueError, OSError, KeyError) as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pathlib
 import shutil
 
 import numpy as np
@@ -261,3 +262,27 @@ def test_bad_result_json_and_empty_folder(tmp_path, capsys):
     assert main([str(tmp_path), "--out-dir", str(tmp_path / "out")]) == 2
     assert "no <method>-s<seed>.json" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_params_selects_the_configured_results(tmp_path, capsys):
+    """harness.plots --params plots only methods x seeds of the params file, so a stale result whose items file is
+    gone does not stop the stage; a configured result that is missing is a one-line error."""
+    import shutil
+
+    from harness.plots import main
+
+    results = pathlib.Path(__file__).resolve().parent / "golden" / "tables" / "results"
+    folder = tmp_path / "r"
+    shutil.copytree(results, folder)
+    (folder / "kornia_degrade-s0.items.npz").unlink()
+    params = tmp_path / "params.yaml"
+    params.write_text("methods: [source_only]\ncfsm_methods: [cfsm_guided, cfsm_random]\nseeds: [0, 1]\n", encoding="utf-8")
+    assert main([str(folder), "--out-dir", str(tmp_path / "all")]) == 2  # without --params the stale file breaks it
+    assert "kornia_degrade-s0.items.npz" in capsys.readouterr().err
+    params.write_text("methods: [source_only]\ncfsm_methods: [cfsm_guided, cfsm_random]\nseeds: [0]\n", encoding="utf-8")
+    assert main([str(folder), "--params", str(params), "--out-dir", str(tmp_path / "p")]) == 0
+    csv_text = (tmp_path / "p" / "data" / "roc_ijbb.csv").read_text()
+    assert "cfsm_guided" in csv_text and "kornia_degrade" not in csv_text
+    params.write_text("methods: [source_only]\nseeds: [0, 1, 2]\n", encoding="utf-8")
+    assert main([str(folder), "--params", str(params), "--out-dir", str(tmp_path / "q")]) == 2
+    assert "source_only-s2.json" in capsys.readouterr().err

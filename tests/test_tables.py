@@ -341,3 +341,24 @@ def test_top_of_roc_tar_at_far_is_bit_identical_to_the_full_one(margin, extra):
         a, b = f_fast(d), f_full(d)
         assert a.keys() == b.keys() and all(a[k] == b[k] or (math.isnan(a[k]) and math.isnan(b[k])) for k in a)
     assert (fast.fallbacks > 0) == (margin == 0.0)
+
+
+def test_params_selects_the_configured_results_and_ignores_stale_ones(tmp_path):
+    """--params reads methods (+ cfsm_methods) x seeds from the params file: a result left in the folder by an
+    earlier configuration (here one whose items file is gone, as after a fresh clone) stays out; a configured
+    result that is missing is a one-line error naming it."""
+    folder = tmp_path / "r"
+    shutil.copytree(RESULTS, folder)
+    (folder / "kornia_degrade-s0.items.npz").unlink()  # stale: its items file is not there
+    params = tmp_path / "params.yaml"
+    params.write_text("methods: [source_only, cfsm_random]\ncfsm_methods: [cfsm_guided]\nseeds: [0]\n", encoding="utf-8")
+    out = tmp_path / "o"
+    assert main([str(folder), "--params", str(params), "--out-dir", str(out / "t"), "--report", str(out / "R.md"),
+                 "--no-paper", "--n-boot", "20"]) == 0
+    md = (out / "t" / "tables.md").read_text(encoding="utf-8")
+    assert "| cfsm_guided |" in md and "| cfsm_random |" in md and "kornia_degrade" not in md
+    assert "source_only 1 (0)" in md  # seed 1 of source_only is in the folder but not configured
+    params.write_text("methods: [source_only, dann]\nseeds: [0]\n", encoding="utf-8")
+    assert main([str(folder), "--params", str(params), "--out-dir", str(out / "t2"), "--report", str(out / "R2.md"),
+                 "--no-paper", "--n-boot", "20"]) == 2
+    assert not (out / "t2").exists()
