@@ -161,39 +161,30 @@ def allreduce_gradients(params: Iterable[torch.nn.Parameter], world_size: int) -
             offset += n
 
 
+def _broadcast_tensors(tensors: list[torch.Tensor], src: int) -> None:
+    """Copy rank ``src``'s values of ``tensors`` into every rank's, one flat broadcast per (device, dtype)."""
+    by_key: dict[tuple, list[torch.Tensor]] = {}
+    for t in tensors:
+        by_key.setdefault((t.device, t.dtype), []).append(t)
+    with torch.no_grad():
+        for group in by_key.values():
+            flat = torch.cat([t.detach().reshape(-1) for t in group])
+            dist.broadcast(flat, src)
+            offset = 0
+            for t in group:
+                t.copy_(flat[offset:offset + t.numel()].view_as(t))
+                offset += t.numel()
+
+
 def broadcast_buffers(modules: Iterable[torch.nn.Module], src: int = 0) -> None:
     """Copy rank ``src``'s buffers of ``modules`` to every rank (one broadcast per device and dtype)."""
-    buffers = [b for m in modules for b in m.buffers()]
-    if not buffers:
-        return
-    by_key: dict[tuple, list[torch.Tensor]] = {}
-    for b in buffers:
-        by_key.setdefault((b.device, b.dtype), []).append(b)
-    for group in by_key.values():
-        flat = torch.cat([b.detach().reshape(-1) for b in group])
-        dist.broadcast(flat, src)
-        offset = 0
-        for b in group:
-            b.copy_(flat[offset:offset + b.numel()].view_as(b))
-            offset += b.numel()
+    _broadcast_tensors([b for m in modules for b in m.buffers()], src)
 
 
 def broadcast_parameters(modules: Iterable[torch.nn.Module], src: int = 0) -> None:
     """Copy rank ``src``'s parameters (and buffers) of ``modules`` to every rank (what DDP does at construction)."""
     mods = list(modules)
-    params = [p for m in mods for p in m.parameters()]
-    if params:
-        with torch.no_grad():
-            by_key: dict[tuple, list[torch.Tensor]] = {}
-            for p in params:
-                by_key.setdefault((p.device, p.dtype), []).append(p)
-            for group in by_key.values():
-                flat = torch.cat([p.detach().reshape(-1) for p in group])
-                dist.broadcast(flat, src)
-                offset = 0
-                for p in group:
-                    p.copy_(flat[offset:offset + p.numel()].view_as(p))
-                    offset += p.numel()
+    _broadcast_tensors([p for m in mods for p in m.parameters()], src)
     broadcast_buffers(mods, src)
 
 
