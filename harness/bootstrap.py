@@ -110,6 +110,9 @@ __all__ = [
     "paired_bootstrap_ci",
     "ci_from_samples",
     "paired_from_samples",
+    "seed_draws",
+    "two_level_samples",
+    "two_level_bootstrap",
     "TarAtFar",
     "RankK",
     "IJBSTpirAtFpir",
@@ -317,6 +320,74 @@ def bootstrap_samples(groups, metrics: Mapping[str, Callable], n_boot: int = 100
             for k, x in v.items():
                 out[name][k][b] = x
     return {name: Samples(est[name], out[name], seed, g.n_subjects, _SCALAR in est[name]) for name in metrics}
+
+
+def seed_draws(seeds: Sequence[int], n_boot: int, seed: int = 0) -> np.ndarray:
+    """``(n_boot, K)`` int32: how often each of the K training seeds ``seeds`` (seed numbers, in the caller's order)
+    is drawn in each resample (rows sum to K), for the two-level bootstrap (:func:`two_level_samples`).
+
+    The draws come from a stream of their own, keyed by ``seed`` and the *set* of seed numbers (never the subject
+    stream of :func:`subject_draws`), and column j belongs to seed number ``seeds[j]`` whatever the order: two
+    methods trained with the same seeds get the same seed draws, so their difference pairs seed ``s`` with seed
+    ``s`` (the same initialisation and data order) on every resample. One seed: all ones."""
+    seeds = [int(s) for s in seeds]
+    if not seeds or n_boot < 1:
+        raise ValueError(f"need at least one seed and n_boot >= 1, got {len(seeds)} and {n_boot}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"training seeds repeat: {seeds}")
+    k = len(seeds)
+    if k == 1:
+        return np.ones((int(n_boot), 1), np.int32)
+    order = sorted(range(k), key=lambda j: seeds[j])
+    entropy = [int(seed) % 2**63, 0x5EED, k] + [seeds[j] % 2**63 for j in order]  # SeedSequence wants non-negative ints
+    rng = np.random.default_rng(np.random.SeedSequence(entropy))
+    out = np.empty((int(n_boot), k), np.int32)
+    sorted_counts = np.empty(k, np.int32)
+    for b in range(int(n_boot)):
+        sorted_counts[:] = np.bincount(rng.integers(0, k, k), minlength=k)
+        out[b, order] = sorted_counts
+    return out
+
+
+def two_level_samples(per_seed: Sequence[Samples], seeds: Sequence[int]) -> Samples:
+    """The two-level bootstrap of the mean over training seeds, from each seed's subject-bootstrap ``Samples``
+    (one :func:`bootstrap_samples` call, so every seed is on the same subject draws).
+
+    Resample b draws the training seeds with replacement (:func:`seed_draws`, keyed by the Samples' ``seed``) and
+    averages the metric of every drawn seed on subject resample b: ``T_b = sum_j c_bj * X_j[b] / K``. The test
+    subjects are one sample shared by every training run (a crossed design), so one subject draw per resample is
+    applied to all drawn seeds; drawing them independently per seed would shrink the subjects' share of the
+    variance by 1/K. The interval then covers both the sampling of test subjects and training randomness (seed to
+    seed). With zero within-seed variance (every subject draw gives seed j the same value m_j) it is exactly the
+    plain bootstrap of the seed means ``sum_j c_bj * m_j / K``; with one seed it is that seed's subject bootstrap.
+    A resample where a drawn seed's metric is undefined (NaN) is undefined; seeds not drawn do not count.
+    ``estimate``: the plain mean of the seeds' estimates."""
+    if len(per_seed) != len(seeds) or not per_seed:
+        raise ValueError(f"{len(per_seed)} Samples for {len(seeds)} seeds")
+    first = per_seed[0]
+    for s in per_seed[1:]:
+        if s.seed != first.seed or s.n_subjects != first.n_subjects or s.estimate.keys() != first.estimate.keys():
+            raise ValueError("the seeds' samples come from different subject draws or metrics")
+    n_boot = next(iter(first.samples.values())).size if first.samples else 0
+    counts = seed_draws(seeds, max(n_boot, 1), first.seed)
+    k = len(seeds)
+    est, out = {}, {}
+    for key in first.estimate:
+        est[key] = float(np.mean([s.estimate[key] for s in per_seed]))
+        x = np.stack([s.samples[key] for s in per_seed], axis=1)  # (n_boot, K)
+        out[key] = np.where(counts > 0, counts * x, 0.0).sum(axis=1) / k
+    return Samples(est, out, first.seed, first.n_subjects, first.scalar)
+
+
+def two_level_bootstrap(groups, metrics: Mapping[str, Mapping[int, Callable]], n_boot: int = 1000, seed: int = 0) -> dict[str, Samples]:
+    """:func:`two_level_samples` of every ``{name: {training seed: metric_fn}}`` (e.g. one entry per method, one
+    metric per seed's model) on one set of subject draws. Returns ``{name: Samples}`` of the seed mean; methods with
+    the same seed numbers share the seed draws, so :func:`paired_from_samples` pairs them seed by seed."""
+    flat = {(name, s): fn for name, per in metrics.items() for s, fn in per.items()}
+    if not flat:
+        raise ValueError("no metrics")
+    res = bootstrap_samples(groups, flat, n_boot, seed)
+    return {name: two_level_samples([res[(name, s)] for s in per], list(per)) for name, per in metrics.items()}
 
 
 def _ci(estimate: float, samples: np.ndarray, alpha: float, seed: int, n_subjects: int) -> BootstrapCI:
