@@ -39,7 +39,8 @@ from dataclasses import dataclass
 
 from harness.errors import DataFormatError
 
-__all__ = ["PaperNumber", "REQUIRED_COLUMNS", "KEY_COLUMNS", "DEFAULT_DIR", "load_paper_csv", "load_paper_numbers", "select"]
+__all__ = ["PaperNumber", "REQUIRED_COLUMNS", "KEY_COLUMNS", "DEFAULT_DIR", "load_paper_csv", "load_paper_numbers", "select",
+           "published_model", "matching"]
 
 DEFAULT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "paper")
 REQUIRED_COLUMNS = (
@@ -186,6 +187,34 @@ def select(numbers: Iterable[PaperNumber], **where: str) -> list[PaperNumber]:
     if bad:
         raise KeyError(f"unknown field(s) {', '.join(bad)}; fields: {', '.join(REQUIRED_COLUMNS)}")
     return [n for n in numbers if all(getattr(n, k) == v for k, v in where.items())]
+
+
+#: our method -> the published method name, per the model's FR head (``model.head``): the CFSM README's rows are
+#: "ArcFace" (trained without CFSM) and "ArcFace+CFSM" (guided CFSM augmentation), likewise for AdaFace
+PUBLISHED_METHODS = {"source_only": "{head}", "cfsm_guided": "{head}+CFSM"}
+HEAD_NAMES = {"arcface": "ArcFace", "cosface": "CosFace", "adaface": "AdaFace"}
+BACKBONE_NAMES = {"r18": "R18", "r34": "R34", "r50": "R50", "r100": "R100", "r200": "R200"}
+
+
+def published_model(method: str, head: str | None, backbone: str | None, train_set: str | None) -> tuple[str, str, str] | None:
+    """``(method, backbone, train_set)`` as the published tables name the model our run of ``method`` trained
+    (e.g. ``source_only`` with an r50 ArcFace head on MS1MV2 -> ``("ArcFace", "R50", "MS1MV2")``), or None when no
+    published row can be the same model: another method, a backbone or head the tables do not use, or a training
+    set that is not a published one (SynthFace, unknown). A published ``unstated`` backbone or training set never
+    matches."""
+    pattern = PUBLISHED_METHODS.get(method)
+    if pattern is None or head not in HEAD_NAMES or backbone not in BACKBONE_NAMES or not train_set or train_set in ("SynthFace", "unstated"):
+        return None
+    return pattern.format(head=HEAD_NAMES[head]), BACKBONE_NAMES[backbone], train_set
+
+
+def matching(numbers: Iterable[PaperNumber], model: tuple[str, str, str] | None, benchmark: str, metric: str) -> list[PaperNumber]:
+    """The published numbers of ``model`` (:func:`published_model`) for one result-row ``benchmark`` and
+    ``compact_metrics`` key ``metric``, one per source."""
+    if model is None:
+        return []
+    method, backbone, train_set = model
+    return select(numbers, method=method, backbone=backbone, train_set=train_set, benchmark=benchmark, metric=metric)
 
 
 def main(argv: list[str] | None = None) -> int:

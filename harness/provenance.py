@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from harness.errors import DataFormatError
 
 __all__ = ["KINDS", "BENCHMARK_PATHS", "REC_TRAIN_SETS", "data_provenance", "dataset_kind", "DataProvenance",
-           "doc_provenance", "row_benchmark"]
+           "doc_provenance", "row_benchmark", "data_label"]
 
 KINDS = ("synthface", "real", "mixed", "unknown")
 MANIFEST = "synthface.json"
@@ -183,3 +183,43 @@ def doc_provenance(doc: dict, path: str) -> DataProvenance:
                 if kinds[b] == "synthface" and isinstance(entry["benchmarks"][b].get("release"), str)}
     train_set = src.get("train_set") if isinstance(src.get("train_set"), str) else None
     return DataProvenance(entry["root"], src.get("kind", "unknown"), train_set, kinds, releases, how)
+
+
+# ---------------------------------------------------------------------------------------------------- labels
+
+def _kind_text(kind: str, where: list[str]) -> str:
+    at = f" at {', '.join(where)}" if where else ""
+    return {"synthface": f"SynthFace (a procedural stand-in benchmark; not the paper's data){at}",
+            "real": f"the real benchmark data{at}",
+            "mixed": f"a data root mixing SynthFace and real folders within one dataset{at}",
+            "unknown": "unknown data"}[kind]
+
+
+def data_label(entries: Iterable[tuple[str, DataProvenance]], benchmarks: Iterable[str]) -> tuple[str, str]:
+    """``(kind, text)`` naming the data of ``benchmarks`` (row names) in the results ``entries`` (``(name,
+    provenance)``, only those holding one of the benchmarks): ``kind`` is the one kind of all of them, or ``mixed``
+    when they differ, and then the text says which result is on which data."""
+    keys = {row_benchmark(b) for b in benchmarks}
+    by_kind: dict[str, list[tuple[str, DataProvenance]]] = {}
+    for name, prov in entries:
+        kinds = {prov.kind(b) for b in keys if b in prov.benchmarks}
+        for kind in kinds:
+            by_kind.setdefault(kind, []).append((name, prov))
+    if not by_kind:
+        return "unknown", "no result"
+    parts = []
+    for kind in sorted(by_kind, key=KINDS.index):
+        group = by_kind[kind]
+        if kind == "synthface":
+            where = sorted({rel for _, p in group for b, rel in p.releases.items() if b in keys})
+        elif kind == "real":
+            where = sorted({p.root for _, p in group if p.root})
+        else:
+            where = []
+        text = _kind_text(kind, where)
+        if kind == "unknown":
+            text += " (" + "; ".join(sorted({p.how for _, p in group})) + ")"
+        parts.append((kind, text, [n for n, _ in group]))
+    if len(parts) == 1:
+        return parts[0][0], parts[0][1]
+    return "mixed", "; ".join(f"{text}: {', '.join(names)}" for _, text, names in parts)

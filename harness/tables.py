@@ -89,12 +89,14 @@ from harness.bootstrap import (
     bootstrap_samples,
     ci_from_samples,
     paired_from_samples,
+    two_level_samples,
 )
 from harness.atomic import write_files_atomic
 from harness.errors import DataFormatError
 from harness.eval.roc import _check_inputs, _vertices_dense, far_key, tar_at_far_from_roc
 from harness.paper_numbers import DEFAULT_DIR as PAPER_DIR
-from harness.paper_numbers import PaperNumber, load_paper_numbers
+from harness.paper_numbers import PaperNumber, load_paper_numbers, matching, published_model
+from harness.provenance import DataProvenance, data_label, doc_provenance
 
 __all__ = ["Column", "Section", "SECTIONS", "TopTarAtFar", "Tables", "load_runs", "build_tables", "render", "main"]
 
@@ -305,6 +307,8 @@ class Run:
     rows: dict
     _items: dict = field(default_factory=dict, repr=False)
     train: dict = field(default_factory=dict)  # the document's train info (seconds, images/s, device), if any
+    data: DataProvenance | None = None  # where its data came from (harness.provenance)
+    model: tuple[str, str, str] | None = None  # the published (method, backbone, train set) it reproduces, if any
 
     @property
     def name(self) -> str:
@@ -394,7 +398,11 @@ def load_runs(paths: Sequence[str]) -> list[Run]:
                 except ValueError as exc:
                     raise DataFormatError(p, f"benchmark {col.benchmark}", str(exc)) from None
         train = doc.get("train") if isinstance(doc.get("train"), dict) else {}
-        runs.append(Run(method, seed, p, items_path, rows, train=train))
+        data = doc_provenance(doc, p)
+        model_cfg = doc.get("config", {}).get("model", {}) if isinstance(doc.get("config"), dict) else {}
+        model_cfg = model_cfg if isinstance(model_cfg, dict) and "imported" not in doc else {}
+        model = published_model(method, model_cfg.get("head"), model_cfg.get("backbone"), data.train_set)
+        runs.append(Run(method, seed, p, items_path, rows, train=train, data=data, model=model))
     return runs
 
 
@@ -515,9 +523,16 @@ class Cell:
     ci: tuple[float, float] | None = None
     diff: float | None = None  # mean - reference mean
     diff_ci: tuple[float, float] | None = None
-    mark: int = 0  # +1 / -1: the difference's CI lies above / below 0
-    samples: Samples | None = field(default=None, repr=False)  # seed-averaged resamples (one key: the column key)
+    mark: int = 0  # +1 / -1: the difference's CI lies above / below 0 (both sides with two or more seeds)
+    samples: Samples | None = field(default=None, repr=False)  # two-level resamples of the seed mean (key: column key)
     knobs: dict = field(default_factory=dict)
+    # matching published numbers (real data only): (number, ours - published, its CI or None)
+    published: list[tuple[PaperNumber, float, tuple[float, float] | None]] = field(default_factory=list)
+
+    @property
+    def two_level(self) -> bool:
+        """Its CI resamples training seeds too (two or more seeds with items)."""
+        return self.samples is not None and len(self.values) >= 2
 
 
 @dataclass
@@ -540,6 +555,20 @@ def _mark(ci: tuple[float, float] | None) -> int:
     if ci is None or not all(math.isfinite(x) for x in ci):
         return 0
     return 1 if ci[0] > 0 else -1 if ci[1] < 0 else 0
+
+
+def _published(cell: Cell, runs: list[Run], numbers: list[PaperNumber], col: Column) -> list:
+    """The published numbers beside ``cell``: only when every run of it is on real data for the column's benchmark
+    and all its seeds reproduce one published model (:func:`harness.paper_numbers.published_model`); SynthFace
+    results are never matched."""
+    models = {r.model for r in runs}
+    if len(models) != 1 or None in models or any(r.data is None or r.data.kind(col.benchmark) != "real" for r in runs):
+        return []
+    out = []
+    for n in matching(numbers, models.pop(), col.benchmark, col.key):
+        ci = (cell.ci[0] - n.fraction, cell.ci[1] - n.fraction) if cell.ci and all(map(math.isfinite, cell.ci)) else None
+        out.append((n, cell.mean - n.fraction, ci))
+    return out
 
 
 def paired(a: Cell, b: Cell, key: str) -> tuple[float, float, float] | None:
@@ -574,7 +603,8 @@ def build_tables(paths: Sequence[str], n_boot: int = 1000, seed: int = 0, refere
     runs = load_runs(paths)
     methods_all = sorted({r.method for r in runs})
     if reference not in methods_all:
-        raise ValueError(f"reference method {reference!r} has no results (methods: {', '.join(methods_all)})")
+        raise ValueError(f"reference method {reference!r} has no results (methods: {', '.join(methods_all)}); compare "
+                         f"with one of these instead (--reference {methods_all[0]}) or add the {reference} results to the inputs")
     paper_numbers = None if paper is None else load_paper_numbers(paper)
     samples = _bootstrap(runs, n_boot, seed)
     methods = [reference] + [m for m in methods_all if m != reference]
@@ -595,11 +625,13 @@ def build_tables(paths: Sequence[str], n_boot: int = 1000, seed: int = 0, refere
                         knobs=_cell_knobs([runs[i].rows[col.benchmark].get("knobs", {}) for i, _ in have]))
             if col.group and all((i, col.group) in samples for i, _ in defined):
                 per_seed = [samples[(i, col.group)] for i, _ in defined]
-                arr = np.mean(np.stack([s.samples[col.key] for s in per_seed]), axis=0)
-                est = float(np.mean([s.estimate[col.key] for s in per_seed]))
-                cell.samples = Samples({col.key: est}, {col.key: arr}, per_seed[0].seed, per_seed[0].n_subjects, False)
+                per_seed = [Samples({col.key: s.estimate[col.key]}, {col.key: s.samples[col.key]}, s.seed, s.n_subjects, False)
+                            for s in per_seed]
+                cell.samples = two_level_samples(per_seed, [runs[i].seed for i, _ in defined])
                 ci = ci_from_samples(cell.samples, ALPHA)[col.key]
                 cell.ci = (ci.low, ci.high)
+            if paper_numbers:
+                cell.published = _published(cell, [runs[i] for i, _ in have], paper_numbers, col)
             cells[(m, col.name)] = cell
         ref = cells.get((reference, col.name))
         for m in methods:
@@ -609,7 +641,7 @@ def build_tables(paths: Sequence[str], n_boot: int = 1000, seed: int = 0, refere
             if cell.samples is not None and ref.samples is not None:
                 d = paired(cell, ref, col.key)
                 cell.diff, cell.diff_ci = d[0], (d[1], d[2])
-                cell.mark = _mark(cell.diff_ci)
+                cell.mark = _mark(cell.diff_ci) if cell.two_level and ref.two_level else 0
             else:
                 cell.diff = cell.mean - ref.mean
     present = {b for r in runs for b in r.rows}
@@ -652,22 +684,77 @@ def _seed_text(t: Tables) -> str:
     return "; ".join(f"{m} {len(t.seeds[m])} ({', '.join(map(str, t.seeds[m]))})" for m in t.methods)
 
 
+ONE_SEED = "one seed: training randomness not covered, no marks"
+
+
 def _legend(t: Tables, where: str) -> list[str]:
-    return [
-        f"Cells: mean ± sample std over seeds (n = seeds), in %; `-`: not reported or undefined; `(n=k)`: defined for "
-        f"k seeds only. {UP} / {DOWN}: the 95% CI of the paired difference from `{t.reference}` lies above / below 0 "
-        f"(subject bootstrap, {t.n_boot} resamples, seed {t.seed}: probe subjects resampled with all their items, every "
-        f"method on the same resamples, seeds averaged per resample); no mark: the CI includes 0. The CI of every cell "
-        f"and of every difference: {where}.",
-    ]
+    multi = any(len(t.seeds[m]) >= 2 for m in t.methods)
+    text = (f"Cells: mean ± sample std over seeds (n = seeds), in %; `-`: not reported or undefined; `(n=k)`: defined "
+            f"for k seeds only. ")
+    if multi:
+        text += (f"{UP} / {DOWN}: the 95% CI of the paired difference from `{t.reference}` lies above / below 0; no "
+                 f"mark: the CI includes 0. CIs: two-level bootstrap ({t.n_boot} resamples, seed {t.seed}): the training seeds resampled with "
+                 f"replacement (two methods with the same seeds paired seed by seed), then the probe subjects with all "
+                 f"their items (one subject draw per resample, shared by every seed and method), so they cover training "
+                 f"randomness as well as the test subjects. Marks only where both methods have two or more seeds in the "
+                 f"cell; a method with one seed (n = 1) gets the subject-bootstrap CI of that run and no mark ({ONE_SEED}). ")
+    else:
+        text += (f"No significance marks ({UP} / {DOWN}): every method has one seed here ({ONE_SEED}). The CIs are subject-bootstrap intervals of one training "
+                 f"run each ({t.n_boot} resamples, seed {t.seed}: probe subjects resampled with all their items, every "
+                 f"method on the same resamples); they do not cover training randomness. ")
+    text += f"The CI of every cell and of every difference: {where}."
+    out = [text]
+    if any(c.published for c in t.cells.values()):
+        out += ["", "`↳ published`: the published number of the same model (method, backbone, training set), benchmark and "
+                "metric, as printed by its source; `↳ ours − published`: our mean minus it (percentage points) with our "
+                "cell's 95% CI shifted by it (the published number has no interval). Only results on the real benchmark "
+                "data are matched; SynthFace results never are."]
+    return out
+
+
+def _data_label(t: Tables, benchmarks) -> tuple[str, str]:
+    return data_label([(r.name.removesuffix(".json"), r.data) for r in t.runs if r.data is not None], benchmarks)
+
+
+def _section_data(t: Tables, s: Section) -> list[str]:
+    """A section's data line, when the inputs are not all on one kind of data (the title says it otherwise)."""
+    if _data_label(t, t.present)[0] in ("synthface", "real"):
+        return []
+    return [f"Data: {_data_label(t, [c.benchmark for c in s.columns])[1]}.", ""]
+
+
+def _published_groups(t: Tables, m: str, s: Section) -> dict:
+    """``{(source, method, backbone, train set): {column name: (number, diff, ci)}}`` beside method m's row."""
+    out: dict = {}
+    for c in s.columns:
+        cell = t.cell(m, c)
+        for n, d, ci in (cell.published if cell else []):
+            out.setdefault((n.source, n.method, n.backbone, n.train_set), {})[c.name] = (n, d, ci)
+    return out
+
+
+def _published_rows(t: Tables, m: str, s: Section, diff_fmt) -> list[list[str]]:
+    rows = []
+    for (source, pm, bb, ts), got in _published_groups(t, m, s).items():
+        rows.append([f"↳ published: {pm} {bb} {ts} ({source})", ""] + [got[c.name][0].value_text if c.name in got else "-" for c in s.columns])
+        rows.append(["↳ ours − published", ""] + [diff_fmt(*got[c.name][1:]) if c.name in got else "-" for c in s.columns])
+    return rows
+
+
+def _md_pub_diff(d: float, ci: tuple[float, float] | None) -> str:
+    return _signed(d) + (f" [{_signed(ci[0])}, {_signed(ci[1])}]" if ci else "")
 
 
 def synthface_markdown(t: Tables, where: str = "`tables.csv` (ci_low/ci_high, diff_ci_low/diff_ci_high) and `tables.tex`",
                        level: str = "##") -> list[str]:
+    """The result tables (whatever the data; the name is historical), the training cost and the protocol knobs."""
     out = [f"Methods and seeds: {_seed_text(t)}. Reference: `{t.reference}`.", "", *_legend(t, where), ""]
     for s in _sections(t):
-        rows = [[m, str(len(t.seeds[m]))] + [_md_cell(t, m, t.cell(m, c)) for c in s.columns] for m in t.methods]
-        out += [f"{level} {s.title}", "", *_md_table(["method", "n"] + [c.label for c in s.columns], rows), ""]
+        rows = []
+        for m in t.methods:
+            rows.append([m, str(len(t.seeds[m]))] + [_md_cell(t, m, t.cell(m, c)) for c in s.columns])
+            rows += _published_rows(t, m, s, _md_pub_diff)
+        out += [f"{level} {s.title}", "", *_section_data(t, s), *_md_table(["method", "n"] + [c.label for c in s.columns], rows), ""]
     out += _cost_markdown(t, level)
     out += [f"{level} Protocol knobs", ""]
     for b in sorted(t.present, key=_bench_order):
@@ -737,13 +824,41 @@ def _paper_tables(ns: list[PaperNumber]):
 PAPER_TITLE = "Published numbers (real datasets, not comparable with SynthFace)"
 
 
+def _title(t: Tables) -> str:
+    kind, text = _data_label(t, t.present)
+    if kind == "synthface":
+        return "SynthFace results (a procedural stand-in benchmark; these are not the paper's numbers)"
+    if kind == "real":
+        return f"Results on {text}"
+    if kind == "unknown":
+        return f"Results on {text}"
+    return "Results on mixed data (each section names its data)"
+
+
+def _paper_title(t: Tables) -> tuple[str, str]:
+    """The published block's title and the sentence under it, by what our results are on."""
+    kind = _data_label(t, t.present)[0]
+    printed = ("As printed by each source (in %), on the real IJB-B/C, IJB-S and TinyFace with full-size models trained "
+               "on real data.")
+    if kind == "real":
+        return ("Published numbers (as printed by each source)",
+                f"{printed} The numbers of the same model, benchmark and metric as one of our rows also stand beside that "
+                f"row above, with the difference.")
+    if kind == "synthface":
+        return PAPER_TITLE, f"{printed} Never compare these with the SynthFace tables above."
+    if kind == "unknown":
+        return ("Published numbers (real datasets)",
+                f"{printed} Our results do not record their data (see above), so none of them is matched with these.")
+    return (PAPER_TITLE, f"{printed} Never compare these with the SynthFace results above; the published numbers of the "
+                         f"same model as a row on real data stand beside that row.")
+
+
 def paper_markdown(t: Tables, level: str = "#") -> list[str]:
     if t.paper is None:
         return []
     sub = level + "#"
-    out = ["---", "", f"{level} {PAPER_TITLE}", "",
-           "As printed by each source (in %), on the real IJB-B/C, IJB-S and TinyFace with full-size models trained on "
-           "real data. Never compare these with the SynthFace tables above.", ""]
+    title, sentence = _paper_title(t)
+    out = ["---", "", f"{level} {title}", "", sentence, ""]
     for (source, backbone, train_set), ns in _paper_blocks(t.paper):
         out += [f"{sub} {source}: backbone {backbone}, train set {train_set}", ""]
         tables, extra = _paper_tables(ns)
@@ -756,7 +871,7 @@ def paper_markdown(t: Tables, level: str = "#") -> list[str]:
 
 
 def tables_markdown(t: Tables) -> str:
-    out = ["# SynthFace results (a procedural stand-in benchmark; these are not the paper's numbers)", ""]
+    out = [f"# {_title(t)}", ""]
     out += synthface_markdown(t)
     out += paper_markdown(t)
     return "\n".join(out).rstrip("\n") + "\n"
@@ -793,9 +908,13 @@ def _tex_table(caption: str, head: list[str], rows: list[list[str]]) -> list[str
 
 
 def tables_tex(t: Tables) -> str:
+    multi = any(len(t.seeds[m]) >= 2 for m in t.methods)
     out = [r"% Generated by python -m harness.tables; needs \usepackage{booktabs}.",
-           f"% SynthFace (a procedural stand-in benchmark): not the paper's numbers. {t.n_boot} subject-bootstrap resamples, seed {t.seed}.", ""]
+           f"% Data: {_data_label(t, t.present)[1]}. {t.n_boot} two-level bootstrap resamples (training seeds, then probe "
+           f"subjects), seed {t.seed}; {ONE_SEED} where a method has one seed.", ""]
     ref = tex(t.reference)
+    ci_text = ("95\\% two-level bootstrap CI (training seeds, then probe subjects; one seed: probe subjects only)" if multi
+               else "95\\% subject-bootstrap CI of the one training run")
     for s in _sections(t):
         head = ["method", "$n$"] + [tex(c.label) for c in s.columns]
         rows = []
@@ -804,10 +923,15 @@ def tables_tex(t: Tables) -> str:
             rows.append([tex(m), str(len(t.seeds[m]))] + [p[0] for p in pairs])
             if any(p[1] for p in pairs):
                 rows.append(["", ""] + [p[1] for p in pairs])
+            rows += [[tex(x) for x in r[:2]] + [tex(x).replace("-", "$-$") if x != "-" else "--" for x in r[2:]]
+                     for r in _published_rows(t, m, s, _md_pub_diff)]
+        data = tex(_data_label(t, [c.benchmark for c in s.columns])[1])
         out += _tex_table(
-            f"SynthFace, {tex(s.title)}. Mean $\\pm$ sample std over $n$ seeds; below: 95\\% subject-bootstrap CI "
+            f"{tex(s.title)}. Data: {data}. Mean $\\pm$ sample std over $n$ seeds; below: {ci_text} "
             f"({t.n_boot} resamples). $\\uparrow$/$\\downarrow$: the 95\\% CI of the paired difference from {ref} "
-            f"lies above/below 0.", head, rows)
+            f"lies above/below 0, printed only where both methods have two or more seeds ({tex(ONE_SEED)} otherwise)."
+            + (" Published: the same model's published number; ours $-$ published with our CI shifted by it."
+               if any(_published_groups(t, m, s) for m in t.methods) else ""), head, rows)
         if not any(c.group for c in s.columns) or len(t.methods) < 2:
             continue
         drows = []
@@ -821,16 +945,17 @@ def tables_tex(t: Tables) -> str:
                 mark = {1: r"$^{\uparrow}$", -1: r"$^{\downarrow}$"}.get(cell.mark, "")
                 cells.append(f"{_tex_num(cell.diff, True)}{mark} {{\\tiny [{_tex_num(cell.diff_ci[0], True)}, {_tex_num(cell.diff_ci[1], True)}]}}")
             drows.append([tex(m)] + cells)
-        out += _tex_table(f"SynthFace, {tex(s.title.split(':')[0])}: difference from {ref} (percentage points) and its "
-                          f"95\\% CI (paired subject bootstrap, {t.n_boot} resamples).",
+        out += _tex_table(f"{tex(s.title.split(':')[0])}: difference from {ref} (percentage points) and its 95\\% CI "
+                          f"(paired two-level bootstrap, {t.n_boot} resamples; subjects only where a side has one seed, "
+                          f"then no mark: {tex(ONE_SEED)}).",
                           ["method"] + [tex(c.label) for c in s.columns], drows)
     if t.paper is not None:
-        out += [f"% {PAPER_TITLE}", ""]
+        out += [f"% {_paper_title(t)[0]}", ""]
         for (source, backbone, train_set), ns in _paper_blocks(t.paper):
             tables, _ = _paper_tables(ns)
             for s, cols, ms, got in tables:
                 rows = [[tex(m)] + [tex(got.get((m, c.name), "--")) for c in cols] for m in ms]
-                out += _tex_table(f"{tex(PAPER_TITLE)}: {tex(s.title.split(':')[0])}, {tex(source)}, backbone {tex(backbone)}, "
+                out += _tex_table(f"{tex(_paper_title(t)[0])}: {tex(s.title.split(':')[0])}, {tex(source)}, backbone {tex(backbone)}, "
                                   f"train set {tex(train_set)}.", ["method"] + [tex(c.label) for c in cols], rows)
     return "\n".join(out).rstrip("\n") + "\n"
 
@@ -838,7 +963,8 @@ def tables_tex(t: Tables) -> str:
 # ---------------------------------------------------------------------------------------------------- CSV
 
 CSV_COLUMNS = ("method", "n_seeds", "seeds", "benchmark", "metric", "mean", "std", "ci_low", "ci_high",
-               "diff_vs_reference", "diff_ci_low", "diff_ci_high", "significant")
+               "diff_vs_reference", "diff_ci_low", "diff_ci_high", "significant", "ci_method", "mark_note", "data",
+               "published", "published_source", "diff_vs_published", "diff_vs_published_ci_low", "diff_vs_published_ci_high")
 
 
 def _csv_num(x: float | None) -> str:
@@ -862,16 +988,28 @@ def tables_csv(t: Tables) -> str:
                     continue
                 ci = cell.ci or (None, None)
                 dci = cell.diff_ci or (None, None)
-                sig = "" if cell.diff_ci is None or not all(map(math.isfinite, cell.diff_ci)) else ("true" if cell.mark else "false")
+                has_dci = cell.diff_ci is not None and all(map(math.isfinite, cell.diff_ci))
+                ref = t.cell(t.reference, c)
+                one_seed = has_dci and not (cell.two_level and ref is not None and ref.two_level)
+                sig = "" if not has_dci or one_seed else ("true" if cell.mark else "false")
+                method = "" if cell.samples is None else "seeds+subjects" if cell.two_level else "subjects (one seed)"
+                kinds = sorted({r.data.kind(c.benchmark) for r in t.runs if r.method == m and c.benchmark in r.rows and r.data})
+                pub = cell.published
                 w.writerow([m, len(cell.values), ";".join(map(str, cell.seeds)), c.benchmark, c.key, _csv_num(cell.mean),
                             _csv_num(cell.std), _csv_num(ci[0]), _csv_num(ci[1]), _csv_num(cell.diff), _csv_num(dci[0]),
-                            _csv_num(dci[1]), sig] + [cell.knobs.get(k, "") for k in knobs])
+                            _csv_num(dci[1]), sig, method, ONE_SEED if one_seed else "", " | ".join(kinds),
+                            " | ".join(n.value_text for n, _, _ in pub),
+                            " | ".join(f"{n.source}: {n.method} {n.backbone} {n.train_set}" for n, _, _ in pub),
+                            " | ".join(_csv_num(d) for _, d, _ in pub),
+                            " | ".join(_csv_num(ci[0]) if ci else "" for _, _, ci in pub),
+                            " | ".join(_csv_num(ci[1]) if ci else "" for _, _, ci in pub)]
+                           + [cell.knobs.get(k, "") for k in knobs])
     return buf.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------------- report
 
-VERDICT = {1: "reproduced", -1: "not reproduced", 0: "inconclusive: CI includes 0"}
+VERDICT = {1: "reproduced", -1: "not reproduced", 0: "inconclusive: CI includes 0", "one seed": "no verdict (one seed)"}
 
 
 def _claim_columns(t: Tables) -> list[Column]:
@@ -888,14 +1026,16 @@ def _diff_text(d: tuple[float, float, float]) -> str:
     return f"{_signed(d[0])} [{_signed(d[1])}, {_signed(d[2])}]"
 
 
-def _compare(t: Tables, a: str, b: str, c: Column) -> tuple[tuple[float, float, float] | None, int | None]:
+def _compare(t: Tables, a: str, b: str, c: Column) -> tuple[tuple[float, float, float] | None, int | str | None]:
+    """(difference and CI, verdict): +1 / -1 / 0 as :func:`_mark`, ``"one seed"`` when a side has one seed in the
+    cell (no verdict), None when a side has no result or no CI."""
     ca, cb = t.cell(a, c), t.cell(b, c)
     if ca is None or cb is None:
         return None, None
     d = paired(ca, cb, c.key)
     if d is None or not (math.isfinite(d[1]) and math.isfinite(d[2])):
         return None, None
-    return d, _mark((d[1], d[2]))
+    return d, (_mark((d[1], d[2])) if ca.two_level and cb.two_level else "one seed")
 
 
 def _resolution_note(t: Tables) -> list[str]:
@@ -916,22 +1056,162 @@ def _resolution_note(t: Tables) -> list[str]:
              f"or at a single one). These cells are shown as computed but say little.", ""] if notes else [])
 
 
+def _report_head(t: Tables) -> list[str]:
+    kind, text = _data_label(t, t.present)
+    if kind == "synthface":
+        return ["# Reproduction report: CFSM and baselines on SynthFace", "",
+                "SynthFace is a procedural stand-in benchmark written in the IJB-B/C, IJB-S and TinyFace layouts: **the "
+                "SynthFace numbers below are not the paper's numbers** and cannot be compared with them; only the "
+                "orderings of methods can be compared with the paper's claims.", ""]
+    if kind == "real":
+        return ["# Reproduction report: CFSM and baselines on the real benchmarks", "",
+                f"Data: {text} (no `synthface.json` in any dataset's release folder). Where a row reproduces a published "
+                f"model (same method, backbone, training set), the published number of each benchmark and metric stands "
+                f"beside it, with the difference; see also \"Against the published numbers\" below.", ""]
+    if kind == "unknown":
+        return ["# Reproduction report: CFSM and baselines", "",
+                f"Data: {text}: these results are not labelled SynthFace or real, and none is matched with the "
+                f"published numbers.", ""]
+    return ["# Reproduction report: CFSM and baselines on mixed data", "",
+            f"The inputs are on different data: {text}. Each table section names its data; only results on the real "
+            f"benchmark data are matched with published numbers, SynthFace results never are.", ""]
+
+
+def _seed_scope(t: Tables) -> str:
+    if any(len(t.seeds[m]) >= 2 for m in t.methods):
+        return ("The intervals come from a two-level bootstrap (training seeds resampled with replacement, then the "
+                "probe subjects), so they cover training randomness; a method with one seed gets the subject interval "
+                f"of that run and no mark or verdict ({ONE_SEED}).")
+    return (f"Every method has one seed: the intervals cover the sampling of test subjects only, not training "
+            f"randomness, so no mark or verdict is given ({ONE_SEED}).")
+
+
+def _one_seed_text(t: Tables, a: str, b: str, cells: list, listed: bool = True) -> str:
+    """Why ``cells`` (``(column, difference)``) get no verdict, and which way their differences go."""
+    one = [f"`{m}`" for m in (a, b) if len(t.seeds[m]) < 2]
+    who = f"{' and '.join(one)} {'has' if len(one) == 1 else 'have'} one seed" if one else "a side has one seed in these cells"
+    higher = sum(1 for _, d in cells if d[0] > 0)
+    return (f"{who} ({ONE_SEED}); `{a}` is higher on {higher} of these {len(cells)} cells, lower or equal on "
+            f"{len(cells) - higher}" + (f" ({', '.join(_col_text(c) for c, _ in cells)})" if listed else ""))
+
+
+def _claims(t: Tables) -> list[str]:
+    ref = t.reference
+    guided, random_ = CLAIM_METHODS
+    comps = [(guided, ref), (random_, ref), (guided, random_)]
+    cols = _claim_columns(t)
+    ok = [(a, b) for a, b in comps if a in t.methods and b in t.methods and a != b]
+    out = []
+    if ok:
+        out += _resolution_note(t)
+        rows, tally = [], {cmp: {1: [], -1: [], 0: [], "one seed": [], None: []} for cmp in ok}
+        for c in cols:
+            row = [_col_text(c)]
+            for a, b in ok:
+                d, verdict = _compare(t, a, b, c)
+                tally[(a, b)][verdict].append((c, d))
+                row.append("-" if d is None else f"{_diff_text(d)} {VERDICT[verdict]}")
+            rows.append(row)
+        out += _md_table(["cell"] + [f"`{a}` − `{b}`" for a, b in ok], rows) + [""]
+    for a, b in comps:
+        claim = ">=" if (a, b) == (guided, random_) else ">"
+        missing = [m for m in dict.fromkeys((a, b)) if m not in t.methods]
+        if a == b:
+            out.append(f"- `{a}` {claim} `{b}`: not assessed: `{a}` is the reference itself.")
+            continue
+        if missing:
+            out.append(f"- `{a}` {claim} `{b}`: not assessed: no results of {' and '.join(f'`{m}`' for m in missing)} in the inputs.")
+            continue
+        tl = tally[(a, b)]
+        names = lambda k: ", ".join(_col_text(c) for c, _ in tl[k])  # noqa: E731
+        n = len(tl[1]) + len(tl[-1]) + len(tl[0])  # cells tested (two or more seeds on both sides)
+        if n == 0 and not tl["one seed"]:
+            overall = "not assessed (no cell has both methods)"
+        elif n == 0:
+            overall = f"not tested: {_one_seed_text(t, a, b, tl['one seed'], False)}"
+        elif tl[-1]:
+            overall = f"not reproduced: the opposite ordering is significant on {len(tl[-1])} of {n} cells ({names(-1)})"
+        elif len(tl[1]) == n:
+            overall = f"reproduced on all {n} cells tested"
+        else:
+            overall = (f"partly reproduced: {len(tl[1])} of {n} cells show the claimed ordering significantly; the "
+                       f"CIs of the other {len(tl[0])} include 0 (inconclusive)") if tl[1] else \
+                f"inconclusive: the CIs of all {n} cells include 0"
+        line = f"- `{a}` {claim} `{b}`: {overall}."
+        if tl[1] and (tl[-1] or len(tl[1]) < n):
+            line += f" Reproduced on: {names(1)}."
+        if n and tl["one seed"]:
+            line += f" Not tested on {len(tl['one seed'])} more: {_one_seed_text(t, a, b, tl['one seed'])}."
+        if tl[None]:
+            line += f" No result on: {names(None)}."
+        out.append(line)
+    return out + [""]
+
+
+def _others(t: Tables, tables_dir: str) -> list[str]:
+    ref = t.reference
+    cols = _claim_columns(t)
+    others = [m for m in t.methods if m != ref and m not in CLAIM_METHODS]
+    out = ["## Other methods against the reference", ""]
+    if not others:
+        besides = [f"`{m}`" for m in dict.fromkeys([ref, *CLAIM_METHODS]) if m in t.methods]
+        return out + [f"No other method has results (besides {', '.join(besides)}).", ""]
+    for m in others:
+        marks: dict = {1: [], -1: [], 0: [], "one seed": [], None: []}
+        for c in cols:
+            d, verdict = _compare(t, m, ref, c)
+            marks[verdict].append((c, d))
+        n = len(cols) - len(marks[None])
+        seeds = f"{len(t.seeds[m])} seed{'s' if len(t.seeds[m]) != 1 else ''}"
+        n_t = len(marks[1]) + len(marks[-1]) + len(marks[0])
+        head = f"- `{m}` ({seeds}) vs `{ref}` on the {n} low-quality cells: "
+        if n_t:
+            head += (f"significantly better on {len(marks[1])}, significantly worse on {len(marks[-1])}, inconclusive "
+                     f"(CI includes 0) on {len(marks[0])}")
+        if marks["one seed"]:
+            head += ("; not tested on the other cells: " if n_t else "not tested: ") + _one_seed_text(t, m, ref, marks["one seed"], bool(n_t))
+        if not n_t and not marks["one seed"]:
+            head += "no cell has both methods"
+        if marks[None]:
+            head += f"; no result on {', '.join(_col_text(c) for c, _ in marks[None])}"
+        out.append(head + ".")
+        for mk, word in ((1, "better"), (-1, "worse")):
+            if marks[mk]:
+                out.append(f"  - {word}: " + "; ".join(f"{_col_text(c)} {_diff_text(d)}" for c, d in marks[mk]))
+    return out + ["", f"Every cell's difference and CI, for every column: `{tables_dir}/tables.csv`.", ""]
+
+
+def _against_published(t: Tables) -> list[str]:
+    rows = []
+    for s in _sections(t):
+        for c in s.columns:
+            for m in t.methods:
+                cell = t.cell(m, c)
+                for n, d, ci in (cell.published if cell else []):
+                    rows.append([_col_text(c), f"`{m}` ({len(cell.values)} seed{'s' if len(cell.values) != 1 else ''})",
+                                 f"{n.method} {n.backbone} {n.train_set} ({n.source})", _pct(cell.mean), n.value_text,
+                                 _md_pub_diff(d, ci)])
+    if not rows:
+        return []
+    return ["## Against the published numbers", "",
+            "Every cell whose model, benchmark and metric a source publishes: our seed mean, the published number as "
+            "printed, and ours − published in percentage points with our 95% CI shifted by the published number "
+            "(the published number itself has no interval; a CI excluding 0 says our run differs from it beyond the "
+            "sampling our CI covers).", "",
+            *_md_table(["cell", "ours", "published model", "ours %", "published %", "ours − published"], rows), ""]
+
+
 def report_markdown(t: Tables, tables_dir: str = "tables") -> str:
     """The report; ``tables_dir``: where the tables are, relative to the report's folder."""
     ref = t.reference
+    kind = _data_label(t, t.present)[0]
     out = [
-        "# Reproduction report: CFSM and baselines on SynthFace",
-        "",
-        "SynthFace is a procedural stand-in benchmark written in the IJB-B/C, IJB-S and TinyFace layouts: **the "
-        "SynthFace numbers below are not the paper's numbers** and cannot be compared with them; only the orderings "
-        "of methods can be compared with the paper's claims.",
-        "",
+        *_report_head(t),
         f"Inputs: {len(t.runs)} result files ({', '.join(r.name for r in t.runs)}). Seeds per method: {_seed_text(t)}. "
-        f"Bootstrap: {t.n_boot} resamples of the probe subjects (seed {t.seed}), 95% percentile intervals; differences "
-        f"are paired (the same resamples for every method). The intervals cover the sampling of test subjects only, "
-        f"not training randomness: with one seed per method a significant difference can still be a seed effect.",
+        f"Bootstrap: {t.n_boot} resamples (seed {t.seed}), 95% percentile intervals; differences are paired (the same "
+        f"resamples for every method). {_seed_scope(t)}",
         "",
-        "## SynthFace tables",
+        "## SynthFace tables" if kind == "synthface" else "## Tables",
         "",
         *synthface_markdown(t, f"`{tables_dir}/tables.csv` and `{tables_dir}/tables.tex`", "###"),
         "## The paper's claim",
@@ -939,70 +1219,15 @@ def report_markdown(t: Tables, tables_dir: str = "tables") -> str:
         f"CFSM (Liu et al., ECCV 2022) claims that training with guided CFSM augmentation is at least as good as with "
         f"random CFSM augmentation, and that both beat training without it (`{ref}`), on the low-quality sets: "
         f"TinyFace, IJB-S, and IJB-B/C TAR at low FAR. Below, every such cell, as the difference of the seed means "
-        f"(percentage points) with the 95% CI of the paired subject bootstrap. Verdict per cell: \"reproduced\" when "
+        f"(percentage points) with the 95% CI of the paired bootstrap. Verdict per cell: \"reproduced\" when "
         f"the CI lies entirely on the claimed side of 0, \"not reproduced\" when it lies entirely on the other side, "
-        f"\"inconclusive: CI includes 0\" otherwise.",
+        f"\"inconclusive: CI includes 0\" otherwise, and no verdict where a side has one seed ({ONE_SEED}). Each claim "
+        f"is assessed when both of its methods have results.",
         "",
+        *_claims(t),
+        *_others(t, tables_dir),
+        *_against_published(t),
     ]
-    guided, random_ = CLAIM_METHODS
-    comps = [(guided, ref), (random_, ref), (guided, random_)]
-    missing = [m for m in CLAIM_METHODS if m not in t.methods]
-    cols = _claim_columns(t)
-    if missing:
-        out += [f"Not assessed: no results of {', '.join(f'`{m}`' for m in missing)} in the inputs.", ""]
-    else:
-        out += _resolution_note(t)
-        rows, tally = [], {cmp: {1: [], -1: [], 0: [], None: []} for cmp in comps}
-        for c in cols:
-            row = [_col_text(c)]
-            for a, b in comps:
-                d, mark = _compare(t, a, b, c)
-                tally[(a, b)][mark].append(c)
-                row.append("-" if d is None else f"{_diff_text(d)} {VERDICT[mark]}")
-            rows.append(row)
-        out += _md_table(["cell"] + [f"`{a}` − `{b}`" for a, b in comps], rows) + [""]
-        for a, b in comps:
-            tl = tally[(a, b)]
-            n = len(cols) - len(tl[None])
-            claim = ">=" if (a, b) == (guided, random_) else ">"
-            if n == 0:
-                overall = "not assessed (no cell has both methods)"
-            elif tl[-1]:
-                overall = f"not reproduced: the opposite ordering is significant on {len(tl[-1])} of {n} cells ({', '.join(_col_text(c) for c in tl[-1])})"
-            elif len(tl[1]) == n:
-                overall = f"reproduced on all {n} cells"
-            else:
-                overall = (f"partly reproduced: {len(tl[1])} of {n} cells show the claimed ordering significantly; the "
-                           f"CIs of the other {len(tl[0])} include 0 (inconclusive)") if tl[1] else \
-                    f"inconclusive: the CIs of all {n} cells include 0"
-            line = f"- `{a}` {claim} `{b}`: {overall}."
-            if tl[1] and (tl[-1] or len(tl[1]) < n):
-                line += f" Reproduced on: {', '.join(_col_text(c) for c in tl[1])}."
-            if tl[None]:
-                line += f" No result on: {', '.join(_col_text(c) for c in tl[None])}."
-            out.append(line)
-        out.append("")
-    others = [m for m in t.methods if m != ref and m not in CLAIM_METHODS]
-    out += ["## Other methods against the reference", ""]
-    if not others:
-        out += [f"No other method has results (besides `{ref}` and {', '.join(f'`{m}`' for m in CLAIM_METHODS)}).", ""]
-    for m in others:
-        marks: dict = {1: [], -1: [], 0: [], None: []}
-        for c in cols:
-            d, mark = _compare(t, m, ref, c)
-            marks[mark].append((c, d))
-        n = len(cols) - len(marks[None])
-        seeds = f"{len(t.seeds[m])} seed{'s' if len(t.seeds[m]) != 1 else ''}"
-        head = (f"- `{m}` ({seeds}) vs `{ref}` on the {n} low-quality cells: significantly better on {len(marks[1])}, "
-                f"significantly worse on {len(marks[-1])}, inconclusive (CI includes 0) on {len(marks[0])}")
-        if marks[None]:
-            head += f"; no result on {', '.join(_col_text(c) for c, _ in marks[None])}"
-        out.append(head + ".")
-        for mk, word in ((1, "better"), (-1, "worse")):
-            if marks[mk]:
-                out.append(f"  - {word}: " + "; ".join(f"{_col_text(c)} {_diff_text(d)}" for c, d in marks[mk]))
-    if others:
-        out += ["", f"Every cell's difference and CI, for every column: `{tables_dir}/tables.csv`.", ""]
     out += paper_markdown(t, "##")
     return "\n".join(out).rstrip("\n") + "\n"
 
@@ -1033,7 +1258,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the subject draws (default 0)")
     ap.add_argument("--reference", default="source_only", help="the method every other one is compared with")
     ap.add_argument("--params", help="read only the results this params file lists (methods, cfsm_methods x seeds) "
-                                     "from the one results folder given, ignoring anything else in it")
+                                     "from the results folder given first, ignoring anything else in it; further "
+                                     "result files or folders after it (e.g. results/imported/*.json of "
+                                     "`harness.import_weights --evaluate --result`) join the table in full")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     try:
@@ -1041,9 +1268,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.params:
             from harness.pipeline import configured_results
 
-            if len(results) != 1 or not os.path.isdir(results[0]):
-                raise ValueError("--params needs exactly one results folder")
-            results = configured_results(args.params, results[0])
+            if not os.path.isdir(results[0]):
+                raise ValueError(f"--params: {results[0]}: the first input must be the results folder the params file describes")
+            results = configured_results(args.params, results[0]) + list(results[1:])
         t = build_tables(results, args.n_boot, args.seed, args.reference, None if args.no_paper else args.paper)
         rel = os.path.relpath(os.path.abspath(args.out_dir), os.path.dirname(os.path.abspath(args.report)))
         texts = render(t, rel.replace(os.sep, "/"))
