@@ -28,6 +28,13 @@ API
   methods with one baseline; :func:`ci_from_samples` / :func:`paired_from_samples` summarise them.
 - :func:`subject_draws` ``(n_subjects, n_boot, seed)``: the ``(n_boot, n_subjects)`` subject multiplicities; resample
   ``b`` depends only on ``seed`` and ``b`` (resamples can be split across processes).
+- Two levels, for several training seeds: :func:`two_level_samples` ``(per-seed Samples, seed numbers)`` resamples
+  the seeds with replacement (:func:`seed_draws`, keyed by ``seed`` and the seed numbers) on top of the shared
+  subject draws, so the interval of the seed mean covers training randomness and the test subjects;
+  :func:`two_level_bootstrap` ``(groups, {name: {training seed: metric_fn}}, n_boot, seed)`` does both steps.
+  Methods with the same seed numbers get the same seed draws (paired seed by seed). With one seed it is the plain
+  subject bootstrap; with no within-seed variance, the plain bootstrap of the seed means (tested against the closed
+  form in ``tests/test_two_level_bootstrap.py``).
 
 Metrics, computed with the evaluators' own functions on the resampled multiset:
 

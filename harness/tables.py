@@ -1,25 +1,42 @@
 """Paper-style tables, confidence intervals, paired method differences and the reproduction report.
 
 ``python -m harness.tables [RESULTS_DIR_OR_FILES ...] --out-dir results/tables --report results/REPORT.md
-[--paper results/paper | --no-paper] [--n-boot 1000] [--seed 0] [--reference source_only]``
+[--paper results/paper | --no-paper] [--n-boot 1000] [--seed 0] [--reference source_only] [--params params.yaml]``
 
 Reads the ``<method>-s<seed>.json`` result documents of ``harness.run`` (default folder ``results/eval/``) and the
 per-item arrays saved beside each (``<method>-s<seed>.items.npz``, named by the document's ``items`` field), and
 writes, each atomically (temporary file + ``os.replace``, all staged before the first rename; nothing is written
-when any input is bad):
+when any input is bad). With ``--params``, the first input is the results folder and only the params file's
+``methods`` (+ ``cfsm_methods``) x ``seeds`` are read from it; further inputs (e.g. ``results/imported/*.json`` of
+``python -m harness.import_weights --evaluate ... --result``) join the table in full.
 
-- ``<out-dir>/tables.md``: SynthFace tables (IJB-B, IJB-C, IJB-S, TinyFace, the domain gap), significance marks,
-  the protocol knobs; below them, clearly separated, the published numbers of ``results/paper/*.csv``.
+- ``<out-dir>/tables.md``: the tables (IJB-B, IJB-C, IJB-S, TinyFace, the domain gap), significance marks, the
+  protocol knobs; below them, clearly separated, the published numbers of ``results/paper/*.csv``.
 - ``<out-dir>/tables.tex``: the same tables in LaTeX (booktabs), each cell with its 95% CI on a second line, plus
   one table per section of the paired differences from the reference with their CIs.
 - ``<out-dir>/tables.csv``: long format, one row per (method, benchmark, metric): ``method, n_seeds, seeds,
-  benchmark, metric, mean, std, ci_low, ci_high, diff_vs_reference, diff_ci_low, diff_ci_high, significant`` and
-  then one column per protocol knob (the union over all rows; a row leaves the knobs its benchmark does not have
-  empty). Values are percentages (4 decimals); ``benchmark``/``metric`` are the result row's benchmark and the
-  ``harness.run.compact_metrics`` key, the names ``results/paper/*.csv`` uses.
-- ``--report``: ``REPORT.md``, the SynthFace tables, then whether our runs reproduce the ordering the paper claims
-  (CFSM guided >= random > source-only on the low-quality sets), the other methods against the reference, and the
+  benchmark, metric, mean, std, ci_low, ci_high, diff_vs_reference, diff_ci_low, diff_ci_high, significant,
+  ci_method, mark_note, data, published, published_source, diff_vs_published, diff_vs_published_ci_low,
+  diff_vs_published_ci_high`` and then one column per protocol knob (the union over all rows; a row leaves the knobs
+  its benchmark does not have empty). Values are percentages (4 decimals; ``published`` as printed, several matches
+  joined by `` | ``); ``benchmark``/``metric`` are the result row's benchmark and the ``harness.run.compact_metrics``
+  key, the names ``results/paper/*.csv`` uses.
+- ``--report``: ``REPORT.md``, the tables, then whether our runs reproduce the ordering the paper claims (CFSM
+  guided >= random > source-only on the low-quality sets; each claim assessed when both of its methods have
+  results), the other methods against the reference, on real data our cells against the published ones, and the
   published numbers. Every number in it is computed from the input files.
+
+Data labels
+-----------
+
+Each result's data comes from its provenance (:mod:`harness.provenance`: the document's ``data`` entry, else a
+look-up at its ``config.data.release``): a dataset inside a SynthFace release (a ``synthface.json`` at the release
+root, found through symbolic links) is SynthFace, anything else the real benchmark. The title says what all inputs
+are on; when they differ (or some are unknown), every section names the data of each of its results. On real data,
+a cell whose model is a published one (:func:`harness.paper_numbers.published_model`: ``source_only`` = "ArcFace",
+``cfsm_guided`` = "ArcFace+CFSM" with an r50 ArcFace head trained on MS1MV2 = ``faces_emore``, and so on) gets the
+published number of the same benchmark and metric beside it, with ours - published and our CI shifted by it.
+SynthFace results are never matched; imported checkpoints neither (their documents do not say how they were trained).
 
 Statistics
 ----------
@@ -39,17 +56,22 @@ README (``mk-minchul/AdaFace``) print one number per model, with no seeds, sprea
   different subject sets are refused. The metrics are the evaluators' definitions (``TarAtFar``: insightface's
   nearest ROC vertex; ``RankK``; ``IJBSTpirAtFpir``: PFE's FPIR threshold rule), recomputed on each resample from the
   saved arrays; on the full data they must give the document's numbers (checked: a stale items file is an error).
-- **Several seeds**: on each resample the metric is averaged over the method's seeds (those with a defined value),
-  so the interval is the one of the seed-mean shown in the cell. It measures the uncertainty from the *test
-  subjects* only, not from training (seed-to-seed variation is the std); with one seed per method a significant
-  difference may still be a seed effect.
+- **Several seeds: two-level bootstrap** (:func:`harness.bootstrap.two_level_samples`): on each resample the
+  training seeds of a method are drawn with replacement (:func:`harness.bootstrap.seed_draws`, keyed by the seed
+  numbers, so two methods with the same seeds pair seed by seed) and the drawn seeds' metrics on the resample's
+  subject draw are averaged. The test subjects are one sample shared by every run, so one subject draw per resample
+  serves every drawn seed and every method. The interval of the seed mean shown in the cell then covers training
+  randomness as well as the test subjects (issue 19: the same seed on another CPU moved numbers by up to 10 points).
+- **One seed**: the interval is that run's subject bootstrap, which treats training as fixed; no mark is printed for
+  a difference where either side has one seed in the cell, and the legends, the CSV (``mark_note``, ``ci_method``)
+  and the REPORT say so ("one seed: training randomness not covered, no marks").
 - **Percentile CIs**: 2.5 % and 97.5 % quantiles (``np.quantile``, linear) of the valid resamples (resamples where
   the metric is undefined, e.g. no genuine pair drawn, are left out).
 - **Paired differences**: method minus reference (``--reference``, default ``source_only``) on the *same* subject
-  resamples, resample by resample (difference of the seed-averaged values); its percentile interval is the CI of
-  the difference. A method against itself gives exactly 0 on every resample, CI [0, 0].
-- **Marks**: ``▲`` (LaTeX ``$\\uparrow$``) when the difference's CI lies entirely above 0, ``▼`` (``$\\downarrow$``)
-  when it lies entirely below 0; no mark when it includes 0 (an endpoint at exactly 0 counts as including it). At
+  resamples (and, where the seeds are the same, the same seed draws), resample by resample; its percentile interval
+  is the CI of the difference. A method against itself gives exactly 0 on every resample, CI [0, 0].
+- **Marks** (both sides with two or more seeds): ``▲`` (LaTeX ``$\\uparrow$``) when the difference's CI lies
+  entirely above 0, ``▼`` (``$\\downarrow$``) when it lies entirely below 0; no mark when it includes 0 (an endpoint at exactly 0 counts as including it). At
   95 % per cell, about one cell in twenty is marked by chance when nothing differs: there is no multiple-comparison
   correction.
 - **Domain gap** (IJB TAR@1e-3, probes of clean stills vs probes holding video frames): each split is its own item

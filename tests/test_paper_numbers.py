@@ -142,3 +142,21 @@ def test_missing_column_and_cross_file_duplicates(tmp_path, capsys):
     with pytest.raises(DataFormatError, match=rf"{second}:line 3: duplicate of .*x\.csv:line 2"):
         load_paper_numbers(d)
     assert main([str(d)]) == 2 and "duplicate" in capsys.readouterr().err
+
+
+def test_published_model_names_only_the_same_model():
+    from harness.paper_numbers import matching, published_model
+
+    assert published_model("source_only", "arcface", "r50", "MS1MV2") == ("ArcFace", "R50", "MS1MV2")
+    assert published_model("cfsm_guided", "adaface", "r100", "WebFace12M") == ("AdaFace+CFSM", "R100", "WebFace12M")
+    for args in (("cfsm_random", "arcface", "r50", "MS1MV2"), ("source_only", "arcface", "small", "MS1MV2"),
+                 ("source_only", "arcface", "r50", "SynthFace"), ("source_only", "arcface", "r50", None),
+                 ("source_only", None, "r50", "MS1MV2")):
+        assert published_model(*args) is None, args
+    numbers = load_paper_numbers()
+    got = matching(numbers, published_model("source_only", "arcface", "r50", "MS1MV2"), "TinyFace", "rank1")
+    assert [(n.method, n.backbone, n.value_text) for n in got] == [("ArcFace", "R50", "62.21")]
+    # ARoFace's ArcFace+CFSM states no backbone: never matched, even with the CFSM README's R50
+    got = matching(numbers, published_model("cfsm_guided", "arcface", "r50", "MS1MV2"), "TinyFace", "rank1")
+    assert [(n.source.split()[0], n.value_text) for n in got] == [("github:liufeng2915/CFSM", "63.01")]
+    assert matching(numbers, None, "TinyFace", "rank1") == []
