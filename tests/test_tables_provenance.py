@@ -20,7 +20,7 @@ import pytest
 
 from harness.provenance import data_provenance, doc_provenance
 from harness.tables import COLUMNS, build_tables, main, render
-from tests.test_tables import fake_items, synthface_data, write_run
+from tests.test_tables import fake_items, write_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -254,3 +254,17 @@ def test_an_imported_checkpoint_joins_a_params_table_and_alone_gets_a_reference_
     t = build_tables([str(old)], n_boot=10, reference="insightface-r100", paper=None)
     assert render(t)["tables.md"].startswith("# Results on unknown data (the result records no data release)")
     assert math.isfinite(t.cell("insightface-r100", _col("TinyFace", "rank1")).mean)
+
+
+def test_one_benchmark_from_two_releases_is_refused_naming_the_data(tmp_path, capsys):
+    """Paired differences need the same subjects: a SynthFace TinyFace and a real one cannot share a section."""
+    folder = tmp_path / "r"
+    folder.mkdir()
+    write_run(folder, "source_only", 0, fake_items(0.0, 0, ("TinyFace",)), data="synthface")
+    other = fake_items(0.1, 1, ("TinyFace",))
+    other["TinyFace/probe_subject"] = other["TinyFace/probe_subject"] + 1000  # another release's subjects
+    write_run(folder, "cfsm_guided", 0, other, data=real_data(("TinyFace",)))
+    assert main([str(folder), "--out-dir", str(tmp_path / "o"), "--report", str(tmp_path / "R.md"), "--no-paper", "--n-boot", "10"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "source_only-s0.items.npz:array TinyFace/probe_subject" in err and "cfsm_guided-s0.items.npz" in err
+    assert "this result's TinyFace is synthface data, that one's real" in err and not (tmp_path / "o").exists()
