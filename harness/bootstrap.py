@@ -347,12 +347,9 @@ def seed_draws(seeds: Sequence[int], n_boot: int, seed: int = 0) -> np.ndarray:
         return np.ones((int(n_boot), 1), np.int32)
     order = sorted(range(k), key=lambda j: seeds[j])
     entropy = [int(seed) % 2**63, 0x5EED, k] + [seeds[j] % 2**63 for j in order]  # SeedSequence wants non-negative ints
-    rng = np.random.default_rng(np.random.SeedSequence(entropy))
+    draws = np.random.default_rng(np.random.SeedSequence(entropy)).integers(0, k, (int(n_boot), k))  # row b: draw b
     out = np.empty((int(n_boot), k), np.int32)
-    sorted_counts = np.empty(k, np.int32)
-    for b in range(int(n_boot)):
-        sorted_counts[:] = np.bincount(rng.integers(0, k, k), minlength=k)
-        out[b, order] = sorted_counts
+    out[:, order] = (draws[:, :, None] == np.arange(k)).sum(axis=1)
     return out
 
 
