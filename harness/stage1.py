@@ -153,7 +153,7 @@ def phase_bounds(cfg: Stage1Train, n_source: int) -> list[int]:
 
     Without ``iterations``: each phase is its passes over the ``n_source`` training images at ``batch_size``
     (``n_source // batch_size`` iterations a pass, drop_last), 5 / 4 / 13 passes released. With ``iterations`` > 0:
-    that total, the boundaries at the same fractions of it (rounded), e.g. 220 iterations -> 50 / 40 / 130."""
+    that total, the boundaries at the same fractions of it (rounded half up), e.g. 220 iterations -> 50 / 40 / 130."""
     passes = [float(p) for p in cfg.phase_passes]
     if len(cfg.lambda_id) != len(passes) or not passes:
         raise ValueError(f"config train.lambda_id {list(cfg.lambda_id)} and train.phase_passes {passes} must have "
@@ -161,13 +161,16 @@ def phase_bounds(cfg: Stage1Train, n_source: int) -> list[int]:
     if any(p <= 0 for p in passes):
         raise ValueError(f"config train.phase_passes {passes}: every phase needs > 0 passes")
     cum = np.cumsum(passes)
+    def half_up(x: float) -> int:
+        return int(math.floor(x + 0.5))
+
     if cfg.iterations > 0:
         total = int(cfg.iterations)
-        starts = [int(round(total * c / cum[-1])) for c in cum[:-1]]
+        starts = [half_up(total * c / cum[-1]) for c in cum[:-1]]
     else:
         per_pass = n_source // cfg.batch_size
-        total = max(1, int(round(cum[-1] * per_pass)))
-        starts = [int(round(c * per_pass)) for c in cum[:-1]]
+        total = max(1, half_up(cum[-1] * per_pass))
+        starts = [half_up(c * per_pass) for c in cum[:-1]]
     return [0, *starts, total]
 
 
