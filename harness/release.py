@@ -89,7 +89,7 @@ CPU_DEFAULT_REASONS: dict[tuple[str, Any], str] = {
     ("model.backbone", "small"): "CPU default: a small IResNet (same block and layout) fits the 2-core budget",
     ("model.stem_stride", 2): "CPU default: a stride-2 stem makes a 64 px input cost what 32 px costs",
     ("model.embedding_size", 128): "CPU default: the small backbone's embedding",
-    ("optim.global_batch", 128): "CPU default: batch 128 on one process",
+    ("optim.global_batch", (128, 1)): "CPU default: batch 128 on one process",
     ("optim.epochs", 3.0): "CPU default: 3 epochs keep the 12-method pipeline near its time budget (params.yaml)",
     ("optim.warmup_epochs", 0.75): "CPU default: a quarter of the 3 epochs",
     ("amp", "off"): "no CUDA device: amp 'auto' is off on the CPU (bf16 autocast is amp=on)",
@@ -174,9 +174,11 @@ def deviations(cfg, hparams: dict[str, Any], world_size: int = 1) -> list[dict[s
     for key, (value, source) in FR_RECIPE.items():
         ours = flat[key]
         if not _same(ours, value):
-            why = _why(key, ours)
-            if key == "optim.global_batch" and why == USER:
-                why = f"{flat['optim.batch_size']} per process x {world_size} process(es)"
+            if key == "optim.global_batch":
+                per, n = flat["optim.batch_size"], max(1, int(world_size))
+                why = _why(key, (per, n), f"{per} per process x {n} process(es)")
+            else:
+                why = _why(key, ours)
             out.append(_entry(key, ours, value, source, why))
     if flat["amp"] == "on" and cfg.device != "cuda" and not cfg.device.startswith("cuda"):
         import torch

@@ -297,3 +297,23 @@ def test_the_run_record_carries_the_deviations(toy_rec_release, tmp_path):
     info = json.loads(next((tmp_path / "runs").glob("*/info.json")).read_text())
     assert info["deviations"] == doc["deviations"]
     assert doc["train"]["grad_clip_scope"] == "backbone"
+
+
+def test_an_evaluation_records_the_deviations_at_the_training_world_size(toy_rec_release, tmp_path):
+    import json
+
+    from harness.run import main
+
+    ckpt = tmp_path / "m.pt"
+    cfg = _cfg(toy_rec_release, **{"optim.epochs": "0.34", "checkpoint_every": "0"})
+    trainer.train(cfg, checkpoint_path=str(ckpt), progress=False)
+    state = torch.load(ckpt, weights_only=False)
+    state["train_info"]["world_size"] = 8  # as if trained by torchrun on 8 processes
+    torch.save(state, ckpt)
+    (tmp_path / "none.yaml").write_text("{}\n")
+    result = tmp_path / "eval.json"
+    assert main(["--params", str(tmp_path / "none.yaml"), f"data.release={toy_rec_release}",
+                 *[f"{k}={v}" for k, v in SMALL.items()], "train=false", "evaluate=false", f"checkpoint={ckpt}",
+                 f"result={result}", "out="]) == 0
+    devs = {d["key"]: d for d in json.loads(result.read_text())["deviations"]}
+    assert devs["optim.global_batch"]["ours"] == 16 * 8 and devs["optim.global_batch"]["why"] == "16 per process x 8 process(es)"
