@@ -138,16 +138,6 @@ def deviations(cfg: Stage1Config) -> list[dict[str, Any]]:
     return stage1_deviations(cfg)
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def phase_bounds(cfg: Stage1Train, n_source: int) -> list[int]:
     """``[0, start of phase 2, ..., start of the last phase, total iterations]``.
 
@@ -161,6 +151,7 @@ def phase_bounds(cfg: Stage1Train, n_source: int) -> list[int]:
     if any(p <= 0 for p in passes):
         raise ValueError(f"config train.phase_passes {passes}: every phase needs > 0 passes")
     cum = np.cumsum(passes)
+
     def half_up(x: float) -> int:
         return int(math.floor(x + 0.5))
 
