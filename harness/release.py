@@ -130,13 +130,16 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _amp_used(cfg) -> str:
-    if cfg.amp == "auto":
+def _trained_on(cfg, device: str | None) -> str:
+    """The device type the run trains (trained) on: ``device`` when known (a run's train info), else ``cfg.device``
+    resolved as the trainer resolves it."""
+    if device:
+        return "cuda" if str(device).startswith("cuda") else "cpu"
+    if cfg.device == "auto":
         import torch
 
-        cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
-        return "on" if cuda else "off"
-    return cfg.amp
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if cfg.device.startswith("cuda") else "cpu"
 
 
 def generator_provenance(path: str) -> tuple[str, bool]:
@@ -160,16 +163,18 @@ def generator_provenance(path: str) -> tuple[str, bool]:
     return f"{path}: {provenance or 'unknown provenance'}", False
 
 
-def deviations(cfg, hparams: dict[str, Any], world_size: int = 1) -> list[dict[str, Any]]:
+def deviations(cfg, hparams: dict[str, Any], world_size: int = 1, device: str | None = None) -> list[dict[str, Any]]:
     """How the ``harness.run`` config ``cfg`` (a :class:`harness.config.RunConfig`) with the method's resolved
-    ``hparams`` and ``world_size`` processes differs from CFSM's released FR training (the recipe of
-    :data:`FR_RECIPE`, the training set :data:`TRAIN_SET`, and for the CFSM methods :data:`CFSM_HPARAMS`, the
-    FGSM step count and the generator). The FR recipe applies to every method (the baselines share it)."""
+    ``hparams``, trained by ``world_size`` processes on ``device`` (default: ``cfg.device`` resolved here), differs
+    from CFSM's released FR training (the recipe of :data:`FR_RECIPE`, the training set :data:`TRAIN_SET`, and for
+    the CFSM methods :data:`CFSM_HPARAMS`, the FGSM step count and the generator). The FR recipe applies to every
+    method (the baselines share it)."""
     from harness.config import flatten
 
     flat = flatten(cfg.to_dict())
     flat["optim.global_batch"] = flat["optim.batch_size"] * max(1, int(world_size))
-    flat["amp"] = _amp_used(cfg)
+    on = _trained_on(cfg, device)
+    flat["amp"] = ("on" if on == "cuda" else "off") if cfg.amp == "auto" else cfg.amp
     out = []
     for key, (value, source) in FR_RECIPE.items():
         ours = flat[key]
@@ -180,12 +185,9 @@ def deviations(cfg, hparams: dict[str, Any], world_size: int = 1) -> list[dict[s
             else:
                 why = _why(key, ours)
             out.append(_entry(key, ours, value, source, why))
-    if flat["amp"] == "on" and cfg.device != "cuda" and not cfg.device.startswith("cuda"):
-        import torch
-
-        if not (cfg.device == "auto" and torch.cuda.is_available()):
-            out.append(_entry("amp.dtype", "bfloat16 (CPU autocast, no GradScaler)", "float16 + GradScaler",
-                              "config:12, G/train.py:126", "no CUDA device: the CPU autocasts to bfloat16"))
+    if flat["amp"] == "on" and on == "cpu":
+        out.append(_entry("amp.dtype", "bfloat16 (CPU autocast, no GradScaler)", "float16 + GradScaler",
+                          "config:12, G/train.py:126", "no CUDA device: the CPU autocasts to bfloat16"))
     index = cfg.data.index_list
     ours_set = f"{cfg.data.rec}: " + (f"the records of index list {index}" if index else "every image of the RecordIO")
     out.append(_entry("data.train_set", ours_set, TRAIN_SET[0], TRAIN_SET[1], TRAIN_SET_WHY))

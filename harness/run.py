@@ -185,8 +185,9 @@ def run(cfg: RunConfig, _run=None) -> dict:
         "hparams": hparams,
         "train": train_info,
         "knobs": result_knobs(cfg),
-        # vs CFSM's released recipe; the world size the model was trained at (a checkpoint's own when train=false)
-        "deviations": release.deviations(cfg, hparams, world_size=train_info.get("world_size", ctx.world_size)),
+        # vs CFSM's released recipe, at the world size and device it was trained with (a checkpoint's when train=false)
+        "deviations": release.deviations(cfg, hparams, world_size=train_info.get("world_size", ctx.world_size),
+                                         device=train_info.get("device", device)),
         "config": cfg.to_dict(),
         "host": {"device": device, "torch": torch.__version__, "python": platform.python_version(),
                  "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None},

@@ -317,3 +317,13 @@ def test_an_evaluation_records_the_deviations_at_the_training_world_size(toy_rec
                  f"result={result}", "out="]) == 0
     devs = {d["key"]: d for d in json.loads(result.read_text())["deviations"]}
     assert devs["optim.global_batch"]["ours"] == 16 * 8 and devs["optim.global_batch"]["why"] == "16 per process x 8 process(es)"
+
+
+def test_amp_deviations_follow_the_device_the_model_was_trained_on():
+    cfg = _released_cfg(device="auto", amp="auto")
+    keys = lambda dev: {d["key"]: d for d in release.deviations(cfg, {}, world_size=8, device=dev)}  # noqa: E731
+    assert set(keys("cuda:0")) == {"data.train_set"}  # amp auto = on (fp16) on a GPU
+    on_cpu = keys("cpu")
+    assert on_cpu["amp"]["ours"] == "off" and on_cpu["amp"]["why"].startswith("no CUDA device")
+    forced = {d["key"]: d for d in release.deviations(apply_overrides(cfg, {"amp": "on"}), {}, world_size=8, device="cpu")}
+    assert "bfloat16" in forced["amp.dtype"]["ours"] and "amp" not in forced
