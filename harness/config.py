@@ -19,7 +19,11 @@ import yaml
 class DataConfig:
     release: str = "datasets/synthface/default"  # folder with faces_synthface/ (or any insightface rec folder name below)
     rec: str = "faces_synthface"  # RecordIO folder inside the release (train.rec, train.idx, property)
-    target: str = "target"  # unlabelled target crops: <release>/<target>/crops + target_list.txt
+    target: str = "target"  # unlabelled target crops: <release>/<target>/crops + <target_list>
+    target_list: str = "target_list.txt"  # the crop list inside <release>/<target> (domain-adaptation methods)
+    # Train on a subset of the RecordIO: a text file of record keys (insightface image indices, as in train.idx),
+    # one per line; "" = every image. CFSM's release trains on a 3,870,313-image subset whose list is not public.
+    index_list: str = ""
     input_size: int = 64
     cache: bool = True  # decode the whole source set once into memory (SynthFace sizes); False streams
     flip: bool = True  # random horizontal flip (insightface's only training augmentation)
@@ -51,6 +55,10 @@ class OptimConfig:
     warmup_epochs: float = 1.0
     poly_power: float = 2.0
     grad_clip: float = 5.0
+    # What the clipping norm covers: "backbone" (CFSM's GuidedFaceRecognition/train.py and insightface
+    # arcface_torch: clip_grad_norm_(backbone.parameters(), 5)) or "all" (backbone + margin head + method modules).
+    grad_clip_scope: str = "backbone"
+    amp_growth_interval: int = 100  # GradScaler growth interval under CUDA AMP (CFSM train.py: 100)
 
 
 @dataclass(frozen=True)

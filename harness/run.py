@@ -147,7 +147,7 @@ def run(cfg: RunConfig, _run=None) -> dict:
 
     Under torchrun every rank trains its shard; only rank 0 writes (checkpoint, train state, result, metrics, the
     Sacred run) and evaluates; the other ranks return a document with their train info and no results."""
-    from harness import distributed
+    from harness import distributed, release
     from harness.train import build_model, resolve_device, train
     from methods import resolve_hparams
 
@@ -164,7 +164,7 @@ def run(cfg: RunConfig, _run=None) -> dict:
     workdir = tempfile.mkdtemp(prefix="cfsm-run-")
     ckpt = cfg.checkpoint or os.path.join(workdir, "model.pt")
     if cfg.train:
-        result = train(cfg, checkpoint_path=ckpt, log=log, progress=sys.stderr.isatty())
+        result = train(cfg, checkpoint_path=ckpt, log=log, progress=True)  # tqdm on a tty, else plain lines
         backbone = result.backbone
         train_info = dict(result.info)
         if _run is not None:
@@ -185,6 +185,9 @@ def run(cfg: RunConfig, _run=None) -> dict:
         "hparams": hparams,
         "train": train_info,
         "knobs": result_knobs(cfg),
+        # vs CFSM's released recipe, at the world size and device it was trained with (a checkpoint's when train=false)
+        "deviations": release.deviations(cfg, hparams, world_size=train_info.get("world_size", ctx.world_size),
+                                         device=train_info.get("device", device)),
         "config": cfg.to_dict(),
         "host": {"device": device, "torch": torch.__version__, "python": platform.python_version(),
                  "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None},
@@ -214,6 +217,7 @@ def run(cfg: RunConfig, _run=None) -> dict:
     if _run is not None:
         _run.add_artifact(path, "result.json")
         _run.info["result"] = compact_metrics(doc)
+        _run.info["deviations"] = doc["deviations"]
     return doc
 
 

@@ -9,13 +9,25 @@ identity network ``f`` (a ``harness.run`` checkpoint, by default the trunk's ``s
   magnitude-guided identity loss. Odd: ``o = 0``, ``L_G = w_rec * |x - G(x, 0)|_1 + L_ort``.
 * D step every iteration: LSGAN, real target images against 1, the detached current ``G`` output against 0.
   Real and fake go through D as one concatenated batch (D normalises per sample, so this is the same loss).
-* Adam ``betas (0.5, 0.999)`` for G and D, no decay; ``lambda_id`` 8 -> 5 -> 2 over the released three phases
-  (epochs 0-4, 5-7, 8-19 of 20, i.e. from 25 % and 40 % of training). The released phases restart Adam from
-  scratch at each reload; here the optimiser state continues (one run, not three commands).
+* Adam ``betas (0.5, 0.999)`` for G and D, no decay; ``lambda_id`` 8 -> 5 -> 2 in the released three phases of
+  5 / 4 / 13 passes over the source list, 22 in all (``CFSM/README.md``: three ``train.py`` runs, ``--n_epochs 5``;
+  ``--epoch 4 --n_epochs 8``; ``--epoch 7 --n_epochs 20``; each resumes from the checkpoint saved *after* epoch 4
+  resp. 7 and starts its loop at that epoch, so epochs 4 and 7 run twice). Each run builds its Adam optimisers
+  afresh (``CFSM/train.py:98-99``; the saved optimiser states are never reloaded), so G and D get fresh Adam states
+  at each phase start (``train.reset_optimizers``). With ``train.iterations`` > 0 the run is that many iterations
+  and the phases keep their 5 : 4 : 13 proportions (:func:`phase_bounds`). A resumed run behaves exactly as the
+  uninterrupted one, at a phase boundary too (the reset happens at the boundary step itself).
 
-The dataclass defaults are the released recipe; ``params.yaml`` (section ``stage1``) holds the CPU default, whose
-deviations (feasibility study ``../shared/reference/cfsm_cpu_feasibility.md``) are listed by
-:func:`deviations` and written into the generator's metadata and every metrics file.
+The dataclass defaults are the released recipe; ``params.yaml`` (section ``stage1``) holds the CPU default. How a
+run differs from the release (architecture, training values, run length, identity network, data) is listed by
+:func:`deviations` (:func:`harness.release.stage1_deviations`; each entry's reason follows from the value) and
+written into the generator's metadata, ``analysis.json`` and the Sacred run.
+
+Analysis on any data (:mod:`harness.stage1_analysis`): ``analysis.holdout_source`` source images and
+``analysis.holdout_target`` target crops (each at most a fifth of its set, seeded) are kept out of training; on
+them the run measures the FD to the target and the identity cosine by magnitude, U's orthogonality, and draws the
+magnitude and basis pictures. SynthFace's clean/degraded pairs (``data.pairs``) add the true degradation's FD and
+identity cosine where present.
 
 Robustness: the run checkpoints its whole state (G, D, both optimisers, step, every RNG) atomically every
 ``checkpoint_every`` iterations to ``<out>/train_state.pt`` and resumes from it when the config matches. A NaN or
@@ -62,19 +74,19 @@ class Stage1Data:
     rec: str = "faces_synthface"  # source RecordIO folder inside the release (MS1MV2: faces_emore)
     target: str = "target"  # <release>/<target>/crops + <target_list>
     target_list: str = "target_list.txt"  # CFSM ships target_list_wf_12k.txt; its model used a 70K list
-    pairs: str = "stage1_pairs"  # SynthFace's clean/degraded analysis pairs; "" when absent (real data)
+    pairs: str = "stage1_pairs"  # SynthFace's clean/degraded analysis pairs (an extra); "" when absent (real data)
     cache: bool = True  # decode the source set into memory once (False streams it from the RecordIO)
 
 
 @dataclass(frozen=True)
 class Stage1Train:
     batch_size: int = 32  # the README's commands (train.py's default is 64)
-    epochs: float = 20.0  # over the source list, as released
-    iterations: int = 0  # > 0 overrides epochs (the CPU default fixes the budget in iterations)
+    iterations: int = 0  # > 0: the run's length in iterations, phases scaled to it; 0: the phases' passes
     lr: float = 1e-4
     betas: tuple[float, ...] = (0.5, 0.999)
-    lambda_id: tuple[float, ...] = (8.0, 5.0, 2.0)
-    lambda_id_from: tuple[float, ...] = (0.0, 0.25, 0.40)  # fraction of training where each value starts
+    lambda_id: tuple[float, ...] = (8.0, 5.0, 2.0)  # one value per phase
+    phase_passes: tuple[float, ...] = (5.0, 4.0, 13.0)  # passes over the source list per phase (released: 22 in all)
+    reset_optimizers: bool = True  # fresh Adam states for G and D at each phase start (released)
     recon_weight: float = 1.0
     ortho_weight: float = 1.0
     ortho_form: str = "squared_mean"  # released; "l1" is the paper's written norm as far as it can be read
@@ -87,7 +99,8 @@ class Stage1Train:
 
 @dataclass(frozen=True)
 class Stage1Analysis:
-    holdout_target: int = 500  # target crops kept out of training, for the domain distance (0: none, no analysis)
+    holdout_target: int = 500  # target crops kept out of training (at most a fifth), for the analysis (0: none)
+    holdout_source: int = 500  # source images kept out of training (at most a fifth), for the analysis (0: none)
     pairs: int = 512  # analysis pairs used (at most what the release has)
     magnitudes: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0)
     basis_values: tuple[float, ...] = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
@@ -117,54 +130,49 @@ class Stage1Config:
         return _plain(dataclasses.asdict(self))
 
 
-# Why each CPU-default value differs from the released one (shown next to the values in every metrics file).
-DEVIATION_REASONS = {
-    "model.image_size": "112 px does not train in ~10 min on 2 cores; 32 px did in the feasibility study",
-    "model.dim": "G width 16 instead of 64 (2-core budget)",
-    "model.d_scales": "at 32 px a third scale puts instance norm on 1x1 or empty maps",
-    "model.d_layers": "3 blocks (64/128/256) at 32 px, for the same reason",
-    "model.adain_scale": "1+gamma starts the decoder as an identity map; with gamma it did not learn on CPU",
-    "train.lr": "5e-4: with 1e-4 the style code was ignored within the CPU budget",
-    "train.recon_weight": "10: reconstruction weight that made the CPU run learn",
-    "train.iterations": "the CPU budget is fixed in iterations (about 10 minutes)",
-    "train.batch_size": "16: twice the updates in the same CPU time (32 x 1500 iterations: FD ratio 0.67; 16 x 3000: 0.60)",
-    "train.epochs": "the CPU budget is fixed in iterations",
-    "seed": "run seed",
-}
+def deviations(cfg: Stage1Config) -> list[dict[str, Any]]:
+    """How this run differs from the released stage 1: ``[{key, ours, release, source, why}]``
+    (:func:`harness.release.stage1_deviations`; the reasons follow from the configured values)."""
+    from harness.release import stage1_deviations
+
+    return stage1_deviations(cfg)
 
 
-def deviations(cfg: Stage1Config) -> dict[str, dict[str, Any]]:
-    """Training-relevant values that differ from the released recipe: ``{key: {paper, used, why}}``."""
-    paper = _flat(Stage1Config().to_dict())
-    used = _flat(cfg.to_dict())
-    out = {}
-    for key in sorted(used):
-        if key.split(".")[0] not in ("model", "train", "seed"):
-            continue
-        if used[key] != paper[key]:
-            out[key] = {"paper": paper[key], "used": used[key], "why": DEVIATION_REASONS.get(key, "")}
-    return out
+def phase_bounds(cfg: Stage1Train, n_source: int) -> list[int]:
+    """``[0, start of phase 2, ..., start of the last phase, total iterations]``.
+
+    Without ``iterations``: each phase is its passes over the ``n_source`` training images at ``batch_size``
+    (``n_source // batch_size`` iterations a pass, drop_last), 5 / 4 / 13 passes released. With ``iterations`` > 0:
+    that total, the boundaries at the same fractions of it (rounded half up), e.g. 220 iterations -> 50 / 40 / 130."""
+    passes = [float(p) for p in cfg.phase_passes]
+    if len(cfg.lambda_id) != len(passes) or not passes:
+        raise ValueError(f"config train.lambda_id {list(cfg.lambda_id)} and train.phase_passes {passes} must have "
+                         "the same, non-zero length (one lambda_id value per phase)")
+    if any(p <= 0 for p in passes):
+        raise ValueError(f"config train.phase_passes {passes}: every phase needs > 0 passes")
+    cum = np.cumsum(passes)
+
+    def half_up(x: float) -> int:
+        return int(math.floor(x + 0.5))
+
+    if cfg.iterations > 0:
+        total = int(cfg.iterations)
+        starts = [half_up(total * c / cum[-1]) for c in cum[:-1]]
+    else:
+        per_pass = n_source // cfg.batch_size
+        total = max(1, half_up(cum[-1] * per_pass))
+        starts = [half_up(c * per_pass) for c in cum[:-1]]
+    return [0, *starts, total]
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+def phase_at(bounds: list[int], step: int) -> int:
+    """The 0-based phase of iteration ``step`` (the last phase whose start is <= step)."""
+    return max(i for i, start in enumerate(bounds[:-1]) if start <= step)
 
 
-def lambda_id_at(cfg: Stage1Train, progress: float) -> float:
-    """The identity-loss weight at ``progress`` in [0, 1) of training (piecewise constant, released phases)."""
-    if len(cfg.lambda_id) != len(cfg.lambda_id_from) or not cfg.lambda_id:
-        raise ValueError("train.lambda_id and train.lambda_id_from must have the same, non-zero length")
-    value = cfg.lambda_id[0]
-    for start, lam in zip(cfg.lambda_id_from, cfg.lambda_id):
-        if progress >= start:
-            value = lam
-    return float(value)
+def lambda_id_at(cfg: Stage1Train, step: int, bounds: list[int]) -> float:
+    """The identity-loss weight at iteration ``step`` (piecewise constant over the released phases)."""
+    return float(cfg.lambda_id[phase_at(bounds, step)])
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -286,12 +294,21 @@ class Stage1Result:
     initial_basis: torch.Tensor  # U at initialisation (for how far the subspace moved)
     held_out: torch.Tensor  # target crops kept out of training, for the analysis
     identity: "IdentityNet"
+    held_out_source: torch.Tensor | None = None  # source images kept out of training, for the analysis
+    phase_bounds: list[int] = field(default_factory=list)
 
 
 def total_iterations(cfg: Stage1Config, n_source: int) -> int:
-    if cfg.train.iterations > 0:
-        return cfg.train.iterations
-    return max(1, int(round(cfg.train.epochs * (n_source // cfg.train.batch_size))))
+    """The run's length for ``n_source`` training images (:func:`phase_bounds`' last entry)."""
+    return phase_bounds(cfg.train, n_source)[-1]
+
+
+def split_source(n: int, holdout: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(training positions, held-out positions)`` of ``n`` source images: a seeded random ``min(holdout, n // 5)``
+    kept out (as the target hold-out), both sorted."""
+    hold = min(max(0, holdout), n // 5)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 19))
+    return perm[hold:].sort().values, perm[:hold].sort().values
 
 
 def _state_key(cfg: Stage1Config) -> dict:
@@ -311,7 +328,7 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
                  progress: bool = False, stop_after: int | None = None) -> Stage1Result:
     """Train G and D as configured; returns the trained generator. ``stop_after`` ends the loop early after that
     many iterations (state saved), as a kill would, for resume tests."""
-    from harness.train import SourceData, resolve_device, to_model_input
+    from harness.train import ProgressLine, SourceData, resolve_device, to_model_input
 
     log = log or (lambda name, value, step: None)
     tune_malloc()
@@ -321,7 +338,7 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
     t = cfg.train
     if t.ortho_form not in ("squared_mean", "l1"):
         raise ValueError(f"config train.ortho_form={t.ortho_form!r}: expected 'squared_mean' or 'l1'")
-    lambda_id_at(t, 0.0)  # validates the schedule
+    phase_bounds(t, t.batch_size)  # validates the schedule before any data is read
 
     # Data and f first: every input problem fails before any training.
     target_train, held_out, _ = load_target(cfg)
@@ -336,10 +353,17 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
     initial_basis = G.subspace.U.detach().clone()  # before any resume: the seeded initialisation
     opt_g = torch.optim.Adam(G.parameters(), lr=t.lr, betas=tuple(t.betas))
     opt_d = torch.optim.Adam(D.parameters(), lr=t.lr, betas=tuple(t.betas))
-    src_sampler = EpochSampler(len(source.dataset), t.batch_size, cfg.seed)
+    train_idx, held_idx = split_source(len(source), cfg.analysis.holdout_source, cfg.seed)
+    held_source = source._get(held_idx)
+    src_sampler = EpochSampler(len(train_idx), t.batch_size, cfg.seed)
     tgt_sampler = EpochSampler(len(target_train), t.batch_size, cfg.seed + 1)
     o_gen = torch.Generator().manual_seed(cfg.seed + 2)
-    total = total_iterations(cfg, len(source.dataset))
+    bounds = phase_bounds(t, len(train_idx))
+    total = bounds[-1]
+
+    def fresh_optimizers() -> tuple[torch.optim.Adam, torch.optim.Adam]:
+        return (torch.optim.Adam(G.parameters(), lr=t.lr, betas=tuple(t.betas)),
+                torch.optim.Adam(D.parameters(), lr=t.lr, betas=tuple(t.betas)))
 
     state_path = os.path.join(cfg.out, "train_state.pt")
     start = 0
@@ -363,7 +387,7 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
         }, state_path)
 
     def get_source() -> torch.Tensor:
-        idx = src_sampler.next()
+        idx = train_idx[src_sampler.next()]
         return to_model_input(source._get(idx)).to(device)
 
     G.train(), D.train()
@@ -372,9 +396,18 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
     counts: dict[str, int] = {}
     last: dict[str, float] = {}
     t0 = time.perf_counter()
+    line = ProgressLine("stage1", start, total) if progress else None
     end = total if stop_after is None else min(total, start + stop_after)
     for step in range(start, end):
-        lam = lambda_id_at(t, step / total)
+        phase = phase_at(bounds, step)
+        lam = float(t.lambda_id[phase])
+        if t.reset_optimizers and step > 0 and step in bounds[1:-1]:
+            # a phase starts: fresh Adam states for G and D, as each released train.py run builds its own. A run
+            # resumed exactly here resets here too (the loaded states belong to the phase that ended).
+            opt_g, opt_d = fresh_optimizers()
+            if progress:
+                print(f"stage1: phase {phase + 1}/{len(bounds) - 1} (lambda_id {lam:g}) from step {step}: fresh "
+                      "Adam states for G and D", file=sys.stderr, flush=True)
         x = get_source()
         xt = to_model_input(target_train[tgt_sampler.next()]).to(device)
         losses: dict[str, torch.Tensor] = {}
@@ -411,14 +444,14 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
             sums[k] = sums.get(k, 0.0) + float(v.detach())
             counts[k] = counts.get(k, 0) + 1
         if (step + 1) % cfg.log_every == 0 or step == end - 1:
-            for k in sums:
-                last[k] = sums[k] / counts[k]
-                log(f"stage1.loss_{k}", last[k], step)
+            window = {k: sums[k] / counts[k] for k in sums}  # only what was computed in this window
+            for k, v in window.items():
+                last[k] = v
+                log(f"stage1.loss_{k}", v, step)
             log("stage1.lambda_id", lam, step)
-            if progress:
-                rate = (step + 1 - start) / (time.perf_counter() - t0)
-                shown = " ".join(f"{k} {v:.4f}" for k, v in sorted(last.items()))
-                print(f"stage1 step {step + 1}/{total} ({rate:.2f} it/s) {shown}", file=sys.stderr, flush=True)
+            log("stage1.phase", phase, step)
+            if line is not None:
+                line.show(step + 1, {**dict(sorted(window.items())), "lambda_id": lam})
             sums, counts = {}, {}
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < total:
             save_state(step + 1)
@@ -427,7 +460,8 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
         save_state(end)
     G.eval()
     return Stage1Result(generator=G, steps=end, seconds=seconds, resumed_from=start, losses=last,
-                        initial_basis=initial_basis, held_out=held_out, identity=f)
+                        initial_basis=initial_basis, held_out=held_out, identity=f, held_out_source=held_source,
+                        phase_bounds=bounds)
 
 
 def _check_finite(losses: dict[str, torch.Tensor], step: int, state_path: str, start: int) -> None:
@@ -451,18 +485,28 @@ def run_stage1(cfg: Stage1Config, log=None, progress: bool = False) -> dict:
     G = result.generator
     device = next(G.parameters()).device
     devs = deviations(cfg)
+    bounds = result.phase_bounds
     train_info = {"steps": result.steps, "seconds": round(result.seconds, 1), "resumed_from": result.resumed_from,
-                  "final_losses": result.losses, "device": str(device)}
+                  "final_losses": result.losses, "device": str(device),
+                  "phases": [{"lambda_id": float(lam), "from": a, "to": b}
+                             for lam, a, b in zip(cfg.train.lambda_id, bounds[:-1], bounds[1:])],
+                  "reset_optimizers": cfg.train.reset_optimizers}
     analysis: dict[str, Any] = {}
     figures: dict[str, str] = {}
     held_out, f = result.held_out, result.identity
+    held_source = result.held_out_source if result.held_out_source is not None else held_out[:0]
     pairs = load_pairs(cfg)
-    if pairs is not None and len(held_out) >= 2:
+    if len(held_source) >= 2 and len(held_out) >= 2:
         t0 = time.perf_counter()
-        analysis = analyse(G, f, pairs[0], pairs[1], held_out, cfg.analysis, seed=cfg.seed,
-                           initial_basis=result.initial_basis, train=cfg.train)
+        analysis = analyse(G, f, held_source, held_out, cfg.analysis, seed=cfg.seed,
+                           initial_basis=result.initial_basis, train=cfg.train, pairs=pairs)
         analysis["seconds"] = round(time.perf_counter() - t0, 1)
-        figures = write_figures(G, pairs[0], cfg.analysis, cfg.figures, seed=cfg.seed)
+        figures = write_figures(G, held_source, cfg.analysis, cfg.figures, seed=cfg.seed)
+    else:
+        analysis = {"skipped": f"needs >= 2 held-out source images and target crops, has {len(held_source)} and "
+                               f"{len(held_out)} (analysis.holdout_source / analysis.holdout_target, at most a fifth "
+                               "of each set)"}
+        print(f"stage1: analysis skipped: {analysis['skipped']}", file=sys.stderr)
     meta = {"config": cfg.to_dict(), "deviations": devs, "train": train_info, "identity": cfg.identity,
             "analysis": analysis.get("summary", {})}
     save_generator(os.path.join(cfg.out, "generator.pt"), G, meta)

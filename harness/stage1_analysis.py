@@ -1,14 +1,15 @@
-"""Analyses and pictures of a trained CFSM stage-1 generator (the paper's Sec. 4 analyses, measured on SynthFace).
+"""Analyses and pictures of a trained CFSM stage-1 generator (the paper's Sec. 4 analyses), on any data.
 
 * :func:`frechet_distance`: the Frechet distance between two sets of L2-normalised embeddings of the frozen FR
   model (Heusel et al., NeurIPS 2017, computed in the FR embedding space instead of Inception's): the domain
   distance used to check that ``G(source, o)`` lands near the target domain.
-* :func:`analyse`: FD(source, target), FD(G(source, o ~ N(0, I)), target), FD by magnitude ``||o||`` (moving away
-  from the target as ``||o||`` goes to 0), the ideal FD(true degradation of the same sources, target) and the
-  target-vs-target floor; the identity cosine ``cos(f(x), f(G(x, o)))`` against what SynthFace's true degradation
-  keeps on the same images (``stage1_pairs``), by magnitude, beside the trained target ``1 - t(||o||)``; the
-  orthogonality of ``U`` and the subspace similarity to its initialisation
-  (:func:`harness.models.cfsm.subspace_similarity`, the paper's ``S(A, B)``).
+* :func:`analyse`: on held-out source images and held-out target crops, FD(source, target), FD(G(source, o ~ N(0,
+  I)), target), FD by magnitude ``||o||`` (moving away from the target as ``||o||`` goes to 0) and the
+  target-vs-target floor; the identity cosine ``cos(f(x), f(G(x, o)))`` by magnitude, beside the trained target
+  ``1 - t(||o||)``; the orthogonality of ``U`` and the subspace similarity to its initialisation
+  (:func:`harness.models.cfsm.subspace_similarity`, the paper's ``S(A, B)``). Where SynthFace's clean/degraded
+  pairs (``stage1_pairs``) exist, also the ideal FD(true degradation, target) and the identity cosine the true
+  degradation keeps against G's on the same images.
 * :func:`magnitude_grid`, :func:`basis_grid`: the paper's two figures (inputs x magnitudes 0..6; inputs x basis
   directions, -3..+3), as uint8 arrays; :func:`write_figures` saves them as PNG.
 """
@@ -66,47 +67,47 @@ def _unit_directions(n: int, q: int, seed: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def analyse(G: CFSMGenerator, f: torch.nn.Module, clean: torch.Tensor, degraded: torch.Tensor,
-            target: torch.Tensor, acfg, seed: int = 0, initial_basis: torch.Tensor | None = None,
-            train=None) -> dict[str, Any]:
-    """Every stage-1 figure on (clean, degraded) pairs and held-out target images (uint8, generator size).
+def analyse(G: CFSMGenerator, f: torch.nn.Module, source: torch.Tensor, target: torch.Tensor, acfg, seed: int = 0,
+            initial_basis: torch.Tensor | None = None, train=None,
+            pairs: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, Any]:
+    """Every stage-1 figure on held-out source images and held-out target crops (uint8, generator size), which any
+    data has; SynthFace's (clean, degraded) ``pairs`` add the true degradation's figures where present.
     Returns ``{"summary": {fd, identity, subspace, targets}, "n": {...}}``; ``summary`` is what ``dvc metrics``
-    shows."""
+    shows.
+
+    On any data: FD(source, target), FD(G(source, o ~ N(0, I)), target), FD by magnitude, the target-vs-target
+    floor; the identity cosine ``cos(f(x), f(G(x, o)))`` overall and by magnitude beside the trained target
+    ``1 - t(a)``; U's orthogonality and its similarity to the initialisation. With ``pairs``: FD(true degradation,
+    target) and the identity cosine the true degradation keeps against G's on the same clean images (``gap``)."""
     G.eval()
     q = G.config.style_dim
     device = next(G.parameters()).device
     bs = acfg.batch_size
-    emb_clean = embed(f, clean, bs)
-    emb_deg = embed(f, degraded, bs)
+    emb_src = embed(f, source, bs)
     emb_tgt = embed(f, target, bs)
     half = len(emb_tgt) // 2
 
     def gen_with(o_all: torch.Tensor):
         return lambda x, start: G(x, o_all[start:start + len(x)].to(device))
 
-    o_rand = torch.randn(len(clean), q, generator=torch.Generator().manual_seed(seed + 101))
-    emb_synth = embed(f, clean, bs, synth=gen_with(o_rand))
-
     def cos(a: torch.Tensor, b: torch.Tensor) -> float:
         return float((a * b).sum(1).mean())
 
-    fd_src = frechet_distance(emb_clean, emb_tgt)
-    fd = {
-        "source_target": fd_src,
-        "synth_target": frechet_distance(emb_synth, emb_tgt),
-        "degraded_target": frechet_distance(emb_deg, emb_tgt),
-        "target_target": frechet_distance(emb_tgt[:half], emb_tgt[half:]),
-    }
+    o_rand = torch.randn(len(source), q, generator=torch.Generator().manual_seed(seed + 101))
+    emb_synth = embed(f, source, bs, synth=gen_with(o_rand))
+    fd_src = frechet_distance(emb_src, emb_tgt)
+    fd = {"source_target": fd_src, "synth_target": frechet_distance(emb_synth, emb_tgt)}
+    if half >= 2:
+        fd["target_target"] = frechet_distance(emb_tgt[:half], emb_tgt[half:])
     fd["synth_over_source"] = fd["synth_target"] / fd_src if fd_src > 0 else float("nan")
-    identity = {"cos_synth": cos(emb_clean, emb_synth), "cos_degraded": cos(emb_clean, emb_deg)}
-    identity["gap"] = identity["cos_synth"] - identity["cos_degraded"]
-    directions = _unit_directions(len(clean), q, seed + 202)
+    identity = {"cos_synth": cos(emb_src, emb_synth)}
+    directions = _unit_directions(len(source), q, seed + 202)
     by_mag_fd, by_mag_cos = {}, {}
     for a in acfg.magnitudes:
-        emb = embed(f, clean, bs, synth=gen_with(directions * a))
+        emb = embed(f, source, bs, synth=gen_with(directions * a))
         key = f"mag_{a:g}"
         by_mag_fd[key] = frechet_distance(emb, emb_tgt)
-        by_mag_cos[key] = cos(emb_clean, emb)
+        by_mag_cos[key] = cos(emb_src, emb)
     fd.update(by_mag_fd)
     identity.update(by_mag_cos)
     if train is not None:
@@ -117,21 +118,32 @@ def analyse(G: CFSMGenerator, f: torch.nn.Module, clean: torch.Tensor, degraded:
     # o ~ N(0, I_q)) the FD must not increase with the magnitude.
     typical = [a for a in acfg.magnitudes if a <= np.sqrt(q) + 1e-9]
     seq = [by_mag_fd[f"mag_{a:g}"] for a in sorted(typical)]
+    targets = {
+        "fd_ratio_le_0.6": bool(fd["synth_over_source"] <= 0.6),
+        "fd_monotone_in_magnitude": bool(all(x >= y for x, y in zip(seq, seq[1:]))),
+    }
+    n = {"source_held_out": len(source), "target_held_out": len(target), "target_half": half}
+    if pairs is not None:  # SynthFace: the same clean images through the true target camera model
+        clean, degraded = pairs
+        emb_clean, emb_deg = embed(f, clean, bs), embed(f, degraded, bs)
+        o_pairs = torch.randn(len(clean), q, generator=torch.Generator().manual_seed(seed + 103))
+        emb_pair_synth = embed(f, clean, bs, synth=gen_with(o_pairs))
+        fd["degraded_target"] = frechet_distance(emb_deg, emb_tgt)
+        identity["pairs_cos_synth"] = cos(emb_clean, emb_pair_synth)
+        identity["cos_degraded"] = cos(emb_clean, emb_deg)
+        identity["gap"] = identity["pairs_cos_synth"] - identity["cos_degraded"]
+        targets["identity_gap_le_0.05"] = bool(abs(identity["gap"]) <= 0.05)
+        n["pairs"] = len(clean)
     U, mu = G.basis()
     gram = U @ U.t()
     subspace = {"orthogonality_mse": float(((gram - torch.eye(q, device=gram.device)) ** 2).mean())}
     if initial_basis is not None:
         subspace["similarity_to_init"] = subspace_similarity(U, mu, initial_basis.to(U.device), torch.zeros_like(mu))
-    targets = {
-        "fd_ratio_le_0.6": bool(fd["synth_over_source"] <= 0.6),
-        "identity_gap_le_0.05": bool(abs(identity["gap"]) <= 0.05),
-        "fd_monotone_in_magnitude": bool(all(x >= y for x, y in zip(seq, seq[1:]))),
-    }
     summary = {"fd": _round(fd), "identity": _round(identity), "subspace": _round(subspace), "targets": targets}
-    return {"summary": summary,
-            "n": {"pairs": len(clean), "target_held_out": len(target), "target_half": half},
-            "notes": "FD in the frozen FR model's L2-normalised embedding space; images at the generator's size, "
-                     "resized to the FR input; FD is biased upward at small N (compare within this file)."}
+    return {"summary": summary, "n": n,
+            "notes": "FD in the frozen FR model's L2-normalised embedding space between held-out source images and "
+                     "held-out target crops; images at the generator's size, resized to the FR input; FD is biased "
+                     "upward at small N (compare within this file)."}
 
 
 def _round(d: dict) -> dict:

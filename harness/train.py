@@ -1,10 +1,20 @@
 """The one trainer, top to bottom (in the shape of insightface's ``arcface_torch/train_v2.py``).
 
-Source data (an insightface RecordIO) -> a method's ``augment`` and ``loss`` hooks -> SGD (or AdamW) with linear
-warm-up and polynomial decay (insightface ``PolyScheduler``), gradient-norm clipping, AMP on CUDA -> one
-checkpoint. The recipe of CFSM's released FR training is SGD lr 0.1, momentum 0.9, weight decay 5e-4, 2 warm-up
-epochs, poly power 2, clip 5 (``GuidedFaceRecognition/configs/arcface_ms1mv2_r50_ours.py``); every value is a
-config knob.
+Source data (an insightface RecordIO, or the records an index list names: ``data.index_list``) -> a method's
+``augment`` and ``loss`` hooks -> SGD (or AdamW) with linear warm-up and polynomial decay (insightface
+``PolyScheduler``), gradient-norm clipping, AMP -> one checkpoint. The recipe of CFSM's released FR training is SGD
+lr 0.1, momentum 0.9, weight decay 5e-4, 2 warm-up epochs, poly power 2, clip 5
+(``GuidedFaceRecognition/configs/arcface_ms1mv2_r50_ours.py``); every value is a config knob.
+
+As released (``GuidedFaceRecognition/train.py``): the clipping norm covers the backbone's gradients only
+(``optim.grad_clip_scope: backbone``; ``all`` adds the margin head and a method's modules), taken after the
+GradScaler's ``unscale_``; AMP puts no autocast around the step: the backbone autocasts its own convolutional trunk
+(float16 on CUDA, bfloat16 on CPU) and runs ``fc`` / ``features`` in float32, so a CFSM generator, the margin head
+and a method's own modules stay float32; the CUDA GradScaler grows every ``optim.amp_growth_interval`` (100)
+steps. Both scopes are recorded in the train info.
+
+Progress: on a terminal, a tqdm bar; otherwise (DVC, logs) one plain line every ``log_every`` steps on stderr
+(:class:`ProgressLine`: step, loss, lr, images/s, ETA).
 
 Determinism: on CPU, the same seed gives the same weights (data order, flips, initialisation and the method's
 randomness all come from generators seeded by the run seed).
@@ -81,6 +91,36 @@ from methods import Batch, FRModel, Method, build_method
 
 LogFn = Callable[[str, float, int], None]
 STATE_FORMAT = "cfsm-train-state/1"
+#: ``optim.grad_clip_scope``: "backbone" clips the backbone's gradients only, as CFSM's release
+#: (``GuidedFaceRecognition/train.py``: ``clip_grad_norm_(backbone.parameters(), 5)`` after ``unscale_``) and
+#: insightface's arcface_torch do; "all" clips the backbone, the margin head and a method's modules together.
+GRAD_CLIP_SCOPES = ("backbone", "all")
+#: What AMP covers (recorded in the train info): as released, no autocast around the step.
+AMP_SCOPE = "backbone trunk only (conv/BN/PReLU under autocast); generator, fc/features, head and method modules float32"
+
+
+class ProgressLine:
+    """A plain progress line for logs that are not a terminal (DVC, nohup, CI), where tqdm's redraws are noise:
+    ``<name> step S/T (P%) loss L lr R  I img/s  ETA h:mm:ss`` on stderr. Only the values passed to :meth:`show`
+    are printed, so nothing stale is repeated."""
+
+    def __init__(self, name: str, start: int, total: int, images_per_step: int = 0, unit: str = "img/s"):
+        self.name, self.start, self.total = name, start, total
+        self.images_per_step, self.unit = images_per_step, unit
+        self.t0 = time.perf_counter()
+
+    def show(self, done: int, values: dict[str, float], stream=None) -> str:
+        elapsed = time.perf_counter() - self.t0
+        steps = done - self.start
+        rate = steps / elapsed if elapsed > 0 else 0.0
+        speed = f"{rate * self.images_per_step:.1f} {self.unit}" if self.images_per_step else f"{rate:.2f} it/s"
+        eta = (self.total - done) / rate if rate > 0 else float("nan")
+        eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) and eta < 86400 else (
+            f"{eta / 86400:.1f} d" if math.isfinite(eta) else "?")
+        shown = " ".join(f"{k} {v:.4g}" if k != "lr" else f"lr {v:.5f}" for k, v in values.items())
+        line = f"{self.name} step {done}/{self.total} ({100 * done / max(1, self.total):.1f}%) {shown}  {speed}  ETA {eta_text}"
+        print(line, file=stream or sys.stderr, flush=True)
+        return line
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -108,6 +148,39 @@ def load_images(get: Callable[[int], np.ndarray], n: int, size: int, chunk: int 
     return out
 
 
+def read_index_list(path: str, dataset: FaceRecDataset) -> np.ndarray:
+    """The item positions of ``dataset`` named by an index list: one RecordIO record key per line (the insightface
+    image index of ``train.idx``, as ``MXFaceDataset.imgidx`` holds it; anything after the first whitespace is
+    ignored, blank lines and ``#`` comments are skipped). Returned in the list's order. A line that is not an
+    integer, a key that is not an image of the RecordIO, a repeated key or an empty list is a one-line
+    :class:`~harness.errors.DataFormatError` naming the file and line."""
+    from harness.data.text import read_lines
+    from harness.errors import DataFormatError, require_file
+
+    require_file(path, "data.index_list (record keys to train on)")
+    position = {int(k): i for i, k in enumerate(dataset.image_keys)}
+    out: list[int] = []
+    seen: dict[int, int] = {}
+    for n, line in enumerate(read_lines(path), start=1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        token = text.split()[0]
+        try:
+            key = int(token)
+        except ValueError:
+            raise DataFormatError(path, f"line {n}", f"{token!r} is not a record key (an integer)") from None
+        if key not in position:
+            raise DataFormatError(path, f"line {n}", f"record {key} is not an image of {dataset.rec_path}")
+        if key in seen:
+            raise DataFormatError(path, f"line {n}", f"record {key} repeats line {seen[key]}")
+        seen[key] = n
+        out.append(position[key])
+    if not out:
+        raise DataFormatError(path, None, "the index list names no record")
+    return np.asarray(out, dtype=np.int64)
+
+
 class SourceData:
     """The labelled source set as an endless stream of shuffled batches (epoch-wise permutations, drop_last),
     sharded over ``world_size`` ranks.
@@ -124,41 +197,51 @@ class SourceData:
     """
 
     def __init__(self, root: str, input_size: int, batch_size: int, seed: int, flip: bool, cache: bool = True,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, index_list: str = ""):
         self.dataset = FaceRecDataset(root)
-        self.labels = torch.from_numpy(self.dataset.labels().astype(np.int64))
+        # the items trained on: every image, or the records an index list names (``data.index_list``)
+        self.items = read_index_list(index_list, self.dataset) if index_list else np.arange(len(self.dataset), dtype=np.int64)
+        self.index_list = index_list
+        self.labels = torch.from_numpy(np.fromiter((self.dataset.label(int(i)) for i in self.items), dtype=np.int64,
+                                                   count=len(self.items)))
         self.num_classes = self.dataset.num_classes
         self.input_size, self.batch_size, self.flip = input_size, batch_size, flip
         self.rank, self.world_size = rank, world_size
         self.global_batch = batch_size * world_size
         self.generator = torch.Generator().manual_seed(seed)
-        if len(self.dataset) < self.global_batch:
+        if len(self) < self.global_batch:
             per = f" ({world_size} x {batch_size})" if world_size > 1 else ""
-            raise ValueError(f"{root}: {len(self.dataset)} images, fewer than one batch of {self.global_batch}{per}")
-        self.images = load_images(lambda i: self.dataset[i][0], len(self.dataset), input_size) if cache else None
+            where = f"{index_list} ({len(self)} of {len(self.dataset)} images of {root})" if index_list else f"{root}: {len(self)} images"
+            raise ValueError(f"{where}, fewer than one batch of {self.global_batch}{per}")
+        self.images = load_images(lambda i: self.dataset[int(self.items[i])][0], len(self), input_size) if cache else None
         self.epoch = -1  # incremented when an epoch's permutation is drawn
         self.position = 0  # global samples consumed in the current epoch
         self.perm: torch.Tensor | None = None
         self._epoch_state: torch.Tensor | None = None
 
+    def __len__(self) -> int:
+        """Images trained on (the index list's length when one is given)."""
+        return len(self.items)
+
     @property
     def steps_per_epoch(self) -> int:
-        return len(self.dataset) // self.global_batch
+        return len(self) // self.global_batch
 
     def _get(self, idx: torch.Tensor) -> torch.Tensor:
+        """uint8 images of positions ``idx`` (into :attr:`items`)."""
         if self.images is not None:
             return self.images[idx]
-        return load_images(lambda i: self.dataset[int(idx[i])][0], len(idx), self.input_size)
+        return load_images(lambda i: self.dataset[int(self.items[int(idx[i])])][0], len(idx), self.input_size)
 
     def _new_epoch(self) -> None:
         self._epoch_state = self.generator.get_state()
-        self.perm = torch.randperm(len(self.dataset), generator=self.generator)
+        self.perm = torch.randperm(len(self), generator=self.generator)
         self.epoch += 1
         self.position = 0
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's ``(uint8 images, labels)`` of the next global batch."""
-        if self.perm is None or self.position + self.global_batch > len(self.dataset):
+        if self.perm is None or self.position + self.global_batch > len(self):
             self._new_epoch()
         lo = self.position + self.rank * self.batch_size
         idx = self.perm[lo:lo + self.batch_size]
@@ -185,7 +268,7 @@ class SourceData:
             return
         self.generator.set_state(state["epoch_state"])
         self._epoch_state = self.generator.get_state()
-        self.perm = torch.randperm(len(self.dataset), generator=self.generator)
+        self.perm = torch.randperm(len(self), generator=self.generator)
         self.generator.set_state(state["state"])
         self.epoch, self.position = int(state["epoch"]), int(state["epoch_samples"])
 
@@ -418,14 +501,17 @@ def train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None 
         raise ValueError(f"config checkpoint_every={cfg.checkpoint_every}: expected >= 0 (0 = no periodic train state)")
 
     release = require_dir(cfg.data.release, "SynthFace/insightface release")
+    o = cfg.optim
+    if o.grad_clip_scope not in GRAD_CLIP_SCOPES:
+        raise ValueError(f"config optim.grad_clip_scope={o.grad_clip_scope!r}: expected one of {', '.join(GRAD_CLIP_SCOPES)}")
     source = SourceData(os.path.join(release, cfg.data.rec), cfg.data.input_size, cfg.optim.batch_size, cfg.seed, cfg.data.flip,
-                        cfg.data.cache, rank=ctx.rank, world_size=ctx.world_size)
+                        cfg.data.cache, rank=ctx.rank, world_size=ctx.world_size, index_list=cfg.data.index_list)
     backbone, head = build_model(cfg, source.num_classes, amp=amp)
     method = build_method(cfg.method, cfg.model.embedding_size, source.num_classes, cfg.hparams_seed, cfg.hparams)
     target = None
     if method.uses_target:
         troot = os.path.join(release, cfg.data.target)
-        target = TargetData(os.path.join(troot, "crops"), os.path.join(troot, "target_list.txt"), cfg.data.input_size,
+        target = TargetData(os.path.join(troot, "crops"), os.path.join(troot, cfg.data.target_list), cfg.data.input_size,
                             cfg.optim.batch_size, cfg.seed, rank=ctx.rank, world_size=ctx.world_size)
     backbone.to(device), head.to(device), method.to(device)
     memory_format = torch.channels_last if cfg.model.channels_last else torch.contiguous_format
@@ -433,18 +519,20 @@ def train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None 
 
     params = [{"params": [p for p in backbone.parameters() if p.requires_grad]}, {"params": list(head.parameters())}]
     params += method.param_groups()
-    o = cfg.optim
     if o.name == "sgd":
         optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
     elif o.name == "adamw":
         optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
     else:
         raise ValueError(f"config optim.name={o.name!r}: expected 'sgd' or 'adamw'")
-    scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
+    # CFSM's release: GradScaler(growth_interval=100) (GuidedFaceRecognition/train.py); bf16 on the CPU needs none.
+    scaler = torch.amp.GradScaler(device.type, growth_interval=o.amp_growth_interval, enabled=amp and device.type == "cuda")
     total_steps = max(1, int(round(o.epochs * source.steps_per_epoch)))
     method.total_steps = total_steps  # progress-based schedules (DANN's gradient-reversal warm-up)
     warmup_steps = int(round(o.warmup_epochs * source.steps_per_epoch))
     all_params = [p for g in optimizer.param_groups for p in g["params"]]
+    # what the clipping norm covers: the backbone alone as released, or every trained parameter
+    clip_params = [p for p in backbone.parameters() if p.requires_grad] if o.grad_clip_scope == "backbone" else all_params
     replicated = list(head.parameters()) + [p for g in method.param_groups() for p in g["params"]]
 
     # ---- where the run starts: rank 0 decides (its paths), every rank loads the same state
@@ -516,8 +604,10 @@ def train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None 
         torch.cuda.reset_peak_memory_stats(device)
     backbone.train(), head.train(), method.train()
     t0 = time.perf_counter()
-    bar = tqdm(range(start_step, total_steps), desc=f"train {cfg.method}", disable=not progress, mininterval=5.0,
+    tty = progress and sys.stderr.isatty()
+    bar = tqdm(range(start_step, total_steps), desc=f"train {cfg.method}", disable=not tty, mininterval=5.0,
                initial=start_step, total=total_steps)
+    plain = ProgressLine(f"train {cfg.method}", start_step, total_steps, source.global_batch) if progress and not tty else None
     for step in bar:
         if ctx.distributed:
             distributed.broadcast_buffers([backbone, head, method])
@@ -528,9 +618,11 @@ def train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None 
         batch = Batch(x=to_model_input(x_u8, cfg.data.channel_order).to(device, memory_format=memory_format), y=y.to(device), step=step)
         if target is not None:
             batch.xt = to_model_input(target.next_batch(), cfg.data.channel_order).to(device, memory_format=memory_format)
-        with torch.autocast(device_type=device.type, enabled=amp):
-            batch = method.augment(batch, fr)
-            loss, scalars = method.loss(batch, fr)
+        # No autocast around the step (as released): with AMP the backbone autocasts its own convolutional trunk
+        # (build_model(amp=True), insightface's iresnet(fp16=True)); the generator, the backbone's fc / features,
+        # the margin head and the methods' own modules run in float32.
+        batch = method.augment(batch, fr)
+        loss, scalars = method.loss(batch, fr)
         shown = loss.detach()
         if ctx.distributed:  # the mean over ranks: logged, and every rank stops together on a non-finite loss
             shown = shown.float().clone().div_(ctx.world_size)
@@ -542,7 +634,7 @@ def train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None 
         if ctx.distributed:
             distributed.allreduce_gradients(replicated, ctx.world_size)
         scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(all_params, o.grad_clip)
+        torch.nn.utils.clip_grad_norm_(clip_params, o.grad_clip)
         scaler.step(optimizer)
         scaler.update()
         value = shown.item()
@@ -553,6 +645,8 @@ def train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None 
             for k, v in scalars.items():
                 log(f"train.{k}", float(v), step)
             bar.set_postfix(loss=f"{running:.3f}", lr=f"{lr:.4f}")
+            if plain is not None:
+                plain.show(step + 1, {"loss": running, "lr": lr})
         done = step + 1
         if decision["save_states"] and done % cfg.checkpoint_every == 0 and done < total_steps:
             payload = state_payload(done)
@@ -567,11 +661,23 @@ def train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None 
         "steps": total_steps, "seconds": round(seconds, 3), "images_per_second": round(ips, 1), "final_loss": running,
         "device": str(device), "amp": amp, "world_size": ctx.world_size, "batch_size_per_rank": o.batch_size,
         "global_batch": source.global_batch, "resumed_from": start_step, "start": decision["message"],
+        "train_images": len(source), "num_classes": source.num_classes,
+        "grad_clip": o.grad_clip, "grad_clip_scope": o.grad_clip_scope,
     }
+    if cfg.data.index_list:
+        from harness.import_weights import _sha256
+
+        info["index_list"] = {"path": cfg.data.index_list, "sha256": _sha256(cfg.data.index_list), "length": len(source)}
+    if target is not None:
+        info["target_list"] = os.path.join(release, cfg.data.target, cfg.data.target_list)
     if start_step and saved_world != ctx.world_size:
         info["resumed_world_size"] = saved_world
-    if amp:  # build_model(amp=True): the trunk runs under autocast too (insightface's iresnet(fp16=True))
+    if amp:  # build_model(amp=True): the trunk runs under autocast (insightface's iresnet(fp16=True)), nothing else
         info["amp_backbone_trunk"] = bool(getattr(backbone, "fp16", False))
+        info["amp_scope"] = AMP_SCOPE
+        info["amp_dtype"] = "float16" if device.type == "cuda" else "bfloat16"
+        if scaler.is_enabled():
+            info["grad_scaler_growth_interval"] = o.amp_growth_interval
     if device.type == "cuda":
         info.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
                     peak_gpu_memory_mib=round(torch.cuda.max_memory_allocated(device) / 2**20, 1))

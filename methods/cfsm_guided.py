@@ -76,9 +76,10 @@ def resize(x: Tensor, size: int) -> Tensor:
 
 
 def fr_input(images: Tensor, like: Tensor) -> Tensor:
-    """Generator output -> FR input: upsampled to ``like``'s size, in its dtype and memory format (under
-    autocast the generator returns half precision, and a backbone that runs its own autocast context, as
-    :class:`harness.models.IResNet` with ``fp16=False`` does, expects the batch's float32)."""
+    """Generator output -> FR input: upsampled to ``like``'s size, in its dtype and memory format. The trainer
+    runs the generator in float32 (no autocast around the step, as released: the backbone autocasts its own trunk);
+    a caller that wraps the step in autocast gets half precision from the generator, cast back here to the batch's
+    float32, which a backbone running its own autocast context expects."""
     return resize(images, like.shape[-1]).to(dtype=like.dtype).contiguous(memory_format=memory_format_of(like))
 
 

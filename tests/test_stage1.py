@@ -45,21 +45,25 @@ def _cfg(tiny_release, identity_ckpt, out, **extra) -> Stage1Config:
 
 def test_lambda_id_schedule_follows_released_phases():
     t = Stage1Config().train
-    assert [lambda_id_at(t, p) for p in (0.0, 0.2499, 0.25, 0.3999, 0.40, 0.99)] == [8, 8, 5, 5, 2, 2]
+    bounds = stage1.phase_bounds(t, 32 * 10 + 31)  # 10 iterations a pass at batch 32 (drop_last): 50 / 40 / 130
+    assert bounds == [0, 50, 90, 220]
+    assert [lambda_id_at(t, s, bounds) for s in (0, 49, 50, 89, 90, 219)] == [8, 8, 5, 5, 2, 2]
 
 
-def test_deviations_list_cpu_values_with_reasons_and_none_for_the_release():
-    assert deviations(Stage1Config()) == {}
+def test_deviations_list_cpu_values_with_reasons_and_only_unreleasable_inputs_for_the_release():
+    always = {"identity", "data.source", "data.target", "train.g_step_parity"}  # no knob reaches the release's
+    assert {d["key"] for d in deviations(Stage1Config())} == always
     cpu = apply_overrides(Stage1Config(), {"train.lr": 5e-4, "model.adain_scale": "one_plus_gamma", "out": "elsewhere"})
-    devs = deviations(cpu)
-    assert set(devs) == {"train.lr", "model.adain_scale"}  # paths are not deviations
-    assert devs["train.lr"]["paper"] == 1e-4 and devs["train.lr"]["used"] == 5e-4 and devs["train.lr"]["why"]
+    devs = {d["key"]: d for d in deviations(cpu)}
+    assert set(devs) == always | {"train.lr", "model.adain_scale"}  # paths are not deviations
+    assert devs["train.lr"]["release"] == 1e-4 and devs["train.lr"]["ours"] == 5e-4
+    assert devs["train.lr"]["why"].startswith("CPU default")
 
 
 def test_params_yaml_stage1_section_is_a_valid_config():
     cfg = stage1.make_config([])
     assert cfg.model.image_size == 32 and cfg.train.lr == 5e-4 and cfg.train.recon_weight == 10
-    assert set(deviations(cfg)) >= {"model.image_size", "model.adain_scale", "train.lr", "train.recon_weight"}
+    assert {d["key"] for d in deviations(cfg)} >= {"model.image_size", "model.adain_scale", "train.lr", "train.recon_weight"}
 
 
 def test_tiny_run_writes_generator_metrics_and_pictures(tiny_release, identity_ckpt, tmp_path):
@@ -71,7 +75,7 @@ def test_tiny_run_writes_generator_metrics_and_pictures(tiny_release, identity_c
             "stage1.loss_g_adv", "stage1.lambda_id"} <= names
     assert all(np.isfinite(v) for _, v, _ in logged)
     G, meta = load_generator(str(tmp_path / "generator.pt"), image_size=16, style_dim=10)
-    assert meta["deviations"]["model.image_size"]["used"] == 16
+    assert {d["key"]: d["ours"] for d in meta["deviations"]}["model.image_size"] == 16
     assert not os.path.exists(tmp_path / "train_state.pt")  # removed once everything is written
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["train"]["steps"] == 12
