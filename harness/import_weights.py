@@ -574,8 +574,11 @@ def _evaluate_to_result(imported: ImportedModel, args) -> dict:
     items: dict = {}
     rows = evaluate_imported(imported, args.evaluate, benchmarks, device=args.device, batch_size=args.batch_size,
                              items=items)
+    from harness.provenance import data_provenance
+
     doc = {"format": RESULT_FORMAT, "method": args.name or f"{imported.layout}-{imported.arch}", "seed": 0,
-           "imported": imported.describe(), "knobs": run_overrides(imported), "results": rows}
+           "imported": imported.describe(), "knobs": run_overrides(imported),
+           "data": data_provenance(args.evaluate, None, benchmarks), "results": rows}
     if args.result:
         os.makedirs(os.path.dirname(os.path.abspath(args.result)), exist_ok=True)
         write_npz_atomic(items, items_path(args.result))  # first: the document never names a missing file

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from harness.config import RunConfig, config_from_cli
+from harness.provenance import data_provenance
 from harness.evaluate import write_json_atomic
 
 RESULT_FORMAT = 1
@@ -185,6 +186,7 @@ def run(cfg: RunConfig, _run=None) -> dict:
         "hparams": hparams,
         "train": train_info,
         "knobs": result_knobs(cfg),
+        "data": data_provenance(cfg.data.release, cfg.data.rec, cfg.eval.benchmarks if cfg.evaluate else ()),
         # vs CFSM's released recipe, at the world size and device it was trained with (a checkpoint's when train=false)
         "deviations": release.deviations(cfg, hparams, world_size=train_info.get("world_size", ctx.world_size),
                                          device=train_info.get("device", device)),
