@@ -506,7 +506,7 @@ class IJBSTpirAtFpir(_Metric):
     """IJB-S open-set TPIR at FPIR (PFE ``DIR_FAR`` as :func:`harness.eval.ijbs.identification_metrics`).
 
     ``galleries``: per gallery (G1, G2) a tuple ``(mated, top1_correct, top1_score)`` of per-probe arrays: the probe
-    has a mate in this gallery; its top-1 gallery index is the mate; its top-1 score (float32 from ``chunked_topk``).
+    has a mate in this gallery; its top-1 gallery index is the mate; its top-1 score (float32 or float64, the dtype the evaluator scored in).
     Per gallery: ``thr = find_threshold_by_fpir(top-1 scores of the non-mated probes, fpir)``; TPIR = share of mated
     probes with ``top1_correct and top1_score >= thr`` (float64); reported = mean of the galleries (NaN if a gallery
     has no mated or no non-mated probe in the resample: the evaluator's None). Keys ``{prefix}tpir@fpir={far_key}``.
@@ -524,7 +524,7 @@ class IJBSTpirAtFpir(_Metric):
             if not (mated.shape == ok.shape == score.shape) or (n is not None and mated.shape[0] != n):
                 raise ValueError("every gallery needs mated, top1_correct and top1_score arrays of one length (probes)")
             n = mated.shape[0]
-            s = score.astype(np.float64)
+            s = score if score.dtype in (np.float32, np.float64) else score.astype(np.float64)  # thresholds compare in the scores' dtype
             self._g.append((np.flatnonzero(mated), (ok & mated)[mated], s[mated], np.flatnonzero(~mated), s[~mated]))
         self.n = int(n)
         self.fpirs = tuple(float(x) for x in fpirs)

@@ -158,7 +158,7 @@ def test_ijbs_perfect_features(tiny_release, tmp_path, capsys):
     assert rc == 0, err
     res = _load(res_path)
     assert res["cli_benchmark"] == "ijbs" and res["benchmark"] == "IJB-S" and res["features"] == os.path.abspath(fpath)
-    assert res["image_list"] == os.path.abspath(order) and res["knobs"]["frame_norm"] is False
+    assert res["image_list"] == os.path.abspath(order) and res["knobs"]["image_norm"] is False
     for name in ("V2S", "V2B", "V2V"):
         assert res[name]["rank1"] == res[name]["rank5"] == 1.0, (name, res[name])
         assert res[name]["tpir@fpir=0.01"] == res[name]["tpir@fpir=0.1"] == 1.0
@@ -173,7 +173,7 @@ def test_ijbs_perfect_features(tiny_release, tmp_path, capsys):
                        "--image-norm", "--out", res_path], capsys)
     assert rc == 0, err
     res = _load(res_path)
-    assert res["knobs"]["frame_norm"] is True
+    assert res["knobs"]["image_norm"] is True
     assert all(_in_unit(v) for name in ("V2S", "V2B", "V2V") for v in res[name].values())
 
     # missing --image-list; wrong row count; NaN; paths that are not protocol images; an ijb-only argument
@@ -220,8 +220,9 @@ def test_tinyface_perfect_features(tiny_release, tmp_path, capsys):
     dim = max(ident(p) for p in probes + gallery[:n_match]) + 1
     rng = np.random.default_rng(3)
     probe = _one_hot([ident(p) for p in probes], dim)
+    distractors = rng.standard_normal((len(gallery) - n_match, dim)).astype(np.float32)
     gal = np.concatenate([_one_hot([ident(p) for p in gallery[:n_match]], dim),
-                          rng.standard_normal((len(gallery) - n_match, dim)).astype(np.float32)])
+                          distractors / np.linalg.norm(distractors, axis=1, keepdims=True)])
     fpath, res_path = str(tmp_path / "f.npz"), str(tmp_path / "r.json")
     np.savez(fpath, probe=probe, gallery=gal)
     rc, out, err = _run(["--benchmark", "tinyface", "--release", tiny_release, "--features", fpath, "--out", res_path], capsys)
@@ -232,6 +233,19 @@ def test_tinyface_perfect_features(tiny_release, tmp_path, capsys):
     assert res["counts"]["probes"] == len(probes) and res["counts"]["gallery_match"] == n_match
     assert res["knobs"]["ties"] == "high_index_first" and res["input"]["dim"] == dim
     assert "Rank-1 100.00" in out and "Rank-20 100.00" in out
+    assert res["knobs"]["l2_normalize"] is False
+
+    # features are scored as given: un-normalised distractors (norms ~ sqrt(dim) > 1) outscore the unit mates,
+    # unless --l2-normalize normalises each row first
+    np.savez(fpath, probe=probe, gallery=np.concatenate([gal[:n_match], distractors * 4]))
+    rc, _, err = _run(["--benchmark", "tinyface", "--release", tiny_release, "--features", fpath, "--out", res_path], capsys)
+    assert rc == 0, err
+    assert _load(res_path)["rank1"] < 1.0
+    rc, _, err = _run(["--benchmark", "tinyface", "--release", tiny_release, "--features", fpath, "--l2-normalize",
+                       "--out", res_path], capsys)
+    assert rc == 0, err
+    res = _load(res_path)
+    assert res["rank1"] == 1.0 and res["knobs"]["l2_normalize"] is True
 
     # random features, the other tie order
     np.savez(fpath, probe=rng.standard_normal(probe.shape), gallery=rng.standard_normal(gal.shape))
