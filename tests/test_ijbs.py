@@ -341,6 +341,47 @@ def test_tiny_release_layout_and_counts(tiny_ijbs):
     assert n_files == len(present)
 
 
+def test_synthface_csvs_parse_with_adafaces_own_rules(tiny_ijbs, tmp_path):
+    """PFE ``IJBSTest.init_proto`` (AdaFace ``validation_lq/PFE/ijbs.py``) reads each line with ``readlines`` and
+    ``x.split(',')``, newline kept: metadata col0 SUBJECT_ID, col1 FILENAME; galleries col1 SUBJECT_ID, col2
+    FILENAME; the V2V gallery pairs must be found by ``video_meta_list.index((col1, col2))``; probe lists are
+    ``x.split('\\n')[0]``. SynthFace writes FILENAME before further columns (the NIST order), so nothing keeps a
+    newline. The project's reader reads that layout and the three-column one (FILENAME last) alike."""
+    import shutil
+
+    root, _ = tiny_ijbs
+    pdir = os.path.join(root, "protocols")
+
+    def lines(rel):
+        with open(os.path.join(pdir, rel)) as f:
+            return f.readlines()[1:]
+
+    meta = lines("cs6_metadata.csv")
+    video_meta_list = list({(x.split(",")[0], x.split(",")[1]) for x in meta if x.split(",")[1].startswith("videos")})
+    for g in (1, 2):
+        for x in lines(f"galleries/cs6_surveillance_to_surveillance_g{g}.csv"):
+            video_meta_list.index((x.split(",")[1], x.split(",")[2]))  # raises ValueError if not found
+        for kind in ("single", "booking"):
+            for x in lines(f"galleries/cs6_surveillance_to_{kind}_g{g}.csv"):
+                assert x.split(",")[2].startswith("img/") and "\n" not in x.split(",")[2]
+    videos = {v for _, v in video_meta_list}
+    for name in ("cs6_surveillance_to_single-booking_probe.csv", "cs6_surveillance_to_surveillance_probe.csv"):
+        assert all(x.split("\n")[0] in videos for x in lines(name))
+    # the same protocol from a copy whose galleries keep only TEMPLATE_ID,SUBJECT_ID,FILENAME (FILENAME last)
+    old = str(tmp_path / "old")
+    shutil.copytree(pdir, os.path.join(old, "protocols"))
+    for f in os.listdir(os.path.join(old, "protocols", "galleries")):
+        path = os.path.join(old, "protocols", "galleries", f)
+        with open(path) as fh:
+            rows = fh.read().splitlines()
+        with open(path, "w") as fh:
+            fh.write("".join(",".join(r.split(",")[:3]) + "\n" for r in rows))
+    new_p, old_p = read_ijbs(root), read_ijbs(old)
+    assert [(t.subject, t.kind, t.source, t.images) for t in new_p.templates] == \
+           [(t.subject, t.kind, t.source, t.images) for t in old_p.templates]
+    assert new_p.galleries == old_p.galleries and new_p.probes == old_p.probes
+
+
 def test_tiny_release_is_deterministic(tiny_ijbs, tmp_path):
     root, counts = tiny_ijbs
     assert write_ijbs(config_for("tiny"), str(tmp_path), TINY_IJBS) == counts

@@ -426,7 +426,7 @@ def check_faceness(faceness, where: str) -> np.ndarray:
     bad = np.flatnonzero(~(w >= 0))  # NaN fails >= too
     if bad.size:
         i = int(bad[0])
-        raise DataFormatError(where, f"line {i + 1}", f"faceness score {w[i]!r} is {'NaN' if np.isnan(w[i]) else 'negative'} (must be >= 0)")
+        raise DataFormatError(where, f"line {i + 1}", f"faceness score {float(w[i])!r} is {'NaN' if np.isnan(w[i]) else 'negative'} (must be >= 0)")
     return w
 
 
