@@ -25,8 +25,9 @@ Features (:meth:`TinyFaceEvaluation.extract_features`):
 
 Metric (``DIR_FAR(score, label, ranks=[1, 5, 20])`` with its default FAR = 1.0, i.e. closed set):
 
-- score = float32 inner product of the given features (AdaFace: ``np.dot`` of its float32 features), probes x gallery, the gallery being every Gallery_Match image followed by
-  every Gallery_Distractor image (label -100); ``label[i, j]`` = same identity.
+- score = float32 inner product of the given features (AdaFace: ``np.dot`` of its float32 features), probes x
+  gallery, the gallery being every Gallery_Match image followed by every Gallery_Distractor image (label -100);
+  ``label[i, j]`` = same identity.
 - only *mated* probes count (a probe with no same-identity Gallery_Match image is dropped from the denominator, as
   ``DIR_FAR`` does; TinyFace has none).
 - Rank-k = fraction of mated probes with *any* same-identity gallery image among the k highest scores.
@@ -38,9 +39,9 @@ Metric (``DIR_FAR(score, label, ranks=[1, 5, 20])`` with its default FAR = 1.0, 
   ``argsort`` (introsort, SIMD-sorted on recent x86 builds) is not guaranteed stable, so the reversed *stable* sort
   is the documented reading of AdaFace's rule. Bitwise identical gallery features (a distractor image identical to
   a Gallery_Match image) score exactly alike (:func:`harness.eval.identification.chunked_topk` scores each distinct
-  row once), so they tie and the rule decides. The gallery order is the reader's: Gallery_Match then Gallery_Distractor, each folder sorted by path
-  (AdaFace keeps the ``os.walk`` order, which depends on the file system: the one place its tie order cannot be
-  reproduced).
+  row once), so they tie and the rule decides. The gallery order is the reader's: Gallery_Match then
+  Gallery_Distractor, each folder sorted by path (AdaFace keeps the ``os.walk`` order, which depends on the file
+  system: the one place its tie order cannot be reproduced).
 - AdaFace stores each rank as a float32 mean; here it is ``hits / mated`` in float64 (differs by < 1e-7), with the
   hit counts alongside.
 """
