@@ -54,8 +54,9 @@ BEFORE_ISSUE_15 = {
 def _config(doc: dict) -> RunConfig:
     cfg = RunConfig()
     c = doc.get("config")
-    if not c:  # made-up documents: the defaults, with the flip their old run-wide knobs recorded
-        flip = doc.get("knobs", {}).get("flip", cfg.eval.flip)
+    if not c:  # made-up documents: the defaults, with the flip their knobs recorded (run-wide, or an IJB row's)
+        rows = [r.get("knobs", {}) for r in doc["results"] if r["benchmark"] in ("IJB-B", "IJB-C", "TinyFace")]
+        flip = doc.get("knobs", {}).get("flip") or next((k["flip"] for k in rows if "flip" in k), cfg.eval.flip)
         return dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, flip=flip))
     return dataclasses.replace(
         cfg,
