@@ -75,7 +75,7 @@ What each evaluator must save (per model, per seed, per benchmark; arrays in the
 - **IJB-S** (:mod:`harness.eval.ijbs`), per protocol V2S/V2B/V2V, one entry per probe template (mated or not):
   ``probe_subject`` int32; ``mate_rank`` int16: 0-based position of the mate in the top ``max(ranks)`` of
   ``hstack(G1, G2)``, ``max(ranks)`` if not there, -1 if the probe has no mate; per gallery G1/G2: ``mated`` bool,
-  ``top1_correct`` bool (top-1 index is the mate), ``top1_score`` float32 (the ``chunked_topk`` top-1 score: the mate
+  ``top1_correct`` bool (top-1 index is the mate), ``top1_score`` float32 or float64 (the top-1 score in the dtype IJB-S scored in: the mate
   score where ``top1_correct``, the non-mated max where not mated). Thousands of probes: well under 1 MB.
 - **TinyFace** (:mod:`harness.eval.tinyface`), one entry per probe: ``probe_subject`` (the identity label) int32 and
   ``first_mate`` int16, the 0-based position of the first same-identity gallery image in the top ``max(ranks)``
@@ -581,9 +581,9 @@ class IJBSTpirAtFpir(_Metric):
     """IJB-S open-set TPIR at FPIR (PFE ``DIR_FAR`` as :func:`harness.eval.ijbs.identification_metrics`).
 
     ``galleries``: per gallery (G1, G2) a tuple ``(mated, top1_correct, top1_score)`` of per-probe arrays: the probe
-    has a mate in this gallery; its top-1 gallery index is the mate; its top-1 score (float32 from ``chunked_topk``).
+    has a mate in this gallery; its top-1 gallery index is the mate; its top-1 score (float32 or float64, the dtype the evaluator scored in).
     Per gallery: ``thr = find_threshold_by_fpir(top-1 scores of the non-mated probes, fpir)``; TPIR = share of mated
-    probes with ``top1_correct and top1_score >= thr`` (float64); reported = mean of the galleries (NaN if a gallery
+    probes with ``top1_correct and top1_score >= thr`` (in the scores' dtype); reported = mean of the galleries (NaN if a gallery
     has no mated or no non-mated probe in the resample: the evaluator's None). Keys ``{prefix}tpir@fpir={far_key}``.
     """
 
@@ -599,7 +599,7 @@ class IJBSTpirAtFpir(_Metric):
             if not (mated.shape == ok.shape == score.shape) or (n is not None and mated.shape[0] != n):
                 raise ValueError("every gallery needs mated, top1_correct and top1_score arrays of one length (probes)")
             n = mated.shape[0]
-            s = score.astype(np.float64)
+            s = score if score.dtype in (np.float32, np.float64) else score.astype(np.float64)  # thresholds compare in the scores' dtype
             self._g.append((np.flatnonzero(mated), (ok & mated)[mated], s[mated], np.flatnonzero(~mated), s[~mated]))
         self.n = int(n)
         self.fpirs = tuple(float(x) for x in fpirs)

@@ -7,7 +7,7 @@
     python -m harness.evaluate --benchmark ijbs --release ROOT --features feats.npy --image-list images.txt
         [--image-norm] --out result.json
     python -m harness.evaluate --benchmark tinyface --release ROOT --features feats.npz
-        [--ties high_index_first|low_index_first] --out result.json
+        [--ties high_index_first|low_index_first] [--l2-normalize] --out result.json
     python -m harness.evaluate --benchmark {ijb11,ijb1n,ijbs,tinyface} --release ROOT [--prefix ijbb] --write-order FILE
 
 Benchmarks and feature files (features from any framework; ``--write-order`` writes the order they must follow):
@@ -28,8 +28,9 @@ Benchmarks and feature files (features from any framework; ``--write-order`` wri
   itself a valid ``--image-list``.
 - ``tinyface``: TinyFace closed-set Rank-1/5/20 (:class:`harness.eval.tinyface.TinyFaceEvaluation`). ``ROOT`` holds
   ``tinyface/Testing_Set`` and ``aligned_pad_0.1_pad_high``. ``feats.npz`` holds two arrays, ``probe`` (P, D) and
-  ``gallery`` (G, D) (flip-fused; normalised or not), in protocol order: probes, then Gallery_Match followed by
-  Gallery_Distractor. ``--write-order FILE`` writes two files, ``FILE.probe.txt`` and ``FILE.gallery.txt``
+  ``gallery`` (G, D) (flip-fused), in protocol order: probes, then Gallery_Match followed by Gallery_Distractor.
+  They are scored as given, as AdaFace scores its L2-normalised features; ``--l2-normalize`` normalises each row
+  first, for features that are not unit vectors. ``--write-order FILE`` writes two files, ``FILE.probe.txt`` and ``FILE.gallery.txt``
   (absolute aligned image paths), the row orders of ``probe`` and ``gallery``.
 
 Order files are plain text: one path per line, no header, no comments, UTF-8. Results are written atomically
@@ -314,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = ap.add_argument_group("tinyface")
     g.add_argument("--ties", choices=["high_index_first", "low_index_first"],
                    help="order of exactly tied scores (default high_index_first: AdaFace's reversed argsort)")
+    g.add_argument("--l2-normalize", action="store_true", default=None,
+                   help="L2-normalise each feature row before scoring (default: scored as given, as AdaFace scores its "
+                        "already normalised features)")
     return ap
 
 
@@ -327,6 +331,7 @@ _ONLY_FOR = {
     "exact": ("ijb11",),
     "image_list": ("ijbs",),
     "ties": ("tinyface",),
+    "l2_normalize": ("tinyface",),
 }
 
 
@@ -428,7 +433,8 @@ def run_ijbs(args) -> tuple[dict, str]:
 def run_tinyface(args) -> tuple[dict, str]:
     from harness.eval.tinyface import TinyFaceEvaluation, TinyFaceSettings
 
-    ev = TinyFaceEvaluation(args.release, settings=TinyFaceSettings(ties=args.ties or "high_index_first"))
+    settings = TinyFaceSettings(ties=args.ties or "high_index_first", l2_normalize=bool(args.l2_normalize))
+    ev = TinyFaceEvaluation(args.release, settings=settings)
     probe, gallery = load_npz_arrays(args.features)
     result = ev.evaluate_features(probe, gallery, features_path=args.features)
     result["input"] = {"arrays": list(TINYFACE_ARRAYS), "dim": int(probe.shape[1]), "note": _PRECOMPUTED_NOTE}

@@ -48,23 +48,21 @@ def make_config(argv: list[str]) -> RunConfig:
 
 
 def result_knobs(cfg: RunConfig) -> dict[str, Any]:
-    """Every preprocessing / protocol knob that changes a number, for each result row."""
-    return {
-        "alignment": ALIGNMENT,
-        "input_size": cfg.data.input_size,
-        "channel_order": cfg.data.channel_order,
-        "normalization": "(x/255-0.5)/0.5",
-        "flip": cfg.eval.flip,
-        "faceness": cfg.eval.faceness,
-        "image_norm": cfg.eval.image_norm,
-        "template_pooling": "media-mean-then-sum-l2",
-        "score": "cosine",
-    }
+    """The run-level facts added to every result row: what the evaluators are not told (the release they read, as
+    configured). The protocol knobs (flip, faceness, image/frame norm, pooling, score, alignment, channel order, ...)
+    come from the evaluator that produced the row, and only from it (:func:`evaluate_model`); a run-level fact never
+    overwrites a knob the evaluator stated."""
+    return {"release": cfg.data.release}
 
 
 def evaluate_model(cfg: RunConfig, backbone: torch.nn.Module, device: str, items: dict | None = None) -> list[dict]:
     """Every benchmark of ``cfg.eval.benchmarks`` on the release: IJBB / IJBC give a 1:1 verification row and a
     1:N identification row (one feature extraction for both), IJBS an IJB-S row, TinyFace a TinyFace row.
+
+    Each evaluator gets the config's knobs in its own terms (``eval.image_norm`` is the per-image L2 norm before
+    pooling everywhere: ``image_norm`` of the IJB protocol, ``frame_norm`` of IJB-S, as in :mod:`harness.evaluate`;
+    flip and faceness go to the evaluators whose protocol has them: IJB-S has neither, TinyFace no faceness) and
+    states them in its row's ``knobs``.
 
     With ``items`` (a dict), the evaluators' per-item arrays for the subject-level bootstrap (:mod:`harness.bootstrap`)
     are added to it, keyed ``<row benchmark>/<array>`` (``IJB-B/scores``, ``IJB-B 1:N/joined/rank``,
@@ -89,7 +87,8 @@ def evaluate_model(cfg: RunConfig, backbone: torch.nn.Module, device: str, items
             found = [verification.evaluate_features(feats, return_items=want),
                      IJBIdentification(root, protocol=protocol).evaluate_features(feats, return_items=want)]
         elif name == "IJBS":
-            settings = IJBSSettings(channel_order=cfg.data.channel_order, input_size=cfg.data.input_size)
+            settings = IJBSSettings(channel_order=cfg.data.channel_order, input_size=cfg.data.input_size,
+                                    frame_norm=cfg.eval.image_norm)
             found = [IJBSEvaluation(os.path.join(cfg.data.release, "IJB-S"), settings).evaluate(
                 backbone, batch_size=cfg.eval.batch_size, device=device, return_items=want)]
         elif name == "TinyFace":
@@ -185,7 +184,7 @@ def run(cfg: RunConfig, _run=None) -> dict:
         "hparams_seed": cfg.hparams_seed,
         "hparams": hparams,
         "train": train_info,
-        "knobs": result_knobs(cfg),
+        "knobs": result_knobs(cfg),  # run-level facts; each row's protocol knobs are its evaluator's
         "data": data_provenance(cfg.data.release, cfg.data.rec, cfg.eval.benchmarks if cfg.evaluate else ()),
         # vs CFSM's released recipe, at the world size and device it was trained with (a checkpoint's when train=false)
         "deviations": release.deviations(cfg, hparams, world_size=train_info.get("world_size", ctx.world_size),
@@ -199,7 +198,7 @@ def run(cfg: RunConfig, _run=None) -> dict:
     if cfg.evaluate:
         rows = evaluate_model(cfg, backbone, device, items)
         for row in rows:
-            row["knobs"] = {**row.get("knobs", {}), **result_knobs(cfg)}
+            row["knobs"] = {**result_knobs(cfg), **row.get("knobs", {})}  # the evaluator's knobs win, always
         doc["results"] = rows
         if log is not None:
             for bench, values in compact_metrics(doc).items():

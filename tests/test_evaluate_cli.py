@@ -158,7 +158,7 @@ def test_ijbs_perfect_features(tiny_release, tmp_path, capsys):
     assert rc == 0, err
     res = _load(res_path)
     assert res["cli_benchmark"] == "ijbs" and res["benchmark"] == "IJB-S" and res["features"] == os.path.abspath(fpath)
-    assert res["image_list"] == os.path.abspath(order) and res["knobs"]["frame_norm"] is False
+    assert res["image_list"] == os.path.abspath(order) and res["knobs"]["image_norm"] is False
     for name in ("V2S", "V2B", "V2V"):
         assert res[name]["rank1"] == res[name]["rank5"] == 1.0, (name, res[name])
         assert res[name]["tpir@fpir=0.01"] == res[name]["tpir@fpir=0.1"] == 1.0
@@ -173,7 +173,7 @@ def test_ijbs_perfect_features(tiny_release, tmp_path, capsys):
                        "--image-norm", "--out", res_path], capsys)
     assert rc == 0, err
     res = _load(res_path)
-    assert res["knobs"]["frame_norm"] is True
+    assert res["knobs"]["image_norm"] is True
     assert all(_in_unit(v) for name in ("V2S", "V2B", "V2V") for v in res[name].values())
 
     # missing --image-list; wrong row count; NaN; paths that are not protocol images; an ijb-only argument
@@ -220,8 +220,9 @@ def test_tinyface_perfect_features(tiny_release, tmp_path, capsys):
     dim = max(ident(p) for p in probes + gallery[:n_match]) + 1
     rng = np.random.default_rng(3)
     probe = _one_hot([ident(p) for p in probes], dim)
+    distractors = rng.standard_normal((len(gallery) - n_match, dim)).astype(np.float32)
     gal = np.concatenate([_one_hot([ident(p) for p in gallery[:n_match]], dim),
-                          rng.standard_normal((len(gallery) - n_match, dim)).astype(np.float32)])
+                          distractors / np.linalg.norm(distractors, axis=1, keepdims=True)])
     fpath, res_path = str(tmp_path / "f.npz"), str(tmp_path / "r.json")
     np.savez(fpath, probe=probe, gallery=gal)
     rc, out, err = _run(["--benchmark", "tinyface", "--release", tiny_release, "--features", fpath, "--out", res_path], capsys)
@@ -232,6 +233,19 @@ def test_tinyface_perfect_features(tiny_release, tmp_path, capsys):
     assert res["counts"]["probes"] == len(probes) and res["counts"]["gallery_match"] == n_match
     assert res["knobs"]["ties"] == "high_index_first" and res["input"]["dim"] == dim
     assert "Rank-1 100.00" in out and "Rank-20 100.00" in out
+    assert res["knobs"]["l2_normalize"] is False
+
+    # features are scored as given: un-normalised distractors (norms ~ sqrt(dim) > 1) outscore the unit mates,
+    # unless --l2-normalize normalises each row first
+    np.savez(fpath, probe=probe, gallery=np.concatenate([gal[:n_match], distractors * 4]))
+    rc, _, err = _run(["--benchmark", "tinyface", "--release", tiny_release, "--features", fpath, "--out", res_path], capsys)
+    assert rc == 0, err
+    assert _load(res_path)["rank1"] < 1.0
+    rc, _, err = _run(["--benchmark", "tinyface", "--release", tiny_release, "--features", fpath, "--l2-normalize",
+                       "--out", res_path], capsys)
+    assert rc == 0, err
+    res = _load(res_path)
+    assert res["rank1"] == 1.0 and res["knobs"]["l2_normalize"] is True
 
     # random features, the other tie order
     np.savez(fpath, probe=rng.standard_normal(probe.shape), gallery=rng.standard_normal(gal.shape))
@@ -271,3 +285,88 @@ def test_usage_errors_are_one_line(tiny_release, tmp_path, capsys):
     rc, _, err = _run(["--benchmark", "tinyface", "--release", tiny_release, "--write-order", str(tmp_path / "no" / "o")], capsys)
     _one_line_error(rc, err, str(tmp_path / "no"))
     assert os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------------------------ silently accepted before
+
+
+def test_inputs_once_silently_scored_are_one_line_errors(tiny_release, tmp_path, capsys):
+    """Each of these used to be scored with exit 0: an empty TinyFace Gallery_Distractor (a far easier gallery), an
+    IJB-S probe CSV holding only its header (all-null metrics), a NaN or negative faceness score, an all-zero
+    feature matrix (nothing was extracted). Now: one line naming the file, exit 2, for --write-order too."""
+    import shutil
+
+    rel = str(tmp_path / "rel")
+    shutil.copytree(tiny_release, rel)
+    out = str(tmp_path / "r.json")
+
+    # TinyFace: an empty Gallery_Distractor
+    distractors = os.path.join(rel, "tinyface", "Testing_Set", "Gallery_Distractor")
+    kept = str(tmp_path / "kept_distractors")
+    shutil.move(distractors, kept)
+    os.makedirs(distractors)
+    for extra in (["--write-order", str(tmp_path / "order")], ["--features", str(tmp_path / "none.npz"), "--out", out]):
+        rc, _, err = _run(["--benchmark", "tinyface", "--release", rel, *extra], capsys)
+        _one_line_error(rc, err, distractors, "no images")
+    shutil.rmtree(distractors)
+    shutil.move(kept, distractors)
+
+    # TinyFace: all-zero features
+    order = str(tmp_path / "tf")
+    assert _run(["--benchmark", "tinyface", "--release", rel, "--write-order", order], capsys)[0] == 0
+    n_p, n_g = len(_lines(order + ".probe.txt")), len(_lines(order + ".gallery.txt"))
+    fpath = str(tmp_path / "zero.npz")
+    np.savez(fpath, probe=np.zeros((n_p, 8), np.float32), gallery=np.zeros((n_g, 8), np.float32))
+    rc, _, err = _run(["--benchmark", "tinyface", "--release", rel, "--features", fpath, "--out", out], capsys)
+    _one_line_error(rc, err, f"{fpath}:probe", "all", "zero")
+
+    # IJB-S: all-zero features, then a probe CSV with only its header
+    ijbs_order = str(tmp_path / "ijbs.txt")
+    assert _run(["--benchmark", "ijbs", "--release", rel, "--write-order", ijbs_order], capsys)[0] == 0
+    npy = str(tmp_path / "zero.npy")
+    np.save(npy, np.zeros((len(_lines(ijbs_order)), 8), np.float32))
+    rc, _, err = _run(["--benchmark", "ijbs", "--release", rel, "--features", npy, "--image-list", ijbs_order, "--out", out], capsys)
+    _one_line_error(rc, err, npy, "zero")
+    probe_csv = os.path.join(rel, "IJB-S", "protocols", "cs6_surveillance_to_surveillance_probe.csv")
+    with open(probe_csv, "w") as f:
+        f.write("FILENAME\n")
+    rc, _, err = _run(["--benchmark", "ijbs", "--release", rel, "--write-order", ijbs_order], capsys)
+    _one_line_error(rc, err, f"{probe_csv}:line 1", "no probe videos")
+
+    # IJB-B: a negative, then a NaN faceness score; all-zero features
+    ijbb = os.path.join(rel, "IJB_release", "IJBB")
+    scores = os.path.join(ijbb, "meta", "ijbb_name_5pts_score.txt")
+    with open(scores) as f:
+        lines = f.read().splitlines()
+    n = len(lines)
+    feats = str(tmp_path / "ijbb.npy")
+    np.save(feats, np.random.default_rng(0).standard_normal((n, 8)).astype(np.float32))
+    def edit(value: str) -> None:
+        with open(scores, "w") as f:
+            f.write("\n".join(lines[:2] + [" ".join(lines[2].split()[:-1] + [value])] + lines[3:]) + "\n")
+
+    edit("-0.5")
+    for bench in ("ijb11", "ijb1n"):
+        rc, _, err = _run(["--benchmark", bench, "--release", ijbb, "--features", feats, "--out", out], capsys)
+        _one_line_error(rc, err, f"{scores}:line 3", "negative")
+    # AdaFace's protocol does not weight by faceness: the score is not used, so not an error
+    rc, _, err = _run(["--release", ijbb, "--features", feats, "--no-faceness", "--out", out], capsys)
+    assert rc == 0, err
+    edit("nan")  # refused by the reader already, whatever the protocol
+    rc, _, err = _run(["--release", ijbb, "--features", feats, "--no-faceness", "--out", out], capsys)
+    _one_line_error(rc, err, f"{scores}:line 3", "not a finite number")
+    edit(lines[2].split()[-1])
+    np.save(feats, np.zeros((n, 8), np.float32))
+    rc, _, err = _run(["--release", ijbb, "--features", feats, "--no-faceness", "--out", out], capsys)
+    _one_line_error(rc, err, feats, "zero")
+
+
+def test_faceness_scores_in_memory_are_checked():
+    from harness.errors import DataFormatError
+    from harness.eval.ijb_verification import check_faceness
+
+    assert check_faceness([0.0, 1.5], "f.txt").dtype == np.float32
+    with pytest.raises(DataFormatError, match=r"f\.txt:line 2: faceness score nan is NaN"):
+        check_faceness([1.0, np.nan], "f.txt")
+    with pytest.raises(DataFormatError, match=r"f\.txt:line 3: faceness score -0\.25 is negative"):
+        check_faceness([1.0, 0.5, -0.25], "f.txt")

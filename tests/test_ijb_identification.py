@@ -82,7 +82,7 @@ def test_open_set_hand_worked():
     s = np.array(
         [
             [0.8, 0.3, 0.2],  # mate 0: pos 0.8 > non-mate max 0.3 -> correct; rank 0
-            [0.6, 0.6, 0.1],  # mate 1: pos 0.6 == non-mate max 0.6 -> NOT correct (strict); rank 1 (tie, lower index first)
+            [0.6, 0.6, 0.1],  # mate 1: pos 0.6 == non-mate max 0.6 -> NOT correct (strict); rank 0 (tie: argsort(s)[::-1], higher index first)
             [0.1, 0.2, 0.5],  # mate 2: pos 0.5 > 0.2 -> correct; rank 0
             [0.45, 0.1, 0.0],  # non-mated: m = 0.45
             [0.2, 0.55, 0.3],  # non-mated: m = 0.55
@@ -97,7 +97,7 @@ def test_open_set_hand_worked():
     assert r["threshold"] == {"a": 0.55, "b": 0.55, "c": 0.45}
     assert r["tpir"]["a"] == pytest.approx(1 / 3) and r["tpir"]["b"] == pytest.approx(1 / 3)
     assert r["tpir"]["c"] == pytest.approx(2 / 3)
-    assert r["hits"] == {1: 2, 5: 3, 10: 3}
+    assert r["hits"] == {1: 3, 5: 3, 10: 3}
     # strict pos > thr: lower probe 2's mate score to exactly the f = 1 threshold 0.45 -> it no longer counts
     s2 = s.copy()
     s2[2, 2] = 0.45
@@ -308,17 +308,18 @@ def test_evaluator_hand_built_two_galleries(tmp_path):
     assert j["thresholds"]["0.01"] == pytest.approx(2**-0.5)
     # S1: mated 11 (pos 1, correct), 12 (pos a = non-mate max a: not correct); non-mated 13 (m 0), 14 (m 0.6).
     #   m = [0.6, 0]: f < 1 -> index max(int(2 f) - 1, 0) = 0 -> thr 0.6; f = 1 -> index 1 -> thr 0. Either way only
-    #   probe 11 -> TPIR 1/2. hits: rank1 {11}, rank5 {11, 12}.
+    #   probe 11 -> TPIR 1/2. hits: rank1 {11, 12} (12's mate ties tid 1 at a: evaluation_1N's
+    #   argsort(s)[::-1] puts the higher index, its mate, first), rank5 {11, 12}.
     # S2: mated 13 (pos 1), 14 (pos 0.8), both correct; non-mated 11, 12 with m = 0 -> thr 0 -> TPIR 1.
-    # mean TPIR = 0.75 at every FPIR; top-k Mean = (hits S1 + hits S2) / 4: rank1 (1 + 2) / 4, rank5 (2 + 2) / 4.
+    # mean TPIR = 0.75 at every FPIR; top-k Mean = (hits S1 + hits S2) / 4: rank1 (2 + 2) / 4, rank5 (2 + 2) / 4.
     o = r["open_set"]
     assert [o[f"tpir@fpir={f}"] for f in OPEN_SET_FPIRS] == [0.75] * 5
-    assert (o["rank1"], o["rank5"], o["rank10"]) == (0.75, 1.0, 1.0)
+    assert (o["rank1"], o["rank5"], o["rank10"]) == (1.0, 1.0, 1.0)
     s1, s2 = o["per_gallery"]["S1"], o["per_gallery"]["S2"]
     assert (s1["mated"], s1["non_mated"], s2["mated"], s2["non_mated"]) == (2, 2, 2, 2)
     assert s1["threshold@fpir=0.0001"] == pytest.approx(0.6) and s1["threshold@fpir=1.0"] == 0.0
     assert s1["tpir@fpir=0.01"] == 0.5 and s2["tpir@fpir=0.01"] == 1.0
-    assert (s1["rank1"], s1["rank5"], s2["rank1"]) == (0.5, 1.0, 1.0)
+    assert (s1["rank1"], s1["rank5"], s2["rank1"]) == (1.0, 1.0, 1.0)
     assert r["counts"] == {"rows": 8, "templates": 8, "probes": 4, "gallery_templates": {"S1": 2, "S2": 2}, "joined_gallery": 4}
     assert r["knobs"]["faceness"] is False and "fars" not in r["knobs"]
     assert set(r["definitions"]) == {"joined", "open_set"}

@@ -377,6 +377,8 @@ def test_protocol_validation_and_knobs():
     assert p.knobs() == {
         "flip": "sum", "faceness": True, "image_norm": False, "align_size": 112, "channel_order": "RGB",
         "normalization": "(x/255-0.5)/0.5", "fars": ["1e-06", "1e-05", "0.0001", "0.001", "0.01", "0.1"],
+        "alignment": "arcface-5pt-umeyama-similarity", "input_size": 112, "pooling": "media-mean-then-sum-l2",
+        "score": "cosine (inner product of L2-normalised template features)", "score_dtype": "float64",
     }
     for bad in (dict(flip="concat"), dict(channel_order="rgb"), dict(normalization="(x-127.5)/128"),
                 dict(align_size=0), dict(fars=(0.0,)), dict(fars=())):

@@ -53,10 +53,11 @@ def test_threshold_rule_truncates_and_uses_eps_when_k_is_zero():
 
 def test_closed_set_ranks_with_ties():
     # G1 subjects 1, 2, 3 (columns 0-2), G2 subjects 4, 5, 6 (columns 3-5) of hstack(G1, G2).
-    s1 = [[0.5, 0.5, 0.2],  # A, subject 1, mate col 0: ties col 1 -> lower column first -> rank 1
-          [0.5, 0.5, 0.1],  # B, subject 2, mate col 1: col 0 ties and comes first -> rank 2
+    # PFE DIR_FAR: np.argsort(row)[::-1], read as stable: among equal scores the higher column comes first.
+    s1 = [[0.5, 0.5, 0.2],  # A, subject 1, mate col 0: col 1 ties and comes first -> rank 2
+          [0.5, 0.5, 0.1],  # B, subject 2, mate col 1: ties col 0, higher column first -> rank 1
           [0.9, 0.8, 0.7],  # C, subject 4, mate col 3 (0.6) below 0.95, 0.9, 0.8, 0.7, 0.65 -> rank 6
-          [0.3, 0.0, 0.0],  # D, subject 6, mate col 5 (0.3) ties col 0, G1 first -> rank 2
+          [0.3, 0.0, 0.0],  # D, subject 6, mate col 5 (0.3) ties col 0, G2 (higher columns) first -> rank 1
           [0.9, 0.9, 0.9]]  # E, subject 9: no mate -> not in the closed set at all
     s2 = [[0.1, 0.0, 0.0],
           [0.0, 0.0, 0.0],
@@ -66,8 +67,8 @@ def test_closed_set_ranks_with_ties():
     p, g1, g2 = scores_as_features(s1, s2)
     out = identification_metrics(p, g1, g2, [1, 2, 4, 6, 9], [1, 2, 3], [4, 5, 6], ranks=(1, 2, 5, 10), fpirs=(0.1,))
     m = out["metrics"]
-    # 4 mated probes (E excluded): ranks 1, 2, 6, 2
-    assert m["rank1"] == 1 / 4
+    # 4 mated probes (E excluded): ranks 2, 1, 6, 1
+    assert m["rank1"] == 2 / 4
     assert m["rank2"] == 3 / 4
     assert m["rank5"] == 3 / 4
     assert m["rank10"] == 1.0
@@ -87,21 +88,22 @@ def test_open_set_threshold_boundary_and_gallery_average():
     out = identification_metrics(p, g1, g2, [1, 2, 1, 9, 9, 3], [1, 2], [3], ranks=(1, 2), fpirs=(0.1, 0.5, 0.7))
     G1, G2, m = out["by_gallery"]["G1"], out["by_gallery"]["G2"], out["metrics"]
     # G1: non-mated maxima sorted 0.6, 0.4, 0.1 (n = 3).
-    #   FPIR 0.1: k = int(0.3) = 0 -> thr = 0.6 + 1e-8: P0 passes, P1 (0.6) fails by the eps -> 1/3
+    #   FPIR 0.1: k = int(0.3) = 0 -> thr = 0.6 + 1e-8, compared in the scores' float32 where it is 0.6 again:
+    #   P0 passes and so does P1, whose mate equals the largest non-mated maximum -> 2/3
     #   FPIR 0.5: k = int(1.5) = 1 -> thr = 0.6: P0 and P1 pass (>=) -> 2/3
     #   FPIR 0.7: k = int(2.1) = 2 -> thr = 0.4: P0, P1 -> 2/3
     assert (G1["mated"], G1["non_mated"]) == (3, 3)
-    assert G1["tpir@fpir=0.1"] == pytest.approx(1 / 3)
+    assert G1["tpir@fpir=0.1"] == pytest.approx(2 / 3)
     assert G1["tpir@fpir=0.5"] == pytest.approx(2 / 3)
     assert G1["tpir@fpir=0.7"] == pytest.approx(2 / 3)
     assert G1["threshold@fpir=0.5"] == pytest.approx(0.6, abs=1e-7)
-    assert G1["achieved_fpir@fpir=0.1"] == 0.0 and G1["achieved_fpir@fpir=0.5"] == pytest.approx(1 / 3)
+    assert G1["achieved_fpir@fpir=0.1"] == pytest.approx(1 / 3) and G1["achieved_fpir@fpir=0.5"] == pytest.approx(1 / 3)
     # G2: mated N2 (0.9, only column); non-mated maxima 0.5, 0.25, 0, 0, 0 (n = 5); every threshold <= 0.5 + 1e-8
     assert (G2["mated"], G2["non_mated"]) == (1, 5)
     assert G2["tpir@fpir=0.1"] == 1.0 and G2["threshold@fpir=0.1"] == pytest.approx(0.5 + 1e-8, abs=1e-7)
     assert G2["threshold@fpir=0.5"] == pytest.approx(0.25)  # k = int(2.5) = 2 -> s[1]
     # reported = (G1 + G2) / 2
-    assert m["tpir@fpir=0.1"] == pytest.approx((1 / 3 + 1) / 2)
+    assert m["tpir@fpir=0.1"] == pytest.approx((2 / 3 + 1) / 2)
     assert m["tpir@fpir=0.5"] == pytest.approx((2 / 3 + 1) / 2)
     # closed set over hstack: P0, P1, N2 rank 1; P2 rank 2; N0, N1 (subject 9) excluded
     assert m["rank1"] == 3 / 4 and m["rank2"] == 1.0
@@ -188,7 +190,9 @@ def test_templates_rebuilt_by_the_published_rules(tmp_path):
     assert probes == [0, 1, 2] and f1.endswith("cs6_surveillance_to_booking_g1.csv")
     # booking: one template per subject holding all its listed images
     assert [(t[i].subject, t[i].images) for i in g1] == [(1, ("1/img_100.jpg", "1/img_101.jpg"))]
-    assert [(t[i].subject, t[i].images) for i in g2] == [(3, ("3/img_300.jpg",)), (2, ("2/img_200.jpg",))]
+    # booking template order = PFE's list(set(subjects)): the file lists 3 then 2, the set iterates 2, 3
+    assert list(set([3, 2])) == [2, 3]
+    assert [(t[i].subject, t[i].images) for i in g2] == [(2, ("2/img_200.jpg",)), (3, ("3/img_300.jpg",))]
     _, s1, s2, _, _ = proto.protocol("V2S")
     assert [t[i].images for i in s1 + s2] == [("1/img_100.jpg",), ("3/img_300.jpg",)]
     v_probes, v1, v2, _, _ = proto.protocol("V2V")
@@ -214,13 +218,14 @@ def test_evaluate_features_fuses_and_counts_missing_frames(tmp_path):
     assert c["V2S"]["empty_probe_templates"] == 1 and c["V2V"]["empty_probe_templates"] == 0
     # V2S: probes (1,5004), (2,5004), (3,5005 empty); G1 = {1}, G2 = {3}; subject 2 unmated.
     assert (c["V2S"]["mated"], c["V2S"]["unmated"]) == (2, 1)
-    # subject 1 scores 1 with its mate; the empty probe scores 0 everywhere, ties -> column 0 (subject 1) first:
-    # mate (column 1) at rank 2
-    assert res["V2S"]["rank1"] == 0.5 and res["V2S"]["rank5"] == 1.0
-    # V2B: G2 = {3, 2}: subject 2 is mated now, and its probe scores 1 with its booking template
-    assert res["V2B"]["rank1"] == pytest.approx(2 / 3)
+    # subject 1 scores 1 with its mate; the empty probe scores 0 everywhere, ties -> the higher column (1, its
+    # mate subject 3 in G2) first (PFE's reversed argsort): rank 1
+    assert res["V2S"]["rank1"] == 1.0 and res["V2S"]["rank5"] == 1.0
+    # V2B: G2 = list(set([3, 2])) = [2, 3]: subject 2 is mated now, and its probe scores 1 with its booking
+    # template; the empty probe's mate (subject 3) is the highest column of hstack(G1, G2): first among the zeros
+    assert res["V2B"]["rank1"] == 1.0
     assert set(res["V2S"]) == {"rank1", "rank5", "rank10", "rank20", "tpir@fpir=0.01", "tpir@fpir=0.1"}
-    assert res["benchmark"] == "IJB-S" and res["knobs"]["fusion"].startswith("mean")
+    assert res["benchmark"] == "IJB-S" and res["knobs"]["pooling"].startswith("mean")
 
 
 def test_two_mates_in_a_gallery_csv_is_an_error(tmp_path):
@@ -334,6 +339,47 @@ def test_tiny_release_layout_and_counts(tiny_ijbs):
     assert len(present) == counts["frames_aligned"] + counts["stills"]
     n_files = sum(len(files) for _, _, files in os.walk(os.path.join(root, "aligned")))
     assert n_files == len(present)
+
+
+def test_synthface_csvs_parse_with_adafaces_own_rules(tiny_ijbs, tmp_path):
+    """PFE ``IJBSTest.init_proto`` (AdaFace ``validation_lq/PFE/ijbs.py``) reads each line with ``readlines`` and
+    ``x.split(',')``, newline kept: metadata col0 SUBJECT_ID, col1 FILENAME; galleries col1 SUBJECT_ID, col2
+    FILENAME; the V2V gallery pairs must be found by ``video_meta_list.index((col1, col2))``; probe lists are
+    ``x.split('\\n')[0]``. SynthFace writes FILENAME before further columns (the NIST order), so nothing keeps a
+    newline. The project's reader reads that layout and the three-column one (FILENAME last) alike."""
+    import shutil
+
+    root, _ = tiny_ijbs
+    pdir = os.path.join(root, "protocols")
+
+    def lines(rel):
+        with open(os.path.join(pdir, rel)) as f:
+            return f.readlines()[1:]
+
+    meta = lines("cs6_metadata.csv")
+    video_meta_list = list({(x.split(",")[0], x.split(",")[1]) for x in meta if x.split(",")[1].startswith("videos")})
+    for g in (1, 2):
+        for x in lines(f"galleries/cs6_surveillance_to_surveillance_g{g}.csv"):
+            video_meta_list.index((x.split(",")[1], x.split(",")[2]))  # raises ValueError if not found
+        for kind in ("single", "booking"):
+            for x in lines(f"galleries/cs6_surveillance_to_{kind}_g{g}.csv"):
+                assert x.split(",")[2].startswith("img/") and "\n" not in x.split(",")[2]
+    videos = {v for _, v in video_meta_list}
+    for name in ("cs6_surveillance_to_single-booking_probe.csv", "cs6_surveillance_to_surveillance_probe.csv"):
+        assert all(x.split("\n")[0] in videos for x in lines(name))
+    # the same protocol from a copy whose galleries keep only TEMPLATE_ID,SUBJECT_ID,FILENAME (FILENAME last)
+    old = str(tmp_path / "old")
+    shutil.copytree(pdir, os.path.join(old, "protocols"))
+    for f in os.listdir(os.path.join(old, "protocols", "galleries")):
+        path = os.path.join(old, "protocols", "galleries", f)
+        with open(path) as fh:
+            rows = fh.read().splitlines()
+        with open(path, "w") as fh:
+            fh.write("".join(",".join(r.split(",")[:3]) + "\n" for r in rows))
+    new_p, old_p = read_ijbs(root), read_ijbs(old)
+    assert [(t.subject, t.kind, t.source, t.images) for t in new_p.templates] == \
+           [(t.subject, t.kind, t.source, t.images) for t in old_p.templates]
+    assert new_p.galleries == old_p.galleries and new_p.probes == old_p.probes
 
 
 def test_tiny_release_is_deterministic(tiny_ijbs, tmp_path):

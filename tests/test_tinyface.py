@@ -256,13 +256,15 @@ def test_end_to_end_random_model(tiny_tinyface):
     assert res["counts"] == {"probes": counts["probes"], "mated_probes": counts["probes"], "gallery_match": counts["gallery_match"],
                              "distractors": 40, "identities": 10}
     assert res["knobs"]["flip"] == "sum" and res["knobs"]["input_size"] == 32
-    # flip "sum" is the sum of the un-normalised outputs of the image and its mirror
+    # flip "sum" is the sum of the un-normalised outputs of the image and its mirror, then L2-normalised (AdaFace
+    # pre_norm_vector_add + l2_norm); the scorer takes these unit features as given
     with _one_torch_thread():
         p_sum, g_sum = ev.extract_features(model, batch_size=64)
         p_none, _ = TinyFaceEvaluation(root, settings=TinyFaceSettings(input_size=32, flip="none")).extract_features(model)
     x = ev._load(ev.protocol.probe_paths[:3]).float().div(255).sub(0.5).div(0.5)
     with torch.no_grad():
         want = (model(x) + model(torch.flip(x, dims=(3,)))).numpy()
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
     np.testing.assert_allclose(p_sum[:3], want, rtol=1e-4, atol=1e-5)
     assert not np.allclose(p_sum, p_none)
     # feature checks name the problem in one line

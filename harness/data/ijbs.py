@@ -11,9 +11,15 @@ re-implements from the raw CSVs (``shared/reference/benchmark_formats.md`` secti
   appearance in the metadata, frames in file order (duplicates dropped).
 - **Single-image gallery** (``galleries/cs6_surveillance_to_single_g{1,2}.csv``): each row is its own template.
 - **Booking gallery** (``galleries/cs6_surveillance_to_booking_g{1,2}.csv``): per subject, one template of all its
-  listed images (PFE: ``list(set(subjects))``; here first appearance order).
+  listed images (in file order), templates in PFE's order ``list(set(subjects))``: the iteration order of a CPython
+  set of the integer SUBJECT_IDs inserted in file order. Integers hash to themselves (no hash seed), so this order
+  is deterministic and is reproduced by building the same set here; it decides which column wins an exact score
+  tie.
 - **Video gallery** (``galleries/cs6_surveillance_to_surveillance_g{1,2}.csv``): the (subject, video) templates of
   the listed pairs (PFE: ``video_meta_list.index(pair)``, which raises for an unknown pair; here a one-line error).
+  PFE orders them by ``list(set(pairs))`` of *string* tuples, whose order follows Python's per-process hash seed
+  (``PYTHONHASHSEED``): not reproducible from run to run. Here they are in file order (first appearance), the
+  order the NIST file gives and the only one that does not depend on the process; it matters only for exact ties.
 - **Probes**: V2S / V2B: the video templates whose video is in ``cs6_surveillance_to_single-booking_probe.csv``;
   V2V: those whose video is in ``cs6_surveillance_to_surveillance_probe.csv`` (metadata order).
 
@@ -248,6 +254,8 @@ def read_ijbs(root: str | os.PathLike) -> IJBSProtocol:
             if name not in videos_seen:
                 raise DataFormatError(path, f"line {lineno}", f"probe video {name!r} has no rows in {METADATA}")
             listed.add(name)
+        if not listed:
+            raise DataFormatError(path, "line 1", "no probe videos after the header")
         probes[key] = [i for i, t in enumerate(templates) if t.source in listed]
 
     # --- galleries
@@ -262,6 +270,7 @@ def read_ijbs(root: str | os.PathLike) -> IJBSProtocol:
             cf = _column(path, gh, ("FILENAME",))
             idx: list[int] = []
             booking: dict[int, tuple[int, list[str]]] = {}
+            booking_lines: list[int] = []
             seen_pairs: set[tuple[int, str]] = set()
             for lineno, f in grows[1:]:
                 subject = _int(path, lineno, _field(path, lineno, f, cs, "SUBJECT_ID"), "SUBJECT_ID")
@@ -285,7 +294,11 @@ def read_ijbs(root: str | os.PathLike) -> IJBSProtocol:
                     templates.append(IJBSTemplate(subject, "single", name, (still_path(subject, name),), path, lineno))
                 else:
                     booking.setdefault(subject, (lineno, []))[1].append(name)
-            for subject, (lineno, names) in booking.items():
+                    booking_lines.append(subject)
+            # PFE's order, list(set(<SUBJECT_ID of every line>)): the set is built from the same sequence (a set
+            # built from a dict would be pre-sized by CPython and could iterate in another order)
+            for subject in list(set(booking_lines)):
+                lineno, names = booking[subject]
                 idx.append(len(templates))
                 paths = tuple(dict.fromkeys(still_path(subject, n) for n in names))
                 templates.append(IJBSTemplate(subject, "booking", ";".join(names), paths, path, lineno))

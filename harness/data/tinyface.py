@@ -16,6 +16,8 @@ dataset: Cheng, Zhu, Gong, "Low-Resolution Face Recognition", ACCV 2018):
   there). ``os.walk`` order depends on the file system; this reader sorts each folder's paths, which changes
   nothing but the order of exact score ties (see :mod:`harness.eval.tinyface`).
 - Labels: ``int(basename.split('_')[0])`` for Probe and Gallery_Match; ``-100`` for every distractor.
+- Each of the three folders must hold images: AdaFace would score an empty Gallery_Distractor (a much easier
+  gallery: Rank-1 several times higher) without a word; here it is an error, as an empty Probe or Gallery_Match.
 - Features are those of the *aligned* images, joined to the original lists by basename without extension (the key
   is searched over the whole aligned folder, whatever its sub-folder). AdaFace assumes those keys unique and never
   checks; here a duplicate key (among the originals, or among the aligned copies) raises naming both files.
@@ -179,7 +181,7 @@ def read_tinyface(root: str | os.PathLike, aligned: str = DEFAULT_ALIGNED, check
     testing = require_dir(os.path.join(root, TESTING_SET), f"{WHAT} Testing_Set folder")
     aligned_root = require_dir(os.path.join(root, aligned), f"{WHAT} aligned copy ({aligned})")
     walked = {f: _walk(require_dir(os.path.join(testing, f), f"{WHAT} {f} folder")) for f in FOLDERS}
-    for f in ("Probe", "Gallery_Match"):
+    for f in FOLDERS:  # an empty Gallery_Distractor would be scored against a 100x smaller gallery: refused too
         if not walked[f]:
             raise DataFormatError(os.path.join(testing, f), None, "no images (.jpg/.png/.jpeg)")
     _unique_keys(walked["Probe"] + walked["Gallery_Match"] + walked["Gallery_Distractor"], "original Testing_Set images")

@@ -37,14 +37,18 @@ the standard open-set DIR. AdaFace issue #169 discusses how (a) and (b) differ.
   as ``run_model_test_1N`` prints it (the per-gallery rank-k in ``per_gallery`` is hits / mated probes).
 - TPIR is None where a gallery has no non-mated or no mated probes (the original would crash).
 
-Tie order for rank-k (both definitions): among equal scores the gallery template with the lower index (smaller
-template id) ranks first, as :func:`harness.eval.identification.chunked_topk` orders ties. The originals use
-``np.argsort(-s)`` (ijb_1n.py, introsort: unspecified order) and ``np.argsort(s)[::-1]`` (ijb_evals.py: mostly the
-higher index first); only exact ties are affected. The rank is computed exactly in float64 (rank of the mate =
-#scores above it + #equal scores at lower index) rather than by :func:`chunked_topk`, which works in float32 and
-would create ties the float64 original does not have; ``tests/test_ijb_identification.py`` checks both agree
-where there are no near-ties. Note that a mate tied with a non-mate at the top counts as a rank-1 hit when its
-index is lower but never as "correct" in the open-set TPIR (strict ``>``), as in the originals.
+Tie order for rank-k, each definition as its published code sorts a score row (scores are float64 there and here):
+
+- "joined" (``ijb_1n.py`` ``evaluation``: ``top_inds = np.argsort(-similarity)``): read as a stable sort, among
+  equal scores the gallery template with the **lower** index (smaller template id) ranks first.
+- "open_set" (``ijb_evals.py`` ``evaluation_1N``: ``index_sorted = np.argsort(similarity[index])[::-1]``): the
+  reverse of a stable ascending sort, so among equal scores the **higher** index (larger template id) ranks first.
+
+NumPy's default argsort (introsort) is not guaranteed stable; the stable reading is the documented rule. The rank is
+computed exactly in float64 (rank of the mate = #scores above it + #equal scores on the winning side of it) rather
+than by :func:`chunked_topk`, which works in float32 and would create ties the float64 original does not have;
+``tests/test_ijb_identification.py`` checks both agree where there are no near-ties. A mate tied with a non-mate at
+the top may count as a rank-1 hit, but never as "correct" in the open-set TPIR (strict ``>``), as in the originals.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ import os
 
 import numpy as np
 
-from harness.data.ijb import IJBMeta, read_ijb
+from harness.data.ijb import IJBMeta, meta_paths, read_ijb
 from harness.data.ijb1n import PROBE, IJB1NProtocol, read_ijb_1n
 from harness.errors import DataFormatError
 from harness.eval.ijb_verification import (
@@ -70,6 +74,7 @@ __all__ = [
     "IJBIdentification",
     "joined_identification",
     "open_set_identification",
+    "identification_knobs",
     "mate_rank_scan",
     "RANKS",
     "JOINED_FARS",
@@ -104,7 +109,8 @@ class _View:
     """One ranking problem inside a scan: gallery columns ``cols`` (None: all), ``mate`` rows within them (-1: none),
     and how many of the largest non-mated scores to keep (flattened over all probes)."""
 
-    def __init__(self, n_p: int, n_g: int, cols, mate, topk: int):
+    def __init__(self, n_p: int, n_g: int, cols, mate, topk: int, high_first: bool = False):
+        self.high_first = bool(high_first)  # tie order: higher gallery index first (evaluation_1N) or lower (ijb_1n)
         self.cols = None if cols is None else np.asarray(cols, dtype=np.int64)
         self.n_g = n_g if self.cols is None else len(self.cols)
         self.mate = np.asarray(mate, dtype=np.int64)
@@ -130,9 +136,10 @@ class _View:
             above = np.count_nonzero(sh > ps, axis=1)
             ties = np.count_nonzero(sh == ps, axis=1)  # >= 1: the mate itself
             rare = np.flatnonzero(ties > 1)
-            if rare.size:  # equal scores at a lower gallery index rank first
+            if rare.size:  # equal scores on the winning side of the mate (lower or higher gallery index) rank first
                 cols = np.arange(sh.shape[1])
-                above[rare] += np.count_nonzero((sh[rare] == ps[rare]) & (cols[None, :] < mh[rare, None]), axis=1)
+                ahead = cols[None, :] > mh[rare, None] if self.high_first else cols[None, :] < mh[rare, None]
+                above[rare] += np.count_nonzero((sh[rare] == ps[rare]) & ahead, axis=1)
             self.pos[p0 + has] = ps[:, 0]
             self.rank[p0 + has] = above
             s[has, mh] = -np.inf  # from here on, s holds non-mated scores only
@@ -172,18 +179,19 @@ def _check_feats(probe, gallery) -> tuple[np.ndarray, np.ndarray]:
 
 
 def mate_rank_scan(
-    probe: np.ndarray, gallery: np.ndarray, mate, topk_nonmated: int = 0, block_bytes: int = DEFAULT_BLOCK_BYTES
+    probe: np.ndarray, gallery: np.ndarray, mate, topk_nonmated: int = 0, block_bytes: int = DEFAULT_BLOCK_BYTES,
+    high_first: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One pass over the float64 scores ``probe @ gallery.T`` by blocks of probes.
 
     ``mate[i]``: gallery row of probe i's mate, or -1 (non-mated). Returns ``(pos, rank, nonmate_max, top)``:
     ``pos`` the mate score (NaN if none); ``rank`` the 0-based rank of the mate (#scores above it + #equal scores
-    at a lower gallery index; -1 if none); ``nonmate_max`` the max over the gallery without the mate (-inf if the
+    at a lower gallery index, or at a higher one with ``high_first``; -1 if none); ``nonmate_max`` the max over the gallery without the mate (-inf if the
     gallery has nothing else); ``top`` the ``topk_nonmated`` largest non-mated scores of all probes, flattened,
     descending (fewer if there are fewer). Memory: one (block, G) float64 score block (``block_bytes``).
     """
     probe, gallery = _check_feats(probe, gallery)
-    view = _View(probe.shape[0], gallery.shape[0], None, mate, topk_nonmated)
+    view = _View(probe.shape[0], gallery.shape[0], None, mate, topk_nonmated, high_first)
     _scan(probe, gallery, [view], block_bytes)
     return view.finish()
 
@@ -247,15 +255,33 @@ def open_set_identification(
 ) -> dict:
     """Definition (b) (``ijb_evals.py`` ``evaluation_1N``) on one gallery; ``mate[i] = -1`` marks a non-mated probe.
 
+    Rank ties: the higher gallery index first (``np.argsort(s)[::-1]``).
     ``fpirs``: ``{name: value}`` (default :data:`OPEN_SET_FPIRS`). Returns ``mated``, ``non_mated``, ``hits``
     (``{k: count}`` of mated probes with the mate in the top k), ``tpir`` and ``threshold`` (``{name: value or
     None}``).
     """
-    pos, rank, nonmate_max, _ = mate_rank_scan(probe, gallery, mate, 0, block_bytes)
+    pos, rank, nonmate_max, _ = mate_rank_scan(probe, gallery, mate, 0, block_bytes, high_first=True)
     return _open_set_result(pos, rank, nonmate_max, mate, OPEN_SET_FPIRS if fpirs is None else fpirs, ranks)
 
 
 # ---------------------------------------------------------------------------------------------- evaluator
+
+
+def identification_knobs(protocol: VerificationProtocol) -> dict:
+    """The knobs of an IJB-B/C 1:N result row: the 1:1 protocol's (template features are built the same way; no
+    FARs) plus the 1:N scoring, tie and threshold rules."""
+    knobs = {k: v for k, v in protocol.knobs().items() if k != "fars"}
+    knobs.update(
+        {
+            "score": "cosine (inner product of L2-normalised template features)",
+            "score_dtype": "float64",
+            "ties": "joined: lower gallery index first (ijb_1n.py argsort(-s)); open_set: higher gallery index first "
+                    "(evaluation_1N argsort(s)[::-1]); gallery templates in template-id order",
+            "joined_fars": [far_key(f) for f in JOINED_FARS],
+            "open_set_fpirs": dict(OPEN_SET_FPIRS),
+        }
+    )
+    return knobs
 
 
 def _rows_of(template_ids: np.ndarray, tids: np.ndarray) -> np.ndarray:
@@ -327,7 +353,8 @@ class IJBIdentification:
         per-image features exactly as the 1:1 protocol builds them (same checks and errors)."""
         where = os.fspath(features_path) if features_path is not None else "<features>"
         tids, tf, _ = pool_image_features(
-            feats, self.meta.templates, self.meta.medias, self.meta.faceness, self.protocol, flip_concat, where
+            feats, self.meta.templates, self.meta.medias, self.meta.faceness, self.protocol, flip_concat, where,
+            meta_paths(self.meta.root, self.meta.prefix)["name_5pts_score"],
         )
         return tids, tf
 
@@ -368,7 +395,7 @@ class IJBIdentification:
         for name, (g_tids, g_subs) in self.lists.galleries.items():
             cols = np.searchsorted(self.joined_tids, g_tids)
             # first gallery row of each probe's subject (ijb_evals.py: argwhere(reg_ids == query_id)[0, 0]), or -1
-            views[name] = _View(n_p, len(self.joined_tids), cols, _first_row_of(g_subs, p_subs), 0)
+            views[name] = _View(n_p, len(self.joined_tids), cols, _first_row_of(g_subs, p_subs), 0, high_first=True)
         views["joined"] = _View(n_p, len(self.joined_tids), None, self.joined_mate, max(need.values()))
         _scan(probe, gallery, list(views.values()), block_bytes)
 
@@ -402,15 +429,7 @@ class IJBIdentification:
         open_set.update({f"rank{k}": hits_total[k] / n_p for k in RANKS})
         open_set["per_gallery"] = per_gallery
 
-        knobs = {k: v for k, v in self.protocol.knobs().items() if k != "fars"}
-        knobs.update(
-            {
-                "scores": "float64 cosine of L2-normalised template features",
-                "tie_order": "lower gallery index (smaller template id) first",
-                "joined_fars": [far_key(f) for f in JOINED_FARS],
-                "open_set_fpirs": dict(OPEN_SET_FPIRS),
-            }
-        )
+        knobs = identification_knobs(self.protocol)
         result = {
             "benchmark": self.benchmark,
             "protocol": "1:N identification",

@@ -59,6 +59,14 @@ _FLIPS = ("sum", "none")
 _CHANNEL_ORDERS = ("RGB", "BGR")
 
 
+#: how the loose crops are aligned (:func:`harness.align.align_faces`: insightface's ArcFace 5-point template,
+#: similarity transform by Umeyama's method)
+ALIGNMENT = "arcface-5pt-umeyama-similarity"
+#: insightface ``image2template_feature``: per template, the mean of each media's image features, summed over its
+#: medias, then L2-normalised
+POOLING = "media-mean-then-sum-l2"
+
+
 @dataclass(frozen=True)
 class VerificationProtocol:
     """The knobs of the IJB 1:1 protocol. Defaults = insightface ``ijb_11.py`` / ``eval_ijbc.py`` defaults.
@@ -101,14 +109,20 @@ class VerificationProtocol:
         object.__setattr__(self, "image_norm", bool(self.image_norm))
 
     def knobs(self) -> dict:
-        """Flat, JSON-ready dict of the protocol, stored in every result row."""
+        """Flat, JSON-ready dict of the protocol, stored in every IJB-B/C result row (1:1 and 1:N): the only source
+        of those rows' protocol knobs (``harness.run`` adds run-level facts only, never overwriting these)."""
         return {
-            "flip": self.flip,
-            "faceness": self.faceness,
-            "image_norm": self.image_norm,
+            "alignment": ALIGNMENT,
+            "input_size": self.align_size,
             "align_size": self.align_size,
             "channel_order": self.channel_order,
             "normalization": self.normalization,
+            "flip": self.flip,
+            "faceness": self.faceness,
+            "image_norm": self.image_norm,
+            "pooling": POOLING,
+            "score": "cosine (inner product of L2-normalised template features)",
+            "score_dtype": "float64",
             "fars": [far_key(x) for x in self.fars],
         }
 
@@ -404,15 +418,28 @@ def _tar_block(scores: np.ndarray, labels: np.ndarray, fars) -> dict:
     return {"tar_at_far": {far_key(x): tars[float(x)] for x in fars}, "auc": auc_from_roc(fpr, tpr), "counts": counts}
 
 
+def check_faceness(faceness, where: str) -> np.ndarray:
+    """Faceness scores as float32, refusing a NaN or negative one (``where:line N: ...``, N = 1-based row of
+    ``<t>_name_5pts_score.txt``): a weight that is not a detector confidence would silently flip or void an image's
+    contribution to its template."""
+    w = np.asarray(faceness, dtype=np.float32).reshape(-1)
+    bad = np.flatnonzero(~(w >= 0))  # NaN fails >= too
+    if bad.size:
+        i = int(bad[0])
+        raise DataFormatError(where, f"line {i + 1}", f"faceness score {float(w[i])!r} is {'NaN' if np.isnan(w[i]) else 'negative'} (must be >= 0)")
+    return w
+
+
 def pool_image_features(
     feats: np.ndarray, templates: np.ndarray, medias: np.ndarray, faceness, protocol: "VerificationProtocol",
-    flip_concat: bool, where: str,
+    flip_concat: bool, where: str, faceness_where: str = "<faceness>",
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Checked per-image features -> (template ids, L2-normalised float64 template features, largest media size).
 
     Shared by the 1:1 and 1:N protocols: shape/dtype/row-count checks naming ``where``, optional flip split,
-    per-image normalisation and faceness weighting (``protocol``), insightface's media-mean-then-sum pooling, and
-    a non-finite check that names the first bad image row.
+    per-image normalisation and faceness weighting (``protocol``; a NaN or negative faceness score is an error
+    naming ``faceness_where``), insightface's media-mean-then-sum pooling, and a non-finite check that names the
+    first bad image row. An all-zero feature matrix (nothing was extracted) is an error.
     """
     n_rows = templates.shape[0]
     feats = np.asarray(feats)
@@ -428,11 +455,13 @@ def pool_image_features(
         raise DataFormatError(where, "shape", "features have width 0")
     if feats.dtype != np.float32:  # model outputs are float32; insightface's arithmetic is float32 throughout
         feats = feats.astype(np.float32)
+    if feats.size and not feats.any():
+        raise DataFormatError(where, "rows", f"all {feats.shape[0]} feature rows are zero (no features were written)")
     if protocol.image_norm:
         z = _first_zero_row(feats)
         if z is not None:
             raise DataFormatError(where, f"row {z}", "all-zero feature row cannot be L2-normalised (image_norm)")
-    w = np.asarray(faceness, dtype=np.float32) if protocol.faceness else None
+    w = check_faceness(faceness, faceness_where) if protocol.faceness else None
     get_rows = _image_row_fn(feats, w, protocol, flip_concat)
     tids, tf, max_media = _pool(get_rows, templates, medias, feats.shape[1] // 2 if flip_concat else feats.shape[1])
     if not np.isfinite(tf).all():  # cheap check on T rows; scan the N rows only to name the culprit
@@ -457,6 +486,7 @@ def evaluate_verification(
     pair_file: str | os.PathLike = "<pairs>",
     benchmark: str = "IJB",
     exact: bool = False,
+    faceness_file: str | os.PathLike = "<faceness>",
 ) -> dict:
     """The whole 1:1 protocol on in-memory arrays (what :meth:`IJBVerification.evaluate_features` runs).
 
@@ -464,12 +494,13 @@ def evaluate_verification(
     of face_tid_mid. Returns the result dict described in :meth:`IJBVerification.evaluate_features`.
     """
     return _verification(feats, templates, medias, faceness, pairs, labels, protocol, flip_concat=flip_concat,
-                         features_path=features_path, pair_file=pair_file, benchmark=benchmark, exact=exact)[0]
+                         features_path=features_path, pair_file=pair_file, benchmark=benchmark, exact=exact,
+                         faceness_file=faceness_file)[0]
 
 
 def _verification(
     feats, templates, medias, faceness, pairs, labels, protocol: VerificationProtocol, *, flip_concat: bool,
-    features_path, pair_file, benchmark: str, exact: bool,
+    features_path, pair_file, benchmark: str, exact: bool, faceness_file="<faceness>",
 ) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`evaluate_verification`, also returning the per-pair ``scores`` (float64, the ones the ROC is built
     from), the template ``rows`` of each pair ((P, 2), into ``tids``), ``tids`` (sorted template ids) and the per-pair
@@ -477,7 +508,8 @@ def _verification(
     where = os.fspath(features_path) if features_path is not None else "<features>"
     templates = _as_ids(templates, "templates")
     medias = _as_ids(medias, "medias")
-    tids, tf, max_media = pool_image_features(feats, templates, medias, faceness, protocol, flip_concat, where)
+    tids, tf, max_media = pool_image_features(feats, templates, medias, faceness, protocol, flip_concat, where,
+                                              os.fspath(faceness_file))
     pairs = np.asarray(pairs)
     labels = np.asarray(labels)
     if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.dtype.kind not in "iu" or labels.shape != (pairs.shape[0],):
@@ -586,7 +618,7 @@ class IJBVerification:
         res, scores, rows, tids, video_probe = _verification(
             feats, m.templates, m.medias, m.faceness, m.pairs, m.labels, self.protocol,
             flip_concat=flip_concat, features_path=features_path, pair_file=self.pair_file,
-            benchmark=self.benchmark, exact=exact,
+            benchmark=self.benchmark, exact=exact, faceness_file=meta_paths(m.root, m.prefix)["name_5pts_score"],
         )
         if not return_items:
             return res

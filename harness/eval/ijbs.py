@@ -17,13 +17,27 @@ Sources (facts re-implemented, no code copied; ``shared/reference/benchmark_form
     ``thr = s[k-1]``, or ``s[0] + 1e-8`` when ``k == 0``; TPIR = mean over Gi's mated probes of (mate score >= thr
     and the mate ranked first); reported = (TPIR_G1 + TPIR_G2) / 2.
 
-Documented choices where the original is undefined or platform-dependent:
+Exact ties and score dtype, as the published code behaves (``tests/test_ties.py`` builds each case by hand):
 
-- Ties: PFE ranks with ``np.argsort(...)[::-1]`` (quicksort: tie order unspecified). Here ties keep the *lower*
-  gallery column first (G1 columns before G2), the rule of :func:`harness.eval.identification.chunked_topk`.
-  Only exact score ties are affected (e.g. all-zero templates).
-- Thresholds and comparisons are done in float64 on float32 scores, so ``s[0] + 1e-8`` is always above ``s[0]``
-  (in float32 it would round back to ``s[0]`` for scores near 1). Rates are float64 means (PFE: float32).
+- **Tie order.** ``DIR_FAR`` ranks a score row by ``np.argsort(score_mat, axis=1)[:, ::-1]``: read as a stable sort,
+  among exactly equal scores the **highest** gallery column comes first; in the closed set the columns are
+  ``hstack(G1, G2)``, so a tied G2 template precedes every tied G1 template. The open-set "mate at rank 1" test uses
+  the same rule within one gallery. Exact ties are common: a template whose frames all failed alignment is a zero
+  vector and scores exactly 0 against every gallery template, so its mate ranks last among the zeros' columns
+  above it. (NumPy's default argsort is not guaranteed stable; the reversed stable sort is the documented reading.)
+- **Gallery column order** (it decides the ties): single-image galleries in file order; booking galleries in
+  PFE's ``list(set(subjects))`` order (deterministic for integer ids; :mod:`harness.data.ijbs`); video galleries in
+  file order, because PFE's ``list(set(pairs))`` of string tuples follows Python's per-process hash seed and so has
+  no reproducible order (documented choice).
+- **Score dtype.** AdaFace's template features are float32 (``average_fuse`` of the float32 model outputs), but an
+  empty template is ``np.zeros(512)``, float64: ``np.array`` of a template list holding one promotes the whole
+  list, and ``np.dot`` then scores in float64. So a (probe list, gallery list) pair is scored in float64 when either
+  list holds an empty template, else in float32 (the joined closed-set matrix in float64 if either half is).
+- **Threshold comparison in the scores' dtype.** ``thr = s[k-1]`` or ``s[0] + 1e-8`` is computed in float64 (NumPy
+  1.x, which AdaFace's code needs: ``np.bool``/``np.object``) and compared with float32 scores in float32 (NumPy's
+  value-based casting demotes the float64 scalar), so with float32 scores ``s[0] + 1e-8`` rounds back to ``s[0]``
+  for ``s[0] >= 0.25`` and a mate scoring exactly the largest non-mated maximum counts as detected. Here the
+  threshold is rounded to the scores' dtype and every comparison made in it. Rates are float64 means (PFE: float32).
 - Open-set TPIR of a gallery without non-mated (or without mated) probes is ``None`` (PFE asserts / returns NaN);
   the protocol's reported value is then ``None`` too.
 
@@ -106,36 +120,47 @@ class IJBSSettings:
             object.__setattr__(self, "input_size", int(self.input_size))
 
     def knobs(self) -> dict:
-        """Flat, JSON-ready dict of every choice behind the numbers, stored in every result."""
+        """Flat, JSON-ready dict of every choice behind the numbers, stored in every result row: the only source of
+        the IJB-S row's protocol knobs (``harness.run`` adds run-level facts only, never overwriting these)."""
         return {
-            "channel_order": self.channel_order,
+            "alignment": "given aligned crops (<IJB-S>/aligned; frames the aligner dropped are missing)",
             "input_size": self.input_size,
+            "channel_order": self.channel_order,
             "normalization": self.normalization,
             "flip": "none",
+            "faceness": False,
             "feature": "unnormalised (emb * norm)",
-            "frame_norm": self.frame_norm,
-            "fusion": f"mean of frame features, then L2 with eps {FUSE_EPS:g}",
+            "image_norm": self.frame_norm,
+            "image_norm_means": "L2-normalise each frame feature before fusion (frame_norm)",
+            "pooling": f"mean of frame features, then L2 with eps {FUSE_EPS:g} (AdaFace average_fuse)",
             "empty_template": "zero vector (scores 0)",
             "score": "inner product",
+            "score_dtype": "float32; float64 where the probe or gallery list holds an empty template (AdaFace's float64 zero vector)",
             "ranks": list(self.ranks),
             "fpirs": [far_key(x) for x in self.fpirs],
-            "threshold_rule": f"non-mated max scores descending; k = int(n * fpir); thr = s[k-1], or s[0] + {THRESHOLD_EPS:g} if k == 0",
+            "threshold_rule": f"non-mated max scores descending; k = int(n * fpir); thr = s[k-1], or s[0] + {THRESHOLD_EPS:g} if k == 0; compared in the scores' dtype",
             "open_set": "TPIR = mean over mated probes of (mate score >= thr and mate at rank 1); reported = (G1 + G2) / 2",
-            "ties": "lower gallery column first (G1 before G2)",
+            "ties": "higher gallery column first (reversed stable argsort; hstack(G1, G2): G2 before G1)",
+            "gallery_order": "single: file order; booking: list(set(subjects)); video: file order",
         }
 
 
 # ---------------------------------------------------------------------------------------------------- metrics
 
 
-def find_threshold_by_fpir(nonmated_max_scores, fpir: float, eps: float = THRESHOLD_EPS) -> float:
+def find_threshold_by_fpir(nonmated_max_scores, fpir: float, eps: float = THRESHOLD_EPS):
     """PFE ``find_thresholds_by_FAR`` for one FPIR: sort descending, ``k = int(n * fpir)``; ``s[k-1]``, or
-    ``s[0] + eps`` when ``k == 0`` (float64)."""
-    s = np.sort(np.asarray(nonmated_max_scores, dtype=np.float64).reshape(-1))[::-1]
+    ``s[0] + eps`` when ``k == 0``, that sum taken in float64 and rounded to the scores' dtype (float32 scores:
+    ``s[0] + 1e-8`` is ``s[0]`` again for ``s[0] >= 0.25``). Returns a NumPy scalar of the scores' dtype (float32 or
+    float64; other inputs are read as float64), so ``scores >= thr`` compares in that dtype, as PFE does."""
+    s = np.asarray(nonmated_max_scores).reshape(-1)
+    if s.dtype not in (np.float32, np.float64):
+        s = s.astype(np.float64)
     if s.size == 0:
         raise ValueError("no non-mated scores to set a threshold from")
+    s = np.sort(s)[::-1]
     k = int(s.size * float(fpir))
-    return float(s[0] + eps) if k == 0 else float(s[k - 1])
+    return s.dtype.type(np.float64(s[0]) + eps) if k == 0 else s[k - 1]
 
 
 def _mate_columns(probe_subjects, gallery_subjects) -> list[list[int]]:
@@ -159,8 +184,13 @@ def identification_metrics(
     g2_where: tuple[str, Sequence[int] | None] = ("<G2>", None),
     max_bytes: int = DEFAULT_BLOCK_BYTES,
     return_items: bool = False,
+    empty: tuple | None = None,
 ) -> dict:
     """PFE ``identification`` on template features (rows already fused and normalised; scores = inner products).
+
+    ``empty = (probe mask, G1 mask, G2 mask)`` marks the empty (zero) templates: a probe/gallery pair of lists is
+    scored in float64 when either holds one, else in float32 (AdaFace's dtype promotion, module docstring). Ties:
+    higher column first.
 
     ``g*_where = (csv path, 1-based line of each gallery template)`` only name the culprit when a probe has two
     mates in ``hstack(G1, G2)``. Returns ``{"metrics": {rank<r>, tpir@fpir=<x>}, "by_gallery": {"G1": ..., "G2":
@@ -170,13 +200,19 @@ def identification_metrics(
     (:mod:`harness.bootstrap`), one entry per probe (mated or not): ``probe_subject`` int32; ``mate_rank`` int16,
     the 0-based position of the mate in the top ``max(ranks)`` of ``hstack(G1, G2)`` (``max(ranks)`` if not
     there, -1 if the probe has no mate); per gallery ``G1/mated``, ``G1/top1_correct`` (bool: the top-1 gallery
-    index is the mate), ``G1/top1_score`` (float32, the ``chunked_topk`` top-1 score; NaN for an empty gallery),
+    index is the mate), ``G1/top1_score`` (the top-1 score in the scores' dtype, float32 or float64; NaN for an
+    empty gallery),
     and the same for G2. ``RankK(mate_rank, ranks)`` and ``IJBSTpirAtFpir`` on the galleries' ``(mated,
     top1_correct, top1_score)`` give ``metrics`` exactly.
     """
     probe = np.asarray(probe, np.float32)
     g1 = np.asarray(g1, np.float32)
     g2 = np.asarray(g2, np.float32)
+    if empty is None:
+        empty = tuple(~m.any(axis=1) for m in (probe, g1, g2))  # a zero row is what an empty template fuses to
+    e_p, e_1, e_2 = (bool(np.asarray(m, bool).any()) for m in empty)
+    dt_g = {"G1": np.float64 if (e_p or e_1) else np.float32, "G2": np.float64 if (e_p or e_2) else np.float32}
+    dt_joined = np.float64 if np.float64 in dt_g.values() else np.float32
     ranks = [int(r) for r in ranks]
     fpirs = [float(x) for x in fpirs]
     n_p, n_1 = len(probe), len(g1)
@@ -202,7 +238,7 @@ def identification_metrics(
     joined = np.concatenate([g1, g2], 0) if n_1 + len(g2) else np.zeros((0, probe.shape[1]), np.float32)
     m_idx = np.flatnonzero(mated)
     if len(m_idx):
-        _, top = chunked_topk(probe[m_idx], joined, max(ranks), max_bytes)
+        _, top = chunked_topk(probe[m_idx], joined, max(ranks), max_bytes, ties="high_index_first", dtype=dt_joined)
         hit = top == mate_col[m_idx][:, None]
         for r in ranks:
             metrics[rank_key(r)] = float(hit[:, :r].any(axis=1).mean())
@@ -219,27 +255,28 @@ def identification_metrics(
         col = np.where(in_g, mate_col - lo, -1)
         gm, gn = np.flatnonzero(in_g), np.flatnonzero(~in_g)
         block: dict = {"templates": int(len(g)), "mated": int(len(gm)), "non_mated": int(len(gn))}
+        dt = dt_g[name]
+        topk = lambda q: chunked_topk(q, g, 1, max_bytes, ties="high_index_first", dtype=dt)  # noqa: E731
         top1_correct = np.zeros(n_p, bool)
-        top1_score = np.full(n_p, np.nan, np.float32)
+        top1_score = np.full(n_p, np.nan, dt)
         items.update({f"{name}/mated": in_g, f"{name}/top1_correct": top1_correct, f"{name}/top1_score": top1_score})
         if return_items and len(g) and not (len(gm) and len(gn)):  # no metric here, but the arrays are filled in
             for idx in (gm, gn):
                 if len(idx):
-                    s1, i1 = chunked_topk(probe[idx], g, 1, max_bytes)
+                    s1, i1 = topk(probe[idx])
                     top1_score[idx], top1_correct[idx] = s1[:, 0], i1[:, 0] == col[idx]
         if len(g) and len(gm) and len(gn):
-            s_nm, _ = chunked_topk(probe[gn], g, 1, max_bytes)
-            s_m, i_m = chunked_topk(probe[gm], g, 1, max_bytes)
+            s_nm, _ = topk(probe[gn])
+            s_m, i_m = topk(probe[gm])
             top1_ok = i_m[:, 0] == col[gm]
             top1_correct[gm], top1_score[gm], top1_score[gn] = top1_ok, s_m[:, 0], s_nm[:, 0]
-            s_m = s_m[:, 0].astype(np.float64)
-            s_nm = s_nm[:, 0].astype(np.float64)
+            s_m, s_nm = s_m[:, 0], s_nm[:, 0]  # in the scores' dtype: thresholds are compared in it
             for x in fpirs:
                 thr = find_threshold_by_fpir(s_nm, x)
                 # success needs the mate at rank 1, so the mate score is the top-1 score there
                 tpir = float((top1_ok & (s_m >= thr)).mean())
                 block[tpir_key(x)] = tpir
-                block[f"threshold@fpir={far_key(x)}"] = thr
+                block[f"threshold@fpir={far_key(x)}"] = float(thr)
                 block[f"achieved_fpir@fpir={far_key(x)}"] = float((s_nm >= thr).mean())
                 per_fpir[x].append(tpir)
         else:
@@ -371,6 +408,8 @@ class IJBSEvaluation:
         if not ok.all():
             i = int(np.flatnonzero(~ok)[0])
             raise DataFormatError(where, f"row {i}", f"feature of {paths[i]!r} is not finite (NaN/inf)")
+        if mat.size and not mat.any():
+            raise DataFormatError(where, "rows", f"all {mat.shape[0]} feature rows are zero (no features were written)")
         mat = mat.astype(np.float32, copy=False)
         if self.settings.frame_norm:
             norms = np.linalg.norm(mat, axis=1, keepdims=True)
@@ -421,7 +460,7 @@ class IJBSEvaluation:
                 ranks=self.settings.ranks, fpirs=self.settings.fpirs,
                 g1_where=(f1, [proto.templates[t].line for t in g1]),
                 g2_where=(f2, [proto.templates[t].line for t in g2]),
-                return_items=return_items,
+                return_items=return_items, empty=(empty[rows_p], empty[rows_1], empty[rows_2]),
             )
             for key, arr in out.pop("items", {}).items():
                 items[f"{name}/{key}"] = arr

@@ -14,26 +14,34 @@ Features (:meth:`TinyFaceEvaluation.extract_features`):
 - flip test fused with AdaFace's ``pre_norm_vector_add``: ``emb * norm + emb_f * norm_f``. AdaFace's model returns
   (unit embedding, norm), so this is the sum of the *un-normalised* outputs for the image and its mirror; the
   harness's models return the un-normalised output, so the fusion is ``model(x) + model(flip(x))``.
-  ``flip="none"`` keeps ``model(x)``. :meth:`~TinyFaceEvaluation.evaluate_features` then L2-normalises each row
-  (AdaFace's ``l2_norm``; an all-zero row stays zero here and scores 0, where AdaFace would produce NaN).
+  ``flip="none"`` keeps ``model(x)``. Each row is then L2-normalised in float32 (AdaFace's ``l2_norm``, applied in
+  its ``infer`` before the features are saved; an all-zero row stays zero here and scores 0, where AdaFace would
+  produce NaN).
+- :meth:`~TinyFaceEvaluation.evaluate_features` scores the features **as given**, as AdaFace's
+  ``TinyFaceTest.test_identification`` does with its already normalised features: no second normalisation, which
+  would move scores by an ulp and split exact ties. For features that are not unit vectors (another framework's
+  raw embeddings) the switch ``TinyFaceSettings(l2_normalize=True)`` (CLI ``--l2-normalize``) normalises each row
+  first.
 
 Metric (``DIR_FAR(score, label, ranks=[1, 5, 20])`` with its default FAR = 1.0, i.e. closed set):
 
-- score = inner product of unit features, probes x gallery, the gallery being every Gallery_Match image followed by
-  every Gallery_Distractor image (label -100); ``label[i, j]`` = same identity.
+- score = float32 inner product of the given features (AdaFace: ``np.dot`` of its float32 features), probes x
+  gallery, the gallery being every Gallery_Match image followed by every Gallery_Distractor image (label -100);
+  ``label[i, j]`` = same identity.
 - only *mated* probes count (a probe with no same-identity Gallery_Match image is dropped from the denominator, as
   ``DIR_FAR`` does; TinyFace has none).
 - Rank-k = fraction of mated probes with *any* same-identity gallery image among the k highest scores.
 - The k highest scores come from :func:`harness.eval.identification.chunked_topk` (blocks of bounded memory, never
   the dense probe x gallery matrix: 3,728 x 157,871 on the real set).
-- **Ties.** AdaFace sorts each score row with ``np.argsort`` and reverses it. Where that sort is stable, a tied
-  entry with the *higher* gallery index ranks first. ``ties="high_index_first"`` (default) reproduces that order
-  (by searching the reversed gallery); ``"low_index_first"`` is the order of ``chunked_topk``. NumPy's default
-  ``argsort`` (quicksort/introsort, SIMD-sorted on recent x86 builds) is not guaranteed stable, so AdaFace's own
-  tie order is not fully specified; ties matter only for exactly equal scores at a rank boundary. The gallery
-  order is the reader's (each folder sorted by path; AdaFace keeps ``os.walk`` order). Known limitation:
-  ``chunked_topk`` keeps its tie order everywhere except for a tie that straddles position k inside one of its
-  blocks (``np.argpartition`` keeps arbitrary members of it); ``tests/test_tinyface.py`` has a strict xfail for it.
+- **Ties.** AdaFace's ``DIR_FAR`` (``tinyface_helper.py``) sorts each score row with ``np.argsort`` and reverses
+  it: read as a stable sort, among exactly equal scores the entry with the *higher* gallery column comes first.
+  ``ties="high_index_first"`` (default) is that order; ``"low_index_first"`` the opposite. NumPy's default
+  ``argsort`` (introsort, SIMD-sorted on recent x86 builds) is not guaranteed stable, so the reversed *stable* sort
+  is the documented reading of AdaFace's rule. Bitwise identical gallery features (a distractor image identical to
+  a Gallery_Match image) score exactly alike (:func:`harness.eval.identification.chunked_topk` scores each distinct
+  row once), so they tie and the rule decides. The gallery order is the reader's: Gallery_Match then
+  Gallery_Distractor, each folder sorted by path (AdaFace keeps the ``os.walk`` order, which depends on the file
+  system: the one place its tie order cannot be reproduced).
 - AdaFace stores each rank as a float32 mean; here it is ``hits / mated`` in float64 (differs by < 1e-7), with the
   hit counts alongside.
 """
@@ -68,6 +76,8 @@ class TinyFaceSettings:
     - ``channel_order``: ``"RGB"`` or ``"BGR"``.
     - ``ties``: ``"high_index_first"`` (AdaFace's reversed argsort, read as stable) or ``"low_index_first"``.
     - ``ranks``: the CMC ranks reported.
+    - ``l2_normalize``: L2-normalise the given features before scoring (for features that are not unit vectors);
+      off = AdaFace: the features are scored as given (the harness's extractor already normalises them).
     """
 
     flip: str = "sum"
@@ -76,6 +86,7 @@ class TinyFaceSettings:
     ties: str = "high_index_first"
     ranks: tuple = (1, 5, 20)
     normalization: str = NORMALIZATION
+    l2_normalize: bool = False
 
     def __post_init__(self):
         if self.flip not in _FLIPS:
@@ -94,16 +105,23 @@ class TinyFaceSettings:
         if not ranks or any(r < 1 for r in ranks):
             raise ValueError(f"ranks must be a non-empty tuple of positive ints, got {self.ranks!r}")
         object.__setattr__(self, "ranks", ranks)
+        object.__setattr__(self, "l2_normalize", bool(self.l2_normalize))
 
     def knobs(self) -> dict:
         """Flat, JSON-ready dict of the protocol, stored in every result row."""
         return {
-            "flip": self.flip,
-            "flip_fusion": "pre_norm_vector_add" if self.flip == "sum" else "none",
+            "alignment": "given aligned crops (aligned_pad_0.1_pad_high, not re-aligned)",
             "input_size": self.input_size,
             "channel_order": self.channel_order,
             "normalization": self.normalization,
-            "score": "inner_product_of_l2_normalised",
+            "flip": self.flip,
+            "flip_fusion": "pre_norm_vector_add" if self.flip == "sum" else "none",
+            "feature_norm": "L2 per image in extraction (AdaFace l2_norm)",
+            "faceness": False,
+            "pooling": "none (one image per probe / gallery entry)",
+            "score": "float32 inner product of the features as given" + (", each row L2-normalised first" if self.l2_normalize else ""),
+            "score_dtype": "float32",
+            "l2_normalize": self.l2_normalize,
             "ties": self.ties,
             "ranks": list(self.ranks),
         }
@@ -136,11 +154,7 @@ def closed_set_cmc(
         raise ValueError(f"labels do not match features: {probe.shape[0]}/{probe_labels.shape[0]} probes, {n_g}/{gallery_labels.shape[0]} gallery")
     ranks = [int(r) for r in ranks]
     k = min(max(ranks), n_g)
-    if ties == "high_index_first":  # lower index first in the reversed gallery = higher original index first
-        _, idx = chunked_topk(probe, gallery[::-1], k, max_bytes=max_bytes)
-        idx = (n_g - 1) - idx
-    else:
-        _, idx = chunked_topk(probe, gallery, k, max_bytes=max_bytes)
+    _, idx = chunked_topk(probe, gallery, k, max_bytes=max_bytes, ties=ties)
     hit = gallery_labels[idx] == probe_labels[:, None]  # (P, k)
     first = np.where(hit.any(1), hit.argmax(1), k)  # 0-based position of the first mate in the top k
     mated = np.isin(probe_labels, gallery_labels)
@@ -170,6 +184,8 @@ def _check_feats(x, n: int, what: str, where: str) -> np.ndarray:
     ok = np.isfinite(x).all(axis=1)
     if not ok.all():
         raise DataFormatError(where, what, f"row {int(np.flatnonzero(~ok)[0])} has NaN or inf")
+    if x.size and not x.any():
+        raise DataFormatError(where, what, f"all {x.shape[0]} feature rows are zero (no features were written)")
     return x
 
 
@@ -183,8 +199,9 @@ class TinyFaceEvaluation:
 
     def evaluate_features(self, probe: np.ndarray, gallery: np.ndarray, *, features_path: str | os.PathLike | None = None,
                           return_items: bool = False):
-        """Rank-k from (flip-fused, un-normalised or normalised) features: ``probe`` (P, D) in the protocol's probe
-        order, ``gallery`` (G, D) = Gallery_Match then Gallery_Distractor rows in the protocol's order.
+        """Rank-k from flip-fused features, scored as given (``settings.l2_normalize``: each row L2-normalised
+        first): ``probe`` (P, D) in the protocol's probe order, ``gallery`` (G, D) = Gallery_Match then
+        Gallery_Distractor rows in the protocol's order.
 
         Result: ``{"benchmark": "TinyFace", "rank1", "rank5", "rank20" (one key per rank), "hits", "counts": {probes,
         mated_probes, gallery_match, distractors, identities}, "knobs": settings.knobs()}``.
@@ -198,7 +215,9 @@ class TinyFaceEvaluation:
         gallery = _check_feats(gallery, pr.num_gallery, "gallery", where)
         if probe.shape[1] != gallery.shape[1]:
             raise DataFormatError(where, "dim", f"probe width {probe.shape[1]} != gallery width {gallery.shape[1]}")
-        cmc = closed_set_cmc(l2_normalize(probe), l2_normalize(gallery), pr.probe_labels, pr.gallery_labels,
+        if self.settings.l2_normalize:
+            probe, gallery = l2_normalize(probe), l2_normalize(gallery)
+        cmc = closed_set_cmc(probe.astype(np.float32, copy=False), gallery.astype(np.float32, copy=False), pr.probe_labels, pr.gallery_labels,
                              self.settings.ranks, self.settings.ties, return_items=return_items)
         if return_items:
             cmc, items = cmc
@@ -237,7 +256,8 @@ class TinyFaceEvaluation:
         return out
 
     def extract_features(self, model, batch_size: int = 64, device="cpu") -> tuple[np.ndarray, np.ndarray]:
-        """``(probe (P, D), gallery (G, D))`` float32, flip-fused and *not* normalised, in the protocol's order.
+        """``(probe (P, D), gallery (G, D))`` float32, flip-fused then L2-normalised per row (AdaFace ``l2_norm``;
+        a zero row stays zero), in the protocol's order.
 
         Model in eval mode under ``torch.inference_mode`` (inputs moved to ``device``; the model must be there);
         the training mode is restored afterwards.
@@ -249,6 +269,9 @@ class TinyFaceEvaluation:
         s = self.settings
         paths = self.protocol.probe_paths + self.protocol.gallery_paths
         out = embed_batches(model, len(paths), lambda a, e: self._load(paths[a:e]), batch_size, device, s.channel_order, s.flip)
+        out = np.asarray(out, np.float32)
+        norm = np.sqrt(np.sum(out * out, axis=1, keepdims=True, dtype=np.float32))
+        out = out / np.where(norm == 0, np.float32(1), norm)
         p = self.protocol.num_probes
         return out[:p], out[p:]
 

@@ -6,7 +6,7 @@ Layout (``<out>/IJB-S/``)::
     protocols/cs6_surveillance_to_single-booking_probe.csv       header, one probe video per line
     protocols/cs6_surveillance_to_surveillance_probe.csv         header, one probe video per line
     protocols/galleries/cs6_surveillance_to_{single,booking,surveillance}_g{1,2}.csv
-                                                                 TEMPLATE_ID,SUBJECT_ID,FILENAME
+                                                   TEMPLATE_ID,SUBJECT_ID,FILENAME,FACE_X,FACE_Y,FACE_WIDTH,FACE_HEIGHT
     aligned/<SUBJECT_ID>/videos_<VIDEO_ID>_<FRAME>.jpg           aligned surveillance frames
     aligned/<SUBJECT_ID>/img_<ID>.jpg                            aligned stills (single / booking photos)
 
@@ -17,6 +17,10 @@ names; AdaFace ``validation_lq/validate_IJB_S.py`` (aligned crop names ``<subjec
 header + one filename per line). The metadata columns after FILENAME are not read by any evaluator; they are written
 as ``FACE_X,FACE_Y,FACE_WIDTH,FACE_HEIGHT`` (columns 2..5, which AdaFace's cropping snippet reads as the box) and
 ``FRAME`` (empty for stills). The boxes are plausible (the face box in a 1920x1080 frame, or in the still), not used.
+The gallery CSVs follow the NIST column order too: FILENAME is never the last column (the still's box, or the
+subject's box in the first frame of the gallery video, follows it), because ``init_proto`` splits each line on
+commas without stripping the newline: a last FILENAME would keep its ``\n`` and the V2V gallery lookup
+(``video_meta_list.index``) would fail.
 
 Composition (all drawn from ``_rng(cfg, 15, k)``; identities from domain 4, disjoint from every other domain):
 
@@ -55,7 +59,7 @@ if TYPE_CHECKING:  # generate.py imports this module (IJBSSpec, write_ijbs): its
 DOMAIN_IJBS = 4
 STREAM_IJBS = 15
 METADATA_HEADER = "SUBJECT_ID,FILENAME,FACE_X,FACE_Y,FACE_WIDTH,FACE_HEIGHT,FRAME"
-GALLERY_HEADER = "TEMPLATE_ID,SUBJECT_ID,FILENAME"
+GALLERY_HEADER = "TEMPLATE_ID,SUBJECT_ID,FILENAME,FACE_X,FACE_Y,FACE_WIDTH,FACE_HEIGHT"
 PROBE_HEADER = "FILENAME"
 GALLERY_FILES = {
     "single": "cs6_surveillance_to_single_g{}.csv",
@@ -292,18 +296,26 @@ def write_ijbs(cfg: SynthFaceConfig, out: str, spec: IJBSSpec) -> dict:
 
     # Galleries.
     gallery_video = {plan["videos"][v][0]: v for v in range(plan["n_probe_videos"], n_videos)}
+    still_box = {faces[k].image: boxes[k] for k in still_rows}
+    video_box: dict = {}
+    for k in frame_rows:  # the subject's box in the first (lowest) frame of each of its videos
+        video_box.setdefault((int(video_of[k]), int(subject[k])), boxes[k])
+
+    def box(b) -> str:
+        return ",".join(f"{v:.0f}" for v in b)
+
     tid = 0
     for g, members in (("1", plan["g1"]), ("2", plan["g2"])):
         single, book, surv = [], [], []
         for s in members:
             tid += 1
-            single.append(f"{tid},{s + 1},img/{plan['booking'][s][0]}.jpg")
+            single.append(f"{tid},{s + 1},img/{plan['booking'][s][0]}.jpg,{box(still_box[plan['booking'][s][0]])}")
         for s in members:
             tid += 1
-            book.extend(f"{tid},{s + 1},img/{i}.jpg" for i in plan["booking"][s])
+            book.extend(f"{tid},{s + 1},img/{i}.jpg,{box(still_box[i])}" for i in plan["booking"][s])
         for s in members:
             tid += 1
-            surv.append(f"{tid},{s + 1},videos/{video_id[gallery_video[s]]}.mp4")
+            surv.append(f"{tid},{s + 1},videos/{video_id[gallery_video[s]]}.mp4,{box(video_box[(gallery_video[s], s)])}")
         for kind, lines in (("single", single), ("booking", book), ("surveillance", surv)):
             with open(os.path.join(proto_dir, "galleries", GALLERY_FILES[kind].format(g)), "w") as fh:
                 fh.write(GALLERY_HEADER + "\n" + "".join(line + "\n" for line in lines))
