@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -160,9 +161,42 @@ def test_check_data_reports_a_missing_root_and_unknown_keys(tmp_path, capsys):
     assert "unknown dataset key(s) ['lfw']" in capsys.readouterr().err
 
 
+DVC_ENV = dict(os.environ, DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@t")
+
+
+def _dvc(args, cwd):
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True, env=DVC_ENV)
+
+
 @pytest.mark.skipif(not (REPO / ".dvc").is_dir(), reason="needs the DVC project (a clone of the repository)")
-def test_dvc_reads_the_paper_pipeline():
-    out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "profiles/paper/dvc.yaml"], cwd=REPO,
-                         capture_output=True, text=True, check=True).stdout
-    for stage in ("check_data", "train@source_only-0", "stage1", "train_cfsm@cfsm_guided-0", "evaluate_cfsm@cfsm_guided-0", "table"):
-        assert f"profiles/paper/dvc.yaml:{stage} " in out
+def test_dvc_reads_the_paper_pipeline_once_enabled(tmp_path):
+    # shipped off: DVC does not see the profile (README step 3 enables it by deleting profiles/paper/.dvcignore)
+    off = _dvc(["stage", "list", "profiles/paper/dvc.yaml"], REPO)
+    assert off.returncode != 0 and "profiles/paper/dvc.yaml' is dvc-ignored" in off.stderr
+    work = tmp_path / "repo"
+    shutil.copytree(REPO / "profiles", work / "profiles")
+    shutil.copytree(REPO / ".dvc", work / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    subprocess.run(["git", "init", "-q"], cwd=work, check=True, env=DVC_ENV)
+    (work / "profiles" / "paper" / ".dvcignore").unlink()
+    on = _dvc(["stage", "list", "profiles/paper/dvc.yaml"], work)
+    assert on.returncode == 0, on.stderr
+    for stage in ("check_data", "train@source_only-0", "stage1", "train_cfsm@cfsm_guided-0", "evaluate_cfsm@cfsm_guided-0",
+                  "plots", "table"):
+        assert f"profiles/paper/dvc.yaml:{stage} " in on.stdout
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (REPO / ".git").exists(), reason="needs a git checkout")
+def test_a_fresh_clone_hears_nothing_of_the_paper_profile(tmp_path):
+    """`dvc status` and `dvc metrics show` in a fresh clone (of the committed branch) speak of the default pipeline
+    only: no paper-profile output reported deleted, no failure to load its metrics."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, env=DVC_ENV)
+    status = _dvc(["status"], clone)
+    assert status.returncode == 0, status.stderr
+    assert "train@source_only-0:" in status.stdout  # the default pipeline, not run yet in this clone
+    assert "profile_paper" not in status.stdout + status.stderr and "profiles/paper" not in status.stdout
+    metrics = _dvc(["metrics", "show"], clone)
+    assert metrics.returncode == 0, metrics.stderr
+    assert "failed to load" not in (metrics.stdout + metrics.stderr).lower()
+    assert "profile_paper" not in metrics.stdout
