@@ -1,7 +1,7 @@
 """One prepared check of the paper path on a CUDA machine: one table (printed, and written as JSON), under 8 minutes.
 
     python benchmarks/gpu_check.py [--out gpu_check.json]     # CUDA: the paper sizes below
-    python benchmarks/gpu_check.py --tiny                     # CPU, seconds: the same code on toy sizes (CI)
+    python benchmarks/gpu_check.py --tiny                     # CPU, about a minute: the same code on toy sizes (CI)
 
 Rows (paper sizes; ``--tiny`` in brackets):
 
@@ -292,7 +292,7 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python benchmarks/gpu_check.py", description=__doc__.split("\n")[0])
-    ap.add_argument("--tiny", action="store_true", help="toy sizes on the CPU (seconds): what the test runs")
+    ap.add_argument("--tiny", action="store_true", help="toy sizes on the CPU (about a minute): what the test runs")
     ap.add_argument("--out", default="gpu_check.json", help="the table as JSON (written atomically)")
     ap.add_argument("--rows", default="step,torchrun,stage1,evaluate", help="comma-separated subset of the rows")
     args = ap.parse_args(argv)

@@ -115,6 +115,7 @@ def test_paper_profile_runs_end_to_end_on_a_112px_synthface_root(root_112, tmp_p
     assert guided["hparams"]["generator"] == f"{profile['stage1']['out']}/generator.pt"
     s1 = json.loads((work / profile["stage1"]["out"] / "analysis.json").read_text())
     assert s1["config"]["data"]["release"] == str(root_112) and s1["config"]["model"]["image_size"] == 112
+    assert s1["config"]["device"] == "auto" and s1["train"]["device"] == "cpu"
 
     # Sacred runs and plots under the profile's folder, none in the default pipeline's results/runs
     runs = [p for p in (out / "runs").iterdir() if (p / "run.json").is_file()]
