@@ -1,21 +1,30 @@
 """Check a data root before a long run: every dataset a profile needs, where it was looked for, where to get it.
 
-``python -m harness.check_data --root /data/cfsm [--rec faces_emore] [--target target] [--need ms1m,wider,ijbb,...]``
+``python -m harness.check_data --root /data/cfsm [--rec faces_emore] [--target target] [--need ms1m,wider,ijbb,...]
+[--device auto|cpu|cuda]``
 
-The harness reads the real datasets in their released layouts (``shared/reference/benchmark_formats.md``) under one
-root; symbolic links are the easy way to assemble it from wherever the data already lives::
+The harness reads the real datasets in their released layouts (insightface's RecordIO and ``IJB_release``
+packaging, PFE's IJB-S protocol files, AdaFace's TinyFace layout) under one root; symbolic links are the easy way
+to assemble it from wherever the data already lives::
 
     <root>/faces_emore/{train.rec,train.idx,property}           MS1MV2, insightface RecordIO (source, stage 1 + 2)
     <root>/target/crops/ + <root>/target/target_list.txt         WIDER FACE face crops (stage 1 target), written by
                                                                  ``python -m harness.prepare_target wider ...``
     <root>/IJB_release/IJBB/{meta,loose_crop}                    IJB-B, insightface's IJB_release packaging
     <root>/IJB_release/IJBC/{meta,loose_crop}                    IJB-C, the same
-    <root>/IJB-S/protocols/ + aligned frames                     IJB-S (PFE's protocol files)
-    <root>/tinyface/Testing_Set/ + <root>/aligned_pad_0.1_pad_high/   TinyFace + its aligned copy (AdaFace's layout)
+    <root>/IJB-S/protocols/cs6_*.csv                             IJB-S protocol files (PFE's)
+    <root>/IJB-S/aligned/<subject>/videos_<vid>_<frame>.jpg      IJB-S aligned crops (112x112), stills as
+                                                    .../<subject>/img_<id>.jpg; frames the aligner dropped are absent
+    <root>/tinyface/Testing_Set/{Probe,Gallery_Match,Gallery_Distractor}   TinyFace test set
+    <root>/aligned_pad_0.1_pad_high/                             its aligned copy (AdaFace's layout)
 
 Nothing is downloaded: every one of these is gated or licensed. A missing dataset is one line naming it, the path
-that was looked for and where to obtain it; the exit status is 2 when any needed dataset is missing. Only the
-small index / protocol files are looked at, so the check takes a second even on the full releases.
+that was looked for and where to obtain it; the exit status is 2 when any needed dataset is missing. Beyond the
+paths, everything evaluation reads is checked before training starts, on a sample where the full set is large:
+IJB-B/C loose crops named by ``<t>_name_5pts_score.txt`` (:data:`SAMPLE` rows, evenly spaced), IJB-S protocol
+files parsed and the aligned crops of :data:`SAMPLE` protocol images (at least half must be present: a dropped
+frame is normal, a naming mismatch leaves none), and the TinyFace lists read as the evaluator reads them (every
+test image must have its aligned copy). ``--device cuda`` on a machine without CUDA is one line too.
 """
 
 from __future__ import annotations
@@ -54,13 +63,89 @@ DATASETS = (
              "IJB_release/IJBC/meta/ijbc_name_5pts_score.txt", "IJB_release/IJBC/loose_crop"),
             "NIST (gated), in insightface's IJB_release packaging, as IJB-B"),
     Dataset("ijbs", "IJB-S", "evaluation",
-            ("IJB-S/protocols",),
+            ("IJB-S/protocols", "IJB-S/aligned"),
             "the IJB-S authors / NIST (gated); protocol files as used by PFE (seasonSH/Probabilistic-Face-Embeddings)"),
     Dataset("tinyface", "TinyFace", "evaluation",
-            ("tinyface/Testing_Set", "aligned_pad_0.1_pad_high"),
+            ("tinyface/Testing_Set/Probe", "tinyface/Testing_Set/Gallery_Match", "tinyface/Testing_Set/Gallery_Distractor",
+             "aligned_pad_0.1_pad_high"),
             "https://qmul-tinyface.github.io/ (Testing_Set) and the aligned copy of AdaFace's validation_lq instructions"),
 )
 BY_KEY = {d.key: d for d in DATASETS}
+SAMPLE = 200  # rows / images sampled per evaluation set
+PRESENT_FRACTION = 0.5  # IJB-S: at least this share of the sampled protocol images must have an aligned crop
+
+
+def check_device(name: str) -> str:
+    """The device a run would use (``auto`` -> ``cuda`` or ``cpu``); ``cuda`` on a machine without CUDA is a one-line
+    ValueError, so that entry points can stop before anything starts (Sacred, torchrun workers, data)."""
+    from harness.train import resolve_device
+
+    try:
+        return str(resolve_device(name))
+    except RuntimeError as exc:
+        raise ValueError(f"{exc} (set device: auto in the params, or device=cpu)") from None
+
+
+def _spaced(items: list, n: int = SAMPLE) -> list:
+    """At most ``n`` evenly spaced items (first and last included)."""
+    if len(items) <= n:
+        return list(items)
+    return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)]
+
+
+def _ijb_crops(root: str, t: str) -> str | None:
+    """IJB-B/C: the loose crops of a sample of the rows of ``<t>_name_5pts_score.txt`` (what the evaluator reads)."""
+    base = os.path.join(root, "IJB_release", t.upper())
+    names_file = os.path.join(base, "meta", f"{t}_name_5pts_score.txt")
+    with open(names_file, encoding="utf-8") as f:
+        names = [line.split(None, 1)[0] for line in f if line.strip()]
+    if not names:
+        return f"{names_file}: no rows"
+    crops = os.path.join(base, "loose_crop")
+    sample = _spaced(names)
+    gone = [n for n in sample if not os.path.isfile(os.path.join(crops, n))]
+    if gone:
+        return (f"{os.path.join(crops, gone[0])} not found ({len(gone)} of {len(sample)} sampled crops named by "
+                f"{names_file} missing)")
+    return None
+
+
+def _ijbs_frames(root: str) -> str | None:
+    """IJB-S: the protocol files parse, and most sampled protocol images have an aligned crop."""
+    from harness.data.ijbs import read_ijbs
+
+    base = os.path.join(root, "IJB-S")
+    try:
+        images = read_ijbs(base).images()
+    except (ValueError, FileNotFoundError) as exc:  # DataFormatError is a ValueError: path:where: what
+        return str(exc)
+    aligned = os.path.join(base, "aligned")
+    sample = _spaced(images)
+    found = sum(os.path.isfile(os.path.join(aligned, p)) for p in sample)
+    if not sample or found < PRESENT_FRACTION * len(sample):
+        first = os.path.join(aligned, next((p for p in sample if not os.path.isfile(os.path.join(aligned, p))), ""))
+        return (f"{first} not found: {found} of {len(sample)} sampled aligned crops the protocol names are present "
+                f"(expected <subject>/videos_<vid>_<frame>.jpg and <subject>/img_<id>.jpg under {aligned})")
+    return None
+
+
+def _tinyface(root: str) -> str | None:
+    """TinyFace: the test lists and the aligned copy, read as the evaluator reads them."""
+    from harness.data.tinyface import read_tinyface
+
+    try:
+        read_tinyface(root, check_mat_files=False)  # the evaluator's reader: <root>/tinyface/Testing_Set + aligned copy
+    except (ValueError, FileNotFoundError) as exc:
+        return str(exc)
+    return None
+
+
+CONTENT_CHECKS = {
+    "ijbb": lambda root: _ijb_crops(root, "ijbb"),
+    "ijbc": lambda root: _ijb_crops(root, "ijbc"),
+    "ijbs": _ijbs_frames,
+    "tinyface": _tinyface,
+}
 
 
 def missing_paths(root: str, dataset: Dataset, rec: str = "faces_emore", target: str = "target",
@@ -88,6 +173,10 @@ def check(root: str, need: list[str], rec: str = "faces_emore", target: str = "t
             more = f" (and {len(gone) - 1} more)" if len(gone) > 1 else ""
             obtain = d.obtain.format(target=target, target_list=target_list)
             problems.append(f"{d.name} (needed by {d.needed_by}): {gone[0]} not found{more}; obtain it from {obtain}")
+        elif key in CONTENT_CHECKS:
+            problem = CONTENT_CHECKS[key](root)
+            if problem:
+                problems.append(f"{d.name} (needed by {d.needed_by}): {problem}")
     return problems
 
 
@@ -98,11 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", default="target", help="target crop folder inside the root")
     ap.add_argument("--target-list", default="target_list.txt")
     ap.add_argument("--need", default=",".join(BY_KEY), help=f"comma-separated dataset keys ({', '.join(BY_KEY)})")
+    ap.add_argument("--device", help="also check that this training device exists (auto | cpu | cuda)")
     ap.add_argument("--record", help="when everything is found, also write the summary line here (atomically), so "
                                      "that pipeline stages can depend on a passed check")
     args = ap.parse_args(argv)
     need = [k.strip() for k in args.need.split(",") if k.strip()]
     try:
+        device = check_device(args.device) if args.device else None
         problems = check(args.root, need, args.rec, args.target, args.target_list)
     except ValueError as exc:
         print(f"harness.check_data: {exc}", file=sys.stderr)
@@ -116,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         return 2
     line = f"{os.path.abspath(args.root)}: {', '.join(BY_KEY[k].name for k in need)} found"
+    if device:
+        line += f"; device {args.device} -> {device}"
     print(f"harness.check_data: {line}")
     if args.record:
         os.makedirs(os.path.dirname(os.path.abspath(args.record)), exist_ok=True)

@@ -231,7 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     env = distributed.env_context() if "WORLD_SIZE" in os.environ else distributed.DistContext()
     try:
         cfg = make_config(argv)
+        from harness.check_data import check_device
         from methods import get_method, resolve_hparams
+
+        check_device(cfg.device)  # `device=cuda` without CUDA: one line before Sacred or any training starts
 
         if cfg.train:  # e.g. a CFSM method whose stage-1 generator is missing: say so before anything starts
             get_method(cfg.method).preflight(resolve_hparams(cfg.method, cfg.hparams_seed, cfg.hparams))

@@ -536,6 +536,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         cfg = make_config(argv)
+        from harness.check_data import check_device
+
+        check_device(cfg.device)  # `device=cuda` without CUDA: one line before Sacred starts
     except (KeyError, ValueError, FileNotFoundError) as exc:
         print(f"harness.stage1: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2

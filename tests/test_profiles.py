@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,8 +60,79 @@ def test_paper_pipeline_reads_every_path_from_the_profile():
     assert list(stages)[:2] == ["check_data", "train"]
     assert all(s.get("wdir") == "../.." for s in stages.values())  # every command runs in the repository root
     assert "torchrun" in stages["train"]["cmd"] and "--params profiles/paper/params.yaml" in stages["train"]["cmd"]
-    assert params["stage1"]["data"]["release"] == params["run"]["data"]["release"] == params["root"]
     assert params["stage1"]["identity"] == f"{params['out']}/checkpoints/source_only-s0.pt"
+    # the one data root reaches every command that reads data, and nothing else names a data release
+    assert "--root ${root}" in stages["check_data"]["cmd"]
+    for name in ("train", "stage1", "train_cfsm", "evaluate", "evaluate_cfsm"):
+        assert "data.release=${root}" in stages[name]["cmd"].split(), name
+        listed = [p for group in stages[name]["params"] for p in group["profiles/paper/params.yaml"]]
+        assert "root" in listed, name  # a new root re-runs the stage
+    assert "release" not in params["run"]["data"] and "release" not in params["stage1"]["data"]
+    # the profile's Sacred runs and plots land under the profile's out, not the default pipeline's results/
+    assert params["run"]["out"] == params["stage1"]["sacred"] == f"{params['out']}/runs"
+    assert stages["plots"]["cmd"].split()[:4] == ["python", "-m", "harness.plots", "${out}/eval"]
+    assert "${out}/plots" in stages["plots"]["cmd"]
+
+
+def _strings(node, where=""):
+    """Every string value of a YAML tree with its dotted key."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _strings(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _strings(v, f"{where}[{i}]")
+    elif isinstance(node, str):
+        yield where, node
+
+
+def test_paper_profile_holds_one_absolute_data_path_the_root():
+    params = yaml.safe_load(PAPER.read_text())
+    absolute = {k: v for k, v in _strings(params) if os.path.isabs(v)}
+    assert absolute == {"root": params["root"]}
+    stages = yaml.safe_load((REPO / "profiles" / "paper" / "dvc.yaml").read_text())
+    assert {k: v for k, v in _strings(stages) if any(os.path.isabs(w) for w in v.split())} == {}
+    # and a run configured from the profile plus the pipeline's override reads the root, in stage 1 and stage 2
+    from harness.config import config_from_cli
+    from harness.run import make_config
+    from harness.stage1 import Stage1Config
+
+    assert make_config(["--params", str(PAPER), "data.release=/elsewhere"]).data.release == "/elsewhere"
+    s1 = config_from_cli(["--params", str(PAPER), "data.release=/elsewhere"], Stage1Config(), section="stage1")
+    assert s1.data.release == "/elsewhere"
+
+
+def test_paper_profile_uses_auto_device_and_the_released_synthesis_of_the_whole_batch():
+    from harness.config import config_from_cli
+    from harness.run import make_config
+    from harness.stage1 import Stage1Config
+    from methods.base import resolve_hparams
+
+    params = yaml.safe_load(PAPER.read_text())
+    assert make_config(["--params", str(PAPER)]).device == "auto"
+    assert config_from_cli(["--params", str(PAPER)], Stage1Config(), section="stage1").device == "auto"
+    stages = yaml.safe_load((REPO / "profiles" / "paper" / "dvc.yaml").read_text())["stages"]
+    assert params["cfsm"]["synthesize"] == "all"
+    for name in ("train_cfsm", "evaluate_cfsm"):
+        assert "hparams.synthesize=${cfsm.synthesize}" in stages[name]["cmd"].split(), name
+    assert resolve_hparams("cfsm_guided", 0, {"synthesize": params["cfsm"]["synthesize"]})["synthesize"] == "all"
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message on a machine without CUDA")
+@pytest.mark.parametrize("module", ["harness.run", "harness.stage1"])
+def test_device_cuda_without_cuda_is_one_line_before_anything_starts(module, tmp_path):
+    runs = tmp_path / "runs"
+    key = "out" if module == "harness.run" else "sacred"
+    args = [sys.executable, "-m", module, "--params", str(PAPER), "device=cuda", f"{key}={runs}",
+            f"data.release={tmp_path / 'nowhere'}"]
+    if module == "harness.run":
+        args += ["method=source_only", f"checkpoint={tmp_path / 'c.pt'}"]
+    proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip().splitlines()
+    assert err == [f"{module}: config device='cuda' but CUDA is not available on this machine "
+                   "(set device: auto in the params, or device=cpu)"]
+    assert not runs.exists()  # no Sacred run was started
 
 
 def test_check_data_passes_on_a_release_in_the_real_layouts(tiny_release, tmp_path):
@@ -92,9 +164,42 @@ def test_check_data_reports_a_missing_root_and_unknown_keys(tmp_path, capsys):
     assert "unknown dataset key(s) ['lfw']" in capsys.readouterr().err
 
 
+DVC_ENV = dict(os.environ, DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@t")
+
+
+def _dvc(args, cwd):
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True, env=DVC_ENV)
+
+
 @pytest.mark.skipif(not (REPO / ".dvc").is_dir(), reason="needs the DVC project (a clone of the repository)")
-def test_dvc_reads_the_paper_pipeline():
-    out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "profiles/paper/dvc.yaml"], cwd=REPO,
-                         capture_output=True, text=True, check=True).stdout
-    for stage in ("check_data", "train@source_only-0", "stage1", "train_cfsm@cfsm_guided-0", "evaluate_cfsm@cfsm_guided-0", "table"):
-        assert f"profiles/paper/dvc.yaml:{stage} " in out
+def test_dvc_reads_the_paper_pipeline_once_enabled(tmp_path):
+    # shipped off: DVC does not see the profile (README step 3 enables it by deleting profiles/paper/.dvcignore)
+    off = _dvc(["stage", "list", "profiles/paper/dvc.yaml"], REPO)
+    assert off.returncode != 0 and "profiles/paper/dvc.yaml' is dvc-ignored" in off.stderr
+    work = tmp_path / "repo"
+    shutil.copytree(REPO / "profiles", work / "profiles")
+    shutil.copytree(REPO / ".dvc", work / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    subprocess.run(["git", "init", "-q"], cwd=work, check=True, env=DVC_ENV)
+    (work / "profiles" / "paper" / ".dvcignore").unlink()
+    on = _dvc(["stage", "list", "profiles/paper/dvc.yaml"], work)
+    assert on.returncode == 0, on.stderr
+    for stage in ("check_data", "train@source_only-0", "stage1", "train_cfsm@cfsm_guided-0", "evaluate_cfsm@cfsm_guided-0",
+                  "plots", "table"):
+        assert f"profiles/paper/dvc.yaml:{stage} " in on.stdout
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (REPO / ".git").exists(), reason="needs a git checkout")
+def test_a_fresh_clone_hears_nothing_of_the_paper_profile(tmp_path):
+    """`dvc status` and `dvc metrics show` in a fresh clone (of the committed branch) speak of the default pipeline
+    only: no paper-profile output reported deleted, no failure to load its metrics."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, env=DVC_ENV)
+    status = _dvc(["status"], clone)
+    assert status.returncode == 0, status.stderr
+    assert "train@source_only-0:" in status.stdout  # the default pipeline, not run yet in this clone
+    assert "profile_paper" not in status.stdout + status.stderr and "profiles/paper" not in status.stdout
+    metrics = _dvc(["metrics", "show"], clone)
+    assert metrics.returncode == 0, metrics.stderr
+    assert "failed to load" not in (metrics.stdout + metrics.stderr).lower()
+    assert "profile_paper" not in metrics.stdout
