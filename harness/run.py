@@ -114,10 +114,32 @@ def items_path(result_path: str) -> str:
 
 
 def write_npz_atomic(arrays: dict, path: str) -> None:
-    """``np.savez_compressed`` written atomically (temp file next to ``path``, fsync, ``os.replace``)."""
-    from harness.evaluate import _write_atomic
+    """``np.savez_compressed`` written atomically (:func:`harness.atomic.write_npz_atomic`; kept importable here)."""
+    from harness.atomic import write_npz_atomic as write
 
-    _write_atomic(path, lambda f: np.savez_compressed(f, **arrays), binary=True)
+    write(arrays, path)
+
+
+def file_sha256(path: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_checkpoint(path: str) -> dict:
+    """A ``harness.run`` checkpoint (``weights_only=True``: a file that pickles code is refused unrun). Only the
+    weights keys are required (``backbone``, ``num_classes``); checkpoints of the old format, which also hold the
+    train state, are read the same way."""
+    from harness.atomic import load_torch
+
+    state = load_torch(path, "checkpoint")
+    if not isinstance(state, dict) or "backbone" not in state or "num_classes" not in state:
+        raise ValueError(f"{path}: not a harness.run checkpoint (needs 'backbone' and 'num_classes')")
+    return state
 
 
 def compact_metrics(doc: dict) -> dict:
@@ -167,15 +189,17 @@ def run(cfg: RunConfig, _run=None) -> dict:
         result = train(cfg, checkpoint_path=ckpt, log=log, progress=sys.stderr.isatty())
         backbone = result.backbone
         train_info = dict(result.info)
-        if _run is not None:
-            _run.add_artifact(ckpt, "model.pt")
+        if _run is not None:  # the checkpoint is recorded by path and hash, not copied into the run folder
+            _run.info["checkpoint"] = {"path": os.path.abspath(ckpt), "sha256": file_sha256(ckpt)}
             _run.info["train"] = train_info
     else:
         if not cfg.checkpoint or not os.path.isfile(cfg.checkpoint):
             raise FileNotFoundError(f"{cfg.checkpoint or '<empty>'}: checkpoint not found (train=false needs checkpoint=PATH)")
-        state = torch.load(cfg.checkpoint, map_location="cpu", weights_only=False)
+        state = load_checkpoint(cfg.checkpoint)
         backbone, _ = build_model(cfg, state["num_classes"])
         backbone.load_state_dict(state["backbone"])
+        if _run is not None:
+            _run.info["checkpoint"] = {"path": os.path.abspath(cfg.checkpoint), "sha256": file_sha256(cfg.checkpoint)}
         train_info = {"checkpoint": cfg.checkpoint, **state.get("train_info", {})}
     doc: dict[str, Any] = {
         "format": RESULT_FORMAT,
@@ -222,12 +246,20 @@ def main(argv: list[str] | None = None) -> int:
     Sacred, the others without (see :mod:`harness.distributed`)."""
     from harness import distributed
 
+    from harness.runtime import report_error
+
     argv = sys.argv[1:] if argv is None else argv
-    env = distributed.env_context() if "WORLD_SIZE" in os.environ else distributed.DistContext()
+    try:
+        env = distributed.env_context() if "WORLD_SIZE" in os.environ else distributed.DistContext()
+    except ValueError as exc:
+        return report_error("harness.run", exc)
     try:
         cfg = make_config(argv)
         from methods import get_method, resolve_hparams
 
+        if (cfg.train or cfg.evaluate) and not os.path.isdir(cfg.data.release):
+            raise FileNotFoundError(f"config data.release={cfg.data.release!r}: no such folder (a SynthFace or "
+                                    "insightface release; `python -m harness.synthface` makes one)")
         if cfg.train:  # e.g. a CFSM method whose stage-1 generator is missing: say so before anything starts
             get_method(cfg.method).preflight(resolve_hparams(cfg.method, cfg.hparams_seed, cfg.hparams))
             if cfg.resume not in ("auto", "none", ""):  # resume=PATH: a missing or mismatching state fails here
@@ -236,25 +268,45 @@ def main(argv: list[str] | None = None) -> int:
                 resolve_resume(cfg, None, env.world_size)
         else:
             resolve_hparams(cfg.method, cfg.hparams_seed, cfg.hparams)
-    except (KeyError, ValueError, FileNotFoundError) as exc:
+            if not cfg.checkpoint or not os.path.isfile(cfg.checkpoint):
+                raise FileNotFoundError(f"config checkpoint={cfg.checkpoint!r}: no such file (train=false evaluates "
+                                        "the checkpoint it names)")
+    except Exception as exc:  # noqa: BLE001 - every error is one line (CFSM_TRACEBACK=1 shows the traceback)
         if env.is_main:
-            print(f"harness.run: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+            return report_error("harness.run", exc)
         return 2
 
-    ctx = distributed.init_from_env(cfg.device)
+    # Everything after the first checks: one line on rank 0, exit 2; worker ranks exit 2 without a word (rank 0
+    # names the error; a worker's own error, e.g. a collective that lost rank 0, is said once, on one line).
+    try:
+        ctx = distributed.init_from_env(cfg.device)
+    except Exception as exc:  # noqa: BLE001
+        return report_error("harness.run", exc) if env.is_main else 2
     try:
         if not ctx.is_main:
-            run(cfg, None)
+            try:
+                run(cfg, None)
+            except Exception as exc:  # noqa: BLE001
+                if os.environ.get("CFSM_TRACEBACK"):
+                    report_error(f"harness.run (rank {ctx.rank})", exc)
+                return 2
             return 0
-        return _main_rank0(cfg)
+        try:
+            return _main_rank0(cfg)
+        except Exception as exc:  # noqa: BLE001
+            return report_error("harness.run", exc)
     finally:
-        distributed.shutdown()
+        try:
+            distributed.shutdown()
+        except Exception:  # noqa: BLE001 - a group already broken by the error above
+            pass
 
 
 def _main_rank0(cfg: RunConfig) -> int:
-    from harness.runtime import sacred_experiment
+    from harness.runtime import quiet_sacred_failures, sacred_experiment
 
     ex = sacred_experiment("cfsm-bench", cfg.out, cfg.to_dict())
+    quiet_sacred_failures(ex)
 
     documents: list[dict] = []
 
