@@ -197,9 +197,18 @@ def quiet_sacred_failures(ex) -> None:
         def filter(self, record: logging.LogRecord) -> bool:
             return not str(record.msg).startswith("Failed after")
 
+    class _Stderr(logging.StreamHandler):  # the current sys.stderr at each record (it may be replaced)
+        @property
+        def stream(self):
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, value):
+            pass
+
     logger = logging.getLogger("cfsm")
     if not logger.handlers:
-        handler = logging.StreamHandler()
+        handler = _Stderr()
         handler.setFormatter(logging.Formatter("%(levelname)s - %(name)s - %(message)s"))
         handler.addFilter(_NoFailed())
         logger.addHandler(handler)
