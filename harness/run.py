@@ -245,7 +245,6 @@ def main(argv: list[str] | None = None) -> int:
     """The command line; under ``torchrun --nproc_per_node N -m harness.run ...`` every rank runs this, rank 0 with
     Sacred, the others without (see :mod:`harness.distributed`)."""
     from harness import distributed
-
     from harness.runtime import report_error
 
     argv = sys.argv[1:] if argv is None else argv
@@ -257,9 +256,6 @@ def main(argv: list[str] | None = None) -> int:
         cfg = make_config(argv)
         from methods import get_method, resolve_hparams
 
-        if (cfg.train or cfg.evaluate) and not os.path.isdir(cfg.data.release):
-            raise FileNotFoundError(f"config data.release={cfg.data.release!r}: no such folder (a SynthFace or "
-                                    "insightface release; `python -m harness.synthface` makes one)")
         if cfg.train:  # e.g. a CFSM method whose stage-1 generator is missing: say so before anything starts
             get_method(cfg.method).preflight(resolve_hparams(cfg.method, cfg.hparams_seed, cfg.hparams))
             if cfg.resume not in ("auto", "none", ""):  # resume=PATH: a missing or mismatching state fails here
@@ -271,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
             if not cfg.checkpoint or not os.path.isfile(cfg.checkpoint):
                 raise FileNotFoundError(f"config checkpoint={cfg.checkpoint!r}: no such file (train=false evaluates "
                                         "the checkpoint it names)")
+        if (cfg.train or cfg.evaluate) and not os.path.isdir(cfg.data.release):
+            raise FileNotFoundError(f"config data.release={cfg.data.release!r}: no such folder (a SynthFace or "
+                                    "insightface release; `python -m harness.synthface` makes one)")
     except Exception as exc:  # noqa: BLE001 - every error is one line (CFSM_TRACEBACK=1 shows the traceback)
         if env.is_main:
             return report_error("harness.run", exc)
