@@ -5,8 +5,8 @@ the files left behind in the case's folder (beyond its inputs and Sacred's run r
     python benchmarks/faults.py [--work DIR] [--only SUBSTRING] [--json PATH]
 
 Every case runs in a fresh folder as a new user would: ``python -m harness.run|harness.stage1|harness.tables``
-with a tiny model (32 px, widths 8-16-16-32, one epoch). "first line" is the first stderr line that is not
-Sacred's own INFO log; expected outcomes are in the "expect" column (2 = refused in one line; 0 = handled and
+with a tiny model (32 px, widths 8-16-16-32, one epoch). "first line" is, for a failed case, the program's own
+error line (``harness.run: ...``), else the first stderr line that is not Sacred's INFO log; expected outcomes are in the "expect" column (2 = refused in one line; 0 = handled and
 said so). The crafted payload is a ``.pt`` whose unpickling would create the file ``PWNED``: "PWNED" in the
 files column would mean code ran. Disk full uses a private 64 KiB tmpfs (user + mount namespace) where the
 machine allows one, else the file-size limit (RLIMIT_FSIZE).
@@ -79,6 +79,7 @@ class Catalogue:
     def __init__(self, work: str, only: str | None):
         self.work, self.only = work, only
         self.rows: list[dict] = []
+        self.notes: list[str] = []
         self.release = os.path.join(work, "release")
         self.params = os.path.join(work, "empty.yaml")
         with open(self.params, "w") as f:
@@ -97,7 +98,10 @@ class Catalogue:
         seconds = time.perf_counter() - t0
         lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith(("INFO - ", "WARNING - "))
                  and "DeprecationWarning" not in ln and "import pkg_resources" not in ln]
-        first = lines[0] if lines else (r.stdout.strip().splitlines() or [""])[0]
+        prog = argv[2] if len(argv) > 2 and argv[1] == "-m" else ""
+        said = [ln for ln in lines if prog and ln.startswith(f"{prog}: ")]
+        # a failed run: the program's own error line; else the first thing it said (a set-aside, a take-over)
+        first = said[0] if r.returncode and said else lines[0] if lines else (r.stdout.strip().splitlines() or [""])[0]
         left = sorted(snapshot(d) - before)
         row = {"case": name, "expect": expect, "exit": r.returncode, "first_line": first,
                "traceback": "Traceback (most recent call last)" in r.stderr, "left": left, "seconds": round(seconds, 1)}
@@ -130,7 +134,7 @@ class Catalogue:
         print(f"faults: tiny release and checkpoint ready in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
     def all(self) -> None:
-        pt = lambda d, _: payload(os.path.join(d, "payload.pt"), os.path.join(d, "PWNED"))  # noqa: E731
+        pt = lambda d: payload(os.path.join(d, "payload.pt"), os.path.join(d, "PWNED"))  # noqa: E731
         # ---- security
         self.case("payload: train=false checkpoint=", 2, pt, lambda d, p: self.run_argv("train=false", f"checkpoint={p}"))
         self.case("payload: resume=PATH", 2, pt, lambda d, p: self.run_argv("checkpoint=m.pt", f"resume={p}"))
@@ -296,7 +300,8 @@ class Catalogue:
                     m = json.load(open(os.path.join(d, ids[0], "metrics.json")))
                     final = sorted(k for k in m if k.startswith("stage1.train."))
                     arts = json.load(open(os.path.join(d, ids[0], "run.json")))["artifacts"]
-                    row["first_line"] += f" [Sacred record: {len(final)} stage1.train.* metrics; artifacts {', '.join(arts)}]"
+                    self.notes.append(f"Stage-1 Sacred record of case \"{row['case']}\": {len(final)} final stage1.train.* "
+                                      f"metrics ({', '.join(final)}); artifacts {', '.join(arts)}")
 
     def table(self) -> str:
         out = ["| case | expect | exit | first line | traceback | files left behind |", "|---|---|---|---|---|---|"]
@@ -322,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         cat.prepare()
         cat.all()
         print(cat.table())
+        for note in cat.notes:
+            print(f"\n{note}")
         bad = [r["case"] for r in cat.rows if r["exit"] != r["expect"] or r["traceback"] or "PWNED" in r["left"]]
         print(f"\n{len(cat.rows)} cases in {time.perf_counter() - t0:.0f} s; "
               f"{'all as expected' if not bad else 'UNEXPECTED: ' + ', '.join(bad)}")
