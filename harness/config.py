@@ -3,6 +3,10 @@
 ``params.yaml`` (section ``run``) holds the pipeline's values; ``python -m harness.run method=... optim.lr=0.05``
 applies overrides on top. Sacred only records the resulting flat dict (``harness_design.md`` §2: explicit config,
 no scope magic). Every knob that can change a number is here, and therefore in every result row.
+
+Every value is checked when the config is built (``__post_init__`` of each dataclass), so a bad value fails before
+anything starts, in one line naming the key and what is allowed: ``config optim.lr=-0.1: expected a finite number
+> 0``. A YAML syntax error in a params file is one line with the file, line and column (:func:`read_yaml`).
 """
 
 from __future__ import annotations

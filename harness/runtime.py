@@ -1,4 +1,6 @@
-"""Process-level CPU tuning applied by the command-line entry points.
+"""Process-level pieces shared by the command-line entry points: CPU tuning (:func:`tune_malloc`), the Sacred
+experiment (:func:`sacred_experiment`), exclusive output paths (:class:`PathLock`) and one-line errors
+(:func:`report_error`; ``CFSM_TRACEBACK=1`` shows the traceback too).
 
 glibc serves every allocation above its (dynamic) mmap threshold with a fresh ``mmap``, and returns freed heap
 memory above its trim threshold to the kernel. A training step allocates and frees tens of MB of activations

@@ -20,11 +20,17 @@ deviations (feasibility study ``../shared/reference/cfsm_cpu_feasibility.md``) a
 Robustness: the run checkpoints its whole state (G, D, both optimisers, step, every RNG) atomically every
 ``checkpoint_every`` iterations to ``<out>/train_state.pt`` and resumes from it when the config matches. A NaN or
 inf in any loss stops the run before the optimiser step with a one-line message; the last good state stays on
-disk. The target list is checked before training (the first missing crop is named).
+disk; a state whose weights are not finite is never saved. A state that cannot be read (truncated, foreign,
+or pickling anything beyond tensors and plain data: files load with ``weights_only=True``) or holds non-finite
+weights is set aside as ``train_state.pt.unreadable-<time>`` / ``.nonfinite-<time>`` and the run starts fresh,
+saying so, as ``harness.run`` does. The target list is checked before training (the first missing crop is
+named). While it runs, the stage holds ``out`` (``<out>.lock``; a second stage on it fails at once naming the
+holder). Every error is one line ``harness.stage1: ...`` and exit code 2 (``CFSM_TRACEBACK=1``: traceback too).
 
 Outputs under ``out``: ``generator.pt`` (what stage 2 loads, :func:`harness.models.cfsm.load_generator`),
-``metrics.json`` (for ``dvc metrics``), ``analysis.json`` (every figure of :mod:`harness.stage1_analysis`), and
-the two pictures under ``figures``.
+``metrics.json`` (for ``dvc metrics``; the Sacred run keeps it as the artifact ``stage1_metrics.json``, since
+Sacred's own ``metrics.json`` holds the logged series), ``analysis.json`` (every figure of
+:mod:`harness.stage1_analysis`), and the two pictures under ``figures``.
 """
 
 from __future__ import annotations
