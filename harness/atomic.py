@@ -104,10 +104,27 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
+def _clean_stale_for(path: str) -> None:
+    """Remove the temporary files of ``path`` left by writers that were killed (their process is gone): this
+    module's ``.<name>.cfsm-tmp-<pid>-*.tmp`` and the ``<name>.tmp-<pid>`` of earlier versions of the project."""
+    folder, base = os.path.split(os.path.abspath(path))
+    legacy = re.compile(re.escape(base) + r"\.tmp-(?P<pid>[0-9]+)$")
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        m = _TMP_RE.match(name) if name.startswith(f".{base}.") else legacy.match(name)
+        if m and int(m["pid"]) != os.getpid() and not _pid_alive(int(m["pid"])):
+            _unlink(os.path.join(folder, name))
+
+
 def write_atomic(path: str, write: Callable[[Any], None], binary: bool = False) -> None:
     """``write(f)`` into a temporary file beside ``path`` (text: UTF-8), fsync, ``os.replace``. On any failure the
-    temporary file is removed and ``path`` is untouched; a full disk raises :class:`DiskFullError`."""
+    temporary file is removed and ``path`` is untouched; a full disk raises :class:`DiskFullError`. Temporary files
+    of ``path`` left by a killed writer are removed first."""
     path = os.fspath(path)
+    _clean_stale_for(path)
     try:
         fd, tmp = _mkstemp(path)
     except OSError as exc:
@@ -270,6 +287,8 @@ def write_files_atomic(files: Mapping[str, bytes | str]) -> list[str]:
     folder = _journal_folder(targets)
     os.makedirs(folder, exist_ok=True)
     recover(folder)
+    for f in {os.path.dirname(os.path.abspath(t)) for t in targets}:  # a writer killed while staging left these
+        clean_temporaries(f)
     staged: list[tuple[str, str]] = []
     journal = ""
     try:

@@ -147,3 +147,29 @@ def test_every_writer_goes_through_harness_atomic():
     assert tables.write_files_atomic is write_files_atomic
     assert callable(run.write_npz_atomic) and DiskFullError.__mro__[1] is OSError
     assert save_torch_atomic.__module__ == "harness.atomic"
+
+
+def test_a_killed_single_file_writer_leaves_nothing_for_long(tmp_path):
+    """SIGKILL mid-write leaves a temporary file (nothing can run then); the next write of that file removes it,
+    and the ``<name>.tmp-<pid>`` files of earlier versions too."""
+    script = textwrap.dedent(f"""
+        import os
+        from harness.atomic import write_atomic
+        def write(f):
+            f.write(b"partial")
+            f.flush()
+            os._exit(9)
+        write_atomic("{tmp_path}/state.pt", write, binary=True)
+    """)
+    r = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True)
+    assert r.returncode == 9
+    (tmp_path / f"state.pt.tmp-{_dead()}").write_bytes(b"old-style leftover")
+    assert len(os.listdir(tmp_path)) == 2
+    save_torch_atomic({"step": 1}, str(tmp_path / "state.pt"))
+    assert os.listdir(tmp_path) == ["state.pt"]
+
+
+def _dead() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
