@@ -165,18 +165,18 @@ def show_traceback() -> bool:
     return os.environ.get(TRACEBACK_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+#: Errors whose message says what is wrong on its own (they name the file, key or path); any other type (a
+#: RuntimeError from torch, a TypeError) is shown with its type name in front.
+_SELF_EXPLAINING = (ValueError, LookupError, OSError, FloatingPointError, LockHeldError)
+
+
 def one_line(exc: BaseException) -> str:
-    """The first line of an error's message (its type when it has none); a ``KeyError``'s quotes removed."""
+    """The first line of an error's message, prefixed with its type unless the type is self-explaining."""
     text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
     lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
     if not lines:
         return type(exc).__name__
-    first = lines[0]
-    if isinstance(exc, (RuntimeError, OSError, MemoryError, FloatingPointError, TypeError, IndexError, AttributeError)) \
-            and not isinstance(exc, (FileNotFoundError, LockHeldError)) and type(exc).__name__ not in first \
-            and not first.startswith(("no space left", "/")) and ": " not in first[:200]:
-        first = f"{type(exc).__name__}: {first}"
-    return first
+    return lines[0] if isinstance(exc, _SELF_EXPLAINING) else f"{type(exc).__name__}: {lines[0]}"
 
 
 def report_error(prog: str, exc: BaseException) -> int:

@@ -59,3 +59,32 @@ def test_yaml_syntax_errors_name_file_line_and_column(tmp_path, capsys, prog):
     assert rc == 2
     assert line.startswith(f"{prog}: {params}:line 4, column 4: YAML syntax error"), line
     assert not os.path.exists(tmp_path / "t")
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
+def test_under_torchrun_one_line_from_rank_zero_and_quiet_workers(tiny_release, tmp_path, empty_params):
+    """An error after the process group starts (the checkpoint held by a live process): rank 0 prints the one
+    line, the worker exits 2 without a word, no harness traceback. (torchrun then prints its own summary of the
+    failed workers, which any non-zero exit brings.)"""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        ckpt = tmp_path / "m.pt"
+        (tmp_path / "m.pt.lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "start": "t"}))
+        args = run_args(tiny_release, tmp_path / "runs", empty_params, f"checkpoint={ckpt}", "optim.batch_size=16")
+        r = subprocess.run(["torchrun", "--nproc_per_node", "2", "-m", "harness.run", *args], capture_output=True,
+                           text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    finally:
+        holder.kill()
+        holder.wait()
+    text = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert [ln for ln in text.splitlines() if ln.startswith("harness.run: ")] == [
+        f"harness.run: {ckpt}: checkpoint in use by another run (pid {holder.pid} on {socket.gethostname()}, "
+        f"started t: ); lock file {ckpt}.lock (remove it only if that run is gone)"], text
+    assert "/harness/" not in text, "no traceback through the harness"
+    assert "exitcode  : 2" in text
