@@ -49,8 +49,8 @@ to resume (rerunning it starts fresh and overwrites the checkpoint). A state who
 never written (the last good one stays) and never resumed from (``resume=auto`` sets it aside as
 ``<state>.nonfinite-<time>``; an unreadable one as ``<state>.unreadable-<time>``; both then start fresh). While
 training, rank 0 holds the checkpoint path (``<checkpoint>.lock``, :class:`harness.runtime.PathLock`): a second
-run on the same path fails at once naming the holder; the lock of a killed run is taken over. ``resume=auto`` (default)
-continues from that file when its ``key`` matches this run's (every knob except paths, logging, evaluation,
+run on the same path fails at once naming the holder; the lock of a killed run is taken over.
+``resume=auto`` (default) continues from that file when its ``key`` matches this run's (every knob except paths, logging, evaluation,
 threads, device, ``data.cache`` and the checkpoint knobs; the method's resolved hyperparameters; the *global*
 batch instead of the per-rank one), else starts fresh and says why on stderr; ``resume=PATH`` continues from PATH
 and fails with a one-line error naming the differing fields; ``resume=none`` always starts fresh.
