@@ -12,8 +12,10 @@ sha256 (``info["checkpoint"]``), not copied; a run that raises is recorded as FA
 Errors: every error, in the first config checks (unknown or out-of-range values, a missing release or checkpoint,
 a missing stage-1 generator) or later (a corrupt data file, a diverged loss, a full disk, a held checkpoint), is
 one line ``harness.run: ...`` on stderr and exit code 2; ``CFSM_TRACEBACK=1`` in the environment also prints the
-traceback. Under torchrun, rank 0 prints the line and the other ranks exit 2 silently. Each result row carries every protocol knob. The train info (Sacred ``info["train"]`` and the
-result document's ``train``) records steps, seconds, global images/s, the final loss, device, AMP, world size,
+traceback. Under torchrun, rank 0 prints the line and the other ranks exit 2 silently.
+
+Each result row carries every protocol knob. The train info (Sacred ``info["train"]`` and the result document's
+``train``) records steps, seconds, global images/s, the final loss, device, AMP, world size,
 per-rank and global batch, the step resumed from, and on CUDA the GPU name, CUDA and cuDNN versions and peak GPU
 memory (on CPU the thread count).
 
