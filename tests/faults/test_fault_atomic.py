@@ -12,7 +12,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import SMALL
+from faultlib import SMALL
 
 from harness.atomic import (
     DiskFullError, recover, save_torch_atomic, write_files_atomic, write_json_atomic,

@@ -12,7 +12,7 @@ import random
 
 import numpy as np
 import torch
-from conftest import run_args
+from faultlib import run_args
 
 from harness.run import main as run_main
 

@@ -7,7 +7,7 @@ import os
 import time
 
 import pytest
-from conftest import one_error_line, run_args
+from faultlib import one_error_line, run_args
 
 from harness.run import main as run_main
 

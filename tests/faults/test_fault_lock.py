@@ -13,7 +13,7 @@ import time
 
 import pytest
 import torch
-from conftest import STAGE1_TINY, one_error_line, run_args
+from faultlib import STAGE1_TINY, one_error_line, run_args
 
 from harness.run import main as run_main
 from harness.runtime import LockHeldError, PathLock

@@ -8,7 +8,7 @@ import os
 
 import pytest
 import torch
-from conftest import one_error_line, run_args
+from faultlib import one_error_line, run_args
 
 from harness.config import RunConfig, apply_overrides
 from harness.run import main as run_main

@@ -8,7 +8,7 @@ import os
 import shutil
 
 import pytest
-from conftest import one_error_line, run_args
+from faultlib import one_error_line, run_args
 
 from harness.run import main as run_main
 from harness.stage1 import main as stage1_main

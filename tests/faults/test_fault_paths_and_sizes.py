@@ -9,7 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import one_error_line, run_args
+from faultlib import one_error_line, run_args
 from PIL import Image
 
 from harness.data.wider import CropFolderDataset, read_crop_list

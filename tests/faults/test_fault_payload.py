@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from conftest import STAGE1_TINY, one_error_line, run_args, write_payload
+from faultlib import STAGE1_TINY, one_error_line, run_args, write_payload
 
 from harness.run import main as run_main
 from harness.stage1 import main as stage1_main

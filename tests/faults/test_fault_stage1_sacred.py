@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 
-from conftest import STAGE1_TINY
+from faultlib import STAGE1_TINY
 
 from harness.stage1 import main as stage1_main
 
