@@ -201,7 +201,7 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
     if isinstance(current, dict):
         if isinstance(value, dict):
             return value
-        parsed = yaml.safe_load(str(value))
+        parsed = _yaml_value(str(value), key)
         if not isinstance(parsed, dict):
             raise ValueError(f"config key {key!r}: expected a mapping like {{name: value}}, got {value!r}")
         return parsed
@@ -220,7 +220,7 @@ def apply_overrides(cfg, overrides: dict[str, Any]):
     tree = _plain(dataclasses.asdict(cfg))
     for key, raw in overrides.items():
         if key.startswith("hparams.") and "hparams" in tree:  # method hyperparameters are validated against the method's declaration
-            tree["hparams"][key.split(".", 1)[1]] = yaml.safe_load(raw) if isinstance(raw, str) else raw
+            tree["hparams"][key.split(".", 1)[1]] = _yaml_value(raw, key) if isinstance(raw, str) else raw
             continue
         if key not in keys:
             raise KeyError(f"unknown config key {key!r}; valid keys: {', '.join(keys)}, hparams.<name>")
@@ -234,6 +234,15 @@ def apply_overrides(cfg, overrides: dict[str, Any]):
         except (TypeError, ValueError) as exc:
             raise ValueError(f"config key {key!r}: cannot use {raw!r} ({exc})") from None
     return from_dict(tree, cls)
+
+
+def _yaml_value(raw: str, key: str) -> Any:
+    """A command-line value read as YAML (``hparams.x=[1, 2]``); a syntax error is one ValueError naming the key."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"config key {key!r}: cannot read {raw!r} as a YAML value ({problem})") from None
 
 
 def _get(cfg: Any, parts: list[str]) -> Any:

@@ -50,3 +50,9 @@ def test_missing_release(tmp_path, empty_params, capsys):
     line = one_error_line(capsys.readouterr().err, "harness.run")
     assert rc == 2 and "config data.release=" in line and "nowhere" in line and "no such folder" in line
     assert not os.path.exists(tmp_path / "runs")
+
+
+def test_an_unreadable_hparams_value(tiny_release, tmp_path, empty_params, capsys):
+    rc = run_main(run_args(tiny_release, tmp_path / "runs", empty_params, "hparams.alpha=[1,"))
+    line = one_error_line(capsys.readouterr().err, "harness.run")
+    assert rc == 2 and "config key 'hparams.alpha': cannot read '[1,' as a YAML value" in line
