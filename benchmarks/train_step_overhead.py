@@ -31,6 +31,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from harness.atomic import load_torch  # noqa: E402
 from harness.config import RunConfig  # noqa: E402
 from harness.models.cfsm import CPU_DEFAULT, CFSMGenerator, save_generator  # noqa: E402
 from harness.runtime import tune_malloc  # noqa: E402
@@ -46,7 +47,7 @@ METHODS = ("source_only", "cfsm_random", "cfsm_guided")
 def generator_hparams(path: str) -> tuple[dict, str]:
     """The method hparams for the generator, and a line saying which one is used."""
     if os.path.isfile(path):
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_torch(path, "stage-1 generator")  # weights_only=True
         c = state["model_config"]
         hp = {"generator": path, "generator_size": c["image_size"], "style_dim": c["style_dim"], "latent_dim": c["latent_dim"]}
         return hp, f"generator: {path} (trained stage-1 checkpoint, {c['image_size']} px, width {c['dim']})"

@@ -40,6 +40,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from harness.atomic import load_torch  # noqa: E402
 from harness.config import RunConfig, apply_overrides  # noqa: E402
 from harness.models.cfsm import PAPER, CFSMGenerator, save_generator  # noqa: E402
 from harness.runtime import tune_malloc  # noqa: E402
@@ -64,7 +65,7 @@ def generator_hparams(spec: str, tmpdir: str) -> tuple[dict | None, str]:
                 f"q {PAPER.style_dim}, d {PAPER.latent_dim}), in a temporary file")
     if not os.path.isfile(spec):
         raise SystemExit(f"--generator {spec}: no such file (use 'random' or 'none')")
-    c = torch.load(spec, map_location="cpu", weights_only=False)["model_config"]
+    c = load_torch(spec, "stage-1 generator")["model_config"]  # weights_only=True
     return ({"generator": spec, "generator_size": c["image_size"], "style_dim": c["style_dim"], "latent_dim": c["latent_dim"]},
             f"generator: {spec} ({c['image_size']} px, width {c['dim']})")
 

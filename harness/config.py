@@ -3,6 +3,10 @@
 ``params.yaml`` (section ``run``) holds the pipeline's values; ``python -m harness.run method=... optim.lr=0.05``
 applies overrides on top. Sacred only records the resulting flat dict (``harness_design.md`` §2: explicit config,
 no scope magic). Every knob that can change a number is here, and therefore in every result row.
+
+Every value is checked when the config is built (``__post_init__`` of each dataclass), so a bad value fails before
+anything starts, in one line naming the key and what is allowed: ``config optim.lr=-0.1: expected a finite number
+> 0``. A YAML syntax error in a params file is one line with the file, line and column (:func:`read_yaml`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,11 @@ class DataConfig:
     flip: bool = True  # random horizontal flip (insightface's only training augmentation)
     channel_order: str = "RGB"
 
+    def __post_init__(self):
+        _check(self.input_size >= 1, "data.input_size", self.input_size, "an integer >= 1 (pixels)")
+        _one_of("data.channel_order", self.channel_order, CHANNEL_ORDERS)
+        _check(bool(self.rec), "data.rec", self.rec, "a RecordIO folder name inside data.release")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -42,6 +51,20 @@ class ModelConfig:
     head: str = "arcface"  # arcface | cosface | adaface (AdaFace's h=0.333, t_alpha=0.01 are the head's own defaults)
     s: float = 64.0
     m: float = 0.5  # passed to every head: ArcFace 0.5; CosFace and AdaFace use 0.4 in their papers (set model.m=0.4)
+
+    def __post_init__(self):
+        from harness.models import BACKBONES, HEADS
+
+        _one_of("model.backbone", self.backbone, tuple(BACKBONES))
+        _one_of("model.head", self.head, tuple(HEADS))
+        _check(len(self.widths) >= 1 and all(w >= 1 for w in self.widths), "model.widths", self.widths,
+               "integers >= 1, one per stage")
+        _check(len(self.layers) >= 1 and all(n >= 1 for n in self.layers), "model.layers", self.layers,
+               "integers >= 1, blocks per stage")
+        _one_of("model.stem_stride", self.stem_stride, (1, 2))
+        _check(self.embedding_size >= 1, "model.embedding_size", self.embedding_size, "an integer >= 1")
+        _check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "0 <= dropout < 1")
+        _check(self.s > 0, "model.s", self.s, "> 0")
 
 
 @dataclass(frozen=True)
@@ -60,6 +83,17 @@ class OptimConfig:
     grad_clip_scope: str = "backbone"
     amp_growth_interval: int = 100  # GradScaler growth interval under CUDA AMP (CFSM train.py: 100)
 
+    def __post_init__(self):
+        _one_of("optim.name", self.name, ("sgd", "adamw"))
+        _check(self.lr > 0 and self.lr == self.lr and self.lr != float("inf"), "optim.lr", self.lr, "a finite number > 0")
+        _check(self.momentum >= 0, "optim.momentum", self.momentum, ">= 0")
+        _check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, ">= 0")
+        _check(self.batch_size >= 1, "optim.batch_size", self.batch_size, "an integer >= 1 (per process)")
+        _check(self.epochs > 0, "optim.epochs", self.epochs, "> 0 (fractions allowed)")
+        _check(self.warmup_epochs >= 0, "optim.warmup_epochs", self.warmup_epochs, ">= 0")
+        _check(self.poly_power >= 0, "optim.poly_power", self.poly_power, ">= 0")
+        _check(self.grad_clip > 0, "optim.grad_clip", self.grad_clip, "> 0 (the gradient-norm bound)")
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -68,6 +102,12 @@ class EvalConfig:
     faceness: bool = True
     image_norm: bool = False
     batch_size: int = 256
+
+    def __post_init__(self):
+        for name in self.benchmarks:
+            _one_of("eval.benchmarks", name, BENCHMARKS)
+        _one_of("eval.flip", self.flip, EVAL_FLIPS)
+        _check(self.batch_size >= 1, "eval.batch_size", self.batch_size, "an integer >= 1")
 
 
 @dataclass(frozen=True)
@@ -95,8 +135,42 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    def __post_init__(self):
+        _check(bool(self.method), "method", self.method, "a method name")
+        _check(self.device in ("auto", "cpu", "cuda") or _is_cuda_index(self.device), "device", self.device,
+               "auto, cpu, cuda or cuda:<index>")
+        _one_of("amp", self.amp, ("auto", "on", "off"))
+        _check(self.threads >= 0, "threads", self.threads, ">= 0 (0 = torch's default)")
+        _check(self.log_every >= 1, "log_every", self.log_every, "an integer >= 1")
+        _check(self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every, ">= 0 (0 = no periodic train state)")
+        _check(bool(str(self.resume).strip()), "resume", self.resume, "auto, none or a train state path")
+        reduction = self.model.stem_stride * 2 ** (len(self.model.layers) if self.model.backbone == "small" else 4)
+        _check(self.data.input_size % reduction == 0, "data.input_size", self.data.input_size,
+               f"a multiple of {reduction} for model.backbone={self.model.backbone} with model.stem_stride="
+               f"{self.model.stem_stride} (the stem stride x 2 per stage)")
+
     def to_dict(self) -> dict:
         return _plain(dataclasses.asdict(self))
+
+
+#: The allowed values of the enumerated knobs (checked when a config is built, before anything runs).
+CHANNEL_ORDERS = ("RGB", "BGR")
+BENCHMARKS = ("IJBB", "IJBC", "IJBS", "TinyFace")
+EVAL_FLIPS = ("sum", "none")  # harness.eval.ijb_verification / harness.eval.tinyface protocols
+
+
+def _check(ok: bool, key: str, value: Any, expected: str) -> None:
+    """One-line ``config <key>=<value>: expected <...>`` ValueError."""
+    if not ok:
+        raise ValueError(f"config {key}={value!r}: expected {expected}")
+
+
+def _one_of(key: str, value: Any, allowed: tuple) -> None:
+    _check(value in allowed, key, value, "one of " + ", ".join(str(a) for a in allowed))
+
+
+def _is_cuda_index(device: str) -> bool:
+    return device.startswith("cuda:") and device[5:].isdigit()
 
 
 def _plain(value: Any) -> Any:
@@ -135,7 +209,7 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
     if isinstance(current, dict):
         if isinstance(value, dict):
             return value
-        parsed = yaml.safe_load(str(value))
+        parsed = _yaml_value(str(value), key)
         if not isinstance(parsed, dict):
             raise ValueError(f"config key {key!r}: expected a mapping like {{name: value}}, got {value!r}")
         return parsed
@@ -154,7 +228,7 @@ def apply_overrides(cfg, overrides: dict[str, Any]):
     tree = _plain(dataclasses.asdict(cfg))
     for key, raw in overrides.items():
         if key.startswith("hparams.") and "hparams" in tree:  # method hyperparameters are validated against the method's declaration
-            tree["hparams"][key.split(".", 1)[1]] = yaml.safe_load(raw) if isinstance(raw, str) else raw
+            tree["hparams"][key.split(".", 1)[1]] = _yaml_value(raw, key) if isinstance(raw, str) else raw
             continue
         if key not in keys:
             raise KeyError(f"unknown config key {key!r}; valid keys: {', '.join(keys)}, hparams.<name>")
@@ -168,6 +242,15 @@ def apply_overrides(cfg, overrides: dict[str, Any]):
         except (TypeError, ValueError) as exc:
             raise ValueError(f"config key {key!r}: cannot use {raw!r} ({exc})") from None
     return from_dict(tree, cls)
+
+
+def _yaml_value(raw: str, key: str) -> Any:
+    """A command-line value read as YAML (``hparams.x=[1, 2]``); a syntax error is one ValueError naming the key."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"config key {key!r}: cannot read {raw!r} as a YAML value ({problem})") from None
 
 
 def _get(cfg: Any, parts: list[str]) -> Any:
@@ -205,13 +288,33 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def read_yaml(path: str | os.PathLike) -> Any:
+    """A YAML file (``yaml.safe_load``); a syntax error is one ValueError ``<path>:line L, column C: <problem>``."""
+    path = os.fspath(path)
+    with open(path, encoding="utf-8") as f:
+        try:
+            return yaml.safe_load(f)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else None
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            context = getattr(exc, "context", None)
+            what = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
+            raise ValueError(f"{path}:{where}: {what}" if where else f"{path}: {what}") from None
+
+
 def load_params(path: str | os.PathLike = "params.yaml", section: str = "run") -> dict[str, Any]:
-    """The flat overrides of a params.yaml section (missing file or section: none)."""
+    """The flat overrides of a params.yaml section (missing file or section: none). A YAML syntax error is one
+    line naming the file, line and column; a section that is not a mapping is one line too."""
     if not os.path.isfile(path):
         return {}
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
-    return flatten(data.get(section) or {})
+    data = read_yaml(path) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{os.fspath(path)}: expected a mapping of sections at the top, got {type(data).__name__}")
+    part = data.get(section) or {}
+    if not isinstance(part, dict):
+        raise ValueError(f"{os.fspath(path)}:{section}: expected a mapping of config keys, got {type(part).__name__}")
+    return flatten(part)
 
 
 def config_from_cli(argv: list[str], defaults, section: str, doc: str | None = None):

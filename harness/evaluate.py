@@ -46,11 +46,14 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import zipfile
 
 import numpy as np
 
+# The atomic writers live in harness.atomic (one module for every file the project writes); these names stay
+# importable from here.
+from harness.atomic import write_atomic as _write_atomic  # noqa: F401
+from harness.atomic import write_json_atomic, write_lines_atomic  # noqa: F401
 from harness.errors import DataFormatError, require_file
 from harness.eval.ijb_verification import IJBVerification, VerificationProtocol
 
@@ -225,47 +228,6 @@ def format_tinyface(result: dict) -> str:
         "  " + "  ".join(f"{_metric_name(k)} {_pct(result[k])}" for k in ranks),
         f"  {c['probes']} probes ({c['mated_probes']} mated), gallery {c['gallery_match']} + {c['distractors']} distractors",
     ])
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _write_atomic(path: str, write, binary: bool = False) -> None:
-    """``write(f)`` into a temporary file in the target folder, fsync, rename: a reader never sees a partial file;
-    a failure leaves the previous file, if any, and no temporary file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; a result file gets the usual permissions
-        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def write_json_atomic(obj, path: str) -> None:
-    """Write JSON to a temporary file next to ``path``, fsync, then ``os.replace`` it into place."""
-
-    def write(f):
-        json.dump(obj, f, indent=2, allow_nan=False, sort_keys=True)
-        f.write("\n")
-
-    _write_atomic(path, write)
-
-
-def write_lines_atomic(lines: list[str], path: str) -> None:
-    """One item per line, written like :func:`write_json_atomic`."""
-    _write_atomic(path, lambda f: f.write("".join(f"{ln}\n" for ln in lines)))
 
 
 def _check_out_folder(path: str, what: str) -> None:

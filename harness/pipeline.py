@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-import yaml
+from harness.config import read_yaml
 
 
 def configured_results(params_path: str, results_dir: str) -> list[str]:
@@ -15,8 +15,7 @@ def configured_results(params_path: str, results_dir: str) -> list[str]:
     or an empty configuration is one FileNotFoundError / ValueError naming it."""
     if not os.path.isfile(params_path):
         raise FileNotFoundError(f"{params_path}: params file not found")
-    with open(params_path, encoding="utf-8") as f:
-        params = yaml.safe_load(f) or {}
+    params = read_yaml(params_path) or {}  # a syntax error: one line with file, line and column
     methods = list(params.get("methods") or []) + list(params.get("cfsm_methods") or [])
     seeds = list(params.get("seeds") or [])
     if not methods or not seeds:

@@ -6,9 +6,16 @@ present in the working directory, or ``--params FILE``), then the command line. 
 or method is a one-line error listing the valid ones.
 
 Sacred records the full config, host info (with the torch device), metrics (``log_scalar``, Python numbers
-only), the checkpoint and the result rows as artifacts, under ``results/runs/<id>/``; a run that raises is
-recorded as FAILED. Each result row carries every protocol knob. The train info (Sacred ``info["train"]`` and the
-result document's ``train``) records steps, seconds, global images/s, the final loss, device, AMP, world size,
+only) and the result rows as an artifact, under ``results/runs/<id>/``; the checkpoint is recorded by path and
+sha256 (``info["checkpoint"]``), not copied; a run that raises is recorded as FAILED.
+
+Errors: every error, in the first config checks (unknown or out-of-range values, a missing release or checkpoint,
+a missing stage-1 generator) or later (a corrupt data file, a diverged loss, a full disk, a held checkpoint), is
+one line ``harness.run: ...`` on stderr and exit code 2; ``CFSM_TRACEBACK=1`` in the environment also prints the
+traceback. Under torchrun, rank 0 prints the line and the other ranks exit 2 silently.
+
+Each result row carries every protocol knob. The train info (Sacred ``info["train"]`` and the result document's
+``train``) records steps, seconds, global images/s, the final loss, device, AMP, world size,
 per-rank and global batch, the step resumed from, and on CUDA the GPU name, CUDA and cuDNN versions and peak GPU
 memory (on CPU the thread count).
 
@@ -114,10 +121,32 @@ def items_path(result_path: str) -> str:
 
 
 def write_npz_atomic(arrays: dict, path: str) -> None:
-    """``np.savez_compressed`` written atomically (temp file next to ``path``, fsync, ``os.replace``)."""
-    from harness.evaluate import _write_atomic
+    """``np.savez_compressed`` written atomically (:func:`harness.atomic.write_npz_atomic`; kept importable here)."""
+    from harness.atomic import write_npz_atomic as write
 
-    _write_atomic(path, lambda f: np.savez_compressed(f, **arrays), binary=True)
+    write(arrays, path)
+
+
+def file_sha256(path: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_checkpoint(path: str) -> dict:
+    """A ``harness.run`` checkpoint (``weights_only=True``: a file that pickles code is refused unrun). Only the
+    weights keys are required (``backbone``, ``num_classes``); checkpoints of the old format, which also hold the
+    train state, are read the same way."""
+    from harness.atomic import load_torch
+
+    state = load_torch(path, "checkpoint")
+    if not isinstance(state, dict) or "backbone" not in state or "num_classes" not in state:
+        raise ValueError(f"{path}: not a harness.run checkpoint (needs 'backbone' and 'num_classes')")
+    return state
 
 
 def compact_metrics(doc: dict) -> dict:
@@ -167,15 +196,17 @@ def run(cfg: RunConfig, _run=None) -> dict:
         result = train(cfg, checkpoint_path=ckpt, log=log, progress=True)  # tqdm on a tty, else plain lines
         backbone = result.backbone
         train_info = dict(result.info)
-        if _run is not None:
-            _run.add_artifact(ckpt, "model.pt")
+        if _run is not None:  # the checkpoint is recorded by path and hash, not copied into the run folder
+            _run.info["checkpoint"] = {"path": os.path.abspath(ckpt), "sha256": file_sha256(ckpt)}
             _run.info["train"] = train_info
     else:
         if not cfg.checkpoint or not os.path.isfile(cfg.checkpoint):
             raise FileNotFoundError(f"{cfg.checkpoint or '<empty>'}: checkpoint not found (train=false needs checkpoint=PATH)")
-        state = torch.load(cfg.checkpoint, map_location="cpu", weights_only=False)
+        state = load_checkpoint(cfg.checkpoint)
         backbone, _ = build_model(cfg, state["num_classes"])
         backbone.load_state_dict(state["backbone"])
+        if _run is not None:
+            _run.info["checkpoint"] = {"path": os.path.abspath(cfg.checkpoint), "sha256": file_sha256(cfg.checkpoint)}
         train_info = {"checkpoint": cfg.checkpoint, **state.get("train_info", {})}
     doc: dict[str, Any] = {
         "format": RESULT_FORMAT,
@@ -226,9 +257,13 @@ def main(argv: list[str] | None = None) -> int:
     """The command line; under ``torchrun --nproc_per_node N -m harness.run ...`` every rank runs this, rank 0 with
     Sacred, the others without (see :mod:`harness.distributed`)."""
     from harness import distributed
+    from harness.runtime import report_error
 
     argv = sys.argv[1:] if argv is None else argv
-    env = distributed.env_context() if "WORLD_SIZE" in os.environ else distributed.DistContext()
+    try:
+        env = distributed.env_context() if "WORLD_SIZE" in os.environ else distributed.DistContext()
+    except ValueError as exc:
+        return report_error("harness.run", exc)
     try:
         cfg = make_config(argv)
         from harness.check_data import check_device
@@ -244,25 +279,48 @@ def main(argv: list[str] | None = None) -> int:
                 resolve_resume(cfg, None, env.world_size)
         else:
             resolve_hparams(cfg.method, cfg.hparams_seed, cfg.hparams)
-    except (KeyError, ValueError, FileNotFoundError) as exc:
+            if not cfg.checkpoint or not os.path.isfile(cfg.checkpoint):
+                raise FileNotFoundError(f"config checkpoint={cfg.checkpoint!r}: no such file (train=false evaluates "
+                                        "the checkpoint it names)")
+        if (cfg.train or cfg.evaluate) and not os.path.isdir(cfg.data.release):
+            raise FileNotFoundError(f"config data.release={cfg.data.release!r}: no such folder (a SynthFace or "
+                                    "insightface release; `python -m harness.synthface` makes one)")
+    except Exception as exc:  # noqa: BLE001 - every error is one line (CFSM_TRACEBACK=1 shows the traceback)
         if env.is_main:
-            print(f"harness.run: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+            return report_error("harness.run", exc)
         return 2
 
-    ctx = distributed.init_from_env(cfg.device)
+    # Everything after the first checks: one line on rank 0, exit 2; worker ranks exit 2 without a word (rank 0
+    # names the error; a worker's own error, e.g. a collective that lost rank 0, is said once, on one line).
+    try:
+        ctx = distributed.init_from_env(cfg.device)
+    except Exception as exc:  # noqa: BLE001
+        return report_error("harness.run", exc) if env.is_main else 2
     try:
         if not ctx.is_main:
-            run(cfg, None)
+            try:
+                run(cfg, None)
+            except Exception as exc:  # noqa: BLE001
+                if os.environ.get("CFSM_TRACEBACK"):
+                    report_error(f"harness.run (rank {ctx.rank})", exc)
+                return 2
             return 0
-        return _main_rank0(cfg)
+        try:
+            return _main_rank0(cfg)
+        except Exception as exc:  # noqa: BLE001
+            return report_error("harness.run", exc)
     finally:
-        distributed.shutdown()
+        try:
+            distributed.shutdown()
+        except Exception:  # noqa: BLE001 - a group already broken by the error above
+            pass
 
 
 def _main_rank0(cfg: RunConfig) -> int:
-    from harness.runtime import sacred_experiment
+    from harness.runtime import quiet_sacred_failures, sacred_experiment
 
     ex = sacred_experiment("cfsm-bench", cfg.out, cfg.to_dict())
+    quiet_sacred_failures(ex)
 
     documents: list[dict] = []
 

@@ -1,4 +1,6 @@
-"""Process-level CPU tuning applied by the command-line entry points.
+"""Process-level pieces shared by the command-line entry points: CPU tuning (:func:`tune_malloc`), the Sacred
+experiment (:func:`sacred_experiment`), exclusive output paths (:class:`PathLock`) and one-line errors
+(:func:`report_error`; ``CFSM_TRACEBACK=1`` shows the traceback too).
 
 glibc serves every allocation above its (dynamic) mmap threshold with a fresh ``mmap``, and returns freed heap
 memory above its trim threshold to the kernel. A training step allocates and frees tens of MB of activations
@@ -13,7 +15,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import json
+import os
+import socket
 import sys
+import time
 
 M_TRIM_THRESHOLD = -1
 M_TOP_PAD = -2
@@ -51,3 +57,171 @@ def sacred_experiment(name: str, observer_root: str, config: dict):
         ex.observers.append(FileStorageObserver(observer_root))
     ex.add_config(config)
     return ex
+
+
+# ----------------------------------------------------------------------------------------------- output locks
+class LockHeldError(RuntimeError):
+    """Another live run holds the output (the message names it, one line)."""
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class PathLock:
+    """Exclusive hold of an output path for one run: the file ``<path>.lock`` made with ``O_CREAT | O_EXCL`` and
+    holding ``{"pid", "host", "start", "argv"}`` (JSON). A second run fails at once with :class:`LockHeldError`
+    naming the holder. A lock whose process is gone (same host, pid not running) is stale: it is taken over, and the
+    take-over is said on stderr. A lock from another host is never judged stale (its pid means nothing here): remove
+    it by hand once that run is gone. Released (deleted) by :meth:`release` or on leaving the ``with`` block."""
+
+    def __init__(self, path: str, what: str = "output"):
+        self.target = os.path.abspath(path)
+        self.path = self.target + ".lock"
+        self.what = what
+        self.held = False
+
+    def _read(self) -> dict | None:
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                return json.loads(f.read() or "null")
+        except (OSError, ValueError):
+            return None
+
+    def acquire(self) -> "PathLock":
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "start": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "argv": " ".join(sys.argv)[:300]}
+        for _ in range(20):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._read()
+                if holder is None:
+                    try:
+                        age = time.time() - os.path.getmtime(self.path)
+                    except FileNotFoundError:
+                        continue
+                    if age < 10:  # being written by its creator right now
+                        time.sleep(0.2)
+                        continue
+                    holder = {}
+                same_host = holder.get("host") == me["host"]
+                pid = int(holder.get("pid", 0) or 0)
+                if holder and (not same_host or _pid_alive(pid)):
+                    raise LockHeldError(
+                        f"{self.target}: {self.what} in use by another run (pid {pid} on {holder.get('host')}, "
+                        f"started {holder.get('start')}: {holder.get('argv', '')}); lock file {self.path} "
+                        "(remove it only if that run is gone)")
+                stale = f"{self.path}.stale-{os.getpid()}"
+                try:
+                    os.rename(self.path, stale)  # only one taker wins the rename
+                except FileNotFoundError:
+                    continue
+                os.unlink(stale)
+                who = f"pid {pid} on {holder.get('host')}" if holder else "an unreadable lock"
+                print(f"{self.path}: taking over a stale lock ({who} no longer runs)", file=sys.stderr)
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(me, f)
+                f.flush()
+                os.fsync(f.fileno())
+            self.held = True
+            return self
+        raise LockHeldError(f"{self.target}: could not take the lock {self.path} (contended)")
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        holder = self._read()
+        if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+    def __enter__(self) -> "PathLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+# ----------------------------------------------------------------------------------------------- errors at the CLI
+TRACEBACK_ENV = "CFSM_TRACEBACK"
+
+
+def show_traceback() -> bool:
+    """``CFSM_TRACEBACK=1`` in the environment: the entry points print the full traceback of an error as well."""
+    return os.environ.get(TRACEBACK_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+#: Errors whose message says what is wrong on its own (they name the file, key or path); any other type (a
+#: RuntimeError from torch, a TypeError) is shown with its type name in front.
+_SELF_EXPLAINING = (ValueError, LookupError, OSError, FloatingPointError, LockHeldError)
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an error's message, prefixed with its type unless the type is self-explaining."""
+    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    return lines[0] if isinstance(exc, _SELF_EXPLAINING) else f"{type(exc).__name__}: {lines[0]}"
+
+
+def report_error(prog: str, exc: BaseException) -> int:
+    """Print ``<prog>: <one line>`` on stderr (and the traceback under ``CFSM_TRACEBACK=1``); returns 2."""
+    if show_traceback():
+        import traceback
+
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    print(f"{prog}: {one_line(exc)}", file=sys.stderr, flush=True)
+    return 2
+
+
+def quiet_sacred_failures(ex) -> None:
+    """Sacred logs a failed run on stderr (``ERROR - <name> - Failed after ...!``) before the entry point prints
+    its own one-line error: give the experiment a logger (Sacred's own format) that drops that record, so the one
+    line is the only error line (the run is still recorded as FAILED, with its traceback, in ``run.json``)."""
+    import logging
+
+    class _NoFailed(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not str(record.msg).startswith("Failed after")
+
+    class _Stderr(logging.StreamHandler):  # the current sys.stderr at each record (it may be replaced)
+        @property
+        def stream(self):
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, value):
+            pass
+
+    logger = logging.getLogger("cfsm")
+    if not logger.handlers:
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("%(levelname)s - %(name)s - %(message)s"))
+        handler.addFilter(_NoFailed())
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    ex.logger = logger
+
+
+def maybe_traceback(exc: BaseException) -> None:
+    """Print ``exc``'s traceback on stderr when ``CFSM_TRACEBACK=1`` (for entry points that print their own line)."""
+    if show_traceback():
+        import traceback
+
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)

@@ -32,11 +32,17 @@ identity cosine where present.
 Robustness: the run checkpoints its whole state (G, D, both optimisers, step, every RNG) atomically every
 ``checkpoint_every`` iterations to ``<out>/train_state.pt`` and resumes from it when the config matches. A NaN or
 inf in any loss stops the run before the optimiser step with a one-line message; the last good state stays on
-disk. The target list is checked before training (the first missing crop is named).
+disk; a state whose weights are not finite is never saved. A state that cannot be read (truncated, foreign,
+or pickling anything beyond tensors and plain data: files load with ``weights_only=True``) or holds non-finite
+weights is set aside as ``train_state.pt.unreadable-<time>`` / ``.nonfinite-<time>`` and the run starts fresh,
+saying so, as ``harness.run`` does. The target list is checked before training (the first missing crop is
+named). While it runs, the stage holds ``out`` (``<out>.lock``; a second stage on it fails at once naming the
+holder). Every error is one line ``harness.stage1: ...`` and exit code 2 (``CFSM_TRACEBACK=1``: traceback too).
 
 Outputs under ``out``: ``generator.pt`` (what stage 2 loads, :func:`harness.models.cfsm.load_generator`),
-``metrics.json`` (for ``dvc metrics``), ``analysis.json`` (every figure of :mod:`harness.stage1_analysis`), and
-the two pictures under ``figures``.
+``metrics.json`` (for ``dvc metrics``; the Sacred run keeps it as the artifact ``stage1_metrics.json``, since
+Sacred's own ``metrics.json`` holds the logged series), ``analysis.json`` (every figure of
+:mod:`harness.stage1_analysis`), and the two pictures under ``figures``.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ import torch.nn.functional as F
 from harness.config import RunConfig, _plain, config_from_cli, from_dict
 from harness.data.wider import CropFolderDataset, read_crop_list
 from harness.errors import require_dir, require_file
+from harness.atomic import load_torch
 from harness.models.cfsm import (
     CFSMConfig, CFSMGenerator, MultiScaleDiscriminator, identity_loss, lsgan_d_loss, lsgan_g_loss,
     orthogonality_loss, reconstruction_loss, save_generator,
@@ -254,7 +261,7 @@ class IdentityNet(torch.nn.Module):
         from harness.train import build_model
 
         require_file(checkpoint, "identity network checkpoint (a harness.run checkpoint, e.g. the source_only run)")
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        state = load_torch(checkpoint, "identity network checkpoint")  # weights_only=True: no code runs
         if not isinstance(state, dict) or "backbone" not in state or "config" not in state:
             raise ValueError(f"{checkpoint}: not a harness.run checkpoint (needs 'backbone' and 'config')")
         run_cfg: RunConfig = from_dict(state["config"])
@@ -318,10 +325,34 @@ def _state_key(cfg: Stage1Config) -> dict:
 
 
 def _atomic_save(obj: Any, path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """:func:`harness.train.save_checkpoint`: atomic, and never a state whose weights are not finite."""
+    from harness.train import save_checkpoint
+
+    save_checkpoint(path, obj)
+
+
+def _load_state(path: str, cfg: "Stage1Config") -> dict | None:
+    """The resumable state at ``path`` when it can continue this run; else None, saying why on stderr. A file that
+    cannot be read (truncated, foreign, pickled code) or holds non-finite weights is set aside as
+    ``<path>.unreadable-<time>`` / ``<path>.nonfinite-<time>`` (kept, out of the way), as ``harness.run`` does."""
+    from harness.train import NonFiniteStateError, check_finite_state, set_aside
+
+    try:
+        state = load_torch(path, "stage-1 train state")
+    except Exception as exc:  # noqa: BLE001
+        aside = set_aside(path, "unreadable")
+        print(f"stage1: unreadable train state ({exc}): set aside as {aside}; starting fresh", file=sys.stderr)
+        return None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or state.get("key") != _state_key(cfg):
+        print(f"stage1: ignoring {path} (saved with another config)", file=sys.stderr)
+        return None
+    try:
+        check_finite_state(state, path)
+    except NonFiniteStateError as exc:
+        aside = set_aside(path, "nonfinite")
+        print(f"stage1: {exc}: not resumed, set aside as {aside}; starting fresh", file=sys.stderr)
+        return None
+    return state
 
 
 def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | None = None,
@@ -367,17 +398,14 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
 
     state_path = os.path.join(cfg.out, "train_state.pt")
     start = 0
-    if cfg.resume and os.path.isfile(state_path):
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
-        if state.get("format") == STATE_FORMAT and state.get("key") == _state_key(cfg):
-            G.load_state_dict(state["G"]), D.load_state_dict(state["D"])
-            opt_g.load_state_dict(state["opt_g"]), opt_d.load_state_dict(state["opt_d"])
-            src_sampler.load_state_dict(state["source"]), tgt_sampler.load_state_dict(state["target"])
-            o_gen.set_state(state["o_gen"])
-            start = int(state["step"])
-            print(f"stage1: resuming from {state_path} at step {start}/{total}", file=sys.stderr)
-        else:
-            print(f"stage1: ignoring {state_path} (saved with another config)", file=sys.stderr)
+    state = _load_state(state_path, cfg) if cfg.resume and os.path.isfile(state_path) else None
+    if state is not None:
+        G.load_state_dict(state["G"]), D.load_state_dict(state["D"])
+        opt_g.load_state_dict(state["opt_g"]), opt_d.load_state_dict(state["opt_d"])
+        src_sampler.load_state_dict(state["source"]), tgt_sampler.load_state_dict(state["target"])
+        o_gen.set_state(state["o_gen"])
+        start = int(state["step"])
+        print(f"stage1: resuming from {state_path} at step {start}/{total}", file=sys.stderr)
 
     def save_state(step: int) -> None:
         _atomic_save({
@@ -478,7 +506,7 @@ def _check_finite(losses: dict[str, torch.Tensor], step: int, state_path: str, s
 def run_stage1(cfg: Stage1Config, log=None, progress: bool = False) -> dict:
     """Train, analyse, write ``generator.pt``, ``analysis.json``, ``metrics.json`` and the figures; returns the
     metrics document. The resume state is removed once everything is written."""
-    from harness.evaluate import write_json_atomic
+    from harness.atomic import write_json_atomic
     from harness.stage1_analysis import analyse, write_figures
 
     result = train_stage1(cfg, log=log, progress=progress)
@@ -532,34 +560,42 @@ def make_config(argv: list[str]) -> Stage1Config:
     return config_from_cli(argv, Stage1Config(), section="stage1", doc=__doc__)
 
 
+#: Sacred artifact names of the stage's outputs. ``metrics.json`` is renamed: Sacred's FileStorageObserver keeps its
+#: own ``metrics.json`` (the ``log_scalar`` series) in the run folder, and an artifact of that name collided with it.
+ARTIFACTS = {"generator.pt": "generator.pt", "analysis.json": "analysis.json", "metrics.json": "stage1_metrics.json"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line. Every error is one line ``harness.stage1: ...`` and exit code 2 (``CFSM_TRACEBACK=1``
+    also prints the traceback); while it runs, the stage holds its ``out`` folder (``<out>.lock``)."""
+    from harness.runtime import PathLock, quiet_sacred_failures, report_error, sacred_experiment
+
     argv = sys.argv[1:] if argv is None else argv
     try:
         cfg = make_config(argv)
         from harness.check_data import check_device
 
         check_device(cfg.device)  # `device=cuda` without CUDA: one line before Sacred starts
-    except (KeyError, ValueError, FileNotFoundError) as exc:
-        print(f"harness.stage1: {exc.args[0] if exc.args else exc}", file=sys.stderr)
-        return 2
-    from harness.runtime import sacred_experiment
-
-    ex = sacred_experiment("cfsm-stage1", cfg.sacred, cfg.to_dict())
-    docs: list[dict] = []
-
-    @ex.main
-    def _main(_run):
-        log = lambda name, value, step: _run.log_scalar(name, float(value), step)  # noqa: E731
-        docs.append(run_stage1(cfg, log=log, progress=True))
-        for name in ("generator.pt", "analysis.json", "metrics.json"):
-            _run.add_artifact(os.path.join(cfg.out, name), name)
-        return docs[0]["analysis"].get("summary", {})
+    except Exception as exc:  # noqa: BLE001
+        return report_error("harness.stage1", exc)
 
     try:
-        ex.run(options={"--name": "cfsm_stage1"})
-    except (Stage1Diverged, FileNotFoundError, ValueError) as exc:
-        print(f"harness.stage1: {exc}", file=sys.stderr)
-        return 1
+        ex = sacred_experiment("cfsm-stage1", cfg.sacred, cfg.to_dict())
+        quiet_sacred_failures(ex)
+        docs: list[dict] = []
+
+        @ex.main
+        def _main(_run):
+            log = lambda name, value, step: _run.log_scalar(name, float(value), step)  # noqa: E731
+            docs.append(run_stage1(cfg, log=log, progress=True))
+            for name, artifact in ARTIFACTS.items():
+                _run.add_artifact(os.path.join(cfg.out, name), artifact)
+            return docs[0]["analysis"].get("summary", {})
+
+        with PathLock(cfg.out, "stage-1 output folder"):
+            ex.run(options={"--name": "cfsm_stage1"})
+    except Exception as exc:  # noqa: BLE001
+        return report_error("harness.stage1", exc)
     summary = docs[0]["analysis"].get("summary", {})
     print(json.dumps(summary, indent=1))
     return 0

@@ -114,6 +114,7 @@ from harness.bootstrap import (
     two_level_samples,
 )
 from harness.atomic import write_files_atomic
+from harness.runtime import maybe_traceback
 from harness.errors import DataFormatError
 from harness.eval.roc import _check_inputs, _vertices_dense, far_key, tar_at_far_from_roc
 from harness.paper_numbers import DEFAULT_DIR as PAPER_DIR
@@ -1301,6 +1302,7 @@ def main(argv: list[str] | None = None) -> int:
         rel = os.path.relpath(os.path.abspath(args.out_dir), os.path.dirname(os.path.abspath(args.report)))
         texts = render(t, rel.replace(os.sep, "/"))
     except (ValueError, OSError, KeyError) as exc:
+        maybe_traceback(exc)  # CFSM_TRACEBACK=1
         print(f"{PROG}: {_one_line(exc)}", file=sys.stderr)
         return 2
     outs = {os.path.join(args.out_dir, k): v for k, v in texts.items() if k != "REPORT.md"}
@@ -1308,6 +1310,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         write_all(outs)
     except OSError as exc:
+        maybe_traceback(exc)
         print(f"{PROG}: {_one_line(exc)}", file=sys.stderr)
         return 2
     print(f"{PROG}: {len(t.runs)} results, {len(t.methods)} methods, {t.n_boot} resamples; wrote {', '.join(outs)} "

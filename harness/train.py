@@ -46,12 +46,21 @@ match); ``num_classes``; ``step`` (optimiser steps done) and ``total_steps``; ``
 (the method's state dict: a discriminator), ``optimizer``, ``scaler`` (AMP); ``source`` and ``target`` (sampler
 positions: :meth:`SourceData.state_dict`, :meth:`TargetData.state_dict`); ``rng``, one entry per rank (torch CPU,
 CUDA when on a GPU, numpy, python ``random``); ``running_loss`` (the smoothed loss that becomes ``final_loss``).
-The final checkpoint (``checkpoint=PATH``) is that dict at ``step == total_steps`` plus ``train_info``, so it keeps
-the keys ``harness.run`` (``train=false``) and stage 1's ``IdentityNet`` load (``backbone``, ``config``,
-``num_classes``, ``train_info``). Every ``checkpoint_every`` steps (default 1000; 0 = never; not after the last
-step) the state is written atomically (temporary file + ``os.replace``) to ``<checkpoint stem>.train_state.pt``
-(:func:`train_state_path`), which is deleted once the final checkpoint is written. ``resume=auto`` (default)
-continues from that file when its ``key`` matches this run's (every knob except paths, logging, evaluation,
+The RNG states are tensors and plain types, so every file loads with ``torch.load(weights_only=True)``
+(:func:`harness.atomic.load_torch`); a file that pickles anything else is refused without running it.
+The final checkpoint (``checkpoint=PATH``, ``CHECKPOINT_FORMAT = "cfsm-checkpoint/1"``) holds only what evaluation
+and stage 1's ``IdentityNet`` read: ``backbone`` (the weights), ``config``, ``num_classes``, ``train_info`` and the
+metadata ``step``, ``total_steps``, ``world_size``, ``global_batch``; no optimiser, sampler or RNG state, so the
+model is stored once. (Checkpoints written before the split also hold the state keys; readers use the weights
+keys only.) The resumable state is every ``checkpoint_every`` steps (default 1000; 0 = never; not after the last
+step) written atomically (:func:`harness.atomic.save_torch_atomic`) to ``<checkpoint stem>.train_state.pt``
+(:func:`train_state_path`), and deleted once the final checkpoint is written: a completed run has nothing left
+to resume (rerunning it starts fresh and overwrites the checkpoint). A state whose weights are not finite is
+never written (the last good one stays) and never resumed from (``resume=auto`` sets it aside as
+``<state>.nonfinite-<time>``; an unreadable one as ``<state>.unreadable-<time>``; both then start fresh). While
+training, rank 0 holds the checkpoint path (``<checkpoint>.lock``, :class:`harness.runtime.PathLock`): a second
+run on the same path fails at once naming the holder; the lock of a killed run is taken over.
+``resume=auto`` (default) continues from that file when its ``key`` matches this run's (every knob except paths, logging, evaluation,
 threads, device, ``data.cache`` and the checkpoint knobs; the method's resolved hyperparameters; the *global*
 batch instead of the per-rank one), else starts fresh and says why on stderr; ``resume=PATH`` continues from PATH
 and fails with a one-line error naming the differing fields; ``resume=none`` always starts fresh.
@@ -84,13 +93,15 @@ from harness import distributed
 from harness.config import RunConfig, flatten
 from harness.data.recordio import FaceRecDataset
 from harness.data.wider import CropFolderDataset, read_crop_list
+from harness.atomic import load_torch, save_torch_atomic
 from harness.errors import require_dir
-from harness.runtime import tune_malloc
+from harness.runtime import LockHeldError, PathLock, tune_malloc
 from harness.models import build_backbone, build_head
 from methods import Batch, FRModel, Method, build_method
 
 LogFn = Callable[[str, float, int], None]
 STATE_FORMAT = "cfsm-train-state/1"
+CHECKPOINT_FORMAT = "cfsm-checkpoint/1"  # the final model: weights and metadata, no optimiser or RNG state
 #: ``optim.grad_clip_scope``: "backbone" clips the backbone's gradients only, as CFSM's release
 #: (``GuidedFaceRecognition/train.py``: ``clip_grad_norm_(backbone.parameters(), 5)`` after ``unscale_``) and
 #: insightface's arcface_torch do; "all" clips the backbone, the margin head and a method's modules together.
@@ -355,12 +366,50 @@ class TrainingStopped(RuntimeError):
     written; the last saved train state is what a resumed run continues from)."""
 
 
+class NonFiniteStateError(FloatingPointError):
+    """A state about to be saved (or resumed from) holds NaN or inf parameters, buffers or optimiser values."""
+
+
+def nonfinite_entries(tree: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the floating-point tensors in a nested state that hold NaN or inf."""
+    out: list[str] = []
+    if isinstance(tree, torch.Tensor):
+        if tree.is_floating_point() and tree.numel() and not bool(torch.isfinite(tree).all()):
+            out.append(prefix or "<tensor>")
+    elif isinstance(tree, dict):
+        for k, v in tree.items():
+            out += nonfinite_entries(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(tree, (list, tuple)):
+        for i, v in enumerate(tree):
+            out += nonfinite_entries(v, f"{prefix}.{i}" if prefix else str(i))
+    return out
+
+
+#: The parts of a train state / checkpoint that must be finite to be saved or resumed from (the RNG states, the
+#: smoothed loss and the metadata are not weights). Stage 1's state uses G, D, opt_g, opt_d.
+WEIGHT_PARTS = ("backbone", "head", "method", "optimizer", "G", "D", "opt_g", "opt_d", "generator")
+
+
+def check_finite_state(payload: dict, path: str) -> None:
+    """Raise :class:`NonFiniteStateError` (one line naming ``path`` and the first bad entries) when a weight part
+    of ``payload`` holds NaN or inf."""
+    bad = [n for part in WEIGHT_PARTS if part in payload for n in nonfinite_entries(payload[part], part)]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise NonFiniteStateError(f"{path}: the state at step {payload.get('step', '?')} holds non-finite values "
+                                  f"({shown})")
+
+
 def save_checkpoint(path: str, payload: dict) -> None:
-    """Atomic: write to a temporary file in the same folder, then rename (``os.replace``)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    """Atomic (:func:`harness.atomic.save_torch_atomic`: temporary file beside ``path``, fsync, ``os.replace``;
+    a full disk is one line). A payload whose weights are not finite is never written: the file at ``path``, the
+    last good state, stays as it is, and :class:`NonFiniteStateError` says so."""
+    try:
+        check_finite_state(payload, path)
+    except NonFiniteStateError as exc:
+        kept = f"the last good state is kept at {path}" if os.path.isfile(path) else "no earlier state was saved"
+        raise NonFiniteStateError(f"{exc}: not saved, {kept}; training diverged (lower optim.lr or check the data)") from None
+    save_torch_atomic(payload, path)
 
 
 # ----------------------------------------------------------------------------------------------- train state
@@ -432,36 +481,68 @@ def resolve_resume(cfg: RunConfig, state_path: str | None, world_size: int = 1) 
             where = state_path or "<no checkpoint path>"
             return {"path": None, "message": f"no train state at {where}: starting fresh"}
         try:
-            saved = torch.load(state_path, map_location="cpu", weights_only=False, mmap=True)
-        except Exception as exc:  # a half-written or foreign file: never resumed from
-            return {"path": None, "message": f"ignoring {state_path} (unreadable: {_one_line(exc)}): starting fresh"}
+            saved = load_torch(state_path, "train state", mmap=True)
+        except Exception as exc:  # a half-written, foreign or pickled-code file: never resumed from, kept aside
+            aside = set_aside(state_path, "unreadable")
+            return {"path": None, "message": f"unreadable train state ({exc if isinstance(exc, ValueError) else _one_line(exc)}): "
+                                             f"set aside as {aside}; starting fresh"}
         problem = _state_problem(saved, key)
         if problem:
             return {"path": None, "message": f"ignoring {state_path} ({problem}): starting fresh"}
+        try:
+            check_finite_state(saved, state_path)
+        except NonFiniteStateError as exc:
+            aside = set_aside(state_path, "nonfinite")
+            return {"path": None, "message": f"{exc}: not resumed, set aside as {aside}; starting fresh"}
         return {"path": state_path, "message": f"resuming from {state_path} at step {saved['step']}/{saved['total_steps']}"}
     if not os.path.isfile(mode):
         raise FileNotFoundError(f"resume={mode}: no such train state file")
     try:
-        saved = torch.load(mode, map_location="cpu", weights_only=False, mmap=True)
+        saved = load_torch(mode, "train state", mmap=True)
     except Exception as exc:
-        raise ValueError(f"resume={mode}: unreadable ({_one_line(exc)})") from None
+        raise ValueError(f"resume={mode}: {exc if isinstance(exc, ValueError) else _one_line(exc)}") from None
     problem = _state_problem(saved, key)
     if problem:
         raise ValueError(f"resume={mode}: {problem}")
+    try:
+        check_finite_state(saved, mode)
+    except NonFiniteStateError as exc:
+        raise ValueError(f"resume={mode}: {exc}; not resumed (resume=none starts fresh)") from None
     return {"path": mode, "message": f"resuming from {mode} at step {saved['step']}/{saved['total_steps']}"}
 
 
+def set_aside(path: str, why: str) -> str:
+    """Rename a state file that cannot be used to ``<path>.<why>-<UTC time>`` (kept for inspection, out of the
+    way of the next save); returns the new name."""
+    aside = f"{path}.{why}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    os.replace(path, aside)
+    return aside
+
+
 def _rng_state(device: torch.device) -> dict:
+    """Every global RNG as tensors and plain types (so the state loads with ``weights_only=True``): torch CPU/CUDA
+    as uint8 tensors, numpy's MT19937 as ``{kind, keys (int64 tensor), pos, has_gauss, cached_gaussian}``, python's
+    ``random`` as ``{version, state (list of ints), gauss_next}``."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
     return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "numpy": np.random.get_state(), "python": random.getstate()}
+            "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+            "python": {"version": int(version), "state": [int(v) for v in internal], "gauss_next": gauss_next}}
 
 
 def _set_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and state.get("cuda") is not None:
         torch.cuda.set_rng_state(state["cuda"], device)
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    if isinstance(n, dict):
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), int(n["pos"]), int(n["has_gauss"]),
+                             float(n["cached_gaussian"])))
+    else:  # states written before the RNG states were stored as tensors
+        np.random.set_state(n)
+    p = state["python"]
+    random.setstate((int(p["version"]), tuple(int(v) for v in p["state"]), p["gauss_next"]) if isinstance(p, dict) else p)
 
 
 def _seed_rank(seed: int, rank: int) -> None:
@@ -475,8 +556,8 @@ def _seed_rank(seed: int, rank: int) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- train
-def train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None = None, progress: bool = True,
-          stop_after: int | None = None) -> TrainResult:
+def _train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None = None, progress: bool = True,
+           stop_after: int | None = None, _locks: list | None = None) -> TrainResult:
     """Train as ``cfg`` says and, with ``checkpoint_path``, write the final checkpoint there (rank 0).
 
     On N ranks (torchrun, or a process group initialised by the caller) each rank runs this on its shard; see
@@ -540,21 +621,23 @@ def train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None 
     decision: dict[str, Any] = {}
     if ctx.is_main:
         try:
+            if checkpoint_path and _locks is not None:  # this run holds its checkpoint path until it returns
+                _locks.append(PathLock(checkpoint_path, "checkpoint").acquire())
             decision = resolve_resume(cfg, state_path, ctx.world_size)
-        except (FileNotFoundError, ValueError) as exc:
+        except (FileNotFoundError, ValueError, LockHeldError) as exc:
             decision = {"error": (type(exc).__name__, str(exc))}
         decision["save_states"] = bool(state_path) and cfg.checkpoint_every > 0
         decision["final"] = bool(checkpoint_path)
     decision = distributed.broadcast_object(decision, ctx)
     if "error" in decision:
         kind, message = decision["error"]
-        raise (FileNotFoundError if kind == "FileNotFoundError" else ValueError)(message)
+        raise {"FileNotFoundError": FileNotFoundError, "LockHeldError": LockHeldError}.get(kind, ValueError)(message)
     if ctx.is_main and (state_path or decision["path"] or cfg.resume != "auto"):
         print(f"harness.train: {decision['message']}", file=sys.stderr)
     start_step, running = 0, float("nan")
     saved_world = ctx.world_size
     if decision["path"]:
-        state = torch.load(decision["path"], map_location="cpu", weights_only=False)
+        state = load_torch(decision["path"], "train state")
         backbone.load_state_dict(state["backbone"])
         head.load_state_dict(state["head"])
         method.load_state_dict(state["method"])
@@ -689,10 +772,25 @@ def train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None 
         backbone=backbone, head=head, method=method, steps=total_steps, seconds=seconds, images_per_second=ips,
         final_loss=running, device=str(device), amp=amp, resumed_from=start_step, world_size=ctx.world_size, info=info,
     )
-    if decision["final"]:
-        payload = state_payload(total_steps)
-        if ctx.is_main:
-            save_checkpoint(checkpoint_path, {**payload, "train_info": info})
-            if state_path and os.path.isfile(state_path):
-                os.remove(state_path)  # the run is complete: the final checkpoint holds the same state
+    if decision["final"] and ctx.is_main:
+        save_checkpoint(checkpoint_path, {
+            "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "num_classes": source.num_classes,
+            "step": total_steps, "total_steps": total_steps, "world_size": ctx.world_size,
+            "global_batch": source.global_batch, "backbone": backbone.state_dict(), "train_info": info,
+        })
+        if state_path and os.path.isfile(state_path):
+            os.remove(state_path)  # the run is complete: nothing is left to resume
     return result
+
+
+def train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None = None, progress: bool = True,
+          stop_after: int | None = None) -> TrainResult:
+    """Train as ``cfg`` says and, with ``checkpoint_path``, write the final checkpoint there (rank 0); see
+    :func:`_train`. While it runs, rank 0 holds ``checkpoint_path`` (:class:`harness.runtime.PathLock`,
+    ``<checkpoint>.lock``): a second run on the same path fails at once naming the holder."""
+    locks: list[PathLock] = []
+    try:
+        return _train(cfg, checkpoint_path, log, progress, stop_after, _locks=locks)
+    finally:
+        for lock in locks:
+            lock.release()

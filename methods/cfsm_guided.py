@@ -140,6 +140,8 @@ class CFSMGuided(Method):
             return load_generator(str(h["generator"]), image_size=int(h["generator_size"]),
                                   style_dim=int(h["style_dim"]), latent_dim=int(h["latent_dim"]))
         except ValueError as exc:
+            if "incompatible" not in str(exc):  # unreadable, refused (pickled code) or not a generator
+                raise ValueError(f"{cls.name}: hparams.generator: {exc}") from None
             raise ValueError(f"{cls.name}: {exc} (hparams.generator_size / style_dim / latent_dim must match "
                              "the stage-1 checkpoint)") from None
 

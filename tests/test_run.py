@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -48,7 +49,11 @@ def test_run_trains_evaluates_and_records_a_sacred_run(tiny_release, tmp_path, e
     assert len(losses) >= 2 and all(math.isfinite(v) for v in losses)
     for key in ("ijbb.tar@0.001", "ijbc.tar@0.001", "ijbb1:n.joined.rank1", "ijbs.V2S.rank1", "tinyface.rank1"):
         assert key in metrics, sorted(metrics)
-    assert {"model.pt", "result.json"} <= set(os.listdir(run_dir))
+    assert "result.json" in os.listdir(run_dir) and "model.pt" not in os.listdir(run_dir), "checkpoint not copied"
+    with open(os.path.join(run_dir, "info.json")) as f:
+        recorded = json.load(f)["checkpoint"]
+    with open(recorded["path"], "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == recorded["sha256"], "the run records the checkpoint's hash"
     doc = json.loads(result.read_text())
     assert [r["benchmark"] for r in doc["results"]] == ["IJB-B", "IJB-B 1:N", "IJB-C", "IJB-C 1:N", "IJB-S", "TinyFace"]
     for bench, values in compact_metrics(doc).items():
@@ -93,10 +98,12 @@ def test_unknown_method_or_key_is_a_one_line_error(tiny_release, tmp_path, empty
     assert needle in err and "\n" not in err
 
 
-def test_a_failing_run_is_recorded_as_failed(tmp_path, empty_params):
+def test_a_failing_run_is_recorded_as_failed(tmp_path, empty_params, capsys):
     out = tmp_path / "runs"
-    missing = tmp_path / "no_release"
-    with pytest.raises(FileNotFoundError, match="no_release"):
-        run_main(["--params", empty_params, f"data.release={missing}", f"out={out}", *SMALL])
+    empty = tmp_path / "empty_release"  # exists (passes the first checks), holds no RecordIO: fails inside the run
+    empty.mkdir()
+    assert run_main(["--params", empty_params, f"data.release={empty}", f"out={out}", *SMALL]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("harness.run: ") and "faces_synthface" in err[-1] and "Traceback" not in "\n".join(err)
     with open(os.path.join(_only_run_dir(out), "run.json")) as f:
         assert json.load(f)["status"] == "FAILED"

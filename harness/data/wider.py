@@ -57,8 +57,8 @@ def read_crop_list(root: str | os.PathLike, list_file: str | os.PathLike) -> Cro
 
     ``list_file`` is used as given when it exists (absolute, or relative to the working directory), else it is
     taken relative to ``root`` (CFSM passes bare list names such as ``target_list_wf_12k.txt``). Errors (``DataFormatError`` naming the list file and
-    line): blank line inside, leading/trailing whitespace, absolute path, duplicate name, missing crop file; an empty
-    list is an error too.
+    line): blank line inside, leading/trailing whitespace, absolute path, a ``..`` part (reading outside ``root``),
+    duplicate name, missing crop file; an empty list is an error too.
     """
     root = require_dir(os.fspath(root), CROP_WHAT)
     list_file = os.fspath(list_file)
@@ -74,8 +74,11 @@ def read_crop_list(root: str | os.PathLike, list_file: str | os.PathLike) -> Cro
             raise DataFormatError(list_path, where, "blank line inside the crop list")
         if name != name.strip():
             raise DataFormatError(list_path, where, f"crop name {name!r} has leading or trailing whitespace")
-        if os.path.isabs(name):
+        if os.path.isabs(name) or name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
             raise DataFormatError(list_path, where, f"crop name {name!r} is an absolute path (names are relative to {root})")
+        if ".." in name.replace("\\", "/").split("/"):
+            raise DataFormatError(list_path, where, f"crop name {name!r} has a '..' part: it would be read from outside "
+                                                    f"the crop folder {root}")
         if name in seen:
             raise DataFormatError(list_path, where, f"crop name {name!r} repeats line {seen[name]}")
         seen[name] = i
@@ -88,6 +91,10 @@ class CropFolderDataset:
     """The crops of a :class:`CropList` as RGB uint8 (H, W, 3) arrays, decoded with :func:`read_image`.
 
     ``CropFolderDataset(crop_list)`` or ``CropFolderDataset(root, list_file)``.
+
+    Every crop of a list has one size, the first crop's (CFSM's crops are 112x112 aligned faces; the trainer then
+    resizes the whole set to the model's input size): a crop of another size is a
+    :class:`~harness.errors.DataFormatError` naming the list line, the file, its size and the expected one.
     """
 
     def __init__(self, root_or_list: CropList | str | os.PathLike, list_file: str | os.PathLike | None = None):
@@ -106,7 +113,16 @@ class CropFolderDataset:
         return len(self.names)
 
     def __getitem__(self, i: int) -> np.ndarray:
-        return read_image(os.path.join(self.root, self.names[i]))
+        image = read_image(os.path.join(self.root, self.names[i]))
+        if getattr(self, "_size", None) is None:
+            first = image if i == 0 else read_image(os.path.join(self.root, self.names[0]))
+            self._size = first.shape[:2]
+        if image.shape[:2] != self._size:
+            h, w = self._size
+            raise DataFormatError(self.crop_list.list_path, f"line {i + 1}",
+                                  f"crop {os.path.join(self.root, self.names[i])} is {image.shape[1]}x{image.shape[0]}, "
+                                  f"expected {w}x{h} like every crop of the list (line 1: {self.names[0]})")
+        return image
 
 
 _CROP_NAME_RE = re.compile(r"(?P<stem>.+)_(?P<idx>[0-9]+)_(?P<score>[0-9]+)\Z")

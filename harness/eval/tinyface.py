@@ -241,10 +241,10 @@ class TinyFaceEvaluation:
         groups: dict[tuple, list[int]] = {}
         for i, im in enumerate(imgs):
             groups.setdefault(im.shape[:2], []).append(i)
-        if size is None and len(groups) > 1:
+        if len(groups) > 1:  # one size per aligned folder, as the IJB-S and target-crop readers require
             first = imgs[0].shape[:2]
             odd = next(i for i, im in enumerate(imgs) if im.shape[:2] != first)
-            raise DataFormatError(paths[odd], "size", f"{imgs[odd].shape[1]}x{imgs[odd].shape[0]} but {paths[0]} is {first[1]}x{first[0]}; set input_size")
+            raise DataFormatError(paths[odd], "size", f"aligned crop is {imgs[odd].shape[1]}x{imgs[odd].shape[0]}, expected {first[1]}x{first[0]} like {paths[0]}")
         h, w = (size, size) if size is not None else next(iter(groups))
         out = torch.empty((len(imgs), 3, h, w), dtype=torch.uint8)
         for (gh, gw), idx in groups.items():

@@ -460,13 +460,10 @@ STAGE1_FORMAT = "cfsm-stage1/1"
 def save_generator(path: str, generator: CFSMGenerator, meta: dict | None = None) -> None:
     """Write the trained generator (what stage 2 loads) atomically: ``{"format", "model_config", "generator",
     "meta"}``; ``meta`` holds the training config, the deviations and the analysis figures."""
-    import torch as _torch
+    from harness.atomic import save_torch_atomic
 
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    _torch.save({"format": STAGE1_FORMAT, "model_config": asdict(generator.config),
-                 "generator": generator.state_dict(), "meta": meta or {}}, tmp)
-    os.replace(tmp, path)
+    save_torch_atomic({"format": STAGE1_FORMAT, "model_config": asdict(generator.config),
+                       "generator": generator.state_dict(), "meta": meta or {}}, path)
 
 
 def load_generator(path: str, map_location: str | torch.device = "cpu", **expect) -> tuple[CFSMGenerator, dict]:
@@ -475,7 +472,9 @@ def load_generator(path: str, map_location: str | torch.device = "cpu", **expect
     Returns ``(generator, meta)``."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: stage-1 generator not found (run `dvc repro stage1` or `python -m harness.stage1`)")
-    state = torch.load(path, map_location=map_location, weights_only=False)
+    from harness.atomic import load_torch
+
+    state = load_torch(path, "stage-1 generator")  # weights_only=True: a crafted file cannot run code
     if not isinstance(state, dict) or state.get("format") != STAGE1_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"{path}: not a CFSM stage-1 generator (format {found!r}, expected {STAGE1_FORMAT!r})")
@@ -489,5 +488,6 @@ def load_generator(path: str, map_location: str | torch.device = "cpu", **expect
         raise ValueError(f"{path}: incompatible stage-1 generator: " + ", ".join(differs))
     generator = CFSMGenerator(config)
     generator.load_state_dict(state["generator"])
+    generator.to(map_location)
     generator.eval().requires_grad_(False)
     return generator, state.get("meta", {})
