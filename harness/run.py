@@ -29,7 +29,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from typing import Any
 
 import numpy as np

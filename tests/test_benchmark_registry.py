@@ -121,3 +121,14 @@ def test_registry_refuses_duplicates_and_non_numbers():
         metric_value({"benchmark": "TinyFace", "rank1": "high"}, "rank1")
     assert metric_value({"benchmark": "TinyFace"}, "rank1") is registry.MISSING
     assert metric_value({"benchmark": "unregistered", "rank1": 0.5}, "rank1") is registry.MISSING
+
+
+def test_check_eval_config_names_the_bad_key():
+    from harness.config import EvalConfig
+
+    registry.check_eval_config(EvalConfig(benchmarks=("IJBB", "VerificationBins"), bin_sets=("synth_lfw",)))
+    with pytest.raises(ValueError, match=r"^config eval.benchmarks='LFW': expected one of IJBB, IJBC, IJBS, TinyFace, VerificationBins$"):
+        registry.check_eval_config(EvalConfig(benchmarks=("IJBB", "LFW")))
+    with pytest.raises(ValueError, match=r"^config eval.bin_sets='lfw2': expected one of lfw, cfp_fp"):
+        registry.check_eval_config(EvalConfig(benchmarks=("VerificationBins",), bin_sets=("lfw2",)))
+    registry.check_eval_config(EvalConfig(benchmarks=("IJBB",), bin_sets=("lfw2",)))  # not evaluated: not checked

@@ -30,7 +30,7 @@ from typing import Any
 
 __all__ = ["Column", "Section", "CliCommand", "Curve", "DataEntry", "Benchmark", "register_benchmark", "REGISTRY",
            "MODULES", "load", "benchmarks", "get_benchmark", "config_names", "row_names", "benchmark_of_row",
-           "row_metrics", "metric_value", "MISSING", "sections", "cli_commands", "curves", "data_entries",
+           "row_metrics", "metric_value", "MISSING", "check_eval_config", "sections", "cli_commands", "curves", "data_entries",
            "evaluate_all"]
 
 #: The modules whose import registers the benchmarks, in registration order (an explicit list, as
@@ -124,6 +124,7 @@ class Benchmark:
     curves: tuple[Curve, ...] = ()
     data: tuple[DataEntry, ...] = ()
     description: str = ""
+    check: Callable | None = None  # check(eval_cfg): raise ValueError for a bad knob of its own (eval.bin_sets)
 
 
 REGISTRY: dict[str, Benchmark] = {}
@@ -170,6 +171,19 @@ def get_benchmark(name: str) -> Benchmark:
     if name not in reg:
         raise ValueError(f"config eval.benchmarks: unknown benchmark {name!r}; valid: {', '.join(reg)}")
     return reg[name]
+
+
+def check_eval_config(eval_cfg) -> None:
+    """``eval.benchmarks`` names registered benchmarks, and each one's own knobs are valid (its ``check``): a one-line
+    ``ValueError`` ``config eval.benchmarks='X': expected one of ...`` otherwise. For config validation, before
+    anything runs."""
+    valid = config_names()
+    for name in eval_cfg.benchmarks:
+        if name not in valid:
+            raise ValueError(f"config eval.benchmarks={name!r}: expected one of {', '.join(valid)}")
+    for name in dict.fromkeys(eval_cfg.benchmarks):
+        if REGISTRY[name].check is not None:
+            REGISTRY[name].check(eval_cfg)
 
 
 def row_names() -> tuple[str, ...]:
@@ -242,6 +256,7 @@ def evaluate_all(cfg, backbone, device: str, items: dict | None = None) -> list[
     """Every benchmark of ``cfg.eval.benchmarks``, in that order, through its registered ``evaluate``; each row gets
     ``seconds`` (the benchmark's wall time divided over its rows). With ``items`` (a dict), the per-item arrays are
     added to it as ``<row benchmark>/<array>``."""
+    check_eval_config(cfg.eval)  # every name and knob, before the first evaluation starts
     want = items is not None
     rows: list[dict] = []
     for name in cfg.eval.benchmarks:

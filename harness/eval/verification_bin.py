@@ -187,12 +187,18 @@ def _evaluate(cfg, backbone, device: str, with_items: bool) -> list:
     settings = BinSettings(flip=cfg.eval.flip, channel_order=cfg.data.channel_order, input_size=cfg.data.input_size)
     out = []
     for name in cfg.eval.bin_sets:
-        if name not in KNOWN_SETS:
-            raise ValueError(f"config eval.bin_sets: unknown set {name!r}; valid: {', '.join(KNOWN_SETS)}")
         ev = VerificationBinEvaluation(os.path.join(cfg.data.release, cfg.data.rec, f"{name}.bin"), settings)
         found = ev.evaluate(backbone, cfg.eval.batch_size, device, return_items=with_items)
         out.append(found if with_items else (found, {}))
     return out
+
+
+def _check(eval_cfg) -> None:
+    if not eval_cfg.bin_sets:
+        raise ValueError("config eval.bin_sets=(): expected one or more of " + ", ".join(KNOWN_SETS))
+    for name in eval_cfg.bin_sets:
+        if name not in KNOWN_SETS:
+            raise ValueError(f"config eval.bin_sets={name!r}: expected one of {', '.join(KNOWN_SETS)}")
 
 
 def _metrics(row: dict) -> dict:
@@ -256,4 +262,4 @@ register_benchmark(Benchmark(
     (DataEntry("bins", "verification sets (.bin)", ("{rec}",),
                "insightface's dataset zoo (recognition/_datasets_): lfw.bin, cfp_fp.bin, agedb_30.bin in faces_emore",
                probe=_probe, default=False),),
-    "insightface .bin verification sets, 10-fold accuracy"))
+    "insightface .bin verification sets, 10-fold accuracy", _check))
