@@ -14,6 +14,7 @@ their plots and their ``harness.check_data`` entries.
 from __future__ import annotations
 
 import os
+import re
 
 from harness.eval.registry import Benchmark, CliCommand, Column, Curve, DataEntry, Section, register_benchmark
 from harness.eval.roc import far_key
@@ -55,6 +56,14 @@ def ijbs_metrics(row: dict) -> dict:
 def tinyface_metrics(row: dict) -> dict:
     """``rank1``, ``rank5``, ``rank20``."""
     return {k: row[k] for k in ("rank1", "rank5", "rank20") if k in row}
+
+
+_FAR = r"(?:1e-06|1e-05|0\.0001|0\.001|0\.01|0\.1)"  # harness.eval.roc.far_key of DEFAULT_FARS
+_FPIR = r"(?:0\.0001|0\.001|0\.01|0\.1|1\.0)"
+VERIFICATION_KEYS = re.compile(rf"(?:(?:stills_only|with_video)\.)?tar@{_FAR}")
+IDENTIFICATION_KEYS = re.compile(rf"joined\.(?:rank[0-9]+|tpir@far=(?:0\.01|0\.1))|open_set\.(?:rank[0-9]+|tpir@fpir={_FPIR})")
+IJBS_KEYS = re.compile(r"(?:V2S|V2B|V2V)\.(?:rank[0-9]+|tpir@fpir=(?:0\.01|0\.1))")
+TINYFACE_KEYS = re.compile(r"rank[0-9]+")
 
 
 def ijb_metrics(row: dict) -> dict:
@@ -265,21 +274,23 @@ _IJBC_SECTIONS = _ijb_sections("IJB-C")
 register_benchmark(Benchmark(
     "IJBB", ("IJB-B", "IJB-B 1:N"), _evaluate_ijb("IJBB"), ijb_metrics, _IJBB_SECTIONS, (IJB11, IJB1N),
     (Curve("roc", "IJB-B", "roc_ijbb"),), (_ijb_data("ijbb", "IJB-B"),),
-    "IJB-B 1:1 verification (TAR@FAR) and 1:N identification"))
+    "IJB-B 1:1 verification (TAR@FAR) and 1:N identification",
+    metric_patterns={"IJB-B": VERIFICATION_KEYS, "IJB-B 1:N": IDENTIFICATION_KEYS}))
 register_benchmark(Benchmark(
     "IJBC", ("IJB-C", "IJB-C 1:N"), _evaluate_ijb("IJBC"), ijb_metrics, _IJBC_SECTIONS, (IJB11, IJB1N),
     (Curve("roc", "IJB-C", "roc_ijbc"),), (_ijb_data("ijbc", "IJB-C"),),
-    "IJB-C 1:1 verification (TAR@FAR) and 1:N identification"))
+    "IJB-C 1:1 verification (TAR@FAR) and 1:N identification",
+    metric_patterns={"IJB-C": VERIFICATION_KEYS, "IJB-C 1:N": IDENTIFICATION_KEYS}))
 register_benchmark(Benchmark(
     "IJBS", ("IJB-S",), _evaluate_ijbs, ijbs_metrics, _ijbs_sections(), (IJBS_CLI,),
     (Curve("cmc", "IJB-S", "cmc_ijbs"),),
     (DataEntry("ijbs", "IJB-S", ("IJB-S/protocols", "IJB-S/aligned"),
                "the IJB-S authors / NIST (gated); protocol files as used by PFE (seasonSH/Probabilistic-Face-Embeddings)"),),
-    "IJB-S V2S / V2B / V2V identification"))
+    "IJB-S V2S / V2B / V2V identification", metric_patterns={"IJB-S": IJBS_KEYS}))
 register_benchmark(Benchmark(
     "TinyFace", ("TinyFace",), _evaluate_tinyface, tinyface_metrics, _tinyface_sections(), (TINYFACE_CLI,),
     (Curve("cmc", "TinyFace", "cmc_tinyface"),),
     (DataEntry("tinyface", "TinyFace", ("tinyface/Testing_Set/Probe", "tinyface/Testing_Set/Gallery_Match",
                                         "tinyface/Testing_Set/Gallery_Distractor", "aligned_pad_0.1_pad_high"),
                "https://qmul-tinyface.github.io/ (Testing_Set) and the aligned copy of AdaFace's validation_lq instructions"),),
-    "TinyFace closed-set Rank-1/5/20"))
+    "TinyFace closed-set Rank-1/5/20", metric_patterns={"TinyFace": TINYFACE_KEYS}))

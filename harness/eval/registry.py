@@ -23,14 +23,15 @@ Registration order is the order everywhere (CLI choices, table sections, plots).
 from __future__ import annotations
 
 import importlib
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Column", "Section", "CliCommand", "Curve", "DataEntry", "Benchmark", "register_benchmark", "REGISTRY",
            "MODULES", "load", "benchmarks", "get_benchmark", "config_names", "row_names", "benchmark_of_row",
-           "row_metrics", "metric_value", "MISSING", "check_eval_config", "sections", "cli_commands", "curves", "data_entries",
+           "row_metrics", "metric_value", "MISSING", "check_eval_config", "sections", "cli_commands", "metric_patterns", "curves", "data_entries",
            "evaluate_all"]
 
 #: The modules whose import registers the benchmarks, in registration order (an explicit list, as
@@ -125,6 +126,8 @@ class Benchmark:
     data: tuple[DataEntry, ...] = ()
     description: str = ""
     check: Callable | None = None  # check(eval_cfg): raise ValueError for a bad knob of its own (eval.bin_sets)
+    # row name -> regex of the metric keys its rows report (the published-number CSVs may only name these)
+    metric_patterns: Mapping[str, re.Pattern] = field(default_factory=dict)
 
 
 REGISTRY: dict[str, Benchmark] = {}
@@ -242,6 +245,12 @@ def cli_commands() -> dict[str, CliCommand]:
         for c in b.cli:
             out.setdefault(c.name, c)
     return out
+
+
+def metric_patterns() -> dict[str, re.Pattern]:
+    """``{row name: regex of its compact metric keys}`` over every benchmark (``harness.paper_numbers`` checks the
+    published numbers' metric names with it)."""
+    return {row: p for b in benchmarks() for row, p in b.metric_patterns.items()}
 
 
 def curves() -> tuple[Curve, ...]:
