@@ -19,6 +19,7 @@ from harness import check_data, plots, tables
 from harness.eval import registry
 from harness.eval.registry import Benchmark, benchmarks, config_names, metric_value
 from harness.evaluate import build_parser
+from harness.provenance import row_benchmark
 from harness.run import compact_metrics, make_config, run
 from harness.train import build_model
 
@@ -68,6 +69,8 @@ def test_every_benchmark_is_evaluated_by_the_run_and_in_dvc_metrics(bench: Bench
     assert rows, f"harness.run did not evaluate {bench.name}"
     compact = compact_metrics(doc)
     assert json.loads(metrics_path.read_text()) == compact  # the file dvc metrics reads
+    for row in rows:  # its data provenance is recorded: the tiny release is SynthFace
+        assert doc["data"]["benchmarks"][row_benchmark(row["benchmark"])]["kind"] == "synthface"
     for row in rows:
         keys = [c.key for s in tables.SECTIONS for c in s.columns if c.benchmark == row["benchmark"]]
         assert keys, f"no table column reads {row['benchmark']}"

@@ -31,7 +31,7 @@ from typing import Any
 
 __all__ = ["Column", "Section", "CliCommand", "Curve", "DataEntry", "Benchmark", "register_benchmark", "REGISTRY",
            "MODULES", "load", "benchmarks", "get_benchmark", "config_names", "row_names", "benchmark_of_row",
-           "row_metrics", "metric_value", "MISSING", "check_eval_config", "sections", "cli_commands", "metric_patterns", "curves", "data_entries",
+           "row_metrics", "metric_value", "MISSING", "check_eval_config", "sections", "cli_commands", "metric_patterns", "data_files", "curves", "data_entries",
            "evaluate_all"]
 
 #: The modules whose import registers the benchmarks, in registration order (an explicit list, as
@@ -126,6 +126,9 @@ class Benchmark:
     data: tuple[DataEntry, ...] = ()
     description: str = ""
     check: Callable | None = None  # check(eval_cfg): raise ValueError for a bad knob of its own (eval.bin_sets)
+    # data_files(name, rec) -> {row: paths under the data root}: the files of its rows, for the result's data
+    # provenance (harness.provenance), when they are not one of the fixed layouts there; name: config or row name
+    data_files: Callable | None = None
     # row name -> regex of the metric keys its rows report (the published-number CSVs may only name these)
     metric_patterns: Mapping[str, re.Pattern] = field(default_factory=dict)
 
@@ -251,6 +254,13 @@ def metric_patterns() -> dict[str, re.Pattern]:
     """``{row name: regex of its compact metric keys}`` over every benchmark (``harness.paper_numbers`` checks the
     published numbers' metric names with it)."""
     return {row: p for b in benchmarks() for row, p in b.metric_patterns.items()}
+
+
+def data_files(name: str, rec: str) -> dict[str, tuple[str, ...]]:
+    """``{row: paths relative to the data root}`` of the benchmark with config or row name ``name`` (its
+    ``data_files``; ``{}`` when it states none)."""
+    b = REGISTRY.get(name) if name in load() else benchmark_of_row(name)
+    return dict(b.data_files(name, rec)) if b is not None and b.data_files is not None else {}
 
 
 def curves() -> tuple[Curve, ...]:

@@ -202,6 +202,12 @@ def _check(eval_cfg) -> None:
             raise ValueError(f"config eval.bin_sets={name!r}: expected one of {', '.join(KNOWN_SETS)}")
 
 
+def _data_files(name: str, rec: str) -> dict:
+    """The ``.bin`` of each set (``VerificationBins``: every known set; a row name: its own)."""
+    sets = KNOWN_SETS if name == "VerificationBins" else (name,)
+    return {s: (os.path.join(rec, f"{s}.bin"),) for s in sets}
+
+
 def _metrics(row: dict) -> dict:
     """``accuracy`` and ``accuracy_std`` (over the 10 folds)."""
     return {k: row[k] for k in ("accuracy", "accuracy_std") if k in row}
@@ -263,5 +269,5 @@ register_benchmark(Benchmark(
     (DataEntry("bins", "verification sets (.bin)", ("{rec}",),
                "insightface's dataset zoo (recognition/_datasets_): lfw.bin, cfp_fp.bin, agedb_30.bin in faces_emore",
                probe=_probe, default=False),),
-    "insightface .bin verification sets, 10-fold accuracy", _check,
+    "insightface .bin verification sets, 10-fold accuracy", _check, _data_files,
     {s: re.compile(r"accuracy(?:_std)?") for s in KNOWN_SETS}))
