@@ -1,4 +1,4 @@
-"""Command line: score precomputed features on every benchmark (IJB-B/C 1:1 and 1:N, IJB-S, TinyFace).
+"""Command line: score precomputed features on every benchmark (IJB-B/C 1:1 and 1:N, IJB-S, TinyFace, .bin sets).
 
     python -m harness.evaluate [--benchmark ijb11] --release ROOT --features feats.npy [--prefix ijbb] [--flip-concat]
         [--no-faceness] [--image-norm] [--flip none|sum] [--exact] --out result.json
@@ -8,7 +8,9 @@
         [--image-norm] --out result.json
     python -m harness.evaluate --benchmark tinyface --release ROOT --features feats.npz
         [--ties high_index_first|low_index_first] [--l2-normalize] --out result.json
-    python -m harness.evaluate --benchmark {ijb11,ijb1n,ijbs,tinyface} --release ROOT [--prefix ijbb] --write-order FILE
+    python -m harness.evaluate --benchmark bin --release ROOT --bin-set lfw --features feats.npy [--flip-concat]
+        [--flip none|sum] --out result.json
+    python -m harness.evaluate --benchmark {ijb11,ijb1n,ijbs,tinyface,bin} --release ROOT [--prefix ijbb] --write-order FILE
 
 Benchmarks and feature files (features from any framework; ``--write-order`` writes the order they must follow):
 
@@ -32,6 +34,13 @@ Benchmarks and feature files (features from any framework; ``--write-order`` wri
   They are scored as given, as AdaFace scores its L2-normalised features; ``--l2-normalize`` normalises each row
   first, for features that are not unit vectors. ``--write-order FILE`` writes two files, ``FILE.probe.txt`` and ``FILE.gallery.txt``
   (absolute aligned image paths), the row orders of ``probe`` and ``gallery``.
+- ``bin``: insightface's verification sets (:mod:`harness.eval.verification_bin`): 10-fold accuracy, mean ± std.
+  ``ROOT`` holds ``NAME.bin`` (``--bin-set NAME``: lfw, cfp_fp, agedb_30, ...) or one subfolder holding it
+  (``faces_emore/``). ``feats.npy`` holds one row per image of the set, in its order (pair i = rows 2i and 2i+1):
+  (N, D) features, or (N, 2D) ``[orig | flip]`` with ``--flip-concat`` (``--flip sum`` adds the halves, as
+  insightface's Accuracy-Flip). Write order: ``<bin path>:<index>`` per row.
+
+The choices of ``--benchmark`` and their options come from the benchmark registry (:mod:`harness.eval.registry`).
 
 Order files are plain text: one path per line, no header, no comments, UTF-8. Results are written atomically
 (temporary file in the same folder, then ``os.replace``) and record the benchmark (``cli_benchmark`` and the
