@@ -102,9 +102,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harness.bootstrap import (
-    Combined,
-    IJBSTpirAtFpir,
-    RankK,
     Samples,
     SubjectGroups,
     TarAtFar,
