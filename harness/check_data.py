@@ -34,6 +34,8 @@ import os
 import sys
 from dataclasses import dataclass
 
+from harness.eval.registry import data_entries
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -53,23 +55,10 @@ DATASETS = (
             "WIDER FACE train images + wider_face_train_bbx_gt.txt from http://shuoyang1213.me/WIDERFACE/, then "
             "`python -m harness.prepare_target wider --annotations ... --images ... --out <root>/{target}/crops "
             "--list <root>/{target}/{target_list}`"),
-    Dataset("ijbb", "IJB-B", "evaluation",
-            ("IJB_release/IJBB/meta/ijbb_template_pair_label.txt", "IJB_release/IJBB/meta/ijbb_face_tid_mid.txt",
-             "IJB_release/IJBB/meta/ijbb_name_5pts_score.txt", "IJB_release/IJBB/loose_crop"),
-            "NIST (gated: https://www.nist.gov/programs-projects/face-challenges), in insightface's IJB_release "
-            "packaging (recognition/_evaluation_/ijb)"),
-    Dataset("ijbc", "IJB-C", "evaluation",
-            ("IJB_release/IJBC/meta/ijbc_template_pair_label.txt", "IJB_release/IJBC/meta/ijbc_face_tid_mid.txt",
-             "IJB_release/IJBC/meta/ijbc_name_5pts_score.txt", "IJB_release/IJBC/loose_crop"),
-            "NIST (gated), in insightface's IJB_release packaging, as IJB-B"),
-    Dataset("ijbs", "IJB-S", "evaluation",
-            ("IJB-S/protocols", "IJB-S/aligned"),
-            "the IJB-S authors / NIST (gated); protocol files as used by PFE (seasonSH/Probabilistic-Face-Embeddings)"),
-    Dataset("tinyface", "TinyFace", "evaluation",
-            ("tinyface/Testing_Set/Probe", "tinyface/Testing_Set/Gallery_Match", "tinyface/Testing_Set/Gallery_Distractor",
-             "aligned_pad_0.1_pad_high"),
-            "https://qmul-tinyface.github.io/ (Testing_Set) and the aligned copy of AdaFace's validation_lq instructions"),
 )
+# the evaluation sets: each benchmark's data-check entries (harness.eval.registry)
+EVAL_ENTRIES = {e.key: e for e in data_entries()}
+DATASETS += tuple(Dataset(e.key, e.name, e.needed_by, e.paths, e.obtain) for e in EVAL_ENTRIES.values())
 BY_KEY = {d.key: d for d in DATASETS}
 SAMPLE = 200  # rows / images sampled per evaluation set
 PRESENT_FRACTION = 0.5  # IJB-S: at least this share of the sampled protocol images must have an aligned crop
@@ -173,8 +162,8 @@ def check(root: str, need: list[str], rec: str = "faces_emore", target: str = "t
             more = f" (and {len(gone) - 1} more)" if len(gone) > 1 else ""
             obtain = d.obtain.format(target=target, target_list=target_list)
             problems.append(f"{d.name} (needed by {d.needed_by}): {gone[0]} not found{more}; obtain it from {obtain}")
-        elif key in CONTENT_CHECKS:
-            problem = CONTENT_CHECKS[key](root)
+        elif key in CONTENT_CHECKS or (key in EVAL_ENTRIES and EVAL_ENTRIES[key].probe):
+            problem = CONTENT_CHECKS[key](root) if key in CONTENT_CHECKS else EVAL_ENTRIES[key].probe(root, rec)
             if problem:
                 problems.append(f"{d.name} (needed by {d.needed_by}): {problem}")
     return problems
@@ -186,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rec", default="faces_emore", help="RecordIO folder of the source set inside the root")
     ap.add_argument("--target", default="target", help="target crop folder inside the root")
     ap.add_argument("--target-list", default="target_list.txt")
-    ap.add_argument("--need", default=",".join(BY_KEY), help=f"comma-separated dataset keys ({', '.join(BY_KEY)})")
+    default_need = [k for k in BY_KEY if k not in EVAL_ENTRIES or EVAL_ENTRIES[k].default]
+    ap.add_argument("--need", default=",".join(default_need), help=f"comma-separated dataset keys ({', '.join(BY_KEY)}; "
+                                                                  f"default {', '.join(default_need)})")
     ap.add_argument("--device", help="also check that this training device exists (auto | cpu | cuda)")
     ap.add_argument("--record", help="when everything is found, also write the summary line here (atomically), so "
                                      "that pipeline stages can depend on a passed check")

@@ -98,6 +98,7 @@ class OptimConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     benchmarks: tuple[str, ...] = ("IJBB", "IJBC", "IJBS", "TinyFace")
+    bin_sets: tuple[str, ...] = ("lfw", "cfp_fp", "agedb_30")  # VerificationBins: <release>/<data.rec>/<set>.bin
     flip: str = "sum"
     faceness: bool = True
     image_norm: bool = False

@@ -1,4 +1,4 @@
-"""Command line: score precomputed features on every benchmark (IJB-B/C 1:1 and 1:N, IJB-S, TinyFace).
+"""Command line: score precomputed features on every benchmark (IJB-B/C 1:1 and 1:N, IJB-S, TinyFace, .bin sets).
 
     python -m harness.evaluate [--benchmark ijb11] --release ROOT --features feats.npy [--prefix ijbb] [--flip-concat]
         [--no-faceness] [--image-norm] [--flip none|sum] [--exact] --out result.json
@@ -8,7 +8,9 @@
         [--image-norm] --out result.json
     python -m harness.evaluate --benchmark tinyface --release ROOT --features feats.npz
         [--ties high_index_first|low_index_first] [--l2-normalize] --out result.json
-    python -m harness.evaluate --benchmark {ijb11,ijb1n,ijbs,tinyface} --release ROOT [--prefix ijbb] --write-order FILE
+    python -m harness.evaluate --benchmark bin --release ROOT --bin-set lfw --features feats.npy [--flip-concat]
+        [--flip none|sum] --out result.json
+    python -m harness.evaluate --benchmark {ijb11,ijb1n,ijbs,tinyface,bin} --release ROOT [--prefix ijbb] --write-order FILE
 
 Benchmarks and feature files (features from any framework; ``--write-order`` writes the order they must follow):
 
@@ -32,6 +34,13 @@ Benchmarks and feature files (features from any framework; ``--write-order`` wri
   They are scored as given, as AdaFace scores its L2-normalised features; ``--l2-normalize`` normalises each row
   first, for features that are not unit vectors. ``--write-order FILE`` writes two files, ``FILE.probe.txt`` and ``FILE.gallery.txt``
   (absolute aligned image paths), the row orders of ``probe`` and ``gallery``.
+- ``bin``: insightface's verification sets (:mod:`harness.eval.verification_bin`): 10-fold accuracy, mean ± std.
+  ``ROOT`` holds ``NAME.bin`` (``--bin-set NAME``: lfw, cfp_fp, agedb_30, ...) or one subfolder holding it
+  (``faces_emore/``). ``feats.npy`` holds one row per image of the set, in its order (pair i = rows 2i and 2i+1):
+  (N, D) features, or (N, 2D) ``[orig | flip]`` with ``--flip-concat`` (``--flip sum`` adds the halves, as
+  insightface's Accuracy-Flip). Write order: ``<bin path>:<index>`` per row.
+
+The choices of ``--benchmark`` and their options come from the benchmark registry (:mod:`harness.eval.registry`).
 
 Order files are plain text: one path per line, no header, no comments, UTF-8. Results are written atomically
 (temporary file in the same folder, then ``os.replace``) and record the benchmark (``cli_benchmark`` and the
@@ -58,7 +67,6 @@ from harness.errors import DataFormatError, require_file
 from harness.eval.ijb_verification import IJBVerification, VerificationProtocol
 
 _FOLDERS = {"ijbb": "IJBB", "ijbc": "IJBC"}
-BENCHMARKS = ("ijb11", "ijb1n", "ijbs", "tinyface")
 TINYFACE_ARRAYS = ("probe", "gallery")
 _PRECOMPUTED_NOTE = "precomputed features: the extraction knobs (channel order, input size, flip) describe the harness's own extractor and were not applied"
 
@@ -238,32 +246,46 @@ def _check_out_folder(path: str, what: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- command line
 
-_EPILOG = """\
-feature row order (--write-order FILE writes it; one path per line, no header, no comments):
-  ijb11, ijb1n  one .npy row per line of <prefix>_face_tid_mid.txt; FILE = its loose crops (absolute paths)
-  ijbs          one .npy row per line of --image-list; FILE = the protocol's aligned crops on disk, relative
-                to the aligned root (e.g. 12/videos_5004_21750.jpg): FILE is itself a valid --image-list
-  tinyface      .npz with arrays 'probe' and 'gallery'; writes FILE.probe.txt (probe rows) and
-                FILE.gallery.txt (gallery rows: Gallery_Match then Gallery_Distractor), absolute aligned paths
-"""
+def _commands():
+    """The ``--benchmark`` commands, from the benchmark registry (:mod:`harness.eval.registry`), in its order."""
+    from harness.eval.registry import cli_commands
+
+    return cli_commands()
+
+
+def _epilog() -> str:
+    lines = ["feature row order (--write-order FILE writes it; one path per line, no header, no comments):"]
+    lines += [f"  {c.order_help}" for c in _commands().values() if c.order_help]
+    return "\n".join(lines) + "\n"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    commands = _commands()
     ap = _Parser(
         prog="python -m harness.evaluate",
-        description="Score precomputed features: IJB-B/C 1:1 (ijb11) and 1:N (ijb1n), IJB-S (ijbs), TinyFace (tinyface).",
-        epilog=_EPILOG,
+        description="Score precomputed features: " + ", ".join(f"{c.description} ({c.name})" for c in commands.values()) + ".",
+        epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("--benchmark", choices=BENCHMARKS, default="ijb11", help="the evaluator (default: ijb11)")
+    ap.add_argument("--benchmark", choices=tuple(commands), default="ijb11", help="the evaluator (default: ijb11)")
     ap.add_argument("--release", required=True,
                     help="ijb11/ijb1n: IJB folder, IJB_release folder, or a release holding IJB_release/; "
                          "ijbs: a folder holding IJB-S/ or the IJB-S folder; tinyface: the folder holding tinyface/ "
-                         "and aligned_pad_0.1_pad_high/")
+                         "and aligned_pad_0.1_pad_high/; bin: the folder holding the .bin sets, or a release holding it")
     ap.add_argument("--features", help="ijb11/ijb1n: .npy (N, D) in face_tid_mid row order; ijbs: .npy, one row per "
-                                       "--image-list line; tinyface: .npz with arrays probe and gallery")
+                                       "--image-list line; tinyface: .npz with arrays probe and gallery; bin: .npy, one "
+                                       "row per image of the .bin set, in its order")
     ap.add_argument("--out", help="result JSON path (written atomically)")
     ap.add_argument("--write-order", metavar="FILE", help="write the feature row order (see below) instead of evaluating")
+    added = []
+    for c in commands.values():  # each benchmark's own options, once per argument group
+        if c.add_arguments is not None and c.add_arguments not in added:
+            added.append(c.add_arguments)
+            c.add_arguments(ap)
+    return ap
+
+
+def add_ijb_arguments(ap: argparse.ArgumentParser) -> None:
     g = ap.add_argument_group("ijb11 / ijb1n")
     g.add_argument("--prefix", choices=sorted(_FOLDERS), help="ijbb or ijbc (default: inferred)")
     g.add_argument("--flip-concat", action="store_true", default=None, help="features are (N, 2D) [orig | flip]")
@@ -272,29 +294,29 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--image-norm", action="store_true", default=None,
                    help="L2-normalise each image feature before pooling (N0); ijbs: each frame feature (frame_norm)")
     g.add_argument("--exact", action="store_true", default=None, help="ijb11 only: insightface's batched pair arithmetic instead of matmul (slow)")
+
+
+def add_ijbs_arguments(ap: argparse.ArgumentParser) -> None:
     g = ap.add_argument_group("ijbs")
     g.add_argument("--image-list", metavar="FILE", help="one aligned image path per line, the row order of --features")
+
+
+def add_tinyface_arguments(ap: argparse.ArgumentParser) -> None:
     g = ap.add_argument_group("tinyface")
     g.add_argument("--ties", choices=["high_index_first", "low_index_first"],
                    help="order of exactly tied scores (default high_index_first: AdaFace's reversed argsort)")
     g.add_argument("--l2-normalize", action="store_true", default=None,
                    help="L2-normalise each feature row before scoring (default: scored as given, as AdaFace scores its "
                         "already normalised features)")
-    return ap
 
 
-#: option -> benchmarks that take it
-_ONLY_FOR = {
-    "prefix": ("ijb11", "ijb1n"),
-    "flip_concat": ("ijb11", "ijb1n"),
-    "flip": ("ijb11", "ijb1n"),
-    "no_faceness": ("ijb11", "ijb1n"),
-    "image_norm": ("ijb11", "ijb1n", "ijbs"),
-    "exact": ("ijb11",),
-    "image_list": ("ijbs",),
-    "ties": ("tinyface",),
-    "l2_normalize": ("tinyface",),
-}
+def _only_for() -> dict[str, tuple[str, ...]]:
+    """option -> the benchmarks that take it (from each command's ``options``)."""
+    out: dict[str, list[str]] = {}
+    for c in _commands().values():
+        for dest in c.options:
+            out.setdefault(dest, []).append(c.name)
+    return {k: tuple(v) for k, v in out.items()}
 
 
 def _option(dest: str) -> str:
@@ -304,19 +326,22 @@ def _option(dest: str) -> str:
 def check_arguments(args: argparse.Namespace) -> None:
     """Raise :class:`UsageError` for an argument combination the benchmark does not take."""
     b = args.benchmark
-    for dest, allowed in _ONLY_FOR.items():
-        if getattr(args, dest) is not None and b not in allowed:
+    command = _commands()[b]
+    for dest, allowed in _only_for().items():
+        if getattr(args, dest, None) is not None and b not in allowed:
             raise UsageError(f"{_option(dest)} is not an argument of --benchmark {b} (only {', '.join(allowed)})")
+    needed = [d for c in _commands().values() for d, _ in c.required]
     if args.write_order is not None:
-        for dest in ("features", "out", "image_list"):
-            if getattr(args, dest) is not None:
+        for dest in ("features", "out", *dict.fromkeys(needed)):
+            if getattr(args, dest, None) is not None:
                 raise UsageError(f"{_option(dest)} is not used with --write-order (it writes the row order, it does not evaluate)")
         return
     for dest in ("features", "out"):
         if getattr(args, dest) is None:
             raise UsageError(f"--benchmark {b} needs {_option(dest)} (or --write-order FILE)")
-    if b == "ijbs" and args.image_list is None:
-        raise UsageError("--benchmark ijbs needs --image-list FILE (one aligned image path per feature row; --write-order writes one)")
+    for dest, what in command.required:
+        if getattr(args, dest, None) is None:
+            raise UsageError(f"--benchmark {b} needs {_option(dest)} {what}")
 
 
 def _ijb_protocol(args) -> VerificationProtocol:
@@ -325,25 +350,33 @@ def _ijb_protocol(args) -> VerificationProtocol:
 
 def write_order(args) -> list[str]:
     """Write the feature row order of ``args.benchmark``; returns the files written."""
-    b, path = args.benchmark, args.write_order
-    _check_out_folder(path, "order file")
-    if b in ("ijb11", "ijb1n"):
-        from harness.data.ijb import loose_crop_path, read_ijb
+    _check_out_folder(args.write_order, "order file")
+    return _commands()[args.benchmark].write_order(args)
 
-        meta = read_ijb(resolve_ijb_root(args.release, args.prefix), args.prefix, with_pairs=False)
-        write_lines_atomic([os.path.abspath(loose_crop_path(meta, i)) for i in range(len(meta))], path)
-        return [path]
-    if b == "ijbs":
-        from harness.eval.ijbs import IJBSEvaluation
 
-        present, _ = IJBSEvaluation(resolve_ijbs_root(args.release)).image_list()
-        if not present:
-            raise FileNotFoundError(f"{args.release}: no aligned crop of the IJB-S protocol found on disk")
-        write_lines_atomic(present, path)
-        return [path]
+def write_order_ijb(args) -> list[str]:
+    from harness.data.ijb import loose_crop_path, read_ijb
+
+    meta = read_ijb(resolve_ijb_root(args.release, args.prefix), args.prefix, with_pairs=False)
+    write_lines_atomic([os.path.abspath(loose_crop_path(meta, i)) for i in range(len(meta))], args.write_order)
+    return [args.write_order]
+
+
+def write_order_ijbs(args) -> list[str]:
+    from harness.eval.ijbs import IJBSEvaluation
+
+    present, _ = IJBSEvaluation(resolve_ijbs_root(args.release)).image_list()
+    if not present:
+        raise FileNotFoundError(f"{args.release}: no aligned crop of the IJB-S protocol found on disk")
+    write_lines_atomic(present, args.write_order)
+    return [args.write_order]
+
+
+def write_order_tinyface(args) -> list[str]:
     from harness.data.tinyface import read_tinyface
 
     pr = read_tinyface(args.release)
+    path = args.write_order
     files = [f"{path}.probe.txt", f"{path}.gallery.txt"]
     write_lines_atomic([os.path.abspath(p) for p in pr.probe_paths], files[0])
     write_lines_atomic([os.path.abspath(p) for p in pr.gallery_paths], files[1])
@@ -404,7 +437,13 @@ def run_tinyface(args) -> tuple[dict, str]:
     return result, format_tinyface(result)
 
 
-RUNNERS = {"ijb11": run_ijb11, "ijb1n": run_ijb1n, "ijbs": run_ijbs, "tinyface": run_tinyface}
+def __getattr__(name: str):
+    """``BENCHMARKS`` (the ``--benchmark`` choices) and ``RUNNERS`` (choice -> runner), from the registry."""
+    if name == "BENCHMARKS":
+        return tuple(_commands())
+    if name == "RUNNERS":
+        return {n: c.run for n, c in _commands().items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -415,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
             written = write_order(args)
         else:
             _check_out_folder(args.out, "result JSON")
-            result, text = RUNNERS[args.benchmark](args)
+            result, text = _commands()[args.benchmark].run(args)
             result["cli_benchmark"] = args.benchmark
             result["features"] = os.path.abspath(args.features)
             write_json_atomic(result, args.out)

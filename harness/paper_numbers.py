@@ -38,6 +38,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from harness.errors import DataFormatError
+from harness.eval.registry import metric_patterns
 
 __all__ = ["PaperNumber", "REQUIRED_COLUMNS", "KEY_COLUMNS", "DEFAULT_DIR", "load_paper_csv", "load_paper_numbers", "select",
            "published_model", "matching"]
@@ -50,17 +51,9 @@ REQUIRED_COLUMNS = (
 OPTIONAL_EMPTY = ("source_version", "notes")
 KEY_COLUMNS = ("source", "method", "backbone", "train_set", "benchmark", "metric")
 
-_FAR = r"(?:1e-06|1e-05|0\.0001|0\.001|0\.01|0\.1)"  # harness.eval.roc.far_key of DEFAULT_FARS
-_FPIR = r"(?:0\.0001|0\.001|0\.01|0\.1|1\.0)"
-#: benchmark -> the metric keys our evaluators report for it (``compact_metrics`` names)
-METRIC_PATTERNS = {
-    "IJB-B": re.compile(rf"(?:(?:stills_only|with_video)\.)?tar@{_FAR}"),
-    "IJB-C": re.compile(rf"(?:(?:stills_only|with_video)\.)?tar@{_FAR}"),
-    "IJB-B 1:N": re.compile(rf"joined\.(?:rank[0-9]+|tpir@far=(?:0\.01|0\.1))|open_set\.(?:rank[0-9]+|tpir@fpir={_FPIR})"),
-    "IJB-C 1:N": re.compile(rf"joined\.(?:rank[0-9]+|tpir@far=(?:0\.01|0\.1))|open_set\.(?:rank[0-9]+|tpir@fpir={_FPIR})"),
-    "IJB-S": re.compile(r"(?:V2S|V2B|V2V)\.(?:rank[0-9]+|tpir@fpir=(?:0\.01|0\.1))"),
-    "TinyFace": re.compile(r"rank[0-9]+"),
-}
+#: row benchmark -> the metric keys our evaluators report for it (``compact_metrics`` names), from the benchmark
+#: registry (:func:`harness.eval.registry.metric_patterns`)
+METRIC_PATTERNS = metric_patterns()
 _VALUE_RE = re.compile(r"[0-9]{1,3}(?:\.[0-9]+)?")
 
 

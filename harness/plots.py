@@ -68,6 +68,7 @@ import numpy as np
 
 from harness.atomic import write_files_atomic
 from harness.errors import DataFormatError
+from harness.eval.registry import curves as registry_curves
 from harness.eval.roc import roc_curve, tar_at_far_from_roc
 
 __all__ = ["roc_points", "tar_on_grid", "far_grid", "cmc", "load_runs", "write_plots", "write_dvc_templates", "main",
@@ -81,11 +82,13 @@ SYNTHFACE_LABEL = "SynthFace (stand-in benchmark)"
 DEFAULT_RELEASE = "datasets/synthface/default"  # harness.config DataConfig.release
 
 RESULT_NAME = re.compile(r"^(?P<method>.+)-s(?P<seed>\d+)\.json$")
-VERIFICATION = (("IJB-B", "roc_ijbb"), ("IJB-C", "roc_ijbc"))
+# The curves come from the benchmark registry (harness.eval.registry: each benchmark's ``curves``).
+VERIFICATION = tuple((c.row, c.stem) for c in registry_curves() if c.kind == "roc")
+CMC = tuple((c.row, c.stem) for c in registry_curves() if c.kind == "cmc")
 IJBS_PROTOCOLS = ("V2S", "V2B", "V2V")
 IJBS_TITLES = {"V2S": "V2S (surveillance video to single still)", "V2B": "V2B (video to booking)",
                "V2V": "V2V (video to video)"}
-OUTPUT_STEMS = ("roc_ijbb", "roc_ijbc", "cmc_tinyface", "cmc_ijbs")
+OUTPUT_STEMS = tuple(c.stem for c in registry_curves())
 
 
 # ---------------------------------------------------------------------------------------------------- metrics
@@ -498,7 +501,7 @@ def _render(runs: list[Run]) -> dict[str, bytes]:
     """Every output file (relative path -> bytes), computed fully in memory: all inputs are checked before any
     figure is drawn."""
     roc = {stem: (bench, roc_series(runs, bench)) for bench, stem in VERIFICATION}
-    cmcs = {stem: (bench, cmc_series(runs, bench)) for bench, stem in (("TinyFace", "cmc_tinyface"), ("IJB-S", "cmc_ijbs"))}
+    cmcs = {stem: (bench, cmc_series(runs, bench)) for bench, stem in CMC}
     styles = _styles({r.method for r in runs})
     label = lambda bench: data_label([r for r in runs if r.row(bench) is not None])  # noqa: E731
     files: dict[str, bytes] = {}

@@ -129,6 +129,13 @@ def data_provenance(release: str, rec: str | None = None, benchmarks: Iterable[s
         key = row_benchmark(str(b))
         if key in BENCHMARK_PATHS and key not in benches:
             benches[key] = dataset_kind(release, BENCHMARK_PATHS[key])
+        elif key not in BENCHMARK_PATHS and rec:  # a registered benchmark stating its files (the .bin sets)
+            from harness.eval.registry import data_files
+
+            for row, rels in data_files(str(b), str(rec)).items():
+                found = dataset_kind(release, rels)
+                if found["kind"] != "unknown" and row not in benches:
+                    benches[row] = found
     out["benchmarks"] = benches
     return out
 

@@ -36,7 +36,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from typing import Any
 
 import numpy as np
@@ -63,8 +62,10 @@ def result_knobs(cfg: RunConfig) -> dict[str, Any]:
 
 
 def evaluate_model(cfg: RunConfig, backbone: torch.nn.Module, device: str, items: dict | None = None) -> list[dict]:
-    """Every benchmark of ``cfg.eval.benchmarks`` on the release: IJBB / IJBC give a 1:1 verification row and a
-    1:N identification row (one feature extraction for both), IJBS an IJB-S row, TinyFace a TinyFace row.
+    """Every benchmark of ``cfg.eval.benchmarks`` on the release, through the benchmark registry
+    (:func:`harness.eval.registry.evaluate_all`): IJBB / IJBC give a 1:1 verification row and a 1:N identification
+    row (one feature extraction for both), IJBS an IJB-S row, TinyFace a TinyFace row, VerificationBins one row per
+    ``eval.bin_sets`` entry.
 
     Each evaluator gets the config's knobs in its own terms (``eval.image_norm`` is the per-image L2 norm before
     pooling everywhere: ``image_norm`` of the IJB protocol, ``frame_norm`` of IJB-S, as in :mod:`harness.evaluate`;
@@ -74,45 +75,9 @@ def evaluate_model(cfg: RunConfig, backbone: torch.nn.Module, device: str, items
     With ``items`` (a dict), the evaluators' per-item arrays for the subject-level bootstrap (:mod:`harness.bootstrap`)
     are added to it, keyed ``<row benchmark>/<array>`` (``IJB-B/scores``, ``IJB-B 1:N/joined/rank``,
     ``IJB-S/V2S/mate_rank``, ``TinyFace/first_mate``, ...; the arrays each evaluator's ``return_items`` documents)."""
-    from harness.eval.ijb_identification import IJBIdentification
-    from harness.eval.ijb_verification import IJBVerification, VerificationProtocol
-    from harness.eval.ijbs import IJBSEvaluation, IJBSSettings
-    from harness.eval.tinyface import TinyFaceEvaluation, TinyFaceSettings
+    from harness.eval.registry import evaluate_all
 
-    protocol = VerificationProtocol(
-        flip=cfg.eval.flip, faceness=cfg.eval.faceness, image_norm=cfg.eval.image_norm,
-        align_size=cfg.data.input_size, channel_order=cfg.data.channel_order,
-    )
-    want = items is not None
-    rows = []
-    for name in cfg.eval.benchmarks:
-        t0 = time.perf_counter()
-        if name in ("IJBB", "IJBC"):
-            root = os.path.join(cfg.data.release, "IJB_release", name)
-            verification = IJBVerification(root, protocol=protocol)
-            feats = verification.extract_features(backbone, batch_size=cfg.eval.batch_size, device=device)
-            found = [verification.evaluate_features(feats, return_items=want),
-                     IJBIdentification(root, protocol=protocol).evaluate_features(feats, return_items=want)]
-        elif name == "IJBS":
-            settings = IJBSSettings(channel_order=cfg.data.channel_order, input_size=cfg.data.input_size,
-                                    frame_norm=cfg.eval.image_norm)
-            found = [IJBSEvaluation(os.path.join(cfg.data.release, "IJB-S"), settings).evaluate(
-                backbone, batch_size=cfg.eval.batch_size, device=device, return_items=want)]
-        elif name == "TinyFace":
-            settings = TinyFaceSettings(flip=cfg.eval.flip, channel_order=cfg.data.channel_order, input_size=cfg.data.input_size)
-            found = [TinyFaceEvaluation(cfg.data.release, settings=settings).evaluate(
-                backbone, batch_size=cfg.eval.batch_size, device=device, return_items=want)]
-        else:
-            raise ValueError(f"config eval.benchmarks: unknown benchmark {name!r}; valid: IJBB, IJBC, IJBS, TinyFace")
-        if want:
-            for row, arrays in found:
-                items.update({f"{row['benchmark']}/{key}": arr for key, arr in arrays.items()})
-            found = [row for row, _ in found]
-        seconds = (time.perf_counter() - t0) / len(found)
-        for row in found:
-            row["seconds"] = seconds
-        rows += found
-    return rows
+    return evaluate_all(cfg, backbone, device, items)
 
 
 def items_path(result_path: str) -> str:
@@ -150,22 +115,13 @@ def load_checkpoint(path: str) -> dict:
 
 
 def compact_metrics(doc: dict) -> dict:
-    """{"IJB-B": {"tar@1e-4": ..., "stills_only.tar@1e-3": ..., ...}, "train": {...}}: what `dvc metrics` shows."""
+    """{"IJB-B": {"tar@1e-4": ..., "stills_only.tar@1e-3": ..., ...}, "train": {...}}: what `dvc metrics` shows. Each
+    row's keys are its benchmark's (:func:`harness.eval.registry.row_metrics`); only numbers (or None) are kept."""
+    from harness.eval.registry import row_metrics
+
     out: dict[str, Any] = {}
     for row in doc["results"]:
-        m: dict[str, Any] = {}
-        if "tar_at_far" in row:
-            m.update({f"tar@{far}": tar for far, tar in row["tar_at_far"].items()})
-            for part, sub in row.get("by_probe_media", {}).items():
-                m[f"{part}.tar@0.001"] = sub["tar_at_far"].get("0.001")
-        for section in ("joined", "open_set", "V2S", "V2B", "V2V"):
-            for key, value in row.get(section, {}).items():
-                if isinstance(value, (int, float)) or value is None:
-                    m[f"{section}.{key}"] = value
-        for key in ("rank1", "rank5", "rank20"):
-            if key in row:
-                m[key] = row[key]
-        out[row["benchmark"]] = m
+        out[row["benchmark"]] = {k: v for k, v in row_metrics(row).items() if v is None or isinstance(v, (int, float))}
     if "seconds" in doc.get("train", {}):
         out["train"] = {k: doc["train"][k] for k in ("seconds", "images_per_second", "final_loss")}
     return out

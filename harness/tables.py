@@ -102,9 +102,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harness.bootstrap import (
-    Combined,
-    IJBSTpirAtFpir,
-    RankK,
     Samples,
     SubjectGroups,
     TarAtFar,
@@ -116,6 +113,8 @@ from harness.bootstrap import (
 from harness.atomic import write_files_atomic
 from harness.runtime import maybe_traceback
 from harness.errors import DataFormatError
+from harness.eval import benchmarks as _benchmarks
+from harness.eval.registry import MISSING, Column, Section, metric_value, row_names, sections
 from harness.eval.roc import _check_inputs, _vertices_dense, far_key, tar_at_far_from_roc
 from harness.paper_numbers import DEFAULT_DIR as PAPER_DIR
 from harness.paper_numbers import PaperNumber, load_paper_numbers, matching, published_model
@@ -132,92 +131,21 @@ CLAIM_METHODS = ("cfsm_guided", "cfsm_random")  # the paper's ordering: guided >
 # ---------------------------------------------------------------------------------------------------- columns
 
 
-@dataclass(frozen=True)
-class Column:
-    """One table column: the result row ``benchmark``, the ``compact_metrics`` key, the header label and the item
-    group of the bootstrap (``None``: no per-item arrays, no CI)."""
-
-    benchmark: str
-    key: str
-    label: str
-    group: str | None
-
-    @property
-    def name(self) -> str:
-        return f"{self.benchmark} {self.key}"
-
-
-@dataclass(frozen=True)
-class Section:
-    id: str
-    title: str
-    columns: tuple[Column, ...]
-    claim: tuple[str, ...] = ()  # keys of the columns on which the paper claims its ordering (low-quality cells)
-
-
-TABLE_FARS = (1e-6, 1e-5, 1e-4, 1e-3)
-GAP_FAR = "0.001"
-
-
-def _far_label(x: float) -> str:
-    return f"{x:.0e}".replace("e-0", "e-")
-
-
-def _ijb_section(b: str) -> Section:
-    cols = [Column(b, f"tar@{far_key(x)}", _far_label(x), b) for x in TABLE_FARS]
-    cols += [Column(f"{b} 1:N", f"joined.rank{k}", f"R{k}", f"{b} 1:N") for k in (1, 5)]
-    return Section(b, f"{b}: 1:1 TAR@FAR and 1:N Rank-1/5 (joined gallery), %", tuple(cols),
-                   tuple(c.key for c in cols[: len(TABLE_FARS)]))
-
-
-_IJBS_COLS = tuple(
-    Column("IJB-S", f"{p}.{key}", f"{p} {label}", f"IJB-S/{p}")
-    for p in ("V2S", "V2B", "V2V")
-    for label, key in (("R1", "rank1"), ("R5", "rank5"), ("1%", "tpir@fpir=0.01"), ("10%", "tpir@fpir=0.1"))
-)
-_TINY_COLS = tuple(Column("TinyFace", f"rank{k}", f"R{k}", "TinyFace") for k in (1, 5, 20))
-_GAP_COLS = tuple(
-    Column(b, f"{part}.tar@{GAP_FAR}", f"{b} {label}", f"{b}/{part}")
-    for b in ("IJB-B", "IJB-C")
-    for part, label in (("stills_only", "stills only"), ("with_video", "with video"))
-)
-
-SECTIONS: tuple[Section, ...] = (
-    _ijb_section("IJB-B"),
-    _ijb_section("IJB-C"),
-    Section("IJB-S", "IJB-S: Rank-1, Rank-5, TPIR at FPIR 1% and 10%; surveillance video to single image (V2S), "
-                     "to booking (V2B), to surveillance video (V2V), %", _IJBS_COLS, tuple(c.key for c in _IJBS_COLS)),
-    Section("TinyFace", "TinyFace: closed-set Rank-1/5/20 with distractors, %", _TINY_COLS, tuple(c.key for c in _TINY_COLS)),
-    Section("gap", f"Domain gap: IJB TAR@FAR={_far_label(float(GAP_FAR))} for probe templates of clean stills only vs "
-                   "templates holding degraded video frames, %", _GAP_COLS),
-)
+# Columns and sections come from the benchmark registry (harness.eval.registry): each benchmark declares its table
+# sections, its columns' compact metric keys and the bootstrap metric of each column group.
+TABLE_FARS = _benchmarks.TABLE_FARS
+GAP_FAR = far_key(_benchmarks.GAP_FAR)
+_far_label = _benchmarks.far_label
+SECTIONS: tuple[Section, ...] = sections()
 COLUMNS: tuple[Column, ...] = tuple(c for s in SECTIONS for c in s.columns)
 
-_MISSING = object()
+_MISSING = MISSING
 
 
 def row_value(row: dict, key: str):
     """The number ``harness.run.compact_metrics`` names ``key`` in a result row: a float, ``None`` (reported as
-    undefined) or ``_MISSING`` (not reported)."""
-    if key.startswith(("stills_only.", "with_video.")):
-        part, rest = key.split(".", 1)
-        node = row.get("by_probe_media", {}).get(part, {}).get("tar_at_far", {})
-        k = rest[len("tar@"):]
-    elif key.startswith("tar@"):
-        node, k = row.get("tar_at_far", {}), key[len("tar@"):]
-    elif "." in key:
-        section, k = key.split(".", 1)
-        node = row.get(section, {})
-    else:
-        node, k = row, key
-    if not isinstance(node, dict) or k not in node:
-        return _MISSING
-    v = node[k]
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ValueError(f"{key} is {v!r}, not a number")
-    return float(v)
+    undefined) or ``_MISSING`` (not reported); the benchmark that wrote the row says (:func:`metric_value`)."""
+    return metric_value(row, key)
 
 
 # ---------------------------------------------------------------------------------------------------- fast TAR
@@ -432,57 +360,6 @@ def load_runs(paths: Sequence[str]) -> list[Run]:
 # ---------------------------------------------------------------------------------------------------- bootstrap
 
 
-class _Prefixed:
-    """``metric`` with ``prefix`` added to every key it returns (the domain-gap columns are ``<split>.tar@...``)."""
-
-    def __init__(self, metric, prefix: str):
-        self.metric, self.prefix = metric, prefix
-
-    def bind(self, groups: SubjectGroups):
-        f = self.metric.bind(groups)
-        return lambda counts: {self.prefix + k: v for k, v in f(counts).items()}
-
-
-def has_gap_items(run: "Run") -> bool:
-    return all(f"{b}/probe_video" in run.array_names() for b in ("IJB-B", "IJB-C") if b in run.rows)
-
-
-def _group_metric(run: Run, group: str, keys: list[str]):
-    """(per-item subject ids, metric) of one run for one item group and the wanted keys."""
-    if group.endswith(("/stills_only", "/with_video")):
-        bench, part = group.split("/")
-        mask = run.array(f"{bench}/probe_video").astype(bool) == (part == "with_video")
-        fars = [float(k.split("tar@", 1)[1]) for k in keys]
-        metric = TopTarAtFar(run.array(f"{bench}/scores")[mask], run.array(f"{bench}/labels")[mask], fars)
-        return run.array(f"{bench}/probe_subject")[mask], _Prefixed(metric, f"{part}.")
-    if group in ("IJB-B", "IJB-C"):
-        fars = [float(k[len("tar@"):]) for k in keys]
-        return run.array(f"{group}/probe_subject"), TopTarAtFar(run.array(f"{group}/scores"), run.array(f"{group}/labels"), fars)
-    if group.endswith(" 1:N"):
-        ks = [int(k[len("joined.rank"):]) for k in keys]
-        return run.array(f"{group}/probe_subject"), RankK(run.array(f"{group}/joined/rank"), ks, prefix="joined.")
-    if group.startswith("IJB-S/"):
-        proto = group.split("/", 1)[1]
-        base = f"IJB-S/{proto}"
-        local = [k.split(".", 1)[1] for k in keys]
-        ks = [int(k[len("rank"):]) for k in local if k.startswith("rank")]
-        fpirs = [float(k[len("tpir@fpir="):]) for k in local if k.startswith("tpir@fpir=")]
-        metrics = []
-        if ks:
-            metrics.append(RankK(run.array(f"{base}/mate_rank"), ks, prefix=f"{proto}."))
-        if fpirs:
-            gals = sorted({k.split("/")[2] for k in run.array_names() if k.startswith(f"{base}/") and k.endswith("/top1_score")})
-            if not gals:
-                raise DataFormatError(run.items_path, f"array {base}/G1/top1_score", f"missing (needed for the IJB-S rows of {run.name})")
-            metrics.append(IJBSTpirAtFpir([tuple(run.array(f"{base}/{g}/{a}") for a in ("mated", "top1_correct", "top1_score"))
-                                           for g in gals], fpirs, prefix=f"{proto}."))
-        return run.array(f"{base}/probe_subject"), Combined(*metrics)
-    if group == "TinyFace":
-        ks = [int(k[len("rank"):]) for k in keys]
-        return run.array("TinyFace/probe_subject"), RankK(run.array("TinyFace/first_mate"), ks)
-    raise AssertionError(group)
-
-
 def _bootstrap(runs: list[Run], n_boot: int, seed: int) -> dict[tuple[int, str], Samples]:
     """``{(run index, group): Samples}`` for every run and item group with a number in the tables; all runs of a
     group on the same subject draws."""
@@ -494,14 +371,15 @@ def _bootstrap(runs: list[Run], n_boot: int, seed: int) -> dict[tuple[int, str],
         # runs whose items carry the same per-item subject array share one SubjectGroups and one bootstrap call
         batches: list[tuple[np.ndarray, SubjectGroups, dict[int, tuple]]] = []
         for i, run in enumerate(runs):
-            if group.endswith(("/stills_only", "/with_video")) and not has_gap_items(run):
-                continue  # an items file from before probe_video: no CI for the gap cells
             values = {c.key: row_value(run.rows[c.benchmark], c.key) for c in cols if c.benchmark in run.rows}
             keys = [k for k, v in values.items() if v is not _MISSING]
             if not keys:
                 continue
             try:
-                subj, metric = _group_metric(run, group, keys)
+                found = cols[0].metric(run, [c for c in cols if c.key in keys])  # the benchmark's bootstrap metric
+                if found is None:
+                    continue  # this run's items cannot give the group (e.g. written before the array existed): no CI
+                subj, metric = found
                 batch = next((b for b in batches if np.array_equal(b[0], subj)), None)
                 if batch is None:
                     batch = (subj, SubjectGroups.from_ids(subj), {})
@@ -821,7 +699,7 @@ def _cost_markdown(t: Tables, level: str) -> list[str]:
 
 
 def _bench_order(b: str) -> tuple:
-    order = ["IJB-B", "IJB-B 1:N", "IJB-C", "IJB-C 1:N", "IJB-S", "TinyFace"]
+    order = list(row_names())
     return (order.index(b) if b in order else len(order), b)
 
 

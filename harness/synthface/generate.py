@@ -24,6 +24,8 @@ One release (``<out>/``) holds:
   identities rendered once and stored twice, clean (as the source domain) and through the target's camera model
   (as the target domain), so that "what the true degradation keeps" can be measured on the same images. Never
   used for training.
+- ``faces_synthface/synth_lfw.bin``: an LFW-style verification set of held-out identities in insightface's ``.bin``
+  layout (``harness.synthface.verification_bin``).
 - ``synthface.json``: the configuration and the counts (never the hidden degradation parameters).
 
 Determinism: the same seed and size give byte-identical files (for pinned torch/Pillow on one platform). An
@@ -53,6 +55,7 @@ from harness.synthface.ijb1n import write_1n_csvs
 from harness.synthface.ijbs import TINY_IJBS, IJBSSpec, write_ijbs
 from harness.synthface.render import ImageSpec, identity_params, render, sample_image_specs, stack_identities, to_uint8
 from harness.synthface.tinyface import TINY_TINYFACE, TinyFaceSpec, write_tinyface
+from harness.synthface.verification_bin import write_verification_bin
 
 FORMAT_VERSION = 1
 CHUNK = 256  # images rendered per batch; results do not depend on it
@@ -444,6 +447,7 @@ def generate(cfg: SynthFaceConfig, out: str, log=print) -> dict:
             ("ijbc", lambda: write_ijb(cfg, tmp, "IJBC")),
             ("ijbs", lambda: write_ijbs(cfg, tmp, cfg.ijbs)),
             ("tinyface", lambda: write_tinyface(cfg, tmp, cfg.tinyface)),
+            ("verification_bin", lambda: write_verification_bin(cfg, tmp)),
         ]:
             t0 = time.perf_counter()
             counts[part] = fn()
