@@ -105,8 +105,9 @@ class EvalConfig:
     batch_size: int = 256
 
     def __post_init__(self):
-        for name in self.benchmarks:
-            _one_of("eval.benchmarks", name, BENCHMARKS)
+        from harness.eval.registry import check_eval_config  # the registered benchmarks and their own knobs
+
+        check_eval_config(self)
         _one_of("eval.flip", self.flip, EVAL_FLIPS)
         _check(self.batch_size >= 1, "eval.batch_size", self.batch_size, "an integer >= 1")
 
@@ -156,7 +157,6 @@ class RunConfig:
 
 #: The allowed values of the enumerated knobs (checked when a config is built, before anything runs).
 CHANNEL_ORDERS = ("RGB", "BGR")
-BENCHMARKS = ("IJBB", "IJBC", "IJBS", "TinyFace")
 EVAL_FLIPS = ("sum", "none")  # harness.eval.ijb_verification / harness.eval.tinyface protocols
 
 
