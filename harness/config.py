@@ -1,7 +1,7 @@
 """The run configuration: typed, frozen dataclasses; ``key=value`` overrides with dotted keys; unknown keys are errors.
 
 ``params.yaml`` (section ``run``) holds the pipeline's values; ``python -m harness.run method=... optim.lr=0.05``
-applies overrides on top. Sacred only records the resulting flat dict (``harness_design.md`` §2: explicit config,
+applies overrides on top. Sacred only records the resulting flat dict (``ex.add_config``: explicit config,
 no scope magic). Every knob that can change a number is here, and therefore in every result row.
 
 Every value is checked when the config is built (``__post_init__`` of each dataclass), so a bad value fails before

@@ -3,7 +3,7 @@
 real/synthetic batch mixing.
 
 From CFSM's released ``GuidedFaceRecognition/adversarial_regu.py`` and ``train.py`` (Liu et al., ECCV 2022;
-``shared/reference/cfsm_method.md`` §3): ``z <- clip(z + alpha * sign(grad_z L_FR), z0 - eps, z0 + eps)`` for ``k``
+github.com/liufeng2915/CFSM): ``z <- clip(z + alpha * sign(grad_z L_FR), z0 - eps, z0 + eps)`` for ``k``
 steps, the gradient taken through the unwrapped backbone w.r.t. ``z`` only; then a batch of ``rs_ratio`` real and
 ``1 - rs_ratio`` augmented images drawn by two independent permutations.
 """

@@ -1,6 +1,6 @@
 """Learned augmentation policies (AutoAugment, RandAugment, TrivialAugment, AugMix) applied PER SAMPLE to a batch.
 
-Why not the library transforms on the batch (``harness_design.md`` §3's pitfall): torchvision's
+Why not the library transforms on the batch: torchvision's
 ``v2.AutoAugment/RandAugment/TrivialAugmentWide/AugMix`` called on a (B, C, H, W) tensor draw one op and one
 magnitude for the whole batch; kornia 0.9's ``kornia.augmentation.auto`` draws one sub-policy (the op choice) per
 call too (``get_forward_sequence``: ``rand_selector.sample((1,))``) and varies only magnitudes and probabilities

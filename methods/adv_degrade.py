@@ -1,7 +1,7 @@
 """``adv_degrade``: CFSM's adversarial guidance without a learned style space (an ablation).
 
 The same one-step FGSM as ``cfsm_guided`` (Liu et al., ECCV 2022; released ``GuidedFaceRecognition/
-adversarial_regu.py``, see ``shared/reference/cfsm_method.md`` §3), but the coefficients it perturbs are the
+adversarial_regu.py``, github.com/liufeng2915/CFSM), but the coefficients it perturbs are the
 normalised parameters of hand-designed, differentiable degradations (:mod:`harness.degradations`) instead of
 the style coefficients ``o`` of the stage-1 generator. It answers "how much of CFSM's gain needs the learned,
 target-fitted style space, and how much comes from guided degradation alone?".

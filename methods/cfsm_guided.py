@@ -2,8 +2,8 @@
 
 Liu, Kim, Jain & Liu, "Controllable and Guided Face Synthesis for Unconstrained Face Recognition", ECCV 2022
 (arXiv 2207.10180). The facts come from the released code, ``GuidedFaceRecognition/adversarial_regu.py``
-(``adversarial_img_augmentation``) and ``GuidedFaceRecognition/train.py`` (see
-``shared/reference/cfsm_method.md`` §3); the code here is written from those facts, not copied.
+(``adversarial_img_augmentation``) and ``GuidedFaceRecognition/train.py`` (github.com/liufeng2915/CFSM,
+``adversarial_regu.py`` lines 11-34); the code here is written from those facts, not copied.
 
 Every training step, for the frozen stage-1 generator ``G(x, o)`` (:mod:`harness.models.cfsm`):
 
