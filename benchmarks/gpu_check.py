@@ -8,8 +8,8 @@ Rows (paper sizes; ``--tiny`` in brackets):
 1. ``step``: IR-50 at 112 px with AMP, batch 256 [small backbone, 32 px, batch 4, fp32 on the CPU], 50 timed steps
    [2] after 3 warm-up steps [0] each of ``source_only`` and ``cfsm_guided`` (``synthesize=all``, the released
    behaviour, with a randomly initialised paper-size generator [a 32 px one]): images/s, the ratio to
-   ``source_only`` and peak GPU memory. One step is exactly ``benchmarks/train_throughput.py``'s
-   (:class:`Stepper`: random batch on the device, no data loading).
+   ``source_only`` and peak GPU memory. One step is the trainer's own (:class:`harness.train.TrainStep`, through
+   ``benchmarks/train_throughput.py``'s :class:`Stepper`: random batch on the device, no data loading).
 2. ``torchrun``: the real trainer, ``torchrun --standalone --nproc_per_node 1 -m harness.run``, on a RecordIO of
    random 112 px JPEGs [32 px] written for the check (10 x batch images, 256 classes [20, 10]), the same
    model, AMP, batch and 50 steps [2] per method: images/s and peak GPU memory from the run's train info (decoding,
@@ -127,7 +127,7 @@ def step_rows(sizes: Sizes, device: torch.device, tmp: str) -> list[dict]:
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
-        s = Stepper(name, cfg, backbone, head, sizes.num_classes, hp, device, amp)
+        s = Stepper(name, cfg, backbone, head, sizes.num_classes, device, amp, hp if name.startswith("cfsm_") else None)
         for r in range(sizes.warmup + sizes.steps):
             dt = s.step(x, y, x, step=r + 1)
             if r >= sizes.warmup:

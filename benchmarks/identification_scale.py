@@ -2,13 +2,14 @@
 
 Two scales, each in its own subprocess so that the peak memory (``ru_maxrss``) is separate:
 
-- **TinyFace** (AdaFace ``validate_tinyface.py``; ``shared/reference/benchmark_formats.md`` §3): 3,728 probes x
+- **TinyFace** (AdaFace ``validate_tinyface.py``; ``docs/benchmark_formats.md`` section 3): 3,728 probes x
   157,871 gallery images (4,443 Gallery_Match + 153,428 distractors), 512-d float32, Rank-1/5/20 through
   :func:`harness.eval.tinyface.closed_set_cmc` (L2 normalisation, ``chunked_topk`` top-20 with AdaFace's tie order,
   CMC), i.e. what :meth:`TinyFaceEvaluation.evaluate_features` runs.
-- **IJB-C 1:N** (§1.6 (a), galleries G1 ∪ G2): 19,593 probe templates x 3,531 gallery templates, one mate per probe;
-  ``chunked_topk`` top-10 gives Rank-1/5/10 and the max non-mated score of each probe (the best entry of the top
-  list that is not the mate: with one mate, it is within the first two).
+- **IJB-C 1:N** (``docs/benchmark_formats.md`` section 1.6 (a), galleries G1 ∪ G2): 19,593 probe templates x
+  3,531 gallery templates, one mate per probe; ``chunked_topk`` top-10 gives Rank-1/5/10 and the max non-mated
+  score of each probe (the best entry of the top list that is not the mate: with one mate, it is within the first
+  two).
 
 Features are Gaussian noise plus a weak identity direction (so the ranks are neither 0 nor 1). The time reported
 is the search only; feature synthesis is timed separately. Target on 2 cores: < 20 s and < 4 GB per scale.

@@ -1,12 +1,14 @@
 """Time one full training step of ``cfsm_guided`` and ``cfsm_random`` relative to ``source_only``, and break the
 guided overhead into its pieces.
 
-A step is what ``harness/train.py`` does per batch: ``method.augment`` + ``method.loss`` + ``zero_grad`` +
-``backward`` + gradient-norm clipping + the optimiser step. All methods run in one process on the same batch
-(``optim.batch_size`` = 128 random images, ``data.input_size`` = 64 px, channels_last) and the default model of
-:class:`harness.config.RunConfig` (small IResNet, ArcFace head, 1000 classes as SynthFace ``default``), each from the
-same initial weights. Steps are interleaved across methods (round-robin) so that a change in machine load hits
-all of them alike; after warm-up the median step time is reported.
+A step is the trainer's own (:class:`harness.train.TrainStep`, through ``train_throughput.Stepper``):
+``method.augment`` + ``method.loss`` + ``zero_grad`` + ``backward`` + gradient-norm clipping over
+``optim.grad_clip_scope`` + the optimiser step, at a fixed learning rate of 0.01 (float32 on the CPU, no AMP).
+All methods run in one process on the same batch (``optim.batch_size`` = 128 random images,
+``data.input_size`` = 64 px, channels_last) and the default model of :class:`harness.config.RunConfig` (small
+IResNet, ArcFace head, 1000 classes as SynthFace ``default``), each from the same initial weights. Steps are
+interleaved across methods (round-robin) so that a change in machine load hits all of them alike; after warm-up
+the median step time is reported.
 
 The stage-1 generator is ``results/stage1/generator.pt`` when it exists (its own image size, q and d), otherwise
 a randomly initialised :data:`harness.models.cfsm.CPU_DEFAULT` generator written to a temporary file (the cost
@@ -20,7 +22,6 @@ does not depend on the weights). Target: ``cfsm_guided`` <= 1.7x ``source_only``
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import statistics
 import sys
@@ -30,13 +31,16 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from train_throughput import Stepper  # noqa: E402
 
 from harness.atomic import load_torch  # noqa: E402
 from harness.config import RunConfig  # noqa: E402
 from harness.models.cfsm import CPU_DEFAULT, CFSMGenerator, save_generator  # noqa: E402
 from harness.runtime import tune_malloc  # noqa: E402
 from harness.train import build_model  # noqa: E402
-from methods import REGISTRY, Batch, FRModel, build_method  # noqa: E402
+from methods import REGISTRY  # noqa: E402
 from methods.cfsm_guided import decode, encode, fgsm_step, mix_batch, mix_indices, resize  # noqa: E402
 
 TARGET = 1.7
@@ -58,38 +62,6 @@ def generator_hparams(path: str) -> tuple[dict, str]:
           "latent_dim": CPU_DEFAULT.latent_dim}
     return hp, (f"generator: {path} not found; a randomly initialised CPU_DEFAULT generator "
                 f"({CPU_DEFAULT.image_size} px, width {CPU_DEFAULT.dim}) in {tmp}")
-
-
-class Stepper:
-    """One method with its own copy of the FR model and optimiser, stepping exactly as harness/train.py does."""
-
-    def __init__(self, name: str, cfg: RunConfig, backbone, head, hp: dict):
-        self.name = name
-        self.backbone, self.head = copy.deepcopy(backbone), copy.deepcopy(head)
-        self.method = build_method(name, cfg.model.embedding_size, NUM_CLASSES, overrides=hp if name.startswith("cfsm_") else None)
-        self.method.total_steps = 1000
-        self.fr = FRModel(backbone=self.backbone, raw=self.backbone, head=self.head)
-        o = cfg.optim
-        params = [{"params": [p for p in self.backbone.parameters() if p.requires_grad]}, {"params": list(self.head.parameters())}]
-        self.optimizer = torch.optim.SGD(params + self.method.param_groups(), lr=0.01, momentum=o.momentum, weight_decay=o.weight_decay)
-        self.all_params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        self.clip = o.grad_clip
-        self.backbone.train(), self.head.train(), self.method.train()
-        self.times: list[float] = []
-
-    def step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> float:
-        t0 = time.perf_counter()
-        xt = x.flip(0) if self.method.uses_target else None  # an unlabelled batch of the same size
-        batch = self.method.augment(Batch(x=x, y=y, xt=xt, step=step), self.fr)
-        loss, _ = self.method.loss(batch, self.fr)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{self.name}: loss {loss.item()}")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.all_params, self.clip)
-        self.optimizer.step()
-        loss.item()
-        return time.perf_counter() - t0
 
 
 def pieces(stepper: Stepper, x: torch.Tensor, y: torch.Tensor, repeats: int, warmup: int) -> dict[str, float]:
@@ -157,10 +129,12 @@ def main(argv=None) -> int:
 
     names = sorted(REGISTRY) if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
     names = ["source_only"] + [n for n in names if n != "source_only"]
-    steppers = [Stepper(name, cfg, backbone, head, hp) for name in names]
+    cpu = torch.device("cpu")
+    steppers = [Stepper(name, cfg, backbone, head, NUM_CLASSES, cpu, False, hp if name.startswith("cfsm_") else None)
+                for name in names]
     for r in range(args.warmup + args.steps):
         for s in steppers:
-            dt = s.step(x, y, step=r + 1)  # step 0 would run cfsm_guided's monitoring probe; time ordinary steps
+            dt = s.step(x, y, x.flip(0), step=r + 1)  # an unlabelled batch of the same size; step 0 would run cfsm_guided's monitoring probe; time ordinary steps
             if r >= args.warmup:
                 s.times.append(dt)
 

@@ -1,12 +1,15 @@
 """Training throughput (images/s) of the paper backbone, IR-50 at 112 px, with every registered method.
 
-One training step is exactly what ``harness/train.py`` does per batch: ``method.augment`` + ``method.loss`` under
-autocast (AMP), ``zero_grad``, scaled ``backward``, ``unscale_``, gradient-norm clipping (5), the optimiser step
-(SGD, momentum 0.9, weight decay 5e-4) and ``loss.item()``. The model is the paper profile of CFSM's released
-stage 2 (``GuidedFaceRecognition``, insightface ``arcface_torch`` ``iresnet50``): IResNet layers [3, 4, 14, 3],
-widths 64-128-256-512, stem stride 1, 112 x 112 input, 512-d embedding, ArcFace head (``--num-classes``), built by
-:func:`harness.train.build_model` from a :class:`harness.config.RunConfig`, channels_last as the trainer's
-default. The batch is random data already on the device (decoding and host-to-device copies are not timed).
+One training step is the trainer's own (:class:`harness.train.TrainStep`, through :class:`Stepper`):
+``method.augment`` + ``method.loss`` with no autocast around them (under AMP the backbone autocasts its own
+trunk), ``zero_grad``, scaled ``backward``, ``unscale_``, gradient-norm clipping (5) over ``optim.grad_clip_scope``
+(the backbone's gradients, as released), the optimiser and GradScaler step (SGD, momentum 0.9, weight decay
+5e-4; ``GradScaler(growth_interval=100)`` on CUDA) and ``loss.item()``, at a fixed learning rate of 0.01. The
+model is the paper profile of CFSM's released stage 2 (``GuidedFaceRecognition``, insightface ``arcface_torch``
+``iresnet50``): IResNet layers [3, 4, 14, 3], widths 64-128-256-512, stem stride 1, 112 x 112 input, 512-d
+embedding, ArcFace head (``--num-classes``), built by :func:`harness.train.build_model` from a
+:class:`harness.config.RunConfig`, channels_last as the trainer's default. The batch is random data already on
+the device (decoding and host-to-device copies are not timed).
 Every method starts from the same initial weights; each runs ``--warmup`` untimed steps (3 on CUDA, for cuDNN's
 autotuner and the allocator; none on the CPU, where a step takes seconds and its one-off costs are small) and
 ``--steps`` timed ones; the table gives the median, min and max step time and ``batch / median`` images/s for one
@@ -18,8 +21,9 @@ the cost does not depend on the weights) in a temporary file; ``--generator PATH
 ``--generator none`` skips them with a note. Domain-adaptation methods get a random target batch of the same size.
 
 AMP: ``--amp auto`` is on for CUDA, off on the CPU, as the trainer's ``amp=auto``. Under AMP the model is built
-as the trainer builds it (``build_model(amp=True)``: the IResNet trunk under autocast too, as insightface's
-``iresnet(fp16=True)``); ``--no-trunk-fp16`` keeps the trunk in float32 to see what half precision buys.
+as the trainer builds it (``build_model(amp=True)``: the IResNet trunk under autocast, as insightface's
+``iresnet(fp16=True)``; nothing else is); ``--no-trunk-fp16`` keeps the trunk in float32 too (only the GradScaler
+is left) to see what half precision buys.
 
     python benchmarks/train_throughput.py                                  # CUDA + AMP if available, else CPU
     python benchmarks/train_throughput.py --methods source_only,cfsm_guided --steps 2 --batch-size 8   # CPU, < 2 min
@@ -44,9 +48,10 @@ from harness.atomic import load_torch  # noqa: E402
 from harness.config import RunConfig, apply_overrides  # noqa: E402
 from harness.models.cfsm import PAPER, CFSMGenerator, save_generator  # noqa: E402
 from harness.runtime import tune_malloc  # noqa: E402
-from harness.train import build_model  # noqa: E402
+from harness.train import TrainStep, build_model, build_optimizer, build_scaler, set_lr  # noqa: E402
 from methods import REGISTRY, Batch, FRModel, build_method  # noqa: E402
 
+LR = 0.01  # the timed steps' learning rate (the trainer's schedule starts at 0 in warm-up)
 PAPER_MODEL = {"model.backbone": "r50", "data.input_size": "112", "model.embedding_size": "512", "model.stem_stride": "1"}
 
 
@@ -71,44 +76,39 @@ def generator_hparams(spec: str, tmpdir: str) -> tuple[dict | None, str]:
 
 
 class Stepper:
-    """One method with its own copy of the FR model, optimiser and GradScaler, stepping as harness/train.py does."""
+    """One method with its own copy of the FR model, stepping with the trainer's own step.
 
-    def __init__(self, name: str, cfg: RunConfig, backbone, head, num_classes: int, hp: dict | None,
-                 device: torch.device, amp: bool):
-        self.name, self.device, self.amp = name, device, amp
+    Built as :func:`harness.train.train` builds a run: the method from the registry
+    (``build_method(name, ..., cfg.hparams_seed, hparams)``) after the model, the optimiser and GradScaler of
+    ``cfg.optim`` (:func:`harness.train.build_optimizer`, :func:`harness.train.build_scaler`), and one
+    :class:`harness.train.TrainStep` (no autocast around the step, gradient clipping over
+    ``optim.grad_clip_scope``); :meth:`step` sets the learning rate and calls it on a batch already on the device.
+    ``backbone`` and ``head`` are copied, so every method starts from the same weights."""
+
+    def __init__(self, name: str, cfg: RunConfig, backbone, head, num_classes: int, device: torch.device, amp: bool,
+                 hparams: dict | None = None, total_steps: int = 1000, lr: float = LR):
+        self.name, self.device, self.amp, self.lr = name, device, amp, lr
         self.backbone, self.head = copy.deepcopy(backbone), copy.deepcopy(head)
-        self.method = build_method(name, cfg.model.embedding_size, num_classes,
-                                   overrides=hp if name.startswith("cfsm_") else None).to(device)
-        self.method.total_steps = 1000
+        self.method = build_method(name, cfg.model.embedding_size, num_classes, cfg.hparams_seed, hparams).to(device)
+        self.method.total_steps = total_steps
         self.fr = FRModel(backbone=self.backbone, raw=self.backbone, head=self.head)
-        o = cfg.optim
-        params = [{"params": [p for p in self.backbone.parameters() if p.requires_grad]}, {"params": list(self.head.parameters())}]
-        self.optimizer = torch.optim.SGD(params + self.method.param_groups(), lr=0.01, momentum=o.momentum,
-                                         weight_decay=o.weight_decay)
-        self.all_params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        self.scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
-        self.clip = o.grad_clip
+        self.optimizer = build_optimizer(cfg.optim, self.backbone, self.head, self.method)
+        self.scaler = build_scaler(cfg.optim, device, amp)
+        self.take_step = TrainStep(self.fr, self.method, self.optimizer, self.scaler, cfg.optim)
         self.backbone.train(), self.head.train(), self.method.train()
         self.times: list[float] = []
         self.peak_mib: float | None = None
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, step: int) -> float:
+    def step(self, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor | None, step: int, lr: float | None = None) -> float:
+        """One training step on ``(x, y)`` (and ``xt`` for a method that uses target data) at learning rate ``lr``
+        (default: the Stepper's); returns its seconds, the loss's ``.item()`` and a CUDA synchronisation included."""
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        set_lr(self.optimizer, self.lr if lr is None else lr)
         sync()
         t0 = time.perf_counter()
-        with torch.autocast(device_type=self.device.type, enabled=self.amp):
-            batch = self.method.augment(Batch(x=x, y=y, xt=xt if self.method.uses_target else None, step=step), self.fr)
-            loss, _ = self.method.loss(batch, self.fr)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.all_params, self.clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        value = loss.item()
+        shown, _ = self.take_step(Batch(x=x, y=y, xt=xt if self.method.uses_target else None, step=step))
+        shown.item()
         sync()
-        if not torch.isfinite(torch.tensor(value)):
-            raise FloatingPointError(f"{self.name}: loss {value}")
         return time.perf_counter() - t0
 
 
@@ -125,7 +125,7 @@ def _main(argv, tmpdir: str) -> int:
     ap.add_argument("--warmup", type=int, default=-1, help="untimed steps per method first; -1 = 3 on CUDA, 0 on the CPU")
     ap.add_argument("--methods", default="all", help="comma-separated method names, or 'all'")
     ap.add_argument("--amp", choices=("auto", "on", "off"), default="auto", help="auto: on for CUDA (the trainer's amp=auto)")
-    ap.add_argument("--no-trunk-fp16", action="store_true", help="under AMP, keep the IResNet trunk in float32")
+    ap.add_argument("--no-trunk-fp16", action="store_true", help="under AMP, keep the IResNet trunk in float32 (GradScaler only)")
     ap.add_argument("--generator", default="random", help="random (paper-size, random weights) | PATH | none (skip CFSM)")
     ap.add_argument("--num-classes", type=int, default=1000, help="ArcFace head classes (MS1MV2 has 85742)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
@@ -170,7 +170,7 @@ def _main(argv, tmpdir: str) -> int:
              if cuda else f"CPU, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
     print(f"IR-50 (layers 3-4-14-3, widths 64-512, stem stride 1) at {S} px, 512-d, ArcFace {args.num_classes} classes; "
           f"batch {B}; channels_last {cfg.model.channels_last}; {where}; torch {torch.__version__}")
-    print(f"AMP {'on' if amp else 'off'}{' (head and method modules only: --no-trunk-fp16)' if amp and args.no_trunk_fp16 else (' (trunk too, as the trainer)' if amp else '')}; "
+    print(f"AMP {'on' if amp else 'off'}{' (GradScaler only, the trunk in float32: --no-trunk-fp16)' if amp and args.no_trunk_fp16 else (' (the backbone trunk, as the trainer)' if amp else '')}; "
           f"median of {steps} timed steps after {warmup} warm-up, one method at a time")
     print(gen_line)
     rows = []
@@ -178,7 +178,7 @@ def _main(argv, tmpdir: str) -> int:
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
-        s = Stepper(name, cfg, backbone, head, args.num_classes, hp, device, amp)
+        s = Stepper(name, cfg, backbone, head, args.num_classes, device, amp, hp if name.startswith("cfsm_") else None)
         for r in range(warmup + steps):
             dt = s.step(x, y, xt, step=r + 1)  # step 0 would run cfsm_guided's monitoring probe
             if r >= warmup:

@@ -1,7 +1,7 @@
 """The run configuration: typed, frozen dataclasses; ``key=value`` overrides with dotted keys; unknown keys are errors.
 
 ``params.yaml`` (section ``run``) holds the pipeline's values; ``python -m harness.run method=... optim.lr=0.05``
-applies overrides on top. Sacred only records the resulting flat dict (``harness_design.md`` §2: explicit config,
+applies overrides on top. Sacred only records the resulting flat dict (``ex.add_config``: explicit config,
 no scope magic). Every knob that can change a number is here, and therefore in every result row.
 
 Every value is checked when the config is built (``__post_init__`` of each dataclass), so a bad value fails before
@@ -193,16 +193,24 @@ def valid_keys(cls=RunConfig, prefix: str = "") -> list[str]:
     return keys
 
 
+def parse_bool(value: Any, what: str) -> bool:
+    """A boolean from a bool or its spelling (``true/false``, ``1/0``, ``yes/no``, ``on/off``, any case); anything
+    else is a one-line ValueError ``<what>: <value> is not a boolean``. The one parser of config keys and method
+    hyperparameters."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"{what}: {value!r} is not a boolean")
+
+
 def _coerce(value: Any, current: Any, key: str) -> Any:
     """Parse a command-line string (or a YAML value) into the type of the current value."""
     if isinstance(current, bool):
-        if isinstance(value, bool):
-            return value
-        if str(value).lower() in ("true", "1", "yes", "on"):
-            return True
-        if str(value).lower() in ("false", "0", "no", "off"):
-            return False
-        raise ValueError(f"config key {key!r}: {value!r} is not a boolean")
+        return parse_bool(value, f"config key {key!r}")
     if isinstance(current, tuple):
         items = value if isinstance(value, (list, tuple)) else [v for v in str(value).strip("[]()").split(",") if v.strip()]
         kind = type(current[0]) if current else str

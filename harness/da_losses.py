@@ -31,7 +31,7 @@ def joint_embeddings(backbone: torch.nn.Module, x: Tensor, xt: Tensor) -> tuple[
     """One forward of ``cat(x, xt)`` through ``backbone``, split back into (source, target) embeddings.
 
     One batch, as TLlib's examples do, so BatchNorm normalises with statistics of both domains (and under DDP
-    there is one forward per backward; ``harness_design.md`` §4)."""
+    there is one forward per backward)."""
     if xt is None:
         raise ValueError("this method needs a target batch (batch.xt is None): is uses_target set and does the "
                          "release have a target/ folder?")

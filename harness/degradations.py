@@ -71,6 +71,8 @@ from kornia.enhance import adjust_hue, jpeg_codec_differentiable
 from kornia.filters import filter2d, filter2d_separable
 from torch import Tensor
 
+from harness.data.images import memory_format_of
+
 OPS = ("crop", "color", "blur", "motion", "resize", "noise", "jpeg")
 #: continuous parameters in the order of the normalised vector z (the full one; see DegradationSpace.active)
 PARAMS = ("blur_sigma", "motion_length", "motion_angle", "scale", "noise_sigma", "jpeg_quality",
@@ -416,12 +418,6 @@ def _masked(u: Tensor, mask: Tensor | None, fn) -> Tensor:
 def _pick(t: Tensor, idx: Tensor | None, device) -> Tensor:
     t = t.to(device)
     return t if idx is None else t[idx]
-
-
-def memory_format_of(x: Tensor) -> torch.memory_format:
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
 
 
 def apply(x: Tensor, params: Mapping[str, Tensor], ops: Sequence[str] = OPS) -> Tensor:

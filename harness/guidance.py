@@ -3,7 +3,7 @@
 real/synthetic batch mixing.
 
 From CFSM's released ``GuidedFaceRecognition/adversarial_regu.py`` and ``train.py`` (Liu et al., ECCV 2022;
-``shared/reference/cfsm_method.md`` §3): ``z <- clip(z + alpha * sign(grad_z L_FR), z0 - eps, z0 + eps)`` for ``k``
+github.com/liufeng2915/CFSM): ``z <- clip(z + alpha * sign(grad_z L_FR), z0 - eps, z0 + eps)`` for ``k``
 steps, the gradient taken through the unwrapped backbone w.r.t. ``z`` only; then a batch of ``rs_ratio`` real and
 ``1 - rs_ratio`` augmented images drawn by two independent permutations.
 """
@@ -13,10 +13,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
-from typing import Any
 
 import torch
 from torch import Tensor
+
+from harness.data.images import memory_format_of
+
 
 def fgsm_step(o: Tensor, o0: Tensor, grad: Tensor, alpha: float, eps: float) -> Tensor:
     """One signed-gradient ascent step projected onto the box ``[o0 - eps, o0 + eps]`` (elementwise), detached:
@@ -52,12 +54,6 @@ def mix_batch(x: Tensor, y: Tensor, x_syn: Tensor, real_idx: Tensor, syn_idx: Te
     return out.contiguous(memory_format=memory_format_of(x)), torch.cat([y[real_idx], y[syn_idx]], 0)
 
 
-def memory_format_of(x: Tensor) -> torch.memory_format:
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
-
-
 @contextmanager
 def eval_mode(*modules: torch.nn.Module):
     """Temporarily put ``modules`` (and every submodule) in eval mode; restore each one's own flag after."""
@@ -69,16 +65,6 @@ def eval_mode(*modules: torch.nn.Module):
     finally:
         for m, flag in saved:
             m.training = flag
-
-
-def as_bool(value: Any, name: str) -> bool:
-    if isinstance(value, str):
-        if value.lower() in ("true", "1", "yes", "on"):
-            return True
-        if value.lower() in ("false", "0", "no", "off"):
-            return False
-        raise ValueError(f"hyperparameter {name}: {value!r} is not a boolean")
-    return bool(value)
 
 
 def check_guidance(name: str, steps: int, eps: float, alpha: float, rs_ratio: float, monitor_every: int = 0) -> None:

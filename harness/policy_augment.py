@@ -1,6 +1,6 @@
 """Learned augmentation policies (AutoAugment, RandAugment, TrivialAugment, AugMix) applied PER SAMPLE to a batch.
 
-Why not the library transforms on the batch (``harness_design.md`` §3's pitfall): torchvision's
+Why not the library transforms on the batch: torchvision's
 ``v2.AutoAugment/RandAugment/TrivialAugmentWide/AugMix`` called on a (B, C, H, W) tensor draw one op and one
 magnitude for the whole batch; kornia 0.9's ``kornia.augmentation.auto`` draws one sub-policy (the op choice) per
 call too (``get_forward_sequence``: ``rand_selector.sample((1,))``) and varies only magnitudes and probabilities
@@ -51,6 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
+
+from harness.data.images import memory_format_of
 
 OPS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color", "Contrast",
        "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize", "Invert")
@@ -343,12 +345,6 @@ def from_uint8(images: Tensor, like: Tensor) -> Tensor:
     return x.contiguous(memory_format=memory_format_of(like))
 
 
-def memory_format_of(x: Tensor) -> torch.memory_format:
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
-
-
 def apply_policy(x: Tensor, plan: Sequence[Stage], interpolation: str = "nearest") -> Tensor:
     """A [-1, 1] float batch through a per-sample plan; dtype, device, shape and memory format kept."""
     if not plan:
@@ -393,5 +389,5 @@ def check_interpolation(value: str) -> str:
 
 __all__ = ["OPS", "Stage", "augmentation_space", "randaugment_plan", "trivialaugment_plan", "autoaugment_plan",
            "augmix_chain_plan", "apply_stage", "apply_plan", "apply_policy", "augmix_view", "jensen_shannon",
-           "to_uint8", "from_uint8", "memory_format_of", "warp_affine", "IMAGENET_POLICY", "AUGMIX_OPS",
+           "to_uint8", "from_uint8", "warp_affine", "IMAGENET_POLICY", "AUGMIX_OPS",
            "check_interpolation"]

@@ -8,7 +8,7 @@
         [--quality 95] [--force]
 
 What CFSM consumes (``liuf1990/CFSM``, ``CFSM/datasets.py`` and ``CFSM/data_list/target_list_wf_12k.txt``; see
-``shared/reference/benchmark_formats.md`` 5.4 and ``shared/reference/cfsm_method.md`` section 2): a flat folder of
+``docs/benchmark_formats.md`` section 4.1): a flat folder of
 ~112x112 ArcFace-aligned face crops cut from WIDER FACE by a detector (RetinaFace-style 5-point alignment), and a list
 file with one crop file name per line, named ``<original image stem>_<face index>_<score*1000>.jpg``, e.g.
 ``12_Group_Large_Group_12_Group_Large_Group_12_27_5_999.jpg`` for ``12--Group/12_Group_..._12_27.jpg``. The output

@@ -5,7 +5,7 @@ experiment (:func:`sacred_experiment`), exclusive output paths (:class:`PathLock
 glibc serves every allocation above its (dynamic) mmap threshold with a fresh ``mmap``, and returns freed heap
 memory above its trim threshold to the kernel. A training step allocates and frees tens of MB of activations
 each time, so with the defaults every step pays for page faults on fresh memory, which on this project's
-2-core VMs made elementwise kernels and BatchNorm several times slower (``shared/reference/environment.md``:
+2-core VMs made elementwise kernels and BatchNorm several times slower (``docs/cpu_profile.md`` section 3:
 ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296 MALLOC_TOP_PAD_=536870912`` gave up to
 1.9x). ``mallopt`` sets the same three values from inside the process, so nobody has to export them.
 Results are unchanged: only where the memory comes from differs.

@@ -3,7 +3,7 @@
 Trains the controllable synthesis model :class:`harness.models.cfsm.CFSMGenerator` on labelled source faces (an
 insightface RecordIO; labels unused) and unlabelled target faces (CFSM's crop folder + list), with a frozen
 identity network ``f`` (a ``harness.run`` checkpoint, by default the trunk's ``source_only`` model), as released in
-``CFSM/train.py`` (``../shared/reference/cfsm_method.md`` §2):
+``CFSM/train.py`` (github.com/liufeng2915/CFSM):
 
 * G step on alternating iterations. Even: ``o ~ N(0, I_q)``, ``L_G = L_adv + lambda_id * L_id + L_ort`` with the
   magnitude-guided identity loss. Odd: ``o = 0``, ``L_G = w_rec * |x - G(x, 0)|_1 + L_ort``.

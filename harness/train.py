@@ -90,7 +90,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from harness import distributed
-from harness.config import RunConfig, flatten
+from harness.config import OptimConfig, RunConfig, flatten
 from harness.data.recordio import FaceRecDataset
 from harness.data.wider import CropFolderDataset, read_crop_list
 from harness.atomic import load_torch, save_torch_atomic
@@ -345,6 +345,93 @@ def build_model(cfg: RunConfig, num_classes: int, amp: bool = False) -> tuple[to
     return backbone, head
 
 
+def build_optimizer(o: OptimConfig, backbone: torch.nn.Module, head: torch.nn.Module, method: Method) -> torch.optim.Optimizer:
+    """The optimiser of ``optim.name`` (SGD with momentum, or AdamW; both with ``optim.weight_decay``) over three
+    kinds of parameter groups, in this order: the backbone's trainable parameters, the margin head's, then the
+    method's own (:meth:`methods.Method.param_groups`, which may carry an ``lr_scale``). Its learning rate is
+    ``optim.lr`` until :func:`set_lr` sets the step's."""
+    params = [{"params": [p for p in backbone.parameters() if p.requires_grad]}, {"params": list(head.parameters())}]
+    params += method.param_groups()
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    if o.name == "adamw":
+        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    raise ValueError(f"config optim.name={o.name!r}: expected 'sgd' or 'adamw'")
+
+
+def build_scaler(o: OptimConfig, device: torch.device, amp: bool) -> torch.amp.GradScaler:
+    """AMP's loss scaler: CFSM's release uses ``GradScaler(growth_interval=100)``
+    (``GuidedFaceRecognition/train.py``; ``optim.amp_growth_interval``); enabled for AMP on CUDA only (bfloat16
+    on the CPU needs none, and a disabled scaler's ``scale``/``unscale_``/``step`` are the plain operations)."""
+    return torch.amp.GradScaler(device.type, growth_interval=o.amp_growth_interval, enabled=amp and device.type == "cuda")
+
+
+def check_clip_scope(o: OptimConfig) -> None:
+    """A one-line ValueError when ``optim.grad_clip_scope`` is not one of :data:`GRAD_CLIP_SCOPES`."""
+    if o.grad_clip_scope not in GRAD_CLIP_SCOPES:
+        raise ValueError(f"config optim.grad_clip_scope={o.grad_clip_scope!r}: expected one of {', '.join(GRAD_CLIP_SCOPES)}")
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the step's learning rate on every parameter group (times a group's ``lr_scale``, default 1)."""
+    for g in optimizer.param_groups:
+        g["lr"] = lr * g.get("lr_scale", 1.0)
+
+
+class TrainStep:
+    """One optimisation step of the trainer, the only one: :func:`train` calls it once per batch, and so do the
+    timing scripts (``benchmarks/train_throughput.py``'s ``Stepper``, which ``benchmarks/gpu_check.py`` and
+    ``benchmarks/train_step_overhead.py`` reuse), so what they time is the step the trainer takes.
+
+    A call on a :class:`methods.Batch` (already on the device): ``method.augment`` then ``method.loss`` with no
+    autocast around them (as released, the backbone autocasts its own trunk under AMP: :func:`build_model`); the
+    loss, averaged over ranks under data parallelism, must be finite (else :class:`FloatingPointError` naming the
+    step and learning rate, on every rank alike); ``zero_grad``, the scaled ``backward``; under data parallelism
+    the gradients of the replicated parameters (the margin head and the method's modules; DDP averages the
+    backbone's during backward) averaged by one all-reduce (:func:`harness.distributed.allreduce_gradients`);
+    the scaler's ``unscale_``, gradient-norm clipping at ``optim.grad_clip`` over ``optim.grad_clip_scope``
+    (:data:`GRAD_CLIP_SCOPES`: the backbone's parameters only, as released, or every trained parameter), and the
+    scaler's ``step`` and ``update``. Returns the detached loss (the mean over ranks) and the method's scalars.
+    The learning rate is the caller's (:func:`set_lr`), as are logging and checkpoints.
+    """
+
+    def __init__(self, fr: FRModel, method: Method, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                 o: OptimConfig, ctx: distributed.DistContext | None = None):
+        check_clip_scope(o)
+        self.fr, self.method, self.optimizer, self.scaler = fr, method, optimizer, scaler
+        self.ctx = ctx or distributed.DistContext()
+        self.grad_clip = o.grad_clip
+        all_params = [p for g in optimizer.param_groups for p in g["params"]]
+        # what the clipping norm covers: the backbone alone as released, or every trained parameter
+        self.clip_params = ([p for p in fr.raw.parameters() if p.requires_grad] if o.grad_clip_scope == "backbone"
+                            else all_params)
+        self.replicated = list(fr.head.parameters()) + [p for g in method.param_groups() for p in g["params"]]
+
+    def __call__(self, batch: Batch) -> tuple[torch.Tensor, dict]:
+        step, ctx, optimizer, scaler = batch.step, self.ctx, self.optimizer, self.scaler
+        # No autocast around the step (as released): with AMP the backbone autocasts its own convolutional trunk
+        # (build_model(amp=True), insightface's iresnet(fp16=True)); the generator, the backbone's fc / features,
+        # the margin head and the methods' own modules run in float32.
+        batch = self.method.augment(batch, self.fr)
+        loss, scalars = self.method.loss(batch, self.fr)
+        shown = loss.detach()
+        if ctx.distributed:  # the mean over ranks: logged, and every rank stops together on a non-finite loss
+            shown = shown.float().clone().div_(ctx.world_size)
+            torch.distributed.all_reduce(shown)
+        if not torch.isfinite(shown):
+            lr = optimizer.param_groups[0]["lr"]  # the backbone's group: the step's learning rate
+            raise FloatingPointError(f"step {step}: the training loss is {shown.item()} (lr {lr:g}); lower optim.lr or check the data")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if ctx.distributed:
+            distributed.allreduce_gradients(self.replicated, ctx.world_size)
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(self.clip_params, self.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        return shown, scalars
+
+
 @dataclass
 class TrainResult:
     backbone: torch.nn.Module  # unwrapped (never the DDP wrapper)
@@ -583,8 +670,7 @@ def _train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None
 
     release = require_dir(cfg.data.release, "SynthFace/insightface release")
     o = cfg.optim
-    if o.grad_clip_scope not in GRAD_CLIP_SCOPES:
-        raise ValueError(f"config optim.grad_clip_scope={o.grad_clip_scope!r}: expected one of {', '.join(GRAD_CLIP_SCOPES)}")
+    check_clip_scope(o)  # before the data are read
     source = SourceData(os.path.join(release, cfg.data.rec), cfg.data.input_size, cfg.optim.batch_size, cfg.seed, cfg.data.flip,
                         cfg.data.cache, rank=ctx.rank, world_size=ctx.world_size, index_list=cfg.data.index_list)
     backbone, head = build_model(cfg, source.num_classes, amp=amp)
@@ -598,23 +684,11 @@ def _train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None
     memory_format = torch.channels_last if cfg.model.channels_last else torch.contiguous_format
     backbone.to(memory_format=memory_format)
 
-    params = [{"params": [p for p in backbone.parameters() if p.requires_grad]}, {"params": list(head.parameters())}]
-    params += method.param_groups()
-    if o.name == "sgd":
-        optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    elif o.name == "adamw":
-        optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-    else:
-        raise ValueError(f"config optim.name={o.name!r}: expected 'sgd' or 'adamw'")
-    # CFSM's release: GradScaler(growth_interval=100) (GuidedFaceRecognition/train.py); bf16 on the CPU needs none.
-    scaler = torch.amp.GradScaler(device.type, growth_interval=o.amp_growth_interval, enabled=amp and device.type == "cuda")
+    optimizer = build_optimizer(o, backbone, head, method)
+    scaler = build_scaler(o, device, amp)
     total_steps = max(1, int(round(o.epochs * source.steps_per_epoch)))
     method.total_steps = total_steps  # progress-based schedules (DANN's gradient-reversal warm-up)
     warmup_steps = int(round(o.warmup_epochs * source.steps_per_epoch))
-    all_params = [p for g in optimizer.param_groups for p in g["params"]]
-    # what the clipping norm covers: the backbone alone as released, or every trained parameter
-    clip_params = [p for p in backbone.parameters() if p.requires_grad] if o.grad_clip_scope == "backbone" else all_params
-    replicated = list(head.parameters()) + [p for g in method.param_groups() for p in g["params"]]
 
     # ---- where the run starts: rank 0 decides (its paths), every rank loads the same state
     state_path = train_state_path(checkpoint_path) if checkpoint_path else None
@@ -668,6 +742,7 @@ def _train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None
         fr = FRModel(backbone=wrapped, raw=backbone, head=head)
     else:
         fr = FRModel(backbone=backbone, raw=backbone, head=head)
+    take_step = TrainStep(fr, method, optimizer, scaler, o, ctx)
 
     def state_payload(done: int) -> dict:
         """The one checkpoint format (module docstring). Every rank calls it (the RNG states are gathered)."""
@@ -695,31 +770,12 @@ def _train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None
         if ctx.distributed:
             distributed.broadcast_buffers([backbone, head, method])
         lr = poly_lr(step, o.lr, warmup_steps, total_steps, o.poly_power)
-        for g in optimizer.param_groups:
-            g["lr"] = lr * g.get("lr_scale", 1.0)
+        set_lr(optimizer, lr)
         x_u8, y = source.next_batch()
         batch = Batch(x=to_model_input(x_u8, cfg.data.channel_order).to(device, memory_format=memory_format), y=y.to(device), step=step)
         if target is not None:
             batch.xt = to_model_input(target.next_batch(), cfg.data.channel_order).to(device, memory_format=memory_format)
-        # No autocast around the step (as released): with AMP the backbone autocasts its own convolutional trunk
-        # (build_model(amp=True), insightface's iresnet(fp16=True)); the generator, the backbone's fc / features,
-        # the margin head and the methods' own modules run in float32.
-        batch = method.augment(batch, fr)
-        loss, scalars = method.loss(batch, fr)
-        shown = loss.detach()
-        if ctx.distributed:  # the mean over ranks: logged, and every rank stops together on a non-finite loss
-            shown = shown.float().clone().div_(ctx.world_size)
-            torch.distributed.all_reduce(shown)
-        if not torch.isfinite(shown):
-            raise FloatingPointError(f"step {step}: the training loss is {shown.item()} (lr {lr:g}); lower optim.lr or check the data")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if ctx.distributed:
-            distributed.allreduce_gradients(replicated, ctx.world_size)
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(clip_params, o.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        shown, scalars = take_step(batch)
         value = shown.item()
         running = value if math.isnan(running) else 0.98 * running + 0.02 * value
         if step % cfg.log_every == 0 or step == total_steps - 1:

@@ -1,7 +1,7 @@
 """``adv_degrade``: CFSM's adversarial guidance without a learned style space (an ablation).
 
 The same one-step FGSM as ``cfsm_guided`` (Liu et al., ECCV 2022; released ``GuidedFaceRecognition/
-adversarial_regu.py``, see ``shared/reference/cfsm_method.md`` §3), but the coefficients it perturbs are the
+adversarial_regu.py``, github.com/liufeng2915/CFSM), but the coefficients it perturbs are the
 normalised parameters of hand-designed, differentiable degradations (:mod:`harness.degradations`) instead of
 the style coefficients ``o`` of the stage-1 generator. It answers "how much of CFSM's gain needs the learned,
 target-fitted style space, and how much comes from guided degradation alone?".
@@ -58,7 +58,9 @@ from torch import Tensor
 
 from harness import degradations as D
 from methods.base import Batch, FRModel, Method, register
-from harness.guidance import as_bool, check_guidance, guided_search, memory_format_of, mix_batch, mix_indices, probe_losses
+from harness.config import parse_bool
+from harness.data.images import memory_format_of
+from harness.guidance import check_guidance, guided_search, mix_batch, mix_indices, probe_losses
 
 ADV_OPS = ("color", "blur", "motion", "resize", "noise", "jpeg")  # every differentiable op; no crop
 
@@ -89,7 +91,7 @@ class AdvDegrade(Method):
         h = self.hp
         self.steps = int(h["steps"])
         self.eps, self.alpha, self.rs_ratio = float(h["eps"]), float(h["alpha"]), float(h["rs_ratio"])
-        self.inner_bn_train = as_bool(h["inner_bn_train"], "inner_bn_train")
+        self.inner_bn_train = parse_bool(h["inner_bn_train"], "hyperparameter inner_bn_train")
         self.op_prob = float(h["op_prob"])
         self.monitor_every = int(h["monitor_every"])
         check_guidance(self.name, self.steps, self.eps, self.alpha, self.rs_ratio, self.monitor_every)

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import torch
 
-from harness.policy_augment import augmix_view, jensen_shannon, memory_format_of
+from harness.data.images import memory_format_of
+from harness.policy_augment import augmix_view, jensen_shannon
 from methods.base import Batch, FRModel, Method, register
 
 VIEWS = ("augmix.view1", "augmix.view2")

@@ -1,6 +1,7 @@
 """The method plugin interface, the registry, and DomainBed-style per-name seeded hyperparameters.
 
-Ownership (the TLlib / arcface_torch split, see ``shared/reference/harness_design.md`` §4): the trainer owns the
+Ownership (the split of TLlib, thuml/Transfer-Learning-Library, where a method is a loss module, and of
+insightface ``recognition/arcface_torch/train_v2.py``, which owns the loop): the trainer owns the
 data, the FR model (backbone + margin head), the optimiser, AMP, gradient clipping, the schedule and the
 checkpoints. A method only
 

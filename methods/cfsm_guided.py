@@ -2,8 +2,8 @@
 
 Liu, Kim, Jain & Liu, "Controllable and Guided Face Synthesis for Unconstrained Face Recognition", ECCV 2022
 (arXiv 2207.10180). The facts come from the released code, ``GuidedFaceRecognition/adversarial_regu.py``
-(``adversarial_img_augmentation``) and ``GuidedFaceRecognition/train.py`` (see
-``shared/reference/cfsm_method.md`` §3); the code here is written from those facts, not copied.
+(``adversarial_img_augmentation``) and ``GuidedFaceRecognition/train.py`` (github.com/liufeng2915/CFSM,
+``adversarial_regu.py`` lines 11-34); the code here is written from those facts, not copied.
 
 Every training step, for the frozen stage-1 generator ``G(x, o)`` (:mod:`harness.models.cfsm`):
 
@@ -60,8 +60,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from harness.guidance import (  # noqa: F401  (re-exported: the step and the mixing are part of this method)
-    as_bool, check_guidance, eval_mode, fgsm_step, guided_search, memory_format_of, mix_batch, mix_indices, mix_sizes, probe_losses,
+    check_guidance, eval_mode, fgsm_step, guided_search, mix_batch, mix_indices, mix_sizes, probe_losses,
 )
+from harness.config import parse_bool
+from harness.data.images import memory_format_of
 from harness.models.cfsm import CFSMGenerator, assign_adain_params, load_generator
 from methods.base import Batch, FRModel, Method, register
 
@@ -150,7 +152,7 @@ class CFSMGuided(Method):
         h = self.hp
         self.steps = int(h["steps"])
         self.eps, self.alpha, self.rs_ratio = float(h["eps"]), float(h["alpha"]), float(h["rs_ratio"])
-        self.inner_bn_train = as_bool(h["inner_bn_train"], "inner_bn_train")
+        self.inner_bn_train = parse_bool(h["inner_bn_train"], "hyperparameter inner_bn_train")
         self.synthesize = str(h["synthesize"])
         self.monitor_every = int(h["monitor_every"])
         self.generator_size = int(h["generator_size"])

@@ -1,4 +1,4 @@
-"""The published numbers under results/paper/ load, say what shared/reference/cfsm_method.md section 5 says, and use
+"""The published numbers under results/paper/ load, say what the READMEs they were transcribed from say, and use
 our metric keys; malformed files fail with file:line."""
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def test_shipped_files_load(numbers):
     assert main([]) == 0
 
 
-# (method, backbone, train_set, benchmark, metric, value) typed from cfsm_method.md section 5
+# (method, backbone, train_set, benchmark, metric, value) typed from CFSM's GuidedFaceRecognition/README.md
+# (github.com/liufeng2915/CFSM)
 CFSM_SPOT = [
     ("ArcFace", "R50", "MS1MV2", "IJB-B", "tar@1e-05", 87.26),  # column "0.001%" = 1e-5
     ("ArcFace", "R50", "MS1MV2", "IJB-B", "tar@0.0001", 94.01),

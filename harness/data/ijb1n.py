@@ -1,6 +1,6 @@
 """Reader of the IJB-B / IJB-C 1:N identification protocol: the NIST gallery and probe CSVs of ``IJB_release``.
 
-Files (``<root>/meta``; ``shared/reference/benchmark_formats.md`` section 1.2): IJB-B ``ijbb_1N_gallery_S1.csv``,
+Files (``<root>/meta``; ``docs/benchmark_formats.md`` section 1.3): IJB-B ``ijbb_1N_gallery_S1.csv``,
 ``ijbb_1N_gallery_S2.csv``, ``ijbb_1N_probe_mixed.csv``; IJB-C ``ijbc_1N_gallery_G1.csv``, ``ijbc_1N_gallery_G2.csv``,
 ``ijbc_1N_probe_mixed.csv``. Comma separated, **one header row**, one row per image of a template (template ids
 repeat). IJB-B has the NIST v1 header ``TEMPLATE_ID,SUBJECT_ID,FILE,SIGHTING_ID,...``, IJB-C the v2 header

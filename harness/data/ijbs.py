@@ -3,7 +3,7 @@
 AdaFace (``validation_lq/validate_IJB_S.py``) loads a pickled protocol (``IJB_S_proto.pkl``) and an image list
 (``image_list_mtcnn_fail_skipped_v1.csv``) that were never published (AdaFace issues #137, #139). Both come from
 ``PFE/ijbs.py`` ``IJBSTest.init_proto`` / ``initialize_indices`` (Yichun Shi's PFE code), whose rules this module
-re-implements from the raw CSVs (``shared/reference/benchmark_formats.md`` section 2.2):
+re-implements from the raw CSVs (``docs/benchmark_formats.md`` section 2.3):
 
 - **Video templates**: one per distinct (SUBJECT_ID, FILENAME) among the ``videos/*`` rows of ``cs6_metadata.csv``
   (a video holding several subjects gives several templates); a template holds every frame of that subject in that

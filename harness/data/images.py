@@ -6,6 +6,7 @@ import io
 import os
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 
 from harness.errors import DataFormatError
@@ -46,3 +47,12 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 95) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(rgb, mode="RGB").save(buf, format="JPEG", quality=int(quality), subsampling=2, optimize=False)
     return buf.getvalue()
+
+
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """The memory format an image batch (B, C, H, W) is laid out in: ``channels_last`` when it is stored so (and
+    not also plain contiguous, as a 1x1 image or a batch of one can be), else ``contiguous_format``. Transforms
+    give their output their input's layout with it (the trainer feeds channels_last batches: ``model.channels_last``)."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format

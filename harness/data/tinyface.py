@@ -8,7 +8,7 @@ Layout (``root`` is AdaFace's ``tinyface_root``)::
     <root>/aligned_pad_0.1_pad_high/{Probe,Gallery_Match,Gallery_Distractor}/<same basename>.jpg
 
 Rules, from AdaFace ``validation_lq/tinyface_helper.py`` (``TinyFaceTest``, ``get_all_files``) and
-``validation_lq/validate_tinyface.py`` (mk-minchul/AdaFace @ c60eaa7; ``shared/reference/benchmark_formats.md`` §3;
+``validation_lq/validate_tinyface.py`` (mk-minchul/AdaFace @ c60eaa7; ``docs/benchmark_formats.md`` section 3;
 dataset: Cheng, Zhu, Gong, "Low-Resolution Face Recognition", ACCV 2018):
 
 - The probe, gallery-match and distractor lists come from a recursive directory walk (``os.walk``) of the three

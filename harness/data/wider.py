@@ -6,7 +6,7 @@ Sources:
   ~112x112 face crops and a list file with one crop file name per line (12,000 lines), e.g.
   ``12_Group_Large_Group_12_Group_Large_Group_12_27_5_999.jpg`` = ``<original image stem>_<face index>_<score*1000>.jpg``.
   That reading of the name is inferred (the last field lies in 500..999, a detector score above 0.5); see
-  ``shared/reference/benchmark_formats.md`` section 5.4. The published Stage-2 model used a 70K list that is not shipped.
+  ``docs/benchmark_formats.md`` section 4.1. The published Stage-2 model used a 70K list that is not shipped.
 - WIDER FACE ``wider_face_split/readme`` (``wider_face_{train,val}_bbx_gt.txt``): per image, a line with the relative
   image path, a line with the number of faces n, then n lines ``x1 y1 w h blur expression illumination invalid
   occlusion pose`` (ten integers; the real files end each box line with a space). An image with no faces has ``0``

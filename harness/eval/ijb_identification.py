@@ -1,4 +1,4 @@
-"""IJB-B / IJB-C 1:N identification, under both published definitions (``benchmark_formats.md`` section 1.6).
+"""IJB-B / IJB-C 1:N identification, under both published definitions (``docs/benchmark_formats.md`` section 1.6).
 
 Template features are those of the 1:1 protocol (:mod:`harness.eval.ijb_verification`: flip fusion, optional
 per-image L2 norm, faceness weighting, insightface ``image2template_feature`` pooling, L2-normalised float64

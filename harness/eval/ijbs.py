@@ -1,6 +1,6 @@
 """IJB-S 1:N identification (V2S, V2B, V2V) as AdaFace's ``validation_lq`` evaluates it with Yichun Shi's PFE code.
 
-Sources (facts re-implemented, no code copied; ``shared/reference/benchmark_formats.md`` sections 2.3-2.4):
+Sources (facts re-implemented, no code copied; ``docs/benchmark_formats.md`` sections 2.4-2.5):
 
 - AdaFace ``validation_lq/validate_IJB_S.py``: no flip test; each frame feature is ``emb * norm`` (the model's
   *unnormalised* embedding, "pre_norm_vector_add_cos"); a template is the mean of its frame features, then

@@ -2,7 +2,7 @@
 
 Sources (facts re-implemented, no code copied): mk-minchul/AdaFace ``validation_lq/validate_tinyface.py``,
 ``validation_lq/tinyface_helper.py`` (``TinyFaceTest.test_identification``) and the PFE ``DIR_FAR`` it calls
-(``shared/reference/benchmark_formats.md`` §3); dataset: Cheng, Zhu, Gong, "Low-Resolution Face Recognition",
+(``docs/benchmark_formats.md`` section 3); dataset: Cheng, Zhu, Gong, "Low-Resolution Face Recognition",
 ACCV 2018. The *official* TinyFace script (Euclidean distance, CMC at 1/5/10/20/50 and mAP) is a different metric
 and is not what AdaFace and CFSM report.
 

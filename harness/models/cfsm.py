@@ -5,7 +5,7 @@ Unconstrained Face Recognition" (ECCV 2022, arXiv 2207.10180). The facts come fr
 (``CFSM/synthesis_network.py``, ``CFSM/train.py``, ``CFSM/id_loss.py``, ``CFSM/interface.py``), which forks the
 MUNIT of eriklindernoren ``PyTorch-GAN`` (``implementations/munit/models.py``); NVlabs ``MUNIT`` (Huang et al.,
 ECCV 2018) and AdaIN (Huang & Belongie, ICCV 2017) are the origins. The code here is written from those facts
-(see ``/work/shared/reference/cfsm_method.md`` §1, §2, §7, §8), not copied.
+(github.com/liufeng2915/CFSM; eriklindernoren/PyTorch-GAN; NVlabs/MUNIT), not copied.
 
 Architecture (paper profile :data:`PAPER`, 112 px):
 
@@ -21,7 +21,7 @@ Architecture (paper profile :data:`PAPER`, 112 px):
 Parameter counts of :data:`PAPER` (computed from the layer shapes and matched by this implementation):
 encoder 4,205,696; decoder 4,574,467; MLP 888,320; subspace 1,408; G 9,669,891; D 3 x 2,761,153 = 8,283,459.
 
-CPU deviations (``/work/shared/reference/cfsm_cpu_feasibility.md``) are fields of :class:`CFSMConfig` and are
+CPU deviations (``docs/cpu_profile.md`` section 1) are fields of :class:`CFSMConfig` and are
 reported by :meth:`CFSMConfig.deviations`: 32 px images with G width 16, a 2-scale 3-block discriminator, and
 AdaIN scale ``1 + gamma``. The other two CPU deviations (Adam lr 5e-4, reconstruction weight 10) belong to the
 training loop, not to the model.

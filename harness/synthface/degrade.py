@@ -23,7 +23,7 @@ The process follows a camera pipeline, at a per-image strength ``s`` in [0, 1]:
 
 The output is the *low-resolution* JPEG (what a camera stores): loose crops keep it as is, aligned target crops
 are produced by the 5-point alignment warp, which up-samples it, as a detector-and-align pipeline does.
-Parameter ranges follow the SynthFace feasibility study (``shared/reference/synthface_feasibility.md``);
+Parameter ranges follow the SynthFace feasibility study (``docs/cpu_profile.md`` section 2);
 tune the domain gap with ``strength`` ranges, never with the metric.
 """
 

@@ -1,7 +1,7 @@
 """SynthFace writer of the IJB-B / IJB-C 1:N identification protocol: the NIST gallery and probe CSVs.
 
 Written next to the 1:1 meta files of a SynthFace IJB release (``IJB_release/{IJBB,IJBC}/meta``), in the layout of
-insightface's ``IJB_release`` package (``shared/reference/benchmark_formats.md`` section 1.2):
+insightface's ``IJB_release`` package (``docs/benchmark_formats.md`` section 1.3):
 
 - ``<t>_1N_gallery_S1.csv`` / ``<t>_1N_gallery_S2.csv`` for IJB-B, ``<t>_1N_gallery_G1.csv`` / ``_G2.csv`` for IJB-C;
 - ``<t>_1N_probe_mixed.csv``.

@@ -10,7 +10,7 @@ Layout (``<out>/IJB-S/``)::
     aligned/<SUBJECT_ID>/videos_<VIDEO_ID>_<FRAME>.jpg           aligned surveillance frames
     aligned/<SUBJECT_ID>/img_<ID>.jpg                            aligned stills (single / booking photos)
 
-Sources for the format (see ``shared/reference/benchmark_formats.md`` section 2): the NIST IJB-S "cs6" protocol file
+Sources for the format (see ``docs/benchmark_formats.md`` section 2): the NIST IJB-S "cs6" protocol file
 names; AdaFace ``validation_lq/validate_IJB_S.py`` (aligned crop names ``<subject>/videos_<vid>_<frame>.jpg`` and
 ``<subject>/img_<id>.jpg``; frames where MTCNN fails are not in its image list); ``PFE/ijbs.py`` ``init_proto``
 (col0 SUBJECT_ID, col1 FILENAME of the metadata; col1 SUBJECT_ID, col2 FILENAME of the galleries; probe lists are

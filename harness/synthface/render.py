@@ -13,7 +13,7 @@ nose tip, mouth corners, in the insightface order: image-left eye, image-right e
 image-right mouth corner) go through the very same maps, so they are exact. Pixel centres sit at integer
 coordinates (the cv2 convention that ``harness.align`` uses).
 
-The parameter ranges follow the SynthFace feasibility study (``shared/reference/synthface_feasibility.md``):
+The parameter ranges follow the SynthFace feasibility study (``docs/cpu_profile.md`` section 2):
 background and lighting variation are what keep colour-only shortcuts near chance.
 """
 

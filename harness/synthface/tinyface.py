@@ -5,7 +5,7 @@ every test image, probe and gallery alike, is a small surveillance-like face, no
 protocol evaluated here is the one of AdaFace (``validation_lq/validate_tinyface.py`` and ``tinyface_helper.py``,
 mk-minchul/AdaFace): closed-set identification of the ``Probe`` images against ``Gallery_Match`` plus a large
 ``Gallery_Distractor`` set, on AdaFace's 5-point aligned copy of the test images
-(``shared/reference/benchmark_formats.md`` §3).
+(``docs/benchmark_formats.md`` section 3).
 
 Layout written under ``out`` (= AdaFace's ``tinyface_root``)::
 
