@@ -1,8 +1,9 @@
 """The run configuration: typed, frozen dataclasses; ``key=value`` overrides with dotted keys; unknown keys are errors.
 
 ``params.yaml`` (section ``run``) holds the pipeline's values; ``python -m harness.run method=... optim.lr=0.05``
-applies overrides on top. Sacred only records the resulting flat dict (``harness_design.md`` §2: explicit config,
-no scope magic). Every knob that can change a number is here, and therefore in every result row.
+applies overrides on top; a run's method hyperparameters also come from ``method_hparams.<method>``, beneath
+``hparams`` (:func:`with_method_hparams`). Sacred only records the resulting flat dict (``harness_design.md`` §2:
+explicit config, no scope magic). Every knob that can change a number is here, and therefore in every result row.
 
 Every value is checked when the config is built (``__post_init__`` of each dataclass), so a bad value fails before
 anything starts, in one line naming the key and what is allowed: ``config optim.lr=-0.1: expected a finite number
@@ -317,10 +318,12 @@ def load_params(path: str | os.PathLike = "params.yaml", section: str = "run") -
     return flatten(part)
 
 
-def config_from_cli(argv: list[str], defaults, section: str, doc: str | None = None):
+def config_from_cli(argv: list[str], defaults, section: str, doc: str | None = None, hparams_of=None):
     """``[--params FILE] key=value ...`` -> the config: ``defaults``, then the ``section`` of the params file
     (``params.yaml`` in the working directory when present), then the command line. ``-h`` exits with ``doc``;
-    anything else is a one-line ValueError listing the valid keys."""
+    anything else is a one-line ValueError listing the valid keys. With ``hparams_of`` (a method name -> its
+    declared ``{name: (default, sampler)}``; ``harness.run`` passes the method registry's), the params file's
+    ``method_hparams.<method>`` goes beneath the config's ``hparams`` (:func:`with_method_hparams`)."""
     params = "params.yaml"
     overrides: dict[str, str] = {}
     args = list(argv)
@@ -343,9 +346,7 @@ def config_from_cli(argv: list[str], defaults, section: str, doc: str | None = N
     if params != "params.yaml" and not os.path.isfile(params):
         raise FileNotFoundError(f"{params}: params file not found")
     cfg = apply_overrides(defaults, load_params(params, section=section) | overrides)
-    if hasattr(cfg, "hparams") and hasattr(cfg, "method"):  # a run: its method's mapping, beneath hparams.<name>
-        cfg = with_method_hparams(cfg, params)
-    return cfg
+    return with_method_hparams(cfg, params, hparams_of) if hparams_of is not None else cfg
 
 
 def load_method_hparams(path: str | os.PathLike, method: str) -> dict[str, Any]:
@@ -370,8 +371,9 @@ def load_method_hparams(path: str | os.PathLike, method: str) -> dict[str, Any]:
     return dict(entry)
 
 
-def with_method_hparams(cfg, params: str | os.PathLike):
-    """The run config with ``method_hparams.<cfg.method>`` of the params file put beneath its ``hparams``.
+def with_method_hparams(cfg, params: str | os.PathLike, hparams_of):
+    """The run config with ``method_hparams.<cfg.method>`` of the params file put beneath its ``hparams``;
+    ``hparams_of(method)`` is the method's declaration ``{name: (default, sampler)}`` (a KeyError if unknown).
 
     Precedence, lowest first: the method's declared defaults, or with ``hparams_seed != 0`` its per-name seeded draws
     (``methods.base.resolve_hparams``, DomainBed's rule); then ``method_hparams.<method>``; then ``run.hparams`` of
@@ -383,10 +385,8 @@ def with_method_hparams(cfg, params: str | os.PathLike):
     mapping = load_method_hparams(params, cfg.method)
     if not mapping:
         return cfg
-    from methods import get_method
-
     try:
-        declared = get_method(cfg.method).hparams()
+        declared = hparams_of(cfg.method)
     except KeyError:  # an unknown method: the run's own check names it, with the registered ones
         return cfg
     for name in mapping:
