@@ -1,8 +1,9 @@
 """The run configuration: typed, frozen dataclasses; ``key=value`` overrides with dotted keys; unknown keys are errors.
 
 ``params.yaml`` (section ``run``) holds the pipeline's values; ``python -m harness.run method=... optim.lr=0.05``
-applies overrides on top. Sacred only records the resulting flat dict (``ex.add_config``: explicit config,
-no scope magic). Every knob that can change a number is here, and therefore in every result row.
+applies overrides on top; a run's method hyperparameters also come from ``method_hparams.<method>``, beneath
+``hparams`` (:func:`with_method_hparams`). Sacred only records the resulting flat dict (``ex.add_config``:
+explicit config, no scope magic). Every knob that can change a number is here, and therefore in every result row.
 
 Every value is checked when the config is built (``__post_init__`` of each dataclass), so a bad value fails before
 anything starts, in one line naming the key and what is allowed: ``config optim.lr=-0.1: expected a finite number
@@ -326,10 +327,12 @@ def load_params(path: str | os.PathLike = "params.yaml", section: str = "run") -
     return flatten(part)
 
 
-def config_from_cli(argv: list[str], defaults, section: str, doc: str | None = None):
+def config_from_cli(argv: list[str], defaults, section: str, doc: str | None = None, hparams_of=None):
     """``[--params FILE] key=value ...`` -> the config: ``defaults``, then the ``section`` of the params file
     (``params.yaml`` in the working directory when present), then the command line. ``-h`` exits with ``doc``;
-    anything else is a one-line ValueError listing the valid keys."""
+    anything else is a one-line ValueError listing the valid keys. With ``hparams_of`` (a method name -> its
+    declared ``{name: (default, sampler)}``; ``harness.run`` passes the method registry's), the params file's
+    ``method_hparams.<method>`` goes beneath the config's ``hparams`` (:func:`with_method_hparams`)."""
     params = "params.yaml"
     overrides: dict[str, str] = {}
     args = list(argv)
@@ -351,4 +354,58 @@ def config_from_cli(argv: list[str], defaults, section: str, doc: str | None = N
             raise ValueError(f"argument {a!r}: expected key=value (valid keys: {', '.join(valid_keys(type(defaults)))}{extra})")
     if params != "params.yaml" and not os.path.isfile(params):
         raise FileNotFoundError(f"{params}: params file not found")
-    return apply_overrides(defaults, load_params(params, section=section) | overrides)
+    cfg = apply_overrides(defaults, load_params(params, section=section) | overrides)
+    return with_method_hparams(cfg, params, hparams_of) if hparams_of is not None else cfg
+
+
+def load_method_hparams(path: str | os.PathLike, method: str) -> dict[str, Any]:
+    """``method_hparams.<method>`` of a params file: that method's hyperparameters as the pipeline sets them
+    (``{}`` when the file, the section or the entry is absent, or the entry is ``{}`` / empty). A section or entry
+    that is not a mapping is one line ``<path>:method_hparams[.<method>]: ...``."""
+    if not os.path.isfile(path):
+        return {}
+    data = read_yaml(path)
+    section = data.get("method_hparams") if isinstance(data, dict) else None
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise ValueError(f"{os.fspath(path)}:method_hparams: expected a mapping of method names to their "
+                         f"hyperparameters, got {type(section).__name__}")
+    entry = section.get(method)
+    if entry is None:
+        return {}
+    if not isinstance(entry, dict):
+        raise ValueError(f"{os.fspath(path)}:method_hparams.{method}: expected a mapping of hyperparameter names to "
+                         f"values ({{}} for none), got {type(entry).__name__}")
+    return dict(entry)
+
+
+def with_method_hparams(cfg, params: str | os.PathLike, hparams_of):
+    """The run config with ``method_hparams.<cfg.method>`` of the params file put beneath its ``hparams``;
+    ``hparams_of(method)`` is the method's declaration ``{name: (default, sampler)}`` (a KeyError if unknown).
+
+    Precedence, lowest first: the method's declared defaults, or with ``hparams_seed != 0`` its per-name seeded draws
+    (``methods.base.resolve_hparams``, DomainBed's rule); then ``method_hparams.<method>``; then ``run.hparams`` of
+    the params file and ``hparams.<name>=`` of the command line. A ``method_hparams`` value equal to the declared
+    default only restates it: it is not copied into ``cfg.hparams``, so ``hparams_seed != 0`` still draws that name
+    (the params files write every CFSM default out, for ``dvc exp run -S``, and a random search behaves as before).
+    A name the method does not declare is one line naming the file, the key and the valid names; only the run's own
+    method's mapping is read, so an entry for ``cfsm_guided`` never touches a ``source_only`` run."""
+    mapping = load_method_hparams(params, cfg.method)
+    if not mapping:
+        return cfg
+    try:
+        declared = hparams_of(cfg.method)
+    except KeyError:  # an unknown method: the run's own check names it, with the registered ones
+        return cfg
+    for name in mapping:
+        if name not in declared:
+            raise ValueError(f"{os.fspath(params)}:method_hparams.{cfg.method}.{name}: unknown hyperparameter of "
+                             f"method {cfg.method!r}; valid: {', '.join(sorted(declared)) or 'none'}")
+    changed = {k: v for k, v in mapping.items() if not _same(v, declared[k][0])}
+    return dataclasses.replace(cfg, hparams={**changed, **cfg.hparams}) if changed else cfg
+
+
+def _same(value: Any, default: Any) -> bool:
+    """A params value that restates a declared default (same type and value: ``1`` does not restate ``True``)."""
+    return type(value) is type(default) and value == default

@@ -2,8 +2,9 @@
 
 Values come from the dataclass defaults (``harness.config``), then the ``run`` section of ``params.yaml`` (when
 present in the working directory, or ``--params FILE``), then the command line. Dotted keys reach nested values
-(``optim.lr=0.05``, ``model.backbone=r18``); ``hparams.<name>=...`` sets a method hyperparameter. An unknown key
-or method is a one-line error listing the valid ones.
+(``optim.lr=0.05``, ``model.backbone=r18``); ``hparams.<name>=...`` sets a method hyperparameter, over the params
+file's ``method_hparams.<method>`` (:func:`harness.config.with_method_hparams`). An unknown key or method is a
+one-line error listing the valid ones.
 
 Sacred records the full config, host info (with the torch device), metrics (``log_scalar``, Python numbers
 only) and the result rows as an artifact, under ``results/runs/<id>/``; the checkpoint is recorded by path and
@@ -50,7 +51,10 @@ ALIGNMENT = "arcface-5pt-umeyama-similarity"
 
 
 def make_config(argv: list[str]) -> RunConfig:
-    return config_from_cli(argv, RunConfig(), section="run", doc=__doc__)
+    from methods import get_method
+
+    return config_from_cli(argv, RunConfig(), section="run", doc=__doc__,
+                           hparams_of=lambda method: get_method(method).hparams())  # + method_hparams.<method>
 
 
 def result_knobs(cfg: RunConfig) -> dict[str, Any]:

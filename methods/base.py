@@ -16,6 +16,12 @@ the defaults for ``hparams_seed == 0`` and otherwise draws every value from its 
 ``(hparams_seed, method, name)`` (DomainBed's ``hparams_registry``), so adding a hyperparameter never changes the
 draws of the others. Unlike DomainBed (#111), the trial seed does not enter the draw: the same hparams_seed
 gives the same point for every trial seed.
+
+Where a run's values come from, lowest first: the declared defaults (or the seeded draws); ``method_hparams.<method>``
+of ``params.yaml`` (each value that differs from the declared default; ``harness.config.with_method_hparams``);
+``run.hparams`` of ``params.yaml``; ``hparams.<name>=`` on the command line. The last three reach
+``resolve_hparams`` as its ``overrides``, so an explicit value always beats a draw, as DomainBed's ``--hparams``
+does.
 """
 
 from __future__ import annotations
@@ -126,7 +132,11 @@ def _seed_for(hparams_seed: int, method: str, name: str) -> int:
 
 
 def resolve_hparams(method: str, hparams_seed: int = 0, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Defaults (hparams_seed 0) or a random-search point, then explicit overrides; unknown names are errors."""
+    """Defaults (hparams_seed 0) or a random-search point, then explicit overrides; unknown names are errors.
+
+    ``overrides`` is the run config's ``hparams``: ``method_hparams.<method>`` of the params file beneath
+    ``run.hparams`` and the command line's ``hparams.<name>`` (module docstring). An unknown name says where a value
+    for one method only belongs, since ``run.hparams`` applies to every method."""
     declared = get_method(method).hparams()
     out = {}
     for name, (default, sampler) in declared.items():
@@ -134,7 +144,8 @@ def resolve_hparams(method: str, hparams_seed: int = 0, overrides: Mapping[str, 
     for name, value in (overrides or {}).items():
         if name not in declared:
             valid = ", ".join(sorted(declared)) or "none"
-            raise KeyError(f"unknown hyperparameter {name!r} for method {method!r}; valid: {valid}")
+            raise KeyError(f"unknown hyperparameter {name!r} for method {method!r}; valid: {valid} (a value for one "
+                           f"method only goes under params.yaml method_hparams.<method>)")
         out[name] = value
     return out
 

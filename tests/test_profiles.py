@@ -30,15 +30,12 @@ def test_paper_profile_is_the_released_fr_recipe():
     # the CFSM stage-2 knobs: released eps = alpha = 0.314, k = 1, rs_ratio 0.75, and the 112 px generator
     from methods.base import resolve_hparams
 
-    stages = yaml.safe_load((REPO / "profiles" / "paper" / "dvc.yaml").read_text())["stages"]
     for method in ("source_only", "cfsm_guided"):
         resolve_hparams(method, cfg.hparams_seed, cfg.hparams)  # the shared run section suits every method
-    cfsm_cmd = stages["train_cfsm"]["cmd"]
-    extra = dict(a.split("=", 1) for a in cfsm_cmd.split() if a.startswith("hparams."))
-    hp = resolve_hparams("cfsm_guided", cfg.hparams_seed, {k.removeprefix("hparams."): v for k, v in extra.items()})
+    guided = make_config(["--params", str(PAPER), "method=cfsm_guided"])  # method_hparams.cfsm_guided beneath
+    hp = resolve_hparams("cfsm_guided", guided.hparams_seed, guided.hparams)
     assert (hp["eps"], hp["alpha"], hp["steps"], hp["rs_ratio"]) == (0.314, 0.314, 1, 0.75)
-    assert hp["generator"] == "${stage1.out}/generator.pt" and hp["generator_size"] == "${cfsm.generator_size}"
-    assert yaml.safe_load(PAPER.read_text())["cfsm"]["generator_size"] == 112
+    assert hp["generator"] == "results/profile_paper/stage1/generator.pt" and hp["generator_size"] == 112
 
 
 def test_paper_profile_stage1_has_no_deviation_from_the_release():
@@ -111,11 +108,9 @@ def test_paper_profile_uses_auto_device_and_the_released_synthesis_of_the_whole_
     params = yaml.safe_load(PAPER.read_text())
     assert make_config(["--params", str(PAPER)]).device == "auto"
     assert config_from_cli(["--params", str(PAPER)], Stage1Config(), section="stage1").device == "auto"
-    stages = yaml.safe_load((REPO / "profiles" / "paper" / "dvc.yaml").read_text())["stages"]
-    assert params["cfsm"]["synthesize"] == "all"
-    for name in ("train_cfsm", "evaluate_cfsm"):
-        assert "hparams.synthesize=${cfsm.synthesize}" in stages[name]["cmd"].split(), name
-    assert resolve_hparams("cfsm_guided", 0, {"synthesize": params["cfsm"]["synthesize"]})["synthesize"] == "all"
+    assert params["method_hparams"]["cfsm_guided"]["synthesize"] == "all"
+    guided = make_config(["--params", str(PAPER), "method=cfsm_guided"])
+    assert resolve_hparams("cfsm_guided", guided.hparams_seed, guided.hparams)["synthesize"] == "all"
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message on a machine without CUDA")
