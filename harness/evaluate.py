@@ -110,7 +110,7 @@ def load_features(path: str) -> np.ndarray:
     if _magic(path) == "other":
         raise DataFormatError(path, None, "not a .npy array (unrecognised file format; save features with numpy.save)")
     try:
-        arr = np.load(path, allow_pickle=False)
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)  # memory-mapped: the evaluators read each row once
     except (ValueError, OSError, EOFError) as exc:
         raise DataFormatError(path, None, f"not a readable .npy array ({type(exc).__name__}: {exc})".replace("\n", " ")) from None
     if not isinstance(arr, np.ndarray):
