@@ -391,7 +391,7 @@ def write_order(args) -> list[str]:
 def run_ijb11(args) -> tuple[dict, str]:
     root = resolve_ijb_root(args.release, args.prefix)
     feats = load_features(args.features)
-    ev = IJBVerification(root, args.prefix, _ijb_protocol(args))
+    ev = IJBVerification(root, args.prefix, _ijb_protocol(args), defer_pairs=True)  # pair file read while pooling
     result = ev.evaluate_features(feats, flip_concat=bool(args.flip_concat), features_path=args.features, exact=bool(args.exact))
     result["ijb_root"] = os.path.abspath(root)
     return result, format_table(result)

@@ -36,7 +36,7 @@ import csv
 import io
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import repeat
 from dataclasses import dataclass, field
 
@@ -96,7 +96,27 @@ def read_ijb(root: str | os.PathLike, prefix: str | None = None, with_pairs: boo
     per-image files are checked row by row against each other and, with ``with_pairs``, every template id of the
     pair file must occur in face_tid_mid.
     """
-    root = require_dir(os.fspath(root), WHAT)
+    paths = _release_paths(os.fspath(root), prefix, with_pairs)
+    meta, pair_job = _read_ijb(paths, with_pairs)
+    if pair_job is not None:
+        pairs, labels = pair_job.result()
+        check_pairs_known(pairs, meta.templates, paths["template_pair_label"])
+        meta.pairs, meta.labels = pairs, labels
+    return meta
+
+
+def read_ijb_deferred(root: str | os.PathLike, prefix: str | None = None) -> tuple[IJBMeta, Future]:
+    """:func:`read_ijb` returning as soon as the per-image files are read: ``(meta without pairs, job)``, ``job`` a
+    :class:`concurrent.futures.Future` of ``read_template_pairs`` running in a background thread since the start
+    (its ``result()`` raises the pair file's errors; :func:`check_pairs_known` is the caller's). For callers that
+    pool the template features right away, so that the 15.7 M lines of IJB-C are parsed meanwhile."""
+    paths = _release_paths(os.fspath(root), prefix, True)
+    return _read_ijb(paths, True)
+
+
+def _release_paths(root: str, prefix: str | None, with_pairs: bool) -> dict[str, str]:
+    """The checked meta paths of a release folder (``prefix`` inferred as in :func:`read_ijb`)."""
+    root = require_dir(root, WHAT)
     require_dir(os.path.join(root, "meta"), f"{WHAT} meta folder")
     require_dir(os.path.join(root, "loose_crop"), f"{WHAT} loose_crop folder")
     if prefix is None:
@@ -108,20 +128,20 @@ def read_ijb(root: str | os.PathLike, prefix: str | None = None, with_pairs: boo
     for key, p in paths.items():
         if key != "template_pair_label" or with_pairs:
             require_file(p, f"{WHAT} meta file")
+    return {"root": root, "prefix": prefix, **paths}
 
-    with ThreadPoolExecutor(1) as pool:
-        # the pair file (IJB-C: 15.7 M lines) is parsed in a second thread (pandas' C tokenizer and NumPy release
-        # the GIL) while the two per-image files are read here; errors keep their order (per-image files first)
-        pair_job = pool.submit(read_template_pairs, paths["template_pair_label"]) if with_pairs else None
-        names, tids, mids = read_face_tid_mid(paths["face_tid_mid"])
-        names5, landmarks, faceness = read_name_5pts_score(paths["name_5pts_score"])
-        _check_same_rows(names, paths["face_tid_mid"], names5, paths["name_5pts_score"])
-        meta = IJBMeta(root, prefix, names, tids, mids, landmarks, faceness)
-        if pair_job is not None:
-            pairs, labels = pair_job.result()
-            check_pairs_known(pairs, tids, paths["template_pair_label"])
-            meta.pairs, meta.labels = pairs, labels
-    return meta
+
+def _read_ijb(paths: dict[str, str], with_pairs: bool) -> tuple[IJBMeta, Future | None]:
+    # the pair file (IJB-C: 15.7 M lines) is parsed in a second thread (pandas' C tokenizer and NumPy release the
+    # GIL) while the two per-image files are read here; errors keep their order (per-image files first)
+    pool = ThreadPoolExecutor(1) if with_pairs else None
+    pair_job = pool.submit(read_template_pairs, paths["template_pair_label"]) if pool is not None else None
+    if pool is not None:
+        pool.shutdown(wait=False)  # the worker finishes its one job and exits
+    names, tids, mids = read_face_tid_mid(paths["face_tid_mid"])
+    names5, landmarks, faceness = read_name_5pts_score(paths["name_5pts_score"])
+    _check_same_rows(names, paths["face_tid_mid"], names5, paths["name_5pts_score"])
+    return IJBMeta(paths["root"], paths["prefix"], names, tids, mids, landmarks, faceness), pair_job
 
 
 def loose_crop_path(meta: IJBMeta, i: int) -> str:
@@ -297,7 +317,7 @@ def _fast_records(data: bytes, n_fields: int, numeric: bytes | None, dtype) -> t
     try:
         arr = pd.read_csv(
             io.BytesIO(body), sep=" ", header=None, usecols=range(1, n_fields), dtype=dtype, engine="c",
-            quoting=csv.QUOTE_NONE, na_filter=False, skip_blank_lines=False, low_memory=False,
+            quoting=csv.QUOTE_NONE, na_filter=False, skip_blank_lines=False,
         ).to_numpy()
     except (ValueError, OverflowError, pd.errors.ParserError, pd.errors.EmptyDataError):
         return None
@@ -378,8 +398,7 @@ def read_template_pairs(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
     """``<t>_template_pair_label.txt`` -> (pairs (P, 2) int64, labels (P,) int8), parsed as integers.
 
     Fast path: only ASCII digits, spaces and LF in the file, then pandas' C parser (which rejects lines with a
-    different field count) into int64, on two halves cut at a line end in two threads for large files, then labels
-    checked to be 0/1. Anything else goes to a line-by-line scan that
+    different field count) into int64 (labels int8), then labels checked to be 0/1. Anything else goes to a line-by-line scan that
     raises on the first bad line (field count, non-integer, label not 0/1, blank line inside).
     """
     path = os.fspath(path)
@@ -388,26 +407,10 @@ def read_template_pairs(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
         data = f.read()
     body = data.rstrip(b"\n") if data.endswith(b"\n\n") else data
     if body and not body.translate(None, b"0123456789 \n"):
-        # IJB-C's 15.7 M lines are cut at line ends into two halves parsed in two threads (pandas' C parser
-        # releases the GIL); any half that does not parse cleanly sends the whole file to the line scan
-        cut = body.find(b"\n", len(body) // 2) + 1 if len(body) >= _SPLIT_BYTES else 0
-        parts = [body[:cut], body[cut:]] if 0 < cut < len(body) else [body]
-        if len(parts) == 1:
-            done = [_pandas_pairs(body)]
-        else:
-            with ThreadPoolExecutor(1) as pool:
-                job = pool.submit(_pandas_pairs, parts[1])
-                done = [_pandas_pairs(parts[0]), job.result()]
-        del parts
-        if all(d is not None for d in done):
-            if len(done) == 1:
-                return done[0]
-            return np.concatenate([d[0] for d in done]), np.concatenate([d[1] for d in done])
+        done = _pandas_pairs(body)
+        if done is not None:
+            return done
     return _scan_template_pairs(data, path)
-
-
-#: pair files of at least this many bytes are parsed in two halves, in two threads
-_SPLIT_BYTES = 8 << 20
 
 
 def _pandas_pairs(body: bytes) -> tuple[np.ndarray, np.ndarray] | None:
@@ -417,12 +420,12 @@ def _pandas_pairs(body: bytes) -> tuple[np.ndarray, np.ndarray] | None:
 
     try:
         df = pd.read_csv(
-            io.BytesIO(body), sep=" ", header=None, dtype=np.int64, engine="c",
-            skip_blank_lines=False, quoting=csv.QUOTE_NONE, na_filter=False, low_memory=False,
+            io.BytesIO(body), sep=" ", header=None, dtype={0: np.int64, 1: np.int64, 2: np.int8}, engine="c",
+            skip_blank_lines=False, quoting=csv.QUOTE_NONE, na_filter=False,
         )
     except (ValueError, OverflowError, pd.errors.ParserError, pd.errors.EmptyDataError):
         return None
-    if df.shape[1] != 3 or not (df.dtypes == np.int64).all():
+    if df.shape[1] != 3 or list(df.dtypes) != [np.int64, np.int64, np.int8]:
         return None
     labels = df[2].to_numpy()
     if not ((labels == 0) | (labels == 1)).all():
@@ -430,7 +433,7 @@ def _pandas_pairs(body: bytes) -> tuple[np.ndarray, np.ndarray] | None:
     pairs = np.empty((df.shape[0], 2), dtype=np.int64)
     pairs[:, 0] = df[0].to_numpy()
     pairs[:, 1] = df[1].to_numpy()
-    return pairs, labels.astype(np.int8)
+    return pairs, labels
 
 
 def _scan_template_pairs(data: bytes, path: str) -> tuple[np.ndarray, np.ndarray]:

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.data.ijb import IJBMeta, loose_crop_path, meta_paths, read_ijb
+from harness.data.ijb import IJBMeta, check_pairs_known, loose_crop_path, meta_paths, read_ijb, read_ijb_deferred
 from harness.errors import DataFormatError
 from harness.eval.roc import DEFAULT_FARS, _check_inputs, _roc_sorted, auc_from_roc, far_key, roc_curve, tar_at_far_from_roc
 
@@ -553,6 +553,8 @@ def _verification(
     medias = _as_ids(medias, "medias")
     tids, tf, max_media = pool_image_features(feats, templates, medias, faceness, protocol, flip_concat, where,
                                               os.fspath(faceness_file))
+    if callable(pairs):  # IJBVerification(defer_pairs=True): the pair file was read while the templates were pooled
+        pairs, labels = pairs()
     pairs = np.asarray(pairs)
     labels = np.asarray(labels)
     if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.dtype.kind not in "iu" or labels.shape != (pairs.shape[0],):
@@ -596,17 +598,40 @@ def _verification(
 class IJBVerification:
     """IJB-B / IJB-C 1:1 verification on one release folder (``IJB_release/IJBB`` or ``IJB_release/IJBC``)."""
 
-    def __init__(self, root: str | os.PathLike, prefix: str | None = None, protocol: VerificationProtocol = VerificationProtocol()):
-        self.meta: IJBMeta = read_ijb(root, prefix, with_pairs=True)
-        self.root = self.meta.root
-        self.prefix = self.meta.prefix
+    def __init__(self, root: str | os.PathLike, prefix: str | None = None, protocol: VerificationProtocol = VerificationProtocol(),
+                 *, defer_pairs: bool = False):
+        """``defer_pairs=True`` (for callers that evaluate right away, e.g. ``python -m harness.evaluate``): the pair
+        file (IJB-C: 15.7 M lines) is read in a background thread while the template features are pooled; its
+        errors are raised at the first use of :attr:`meta` or :meth:`evaluate_features` instead of here."""
+        self._pair_job = None
+        if defer_pairs:
+            self._meta, self._pair_job = read_ijb_deferred(root, prefix)
+        else:
+            self._meta = read_ijb(root, prefix, with_pairs=True)
+        self.root = self._meta.root
+        self.prefix = self._meta.prefix
         self.protocol = protocol
         self.pair_file = meta_paths(self.root, self.prefix)["template_pair_label"]
         self.benchmark = BENCHMARK_NAMES[self.prefix]
         self._template_subjects: tuple[np.ndarray, np.ndarray] | None = None
 
+    def _pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(pairs, labels)`` of the release, waiting for (and checking) a deferred read first."""
+        if self._pair_job is not None:
+            pairs, labels = self._pair_job.result()
+            check_pairs_known(pairs, self._meta.templates, self.pair_file)
+            self._meta.pairs, self._meta.labels = pairs, labels
+            self._pair_job = None
+        return self._meta.pairs, self._meta.labels
+
+    @property
+    def meta(self) -> IJBMeta:
+        """The release's :class:`~harness.data.ijb.IJBMeta` (pairs and labels included)."""
+        self._pairs()
+        return self._meta
+
     def __len__(self) -> int:
-        return len(self.meta)
+        return len(self._meta)
 
     def template_subjects(self) -> tuple[np.ndarray, np.ndarray]:
         """``(template ids, SUBJECT_ID of each)`` of every template listed in the release's 1:N CSVs (both
@@ -657,9 +682,9 @@ class IJBVerification:
         video frames, the ``with_video`` split of ``by_probe_media``). ``TarAtFar(items["scores"], items["labels"],
         protocol.fars)`` gives ``tar_at_far`` exactly, and on the pairs of either ``probe_video`` value the split's.
         """
-        m = self.meta
+        m = self._meta
         res, scores, rows, tids, video_probe = _verification(
-            feats, m.templates, m.medias, m.faceness, m.pairs, m.labels, self.protocol,
+            feats, m.templates, m.medias, m.faceness, self._pairs, None, self.protocol,
             flip_concat=flip_concat, features_path=features_path, pair_file=self.pair_file,
             benchmark=self.benchmark, exact=exact, faceness_file=meta_paths(m.root, m.prefix)["name_5pts_score"],
         )
