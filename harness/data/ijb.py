@@ -364,6 +364,7 @@ def read_name_5pts_score(path: str | os.PathLike) -> tuple[list[str], np.ndarray
     fast = _fast_records(_read_bytes(path), 12, None, np.dtype(np.float64))
     if fast is not None:
         names, vals = fast
+        vals = np.ascontiguousarray(vals)
         return names, vals[:, :10].astype(np.float32).reshape(len(names), 5, 2), vals[:, 10].astype(np.float32)
     return _read_name_5pts_score_lines(path)
 
