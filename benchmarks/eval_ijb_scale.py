@@ -330,7 +330,7 @@ def run_from_files(name: str, frac: float, repeat: int, workdir: str | None, ref
         print(f"insightface ijb_11.py port (in-process, no imports):          best {min(ref):.2f} s, median "
               f"{statistics.median(ref):.2f} s of {ref_repeat}")
         print(f"ratio (port best / CLI best): {min(ref) / min(cli):.1f}x; load average {os.getloadavg()[0]:.2f}")
-        print("TAR@FAR CLI:         " + " ".join(f"{k}:{v!r}" for k, v in cli_tars.items()))
+        print("TAR@FAR CLI:         " + " ".join(f"{k}:{cli_tars.get(k)!r}" for k in ref_tars))
         print("TAR@FAR insightface: " + " ".join(f"{k}:{v!r}" for k, v in ref_tars.items()))
         assert cli_tars == ref_tars, "TAR@FAR of the CLI and of the insightface port differ"
         print("TAR@FAR identical (CLI JSON == insightface port)")
