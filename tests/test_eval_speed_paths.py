@@ -325,3 +325,5 @@ def test_duplicate_check_is_conservative():
     assert idn._may_have_duplicates(w)
     s_w, i_w = idn.chunked_topk(x[:10], w, 5)
     np.testing.assert_array_equal(i_w, _dense_topk(x[:10], w, 5, "low_index_first")[1])
+    empty_s, empty_i = idn.chunked_topk(x[:0], x, 5)
+    assert empty_s.shape == (0, 5) and empty_i.shape == (0, 5)
