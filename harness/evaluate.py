@@ -121,7 +121,7 @@ def load_features(path: str) -> np.ndarray:
     if _magic(path) == "other":
         raise DataFormatError(path, None, "not a .npy array (unrecognised file format; save features with numpy.save)")
     try:
-        arr = np.load(path, allow_pickle=False)
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)  # memory-mapped: the evaluators read each row once
     except (ValueError, OSError, EOFError) as exc:
         raise DataFormatError(path, None, f"not a readable .npy array ({type(exc).__name__}: {exc})".replace("\n", " ")) from None
     if not isinstance(arr, np.ndarray):
@@ -386,7 +386,7 @@ def write_order_tinyface(args) -> list[str]:
 def run_ijb11(args) -> tuple[dict, str]:
     root = resolve_ijb_root(args.release, args.prefix)
     feats = load_features(args.features)
-    ev = IJBVerification(root, args.prefix, _ijb_protocol(args))
+    ev = IJBVerification(root, args.prefix, _ijb_protocol(args), defer_pairs=True)  # pair file read while pooling
     result = ev.evaluate_features(feats, flip_concat=bool(args.flip_concat), features_path=args.features, exact=bool(args.exact))
     result["ijb_root"] = os.path.abspath(root)
     return result, format_table(result)

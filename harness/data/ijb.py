@@ -19,6 +19,13 @@ All three are single-space separated, no header, one record per line. Sources:
 - ``ijb_11.py`` ``verification``: ``template2id`` is a zero-initialised array, so a pair naming a template absent from
   face_tid_mid silently scores template row 0. :func:`check_pairs_known` raises instead.
 
+Two parsers give the same numbers: a fast one for files in the exact release layout (LF line ends, single spaces,
+no empty field, only digits in integer columns, finite decimals elsewhere; the layout is checked on the
+bytes with NumPy, the name column is cut out of the bytes, the number columns go to pandas' C parser, whose
+integers are exact and whose decimals (``fast_float``) are correctly rounded, as ``float()`` and NumPy's text
+reader), and the line-by-line reader it falls back to for anything else (CRLF, trailing blank lines, bad fields),
+which is the reference and names the first bad line. ``tests/test_eval_speed_paths.py`` checks they agree.
+
 Every problem raises :class:`harness.errors.DataFormatError` naming the file and the 1-based line; nothing is skipped.
 Blank lines at the end of a file are tolerated, blank lines inside are errors.
 """
@@ -29,11 +36,11 @@ import csv
 import io
 import os
 import re
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import repeat
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
 from harness.data.text import read_lines, split_lines
 from harness.errors import DataFormatError, require_dir, require_file
@@ -42,6 +49,7 @@ WHAT = "IJB-B/IJB-C release"
 PREFIXES = ("ijbb", "ijbc")
 _INT_RE = re.compile(r"\+?[0-9]+\Z")
 _INT64_MAX = np.iinfo(np.int64).max
+_LUT_MAX = 1 << 25  # check_pairs_known: template ids below 32 M are looked up in a table, larger ones with np.isin
 
 
 @dataclass
@@ -88,7 +96,27 @@ def read_ijb(root: str | os.PathLike, prefix: str | None = None, with_pairs: boo
     per-image files are checked row by row against each other and, with ``with_pairs``, every template id of the
     pair file must occur in face_tid_mid.
     """
-    root = require_dir(os.fspath(root), WHAT)
+    paths = _release_paths(os.fspath(root), prefix, with_pairs)
+    meta, pair_job = _read_ijb(paths, with_pairs)
+    if pair_job is not None:
+        pairs, labels = pair_job.result()
+        check_pairs_known(pairs, meta.templates, paths["template_pair_label"])
+        meta.pairs, meta.labels = pairs, labels
+    return meta
+
+
+def read_ijb_deferred(root: str | os.PathLike, prefix: str | None = None) -> tuple[IJBMeta, Future]:
+    """:func:`read_ijb` returning as soon as the per-image files are read: ``(meta without pairs, job)``, ``job`` a
+    :class:`concurrent.futures.Future` of ``read_template_pairs`` running in a background thread since the start
+    (its ``result()`` raises the pair file's errors; :func:`check_pairs_known` is the caller's). For callers that
+    pool the template features right away, so that the 15.7 M lines of IJB-C are parsed meanwhile."""
+    paths = _release_paths(os.fspath(root), prefix, True)
+    return _read_ijb(paths, True)
+
+
+def _release_paths(root: str, prefix: str | None, with_pairs: bool) -> dict[str, str]:
+    """The checked meta paths of a release folder (``prefix`` inferred as in :func:`read_ijb`)."""
+    root = require_dir(root, WHAT)
     require_dir(os.path.join(root, "meta"), f"{WHAT} meta folder")
     require_dir(os.path.join(root, "loose_crop"), f"{WHAT} loose_crop folder")
     if prefix is None:
@@ -100,16 +128,20 @@ def read_ijb(root: str | os.PathLike, prefix: str | None = None, with_pairs: boo
     for key, p in paths.items():
         if key != "template_pair_label" or with_pairs:
             require_file(p, f"{WHAT} meta file")
+    return {"root": root, "prefix": prefix, **paths}
 
+
+def _read_ijb(paths: dict[str, str], with_pairs: bool) -> tuple[IJBMeta, Future | None]:
+    # the pair file (IJB-C: 15.7 M lines) is parsed in a second thread (pandas' C tokenizer and NumPy release the
+    # GIL) while the two per-image files are read here; errors keep their order (per-image files first)
+    pool = ThreadPoolExecutor(1) if with_pairs else None
+    pair_job = pool.submit(read_template_pairs, paths["template_pair_label"]) if pool is not None else None
+    if pool is not None:
+        pool.shutdown(wait=False)  # the worker finishes its one job and exits
     names, tids, mids = read_face_tid_mid(paths["face_tid_mid"])
     names5, landmarks, faceness = read_name_5pts_score(paths["name_5pts_score"])
     _check_same_rows(names, paths["face_tid_mid"], names5, paths["name_5pts_score"])
-    meta = IJBMeta(root, prefix, names, tids, mids, landmarks, faceness)
-    if with_pairs:
-        pairs, labels = read_template_pairs(paths["template_pair_label"])
-        check_pairs_known(pairs, tids, paths["template_pair_label"])
-        meta.pairs, meta.labels = pairs, labels
-    return meta
+    return IJBMeta(paths["root"], paths["prefix"], names, tids, mids, landmarks, faceness), pair_job
 
 
 def loose_crop_path(meta: IJBMeta, i: int) -> str:
@@ -231,9 +263,84 @@ def _check_unique_names(names: list[str], path: str) -> None:
 # ----------------------------------------------------------------------------------------------------------- readers
 
 
+def _read_bytes(path: str) -> bytes:
+    require_file(path, f"{WHAT} meta file")
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _fast_records(data: bytes, n_fields: int, numeric: bytes | None, dtype) -> tuple[list[str], np.ndarray] | None:
+    """Fast path of the name-then-numbers files: ``(names, numbers (N, n_fields - 1) dtype)``, or None whenever the
+    bytes are not in the exact release layout (then the line-by-line reader decides, and names the bad line).
+
+    Layout checked here: non-empty, LF only (no CR), one LF at most at the end, exactly ``n_fields - 1`` single
+    spaces per line with no empty field, only ``numeric`` bytes outside the name column (integer columns: digits,
+    since pandas would also take ``+5``, ``5.0`` or ``1e3``; decimal columns: ``numeric=None``, pandas refuses what
+    NumPy's reader refuses, and ``inf`` / ``1e999`` are caught as non-finite). Numbers are parsed by pandas' C
+    reader (integers exact; decimals correctly rounded by ``fast_float``, i.e. the same float64 as ``float()`` and
+    ``np.loadtxt``); any value it refuses, overflows or reads as non-finite means None.
+    """
+    import pandas as pd
+
+    body = data[:-1] if data.endswith(b"\n") else data
+    if not body or body.endswith(b"\n") or b"\r" in body:
+        return None
+    d = np.frombuffer(body, dtype=np.uint8)
+    nl = np.flatnonzero(d == 10)
+    n = nl.shape[0] + 1
+    k = n_fields - 1
+    sp = np.flatnonzero(d == 32)
+    if sp.shape[0] != n * k:
+        return None
+    sp = sp.reshape(n, k)
+    starts = np.empty(n, dtype=np.int64)
+    starts[0] = 0
+    starts[1:] = nl + 1
+    ends = np.append(nl, d.shape[0])
+    # k spaces per line, inside it, first and last field non-empty, no two spaces adjacent (no empty inner field)
+    if not ((sp[:, 0] > starts).all() and (sp[:, -1] < ends - 1).all() and (k == 1 or (np.diff(sp, axis=1) > 1).all())):
+        return None
+    # name column mask: line i is [starts[i], starts[i + 1]) with its LF; its name [starts[i], sp[i, 0])
+    seg = np.empty(2 * n, dtype=np.int64)
+    seg[0::2] = sp[:, 0] - starts
+    seg[1::2] = np.append(starts[1:], d.shape[0]) - sp[:, 0]
+    in_name = np.repeat(np.tile(np.array([True, False]), n), seg)
+    del seg
+    if numeric is not None:
+        allowed = np.zeros(256, dtype=bool)
+        allowed[list(numeric + b" \n")] = True
+        if not (allowed[d] | in_name).all():
+            return None
+    in_name[nl] = True  # keep the LFs: "name\nname\n..."
+    names = d[in_name].tobytes().decode("utf-8", errors="surrogateescape").split("\n")
+    del in_name
+    try:
+        arr = pd.read_csv(
+            io.BytesIO(body), sep=" ", header=None, usecols=range(1, n_fields), dtype=dtype, engine="c",
+            quoting=csv.QUOTE_NONE, na_filter=False, skip_blank_lines=False,
+        ).to_numpy()
+    except (ValueError, OverflowError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return None
+    if arr.shape != (n, k) or arr.dtype != dtype or len(names) != n:
+        return None
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        return None
+    return names, arr
+
+
 def read_face_tid_mid(path: str | os.PathLike) -> tuple[list[str], np.ndarray, np.ndarray]:
     """``<t>_face_tid_mid.txt`` -> (image names, template ids int64, media ids int64), in file row order."""
     path = os.fspath(path)
+    fast = _fast_records(_read_bytes(path), 3, b"0123456789", np.dtype(np.int64))
+    if fast is not None:
+        names, ids = fast
+        _check_unique_names(names, path)
+        return names, np.ascontiguousarray(ids[:, 0]), np.ascontiguousarray(ids[:, 1])
+    return _read_face_tid_mid_lines(path)
+
+
+def _read_face_tid_mid_lines(path: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The line-by-line reader of :func:`read_face_tid_mid` (reference and fallback)."""
     lines = _read_lines(path)
     _check_field_counts(lines, path, 3, "image_name template_id media_id")
     names = _names(lines)
@@ -254,6 +361,16 @@ def read_name_5pts_score(path: str | os.PathLike) -> tuple[list[str], np.ndarray
     float32 (checked bit for bit in the tests).
     """
     path = os.fspath(path)
+    fast = _fast_records(_read_bytes(path), 12, None, np.dtype(np.float64))
+    if fast is not None:
+        names, vals = fast
+        vals = np.ascontiguousarray(vals)
+        return names, vals[:, :10].astype(np.float32).reshape(len(names), 5, 2), vals[:, 10].astype(np.float32)
+    return _read_name_5pts_score_lines(path)
+
+
+def _read_name_5pts_score_lines(path: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The line-by-line reader of :func:`read_name_5pts_score` (reference and fallback)."""
     lines = _read_lines(path)
     _check_field_counts(lines, path, 12, "name x1 y1 x2 y2 x3 y3 x4 y4 x5 y5 faceness")
     names = _names(lines)  # uniqueness follows from the row-by-row match with face_tid_mid in read_ijb
@@ -282,7 +399,7 @@ def read_template_pairs(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
     """``<t>_template_pair_label.txt`` -> (pairs (P, 2) int64, labels (P,) int8), parsed as integers.
 
     Fast path: only ASCII digits, spaces and LF in the file, then pandas' C parser (which rejects lines with a
-    different field count) into int64, then labels checked to be 0/1. Anything else goes to a line-by-line scan that
+    different field count) into int64 (labels int8), then labels checked to be 0/1. Anything else goes to a line-by-line scan that
     raises on the first bad line (field count, non-integer, label not 0/1, blank line inside).
     """
     path = os.fspath(path)
@@ -291,18 +408,33 @@ def read_template_pairs(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
         data = f.read()
     body = data.rstrip(b"\n") if data.endswith(b"\n\n") else data
     if body and not body.translate(None, b"0123456789 \n"):
-        try:
-            arr = pd.read_csv(
-                io.BytesIO(body), sep=" ", header=None, dtype=np.int64, engine="c",
-                skip_blank_lines=False, quoting=csv.QUOTE_NONE, na_filter=True,
-            ).to_numpy()
-        except (ValueError, OverflowError, pd.errors.ParserError, pd.errors.EmptyDataError):
-            arr = None
-        if arr is not None and arr.ndim == 2 and arr.shape[1] == 3 and arr.dtype == np.int64:
-            labels = arr[:, 2]
-            if ((labels == 0) | (labels == 1)).all():
-                return np.ascontiguousarray(arr[:, :2]), labels.astype(np.int8)
+        done = _pandas_pairs(body)
+        if done is not None:
+            return done
     return _scan_template_pairs(data, path)
+
+
+def _pandas_pairs(body: bytes) -> tuple[np.ndarray, np.ndarray] | None:
+    """pandas' C parser on pair-file bytes holding only digits, spaces and LF: ``(pairs, labels int8)``, or None if
+    a line has another field count, a field is empty or overflows, or a label is not 0/1."""
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(
+            io.BytesIO(body), sep=" ", header=None, dtype={0: np.int64, 1: np.int64, 2: np.int8}, engine="c",
+            skip_blank_lines=False, quoting=csv.QUOTE_NONE, na_filter=False,
+        )
+    except (ValueError, OverflowError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return None
+    if df.shape[1] != 3 or list(df.dtypes) != [np.int64, np.int64, np.int8]:
+        return None
+    labels = df[2].to_numpy()
+    if not ((labels == 0) | (labels == 1)).all():
+        return None
+    pairs = np.empty((df.shape[0], 2), dtype=np.int64)
+    pairs[:, 0] = df[0].to_numpy()
+    pairs[:, 1] = df[1].to_numpy()
+    return pairs, labels
 
 
 def _scan_template_pairs(data: bytes, path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -335,7 +467,14 @@ def check_pairs_known(pairs: np.ndarray, templates: np.ndarray, pair_path: str |
     pairs = np.asarray(pairs)
     if pairs.size == 0:
         return
-    known = np.isin(pairs, np.unique(np.asarray(templates)))
+    tu = np.unique(np.asarray(templates))
+    lo, hi = int(pairs.min()), int(pairs.max())
+    if tu.size and lo >= 0 and tu[0] >= 0 and max(hi, int(tu[-1])) < _LUT_MAX:  # lookup table: ids up to 32 M
+        lut = np.zeros(max(hi, int(tu[-1])) + 1, dtype=bool)
+        lut[tu] = True
+        known = lut[pairs]
+    else:
+        known = np.isin(pairs, tu)
     if known.all():
         return
     row = int(np.flatnonzero(~known.all(axis=1))[0])

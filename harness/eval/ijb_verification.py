@@ -36,13 +36,14 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from harness.data.ijb import IJBMeta, loose_crop_path, meta_paths, read_ijb
+from harness.data.ijb import IJBMeta, check_pairs_known, loose_crop_path, meta_paths, read_ijb, read_ijb_deferred
 from harness.errors import DataFormatError
-from harness.eval.roc import DEFAULT_FARS, auc_from_roc, far_key, roc_curve, tar_at_far_from_roc
+from harness.eval.roc import DEFAULT_FARS, _check_inputs, _roc_sorted, auc_from_roc, far_key, roc_curve, tar_at_far_from_roc
 
 __all__ = [
     "VerificationProtocol",
@@ -339,7 +340,12 @@ def _matmul_scores(tf: np.ndarray, rows: np.ndarray, out: np.ndarray, block_byte
         np.multiply(row, ns, out=row)
         row += col
         del col
-        np.take(prod.reshape(-1), row, out=out, mode="clip")
+        flat = prod.reshape(-1)
+        half = row.shape[0] // 2  # the random gather (15.7 M pairs from a 550 MB product) in two threads
+        with ThreadPoolExecutor(1) as pool:
+            job = pool.submit(np.take, flat, row[half:], out=out[half:], mode="clip")
+            np.take(flat, row[:half], out=out[:half], mode="clip")
+            job.result()
         return
     buf = np.empty((per_block, ns), dtype=np.float64)
     key = row // per_block
@@ -418,6 +424,44 @@ def _tar_block(scores: np.ndarray, labels: np.ndarray, fars) -> dict:
     return {"tar_at_far": {far_key(x): tars[float(x)] for x in fars}, "auc": auc_from_roc(fpr, tpr), "counts": counts}
 
 
+def _block_from_sorted(asc: np.ndarray, gen_asc: np.ndarray, fars) -> dict:
+    """:func:`_tar_block` from the block's scores sorted ascending and its genuine scores sorted ascending."""
+    n, n_gen = asc.shape[0], gen_asc.shape[0]
+    counts = {"pairs": int(n), "genuine": int(n_gen), "impostor": int(n - n_gen)}
+    if n_gen == 0 or n_gen == n:
+        return {"tar_at_far": {far_key(x): None for x in fars}, "auc": None, "counts": counts}
+    fpr, tpr, _ = _roc_sorted(asc, gen_asc)
+    tars = tar_at_far_from_roc(fpr, tpr, fars)
+    return {"tar_at_far": {far_key(x): tars[float(x)] for x in fars}, "auc": auc_from_roc(fpr, tpr), "counts": counts}
+
+
+def _tar_blocks_split(scores: np.ndarray, labels: np.ndarray, split: np.ndarray, fars) -> tuple[dict, dict, dict]:
+    """:func:`_tar_block` of all pairs, of the pairs with ``split`` False and of those with ``split`` True, the
+    same dicts, with two sorts instead of three: each part's scores are sorted (the two in two threads), and the
+    sorted whole is the merge of the two sorted parts (a stable sort of their concatenation: timsort merges two
+    runs in linear time). A sorted array of the same numbers is the same array (-0.0 and 0.0 compare equal and
+    only their counts are used), so the ROCs are those of ``roc_curve`` bit for bit.
+    """
+    n_gen = int(np.count_nonzero(labels))
+    if n_gen == 0 or n_gen == labels.shape[0]:  # the caller raises; no ROC to build
+        return _tar_block(scores, labels, fars), None, None
+    genuine, scores = _check_inputs(labels, scores)  # 0/1 labels, finite scores (roc_curve's checks)
+    parts = []
+
+    def sort_part(mask):
+        s = scores[mask]
+        return np.sort(s), np.sort(s[genuine[mask]])
+
+    with ThreadPoolExecutor(1) as pool:
+        job = pool.submit(sort_part, split)
+        parts.append(sort_part(~split))
+        parts.append(job.result())
+    (a0, g0), (a1, g1) = parts
+    asc = np.sort(np.concatenate((a0, a1)), kind="stable")
+    gen_asc = np.sort(np.concatenate((g0, g1)), kind="stable")
+    return _block_from_sorted(asc, gen_asc, fars), _block_from_sorted(a0, g0, fars), _block_from_sorted(a1, g1, fars)
+
+
 def check_faceness(faceness, where: str) -> np.ndarray:
     """Faceness scores as float32, refusing a NaN or negative one (``where:line N: ...``, N = 1-based row of
     ``<t>_name_5pts_score.txt``): a weight that is not a detector confidence would silently flip or void an image's
@@ -455,15 +499,19 @@ def pool_image_features(
         raise DataFormatError(where, "shape", "features have width 0")
     if feats.dtype != np.float32:  # model outputs are float32; insightface's arithmetic is float32 throughout
         feats = feats.astype(np.float32)
-    if feats.size and not feats.any():
-        raise DataFormatError(where, "rows", f"all {feats.shape[0]} feature rows are zero (no features were written)")
     if protocol.image_norm:
         z = _first_zero_row(feats)
         if z is not None:
+            if not feats.any():
+                raise DataFormatError(where, "rows", f"all {feats.shape[0]} feature rows are zero (no features were written)")
             raise DataFormatError(where, f"row {z}", "all-zero feature row cannot be L2-normalised (image_norm)")
     w = check_faceness(faceness, faceness_where) if protocol.faceness else None
     get_rows = _image_row_fn(feats, w, protocol, flip_concat)
     tids, tf, max_media = _pool(get_rows, templates, medias, feats.shape[1] // 2 if flip_concat else feats.shape[1])
+    # all-zero features give all-zero templates, so the full scan (a second pass over a memory-mapped file) is only
+    # needed when every template vector is zero (or non-finite)
+    if feats.size and not (tf != 0).any() and not feats.any():
+        raise DataFormatError(where, "rows", f"all {feats.shape[0]} feature rows are zero (no features were written)")
     if not np.isfinite(tf).all():  # cheap check on T rows; scan the N rows only to name the culprit
         bad = _first_bad_row(feats)
         if bad is not None:
@@ -510,6 +558,8 @@ def _verification(
     medias = _as_ids(medias, "medias")
     tids, tf, max_media = pool_image_features(feats, templates, medias, faceness, protocol, flip_concat, where,
                                               os.fspath(faceness_file))
+    if callable(pairs):  # IJBVerification(defer_pairs=True): the pair file was read while the templates were pooled
+        pairs, labels = pairs()
     pairs = np.asarray(pairs)
     labels = np.asarray(labels)
     if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.dtype.kind not in "iu" or labels.shape != (pairs.shape[0],):
@@ -518,18 +568,18 @@ def _verification(
     scores = np.empty(pairs.shape[0], dtype=np.float64)
     _scores_from_rows(tf, rows, scores, exact)
     fars = protocol.fars
-    main = _tar_block(scores, labels, fars)
-    if main["auc"] is None:
-        raise ValueError(f"{os.fspath(pair_file)}: needs both genuine and impostor pairs, got {main['counts']}")
     # domain-gap split by probe template (tid2): stills only vs. holding a video (a media with several rows)
     probe_row = rows[:, 1]
-    video_probe = max_media[probe_row] > 1
+    video_template = max_media > 1
+    video_probe = video_template[probe_row]
+    main, stills, video = _tar_blocks_split(scores, labels, video_probe, fars)
+    if main["auc"] is None:
+        raise ValueError(f"{os.fspath(pair_file)}: needs both genuine and impostor pairs, got {main['counts']}")
+    seen = np.zeros(tids.shape[0], dtype=bool)
+    seen[probe_row] = True  # probe templates; a template's pairs all fall in one part (video is per template)
     by_media = {}
-    for name, mask in (("stills_only", ~video_probe), ("with_video", video_probe)):
-        block = _tar_block(scores[mask], labels[mask], fars)
-        seen = np.zeros(tids.shape[0], dtype=bool)
-        seen[probe_row[mask]] = True
-        block["counts"]["probe_templates"] = int(np.count_nonzero(seen))
+    for name, block, is_video in (("stills_only", stills, False), ("with_video", video, True)):
+        block["counts"]["probe_templates"] = int(np.count_nonzero(seen & (video_template == is_video)))
         by_media[name] = block
     return {
         "benchmark": benchmark,
@@ -553,17 +603,40 @@ def _verification(
 class IJBVerification:
     """IJB-B / IJB-C 1:1 verification on one release folder (``IJB_release/IJBB`` or ``IJB_release/IJBC``)."""
 
-    def __init__(self, root: str | os.PathLike, prefix: str | None = None, protocol: VerificationProtocol = VerificationProtocol()):
-        self.meta: IJBMeta = read_ijb(root, prefix, with_pairs=True)
-        self.root = self.meta.root
-        self.prefix = self.meta.prefix
+    def __init__(self, root: str | os.PathLike, prefix: str | None = None, protocol: VerificationProtocol = VerificationProtocol(),
+                 *, defer_pairs: bool = False):
+        """``defer_pairs=True`` (for callers that evaluate right away, e.g. ``python -m harness.evaluate``): the pair
+        file (IJB-C: 15.7 M lines) is read in a background thread while the template features are pooled; its
+        errors are raised at the first use of :attr:`meta` or :meth:`evaluate_features` instead of here."""
+        self._pair_job = None
+        if defer_pairs:
+            self._meta, self._pair_job = read_ijb_deferred(root, prefix)
+        else:
+            self._meta = read_ijb(root, prefix, with_pairs=True)
+        self.root = self._meta.root
+        self.prefix = self._meta.prefix
         self.protocol = protocol
         self.pair_file = meta_paths(self.root, self.prefix)["template_pair_label"]
         self.benchmark = BENCHMARK_NAMES[self.prefix]
         self._template_subjects: tuple[np.ndarray, np.ndarray] | None = None
 
+    def _pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(pairs, labels)`` of the release, waiting for (and checking) a deferred read first."""
+        if self._pair_job is not None:
+            pairs, labels = self._pair_job.result()
+            check_pairs_known(pairs, self._meta.templates, self.pair_file)
+            self._meta.pairs, self._meta.labels = pairs, labels
+            self._pair_job = None
+        return self._meta.pairs, self._meta.labels
+
+    @property
+    def meta(self) -> IJBMeta:
+        """The release's :class:`~harness.data.ijb.IJBMeta` (pairs and labels included)."""
+        self._pairs()
+        return self._meta
+
     def __len__(self) -> int:
-        return len(self.meta)
+        return len(self._meta)
 
     def template_subjects(self) -> tuple[np.ndarray, np.ndarray]:
         """``(template ids, SUBJECT_ID of each)`` of every template listed in the release's 1:N CSVs (both
@@ -614,9 +687,9 @@ class IJBVerification:
         video frames, the ``with_video`` split of ``by_probe_media``). ``TarAtFar(items["scores"], items["labels"],
         protocol.fars)`` gives ``tar_at_far`` exactly, and on the pairs of either ``probe_video`` value the split's.
         """
-        m = self.meta
+        m = self._meta
         res, scores, rows, tids, video_probe = _verification(
-            feats, m.templates, m.medias, m.faceness, m.pairs, m.labels, self.protocol,
+            feats, m.templates, m.medias, m.faceness, self._pairs, None, self.protocol,
             flip_concat=flip_concat, features_path=features_path, pair_file=self.pair_file,
             benchmark=self.benchmark, exact=exact, faceness_file=meta_paths(m.root, m.prefix)["name_5pts_score"],
         )
