@@ -1,4 +1,4 @@
-"""Domain-adaptation baselines (``dann``, ``coral``, ``mmd``) and their shared losses (``harness.da_losses``)."""
+"""Domain-adaptation baselines (``dann``, ``coral``, ``mmd``) and their shared losses (``methods.da_losses``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import methods.coral  # noqa: F401  (registers itself)
 import methods.dann  # noqa: F401
 import methods.mmd  # noqa: F401
 from harness.config import RunConfig, apply_overrides
-from harness.da_losses import (binary_domain_loss, coral_loss, covariance, da_features, grad_reverse,
+from methods.da_losses import (binary_domain_loss, coral_loss, covariance, da_features, grad_reverse,
                                grl_coefficient, mk_mmd)
 from harness.models import build_head
 from methods import Batch, FRModel, build_method, resolve_hparams

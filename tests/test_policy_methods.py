@@ -16,7 +16,7 @@ import methods.randaugment  # noqa: F401
 import methods.trivialaugment  # noqa: F401
 from harness.config import RunConfig, apply_overrides
 from harness.models import build_head, small_iresnet
-from harness.policy_augment import (
+from methods.policy_augment import (
     IMAGENET_POLICY, OP_ID, OPS, Stage, apply_plan, apply_stage, augmentation_space, augmix_view, autoaugment_plan,
     from_uint8, jensen_shannon, randaugment_plan, to_uint8, trivialaugment_plan,
 )
