@@ -49,7 +49,7 @@ from train_throughput import PAPER_MODEL, Stepper  # noqa: E402
 from harness.config import RunConfig, apply_overrides  # noqa: E402
 from harness.evaluate import write_json_atomic  # noqa: E402
 from harness.models.cfsm import PAPER, CFSMConfig, CFSMGenerator, save_generator  # noqa: E402
-from harness.train import build_model  # noqa: E402
+from harness.models.build import build_model  # noqa: E402
 
 METHODS = ("source_only", "cfsm_guided")
 

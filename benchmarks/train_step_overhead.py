@@ -39,7 +39,7 @@ from harness.atomic import load_torch  # noqa: E402
 from harness.config import RunConfig  # noqa: E402
 from harness.models.cfsm import CPU_DEFAULT, CFSMGenerator, save_generator  # noqa: E402
 from harness.runtime import tune_malloc  # noqa: E402
-from harness.train import build_model  # noqa: E402
+from harness.models.build import build_model  # noqa: E402
 from methods import REGISTRY  # noqa: E402
 from methods.cfsm_guided import decode, encode, fgsm_step, mix_batch, mix_indices, resize  # noqa: E402
 

@@ -7,7 +7,7 @@ trunk), ``zero_grad``, scaled ``backward``, ``unscale_``, gradient-norm clipping
 5e-4; ``GradScaler(growth_interval=100)`` on CUDA) and ``loss.item()``, at a fixed learning rate of 0.01. The
 model is the paper profile of CFSM's released stage 2 (``GuidedFaceRecognition``, insightface ``arcface_torch``
 ``iresnet50``): IResNet layers [3, 4, 14, 3], widths 64-128-256-512, stem stride 1, 112 x 112 input, 512-d
-embedding, ArcFace head (``--num-classes``), built by :func:`harness.train.build_model` from a
+embedding, ArcFace head (``--num-classes``), built by :func:`harness.models.build.build_model` from a
 :class:`harness.config.RunConfig`, channels_last as the trainer's default. The batch is random data already on
 the device (decoding and host-to-device copies are not timed).
 Every method starts from the same initial weights; each runs ``--warmup`` untimed steps (3 on CUDA, for cuDNN's
@@ -48,7 +48,8 @@ from harness.atomic import load_torch  # noqa: E402
 from harness.config import RunConfig, apply_overrides  # noqa: E402
 from harness.models.cfsm import PAPER, CFSMGenerator, save_generator  # noqa: E402
 from harness.runtime import tune_malloc  # noqa: E402
-from harness.train import TrainStep, build_model, build_optimizer, build_scaler, set_lr  # noqa: E402
+from harness.models.build import build_model  # noqa: E402
+from harness.train import TrainStep, build_optimizer, build_scaler, set_lr  # noqa: E402
 from methods import REGISTRY, Batch, FRModel, build_method  # noqa: E402
 
 LR = 0.01  # the timed steps' learning rate (the trainer's schedule starts at 0 in warm-up)

@@ -67,7 +67,7 @@ PRESENT_FRACTION = 0.5  # IJB-S: at least this share of the sampled protocol ima
 def check_device(name: str) -> str:
     """The device a run would use (``auto`` -> ``cuda`` or ``cpu``); ``cuda`` on a machine without CUDA is a one-line
     ValueError, so that entry points can stop before anything starts (Sacred, torchrun workers, data)."""
-    from harness.train import resolve_device
+    from harness.models.build import resolve_device
 
     try:
         return str(resolve_device(name))

@@ -137,7 +137,8 @@ def run(cfg: RunConfig, _run=None) -> dict:
     Under torchrun every rank trains its shard; only rank 0 writes (checkpoint, train state, result, metrics, the
     Sacred run) and evaluates; the other ranks return a document with their train info and no results."""
     from harness import distributed, release
-    from harness.train import build_model, resolve_device, train
+    from harness.models.build import build_model, resolve_device
+    from harness.train import train
     from methods import resolve_hparams
 
     ctx = distributed.current()

@@ -217,7 +217,7 @@ class EpochSampler:
 def load_target(cfg: Stage1Config) -> tuple[torch.Tensor, torch.Tensor, str]:
     """(train images, held-out images) uint8 at the model's size, and the list path. The list is checked first:
     a missing crop fails here, naming the list line and the file. The hold-out is a seeded random subset."""
-    from harness.train import load_images
+    from harness.data.loaders import load_images
 
     root = os.path.join(require_dir(cfg.data.release, "stage-1 data release"), cfg.data.target)
     crops = read_crop_list(os.path.join(root, "crops"), os.path.join(root, cfg.data.target_list))
@@ -231,7 +231,7 @@ def load_pairs(cfg: Stage1Config) -> tuple[torch.Tensor, torch.Tensor] | None:
     """SynthFace's ``stage1_pairs`` (clean, degraded) uint8 at the model's size, or None when not configured."""
     from harness.data.images import read_image
     from harness.data.text import read_lines
-    from harness.train import load_images
+    from harness.data.loaders import load_images
 
     if not cfg.data.pairs:
         return None
@@ -258,7 +258,7 @@ class IdentityNet(torch.nn.Module):
 
     def __init__(self, checkpoint: str, device: torch.device):
         super().__init__()
-        from harness.train import build_model
+        from harness.models.build import build_model
 
         require_file(checkpoint, "identity network checkpoint (a harness.run checkpoint, e.g. the source_only run)")
         state = load_torch(checkpoint, "identity network checkpoint")  # weights_only=True: no code runs
@@ -359,7 +359,9 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
                  progress: bool = False, stop_after: int | None = None) -> Stage1Result:
     """Train G and D as configured; returns the trained generator. ``stop_after`` ends the loop early after that
     many iterations (state saved), as a kill would, for resume tests."""
-    from harness.train import ProgressLine, SourceData, resolve_device, to_model_input
+    from harness.data.loaders import SourceData, to_model_input
+    from harness.models.build import resolve_device
+    from harness.train import ProgressLine
 
     log = log or (lambda name, value, step: None)
     tune_malloc()
@@ -385,7 +387,7 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
     opt_g = torch.optim.Adam(G.parameters(), lr=t.lr, betas=tuple(t.betas))
     opt_d = torch.optim.Adam(D.parameters(), lr=t.lr, betas=tuple(t.betas))
     train_idx, held_idx = split_source(len(source), cfg.analysis.holdout_source, cfg.seed)
-    held_source = source._get(held_idx)
+    held_source = source.get(held_idx)
     src_sampler = EpochSampler(len(train_idx), t.batch_size, cfg.seed)
     tgt_sampler = EpochSampler(len(target_train), t.batch_size, cfg.seed + 1)
     o_gen = torch.Generator().manual_seed(cfg.seed + 2)
@@ -416,7 +418,7 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
 
     def get_source() -> torch.Tensor:
         idx = train_idx[src_sampler.next()]
-        return to_model_input(source._get(idx)).to(device)
+        return to_model_input(source.get(idx)).to(device)
 
     G.train(), D.train()
     q = cfg.model.style_dim

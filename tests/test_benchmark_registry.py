@@ -21,7 +21,7 @@ from harness.eval.registry import Benchmark, benchmarks, config_names, metric_va
 from harness.evaluate import build_parser
 from harness.provenance import row_benchmark
 from harness.run import compact_metrics, make_config, run
-from harness.train import build_model
+from harness.models.build import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

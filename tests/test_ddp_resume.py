@@ -325,7 +325,7 @@ if __name__ == "__main__":  # pragma: no cover
 def test_amp_runs_the_backbone_trunk_under_autocast(tiny_release, tmp_path):
     """amp=on builds the IResNet with fp16=True (insightface's iresnet(fp16=True) in train_v2.py), so the trunk runs
     in half precision (bfloat16 on the CPU); the run info says so and training stays finite."""
-    from harness.train import build_model
+    from harness.models.build import build_model
 
     cfg = _cfg(tiny_release, amp="on")
     backbone, _ = build_model(cfg, 10, amp=True)

@@ -18,7 +18,9 @@ import pytest
 import torch
 
 from harness.config import RunConfig, apply_overrides
-from harness.train import SourceData, TargetData, build_model, poly_lr, to_model_input, train
+from harness.data.loaders import SourceData, TargetData, to_model_input
+from harness.models.build import build_model
+from harness.train import poly_lr, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from train_throughput import Stepper  # noqa: E402
