@@ -59,11 +59,11 @@ import zipfile
 
 import numpy as np
 
-# The atomic writers live in harness.atomic (one module for every file the project writes); these names stay
+# The atomic writers live in harness.core.atomic (one module for every file the project writes); these names stay
 # importable from here.
-from harness.atomic import write_atomic as _write_atomic  # noqa: F401
-from harness.atomic import write_json_atomic, write_lines_atomic  # noqa: F401
-from harness.errors import DataFormatError, require_file
+from harness.core.atomic import write_atomic as _write_atomic  # noqa: F401
+from harness.core.atomic import write_json_atomic, write_lines_atomic  # noqa: F401
+from harness.core.errors import DataFormatError, require_file
 from harness.eval.ijb_verification import IJBVerification, VerificationProtocol
 
 _FOLDERS = {"ijbb": "IJBB", "ijbc": "IJBC"}

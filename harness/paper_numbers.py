@@ -21,7 +21,7 @@ Our evaluators report fractions in [0, 1]; :attr:`PaperNumber.fraction` is ``val
 Validation (:func:`load_paper_csv`): header present with every required column, every row with the header's
 number of fields, required fields non-empty, ``value`` a plain decimal in [0, 100], ``benchmark`` one of ours and
 ``metric`` a key of that benchmark, and ``(source, method, backbone, train_set, benchmark, metric)`` unique across
-all files loaded together. Errors are one line, ``<file>:line <n>: <what>`` (:class:`~harness.errors.DataFormatError`).
+all files loaded together. Errors are one line, ``<file>:line <n>: <what>`` (:class:`~harness.core.errors.DataFormatError`).
 
 ``python -m harness.paper_numbers [DIR_OR_CSV ...]`` validates the files and prints one line per file.
 """
@@ -37,7 +37,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from harness.errors import DataFormatError
+from harness.core.errors import DataFormatError
 from harness.eval.registry import metric_patterns
 
 __all__ = ["PaperNumber", "REQUIRED_COLUMNS", "KEY_COLUMNS", "DEFAULT_DIR", "load_paper_csv", "load_paper_numbers", "select",

@@ -58,7 +58,7 @@ from torch import Tensor
 
 from methods import degradations as D
 from methods.base import Batch, FRModel, Method, register
-from harness.config import parse_bool
+from harness.core.config import parse_bool
 from harness.data.images import memory_format_of
 from methods.guidance import check_guidance, guided_search, mix_batch, mix_indices, probe_losses
 

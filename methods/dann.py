@@ -30,7 +30,7 @@ separate the domains and the backbone to confuse it:
 Logged: ``dann.fr_loss``, ``dann.domain_loss``, ``dann.domain_acc`` (0.5 at equilibrium, 1.0 when the domains
 separate), ``dann.lambda``.
 
-**Schedule horizon.** ``harness.train.train`` sets ``method.total_steps`` before the first step, so ``p`` is the
+**Schedule horizon.** ``harness.engine.train.train`` sets ``method.total_steps`` before the first step, so ``p`` is the
 true training progress; ``hparams.schedule_steps`` overrides it (the 10,000-step fallback only applies when the
 method is driven by another loop).
 

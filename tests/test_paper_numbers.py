@@ -9,7 +9,7 @@ import pathlib
 
 import pytest
 
-from harness.errors import DataFormatError
+from harness.core.errors import DataFormatError
 from harness.paper_numbers import DEFAULT_DIR, REQUIRED_COLUMNS, load_paper_csv, load_paper_numbers, main, select
 
 CFSM = "github:liufeng2915/CFSM GuidedFaceRecognition/README.md"

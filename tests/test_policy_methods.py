@@ -14,7 +14,7 @@ import methods.augmix  # noqa: F401  (registers)
 import methods.autoaugment  # noqa: F401
 import methods.randaugment  # noqa: F401
 import methods.trivialaugment  # noqa: F401
-from harness.config import RunConfig, apply_overrides
+from harness.core.config import RunConfig, apply_overrides
 from harness.models import build_head, small_iresnet
 from methods.policy_augment import (
     IMAGENET_POLICY, OP_ID, OPS, Stage, apply_plan, apply_stage, augmentation_space, augmix_view, autoaugment_plan,
@@ -246,7 +246,7 @@ def test_augmix_loss_is_the_clean_margin_loss_plus_lambda_js_and_reaches_the_bac
 @pytest.mark.parametrize("name", [*POLICIES, "augmix"])
 def test_trainer_runs_the_policy_methods(toy_rec_release, name):
     from harness.models.build import build_model
-    from harness.train import train
+    from harness.engine.train import train
 
     cfg = apply_overrides(RunConfig(), {
         "method": name, "data.release": toy_rec_release, "data.input_size": "32",

@@ -44,7 +44,7 @@ def test_the_analysis_runs_without_pairs_on_held_out_source_and_target(toy_stage
                                       {"lambda_id": 2.0, "from": 9, "to": 22}]
     _, meta = load_generator(str(tmp_path / "generator.pt"), image_size=16)
     assert meta["analysis"] == s and meta["deviations"] == doc["deviations"]
-    from harness.release import generator_provenance
+    from harness.engine.release import generator_provenance
 
     described, released = generator_provenance(str(tmp_path / "generator.pt"))  # read with weights_only=True
     assert not released and f"trained by this project's stage 1 (harness.stage1; {len(doc['deviations'])} recorded" in described

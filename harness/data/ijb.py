@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from harness.data.text import read_lines, split_lines
-from harness.errors import DataFormatError, require_dir, require_file
+from harness.core.errors import DataFormatError, require_dir, require_file
 
 WHAT = "IJB-B/IJB-C release"
 PREFIXES = ("ijbb", "ijbc")

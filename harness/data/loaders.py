@@ -1,7 +1,7 @@
 """The training streams: the labelled source set (an insightface RecordIO, or the records an index list names) and the
 unlabelled target crops (CFSM's WIDER FACE folder + list), decoded once into uint8 tensors and served as seeded,
 resumable, rank-sharded batches; and the uint8 -> model input conversion insightface uses. The trainer
-(:mod:`harness.train`), CFSM stage 1 (:mod:`harness.stage1`) and the benchmarks read their data through these."""
+(:mod:`harness.engine.train`), CFSM stage 1 (:mod:`harness.stage1`) and the benchmarks read their data through these."""
 
 from __future__ import annotations
 
@@ -43,9 +43,9 @@ def read_index_list(path: str, dataset: FaceRecDataset) -> np.ndarray:
     image index of ``train.idx``, as ``MXFaceDataset.imgidx`` holds it; anything after the first whitespace is
     ignored, blank lines and ``#`` comments are skipped). Returned in the list's order. A line that is not an
     integer, a key that is not an image of the RecordIO, a repeated key or an empty list is a one-line
-    :class:`~harness.errors.DataFormatError` naming the file and line."""
+    :class:`~harness.core.errors.DataFormatError` naming the file and line."""
     from harness.data.text import read_lines
-    from harness.errors import DataFormatError, require_file
+    from harness.core.errors import DataFormatError, require_file
 
     require_file(path, "data.index_list (record keys to train on)")
     position = {int(k): i for i, k in enumerate(dataset.image_keys)}

@@ -88,7 +88,7 @@ class Prefixed:
 
 def _tar_metric(bench: str, part: str | None = None):
     def metric(run, cols):
-        from harness.tables import TopTarAtFar
+        from harness.report.bootstrap import TopTarAtFar
 
         fars = [c.arg for c in cols]
         if part is None:
@@ -104,7 +104,7 @@ def _tar_metric(bench: str, part: str | None = None):
 
 def _joined_rank_metric(row: str):
     def metric(run, cols):
-        from harness.bootstrap import RankK
+        from harness.report.bootstrap import RankK
 
         return run.array(f"{row}/probe_subject"), RankK(run.array(f"{row}/joined/rank"), [c.arg for c in cols], prefix="joined.")
 
@@ -113,8 +113,8 @@ def _joined_rank_metric(row: str):
 
 def _ijbs_metric(proto: str):
     def metric(run, cols):
-        from harness.bootstrap import Combined, IJBSTpirAtFpir, RankK
-        from harness.errors import DataFormatError
+        from harness.report.bootstrap import Combined, IJBSTpirAtFpir, RankK
+        from harness.core.errors import DataFormatError
 
         base = f"IJB-S/{proto}"
         ks = [c.arg[1] for c in cols if c.arg[0] == "rank"]
@@ -134,7 +134,7 @@ def _ijbs_metric(proto: str):
 
 
 def _tinyface_metric(run, cols):
-    from harness.bootstrap import RankK
+    from harness.report.bootstrap import RankK
 
     return run.array("TinyFace/probe_subject"), RankK(run.array("TinyFace/first_mate"), [c.arg for c in cols])
 

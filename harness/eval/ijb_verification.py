@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.data.ijb import IJBMeta, loose_crop_path, meta_paths, read_ijb
-from harness.errors import DataFormatError
+from harness.core.errors import DataFormatError
 from harness.eval.roc import DEFAULT_FARS, auc_from_roc, far_key, roc_curve, tar_at_far_from_roc
 
 __all__ = [
@@ -636,7 +636,7 @@ class IJBVerification:
         """
         import torch
 
-        from harness.align import align_faces
+        from harness.data.align import align_faces
         from harness.data.images import read_image
         from harness.eval.features import embed_batches
 

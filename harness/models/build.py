@@ -10,7 +10,7 @@ import torch
 from harness.models import build_backbone, build_head
 
 if TYPE_CHECKING:
-    from harness.config import RunConfig
+    from harness.core.config import RunConfig
 
 
 def resolve_device(name: str) -> torch.device:
@@ -19,6 +19,15 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"config device={name!r} but CUDA is not available on this machine")
     return torch.device(name)
+
+
+def check_device(name: str) -> str:
+    """The device a run would use (``auto`` -> ``cuda`` or ``cpu``); ``cuda`` on a machine without CUDA is a one-line
+    ValueError, so that entry points can stop before anything starts (Sacred, torchrun workers, data)."""
+    try:
+        return str(resolve_device(name))
+    except RuntimeError as exc:
+        raise ValueError(f"{exc} (set device: auto in the params, or device=cpu)") from None
 
 
 def build_model(cfg: RunConfig, num_classes: int, amp: bool = False) -> tuple[torch.nn.Module, torch.nn.Module]:

@@ -24,7 +24,7 @@ import json
 import os
 import sys
 
-from harness.config import RunConfig
+from harness.core.config import RunConfig
 from harness.eval.ijb_identification import identification_knobs
 from harness.eval.ijb_verification import VerificationProtocol
 from harness.eval.ijbs import IJBSSettings

@@ -119,6 +119,17 @@ def _clean_stale_for(path: str) -> None:
             _unlink(os.path.join(folder, name))
 
 
+def file_sha256(path: str) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def write_atomic(path: str, write: Callable[[Any], None], binary: bool = False) -> None:
     """``write(f)`` into a temporary file beside ``path`` (text: UTF-8), fsync, ``os.replace``. On any failure the
     temporary file is removed and ``path`` is untouched; a full disk raises :class:`DiskFullError`. Temporary files

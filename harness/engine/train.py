@@ -19,7 +19,7 @@ Progress: on a terminal, a tqdm bar; otherwise (DVC, logs) one plain line every 
 Determinism: on CPU, the same seed gives the same weights (data order, flips, initialisation and the method's
 randomness all come from generators seeded by the run seed).
 
-**Data parallel** (``torchrun --nproc_per_node N -m harness.run key=value ...``; :mod:`harness.distributed`).
+**Data parallel** (``torchrun --nproc_per_node N -m harness.run key=value ...``; :mod:`harness.engine.distributed`).
 The same loop on N processes (NCCL on GPUs, one per ``LOCAL_RANK``; gloo on CPU). ``optim.batch_size`` is per
 process, as in insightface; the global batch is ``N x optim.batch_size`` and the step count and schedule follow
 it (``steps_per_epoch = images // global batch``). Every rank draws the same seeded global permutation and flip
@@ -33,7 +33,7 @@ in insightface and CFSM's released training), so N ranks x B equals one process 
 schedule but not in BatchNorm's batch statistics: the N-rank run equals a one-process run whose BatchNorm sees
 the batch in N chunks ("ghost batches"), up to floating-point reduction order (tested). Method randomness drawn
 from the global generators (CFSM's o0 and mixing permutations, degradation parameters) is per rank: rank 0 keeps
-the run seed, rank r > 0 gets its own (:func:`harness.distributed.rank_seed`). The logged loss is the mean over
+the run seed, rank r > 0 gets its own (:func:`harness.engine.distributed.rank_seed`). The logged loss is the mean over
 ranks; a method's logged scalars are rank 0's. Rank 0 alone writes (checkpoints, train states, Sacred records,
 results) and evaluates; one process (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``) is the single-process trainer, draw
 for draw and bit for bit.
@@ -47,18 +47,18 @@ match); ``num_classes``; ``step`` (optimiser steps done) and ``total_steps``; ``
 positions: :meth:`SourceData.state_dict`, :meth:`TargetData.state_dict`); ``rng``, one entry per rank (torch CPU,
 CUDA when on a GPU, numpy, python ``random``); ``running_loss`` (the smoothed loss that becomes ``final_loss``).
 The RNG states are tensors and plain types, so every file loads with ``torch.load(weights_only=True)``
-(:func:`harness.atomic.load_torch`); a file that pickles anything else is refused without running it.
+(:func:`harness.core.atomic.load_torch`); a file that pickles anything else is refused without running it.
 The final checkpoint (``checkpoint=PATH``, ``CHECKPOINT_FORMAT = "cfsm-checkpoint/1"``) holds only what evaluation
 and stage 1's ``IdentityNet`` read: ``backbone`` (the weights), ``config``, ``num_classes``, ``train_info`` and the
 metadata ``step``, ``total_steps``, ``world_size``, ``global_batch``; no optimiser, sampler or RNG state, so the
 model is stored once. (Checkpoints written before the split also hold the state keys; readers use the weights
 keys only.) The resumable state is every ``checkpoint_every`` steps (default 1000; 0 = never; not after the last
-step) written atomically (:func:`harness.atomic.save_torch_atomic`) to ``<checkpoint stem>.train_state.pt``
+step) written atomically (:func:`harness.core.atomic.save_torch_atomic`) to ``<checkpoint stem>.train_state.pt``
 (:func:`train_state_path`), and deleted once the final checkpoint is written: a completed run has nothing left
 to resume (rerunning it starts fresh and overwrites the checkpoint). A state whose weights are not finite is
 never written (the last good one stays) and never resumed from (``resume=auto`` sets it aside as
 ``<state>.nonfinite-<time>``; an unreadable one as ``<state>.unreadable-<time>``; both then start fresh). While
-training, rank 0 holds the checkpoint path (``<checkpoint>.lock``, :class:`harness.runtime.PathLock`): a second
+training, rank 0 holds the checkpoint path (``<checkpoint>.lock``, :class:`harness.core.runtime.PathLock`): a second
 run on the same path fails at once naming the holder; the lock of a killed run is taken over.
 ``resume=auto`` (default) continues from that file when its ``key`` matches this run's (every knob except paths, logging, evaluation,
 threads, device, ``data.cache`` and the checkpoint knobs; the method's resolved hyperparameters; the *global*
@@ -88,12 +88,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from harness import distributed
-from harness.config import OptimConfig, RunConfig, flatten
+from harness.engine import distributed
+from harness.core.config import OptimConfig, RunConfig, flatten
 from harness.data.loaders import SourceData, TargetData, to_model_input
-from harness.atomic import load_torch, save_torch_atomic
-from harness.errors import require_dir
-from harness.runtime import LockHeldError, PathLock, tune_malloc
+from harness.core.atomic import load_torch, save_torch_atomic
+from harness.core.errors import require_dir
+from harness.core.runtime import LockHeldError, PathLock, tune_malloc
 from harness.models.build import build_model, resolve_device
 from methods import Batch, FRModel, Method, build_method
 
@@ -184,7 +184,7 @@ class TrainStep:
     loss, averaged over ranks under data parallelism, must be finite (else :class:`FloatingPointError` naming the
     step and learning rate, on every rank alike); ``zero_grad``, the scaled ``backward``; under data parallelism
     the gradients of the replicated parameters (the margin head and the method's modules; DDP averages the
-    backbone's during backward) averaged by one all-reduce (:func:`harness.distributed.allreduce_gradients`);
+    backbone's during backward) averaged by one all-reduce (:func:`harness.engine.distributed.allreduce_gradients`);
     the scaler's ``unscale_``, gradient-norm clipping at ``optim.grad_clip`` over ``optim.grad_clip_scope``
     (:data:`GRAD_CLIP_SCOPES`: the backbone's parameters only, as released, or every trained parameter), and the
     scaler's ``step`` and ``update``. Returns the detached loss (the mean over ranks) and the method's scalars.
@@ -284,7 +284,7 @@ def check_finite_state(payload: dict, path: str) -> None:
 
 
 def save_checkpoint(path: str, payload: dict) -> None:
-    """Atomic (:func:`harness.atomic.save_torch_atomic`: temporary file beside ``path``, fsync, ``os.replace``;
+    """Atomic (:func:`harness.core.atomic.save_torch_atomic`: temporary file beside ``path``, fsync, ``os.replace``;
     a full disk is one line). A payload whose weights are not finite is never written: the file at ``path``, the
     last good state, stays as it is, and :class:`NonFiniteStateError` says so."""
     try:
@@ -503,7 +503,7 @@ def _train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None
         kind, message = decision["error"]
         raise {"FileNotFoundError": FileNotFoundError, "LockHeldError": LockHeldError}.get(kind, ValueError)(message)
     if ctx.is_main and (state_path or decision["path"] or cfg.resume != "auto"):
-        print(f"harness.train: {decision['message']}", file=sys.stderr)
+        print(f"harness.engine.train: {decision['message']}", file=sys.stderr)
     start_step, running = 0, float("nan")
     saved_world = ctx.world_size
     if decision["path"]:
@@ -523,7 +523,7 @@ def _train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None
         else:
             _seed_rank(cfg.seed + start_step, ctx.rank)
         if saved_world != ctx.world_size and ctx.is_main:
-            print(f"harness.train: the state was saved at world size {saved_world}, this run has {ctx.world_size}: "
+            print(f"harness.engine.train: the state was saved at world size {saved_world}, this run has {ctx.world_size}: "
                   "same data order and schedule, not bit-identical (reduction order, per-rank BatchNorm statistics, "
                   "per-rank method randomness)", file=sys.stderr)
         del state
@@ -600,9 +600,9 @@ def _train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None
         "grad_clip": o.grad_clip, "grad_clip_scope": o.grad_clip_scope,
     }
     if cfg.data.index_list:
-        from harness.import_weights import _sha256
+        from harness.core.atomic import file_sha256
 
-        info["index_list"] = {"path": cfg.data.index_list, "sha256": _sha256(cfg.data.index_list), "length": len(source)}
+        info["index_list"] = {"path": cfg.data.index_list, "sha256": file_sha256(cfg.data.index_list), "length": len(source)}
     if target is not None:
         info["target_list"] = os.path.join(release, cfg.data.target, cfg.data.target_list)
     if start_step and saved_world != ctx.world_size:
@@ -638,7 +638,7 @@ def _train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None
 def train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None = None, progress: bool = True,
           stop_after: int | None = None) -> TrainResult:
     """Train as ``cfg`` says and, with ``checkpoint_path``, write the final checkpoint there (rank 0); see
-    :func:`_train`. While it runs, rank 0 holds ``checkpoint_path`` (:class:`harness.runtime.PathLock`,
+    :func:`_train`. While it runs, rank 0 holds ``checkpoint_path`` (:class:`harness.core.runtime.PathLock`,
     ``<checkpoint>.lock``): a second run on the same path fails at once naming the holder."""
     locks: list[PathLock] = []
     try:
