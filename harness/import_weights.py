@@ -105,7 +105,7 @@ from a source you trust: unpickling can run code).
 Evaluating an imported checkpoint with the existing evaluators
 --------------------------------------------------------------
 
-:func:`evaluate_imported` runs :func:`harness.run.evaluate_model` (the pipeline's own evaluation: IJB-B/C 1:1 and
+:func:`evaluate_imported` runs :func:`harness.eval.registry.evaluate_all` (the pipeline's own evaluation, as ``harness.run`` runs it: IJB-B/C 1:1 and
 1:N, IJB-S, TinyFace) with the import's input size, channel order and its source's protocol defaults
 (:attr:`ImportedModel.eval_defaults`). By hand, with the evaluator classes::
 
@@ -483,12 +483,12 @@ def run_overrides(imported: ImportedModel) -> dict[str, Any]:
 
 def evaluate_imported(imported: ImportedModel, release: str, benchmarks=("IJBB", "IJBC", "IJBS", "TinyFace"),
                       *, device: str = "cpu", batch_size: int = 64, items: dict | None = None, **overrides) -> list[dict]:
-    """Result rows of ``imported`` on the benchmarks of ``release``, computed by :func:`harness.run.evaluate_model`
+    """Result rows of ``imported`` on the benchmarks of ``release``, computed by :func:`harness.eval.registry.evaluate_all`
     (the pipeline's evaluation) with :func:`run_overrides`; ``overrides`` (``flip=``, ``faceness=``,
     ``image_norm=``) replace the source's protocol defaults. Each row gets ``"imported"`` (:meth:`ImportedModel.describe`).
     """
     from harness.core.config import RunConfig, apply_overrides
-    from harness.run import evaluate_model
+    from harness.eval.registry import evaluate_all
 
     unknown = set(overrides) - {"flip", "faceness", "image_norm"}
     if unknown:
@@ -497,7 +497,7 @@ def evaluate_imported(imported: ImportedModel, release: str, benchmarks=("IJBB",
     values.update({"data.release": release, "eval.benchmarks": tuple(benchmarks), "eval.batch_size": int(batch_size)})
     cfg = apply_overrides(RunConfig(), values)
     imported.backbone.to(device)
-    rows = evaluate_model(cfg, imported.backbone, device, items)
+    rows = evaluate_all(cfg, imported.backbone, device, items)
     for row in rows:
         row["imported"] = imported.describe()
     return rows
@@ -547,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, ValueError) as exc:
             print(f"harness.import_weights: {exc}", file=sys.stderr)
             return 2
-        from harness.run import compact_metrics
+        from harness.eval.results import compact_metrics
 
         for bench, values in compact_metrics(doc).items():
             shown = "  ".join(f"{k}: {100 * v:.2f}" for k, v in values.items() if isinstance(v, float))
@@ -559,8 +559,8 @@ def _evaluate_to_result(imported: ImportedModel, args) -> dict:
     """Score ``imported`` and, with ``--result``, write the result document (+ items) atomically."""
     import os
 
-    from harness.core.atomic import write_json_atomic
-    from harness.run import RESULT_FORMAT, items_path, write_npz_atomic
+    from harness.core.atomic import write_json_atomic, write_npz_atomic
+    from harness.eval.results import RESULT_FORMAT, items_path
 
     benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
     items: dict = {}

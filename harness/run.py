@@ -45,8 +45,8 @@ import torch
 from harness.core.config import RunConfig, config_from_cli
 from harness.eval.provenance import data_provenance
 from harness.core.atomic import file_sha256, write_json_atomic
+from harness.eval.results import RESULT_FORMAT, compact_metrics, items_path
 
-RESULT_FORMAT = 1
 ALIGNMENT = "arcface-5pt-umeyama-similarity"
 
 
@@ -84,11 +84,6 @@ def evaluate_model(cfg: RunConfig, backbone: torch.nn.Module, device: str, items
     return evaluate_all(cfg, backbone, device, items)
 
 
-def items_path(result_path: str) -> str:
-    """Where the per-item arrays of ``result_path`` go: ``<dir>/<stem>.items.npz`` (``x/a.json`` -> ``x/a.items.npz``)."""
-    return os.path.splitext(result_path)[0] + ".items.npz"
-
-
 def write_npz_atomic(arrays: dict, path: str) -> None:
     """``np.savez_compressed`` written atomically (:func:`harness.core.atomic.write_npz_atomic`; kept importable here)."""
     from harness.core.atomic import write_npz_atomic as write
@@ -106,19 +101,6 @@ def load_checkpoint(path: str) -> dict:
     if not isinstance(state, dict) or "backbone" not in state or "num_classes" not in state:
         raise ValueError(f"{path}: not a harness.run checkpoint (needs 'backbone' and 'num_classes')")
     return state
-
-
-def compact_metrics(doc: dict) -> dict:
-    """{"IJB-B": {"tar@1e-4": ..., "stills_only.tar@1e-3": ..., ...}, "train": {...}}: what `dvc metrics` shows. Each
-    row's keys are its benchmark's (:func:`harness.eval.registry.row_metrics`); only numbers (or None) are kept."""
-    from harness.eval.registry import row_metrics
-
-    out: dict[str, Any] = {}
-    for row in doc["results"]:
-        out[row["benchmark"]] = {k: v for k, v in row_metrics(row).items() if v is None or isinstance(v, (int, float))}
-    if "seconds" in doc.get("train", {}):
-        out["train"] = {k: doc["train"][k] for k in ("seconds", "images_per_second", "final_loss")}
-    return out
 
 
 def run(cfg: RunConfig, _run=None) -> dict:

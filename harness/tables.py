@@ -33,7 +33,7 @@ Each result's data comes from its provenance (:mod:`harness.eval.provenance`: th
 look-up at its ``config.data.release``): a dataset inside a SynthFace release (a ``synthface.json`` at the release
 root, found through symbolic links) is SynthFace, anything else the real benchmark. The title says what all inputs
 are on; when they differ (or some are unknown), every section names the data of each of its results. On real data,
-a cell whose model is a published one (:func:`harness.paper_numbers.published_model`: ``source_only`` = "ArcFace",
+a cell whose model is a published one (:func:`harness.report.paper_numbers.published_model`: ``source_only`` = "ArcFace",
 ``cfsm_guided`` = "ArcFace+CFSM" with an r50 ArcFace head trained on MS1MV2 = ``faces_emore``, and so on) gets the
 published number of the same benchmark and metric beside it, with ours - published and our CI shifted by it.
 SynthFace results are never matched; imported checkpoints neither (their documents do not say how they were trained).
@@ -117,8 +117,8 @@ from harness.core.errors import DataFormatError
 from harness.eval import benchmarks as _benchmarks
 from harness.eval.registry import MISSING, Column, Section, metric_value, row_names, sections
 from harness.eval.roc import far_key
-from harness.paper_numbers import DEFAULT_DIR as PAPER_DIR
-from harness.paper_numbers import PaperNumber, load_paper_numbers, matching, published_model
+from harness.report.paper_numbers import DEFAULT_DIR as PAPER_DIR
+from harness.report.paper_numbers import PaperNumber, load_paper_numbers, matching, published_model
 from harness.eval.provenance import DataProvenance, data_label, doc_provenance
 
 __all__ = ["Column", "Section", "SECTIONS", "TopTarAtFar", "Tables", "load_runs", "build_tables", "render", "main"]
@@ -368,7 +368,7 @@ def _mark(ci: tuple[float, float] | None) -> int:
 
 def _published(cell: Cell, runs: list[Run], numbers: list[PaperNumber], col: Column) -> list:
     """The published numbers beside ``cell``: only when every run of it is on real data for the column's benchmark
-    and all its seeds reproduce one published model (:func:`harness.paper_numbers.published_model`); SynthFace
+    and all its seeds reproduce one published model (:func:`harness.report.paper_numbers.published_model`); SynthFace
     results are never matched."""
     models = {r.model for r in runs}
     if len(models) != 1 or None in models or any(r.data is None or r.data.kind(col.benchmark) != "real" for r in runs):

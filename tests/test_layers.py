@@ -52,11 +52,6 @@ EXCEPTIONS = {
 }
 #: commands that import other commands, and why
 COMMAND_EXCEPTIONS = {
-    ("harness.import_weights", "harness.run"):
-        "an imported model is evaluated and written exactly as a run's result document (evaluate_model, "
-        "RESULT_FORMAT, items_path, compact_metrics)",
-    ("harness.tables", "harness.paper_numbers"):
-        "the published-numbers loader lives with its command (python -m harness.paper_numbers)",
 }
 #: (importer, imported module, name) -> why a private name crosses a module boundary
 PRIVATE_EXCEPTIONS = {

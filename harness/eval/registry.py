@@ -251,7 +251,7 @@ def cli_commands() -> dict[str, CliCommand]:
 
 
 def metric_patterns() -> dict[str, re.Pattern]:
-    """``{row name: regex of its compact metric keys}`` over every benchmark (``harness.paper_numbers`` checks the
+    """``{row name: regex of its compact metric keys}`` over every benchmark (``harness.report.paper_numbers`` checks the
     published numbers' metric names with it)."""
     return {row: p for b in benchmarks() for row, p in b.metric_patterns.items()}
 
