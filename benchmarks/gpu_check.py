@@ -47,7 +47,7 @@ sys.path.insert(0, HERE)
 from train_throughput import PAPER_MODEL, Stepper  # noqa: E402
 
 from harness.core.config import RunConfig, apply_overrides  # noqa: E402
-from harness.evaluate import write_json_atomic  # noqa: E402
+from harness.core.atomic import write_json_atomic  # noqa: E402
 from harness.models.cfsm import PAPER, CFSMConfig, CFSMGenerator, save_generator  # noqa: E402
 from harness.models.build import build_model  # noqa: E402
 

@@ -22,7 +22,7 @@ GRAPH = graph()
 
 #: Modules (or packages) the benchmark plugins call into only under one command: not entered for other stages.
 CLI_ONLY = {
-    "harness.evaluate": ("harness.evaluate", "the built-in benchmarks' feature-file runners (eval.benchmarks, "
+    "harness.eval.cli": ("harness.evaluate", "the built-in benchmarks' feature-file runners (eval.benchmarks, "
                          "eval.verification_bin) call into it only under python -m harness.evaluate"),
     "harness.report": ("harness.tables", "a benchmark's table columns name their bootstrap metric "
                        "(eval.benchmarks); it is built and run only by python -m harness.tables"),

@@ -45,10 +45,6 @@ EXCEPTIONS = {
         "config validation checks the eval.* keys against the registered benchmarks, at call time",
     ("harness.eval.benchmarks", "harness.report.bootstrap"):
         "a benchmark plugin names the bootstrap metric of its table columns (built when the tables run)",
-    ("harness.eval.benchmarks", "harness.evaluate"):
-        "the built-in benchmarks' feature-file runners still live in the evaluate command",
-    ("harness.eval.verification_bin", "harness.evaluate"):
-        "load_features (the feature-file reader) still lives in the evaluate command",
 }
 #: commands that import other commands, and why
 COMMAND_EXCEPTIONS = {

@@ -7,7 +7,7 @@ The evaluators themselves are :class:`harness.eval.ijb_verification.IJBVerificat
 (``eval.image_norm`` is the per-image L2 norm before pooling everywhere: ``image_norm`` of the IJB protocol,
 ``frame_norm`` of IJB-S, as in :mod:`harness.evaluate`; flip and faceness go to the evaluators whose protocol has
 them: IJB-S has neither, TinyFace no faceness), the compact metric keys of their rows, their table columns and
-the bootstrap metric of each column group, their ``harness.evaluate`` commands (runners in :mod:`harness.evaluate`),
+the bootstrap metric of each column group, their ``harness.evaluate`` commands (runners in :mod:`harness.eval.cli`),
 their plots and their ``harness.check_data`` entries.
 """
 
@@ -224,11 +224,11 @@ def _evaluate_tinyface(cfg, backbone, device: str, with_items: bool) -> list:
 
 
 def _cli(name: str):
-    """A function of :mod:`harness.evaluate` (the feature-file runners of the built-in benchmarks), imported when
+    """A function of :mod:`harness.eval.cli` (the feature-file runners of the built-in benchmarks), imported when
     called."""
 
     def call(*args):
-        from harness import evaluate
+        from harness.eval import cli as evaluate
 
         return getattr(evaluate, name)(*args)
 

@@ -215,7 +215,7 @@ def _metrics(row: dict) -> dict:
 
 def run_bin(args) -> tuple[dict, str]:
     """``python -m harness.evaluate --benchmark bin --release ROOT --bin-set lfw --features feats.npy``."""
-    from harness.evaluate import load_features
+    from harness.eval.cli import load_features
 
     if args.bin_set is None:
         raise ValueError("--benchmark bin needs --bin-set NAME (e.g. lfw: ROOT/lfw.bin)")

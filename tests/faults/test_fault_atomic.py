@@ -139,7 +139,7 @@ def test_temporaries_of_dead_writers_are_removed(tmp_path):
 
 
 def test_every_writer_goes_through_harness_atomic():
-    import harness.evaluate as evaluate
+    import harness.eval.cli as evaluate
     import harness.run as run
     import harness.tables as tables
 
