@@ -8,7 +8,7 @@ Rows (paper sizes; ``--tiny`` in brackets):
 1. ``step``: IR-50 at 112 px with AMP, batch 256 [small backbone, 32 px, batch 4, fp32 on the CPU], 50 timed steps
    [2] after 3 warm-up steps [0] each of ``source_only`` and ``cfsm_guided`` (``synthesize=all``, the released
    behaviour, with a randomly initialised paper-size generator [a 32 px one]): images/s, the ratio to
-   ``source_only`` and peak GPU memory. One step is the trainer's own (:class:`harness.train.TrainStep`, through
+   ``source_only`` and peak GPU memory. One step is the trainer's own (:class:`harness.engine.train.TrainStep`, through
    ``benchmarks/train_throughput.py``'s :class:`Stepper`: random batch on the device, no data loading).
 2. ``torchrun``: the real trainer, ``torchrun --standalone --nproc_per_node 1 -m harness.run``, on a RecordIO of
    random 112 px JPEGs [32 px] written for the check (10 x batch images, 256 classes [20, 10]), the same
@@ -46,10 +46,10 @@ sys.path.insert(0, HERE)
 
 from train_throughput import PAPER_MODEL, Stepper  # noqa: E402
 
-from harness.config import RunConfig, apply_overrides  # noqa: E402
-from harness.evaluate import write_json_atomic  # noqa: E402
+from harness.core.config import RunConfig, apply_overrides  # noqa: E402
+from harness.core.atomic import write_json_atomic  # noqa: E402
 from harness.models.cfsm import PAPER, CFSMConfig, CFSMGenerator, save_generator  # noqa: E402
-from harness.train import build_model  # noqa: E402
+from harness.models.build import build_model  # noqa: E402
 
 METHODS = ("source_only", "cfsm_guided")
 
@@ -211,7 +211,7 @@ def identity_checkpoint(sizes: Sizes, tmp: str) -> str:
 
 def stage1_rows(sizes: Sizes, device: torch.device, tmp: str) -> list[dict]:
     """Row 3: stage 1 at the released size, on the SynthFace release."""
-    from harness.config import from_dict
+    from harness.core.config import from_dict
     from harness.stage1 import Stage1Config, run_stage1
 
     release = synthface_release(sizes, tmp)

@@ -1,11 +1,11 @@
 """Time one full training step of ``cfsm_guided`` and ``cfsm_random`` relative to ``source_only``, and break the
 guided overhead into its pieces.
 
-A step is the trainer's own (:class:`harness.train.TrainStep`, through ``train_throughput.Stepper``):
+A step is the trainer's own (:class:`harness.engine.train.TrainStep`, through ``train_throughput.Stepper``):
 ``method.augment`` + ``method.loss`` + ``zero_grad`` + ``backward`` + gradient-norm clipping over
 ``optim.grad_clip_scope`` + the optimiser step, at a fixed learning rate of 0.01 (float32 on the CPU, no AMP).
 All methods run in one process on the same batch (``optim.batch_size`` = 128 random images,
-``data.input_size`` = 64 px, channels_last) and the default model of :class:`harness.config.RunConfig` (small
+``data.input_size`` = 64 px, channels_last) and the default model of :class:`harness.core.config.RunConfig` (small
 IResNet, ArcFace head, 1000 classes as SynthFace ``default``), each from the same initial weights. Steps are
 interleaved across methods (round-robin) so that a change in machine load hits all of them alike; after warm-up
 the median step time is reported.
@@ -35,11 +35,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from train_throughput import Stepper  # noqa: E402
 
-from harness.atomic import load_torch  # noqa: E402
-from harness.config import RunConfig  # noqa: E402
+from harness.core.atomic import load_torch  # noqa: E402
+from harness.core.config import RunConfig  # noqa: E402
 from harness.models.cfsm import CPU_DEFAULT, CFSMGenerator, save_generator  # noqa: E402
-from harness.runtime import tune_malloc  # noqa: E402
-from harness.train import build_model  # noqa: E402
+from harness.core.runtime import tune_malloc  # noqa: E402
+from harness.models.build import build_model  # noqa: E402
 from methods import REGISTRY  # noqa: E402
 from methods.cfsm_guided import decode, encode, fgsm_step, mix_batch, mix_indices, resize  # noqa: E402
 

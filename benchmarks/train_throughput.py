@@ -1,14 +1,14 @@
 """Training throughput (images/s) of the paper backbone, IR-50 at 112 px, with every registered method.
 
-One training step is the trainer's own (:class:`harness.train.TrainStep`, through :class:`Stepper`):
+One training step is the trainer's own (:class:`harness.engine.train.TrainStep`, through :class:`Stepper`):
 ``method.augment`` + ``method.loss`` with no autocast around them (under AMP the backbone autocasts its own
 trunk), ``zero_grad``, scaled ``backward``, ``unscale_``, gradient-norm clipping (5) over ``optim.grad_clip_scope``
 (the backbone's gradients, as released), the optimiser and GradScaler step (SGD, momentum 0.9, weight decay
 5e-4; ``GradScaler(growth_interval=100)`` on CUDA) and ``loss.item()``, at a fixed learning rate of 0.01. The
 model is the paper profile of CFSM's released stage 2 (``GuidedFaceRecognition``, insightface ``arcface_torch``
 ``iresnet50``): IResNet layers [3, 4, 14, 3], widths 64-128-256-512, stem stride 1, 112 x 112 input, 512-d
-embedding, ArcFace head (``--num-classes``), built by :func:`harness.train.build_model` from a
-:class:`harness.config.RunConfig`, channels_last as the trainer's default. The batch is random data already on
+embedding, ArcFace head (``--num-classes``), built by :func:`harness.models.build.build_model` from a
+:class:`harness.core.config.RunConfig`, channels_last as the trainer's default. The batch is random data already on
 the device (decoding and host-to-device copies are not timed).
 Every method starts from the same initial weights; each runs ``--warmup`` untimed steps (3 on CUDA, for cuDNN's
 autotuner and the allocator; none on the CPU, where a step takes seconds and its one-off costs are small) and
@@ -44,11 +44,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from harness.atomic import load_torch  # noqa: E402
-from harness.config import RunConfig, apply_overrides  # noqa: E402
+from harness.core.atomic import load_torch  # noqa: E402
+from harness.core.config import RunConfig, apply_overrides  # noqa: E402
 from harness.models.cfsm import PAPER, CFSMGenerator, save_generator  # noqa: E402
-from harness.runtime import tune_malloc  # noqa: E402
-from harness.train import TrainStep, build_model, build_optimizer, build_scaler, set_lr  # noqa: E402
+from harness.core.runtime import tune_malloc  # noqa: E402
+from harness.models.build import build_model  # noqa: E402
+from harness.engine.train import TrainStep, build_optimizer, build_scaler, set_lr  # noqa: E402
 from methods import REGISTRY, Batch, FRModel, build_method  # noqa: E402
 
 LR = 0.01  # the timed steps' learning rate (the trainer's schedule starts at 0 in warm-up)
@@ -78,10 +79,10 @@ def generator_hparams(spec: str, tmpdir: str) -> tuple[dict | None, str]:
 class Stepper:
     """One method with its own copy of the FR model, stepping with the trainer's own step.
 
-    Built as :func:`harness.train.train` builds a run: the method from the registry
+    Built as :func:`harness.engine.train.train` builds a run: the method from the registry
     (``build_method(name, ..., cfg.hparams_seed, hparams)``) after the model, the optimiser and GradScaler of
-    ``cfg.optim`` (:func:`harness.train.build_optimizer`, :func:`harness.train.build_scaler`), and one
-    :class:`harness.train.TrainStep` (no autocast around the step, gradient clipping over
+    ``cfg.optim`` (:func:`harness.engine.train.build_optimizer`, :func:`harness.engine.train.build_scaler`), and one
+    :class:`harness.engine.train.TrainStep` (no autocast around the step, gradient clipping over
     ``optim.grad_clip_scope``); :meth:`step` sets the learning rate and calls it on a batch already on the device.
     ``backbone`` and ``head`` are copied, so every method starts from the same weights."""
 

@@ -64,17 +64,6 @@ SAMPLE = 200  # rows / images sampled per evaluation set
 PRESENT_FRACTION = 0.5  # IJB-S: at least this share of the sampled protocol images must have an aligned crop
 
 
-def check_device(name: str) -> str:
-    """The device a run would use (``auto`` -> ``cuda`` or ``cpu``); ``cuda`` on a machine without CUDA is a one-line
-    ValueError, so that entry points can stop before anything starts (Sacred, torchrun workers, data)."""
-    from harness.train import resolve_device
-
-    try:
-        return str(resolve_device(name))
-    except RuntimeError as exc:
-        raise ValueError(f"{exc} (set device: auto in the params, or device=cpu)") from None
-
-
 def _spaced(items: list, n: int = SAMPLE) -> list:
     """At most ``n`` evenly spaced items (first and last included)."""
     if len(items) <= n:
@@ -184,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     need = [k.strip() for k in args.need.split(",") if k.strip()]
     try:
+        from harness.models.build import check_device
+
         device = check_device(args.device) if args.device else None
         problems = check(args.root, need, args.rec, args.target, args.target_list)
     except ValueError as exc:

@@ -46,7 +46,6 @@ that differs, is a one-line error (exit status 2) listing every such key. The ou
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 import sys
@@ -54,6 +53,7 @@ from collections.abc import Mapping
 
 import torch
 
+from harness.core.atomic import file_sha256
 from harness.models.cfsm import PAPER, CFSMConfig, CFSMGenerator, save_generator
 
 SOURCE = "github.com/liufeng2915/CFSM CFSM/synthesis_network.py Generator (WiderFace70K.pth: G_state_dict)"
@@ -144,21 +144,13 @@ def convert(path: str, official: Mapping[str, torch.Tensor], config: CFSMConfig 
     return generator.eval(), sorted(dropped)
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def import_generator(path: str, out: str, trust_pickle: bool = False) -> dict:
     """Read ``path``, convert it strictly and write the project's generator file to ``out`` (atomically); returns
     the metadata written."""
     official = _state_dict(path, _read(path, trust_pickle))
     generator, dropped = convert(path, official)
     meta = {
-        "imported": {"file": os.path.abspath(path), "sha256": _sha256(path), "source": SOURCE,
+        "imported": {"file": os.path.abspath(path), "sha256": file_sha256(path), "source": SOURCE,
                      "renamed": [f"{a}* -> {b}*" for a, b in RENAMES], "dropped": dropped},
         "deviations": {},  # the released generator itself
     }

@@ -97,7 +97,7 @@ the un-normalised feature, as AdaFace's ``pre_norm_vector_add`` does.
 Strictness: every key of the file must map to a parameter or buffer of the model, every parameter and buffer must
 be present (only ``num_batches_tracked`` may be absent: it is unused in eval mode and missing from checkpoints
 converted from other frameworks), every shape must match and every value must be finite; otherwise
-:class:`CheckpointError` (a :class:`~harness.errors.DataFormatError`: ``<file>:key '<name>': <problem>``, one line).
+:class:`CheckpointError` (a :class:`~harness.core.errors.DataFormatError`: ``<file>:key '<name>': <problem>``, one line).
 Files are read with ``torch.load(weights_only=True)``; a Lightning checkpoint that pickles other objects (e.g.
 hyper-parameters as an ``argparse.Namespace``) needs ``trust_pickle=True`` / ``--trust-pickle`` (only for files
 from a source you trust: unpickling can run code).
@@ -105,7 +105,7 @@ from a source you trust: unpickling can run code).
 Evaluating an imported checkpoint with the existing evaluators
 --------------------------------------------------------------
 
-:func:`evaluate_imported` runs :func:`harness.run.evaluate_model` (the pipeline's own evaluation: IJB-B/C 1:1 and
+:func:`evaluate_imported` runs :func:`harness.eval.registry.evaluate_all` (the pipeline's own evaluation, as ``harness.run`` runs it: IJB-B/C 1:1 and
 1:N, IJB-S, TinyFace) with the import's input size, channel order and its source's protocol defaults
 (:attr:`ImportedModel.eval_defaults`). By hand, with the evaluator classes::
 
@@ -131,7 +131,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import os
 import re
 import sys
@@ -142,7 +141,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.errors import DataFormatError
+from harness.core.atomic import file_sha256
+from harness.core.errors import DataFormatError
 from harness.models.iresnet import LAYERS, IResNet
 
 __all__ = [
@@ -334,14 +334,6 @@ class ImportedModel:
         return ARCHS[self.arch][0 if self.layout == "insightface" else 1]
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300]
 
@@ -471,14 +463,14 @@ def load_public_checkpoint(path: str | os.PathLike, layout: str, arch: str, *, t
               f"{ignored_note}")
     return ImportedModel(
         backbone=model, layout=layout, arch=arch, channel_order=info["channel_order"], source=source,
-        path=path, sha256=_sha256(path), num_parameters=sum(p.numel() for p in model.parameters()),
+        path=path, sha256=file_sha256(path), num_parameters=sum(p.numel() for p in model.parameters()),
         ignored_keys=tuple(k.split(" ")[0] for k in ignored), eval_defaults=dict(info["eval_defaults"]),
     )
 
 
 # -------------------------------------------------------------------------------------------- evaluation
 def run_overrides(imported: ImportedModel) -> dict[str, Any]:
-    """The :class:`harness.config.RunConfig` values an evaluation of ``imported`` needs (dotted keys, as on the
+    """The :class:`harness.core.config.RunConfig` values an evaluation of ``imported`` needs (dotted keys, as on the
     ``harness.run`` command line): input size, channel order and the source's protocol defaults."""
     return {
         "data.input_size": imported.input_size,
@@ -491,12 +483,12 @@ def run_overrides(imported: ImportedModel) -> dict[str, Any]:
 
 def evaluate_imported(imported: ImportedModel, release: str, benchmarks=("IJBB", "IJBC", "IJBS", "TinyFace"),
                       *, device: str = "cpu", batch_size: int = 64, items: dict | None = None, **overrides) -> list[dict]:
-    """Result rows of ``imported`` on the benchmarks of ``release``, computed by :func:`harness.run.evaluate_model`
+    """Result rows of ``imported`` on the benchmarks of ``release``, computed by :func:`harness.eval.registry.evaluate_all`
     (the pipeline's evaluation) with :func:`run_overrides`; ``overrides`` (``flip=``, ``faceness=``,
     ``image_norm=``) replace the source's protocol defaults. Each row gets ``"imported"`` (:meth:`ImportedModel.describe`).
     """
-    from harness.config import RunConfig, apply_overrides
-    from harness.run import evaluate_model
+    from harness.core.config import RunConfig, apply_overrides
+    from harness.eval.registry import evaluate_all
 
     unknown = set(overrides) - {"flip", "faceness", "image_norm"}
     if unknown:
@@ -505,7 +497,7 @@ def evaluate_imported(imported: ImportedModel, release: str, benchmarks=("IJBB",
     values.update({"data.release": release, "eval.benchmarks": tuple(benchmarks), "eval.batch_size": int(batch_size)})
     cfg = apply_overrides(RunConfig(), values)
     imported.backbone.to(device)
-    rows = evaluate_model(cfg, imported.backbone, device, items)
+    rows = evaluate_all(cfg, imported.backbone, device, items)
     for row in rows:
         row["imported"] = imported.describe()
     return rows
@@ -555,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, ValueError) as exc:
             print(f"harness.import_weights: {exc}", file=sys.stderr)
             return 2
-        from harness.run import compact_metrics
+        from harness.eval.results import compact_metrics
 
         for bench, values in compact_metrics(doc).items():
             shown = "  ".join(f"{k}: {100 * v:.2f}" for k, v in values.items() if isinstance(v, float))
@@ -567,14 +559,14 @@ def _evaluate_to_result(imported: ImportedModel, args) -> dict:
     """Score ``imported`` and, with ``--result``, write the result document (+ items) atomically."""
     import os
 
-    from harness.evaluate import write_json_atomic
-    from harness.run import RESULT_FORMAT, items_path, write_npz_atomic
+    from harness.core.atomic import write_json_atomic, write_npz_atomic
+    from harness.eval.results import RESULT_FORMAT, items_path
 
     benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
     items: dict = {}
     rows = evaluate_imported(imported, args.evaluate, benchmarks, device=args.device, batch_size=args.batch_size,
                              items=items)
-    from harness.provenance import data_provenance
+    from harness.eval.provenance import data_provenance
 
     doc = {"format": RESULT_FORMAT, "method": args.name or f"{imported.layout}-{imported.arch}", "seed": 0,
            "imported": imported.describe(), "knobs": run_overrides(imported),

@@ -33,7 +33,7 @@ Definitions (all from the evaluator, so that the plots agree with ``results/tabl
   FAR nearer to the next vertex, insightface reports that vertex's TAR). Before plotting, the TAR@FAR recomputed
   from the items must equal the result document's ``tar_at_far`` (else the pair is rejected as mismatched).
 - CMC: ``rate(k)`` = share of *mated* probes whose mate is among the k best-scored gallery entries
-  (AdaFace/PFE ``DIR_FAR`` at FAR = 1, as :class:`harness.bootstrap.RankK` with ``denominator="mated"``), from the
+  (AdaFace/PFE ``DIR_FAR`` at FAR = 1, as :class:`harness.report.bootstrap.RankK` with ``denominator="mated"``), from the
   0-based mate rank arrays the evaluators save: ``TinyFace/first_mate`` (:func:`harness.eval.tinyface.closed_set_cmc`)
   and ``IJB-S/<protocol>/mate_rank`` (:func:`harness.eval.ijbs.identification_metrics`); ``-1`` = unmated probe
   (left out of the denominator), a value ``>= cap`` = mate not in the top ``cap``, where ``cap`` = the largest rank
@@ -66,8 +66,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.atomic import write_files_atomic
-from harness.errors import DataFormatError
+from harness.core.atomic import write_files_atomic
+from harness.core.errors import DataFormatError
 from harness.eval.registry import curves as registry_curves
 from harness.eval.roc import roc_curve, tar_at_far_from_roc
 
@@ -79,7 +79,7 @@ CSV_POINTS = 100  # log-spaced FARs per method in the CSVs (plus the evaluator's
 PNG_POINTS = 400  # denser for the PNG curves
 DPI = 100
 SYNTHFACE_LABEL = "SynthFace (stand-in benchmark)"
-DEFAULT_RELEASE = "datasets/synthface/default"  # harness.config DataConfig.release
+DEFAULT_RELEASE = "datasets/synthface/default"  # harness.core.config DataConfig.release
 
 RESULT_NAME = re.compile(r"^(?P<method>.+)-s(?P<seed>\d+)\.json$")
 # The curves come from the benchmark registry (harness.eval.registry: each benchmark's ``curves``).
@@ -123,7 +123,7 @@ def far_grid(n_impostor: int, fars: Sequence[float] = (), points: int = CSV_POIN
 
 def cmc(ranks, max_rank: int) -> np.ndarray:
     """Cumulative match characteristic: ``out[k - 1]`` = share of mated probes whose 0-based mate rank is ``< k``,
-    for k = 1..``max_rank`` (Rank-k as :class:`harness.bootstrap.RankK`). ``ranks``: integers, ``-1`` (any negative)
+    for k = 1..``max_rank`` (Rank-k as :class:`harness.report.bootstrap.RankK`). ``ranks``: integers, ``-1`` (any negative)
     for an unmated probe, left out of the denominator. All NaN when no probe is mated. Non-decreasing in k."""
     r = np.asarray(ranks)
     if r.ndim != 1:
@@ -555,7 +555,7 @@ def write_dvc_templates(folder: str) -> list[str]:
 
 
 def _install(out_dir: str, files: dict[str, bytes]) -> list[str]:
-    """Every ``{name relative to out_dir: bytes}`` written as one step (:func:`harness.atomic.write_files_atomic`)."""
+    """Every ``{name relative to out_dir: bytes}`` written as one step (:func:`harness.core.atomic.write_files_atomic`)."""
     return write_files_atomic({os.path.join(out_dir, rel): data for rel, data in files.items()})
 
 
@@ -563,7 +563,7 @@ def write_plots(results_dir: str = "results/eval", out_dir: str = "results/plots
     """Read every result in ``results_dir``, write the PNGs into ``out_dir`` and the CSVs into ``out_dir/data``;
     returns the paths written. All inputs are read and checked and all outputs rendered before anything is written;
     a plot no result has data for is not written and an old copy of it is removed. Raises
-    :class:`~harness.errors.DataFormatError` (or ``FileNotFoundError``) naming the bad file."""
+    :class:`~harness.core.errors.DataFormatError` (or ``FileNotFoundError``) naming the bad file."""
     runs = load_runs(results_dir, only)
     try:
         files = _render(runs)
@@ -592,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             only = None
             if args.params:
-                from harness.pipeline import configured_results
+                from harness.core.pipeline import configured_results
 
                 only = [os.path.basename(p) for p in configured_results(args.params, args.results_dir)]
             written = write_plots(args.results_dir, args.out_dir, only)

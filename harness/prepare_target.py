@@ -27,15 +27,15 @@ here is read back by :func:`harness.data.wider.read_crop_list` / :class:`harness
   ``--size``; pixels outside the image are black (0), like the aligned crops' border. Why: CFSM's crops are
   ArcFace-aligned, and the stage-1 discriminator sees the target against aligned source faces, so the box crop should
   frame a face like the ArcFace template does. Fitting the ArcFace template (Umeyama similarity, as
-  :mod:`harness.align`) to the RetinaFace landmarks of 21 faces (boxes of 21 to 339 px, all five points given)
+  :mod:`harness.data.align`) to the RetinaFace landmarks of 21 faces (boxes of 21 to 339 px, all five points given)
   picked from the first 16 KB of RetinaFace's WIDER train ``label.txt`` (the copy stored in
   ``mr-carlitos/retinaface-pytorch`` ``data/widerface/train/label.txt``) maps the 112x112 template crop onto a
   square of median side 1.08 x ``max(w, h)`` (quartiles 0.98 and 1.14), whose centre lies a median 0.03
   ``max(w, h)`` left of and 0.05 above the box centre (quartiles -0.17..+0.02 vertically). Hence the default
   ``--margin 0.1`` and no shift: a small sample, and the shift is within its spread.
 - With ``--landmarks label.txt`` (RetinaFace's WIDER annotation, ``retinaface_gt_v1.1``; format below), faces with
-  all five landmarks are aligned with :func:`harness.align.umeyama_similarity` + :func:`harness.align.warp_affine` to
-  :func:`harness.align.arcface_template` (``--size``), i.e. insightface ``norm_crop`` as CFSM's pipeline. Faces
+  all five landmarks are aligned with :func:`harness.data.align.umeyama_similarity` + :func:`harness.data.align.warp_affine` to
+  :func:`harness.data.align.arcface_template` (``--size``), i.e. insightface ``norm_crop`` as CFSM's pipeline. Faces
   whose landmarks are missing (``-1``, no matching line, or degenerate points) are skipped (``--missing-landmarks
   skip``, the default: the target then holds only aligned crops, like CFSM's) or box-cropped (``box``).
   Landmark lines are matched to the ground-truth faces of the same image by their box ``x y w h`` (rounded to
@@ -64,7 +64,7 @@ extension, ``/`` and whitespace replaced by ``_``, then ``_<k>_999.jpg`` with ``
 makes the name unique (``a/b.png`` and ``a_b.jpg``).
 
 Resampling (both commands): bilinear with a black constant border (``folder``: replicated edges) and no antialiasing, i.e.
-``cv2.warpAffine(INTER_LINEAR)`` as in insightface's ``norm_crop`` (via :func:`harness.align.warp_affine`), so that
+``cv2.warpAffine(INTER_LINEAR)`` as in insightface's ``norm_crop`` (via :func:`harness.data.align.warp_affine`), so that
 box crops and aligned crops share the resampling of CFSM's aligned crops. Crops are baseline JPEG, quality 95
 (:func:`harness.data.images.encode_jpeg`; 95 is ``cv2.imwrite``'s default).
 
@@ -104,11 +104,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from harness.align import arcface_template, umeyama_similarity, warp_affine
+from harness.data.align import arcface_template, umeyama_similarity, warp_affine
 from harness.data.images import encode_jpeg, read_image
 from harness.data.text import read_lines
 from harness.data.wider import BBX_WHAT, WiderBox, read_wider_bbx_gt
-from harness.errors import DataFormatError, require_dir, require_file
+from harness.core.errors import DataFormatError, require_dir, require_file
 
 __all__ = [
     "GT_SCORE_FIELD",
@@ -206,7 +206,7 @@ def square_crop_matrix(left: float, top: float, side: float, size: int) -> np.nd
 
     Destination pixel centre ``u`` samples the source edge coordinate ``left + (u + 0.5) * side / size``, i.e. the
     source pixel-centre coordinate ``x = left + (u + 0.5) * a - 0.5`` with ``a = side / size`` (the convention of
-    :func:`harness.align.warp_affine`); so an integer square with ``side == size`` is copied exactly.
+    :func:`harness.data.align.warp_affine`); so an integer square with ``side == size`` is copied exactly.
     """
     if not side > 0:
         raise ValueError(f"square_crop_matrix: side must be positive, got {side}")
@@ -226,7 +226,7 @@ def box_crop_matrix(box: WiderBox | tuple, margin: float, size: int) -> np.ndarr
 
 def warp_crop(image: np.ndarray, M: np.ndarray, size: int) -> np.ndarray:
     """``cv2.warpAffine(image, M[:2], (size, size))`` (bilinear, black border) of an RGB uint8 (H, W, 3) image, via
-    :func:`harness.align.warp_affine` on only the part of the image the crop can sample (the output square mapped
+    :func:`harness.data.align.warp_affine` on only the part of the image the crop can sample (the output square mapped
     back through ``M``, one pixel wider; zero padding outside that part equals the black border because the part
     is cut at the image's own edges or beyond any sampled pixel). Matches a whole-image ``warp_affine`` up to one
     grey level (the float32 sampling grid is computed relative to the smaller part)."""

@@ -1,9 +1,9 @@
 """``python -m harness.run method=source_only [key=value ...]``: one Sacred-logged run that trains and evaluates.
 
-Values come from the dataclass defaults (``harness.config``), then the ``run`` section of ``params.yaml`` (when
+Values come from the dataclass defaults (``harness.core.config``), then the ``run`` section of ``params.yaml`` (when
 present in the working directory, or ``--params FILE``), then the command line. Dotted keys reach nested values
 (``optim.lr=0.05``, ``model.backbone=r18``); ``hparams.<name>=...`` sets a method hyperparameter, over the params
-file's ``method_hparams.<method>`` (:func:`harness.config.with_method_hparams`). An unknown key or method is a
+file's ``method_hparams.<method>`` (:func:`harness.core.config.with_method_hparams`). An unknown key or method is a
 one-line error listing the valid ones.
 
 Sacred records the full config, host info (with the torch device), metrics (``log_scalar``, Python numbers
@@ -21,12 +21,12 @@ per-rank and global batch, the step resumed from, and on CUDA the GPU name, CUDA
 memory (on CPU the thread count).
 
 Data parallel: ``torchrun --nproc_per_node N -m harness.run key=value ...`` runs the same trainer on N processes
-(:mod:`harness.distributed`, :mod:`harness.train`); ``optim.batch_size`` is per process; rank 0 alone records,
+(:mod:`harness.engine.distributed`, :mod:`harness.engine.train`); ``optim.batch_size`` is per process; rank 0 alone records,
 writes and evaluates. Resume: ``resume=auto`` (default) continues a killed run from the train state beside
-``checkpoint`` when its config matches; ``resume=PATH`` / ``resume=none`` (see :mod:`harness.train`).
+``checkpoint`` when its config matches; ``resume=PATH`` / ``resume=none`` (see :mod:`harness.engine.train`).
 
 With ``result=PATH``, the evaluators' per-item arrays (per IJB pair, per probe: what the subject-level bootstrap of
-:mod:`harness.bootstrap` resamples) are saved next to it, compressed, as ``<stem>.items.npz`` (keys
+:mod:`harness.report.bootstrap` resamples) are saved next to it, compressed, as ``<stem>.items.npz`` (keys
 ``<benchmark>/<array>``, e.g. ``IJB-B/scores``, ``IJB-C 1:N/joined/rank``, ``IJB-S/V2S/mate_rank``), written
 atomically before the result document, which names it (``"items": "<stem>.items.npz"``).
 """
@@ -42,11 +42,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.config import RunConfig, config_from_cli
-from harness.provenance import data_provenance
-from harness.evaluate import write_json_atomic
+from harness.core.config import RunConfig, config_from_cli
+from harness.eval.provenance import data_provenance
+from harness.core.atomic import file_sha256, write_json_atomic
+from harness.eval.results import RESULT_FORMAT, compact_metrics, items_path
 
-RESULT_FORMAT = 1
 ALIGNMENT = "arcface-5pt-umeyama-similarity"
 
 
@@ -76,7 +76,7 @@ def evaluate_model(cfg: RunConfig, backbone: torch.nn.Module, device: str, items
     flip and faceness go to the evaluators whose protocol has them: IJB-S has neither, TinyFace no faceness) and
     states them in its row's ``knobs``.
 
-    With ``items`` (a dict), the evaluators' per-item arrays for the subject-level bootstrap (:mod:`harness.bootstrap`)
+    With ``items`` (a dict), the evaluators' per-item arrays for the subject-level bootstrap (:mod:`harness.report.bootstrap`)
     are added to it, keyed ``<row benchmark>/<array>`` (``IJB-B/scores``, ``IJB-B 1:N/joined/rank``,
     ``IJB-S/V2S/mate_rank``, ``TinyFace/first_mate``, ...; the arrays each evaluator's ``return_items`` documents)."""
     from harness.eval.registry import evaluate_all
@@ -84,33 +84,18 @@ def evaluate_model(cfg: RunConfig, backbone: torch.nn.Module, device: str, items
     return evaluate_all(cfg, backbone, device, items)
 
 
-def items_path(result_path: str) -> str:
-    """Where the per-item arrays of ``result_path`` go: ``<dir>/<stem>.items.npz`` (``x/a.json`` -> ``x/a.items.npz``)."""
-    return os.path.splitext(result_path)[0] + ".items.npz"
-
-
 def write_npz_atomic(arrays: dict, path: str) -> None:
-    """``np.savez_compressed`` written atomically (:func:`harness.atomic.write_npz_atomic`; kept importable here)."""
-    from harness.atomic import write_npz_atomic as write
+    """``np.savez_compressed`` written atomically (:func:`harness.core.atomic.write_npz_atomic`; kept importable here)."""
+    from harness.core.atomic import write_npz_atomic as write
 
     write(arrays, path)
-
-
-def file_sha256(path: str) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_checkpoint(path: str) -> dict:
     """A ``harness.run`` checkpoint (``weights_only=True``: a file that pickles code is refused unrun). Only the
     weights keys are required (``backbone``, ``num_classes``); checkpoints of the old format, which also hold the
     train state, are read the same way."""
-    from harness.atomic import load_torch
+    from harness.core.atomic import load_torch
 
     state = load_torch(path, "checkpoint")
     if not isinstance(state, dict) or "backbone" not in state or "num_classes" not in state:
@@ -118,26 +103,14 @@ def load_checkpoint(path: str) -> dict:
     return state
 
 
-def compact_metrics(doc: dict) -> dict:
-    """{"IJB-B": {"tar@1e-4": ..., "stills_only.tar@1e-3": ..., ...}, "train": {...}}: what `dvc metrics` shows. Each
-    row's keys are its benchmark's (:func:`harness.eval.registry.row_metrics`); only numbers (or None) are kept."""
-    from harness.eval.registry import row_metrics
-
-    out: dict[str, Any] = {}
-    for row in doc["results"]:
-        out[row["benchmark"]] = {k: v for k, v in row_metrics(row).items() if v is None or isinstance(v, (int, float))}
-    if "seconds" in doc.get("train", {}):
-        out["train"] = {k: doc["train"][k] for k in ("seconds", "images_per_second", "final_loss")}
-    return out
-
-
 def run(cfg: RunConfig, _run=None) -> dict:
     """Train and/or evaluate as the config says; returns the result document (also written to ``cfg.result``).
 
     Under torchrun every rank trains its shard; only rank 0 writes (checkpoint, train state, result, metrics, the
     Sacred run) and evaluates; the other ranks return a document with their train info and no results."""
-    from harness import distributed, release
-    from harness.train import build_model, resolve_device, train
+    from harness.engine import distributed, release
+    from harness.models.build import build_model, resolve_device
+    from harness.engine.train import train
     from methods import resolve_hparams
 
     ctx = distributed.current()
@@ -215,9 +188,9 @@ def run(cfg: RunConfig, _run=None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """The command line; under ``torchrun --nproc_per_node N -m harness.run ...`` every rank runs this, rank 0 with
-    Sacred, the others without (see :mod:`harness.distributed`)."""
-    from harness import distributed
-    from harness.runtime import report_error
+    Sacred, the others without (see :mod:`harness.engine.distributed`)."""
+    from harness.engine import distributed
+    from harness.core.runtime import report_error
 
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -226,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         return report_error("harness.run", exc)
     try:
         cfg = make_config(argv)
-        from harness.check_data import check_device
+        from harness.models.build import check_device
         from methods import get_method, resolve_hparams
 
         check_device(cfg.device)  # `device=cuda` without CUDA: one line before Sacred or any training starts
@@ -234,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.train:  # e.g. a CFSM method whose stage-1 generator is missing: say so before anything starts
             get_method(cfg.method).preflight(resolve_hparams(cfg.method, cfg.hparams_seed, cfg.hparams))
             if cfg.resume not in ("auto", "none", ""):  # resume=PATH: a missing or mismatching state fails here
-                from harness.train import resolve_resume
+                from harness.engine.train import resolve_resume
 
                 resolve_resume(cfg, None, env.world_size)
         else:
@@ -277,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main_rank0(cfg: RunConfig) -> int:
-    from harness.runtime import quiet_sacred_failures, sacred_experiment
+    from harness.core.runtime import quiet_sacred_failures, sacred_experiment
 
     ex = sacred_experiment("cfsm-bench", cfg.out, cfg.to_dict())
     quiet_sacred_failures(ex)

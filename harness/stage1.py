@@ -20,10 +20,10 @@ identity network ``f`` (a ``harness.run`` checkpoint, by default the trunk's ``s
 
 The dataclass defaults are the released recipe; ``params.yaml`` (section ``stage1``) holds the CPU default. How a
 run differs from the release (architecture, training values, run length, identity network, data) is listed by
-:func:`deviations` (:func:`harness.release.stage1_deviations`; each entry's reason follows from the value) and
+:func:`deviations` (:func:`harness.engine.release.stage1_deviations`; each entry's reason follows from the value) and
 written into the generator's metadata, ``analysis.json`` and the Sacred run.
 
-Analysis on any data (:mod:`harness.stage1_analysis`): ``analysis.holdout_source`` source images and
+Analysis on any data (:mod:`harness.cfsm.analysis`): ``analysis.holdout_source`` source images and
 ``analysis.holdout_target`` target crops (each at most a fifth of its set, seeded) are kept out of training; on
 them the run measures the FD to the target and the identity cosine by magnitude, U's orthogonality, and draws the
 magnitude and basis pictures. SynthFace's clean/degraded pairs (``data.pairs``) add the true degradation's FD and
@@ -42,7 +42,7 @@ holder). Every error is one line ``harness.stage1: ...`` and exit code 2 (``CFSM
 Outputs under ``out``: ``generator.pt`` (what stage 2 loads, :func:`harness.models.cfsm.load_generator`),
 ``metrics.json`` (for ``dvc metrics``; the Sacred run keeps it as the artifact ``stage1_metrics.json``, since
 Sacred's own ``metrics.json`` holds the logged series), ``analysis.json`` (every figure of
-:mod:`harness.stage1_analysis`), and the two pictures under ``figures``.
+:mod:`harness.cfsm.analysis`), and the two pictures under ``figures``.
 """
 
 from __future__ import annotations
@@ -61,15 +61,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.config import RunConfig, _plain, config_from_cli, from_dict
+from harness.core.config import RunConfig, plain, config_from_cli, from_dict
 from harness.data.wider import CropFolderDataset, read_crop_list
-from harness.errors import require_dir, require_file
-from harness.atomic import load_torch
+from harness.core.errors import require_dir, require_file
+from harness.core.atomic import load_torch
 from harness.models.cfsm import (
     CFSMConfig, CFSMGenerator, MultiScaleDiscriminator, identity_loss, lsgan_d_loss, lsgan_g_loss,
     orthogonality_loss, reconstruction_loss, save_generator,
 )
-from harness.runtime import tune_malloc
+from harness.core.runtime import tune_malloc
 
 STATE_FORMAT = "cfsm-stage1-state/1"
 
@@ -134,13 +134,13 @@ class Stage1Config:
     analysis: Stage1Analysis = field(default_factory=Stage1Analysis)
 
     def to_dict(self) -> dict:
-        return _plain(dataclasses.asdict(self))
+        return plain(dataclasses.asdict(self))
 
 
 def deviations(cfg: Stage1Config) -> list[dict[str, Any]]:
     """How this run differs from the released stage 1: ``[{key, ours, release, source, why}]``
-    (:func:`harness.release.stage1_deviations`; the reasons follow from the configured values)."""
-    from harness.release import stage1_deviations
+    (:func:`harness.engine.release.stage1_deviations`; the reasons follow from the configured values)."""
+    from harness.engine.release import stage1_deviations
 
     return stage1_deviations(cfg)
 
@@ -217,7 +217,7 @@ class EpochSampler:
 def load_target(cfg: Stage1Config) -> tuple[torch.Tensor, torch.Tensor, str]:
     """(train images, held-out images) uint8 at the model's size, and the list path. The list is checked first:
     a missing crop fails here, naming the list line and the file. The hold-out is a seeded random subset."""
-    from harness.train import load_images
+    from harness.data.loaders import load_images
 
     root = os.path.join(require_dir(cfg.data.release, "stage-1 data release"), cfg.data.target)
     crops = read_crop_list(os.path.join(root, "crops"), os.path.join(root, cfg.data.target_list))
@@ -231,7 +231,7 @@ def load_pairs(cfg: Stage1Config) -> tuple[torch.Tensor, torch.Tensor] | None:
     """SynthFace's ``stage1_pairs`` (clean, degraded) uint8 at the model's size, or None when not configured."""
     from harness.data.images import read_image
     from harness.data.text import read_lines
-    from harness.train import load_images
+    from harness.data.loaders import load_images
 
     if not cfg.data.pairs:
         return None
@@ -243,7 +243,7 @@ def load_pairs(cfg: Stage1Config) -> tuple[torch.Tensor, torch.Tensor] | None:
         paths = [os.path.join(root, sub, n) for n in names]
         for i, p in enumerate(paths):
             if not os.path.isfile(p):
-                from harness.errors import DataFormatError
+                from harness.core.errors import DataFormatError
 
                 raise DataFormatError(list_path, f"line {i + 1}", f"pair image {p} does not exist")
         out.append(load_images(lambda i, paths=paths: read_image(paths[i]), len(paths), cfg.model.image_size))
@@ -258,7 +258,7 @@ class IdentityNet(torch.nn.Module):
 
     def __init__(self, checkpoint: str, device: torch.device):
         super().__init__()
-        from harness.train import build_model
+        from harness.models.build import build_model
 
         require_file(checkpoint, "identity network checkpoint (a harness.run checkpoint, e.g. the source_only run)")
         state = load_torch(checkpoint, "identity network checkpoint")  # weights_only=True: no code runs
@@ -325,8 +325,8 @@ def _state_key(cfg: Stage1Config) -> dict:
 
 
 def _atomic_save(obj: Any, path: str) -> None:
-    """:func:`harness.train.save_checkpoint`: atomic, and never a state whose weights are not finite."""
-    from harness.train import save_checkpoint
+    """:func:`harness.engine.train.save_checkpoint`: atomic, and never a state whose weights are not finite."""
+    from harness.engine.train import save_checkpoint
 
     save_checkpoint(path, obj)
 
@@ -335,7 +335,7 @@ def _load_state(path: str, cfg: "Stage1Config") -> dict | None:
     """The resumable state at ``path`` when it can continue this run; else None, saying why on stderr. A file that
     cannot be read (truncated, foreign, pickled code) or holds non-finite weights is set aside as
     ``<path>.unreadable-<time>`` / ``<path>.nonfinite-<time>`` (kept, out of the way), as ``harness.run`` does."""
-    from harness.train import NonFiniteStateError, check_finite_state, set_aside
+    from harness.engine.train import NonFiniteStateError, check_finite_state, set_aside
 
     try:
         state = load_torch(path, "stage-1 train state")
@@ -359,7 +359,9 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
                  progress: bool = False, stop_after: int | None = None) -> Stage1Result:
     """Train G and D as configured; returns the trained generator. ``stop_after`` ends the loop early after that
     many iterations (state saved), as a kill would, for resume tests."""
-    from harness.train import ProgressLine, SourceData, resolve_device, to_model_input
+    from harness.data.loaders import SourceData, to_model_input
+    from harness.models.build import resolve_device
+    from harness.engine.train import ProgressLine
 
     log = log or (lambda name, value, step: None)
     tune_malloc()
@@ -385,7 +387,7 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
     opt_g = torch.optim.Adam(G.parameters(), lr=t.lr, betas=tuple(t.betas))
     opt_d = torch.optim.Adam(D.parameters(), lr=t.lr, betas=tuple(t.betas))
     train_idx, held_idx = split_source(len(source), cfg.analysis.holdout_source, cfg.seed)
-    held_source = source._get(held_idx)
+    held_source = source.get(held_idx)
     src_sampler = EpochSampler(len(train_idx), t.batch_size, cfg.seed)
     tgt_sampler = EpochSampler(len(target_train), t.batch_size, cfg.seed + 1)
     o_gen = torch.Generator().manual_seed(cfg.seed + 2)
@@ -416,7 +418,7 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
 
     def get_source() -> torch.Tensor:
         idx = train_idx[src_sampler.next()]
-        return to_model_input(source._get(idx)).to(device)
+        return to_model_input(source.get(idx)).to(device)
 
     G.train(), D.train()
     q = cfg.model.style_dim
@@ -506,8 +508,8 @@ def _check_finite(losses: dict[str, torch.Tensor], step: int, state_path: str, s
 def run_stage1(cfg: Stage1Config, log=None, progress: bool = False) -> dict:
     """Train, analyse, write ``generator.pt``, ``analysis.json``, ``metrics.json`` and the figures; returns the
     metrics document. The resume state is removed once everything is written."""
-    from harness.atomic import write_json_atomic
-    from harness.stage1_analysis import analyse, write_figures
+    from harness.core.atomic import write_json_atomic
+    from harness.cfsm.analysis import analyse, write_figures
 
     result = train_stage1(cfg, log=log, progress=progress)
     G = result.generator
@@ -568,12 +570,12 @@ ARTIFACTS = {"generator.pt": "generator.pt", "analysis.json": "analysis.json", "
 def main(argv: list[str] | None = None) -> int:
     """The command line. Every error is one line ``harness.stage1: ...`` and exit code 2 (``CFSM_TRACEBACK=1``
     also prints the traceback); while it runs, the stage holds its ``out`` folder (``<out>.lock``)."""
-    from harness.runtime import PathLock, quiet_sacred_failures, report_error, sacred_experiment
+    from harness.core.runtime import PathLock, quiet_sacred_failures, report_error, sacred_experiment
 
     argv = sys.argv[1:] if argv is None else argv
     try:
         cfg = make_config(argv)
-        from harness.check_data import check_device
+        from harness.models.build import check_device
 
         check_device(cfg.device)  # `device=cuda` without CUDA: one line before Sacred starts
     except Exception as exc:  # noqa: BLE001

@@ -29,11 +29,11 @@ when any input is bad). With ``--params``, the first input is the results folder
 Data labels
 -----------
 
-Each result's data comes from its provenance (:mod:`harness.provenance`: the document's ``data`` entry, else a
+Each result's data comes from its provenance (:mod:`harness.eval.provenance`: the document's ``data`` entry, else a
 look-up at its ``config.data.release``): a dataset inside a SynthFace release (a ``synthface.json`` at the release
 root, found through symbolic links) is SynthFace, anything else the real benchmark. The title says what all inputs
 are on; when they differ (or some are unknown), every section names the data of each of its results. On real data,
-a cell whose model is a published one (:func:`harness.paper_numbers.published_model`: ``source_only`` = "ArcFace",
+a cell whose model is a published one (:func:`harness.report.paper_numbers.published_model`: ``source_only`` = "ArcFace",
 ``cfsm_guided`` = "ArcFace+CFSM" with an r50 ArcFace head trained on MS1MV2 = ``faces_emore``, and so on) gets the
 published number of the same benchmark and metric beside it, with ours - published and our CI shifted by it.
 SynthFace results are never matched; imported checkpoints neither (their documents do not say how they were trained).
@@ -49,15 +49,15 @@ README (``mk-minchul/AdaFace``) print one number per model, with no seeds, sprea
   of the numbers in the result documents (the evaluators' own numbers); the seed count is the ``n`` column. A cell
   is ``-`` where no seed has the metric or its value is ``None`` (undefined); a cell averaged over fewer seeds than
   the method has says ``(n=k)``. (DomainBed's standard error is the std divided by sqrt(n).)
-- **Subject bootstrap** (:mod:`harness.bootstrap`): the benchmark items (IJB template pairs, probes) are not
+- **Subject bootstrap** (:mod:`harness.report.bootstrap`): the benchmark items (IJB template pairs, probes) are not
   independent, so each resample draws the benchmark's *probe subjects* with replacement and keeps every item of
   each drawn subject (templates and pairs of one person move together). Draw ``b`` depends only on ``--seed`` and
   the subject set, so every method and seed is evaluated on exactly the same resamples; results whose items hold
   different subject sets are refused. The metrics are the evaluators' definitions (``TarAtFar``: insightface's
   nearest ROC vertex; ``RankK``; ``IJBSTpirAtFpir``: PFE's FPIR threshold rule), recomputed on each resample from the
   saved arrays; on the full data they must give the document's numbers (checked: a stale items file is an error).
-- **Several seeds: two-level bootstrap** (:func:`harness.bootstrap.two_level_samples`): on each resample the
-  training seeds of a method are drawn with replacement (:func:`harness.bootstrap.seed_draws`, keyed by the seed
+- **Several seeds: two-level bootstrap** (:func:`harness.report.bootstrap.two_level_samples`): on each resample the
+  training seeds of a method are drawn with replacement (:func:`harness.report.bootstrap.seed_draws`, keyed by the seed
   numbers, so two methods with the same seeds pair seed by seed) and the drawn seeds' metrics on the resample's
   subject draw are averaged. The test subjects are one sample shared by every run, so one subject draw per resample
   serves every drawn seed and every method. The interval of the seed mean shown in the cell then covers training
@@ -80,9 +80,9 @@ README (``mk-minchul/AdaFace``) print one number per model, with no seeds, sprea
 
 Speed: TAR@FAR on a resample is computed from the top of the score list only (:class:`TopTarAtFar`): the few
 thousand highest scores decide every FAR up to 1e-3, and the ROC there is the evaluator's own vertex computation
-(``harness.eval.roc``), bit-identical to :class:`harness.bootstrap.TarAtFar` (which it falls back to whenever the
+(``harness.eval.roc``), bit-identical to :class:`harness.report.bootstrap.TarAtFar` (which it falls back to whenever the
 top part cannot decide a resample). The other metrics are the counts-based ``bind``/``on_counts`` paths of
-:mod:`harness.bootstrap`.
+:mod:`harness.report.bootstrap`.
 """
 
 from __future__ import annotations
@@ -101,24 +101,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.bootstrap import (
+from harness.report.bootstrap import (
     Samples,
     SubjectGroups,
     TarAtFar,
+    TopTarAtFar,
     bootstrap_samples,
     ci_from_samples,
     paired_from_samples,
     two_level_samples,
 )
-from harness.atomic import write_files_atomic
-from harness.runtime import maybe_traceback
-from harness.errors import DataFormatError
+from harness.core.atomic import write_files_atomic
+from harness.core.runtime import maybe_traceback
+from harness.core.errors import DataFormatError
 from harness.eval import benchmarks as _benchmarks
 from harness.eval.registry import MISSING, Column, Section, metric_value, row_names, sections
-from harness.eval.roc import _check_inputs, _vertices_dense, far_key, tar_at_far_from_roc
-from harness.paper_numbers import DEFAULT_DIR as PAPER_DIR
-from harness.paper_numbers import PaperNumber, load_paper_numbers, matching, published_model
-from harness.provenance import DataProvenance, data_label, doc_provenance
+from harness.eval.roc import far_key
+from harness.report.paper_numbers import DEFAULT_DIR as PAPER_DIR
+from harness.report.paper_numbers import PaperNumber, load_paper_numbers, matching, published_model
+from harness.eval.provenance import DataProvenance, data_label, doc_provenance
 
 __all__ = ["Column", "Section", "SECTIONS", "TopTarAtFar", "Tables", "load_runs", "build_tables", "render", "main"]
 
@@ -148,102 +149,6 @@ def row_value(row: dict, key: str):
     return metric_value(row, key)
 
 
-# ---------------------------------------------------------------------------------------------------- fast TAR
-
-
-class TopTarAtFar:
-    """:class:`harness.bootstrap.TarAtFar` for small FARs, computed on a resample from the top of the score list.
-
-    The ``K`` highest scores hold at least ``margin * max(fars) * impostors + extra`` impostor pairs (cut between two
-    distinct scores). On a resample (subject counts), the prefix's multiset goes through the evaluator's own vertex
-    computation (``harness.eval.roc._vertices_dense``, sklearn's ``roc_curve`` with ``drop_intermediate``); the
-    totals of genuine and impostor pairs come from per-subject counts, so ``fpr = fps / total`` is the very division
-    ``roc_curve`` does. Every vertex but the last one of the prefix is a vertex of the full ROC (its keep decision
-    depends on its neighbours only); insightface's nearest-vertex rule is taken on those, and the resample is handed
-    to the full :class:`~harness.bootstrap.TarAtFar` whenever a vertex beyond them could be as near to some FAR
-    (``fallbacks`` counts them). Bit-identical to ``TarAtFar`` (tested). Keys ``tar@{far_key}``.
-    """
-
-    def __init__(self, scores, labels, fars: Sequence[float] = TABLE_FARS, margin: float = 4.0, extra: int = 100):
-        genuine, scores = _check_inputs(labels, scores)
-        self.n = scores.shape[0]
-        self.fars = tuple(float(x) for x in fars)
-        self.keys = [f"tar@{far_key(x)}" for x in self.fars]
-        self._scores, self._labels = scores, genuine
-        self._full: TarAtFar | None = None
-        self.fallbacks = 0
-        order = np.argsort(scores, kind="stable")
-        asc = scores[order]
-        imp_from_top = np.cumsum(~genuine[order][::-1])
-        need = int(math.ceil(margin * max(self.fars) * int(imp_from_top[-1]))) + int(extra)
-        k = int(np.searchsorted(imp_from_top, need)) + 1  # smallest top-k holding `need` impostors
-        start = max(self.n - k, 0)
-        start = int(np.searchsorted(asc, asc[start], side="left"))  # never split a group of equal scores
-        self.complete = start == 0
-        self._top = order[start:]
-        self._top_asc = asc[start:]
-        self._top_gen = genuine[self._top]
-
-    def _undefined(self) -> dict:
-        return {k: float("nan") for k in self.keys}
-
-    def _full_metric(self) -> TarAtFar:
-        if self._full is None:
-            self._full = TarAtFar(self._scores, self._labels, self.fars)
-        return self._full
-
-    def on_counts(self, counts) -> dict:
-        return self._full_metric().on_counts(counts)
-
-    def __call__(self, indices) -> dict:
-        return self._full_metric()(indices)
-
-    def bind(self, groups: SubjectGroups):
-        if not groups.partition or groups.n_items != self.n:
-            return lambda sc: self.on_counts(groups.item_counts(sc))
-        subj = groups.item_subject
-        s_top = subj[self._top]
-        imp_ps = np.bincount(subj[~self._labels], minlength=groups.n_subjects + 1).astype(np.int64)
-        gen_ps = np.bincount(subj[self._labels], minlength=groups.n_subjects + 1).astype(np.int64)
-        top_asc, top_gen = self._top_asc, self._top_gen
-        gen_asc = top_asc[top_gen]
-        full = None
-
-        def f(subject_counts: np.ndarray) -> dict:
-            nonlocal full
-            ext = np.append(np.asarray(subject_counts, np.int64), 0)
-            n_imp, n_gen = int(ext @ imp_ps), int(ext @ gen_ps)
-            if n_imp == 0 or n_gen == 0:
-                return self._undefined()
-            c = ext[s_top]
-            out = self._from_top(np.repeat(top_asc, c), np.repeat(gen_asc, c[top_gen]), n_imp, n_gen)
-            if out is None:
-                self.fallbacks += 1
-                if full is None:
-                    full = self._full_metric().bind(groups)
-                out = full(subject_counts)
-            return out
-
-        return f
-
-    def _from_top(self, asc: np.ndarray, gen: np.ndarray, n_imp: int, n_gen: int) -> dict | None:
-        if asc.size == 0:
-            return None
-        tie_pos = np.flatnonzero(asc[1:] == asc[:-1])
-        fps, tps, _ = _vertices_dense(asc, gen, tie_pos, True)
-        boundary = math.inf
-        if not self.complete:  # the prefix's last vertex is forced; only the ones before it are vertices for sure
-            boundary = float(fps[-1]) / float(n_imp)
-            fps, tps = fps[:-1], tps[:-1]
-        fpr = np.concatenate(([0.0], fps)) / float(n_imp)
-        tpr = np.concatenate(([0.0], tps)) / float(n_gen)
-        for x in self.fars:
-            if not boundary - x > float(np.min(np.abs(fpr - x))):
-                return None
-        tars = tar_at_far_from_roc(fpr, tpr, self.fars)
-        return {k: tars[x] for k, x in zip(self.keys, self.fars)}
-
-
 # ---------------------------------------------------------------------------------------------------- inputs
 
 
@@ -258,7 +163,7 @@ class Run:
     rows: dict
     _items: dict = field(default_factory=dict, repr=False)
     train: dict = field(default_factory=dict)  # the document's train info (seconds, images/s, device), if any
-    data: DataProvenance | None = None  # where its data came from (harness.provenance)
+    data: DataProvenance | None = None  # where its data came from (harness.eval.provenance)
     model: tuple[str, str, str] | None = None  # the published (method, backbone, train set) it reproduces, if any
 
     @property
@@ -463,7 +368,7 @@ def _mark(ci: tuple[float, float] | None) -> int:
 
 def _published(cell: Cell, runs: list[Run], numbers: list[PaperNumber], col: Column) -> list:
     """The published numbers beside ``cell``: only when every run of it is on real data for the column's benchmark
-    and all its seeds reproduce one published model (:func:`harness.paper_numbers.published_model`); SynthFace
+    and all its seeds reproduce one published model (:func:`harness.report.paper_numbers.published_model`); SynthFace
     results are never matched."""
     models = {r.model for r in runs}
     if len(models) != 1 or None in models or any(r.data is None or r.data.kind(col.benchmark) != "real" for r in runs):
@@ -1147,7 +1052,7 @@ def render(t: Tables, tables_dir: str = "tables") -> dict[str, str]:
 
 
 def write_all(texts: dict[str, str]) -> None:
-    """Every ``{path: text}`` written as one step (:func:`harness.atomic.write_files_atomic`): a failure leaves no
+    """Every ``{path: text}`` written as one step (:func:`harness.core.atomic.write_files_atomic`): a failure leaves no
     file, new or temporary."""
     write_files_atomic(texts)
 
@@ -1171,7 +1076,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = args.results
         if args.params:
-            from harness.pipeline import configured_results
+            from harness.core.pipeline import configured_results
 
             if not os.path.isdir(results[0]):
                 raise ValueError(f"--params: {results[0]}: the first input must be the results folder the params file describes")

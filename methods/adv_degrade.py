@@ -2,7 +2,7 @@
 
 The same one-step FGSM as ``cfsm_guided`` (Liu et al., ECCV 2022; released ``GuidedFaceRecognition/
 adversarial_regu.py``, github.com/liufeng2915/CFSM), but the coefficients it perturbs are the
-normalised parameters of hand-designed, differentiable degradations (:mod:`harness.degradations`) instead of
+normalised parameters of hand-designed, differentiable degradations (:mod:`methods.degradations`) instead of
 the style coefficients ``o`` of the stage-1 generator. It answers "how much of CFSM's gain needs the learned,
 target-fitted style space, and how much comes from guided degradation alone?".
 
@@ -16,17 +16,17 @@ Every training step:
 3. ``steps`` times (default 1 = FGSM): degrade the images with ``z``, compute the FR margin loss through
    ``fr.raw`` (unwrapped backbone) and ``fr.head`` with the true labels, take its gradient w.r.t. ``z`` only
    (``torch.autograd.grad``), ``z <- clip(z + alpha * sign(grad), z0 - eps, z0 + eps)``
-   (:func:`harness.guidance.fgsm_step`), then clip to [0, 1] (the valid range);
+   (:func:`methods.guidance.fgsm_step`), then clip to [0, 1] (the valid range);
 4. the batch is ``cat(x[real], degrade(x[selected], z_adv))`` with the labels carried along
-   (:func:`harness.guidance.mix_batch`).
+   (:func:`methods.guidance.mix_batch`).
 
 **The normalised space.** ``z`` has one coordinate per continuous parameter with a non-empty range
-(:meth:`harness.degradations.DegradationSpace.active`; by default 9: Gaussian blur sigma, motion-blur length and
+(:meth:`methods.degradations.DegradationSpace.active`; by default 9: Gaussian blur sigma, motion-blur length and
 angle, down-up scale, noise sigma, JPEG quality, brightness, contrast, saturation; hue's range is empty as in
 AdaFace). Each maps linearly to its range: ``value = lo + z * (hi - lo)``, with at 112 px blur sigma 0 .. 2.2 px,
 motion length 0 .. 12 px (both scaled by H / 112), angle -45 .. 45 degrees, scale 1 .. 0.2, noise sigma
 0 .. 20/255, JPEG quality 100 .. 60, brightness / contrast / saturation 0.5 .. 1.5 (z = 0.5 is the identity for
-these three). The sources of the ranges are in :class:`harness.degradations.DegradationSpace`.
+these three). The sources of the ranges are in :class:`methods.degradations.DegradationSpace`.
 ``eps = alpha = 0.314`` are CFSM's released values, used unchanged in this space; note that ``U[0, 1]`` has
 standard deviation 0.29 where CFSM's ``N(0, I)`` has 1, so the step is relatively about 3x larger here (the
 random search draws both from ``10 ** U(-1, 0)``, as for ``cfsm_guided``).
@@ -56,11 +56,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from harness import degradations as D
+from methods import degradations as D
 from methods.base import Batch, FRModel, Method, register
-from harness.config import parse_bool
+from harness.core.config import parse_bool
 from harness.data.images import memory_format_of
-from harness.guidance import check_guidance, guided_search, mix_batch, mix_indices, probe_losses
+from methods.guidance import check_guidance, guided_search, mix_batch, mix_indices, probe_losses
 
 ADV_OPS = ("color", "blur", "motion", "resize", "noise", "jpeg")  # every differentiable op; no crop
 

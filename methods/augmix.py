@@ -6,7 +6,7 @@ Robustness and Uncertainty", ICLR 2020; the authors' release ``google-research/a
 ``batch.extras`` (``augmix.view1``, ``augmix.view2``): per sample, ``width`` chains of depth ``depth`` (-1: uniform
 in {1, 2, 3}) of ops from the release's 9 (autocontrast, equalize, posterize, rotate, solarize, shear_x/y,
 translate_x/y; not brightness/color/contrast/sharpness, which overlap ImageNet-C), level ``U(0.1, severity)``,
-mixed in float with ``w ~ Dir(alpha)`` and ``m ~ Beta(alpha, alpha)`` (:func:`harness.policy_augment.augmix_view`).
+mixed in float with ``w ~ Dir(alpha)`` and ``m ~ Beta(alpha, alpha)`` (:func:`methods.policy_augment.augmix_view`).
 
 ``loss`` = margin loss on the clean images + ``js_lambda`` * JS(p_clean, p_view1, p_view2), as ``imagenet.py``'s
 ``--jsd`` path: one backbone forward over the concatenated 3B images (BatchNorm sees all three, as released), the
@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 
 from harness.data.images import memory_format_of
-from harness.policy_augment import augmix_view, jensen_shannon
+from methods.policy_augment import augmix_view, jensen_shannon
 from methods.base import Batch, FRModel, Method, register
 
 VIEWS = ("augmix.view1", "augmix.view2")

@@ -6,12 +6,12 @@ sub-policy, each op fires with its own probability, signed ops get a random sign
 (``torchvision.transforms.v2.AutoAugment``'s semantics and tables, nearest interpolation, fill 0). Known
 torchvision-vs-TF-release difference kept: the enhance ops use factor ``1 + signed magnitude``, so "Color, magnitude
 0" is the identity. The policy was searched on ImageNet; it is used here unchanged as the transfer baseline. Tables
-and application: :mod:`harness.policy_augment`.
+and application: :mod:`methods.policy_augment`.
 """
 
 from __future__ import annotations
 
-from harness.policy_augment import apply_policy, autoaugment_plan, check_interpolation
+from methods.policy_augment import apply_policy, autoaugment_plan, check_interpolation
 from methods.base import Batch, FRModel, Method, register
 
 

@@ -18,7 +18,7 @@ draws of the others. Unlike DomainBed (#111), the trial seed does not enter the 
 gives the same point for every trial seed.
 
 Where a run's values come from, lowest first: the declared defaults (or the seeded draws); ``method_hparams.<method>``
-of ``params.yaml`` (each value that differs from the declared default; ``harness.config.with_method_hparams``);
+of ``params.yaml`` (each value that differs from the declared default; ``harness.core.config.with_method_hparams``);
 ``run.hparams`` of ``params.yaml``; ``hparams.<name>=`` on the command line. The last three reach
 ``resolve_hparams`` as its ``overrides``, so an explicit value always beats a draw, as DomainBed's ``--hparams``
 does.

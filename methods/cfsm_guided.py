@@ -59,10 +59,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from harness.guidance import (  # noqa: F401  (re-exported: the step and the mixing are part of this method)
+from methods.guidance import (  # noqa: F401  (re-exported: the step and the mixing are part of this method)
     check_guidance, eval_mode, fgsm_step, guided_search, mix_batch, mix_indices, mix_sizes, probe_losses,
 )
-from harness.config import parse_bool
+from harness.core.config import parse_bool
 from harness.data.images import memory_format_of
 from harness.models.cfsm import CFSMGenerator, assign_adain_params, load_generator
 from methods.base import Batch, FRModel, Method, register

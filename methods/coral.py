@@ -7,7 +7,7 @@ the margin loss is taken on the source half and the CORAL loss between the two h
 
     loss = L_FR(source) + trade_off * ||C_s - C_t||_F^2 / (4 d^2)
 
-with ``C`` the unbiased feature covariances (paper Eq. 1-3; ``harness.da_losses.coral_loss``). ``match_mean=True``
+with ``C`` the unbiased feature covariances (paper Eq. 1-3; ``methods.da_losses.coral_loss``). ``match_mean=True``
 adds the ``||mu_s - mu_t||^2 / d`` term of DomainBed's / TLlib's CORAL (off: the paper matches covariances only).
 
 - **Features.** ``features="normalized"`` (default): ``sqrt(d) * e / ||e||``. Angular-margin heads only see the
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.da_losses import FEATURE_MODES, coral_loss, da_features, joint_embeddings
+from methods.da_losses import FEATURE_MODES, coral_loss, da_features, joint_embeddings
 from methods.base import Batch, FRModel, Method, register
 
 

@@ -25,12 +25,12 @@ separate the domains and the backbone to confuse it:
   ``get_parameters``); it is saved with the method's state in the checkpoint.
 - **Features.** ``features="normalized"`` (default) feeds ``sqrt(d) * e / ||e||``: angular-margin heads only see
   directions, and aligning norms would fight AdaFace-style heads whose norm encodes quality. ``"raw"`` feeds the
-  embedding as the papers do with their bottleneck features. See ``harness.da_losses.da_features``.
+  embedding as the papers do with their bottleneck features. See ``methods.da_losses.da_features``.
 
 Logged: ``dann.fr_loss``, ``dann.domain_loss``, ``dann.domain_acc`` (0.5 at equilibrium, 1.0 when the domains
 separate), ``dann.lambda``.
 
-**Schedule horizon.** ``harness.train.train`` sets ``method.total_steps`` before the first step, so ``p`` is the
+**Schedule horizon.** ``harness.engine.train.train`` sets ``method.total_steps`` before the first step, so ``p`` is the
 true training progress; ``hparams.schedule_steps`` overrides it (the 10,000-step fallback only applies when the
 method is driven by another loop).
 
@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.da_losses import FEATURE_MODES, binary_domain_loss, da_features, grad_reverse, grl_coefficient, joint_embeddings
+from methods.da_losses import FEATURE_MODES, binary_domain_loss, da_features, grad_reverse, grl_coefficient, joint_embeddings
 from methods.base import Batch, FRModel, Method, register
 
 FALLBACK_SCHEDULE_STEPS = 10_000  # gamma = 10 over 10k steps == TLlib's alpha = 1 over max_iters = 1000

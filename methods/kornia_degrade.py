@@ -13,15 +13,15 @@ Kim, Jain & Liu, "AdaFace: Quality Adaptive Margin for Face Recognition", CVPR 2
 3. **photometric**, prob ``photometric_prob`` = 0.2: ``ColorJitter(brightness=0.5, contrast=0.5, saturation=0.5,
    hue=0)`` in a random order of the three.
 
-Here the three run batched on the training device (:mod:`harness.degradations`), every sample with its own
+Here the three run batched on the training device (:mod:`methods.degradations`), every sample with its own
 draws. Differences from the release: one interpolation pair (antialiased bilinear down, bilinear up) instead of
 a random choice among five OpenCV interpolations for each resize; the photometric jitter runs before the
-resize (see :mod:`harness.degradations` on the order; the ops commute up to clipping); the images are already at
+resize (see :mod:`methods.degradations` on the order; the ops commute up to clipping); the images are already at
 the FR input size (64 px on SynthFace) rather than 112 px, so the crop and the side ratio are fractions of it.
 
 **Extra degradations**, each with AdaFace's per-op probability 0.2 (AdaFace's augmenter has no blur, noise or
 JPEG; the baseline is meant to cover the usual camera degradations, so they are on; ``*_prob=0`` gives AdaFace's
-augmenter exactly): Gaussian blur, motion blur, additive Gaussian noise and JPEG, with the ranges of :class:`harness.degradations.DegradationSpace` (GFPGAN's face degradation model for blur sigma, noise
+augmenter exactly): Gaussian blur, motion blur, additive Gaussian noise and JPEG, with the ranges of :class:`methods.degradations.DegradationSpace` (GFPGAN's face degradation model for blur sigma, noise
 and JPEG quality, ImageNet-C for motion blur; sources in that docstring). A random-search point
 (``hparams_seed > 0``) draws each extra probability from ``U(0, 0.5)`` and each AdaFace probability from
 ``U(0, 0.5)``; the ranges are fixed.
@@ -38,10 +38,10 @@ from typing import Any
 
 import torch
 
-from harness import degradations as D
+from methods import degradations as D
 from methods.base import Batch, FRModel, Method, register
 
-#: hyperparameter -> op of harness.degradations
+#: hyperparameter -> op of methods.degradations
 PROB_OPS = {"crop_prob": "crop", "lowres_prob": "resize", "photometric_prob": "color",
             "blur_prob": "blur", "motion_prob": "motion", "noise_prob": "noise", "jpeg_prob": "jpeg"}
 

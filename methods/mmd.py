@@ -15,7 +15,7 @@ the margin loss is taken on the source half and MK-MMD^2 between the two halves'
   beta by a QP, which TLlib (and this code) replace with equal weights.
 - **Estimator.** ``"unbiased"`` (default): the quadratic-time U-statistic (Gretton et al. 2012, Eq. 3); at FR batch
   sizes it costs nothing and has far less variance than the linear-time estimate. ``"linear"``: the linear-time
-  unbiased estimate over disjoint quad-tuples the paper uses (its Eq. 5). See ``harness.da_losses.mk_mmd``.
+  unbiased estimate over disjoint quad-tuples the paper uses (its Eq. 5). See ``methods.da_losses.mk_mmd``.
 - **Features.** ``features="normalized"`` (default): ``sqrt(d) * e / ||e||``, the direction the angular-margin head
   sees (the radius does not matter here: the bandwidth follows the data's scale); ``"raw"``: the embedding as is.
 - **trade_off = 1.0**: TLlib's DAN default (``--trade-off 1``); DomainBed's MMD ``mmd_gamma`` is 1.0 too, searched
@@ -26,7 +26,7 @@ Logged: ``mmd.fr_loss``, ``mmd.loss`` (the unweighted MK-MMD^2).
 
 from __future__ import annotations
 
-from harness.da_losses import FEATURE_MODES, MMD_ESTIMATORS, da_features, joint_embeddings, mk_mmd
+from methods.da_losses import FEATURE_MODES, MMD_ESTIMATORS, da_features, joint_embeddings, mk_mmd
 from methods.base import Batch, FRModel, Method, register
 
 

@@ -7,12 +7,12 @@ shear-x/y, translate-x/y), all at the shared magnitude bin ``m`` of ``num_bins``
 Defaults are torchvision's (``v2.RandAugment``: N=2, M=9 of 31 bins, nearest interpolation, fill 0). Note the
 scale: the paper's M is on 0-10 (ImageNet ResNet-50: N=2, M=9), i.e. 0.9 of the maximum; torchvision's M=9 of 31
 bins is 0.3 of it. ``num_bins=11, m=9`` gives the paper's scale. Op tables and the per-sample application:
-:mod:`harness.policy_augment`.
+:mod:`methods.policy_augment`.
 """
 
 from __future__ import annotations
 
-from harness.policy_augment import apply_policy, check_interpolation, randaugment_plan
+from methods.policy_augment import apply_policy, check_interpolation, randaugment_plan
 from methods.base import Batch, FRModel, Method, register
 
 

@@ -5,12 +5,12 @@ one op drawn uniformly from the 14 (RandAugment's set) at a magnitude bin drawn 
 the paper's "wide" space (its augmentation-space table: shear 0.99, translate 32 px, rotate 135 deg, enhance factors
 1 +- 0.99, posterize 2-8 bits, solarize 0-256), as ``torchvision.transforms.v2.TrivialAugmentWide``. Tuning-free by
 design: nothing is drawn in a random search. Translate is in absolute pixels as in the paper, so at a 64 px input it
-reaches half the image. Tables and application: :mod:`harness.policy_augment`.
+reaches half the image. Tables and application: :mod:`methods.policy_augment`.
 """
 
 from __future__ import annotations
 
-from harness.policy_augment import apply_policy, check_interpolation, trivialaugment_plan
+from methods.policy_augment import apply_policy, check_interpolation, trivialaugment_plan
 from methods.base import Batch, FRModel, Method, register
 
 

@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from harness.config import apply_overrides
+from harness.core.config import apply_overrides
 
 TINY_MODEL = {"model.image_size": 16, "model.dim": 8, "model.d_scales": 2, "model.d_layers": 2,
               "model.adain_scale": "one_plus_gamma", "model.mlp_dim": 32, "model.latent_dim": 16}
@@ -37,8 +37,8 @@ def toy_stage1_release(toy_rec_release, tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def toy_identity(toy_rec_release, tmp_path_factory) -> str:
     """A tiny source_only FR model (stage 1's frozen identity network), one epoch on the toy RecordIO."""
-    from harness.config import RunConfig
-    from harness.train import train
+    from harness.core.config import RunConfig
+    from harness.engine.train import train
 
     path = str(tmp_path_factory.mktemp("toy_idnet") / "source_only.pt")
     cfg = apply_overrides(RunConfig(), {"data.release": toy_rec_release, "data.input_size": 32,

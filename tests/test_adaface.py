@@ -8,7 +8,7 @@ import statistics
 import pytest
 import torch
 
-from harness.config import RunConfig, apply_overrides
+from harness.core.config import RunConfig, apply_overrides
 from harness.models import AdaFaceHead, build_head
 
 M, H, EPS = 0.4, 0.333, 1e-3
@@ -117,7 +117,7 @@ def test_gradients_are_finite_including_exact_centres_and_antipodes():
 
 
 def test_trainer_trains_with_the_adaface_head(toy_rec_release):
-    from harness.train import train
+    from harness.engine.train import train
 
     cfg = apply_overrides(RunConfig(), {
         "data.release": toy_rec_release, "data.input_size": "32", "model.widths": "8,16,16,32",

@@ -1,4 +1,4 @@
-"""Tests for harness.align: Umeyama similarity (no reflection), cv2-convention warp, end-to-end alignment."""
+"""Tests for harness.data.align: Umeyama similarity (no reflection), cv2-convention warp, end-to-end alignment."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.align import (
+from harness.data.align import (
     ARCFACE_TEMPLATE_112,
     align_faces,
     arcface_template,

@@ -18,10 +18,10 @@ import torch
 from harness import check_data, plots, tables
 from harness.eval import registry
 from harness.eval.registry import Benchmark, benchmarks, config_names, metric_value
-from harness.evaluate import build_parser
-from harness.provenance import row_benchmark
+from harness.eval.cli import build_parser
+from harness.eval.provenance import row_benchmark
 from harness.run import compact_metrics, make_config, run
-from harness.train import build_model
+from harness.models.build import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -127,7 +127,7 @@ def test_registry_refuses_duplicates_and_non_numbers():
 
 
 def test_check_eval_config_names_the_bad_key():
-    from harness.config import EvalConfig
+    from harness.core.config import EvalConfig
 
     registry.check_eval_config(EvalConfig(benchmarks=("IJBB", "VerificationBins"), bin_sets=("synth_lfw",)))
     with pytest.raises(ValueError, match=r"^config eval.benchmarks='LFW': expected one of IJBB, IJBC, IJBS, TinyFace, VerificationBins$"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.bootstrap import (
+from harness.report.bootstrap import (
     Combined,
     IJBOpenSetTpir,
     IJBSTpirAtFpir,
@@ -186,7 +186,7 @@ def _ijbs_case(rng, n_subj=30, dim=8):
 
 
 def _ijbs_records(probe, g1, g2, ps, s1, s2, kmax=10):
-    """Per-probe arrays the IJB-S evaluator would save (module docstring of harness.bootstrap)."""
+    """Per-probe arrays the IJB-S evaluator would save (module docstring of harness.report.bootstrap)."""
     joined_s = np.concatenate([s1, s2])
     mate = np.array([np.flatnonzero(joined_s == s)[0] if s in joined_s else -1 for s in ps])
     _, top = chunked_topk(probe, np.concatenate([g1, g2]), kmax)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import methods
-from harness.config import RunConfig, apply_overrides
+from harness.core.config import RunConfig, apply_overrides
 from harness.models import build_head, small_iresnet
 from harness.models.cfsm import CFSMConfig, CFSMGenerator, save_generator
 from methods import Batch, FRModel, build_method
@@ -217,7 +217,7 @@ def test_generator_is_frozen_and_not_part_of_the_method(gen_path):
 
 
 def test_trainer_runs_cfsm_guided(gen_path, toy_rec_release):
-    from harness.train import train
+    from harness.engine.train import train
 
     cfg = apply_overrides(RunConfig(), {
         "method": "cfsm_guided", "data.release": toy_rec_release, "data.input_size": "32",

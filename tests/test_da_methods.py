@@ -1,4 +1,4 @@
-"""Domain-adaptation baselines (``dann``, ``coral``, ``mmd``) and their shared losses (``harness.da_losses``)."""
+"""Domain-adaptation baselines (``dann``, ``coral``, ``mmd``) and their shared losses (``methods.da_losses``)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from torch import nn
 import methods.coral  # noqa: F401  (registers itself)
 import methods.dann  # noqa: F401
 import methods.mmd  # noqa: F401
-from harness.config import RunConfig, apply_overrides
-from harness.da_losses import (binary_domain_loss, coral_loss, covariance, da_features, grad_reverse,
+from harness.core.config import RunConfig, apply_overrides
+from methods.da_losses import (binary_domain_loss, coral_loss, covariance, da_features, grad_reverse,
                                grl_coefficient, mk_mmd)
 from harness.models import build_head
 from methods import Batch, FRModel, build_method, resolve_hparams
@@ -236,8 +236,8 @@ def toy_target(tmp_path_factory) -> str:
 
 @pytest.mark.parametrize("name", DA_METHODS)
 def test_trainer_passes_target_batches(name, toy_rec_release, toy_target, monkeypatch):
-    from harness import da_losses
-    from harness.train import train
+    from methods import da_losses
+    from harness.engine.train import train
 
     module = {"dann": methods.dann, "coral": methods.coral, "mmd": methods.mmd}[name]
     seen = []

@@ -1,4 +1,4 @@
-"""Data-parallel training (gloo, 2 CPU processes) and exact resume of the one trainer (harness/train.py).
+"""Data-parallel training (gloo, 2 CPU processes) and exact resume of the one trainer (harness/engine/train.py).
 
 * 2 ranks x batch 8 against one process x batch 16: BatchNorm normalises each rank's half with its own batch
   statistics (no SyncBatchNorm, as insightface and CFSM's released training), so the meaningful single-process
@@ -29,11 +29,11 @@ import numpy as np
 import pytest
 import torch
 
-import harness.train as trainer
-from harness.config import RunConfig, apply_overrides
+import harness.engine.train as trainer
+from harness.core.config import RunConfig, apply_overrides
 from harness.run import compact_metrics, run
 from harness.run import main as run_main
-from harness.train import CHECKPOINT_FORMAT, TrainingStopped, train, train_state_path
+from harness.engine.train import CHECKPOINT_FORMAT, TrainingStopped, train, train_state_path
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -172,7 +172,7 @@ def _worker(rank: int, world: int, port: int, base: str, release: str, generator
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from harness import distributed
+    from harness.engine import distributed
 
     ctx = distributed.init_from_env("cpu", timeout=datetime.timedelta(seconds=120))
     assert (ctx.rank, ctx.world_size, ctx.backend) == (rank, world, "gloo")
@@ -325,7 +325,7 @@ if __name__ == "__main__":  # pragma: no cover
 def test_amp_runs_the_backbone_trunk_under_autocast(tiny_release, tmp_path):
     """amp=on builds the IResNet with fp16=True (insightface's iresnet(fp16=True) in train_v2.py), so the trunk runs
     in half precision (bfloat16 on the CPU); the run info says so and training stays finite."""
-    from harness.train import build_model
+    from harness.models.build import build_model
 
     cfg = _cfg(tiny_release, amp="on")
     backbone, _ = build_model(cfg, 10, amp=True)

@@ -1,4 +1,4 @@
-"""Differentiable per-sample degradations (``harness.degradations``) and the methods built on them:
+"""Differentiable per-sample degradations (``methods.degradations``) and the methods built on them:
 ``kornia_degrade`` (AdaFace-style random degradations) and ``adv_degrade`` (CFSM's FGSM on degradation
 parameters)."""
 
@@ -11,7 +11,7 @@ import torch
 
 import methods.adv_degrade  # noqa: F401  (registers)
 import methods.kornia_degrade  # noqa: F401  (registers)
-from harness import degradations as D
+from methods import degradations as D
 from harness.models import build_backbone, build_head
 from methods import Batch, FRModel, build_method, resolve_hparams
 from methods.cfsm_guided import mix_indices
@@ -320,7 +320,7 @@ def test_the_degradation_code_never_imports_synthface():
     """SynthFace's camera model stays hidden: no import of anything under harness.synthface."""
     import ast
 
-    for rel in ("harness/degradations.py", "methods/kornia_degrade.py", "methods/adv_degrade.py"):
+    for rel in ("methods/degradations.py", "methods/kornia_degrade.py", "methods/adv_degrade.py"):
         for node in ast.walk(ast.parse((REPO / rel).read_text())):
             if isinstance(node, ast.ImportFrom):
                 names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]

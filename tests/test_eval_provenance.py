@@ -19,7 +19,7 @@ from harness.eval.ijb_verification import VerificationProtocol
 from harness.eval.ijbs import IJBSSettings
 from harness.eval.tinyface import TinyFaceSettings
 from harness.run import make_config, result_knobs, run
-from harness.train import build_model
+from harness.models.build import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -29,7 +29,7 @@ from harness.data.ijb import (
     read_name_5pts_score,
     read_template_pairs,
 )
-from harness.errors import DataFormatError
+from harness.core.errors import DataFormatError
 from harness.eval import identification as idn
 from harness.eval.ijb_verification import IJBVerification, VerificationProtocol, _tar_block, _tar_blocks_split
 

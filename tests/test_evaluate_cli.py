@@ -362,7 +362,7 @@ def test_inputs_once_silently_scored_are_one_line_errors(tiny_release, tmp_path,
 
 
 def test_faceness_scores_in_memory_are_checked():
-    from harness.errors import DataFormatError
+    from harness.core.errors import DataFormatError
     from harness.eval.ijb_verification import check_faceness
 
     assert check_faceness([0.0, 1.5], "f.txt").dtype == np.float32

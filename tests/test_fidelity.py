@@ -1,6 +1,6 @@
 """Fidelity to CFSM's released FR training (issue 14 items 7, 8, 10, 12 and the deviations list): the clipping
 scope, the AMP scope, training on an index list, the DA baselines' target list, progress lines off a terminal,
-and harness.release's comparison of a run with the released recipe."""
+and harness.engine.release's comparison of a run with the released recipe."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-import harness.train as trainer
-from harness import release
-from harness.config import RunConfig, apply_overrides
-from harness.errors import DataFormatError
+import harness.engine.train as trainer
+from harness.engine import release
+from harness.core.config import RunConfig, apply_overrides
+from harness.core.errors import DataFormatError
 from methods import resolve_hparams
 
 pytestmark = pytest.mark.usefixtures("one_thread")

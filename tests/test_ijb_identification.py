@@ -14,7 +14,7 @@ import torch
 
 from harness.data.ijb import read_ijb
 from harness.data.ijb1n import one_n_paths, read_1n_csv, read_ijb_1n
-from harness.errors import DataFormatError
+from harness.core.errors import DataFormatError
 from harness.eval.identification import chunked_topk
 from harness.eval.ijb_identification import (
     OPEN_SET_FPIRS,

@@ -20,7 +20,7 @@ from harness.data.ijb import (
     read_name_5pts_score,
     read_template_pairs,
 )
-from harness.errors import DataFormatError
+from harness.core.errors import DataFormatError
 
 FTM = [
     "1.jpg 1 69544",

@@ -12,7 +12,7 @@ import torch
 from sklearn.preprocessing import normalize
 
 from harness.data.ijb import read_ijb
-from harness.errors import DataFormatError
+from harness.core.errors import DataFormatError
 from harness.eval import ijb_verification as iv
 from harness.eval.ijb_verification import (
     IJBVerification,

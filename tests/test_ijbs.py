@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from harness.data.ijbs import read_ijbs
-from harness.errors import DataFormatError
+from harness.core.errors import DataFormatError
 from harness.eval.ijbs import IJBSEvaluation, IJBSSettings, average_fuse, find_threshold_by_fpir, identification_metrics
 from harness.synthface.generate import config_for
 from harness.synthface.ijbs import TINY_IJBS, IJBSSpec, write_ijbs

@@ -1,5 +1,5 @@
 """Per-item arrays for the subject-level bootstrap: every evaluator returns them on request (its result unchanged),
-``harness.run`` saves them atomically next to the result document, and fed to the :mod:`harness.bootstrap` metric
+``harness.run`` saves them atomically next to the result document, and fed to the :mod:`harness.report.bootstrap` metric
 classes on the full index set they give back every headline number of the document exactly."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import shutil
 import numpy as np
 import pytest
 
-from harness.bootstrap import Combined, IJBOpenSetTpir, IJBSTpirAtFpir, RankK, SubjectGroups, TarAtFar, bootstrap_ci
-from harness.errors import DataFormatError
+from harness.report.bootstrap import Combined, IJBOpenSetTpir, IJBSTpirAtFpir, RankK, SubjectGroups, TarAtFar, bootstrap_ci
+from harness.core.errors import DataFormatError
 from harness.eval.ijb_identification import RANKS, IJBIdentification
 from harness.eval.ijb_verification import IJBVerification
 from harness.eval.ijbs import IJBSEvaluation, identification_metrics

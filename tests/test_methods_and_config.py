@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import methods
-from harness.config import RunConfig, apply_overrides, from_dict, valid_keys
+from harness.core.config import RunConfig, apply_overrides, from_dict, valid_keys
 from methods.base import REGISTRY, Batch, FRModel, Method, get_method, register, resolve_hparams
 
 
@@ -99,7 +99,7 @@ def test_params_yaml_run_section_is_a_valid_full_config():
 
     import yaml
 
-    from harness.config import flatten
+    from harness.core.config import flatten
 
     params = yaml.safe_load((pathlib.Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     flat = flatten(params["run"])

@@ -9,8 +9,9 @@ import pathlib
 
 import pytest
 
-from harness.errors import DataFormatError
-from harness.paper_numbers import DEFAULT_DIR, REQUIRED_COLUMNS, load_paper_csv, load_paper_numbers, main, select
+from harness.core.errors import DataFormatError
+from harness.paper_numbers import main
+from harness.report.paper_numbers import DEFAULT_DIR, REQUIRED_COLUMNS, load_paper_csv, load_paper_numbers, select
 
 CFSM = "github:liufeng2915/CFSM GuidedFaceRecognition/README.md"
 ADA = "github:mk-minchul/AdaFace README.md"
@@ -146,7 +147,7 @@ def test_missing_column_and_cross_file_duplicates(tmp_path, capsys):
 
 
 def test_published_model_names_only_the_same_model():
-    from harness.paper_numbers import matching, published_model
+    from harness.report.paper_numbers import matching, published_model
 
     assert published_model("source_only", "arcface", "r50", "MS1MV2") == ("ArcFace", "R50", "MS1MV2")
     assert published_model("cfsm_guided", "adaface", "r100", "WebFace12M") == ("AdaFace+CFSM", "R100", "WebFace12M")

@@ -12,8 +12,8 @@ import shutil
 import numpy as np
 import pytest
 
-from harness.bootstrap import RankK
-from harness.errors import DataFormatError
+from harness.report.bootstrap import RankK
+from harness.core.errors import DataFormatError
 from harness.eval.roc import DEFAULT_FARS, far_key, tar_at_far
 from harness.plots import (DVC_TEMPLATES, SYNTHFACE_LABEL, cmc, data_label, far_grid, load_runs, main, roc_points,
                            tar_on_grid, write_plots)
@@ -36,7 +36,7 @@ def _ranks(rng, n: int, cap: int, skill: float) -> np.ndarray:
 
 
 def _rank_rates(r: np.ndarray, ranks) -> dict:
-    """The evaluator's Rank-k (harness.bootstrap.RankK on the full set, as tests/test_items.py checks it)."""
+    """The evaluator's Rank-k (harness.report.bootstrap.RankK on the full set, as tests/test_items.py checks it)."""
     got = RankK(r, ranks).on_counts(np.ones(r.shape[0], np.int64))
     return {k: (None if np.isnan(v) else v) for k, v in got.items()}
 
@@ -44,7 +44,7 @@ def _rank_rates(r: np.ndarray, ranks) -> dict:
 def make_result(folder, method: str, seed: int, *, release: str = "datasets/synthface/default", skill: float = 0.5,
                 n_gen: int = 150, n_imp: int = 3000) -> dict:
     """A ``<method>-s<seed>.json`` + ``.items.npz`` pair shaped like harness.run's, its numbers from the real
-    evaluator functions (harness.eval.roc.tar_at_far, harness.bootstrap.RankK). Returns the document."""
+    evaluator functions (harness.eval.roc.tar_at_far, harness.report.bootstrap.RankK). Returns the document."""
     rng = np.random.default_rng(1000 * seed + len(method) + int(100 * skill))
     items, rows = {}, []
     for bench in ("IJB-B", "IJB-C"):

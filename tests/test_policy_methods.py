@@ -14,13 +14,13 @@ import methods.augmix  # noqa: F401  (registers)
 import methods.autoaugment  # noqa: F401
 import methods.randaugment  # noqa: F401
 import methods.trivialaugment  # noqa: F401
-from harness.config import RunConfig, apply_overrides
+from harness.core.config import RunConfig, apply_overrides
 from harness.models import build_head, small_iresnet
-from harness.policy_augment import (
+from methods.policy_augment import (
     IMAGENET_POLICY, OP_ID, OPS, Stage, apply_plan, apply_stage, augmentation_space, augmix_view, autoaugment_plan,
     from_uint8, jensen_shannon, randaugment_plan, to_uint8, trivialaugment_plan,
 )
-from harness.train import to_model_input
+from harness.data.loaders import to_model_input
 from methods import Batch, FRModel, build_method
 
 POLICIES = ("randaugment", "trivialaugment", "autoaugment")
@@ -245,7 +245,8 @@ def test_augmix_loss_is_the_clean_margin_loss_plus_lambda_js_and_reaches_the_bac
 # ------------------------------------------------------------------------------------------------ trainer
 @pytest.mark.parametrize("name", [*POLICIES, "augmix"])
 def test_trainer_runs_the_policy_methods(toy_rec_release, name):
-    from harness.train import build_model, train
+    from harness.models.build import build_model
+    from harness.engine.train import train
 
     cfg = apply_overrides(RunConfig(), {
         "method": name, "data.release": toy_rec_release, "data.input_size": "32",

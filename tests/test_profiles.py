@@ -39,7 +39,7 @@ def test_paper_profile_is_the_released_fr_recipe():
 
 
 def test_paper_profile_stage1_has_no_deviation_from_the_release():
-    from harness.config import config_from_cli
+    from harness.core.config import config_from_cli
     from harness.stage1 import Stage1Config, deviations
 
     cfg = config_from_cli(["--params", str(PAPER)], Stage1Config(), section="stage1")
@@ -90,7 +90,7 @@ def test_paper_profile_holds_one_absolute_data_path_the_root():
     stages = yaml.safe_load((REPO / "profiles" / "paper" / "dvc.yaml").read_text())
     assert {k: v for k, v in _strings(stages) if any(os.path.isabs(w) for w in v.split())} == {}
     # and a run configured from the profile plus the pipeline's override reads the root, in stage 1 and stage 2
-    from harness.config import config_from_cli
+    from harness.core.config import config_from_cli
     from harness.run import make_config
     from harness.stage1 import Stage1Config
 
@@ -100,7 +100,7 @@ def test_paper_profile_holds_one_absolute_data_path_the_root():
 
 
 def test_paper_profile_uses_auto_device_and_the_released_synthesis_of_the_whole_batch():
-    from harness.config import config_from_cli
+    from harness.core.config import config_from_cli
     from harness.run import make_config
     from harness.stage1 import Stage1Config
     from methods.base import resolve_hparams

@@ -23,7 +23,7 @@ from harness.data.recordio import (
     unpack_header,
     write_face_rec,
 )
-from harness.errors import DataFormatError
+from harness.core.errors import DataFormatError
 
 M = bytes.fromhex("0A23D7CE")  # 0xCED7230A little-endian
 

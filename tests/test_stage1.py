@@ -13,11 +13,11 @@ import torch
 from PIL import Image
 
 import harness.stage1 as stage1
-from harness.config import apply_overrides
-from harness.errors import DataFormatError
+from harness.core.config import apply_overrides
+from harness.core.errors import DataFormatError
 from harness.models.cfsm import load_generator
 from harness.stage1 import Stage1Config, deviations, lambda_id_at, run_stage1, train_stage1
-from harness.stage1_analysis import basis_grid, frechet_distance, magnitude_grid
+from harness.cfsm.analysis import basis_grid, frechet_distance, magnitude_grid
 
 TINY_MODEL = {"model.image_size": 16, "model.dim": 8, "model.d_scales": 2, "model.d_layers": 2,
               "model.adain_scale": "one_plus_gamma", "model.mlp_dim": 32, "model.latent_dim": 16}
@@ -26,8 +26,8 @@ TINY_MODEL = {"model.image_size": 16, "model.dim": 8, "model.d_scales": 2, "mode
 @pytest.fixture(scope="module")
 def identity_ckpt(tiny_release, tmp_path_factory) -> str:
     """A tiny source_only FR model (the frozen identity network f)."""
-    from harness.config import RunConfig
-    from harness.train import train
+    from harness.core.config import RunConfig
+    from harness.engine.train import train
 
     path = str(tmp_path_factory.mktemp("idnet") / "source_only.pt")
     cfg = apply_overrides(RunConfig(), {"data.release": tiny_release, "data.input_size": 32, "model.widths": "8,16,16,32",

@@ -17,7 +17,7 @@ from stage1_toy import stage1_cfg, toy_identity, toy_stage1_release  # noqa: F40
 import harness.stage1 as stage1
 from harness.models.cfsm import load_generator
 from harness.stage1 import run_stage1, split_source, train_stage1
-from harness.train import SourceData
+from harness.data.loaders import SourceData
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -44,7 +44,7 @@ def test_the_analysis_runs_without_pairs_on_held_out_source_and_target(toy_stage
                                       {"lambda_id": 2.0, "from": 9, "to": 22}]
     _, meta = load_generator(str(tmp_path / "generator.pt"), image_size=16)
     assert meta["analysis"] == s and meta["deviations"] == doc["deviations"]
-    from harness.release import generator_provenance
+    from harness.engine.release import generator_provenance
 
     described, released = generator_provenance(str(tmp_path / "generator.pt"))  # read with weights_only=True
     assert not released and f"trained by this project's stage 1 (harness.stage1; {len(doc['deviations'])} recorded" in described
@@ -54,8 +54,8 @@ def test_the_held_out_source_images_are_never_trained_on(toy_stage1_release, toy
     train_idx, held_idx = split_source(48, 500, seed=123)
     assert len(held_idx) == 9 and len(train_idx) == 39 and not set(held_idx.tolist()) & set(train_idx.tolist())
     requested = []
-    real = SourceData._get
-    monkeypatch.setattr(SourceData, "_get", lambda self, idx: (requested.append(idx.clone()), real(self, idx))[1])
+    real = SourceData.get
+    monkeypatch.setattr(SourceData, "get", lambda self, idx: (requested.append(idx.clone()), real(self, idx))[1])
     result = train_stage1(stage1_cfg(toy_stage1_release, toy_identity, tmp_path, checkpoint_every=100))
     assert torch.equal(requested[0], held_idx)  # the analysis hold-out, read once
     trained = set(torch.cat(requested[1:]).tolist())

@@ -9,7 +9,7 @@ import torch
 from stage1_toy import stage1_cfg, toy_identity, toy_stage1_release  # noqa: F401  (fixtures)
 
 import harness.stage1 as stage1
-from harness.config import apply_overrides
+from harness.core.config import apply_overrides
 from harness.stage1 import Stage1Config, lambda_id_at, phase_bounds, train_stage1
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.align import align_faces, arcface_template
+from harness.data.align import align_faces, arcface_template
 from harness.data.ijb import loose_crop_path, read_ijb
 from harness.data.images import read_image
 from harness.data.recordio import FaceRecDataset

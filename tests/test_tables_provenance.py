@@ -1,4 +1,4 @@
-"""Labels from each result's data provenance (:mod:`harness.provenance`), published numbers beside the rows of the
+"""Labels from each result's data provenance (:mod:`harness.eval.provenance`), published numbers beside the rows of the
 same model on real data, the REPORT's claims for every subset of the three claim methods, and imported checkpoints
 joining a ``--params`` table.
 
@@ -18,7 +18,7 @@ import pathlib
 
 import pytest
 
-from harness.provenance import data_provenance, doc_provenance
+from harness.eval.provenance import data_provenance, doc_provenance
 from harness.tables import COLUMNS, build_tables, main, render
 from tests.test_tables import fake_items, write_run
 

@@ -11,7 +11,7 @@ import pytest
 import scipy.io
 
 from harness.data.tinyface import DISTRACTOR_LABEL, read_tinyface
-from harness.errors import DataFormatError
+from harness.core.errors import DataFormatError
 from harness.eval.tinyface import TinyFaceEvaluation, TinyFaceSettings, closed_set_cmc
 from harness.synthface.tinyface import ALIGNED_DIR, TESTING_SET, TINY_TINYFACE, _save_mat, write_tinyface
 

@@ -1,6 +1,6 @@
 """The timing scripts take the trainer's step: ``benchmarks/train_throughput.py``'s ``Stepper`` (which
-``benchmarks/gpu_check.py`` and ``benchmarks/train_step_overhead.py`` reuse) and :func:`harness.train.train` both
-step through :class:`harness.train.TrainStep`. From the same seed, on the same batches and learning rates, N
+``benchmarks/gpu_check.py`` and ``benchmarks/train_step_overhead.py`` reuse) and :func:`harness.engine.train.train` both
+step through :class:`harness.engine.train.TrainStep`. From the same seed, on the same batches and learning rates, N
 Stepper steps end with bit-identical weights to N trainer steps: with and without a method's own trained module
 (DANN's discriminator) and target batch, with CFSM's guided synthesis (global random draws), both clipping
 scopes, and AMP on the CPU (bfloat16 trunk). A Stepper built with the other clipping scope ends elsewhere, so the
@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from harness.config import RunConfig, apply_overrides
-from harness.train import SourceData, TargetData, build_model, poly_lr, to_model_input, train
+from harness.core.config import RunConfig, apply_overrides
+from harness.data.loaders import SourceData, TargetData, to_model_input
+from harness.models.build import build_model
+from harness.engine.train import poly_lr, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from train_throughput import Stepper  # noqa: E402
@@ -57,7 +59,7 @@ def _cfg(release: str, method: str, **extra) -> RunConfig:
 
 
 def _replay(cfg: RunConfig, clip_scope: str | None = None) -> Stepper:
-    """What :func:`harness.train.train` does around its steps, with a benchmark Stepper taking them: the same seeds,
+    """What :func:`harness.engine.train.train` does around its steps, with a benchmark Stepper taking them: the same seeds,
     model, data streams and learning-rate schedule (one process, no checkpoint)."""
     if clip_scope is not None:
         cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, grad_clip_scope=clip_scope))

@@ -1,4 +1,4 @@
-"""The two-level bootstrap (training seeds, then test subjects) of :mod:`harness.bootstrap` against closed forms.
+"""The two-level bootstrap (training seeds, then test subjects) of :mod:`harness.report.bootstrap` against closed forms.
 
 Setup: K seeds, S subjects with one item each, the metric of seed k is the mean of its per-subject values x[k, i].
 One resample is ``T = a' X b`` with ``a = c / K`` (c ~ Multinomial(K, 1/K), the seed draw) and ``b = w / S``
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.bootstrap import (
+from harness.report.bootstrap import (
     SubjectGroups,
     bootstrap_samples,
     paired_from_samples,

@@ -16,7 +16,7 @@ from sklearn.model_selection import KFold
 
 from harness.data.images import encode_jpeg
 from harness.data.verification_bin import SafeUnpickler, bin_bytes, read_bin
-from harness.errors import DataFormatError
+from harness.core.errors import DataFormatError
 from harness.eval.verification_bin import (THRESHOLDS, BinSettings, VerificationBinEvaluation, fold_slices,
                                            fuse_embeddings, ten_fold_accuracy)
 from harness.evaluate import main as evaluate_main

@@ -16,7 +16,7 @@ from harness.data.wider import (
     read_crop_list,
     read_wider_bbx_gt,
 )
-from harness.errors import DataFormatError
+from harness.core.errors import DataFormatError
 
 NAMES = [
     "12_Group_Large_Group_12_Group_Large_Group_12_27_5_999.jpg",

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harness.data.text import read_lines, split_lines
-from harness.errors import DataFormatError, require_dir, require_file
+from harness.core.errors import DataFormatError, require_dir, require_file
 
 WHAT = "IJB-B/IJB-C release"
 PREFIXES = ("ijbb", "ijbc")

@@ -14,7 +14,7 @@ Like ``np.loadtxt``, every line must have the header's number of fields (no quot
 
 Stricter than the originals (which silently take the first row's subject, or map unknown templates to row 0):
 a template listed with two different subjects, a template absent from face_tid_mid, a template in two of the
-files, a non-integer id, a missing column, a blank or short line all raise :class:`~harness.errors.DataFormatError`
+files, a non-integer id, a missing column, a blank or short line all raise :class:`~harness.core.errors.DataFormatError`
 naming the file and the 1-based line (or ``field <NAME>`` for a missing column).
 """
 
@@ -28,7 +28,7 @@ from itertools import repeat
 import numpy as np
 
 from harness.data.text import read_lines
-from harness.errors import DataFormatError, require_dir, require_file
+from harness.core.errors import DataFormatError, require_dir, require_file
 
 WHAT = "IJB 1:N protocol CSV"
 GALLERY_NAMES = {"ijbb": ("S1", "S2"), "ijbc": ("G1", "G2")}

@@ -29,7 +29,7 @@ Image keys (PFE ``initialize_indices``): a frame is ``<subject>/videos_<video id
 Columns are found by header name (case-insensitive): metadata needs SUBJECT_ID, FILENAME and, for video rows, FRAME
 (also accepted: FRAME_NUM, FRAME_NUMBER); galleries need SUBJECT_ID and FILENAME (PFE reads them by position, col1
 and col2; TEMPLATE_ID, col0, is unused). Probe lists: a header line, then one filename per line. Every problem raises
-a one-line :class:`harness.errors.DataFormatError` naming the file and the line or ``field <NAME>``; nothing is
+a one-line :class:`harness.core.errors.DataFormatError` naming the file and the line or ``field <NAME>``; nothing is
 skipped. Stricter than PFE: a gallery image or probe video absent from the metadata is an error (PFE silently gives
 an empty template or no probe).
 """
@@ -41,7 +41,7 @@ import os
 from dataclasses import dataclass, field
 
 from harness.data.text import read_lines
-from harness.errors import DataFormatError, require_dir, require_file
+from harness.core.errors import DataFormatError, require_dir, require_file
 
 WHAT = "IJB-S"
 METADATA = "cs6_metadata.csv"

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from harness.errors import DataFormatError
+from harness.core.errors import DataFormatError
 
 
 def decode_image(data: bytes, path: str | os.PathLike, where: str | None = None) -> np.ndarray:

@@ -34,7 +34,7 @@ records, one per class in class order, each ``flag = 2`` with label ``[start, en
 an empty image. A rec whose key-0 record has ``flag = 0`` has no index: every key in the ``.idx`` is an image.
 A ``property`` text file next to ``train.rec`` holds ``num_classes,height,width``.
 
-Errors in the files raise :class:`harness.errors.DataFormatError` with a one-line message naming the file and the
+Errors in the files raise :class:`harness.core.errors.DataFormatError` with a one-line message naming the file and the
 record key (``record 12``), the ``.idx`` line (``line 7``) or the ``property`` line.
 """
 
@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.data.images import decode_image
-from harness.errors import DataFormatError, require_dir, require_file
+from harness.core.errors import DataFormatError, require_dir, require_file
 
 __all__ = [
     "MAGIC",

@@ -26,7 +26,7 @@ dataset: Cheng, Zhu, Gong, "Low-Resolution Face Recognition", ACCV 2018):
   what SynthFace writes and what the real file names suggest, but it is not verified on the real files
   (``check_mat=False`` skips the check).
 
-Errors are one line: :class:`~harness.errors.DataFormatError` naming the file and the field, or
+Errors are one line: :class:`~harness.core.errors.DataFormatError` naming the file and the field, or
 ``FileNotFoundError`` naming the missing path.
 """
 
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.errors import DataFormatError, require_dir
+from harness.core.errors import DataFormatError, require_dir
 
 WHAT = "TinyFace"
 TESTING_SET = os.path.join("tinyface", "Testing_Set")

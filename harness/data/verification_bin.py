@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.errors import DataFormatError, require_file
+from harness.core.errors import DataFormatError, require_file
 
 __all__ = ["SafeUnpickler", "VerificationBin", "read_bin", "bin_bytes", "write_bin"]
 
@@ -160,7 +160,7 @@ def bin_bytes(images, issame) -> bytes:
 
 
 def write_bin(path: str | os.PathLike, images, issame) -> str:
-    """Write a verification ``.bin`` atomically (:func:`harness.atomic.write_files_atomic`)."""
-    from harness.atomic import write_files_atomic
+    """Write a verification ``.bin`` atomically (:func:`harness.core.atomic.write_files_atomic`)."""
+    from harness.core.atomic import write_files_atomic
 
     return write_files_atomic({os.fspath(path): bin_bytes(images, issame)})[0]

@@ -12,7 +12,7 @@ Sources:
   occlusion pose`` (ten integers; the real files end each box line with a space). An image with no faces has ``0``
   followed by one dummy line of ten zeros.
 
-Every problem raises :class:`harness.errors.DataFormatError` naming the file and the 1-based line. Blank lines at the
+Every problem raises :class:`harness.core.errors.DataFormatError` naming the file and the 1-based line. Blank lines at the
 end of a file are tolerated; blank lines inside are errors.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 
 from harness.data.images import read_image
 from harness.data.text import read_lines
-from harness.errors import DataFormatError, require_dir, require_file
+from harness.core.errors import DataFormatError, require_dir, require_file
 
 CROP_WHAT = "WIDER FACE target-domain crop folder"
 CROP_LIST_WHAT = "WIDER FACE target-domain crop list"
@@ -94,7 +94,7 @@ class CropFolderDataset:
 
     Every crop of a list has one size, the first crop's (CFSM's crops are 112x112 aligned faces; the trainer then
     resizes the whole set to the model's input size): a crop of another size is a
-    :class:`~harness.errors.DataFormatError` naming the list line, the file, its size and the expected one.
+    :class:`~harness.core.errors.DataFormatError` naming the list line, the file, its size and the expected one.
     """
 
     def __init__(self, root_or_list: CropList | str | os.PathLike, list_file: str | os.PathLike | None = None):

@@ -7,7 +7,7 @@ The evaluators themselves are :class:`harness.eval.ijb_verification.IJBVerificat
 (``eval.image_norm`` is the per-image L2 norm before pooling everywhere: ``image_norm`` of the IJB protocol,
 ``frame_norm`` of IJB-S, as in :mod:`harness.evaluate`; flip and faceness go to the evaluators whose protocol has
 them: IJB-S has neither, TinyFace no faceness), the compact metric keys of their rows, their table columns and
-the bootstrap metric of each column group, their ``harness.evaluate`` commands (runners in :mod:`harness.evaluate`),
+the bootstrap metric of each column group, their ``harness.evaluate`` commands (runners in :mod:`harness.eval.cli`),
 their plots and their ``harness.check_data`` entries.
 """
 
@@ -88,7 +88,7 @@ class Prefixed:
 
 def _tar_metric(bench: str, part: str | None = None):
     def metric(run, cols):
-        from harness.tables import TopTarAtFar
+        from harness.report.bootstrap import TopTarAtFar
 
         fars = [c.arg for c in cols]
         if part is None:
@@ -104,7 +104,7 @@ def _tar_metric(bench: str, part: str | None = None):
 
 def _joined_rank_metric(row: str):
     def metric(run, cols):
-        from harness.bootstrap import RankK
+        from harness.report.bootstrap import RankK
 
         return run.array(f"{row}/probe_subject"), RankK(run.array(f"{row}/joined/rank"), [c.arg for c in cols], prefix="joined.")
 
@@ -113,8 +113,8 @@ def _joined_rank_metric(row: str):
 
 def _ijbs_metric(proto: str):
     def metric(run, cols):
-        from harness.bootstrap import Combined, IJBSTpirAtFpir, RankK
-        from harness.errors import DataFormatError
+        from harness.report.bootstrap import Combined, IJBSTpirAtFpir, RankK
+        from harness.core.errors import DataFormatError
 
         base = f"IJB-S/{proto}"
         ks = [c.arg[1] for c in cols if c.arg[0] == "rank"]
@@ -134,7 +134,7 @@ def _ijbs_metric(proto: str):
 
 
 def _tinyface_metric(run, cols):
-    from harness.bootstrap import RankK
+    from harness.report.bootstrap import RankK
 
     return run.array("TinyFace/probe_subject"), RankK(run.array("TinyFace/first_mate"), [c.arg for c in cols])
 
@@ -224,11 +224,11 @@ def _evaluate_tinyface(cfg, backbone, device: str, with_items: bool) -> list:
 
 
 def _cli(name: str):
-    """A function of :mod:`harness.evaluate` (the feature-file runners of the built-in benchmarks), imported when
+    """A function of :mod:`harness.eval.cli` (the feature-file runners of the built-in benchmarks), imported when
     called."""
 
     def call(*args):
-        from harness import evaluate
+        from harness.eval import cli as evaluate
 
         return getattr(evaluate, name)(*args)
 

@@ -60,7 +60,7 @@ import numpy as np
 
 from harness.data.ijb import IJBMeta, meta_paths, read_ijb
 from harness.data.ijb1n import PROBE, IJB1NProtocol, read_ijb_1n
-from harness.errors import DataFormatError
+from harness.core.errors import DataFormatError
 from harness.eval.ijb_verification import (
     BENCHMARK_NAMES,
     IJBVerification,
@@ -232,7 +232,7 @@ def joined_identification(
     return _joined_result(pos, rank, top, len(gallery), need, ranks)
 
 
-def _open_set_result(pos, rank, nonmate_max, mate, fpirs: dict, ranks) -> dict:
+def open_set_result(pos, rank, nonmate_max, mate, fpirs: dict, ranks) -> dict:
     mated = np.asarray(mate) >= 0
     n_mated, n_non = int(mated.sum()), int((~mated).sum())
     m = np.sort(nonmate_max[~mated])[::-1]  # non-mated probes: max over the whole gallery
@@ -261,7 +261,7 @@ def open_set_identification(
     None}``).
     """
     pos, rank, nonmate_max, _ = mate_rank_scan(probe, gallery, mate, 0, block_bytes, high_first=True)
-    return _open_set_result(pos, rank, nonmate_max, mate, OPEN_SET_FPIRS if fpirs is None else fpirs, ranks)
+    return open_set_result(pos, rank, nonmate_max, mate, OPEN_SET_FPIRS if fpirs is None else fpirs, ranks)
 
 
 # ---------------------------------------------------------------------------------------------- evaluator
@@ -377,7 +377,7 @@ class IJBIdentification:
         probes, tpir@fpir=..., threshold@fpir=...}), ``counts``, ``knobs`` and ``input``.
 
         ``return_items=True`` returns ``(result, items)``, ``items`` the per-probe arrays of the subject-level
-        bootstrap (:mod:`harness.bootstrap`), in probe order (sorted probe template ids): ``probe_subject`` int32;
+        bootstrap (:mod:`harness.report.bootstrap`), in probe order (sorted probe template ids): ``probe_subject`` int32;
         ``joined/rank`` int32 (0-based mate rank, ties as above) and ``joined/pos`` float64 (mate score); per gallery
         ``<name>/pos`` float64 (NaN if not mated there), ``<name>/rank`` int32 (-1 if not mated there),
         ``<name>/nonmate_max`` float64 and ``<name>/mated`` bool (``<name>``: S1/S2 or G1/G2, ``gallery_names``).
@@ -411,7 +411,7 @@ class IJBIdentification:
         tpirs: dict[str, list] = {name: [] for name in OPEN_SET_FPIRS}
         for name, v in views.items():
             pos, rank, nonmate_max, _ = v.finish()
-            r = _open_set_result(pos, rank, nonmate_max, v.mate, OPEN_SET_FPIRS, RANKS)
+            r = open_set_result(pos, rank, nonmate_max, v.mate, OPEN_SET_FPIRS, RANKS)
             items.update({f"{name}/pos": pos.astype(np.float64), f"{name}/rank": rank.astype(np.int32),
                           f"{name}/nonmate_max": nonmate_max.astype(np.float64), f"{name}/mated": v.mate >= 0})
             block = {"mated": r["mated"], "non_mated": r["non_mated"], "templates": int(v.n_g)}

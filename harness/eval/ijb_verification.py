@@ -41,9 +41,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness.core.errors import DataFormatError
 from harness.data.ijb import IJBMeta, check_pairs_known, loose_crop_path, meta_paths, read_ijb, read_ijb_deferred
-from harness.errors import DataFormatError
-from harness.eval.roc import DEFAULT_FARS, _check_inputs, _roc_sorted, auc_from_roc, far_key, roc_curve, tar_at_far_from_roc
+from harness.eval.roc import DEFAULT_FARS, check_roc_inputs, roc_sorted, auc_from_roc, far_key, roc_curve, tar_at_far_from_roc
 
 __all__ = [
     "VerificationProtocol",
@@ -430,7 +430,7 @@ def _block_from_sorted(asc: np.ndarray, gen_asc: np.ndarray, fars) -> dict:
     counts = {"pairs": int(n), "genuine": int(n_gen), "impostor": int(n - n_gen)}
     if n_gen == 0 or n_gen == n:
         return {"tar_at_far": {far_key(x): None for x in fars}, "auc": None, "counts": counts}
-    fpr, tpr, _ = _roc_sorted(asc, gen_asc)
+    fpr, tpr, _ = roc_sorted(asc, gen_asc)
     tars = tar_at_far_from_roc(fpr, tpr, fars)
     return {"tar_at_far": {far_key(x): tars[float(x)] for x in fars}, "auc": auc_from_roc(fpr, tpr), "counts": counts}
 
@@ -445,7 +445,7 @@ def _tar_blocks_split(scores: np.ndarray, labels: np.ndarray, split: np.ndarray,
     n_gen = int(np.count_nonzero(labels))
     if n_gen == 0 or n_gen == labels.shape[0]:  # the caller raises; no ROC to build
         return _tar_block(scores, labels, fars), None, None
-    genuine, scores = _check_inputs(labels, scores)  # 0/1 labels, finite scores (roc_curve's checks)
+    genuine, scores = check_roc_inputs(labels, scores)  # 0/1 labels, finite scores (roc_curve's checks)
     parts = []
 
     def sort_part(mask):
@@ -709,7 +709,7 @@ class IJBVerification:
         """
         import torch
 
-        from harness.align import align_faces
+        from harness.data.align import align_faces
         from harness.data.images import read_image
         from harness.eval.features import embed_batches
 

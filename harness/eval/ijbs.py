@@ -53,7 +53,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.data.ijbs import PROTOCOLS, IJBSProtocol, image_list, read_ijbs
-from harness.errors import DataFormatError
+from harness.core.errors import DataFormatError
 from harness.eval.identification import DEFAULT_BLOCK_BYTES, chunked_topk
 from harness.eval.roc import far_key
 
@@ -197,7 +197,7 @@ def identification_metrics(
     ...}, "counts": {...}}``; a rate with nothing to average is ``None``.
 
     ``return_items=True`` adds ``"items"``: the per-probe arrays of the subject-level bootstrap
-    (:mod:`harness.bootstrap`), one entry per probe (mated or not): ``probe_subject`` int32; ``mate_rank`` int16,
+    (:mod:`harness.report.bootstrap`), one entry per probe (mated or not): ``probe_subject`` int32; ``mate_rank`` int16,
     the 0-based position of the mate in the top ``max(ranks)`` of ``hstack(G1, G2)`` (``max(ranks)`` if not
     there, -1 if the probe has no mate); per gallery ``G1/mated``, ``G1/top1_correct`` (bool: the top-1 gallery
     index is the mate), ``G1/top1_score`` (the top-1 score in the scores' dtype, float32 or float64; NaN for an

@@ -127,7 +127,7 @@ class Benchmark:
     description: str = ""
     check: Callable | None = None  # check(eval_cfg): raise ValueError for a bad knob of its own (eval.bin_sets)
     # data_files(name, rec) -> {row: paths under the data root}: the files of its rows, for the result's data
-    # provenance (harness.provenance), when they are not one of the fixed layouts there; name: config or row name
+    # provenance (harness.eval.provenance), when they are not one of the fixed layouts there; name: config or row name
     data_files: Callable | None = None
     # row name -> regex of the metric keys its rows report (the published-number CSVs may only name these)
     metric_patterns: Mapping[str, re.Pattern] = field(default_factory=dict)
@@ -251,7 +251,7 @@ def cli_commands() -> dict[str, CliCommand]:
 
 
 def metric_patterns() -> dict[str, re.Pattern]:
-    """``{row name: regex of its compact metric keys}`` over every benchmark (``harness.paper_numbers`` checks the
+    """``{row name: regex of its compact metric keys}`` over every benchmark (``harness.report.paper_numbers`` checks the
     published numbers' metric names with it)."""
     return {row: p for b in benchmarks() for row, p in b.metric_patterns.items()}
 

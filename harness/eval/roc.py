@@ -27,7 +27,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
-__all__ = ["DEFAULT_FARS", "roc_curve", "roc_auc", "auc_from_roc", "tar_at_far", "tar_at_far_from_roc", "far_key"]
+__all__ = ["DEFAULT_FARS", "roc_curve", "roc_auc", "auc_from_roc", "tar_at_far", "tar_at_far_from_roc", "far_key",
+           "check_roc_inputs", "roc_sorted", "vertices_dense"]
 
 #: The six FARs insightface prints for IJB-B/IJB-C.
 DEFAULT_FARS: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
@@ -38,7 +39,7 @@ def far_key(x: float) -> str:
     return str(float(x))
 
 
-def _check_inputs(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+def check_roc_inputs(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     labels = np.asarray(labels)
     scores = np.asarray(scores)
     if labels.ndim != 1 or scores.ndim != 1:
@@ -77,15 +78,15 @@ def roc_curve(labels, scores, drop_intermediate: bool = True) -> tuple[np.ndarra
     decreasing, starting with ``+inf``. Raises ``ValueError`` when there are no genuine or no impostor pairs (sklearn
     would only warn and return NaNs) or a score is NaN/inf. 15.6 M scores take about 0.5 s on one core.
     """
-    genuine, scores = _check_inputs(labels, scores)
-    return _roc_sorted(np.sort(scores), np.sort(scores[genuine]), drop_intermediate)
+    genuine, scores = check_roc_inputs(labels, scores)
+    return roc_sorted(np.sort(scores), np.sort(scores[genuine]), drop_intermediate)
 
 
 #: the sparse path is used while (tied scores + genuine scores) <= n * _SPARSE_FRACTION
 _SPARSE_FRACTION = 0.25
 
 
-def _roc_sorted(asc: np.ndarray, gen_asc: np.ndarray, drop_intermediate: bool = True, sparse: bool | None = None):
+def roc_sorted(asc: np.ndarray, gen_asc: np.ndarray, drop_intermediate: bool = True, sparse: bool | None = None):
     """ROC from all scores sorted ascending (``asc``) and the genuine scores sorted ascending (``gen_asc``)."""
     n = asc.shape[0]
     tie_pos = np.flatnonzero(asc[1:] == asc[:-1])  # i with asc[i + 1] == asc[i]
@@ -94,14 +95,14 @@ def _roc_sorted(asc: np.ndarray, gen_asc: np.ndarray, drop_intermediate: bool = 
     if sparse and drop_intermediate:
         fps, tps, thresholds = _vertices_sparse(asc, gen_asc, tie_pos)
     else:
-        fps, tps, thresholds = _vertices_dense(asc, gen_asc, tie_pos, drop_intermediate)
+        fps, tps, thresholds = vertices_dense(asc, gen_asc, tie_pos, drop_intermediate)
     fps = np.concatenate(([0.0], fps))
     tps = np.concatenate(([0.0], tps))
     thresholds = np.concatenate(([np.inf], thresholds))
     return fps / fps[-1], tps / tps[-1], thresholds
 
 
-def _vertices_dense(asc, gen_asc, tie_pos, drop_intermediate):
+def vertices_dense(asc, gen_asc, tie_pos, drop_intermediate):
     """sklearn's vertices over every distinct score: (fps, tps, thresholds), decreasing thresholds."""
     n = asc.shape[0]
     new = np.ones(n, dtype=bool)
@@ -127,7 +128,7 @@ def _vertices_dense(asc, gen_asc, tie_pos, drop_intermediate):
 
 
 def _vertices_sparse(asc, gen_asc, tie_pos):
-    """The same vertices as :func:`_vertices_dense` with ``drop_intermediate=True``, touching only the groups near
+    """The same vertices as :func:`vertices_dense` with ``drop_intermediate=True``, touching only the groups near
     genuine or tied scores.
 
     Descending group j has size n_j and genuine count c_j. sklearn keeps an inner vertex j iff the second difference

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.data.tinyface import DEFAULT_ALIGNED, TinyFaceProtocol, read_tinyface
-from harness.errors import DataFormatError
+from harness.core.errors import DataFormatError
 from harness.eval.identification import DEFAULT_BLOCK_BYTES, chunked_topk, l2_normalize
 
 __all__ = ["TinyFaceSettings", "TinyFaceEvaluation", "closed_set_cmc", "BENCHMARK"]
@@ -141,7 +141,7 @@ def closed_set_cmc(
     "mated_probes": n}``; Rank-k is None when no probe is mated. Scores are ``probe @ gallery.T``.
 
     ``return_items=True`` returns ``(result, items)``, ``items`` the per-probe arrays of the subject-level bootstrap
-    (:mod:`harness.bootstrap`): ``probe_subject`` (the identity label) int32 and ``first_mate`` int16, the 0-based
+    (:mod:`harness.report.bootstrap`): ``probe_subject`` (the identity label) int32 and ``first_mate`` int16, the 0-based
     position of the first same-identity gallery image in the top ``max(ranks)`` (``max(ranks)`` if none there, -1
     for a probe with no same-identity gallery image at all, which ``DIR_FAR`` leaves out). ``RankK(first_mate,
     ranks)`` gives the rank-k above exactly."""

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.data.verification_bin import VerificationBin, read_bin
-from harness.errors import DataFormatError
+from harness.core.errors import DataFormatError
 from harness.eval.registry import Benchmark, CliCommand, Column, DataEntry, Section, register_benchmark
 
 __all__ = ["THRESHOLDS", "FOLDS", "KNOWN_SETS", "fold_slices", "ten_fold_accuracy", "fuse_embeddings",
@@ -215,7 +215,7 @@ def _metrics(row: dict) -> dict:
 
 def run_bin(args) -> tuple[dict, str]:
     """``python -m harness.evaluate --benchmark bin --release ROOT --bin-set lfw --features feats.npy``."""
-    from harness.evaluate import load_features
+    from harness.eval.cli import load_features
 
     if args.bin_set is None:
         raise ValueError("--benchmark bin needs --bin-set NAME (e.g. lfw: ROOT/lfw.bin)")
@@ -230,7 +230,7 @@ def run_bin(args) -> tuple[dict, str]:
 
 def write_order_bin(args) -> list[str]:
     """One line per image of the set, ``<bin path>:<index>``: the row order of ``--features``."""
-    from harness.atomic import write_files_atomic
+    from harness.core.atomic import write_files_atomic
 
     if args.bin_set is None:
         raise ValueError("--benchmark bin needs --bin-set NAME (e.g. lfw: ROOT/lfw.bin)")

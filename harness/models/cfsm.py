@@ -460,7 +460,7 @@ STAGE1_FORMAT = "cfsm-stage1/1"
 def save_generator(path: str, generator: CFSMGenerator, meta: dict | None = None) -> None:
     """Write the trained generator (what stage 2 loads) atomically: ``{"format", "model_config", "generator",
     "meta"}``; ``meta`` holds the training config, the deviations and the analysis figures."""
-    from harness.atomic import save_torch_atomic
+    from harness.core.atomic import save_torch_atomic
 
     save_torch_atomic({"format": STAGE1_FORMAT, "model_config": asdict(generator.config),
                        "generator": generator.state_dict(), "meta": meta or {}}, path)
@@ -472,7 +472,7 @@ def load_generator(path: str, map_location: str | torch.device = "cpu", **expect
     Returns ``(generator, meta)``."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: stage-1 generator not found (run `dvc repro stage1` or `python -m harness.stage1`)")
-    from harness.atomic import load_torch
+    from harness.core.atomic import load_torch
 
     state = load_torch(path, "stage-1 generator")  # weights_only=True: a crafted file cannot run code
     if not isinstance(state, dict) or state.get("format") != STAGE1_FORMAT:

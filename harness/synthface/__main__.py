@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from harness.runtime import tune_malloc
+from harness.core.runtime import tune_malloc
 from harness.synthface.generate import SIZES, SynthFaceConfig, config_for, generate
 
 

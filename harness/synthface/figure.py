@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from harness.align import align_faces
+from harness.data.align import align_faces
 from harness.data.ijb import loose_crop_path, read_ijb
 from harness.data.images import read_image
 from harness.data.recordio import FaceRecDataset

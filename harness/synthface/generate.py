@@ -47,18 +47,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from harness.align import align_faces
+from harness.data.align import align_faces
 from harness.data.images import encode_jpeg
 from harness.data.recordio import write_face_rec
 from harness.synthface import degrade as camera
+from harness.synthface.common import degrade_frames, identity_table, render_chunks, stream_rng, take_spec
 from harness.synthface.ijb1n import write_1n_csvs
 from harness.synthface.ijbs import TINY_IJBS, IJBSSpec, write_ijbs
-from harness.synthface.render import ImageSpec, identity_params, render, sample_image_specs, stack_identities, to_uint8
+from harness.synthface.render import sample_image_specs, to_uint8
 from harness.synthface.tinyface import TINY_TINYFACE, TinyFaceSpec, write_tinyface
 from harness.synthface.verification_bin import write_verification_bin
 
 FORMAT_VERSION = 1
-CHUNK = 256  # images rendered per batch; results do not depend on it
 DOMAIN_SOURCE, DOMAIN_TARGET, DOMAIN_TEST = 1, 2, 3
 STREAM_SOURCE, STREAM_TARGET, STREAM_IJBB, STREAM_IJBC = 11, 12, 13, 14
 STREAM_PAIRS = 17  # 15 and 16 are IJB-S and TinyFace
@@ -144,40 +144,6 @@ def config_for(size: str, seed: int = 0, **overrides) -> SynthFaceConfig:
     return dataclasses.replace(SIZES[size], seed=seed, **overrides)
 
 
-# --------------------------------------------------------------------------------------------- randomness
-def _rng(cfg: SynthFaceConfig, *stream: int) -> np.random.Generator:
-    return np.random.default_rng([cfg.seed, *stream])
-
-
-def identity_table(cfg: SynthFaceConfig, domain: int, count: int) -> dict[str, torch.Tensor]:
-    """Parameters of identities 0..count-1 of a domain; each depends only on (seed, domain, index)."""
-    return stack_identities([identity_params(_rng(cfg, 0, domain, k)) for k in range(count)])
-
-
-def _render_chunks(table, spec: ImageSpec, size: int) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
-    n = len(spec.identity)
-    for start in range(0, n, CHUNK):
-        sl = slice(start, min(n, start + CHUNK))
-        sub = ImageSpec(**{k: np.asarray(v)[sl] for k, v in dataclasses.asdict(spec).items()})
-        images, landmarks = render(table, sub, size)
-        yield sl, images, landmarks
-
-
-def _take(spec: ImageSpec, index: np.ndarray) -> ImageSpec:
-    return ImageSpec(**{k: np.asarray(v)[index] for k, v in dataclasses.asdict(spec).items()})
-
-
-def _degrade_frames(images, landmarks, params: camera.DegradationParams, noise_rng, det_rng):
-    """Video frames: the camera model, then detector noise on the low-resolution landmarks (proportional to the
-    inter-ocular distance and the degradation strength). Returns (JPEG bytes, noisy landmarks (B, 5, 2) float64,
-    decoded low-resolution uint8 images)."""
-    jpegs, lm_low, lows = camera.degrade(images, landmarks, params, noise_rng)
-    lm = lm_low.double().numpy()
-    ipd = np.linalg.norm(lm[:, 1] - lm[:, 0], axis=1)
-    lm = lm + det_rng.normal(0, 1, lm.shape) * (0.05 * ipd * params.strength)[:, None, None]
-    return jpegs, lm, lows
-
-
 def _faceness(rng: np.random.Generator, strength: np.ndarray) -> np.ndarray:
     """A detector-like confidence: ~0.99 on clean faces, falling with degradation, occasionally very low."""
     s = np.asarray(strength, dtype=np.float64)
@@ -189,15 +155,15 @@ def _faceness(rng: np.random.Generator, strength: np.ndarray) -> np.ndarray:
 def _source_samples(cfg: SynthFaceConfig, counts: np.ndarray) -> Iterator[tuple[int, bytes]]:
     table = identity_table(cfg, DOMAIN_SOURCE, cfg.source_identities)
     labels = np.repeat(np.arange(cfg.source_identities), counts)
-    spec = sample_image_specs(_rng(cfg, STREAM_SOURCE), labels)
-    for sl, images, landmarks in _render_chunks(table, spec, cfg.loose_size):
+    spec = sample_image_specs(stream_rng(cfg, STREAM_SOURCE), labels)
+    for sl, images, landmarks in render_chunks(table, spec, cfg.loose_size):
         aligned = align_faces(images, landmarks, cfg.aligned_size)
         for label, rgb in zip(labels[sl], to_uint8(aligned)):
             yield int(label), encode_jpeg(rgb, cfg.jpeg_quality)
 
 
 def write_source(cfg: SynthFaceConfig, out: str) -> dict:
-    rng = _rng(cfg, STREAM_SOURCE, 0)
+    rng = stream_rng(cfg, STREAM_SOURCE, 0)
     mean = cfg.source_images_per_identity
     counts = np.maximum(2, np.round(mean * rng.uniform(0.6, 1.4, cfg.source_identities))).astype(np.int64)
     info = write_face_rec(
@@ -214,16 +180,16 @@ def write_target(cfg: SynthFaceConfig, out: str) -> dict:
     root = os.path.join(out, "target")
     crops = os.path.join(root, "crops")
     os.makedirs(crops)
-    rng = _rng(cfg, STREAM_TARGET, 0)
+    rng = stream_rng(cfg, STREAM_TARGET, 0)
     table = identity_table(cfg, DOMAIN_TARGET, cfg.target_identities)
     who = rng.integers(0, cfg.target_identities, cfg.target_images)
-    spec = sample_image_specs(_rng(cfg, STREAM_TARGET, 1), who)
+    spec = sample_image_specs(stream_rng(cfg, STREAM_TARGET, 1), who)
     lo, hi = cfg.target_strength
     params = camera.sample_params(rng, rng.uniform(lo, hi, cfg.target_images))
     scores = _faceness(rng, params.strength)
-    noise_rng = _rng(cfg, STREAM_TARGET, 2)
+    noise_rng = stream_rng(cfg, STREAM_TARGET, 2)
     names = []
-    for sl, images, landmarks in _render_chunks(table, spec, cfg.loose_size):
+    for sl, images, landmarks in render_chunks(table, spec, cfg.loose_size):
         _, lm_low, lows = camera.degrade(images, landmarks, params.take(np.arange(sl.start, sl.stop)), noise_rng)
         aligned = to_uint8(align_faces(lows, lm_low, cfg.aligned_size).float() / 255.0)
         for j, rgb in enumerate(aligned):
@@ -245,15 +211,15 @@ def write_pairs(cfg: SynthFaceConfig, out: str) -> dict:
     root = os.path.join(out, "stage1_pairs")
     for sub in ("clean", "degraded"):
         os.makedirs(os.path.join(root, sub))
-    rng = _rng(cfg, STREAM_PAIRS, 0)
+    rng = stream_rng(cfg, STREAM_PAIRS, 0)
     who = rng.integers(0, cfg.source_identities, cfg.pair_images)
     table = identity_table(cfg, DOMAIN_SOURCE, cfg.source_identities)
-    spec = sample_image_specs(_rng(cfg, STREAM_PAIRS, 1), who)
+    spec = sample_image_specs(stream_rng(cfg, STREAM_PAIRS, 1), who)
     lo, hi = cfg.target_strength
     params = camera.sample_params(rng, rng.uniform(lo, hi, cfg.pair_images))
-    noise_rng = _rng(cfg, STREAM_PAIRS, 2)
+    noise_rng = stream_rng(cfg, STREAM_PAIRS, 2)
     lines = []
-    for sl, images, landmarks in _render_chunks(table, spec, cfg.loose_size):
+    for sl, images, landmarks in render_chunks(table, spec, cfg.loose_size):
         clean = to_uint8(align_faces(images, landmarks, cfg.aligned_size))
         _, lm_low, lows = camera.degrade(images, landmarks, params.take(np.arange(sl.start, sl.stop)), noise_rng)
         degraded = to_uint8(align_faces(lows, lm_low, cfg.aligned_size).float() / 255.0)
@@ -337,19 +303,19 @@ def write_ijb(cfg: SynthFaceConfig, out: str, which: str) -> dict:
     crop_dir, meta_dir = os.path.join(root, "loose_crop"), os.path.join(root, "meta")
     os.makedirs(crop_dir)
     os.makedirs(meta_dir)
-    rng = _rng(cfg, stream, 0)
+    rng = stream_rng(cfg, stream, 0)
     rows, spec_subject, video_of_spec, n_videos, gallery, probes, template_subject = _plan_ijb(ijb, rng)
 
     table = identity_table(cfg, DOMAIN_TEST, ijb.subjects)
-    spec = sample_image_specs(_rng(cfg, stream, 1), spec_subject)
+    spec = sample_image_specs(stream_rng(cfg, stream, 1), spec_subject)
     # Frames of one video: one camera, a slowly moving head. Start every frame from its video's first frame.
     first = {}
     for i, v in enumerate(video_of_spec):
         if v >= 0:
             first.setdefault(v, i)
     base = np.array([first[v] if v >= 0 else i for i, v in enumerate(video_of_spec)])
-    spec = _take(spec, base)
-    jitter = _rng(cfg, stream, 2)
+    spec = take_spec(spec, base)
+    jitter = stream_rng(cfg, stream, 2)
     is_frame = video_of_spec >= 0
     n = len(base)
     spec.yaw = np.clip(spec.yaw + is_frame * jitter.normal(0, 0.08, n), -0.7, 0.7)
@@ -357,23 +323,23 @@ def write_ijb(cfg: SynthFaceConfig, out: str, which: str) -> dict:
     spec.shift = spec.shift + is_frame[:, None] * jitter.normal(0, 0.015, (n, 2))
     spec.gaze = spec.gaze + is_frame[:, None] * jitter.normal(0, 0.1, (n, 2))
     lo, hi = ijb.video_strength
-    cam_rng = _rng(cfg, stream, 3)
+    cam_rng = stream_rng(cfg, stream, 3)
     cameras = camera.sample_params(cam_rng, cam_rng.uniform(lo, hi, max(n_videos, 1)))
     frame_params = cameras.take(np.maximum(video_of_spec, 0))
-    face_rng = _rng(cfg, stream, 4)
+    face_rng = stream_rng(cfg, stream, 4)
     faceness = np.where(is_frame, _faceness(face_rng, frame_params.strength), _faceness(face_rng, np.zeros(n)))
-    noise_rng = _rng(cfg, stream, 5)
-    det_rng = _rng(cfg, stream, 6)
+    noise_rng = stream_rng(cfg, stream, 5)
+    det_rng = stream_rng(cfg, stream, 6)
 
     # Render every distinct spec row once; each meta row gets its own loose crop file, as in the release.
     landmarks_out = np.zeros((n, 5, 2))
-    for sl, images, landmarks in _render_chunks(table, spec, cfg.loose_size):
+    for sl, images, landmarks in render_chunks(table, spec, cfg.loose_size):
         idx = np.arange(sl.start, sl.stop)
         frames = idx[is_frame[idx]]
         stills = idx[~is_frame[idx]]
         if len(frames):
             local = frames - sl.start
-            jpegs, lm, _ = _degrade_frames(images[local], landmarks[local], frame_params.take(frames), noise_rng, det_rng)
+            jpegs, lm, _ = degrade_frames(images[local], landmarks[local], frame_params.take(frames), noise_rng, det_rng)
             for j, k in enumerate(frames):
                 with open(os.path.join(crop_dir, f"{k + 1}.jpg"), "wb") as f:
                     f.write(jpegs[j])
@@ -394,7 +360,7 @@ def write_ijb(cfg: SynthFaceConfig, out: str, which: str) -> dict:
             f.write(f"{i + 1}.jpg {pts} {faceness[i]:.3f}\n")
 
     # Pairs (gallery tid, probe tid, label): every probe against its mate and against impostor galleries.
-    pair_rng = _rng(cfg, stream, 7)
+    pair_rng = stream_rng(cfg, stream, 7)
     gallery_arr = np.array(gallery)
     lines = []
     n_gen = n_imp = 0
@@ -410,7 +376,7 @@ def write_ijb(cfg: SynthFaceConfig, out: str, which: str) -> dict:
     with open(os.path.join(meta_dir, f"{prefix}_template_pair_label.txt"), "w") as f:
         f.writelines(lines)
     # The NIST 1:N protocol CSVs (two galleries splitting the subjects, and the mixed probe set).
-    one_n = write_1n_csvs(meta_dir, prefix, rows, template_subject, gallery, probes, _rng(cfg, stream, 8), landmarks=landmarks_out)
+    one_n = write_1n_csvs(meta_dir, prefix, rows, template_subject, gallery, probes, stream_rng(cfg, stream, 8), landmarks=landmarks_out)
     return {
         **one_n,
         "subjects": ijb.subjects,

@@ -22,7 +22,7 @@ subject's box in the first frame of the gallery video, follows it), because ``in
 commas without stripping the newline: a last FILENAME would keep its ``\n`` and the V2V gallery lookup
 (``video_meta_list.index``) would fail.
 
-Composition (all drawn from ``_rng(cfg, 15, k)``; identities from domain 4, disjoint from every other domain):
+Composition (all drawn from ``stream_rng(cfg, 15, k)``; identities from domain 4, disjoint from every other domain):
 
 - Subjects are split into gallery G1, gallery G2 and an *unenrolled* set. G1 and G2 are disjoint in subjects, as
   they must be: PFE's ``DIR_FAR`` asserts that a probe has at most one mate in ``hstack(G1, G2)``. So for the open
@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from harness.align import align_faces
+from harness.data.align import align_faces
 from harness.data.images import encode_jpeg
 from harness.synthface import degrade as camera
 from harness.synthface.render import sample_image_specs, to_uint8
@@ -182,14 +182,14 @@ def _box(lm: np.ndarray) -> tuple[float, float, float, float]:
 
 def write_ijbs(cfg: SynthFaceConfig, out: str, spec: IJBSSpec) -> dict:
     """Write ``<out>/IJB-S`` (protocol CSVs and aligned crops). Returns counts for the manifest."""
-    from harness.synthface.generate import _degrade_frames, _render_chunks, _rng, _take, identity_table
+    from harness.synthface.common import degrade_frames, identity_table, render_chunks, stream_rng, take_spec
 
     root = os.path.join(out, "IJB-S")
     proto_dir = os.path.join(root, "protocols")
     aligned_dir = os.path.join(root, "aligned")
     os.makedirs(os.path.join(proto_dir, "galleries"))
     os.makedirs(aligned_dir)
-    plan = _plan(spec, _rng(cfg, STREAM_IJBS, 0))
+    plan = _plan(spec, stream_rng(cfg, STREAM_IJBS, 0))
     faces: list[_Face] = plan["faces"]
     n = len(faces)
     subject = np.array([f.subject for f in faces], np.int64)
@@ -199,15 +199,15 @@ def write_ijbs(cfg: SynthFaceConfig, out: str, spec: IJBSSpec) -> dict:
     steps = np.array([f.step for f in faces], np.int64)
 
     table = identity_table(cfg, DOMAIN_IJBS, spec.subjects)
-    img_spec = sample_image_specs(_rng(cfg, STREAM_IJBS, 1), subject)
+    img_spec = sample_image_specs(stream_rng(cfg, STREAM_IJBS, 1), subject)
     # Frames of one (subject, video) pair start from the pair's first frame and drift by a random walk.
     first: dict[int, int] = {}
     for i, p in enumerate(pair_of):
         if p >= 0:
             first.setdefault(int(p), i)
     base = np.array([first[int(p)] if p >= 0 else i for i, p in enumerate(pair_of)])
-    img_spec = _take(img_spec, base)
-    walk_rng = _rng(cfg, STREAM_IJBS, 2)
+    img_spec = take_spec(img_spec, base)
+    walk_rng = stream_rng(cfg, STREAM_IJBS, 2)
     inc_yaw = walk_rng.normal(0, 0.05, n)
     inc_roll = walk_rng.normal(0, 0.025, n)
     inc_shift = walk_rng.normal(0, 0.01, (n, 2))
@@ -226,15 +226,15 @@ def write_ijbs(cfg: SynthFaceConfig, out: str, spec: IJBSSpec) -> dict:
     img_spec.gaze = np.clip(img_spec.gaze + d_gaze, -0.7, 0.7)
 
     n_videos = len(plan["videos"])
-    cam_rng = _rng(cfg, STREAM_IJBS, 3)
+    cam_rng = stream_rng(cfg, STREAM_IJBS, 3)
     lo, hi = spec.probe_strength
     cameras = camera.sample_params(cam_rng, cam_rng.uniform(lo, hi, max(n_videos, 1)))
     frame_params = cameras.take(np.maximum(video_of, 0))
-    det_rng = _rng(cfg, STREAM_IJBS, 4)
+    det_rng = stream_rng(cfg, STREAM_IJBS, 4)
     fails = is_frame & (frame_params.strength + det_rng.normal(0, 0.04, n) > spec.detector_fail_strength)
-    noise_rng = _rng(cfg, STREAM_IJBS, 5)
-    lm_rng = _rng(cfg, STREAM_IJBS, 6)
-    box_rng = _rng(cfg, STREAM_IJBS, 7)
+    noise_rng = stream_rng(cfg, STREAM_IJBS, 5)
+    lm_rng = stream_rng(cfg, STREAM_IJBS, 6)
+    box_rng = stream_rng(cfg, STREAM_IJBS, 7)
     # Where each pair's face sits in its 1920x1080 video frame (plausible metadata boxes only).
     pair_origin = box_rng.uniform([100, 100], [1700, 900], (max(len(plan["pairs"]), 1), 2))
 
@@ -251,13 +251,13 @@ def write_ijbs(cfg: SynthFaceConfig, out: str, spec: IJBSSpec) -> dict:
         os.makedirs(os.path.join(aligned_dir, str(s + 1)))
 
     size = cfg.aligned_size
-    for sl, images, landmarks in _render_chunks(table, img_spec, cfg.loose_size):
+    for sl, images, landmarks in render_chunks(table, img_spec, cfg.loose_size):
         idx = np.arange(sl.start, sl.stop)
         frames = idx[is_frame[idx]]
         stills = idx[~is_frame[idx]]
         if len(frames):
             local = frames - sl.start
-            _, lm, lows = _degrade_frames(images[local], landmarks[local], frame_params.take(frames), noise_rng, lm_rng)
+            _, lm, lows = degrade_frames(images[local], landmarks[local], frame_params.take(frames), noise_rng, lm_rng)
             aligned = to_uint8(align_faces(lows, lm, size).float() / 255.0)
             for j, k in enumerate(frames):
                 x, y, w, h = _box(lm[j])

@@ -11,7 +11,7 @@ Yaw moves every layer horizontally by ``depth * sin(yaw)`` and foreshortens it b
 head); roll, scale and shift form a similarity from face space to the pixel grid. The 5 landmarks (eye centres,
 nose tip, mouth corners, in the insightface order: image-left eye, image-right eye, nose, image-left mouth corner,
 image-right mouth corner) go through the very same maps, so they are exact. Pixel centres sit at integer
-coordinates (the cv2 convention that ``harness.align`` uses).
+coordinates (the cv2 convention that ``harness.data.align`` uses).
 
 The parameter ranges follow the SynthFace feasibility study (``docs/cpu_profile.md`` section 2):
 background and lighting variation are what keep colour-only shortcuts near chance.

@@ -26,7 +26,7 @@ Layout written under ``out`` (= AdaFace's ``tinyface_root``)::
   ``probe_strength`` / ``gallery_strength``: TinyFace has no clean gallery. ``Testing_Set`` keeps the camera's
   low-resolution JPEG as is; the aligned copy is what a detector-and-align pipeline makes of it (AdaFace's copy
   is MTCNN-aligned from crops padded by 10 %): landmarks with detector noise proportional to the face size and
-  the degradation, 5-point similarity alignment (:func:`harness.align.align_faces`) to ``cfg.aligned_size``,
+  the degradation, 5-point similarity alignment (:func:`harness.data.align.align_faces`) to ``cfg.aligned_size``,
   JPEG at ``cfg.jpeg_quality``.
 - The ``.mat`` files are written with ``scipy.io.savemat`` so that ``scipy.io.loadmat`` returns what it returns
   for the real ones: a (N, 1) object array whose entries are 1-element string arrays (AdaFace reads
@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.io
 
-from harness.align import align_faces
+from harness.data.align import align_faces
 from harness.data.images import encode_jpeg
 from harness.synthface import degrade as camera
 from harness.synthface.render import sample_image_specs, to_uint8
@@ -78,12 +78,12 @@ TINY_TINYFACE = TinyFaceSpec(identities=10, distractors=40)
 
 def _write_images(cfg: SynthFaceConfig, out: str, table, spec, params, folders, names, noise_rng, det_rng) -> list[int]:
     """Render, degrade and store each row (original low-res JPEG + aligned copy); returns the stored widths."""
-    from harness.synthface.generate import _render_chunks
+    from harness.synthface.common import render_chunks
 
     original = os.path.join(out, TESTING_SET)
     aligned_root = os.path.join(out, ALIGNED_DIR)
     widths: list[int] = []
-    for sl, images, landmarks in _render_chunks(table, spec, cfg.loose_size):
+    for sl, images, landmarks in render_chunks(table, spec, cfg.loose_size):
         idx = np.arange(sl.start, sl.stop)
         jpegs, lm_low, lows = camera.degrade(images, landmarks, params.take(idx), noise_rng)
         lm = lm_low.double().numpy()
@@ -118,7 +118,7 @@ def _save_mat(path: str, names: list[str], ids: np.ndarray, set_key: str, ids_ke
 
 def write_tinyface(cfg: SynthFaceConfig, out: str, spec: TinyFaceSpec = TinyFaceSpec()) -> dict:
     """Write the TinyFace stand-in under ``out`` (see the module docstring); returns counts for the manifest."""
-    from harness.synthface.generate import _rng, identity_table
+    from harness.synthface.common import identity_table, stream_rng
 
     if spec.identities < 1 or spec.distractors < 0:
         raise ValueError(f"TinyFaceSpec needs identities >= 1 and distractors >= 0, got {spec}")
@@ -130,7 +130,7 @@ def write_tinyface(cfg: SynthFaceConfig, out: str, spec: TinyFaceSpec = TinyFace
             os.makedirs(os.path.join(out, sub, folder))
 
     # Plan: per identity, p probes and g gallery images; photo numbers 1..p+g shuffled between the two folders.
-    plan = _rng(cfg, STREAM_TINYFACE, 0)
+    plan = stream_rng(cfg, STREAM_TINYFACE, 0)
     n_id = spec.identities
     n_probe = plan.integers(p_lo, p_hi + 1, n_id)
     n_gal = plan.integers(g_lo, g_hi + 1, n_id)
@@ -149,23 +149,23 @@ def write_tinyface(cfg: SynthFaceConfig, out: str, spec: TinyFaceSpec = TinyFace
     who = np.asarray(who, dtype=np.int64)
     is_probe = np.array([f == "Probe" for f in folders])
 
-    cam_rng = _rng(cfg, STREAM_TINYFACE, 2)
+    cam_rng = stream_rng(cfg, STREAM_TINYFACE, 2)
     strength = np.where(is_probe, cam_rng.uniform(*spec.probe_strength, len(who)), cam_rng.uniform(*spec.gallery_strength, len(who)))
     params = camera.sample_params(cam_rng, strength)
     widths = _write_images(
-        cfg, out, identity_table(cfg, DOMAIN_TINYFACE, n_id), sample_image_specs(_rng(cfg, STREAM_TINYFACE, 1), who),
-        params, folders, names, _rng(cfg, STREAM_TINYFACE, 3), _rng(cfg, STREAM_TINYFACE, 4),
+        cfg, out, identity_table(cfg, DOMAIN_TINYFACE, n_id), sample_image_specs(stream_rng(cfg, STREAM_TINYFACE, 1), who),
+        params, folders, names, stream_rng(cfg, STREAM_TINYFACE, 3), stream_rng(cfg, STREAM_TINYFACE, 4),
     )
 
     n_d = spec.distractors
     if n_d:
-        d_rng = _rng(cfg, STREAM_TINYFACE, 6)
+        d_rng = stream_rng(cfg, STREAM_TINYFACE, 6)
         d_params = camera.sample_params(d_rng, d_rng.uniform(*spec.gallery_strength, n_d))
         widths += _write_images(
             cfg, out, identity_table(cfg, DOMAIN_TINYFACE_DISTRACTOR, n_d),
-            sample_image_specs(_rng(cfg, STREAM_TINYFACE, 5), np.arange(n_d)), d_params,
+            sample_image_specs(stream_rng(cfg, STREAM_TINYFACE, 5), np.arange(n_d)), d_params,
             ["Gallery_Distractor"] * n_d, [f"{k + 1}.jpg" for k in range(n_d)],
-            _rng(cfg, STREAM_TINYFACE, 7), _rng(cfg, STREAM_TINYFACE, 8),
+            stream_rng(cfg, STREAM_TINYFACE, 7), stream_rng(cfg, STREAM_TINYFACE, 8),
         )
 
     testing = os.path.join(out, TESTING_SET)

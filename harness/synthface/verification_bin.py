@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from harness.align import align_faces
+from harness.data.align import align_faces
 from harness.data.images import encode_jpeg
 from harness.data.verification_bin import write_bin
 from harness.synthface.render import sample_image_specs, to_uint8
@@ -62,15 +62,15 @@ def _pairs(spec: BinSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndar
 
 def write_verification_bin(cfg: SynthFaceConfig, out: str) -> dict:
     """Write ``<out>/faces_synthface/synth_lfw.bin``; returns its counts for the manifest."""
-    from harness.synthface.generate import _render_chunks, _rng, identity_table
+    from harness.synthface.common import identity_table, render_chunks, stream_rng
 
     spec = SPECS.get(cfg.size, SPECS["default"])
     if spec.pairs_per_fold % 2 or spec.identities < 2:
         raise ValueError(f"synthface {NAME}: pairs_per_fold must be even and identities >= 2, got {spec}")
-    ids, same = _pairs(spec, _rng(cfg, STREAM_BIN, 0))
+    ids, same = _pairs(spec, stream_rng(cfg, STREAM_BIN, 0))
     table = identity_table(cfg, DOMAIN_BIN, spec.identities)
     images: list[bytes] = []
-    for _, rendered, landmarks in _render_chunks(table, sample_image_specs(_rng(cfg, STREAM_BIN, 1), ids), cfg.loose_size):
+    for _, rendered, landmarks in render_chunks(table, sample_image_specs(stream_rng(cfg, STREAM_BIN, 1), ids), cfg.loose_size):
         images += [encode_jpeg(rgb, cfg.jpeg_quality) for rgb in to_uint8(align_faces(rendered, landmarks, cfg.aligned_size))]
     write_bin(os.path.join(out, "faces_synthface", f"{NAME}.bin"), images, same)
     return {"name": NAME, "identities": spec.identities, "pairs": len(same), "genuine": int(same.sum())}

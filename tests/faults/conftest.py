@@ -22,8 +22,8 @@ def empty_params(tmp_path):
 @pytest.fixture(scope="session")
 def trained_ckpt(tiny_release, tmp_path_factory) -> str:
     """A tiny source_only checkpoint (the SMALL config), for evaluation and stage 1's identity network."""
-    from harness.config import RunConfig, apply_overrides
-    from harness.train import train
+    from harness.core.config import RunConfig, apply_overrides
+    from harness.engine.train import train
 
     path = str(tmp_path_factory.mktemp("faults_ckpt") / "source_only.pt")
     cfg = apply_overrides(RunConfig(), dict(a.split("=", 1) for a in SMALL) | {"data.release": tiny_release})

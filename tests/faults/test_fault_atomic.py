@@ -1,4 +1,4 @@
-"""Issue 16 item 9: one atomic writer for every file (harness.atomic). A full disk is one line ("no space left on
+"""Issue 16 item 9: one atomic writer for every file (harness.core.atomic). A full disk is one line ("no space left on
 device: <path>") and leaves no temporary file; a file set killed during its renames is completed by the next
 write into that folder, and temporaries of dead writers are removed."""
 
@@ -14,7 +14,7 @@ import textwrap
 import pytest
 from faultlib import SMALL
 
-from harness.atomic import (
+from harness.core.atomic import (
     DiskFullError, recover, save_torch_atomic, write_files_atomic, write_json_atomic,
 )
 
@@ -54,7 +54,7 @@ def test_disk_full_while_saving_a_torch_state(tmp_path):
     folder.mkdir()
     script = textwrap.dedent(f"""
         import os, torch
-        from harness.atomic import DiskFullError, save_torch_atomic, write_json_atomic
+        from harness.core.atomic import DiskFullError, save_torch_atomic, write_json_atomic
         write_json_atomic({{"old": True}}, "{folder}/state.pt")
         try:
             save_torch_atomic({{"w": torch.zeros(200_000)}}, "{folder}/state.pt")
@@ -102,7 +102,7 @@ def test_a_file_set_killed_mid_rename_is_completed_next_time(tmp_path):
     write_files_atomic(files)
     script = textwrap.dedent(f"""
         import os
-        from harness import atomic
+        from harness.core import atomic
         real = os.replace
         done = []
         def replace(src, dst):
@@ -139,14 +139,14 @@ def test_temporaries_of_dead_writers_are_removed(tmp_path):
 
 
 def test_every_writer_goes_through_harness_atomic():
-    import harness.evaluate as evaluate
+    import harness.eval.cli as evaluate
     import harness.run as run
     import harness.tables as tables
 
     assert evaluate.write_json_atomic is write_json_atomic
     assert tables.write_files_atomic is write_files_atomic
     assert callable(run.write_npz_atomic) and DiskFullError.__mro__[1] is OSError
-    assert save_torch_atomic.__module__ == "harness.atomic"
+    assert save_torch_atomic.__module__ == "harness.core.atomic"
 
 
 def test_a_killed_single_file_writer_leaves_nothing_for_long(tmp_path):
@@ -154,7 +154,7 @@ def test_a_killed_single_file_writer_leaves_nothing_for_long(tmp_path):
     and the ``<name>.tmp-<pid>`` files of earlier versions too."""
     script = textwrap.dedent(f"""
         import os
-        from harness.atomic import write_atomic
+        from harness.core.atomic import write_atomic
         def write(f):
             f.write(b"partial")
             f.flush()

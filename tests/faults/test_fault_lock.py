@@ -16,7 +16,7 @@ import torch
 from faultlib import STAGE1_TINY, one_error_line, run_args
 
 from harness.run import main as run_main
-from harness.runtime import LockHeldError, PathLock
+from harness.core.runtime import LockHeldError, PathLock
 from harness.stage1 import main as stage1_main
 
 

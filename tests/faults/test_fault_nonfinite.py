@@ -10,9 +10,9 @@ import pytest
 import torch
 from faultlib import one_error_line, run_args
 
-from harness.config import RunConfig, apply_overrides
+from harness.core.config import RunConfig, apply_overrides
 from harness.run import main as run_main
-from harness.train import TrainingStopped, nonfinite_entries, train, train_state_path
+from harness.engine.train import TrainingStopped, nonfinite_entries, train, train_state_path
 
 
 def test_divergence_keeps_the_last_good_state(tiny_release, tmp_path, empty_params, capsys):
@@ -71,7 +71,7 @@ def test_resume_path_refuses_a_nonfinite_state(poisoned, tiny_release, tmp_path,
 
 
 def test_save_refuses_nonfinite_weights_and_keeps_the_file(tmp_path):
-    from harness.train import NonFiniteStateError, save_checkpoint
+    from harness.engine.train import NonFiniteStateError, save_checkpoint
 
     path = str(tmp_path / "s.pt")
     save_checkpoint(path, {"step": 1, "backbone": {"w": torch.ones(3)}})

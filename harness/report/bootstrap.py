@@ -48,7 +48,7 @@ Metrics, computed with the evaluators' own functions on the resampled multiset:
 - :class:`IJBSTpirAtFpir` (IJB-S open set, PFE ``DIR_FAR``): per gallery ``harness.eval.ijbs.find_threshold_by_fpir``
   on the resampled non-mated probes' top-1 scores; TPIR = share of mated probes with the mate at rank 1 and its score
   ``>=`` the threshold; reported (G1 + G2) / 2. Keys ``tpir@fpir=0.01``, ``tpir@fpir=0.1``.
-- :class:`IJBOpenSetTpir` (IJB-B/C 1:N open set, definition (b)): ``harness.eval.ijb_identification._open_set_result``
+- :class:`IJBOpenSetTpir` (IJB-B/C 1:N open set, definition (b)): ``harness.eval.ijb_identification.open_set_result``
   per gallery, mean of the galleries. Keys ``tpir@fpir=0.0001`` ... ``tpir@fpir=1.0``.
 - every metric takes ``prefix`` (``"V2S."``, ``"joined."``, ``"open_set."``) so keys equal ``compact_metrics`` keys
   and the ``metric`` column of ``results/paper/*.csv``; :class:`Combined` merges several metrics over the same items.
@@ -88,7 +88,7 @@ Cost (measured on this 2-core machine under a load average of ~4, one thread, 1,
 - drawing 5,000 subjects x 1,000 resamples: 0.08 s; RankK on 19,593 probes / 5,000 subjects: 0.2 s; IJB-S
   RankK + TPIR on 3,000 probes: 0.2 s; IJB 1:N open-set TPIR on 19,593 probes (two galleries): 1.6 s.
 - TarAtFar is linear in the pairs: ~50 ms per resample per million pairs (3,500 subjects; 1 M and 4 M pairs
-  measured), dominated by the evaluator's ROC (``_roc_sorted`` takes its dense path: a bootstrap multiset has ~37 %
+  measured), dominated by the evaluator's ROC (``roc_sorted`` takes its dense path: a bootstrap multiset has ~37 %
   tied entries) and the ``np.repeat``. Extrapolated: IJB-C (15.66 M pairs) ~0.8 s per resample, ~13 min per
   model for 1,000 resamples (peak memory ~1.5-2 GB); IJB-B (8.01 M) ~7 min; SynthFace default (480 k / 188 k pairs)
   ~25 s / ~10 s. Resamples are independent (:func:`subject_draws` rows) and can be split across processes.
@@ -96,15 +96,16 @@ Cost (measured on this 2-core machine under a load average of ~4, one thread, 1,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from harness.eval.ijb_identification import OPEN_SET_FPIRS, _open_set_result
+from harness.eval.ijb_identification import OPEN_SET_FPIRS, open_set_result
 from harness.eval.ijbs import find_threshold_by_fpir
-from harness.eval.roc import DEFAULT_FARS, _check_inputs, _roc_sorted, far_key, roc_curve, tar_at_far_from_roc
+from harness.eval.roc import DEFAULT_FARS, check_roc_inputs, roc_sorted, vertices_dense, far_key, roc_curve, tar_at_far_from_roc
 
 __all__ = [
     "SubjectGroups",
@@ -487,7 +488,7 @@ class TarAtFar(_Metric):
     """
 
     def __init__(self, scores, labels, fars: Sequence[float] = DEFAULT_FARS, prefix: str = ""):
-        genuine, scores = _check_inputs(labels, scores)
+        genuine, scores = check_roc_inputs(labels, scores)
         self.scores = scores
         self.genuine = genuine
         self.n = scores.shape[0]
@@ -521,7 +522,7 @@ class TarAtFar(_Metric):
         gen = np.repeat(self._gen_asc, c_gen)
         if gen.size == 0 or gen.size == asc.size:
             return self._undefined()
-        fpr, tpr, _ = _roc_sorted(asc, gen)  # what roc_curve runs after np.sort(scores), np.sort(scores[genuine])
+        fpr, tpr, _ = roc_sorted(asc, gen)  # what roc_curve runs after np.sort(scores), np.sort(scores[genuine])
         return self._result(fpr, tpr)
 
     def on_counts(self, counts) -> dict:
@@ -626,7 +627,7 @@ class IJBSTpirAtFpir(_Metric):
 
 
 class IJBOpenSetTpir(_Metric):
-    """IJB-B/C 1:N open-set TPIR at FPIR, definition (b), by the evaluator's ``_open_set_result`` per gallery on the
+    """IJB-B/C 1:N open-set TPIR at FPIR, definition (b), by the evaluator's ``open_set_result`` per gallery on the
     resampled probes; reported = mean of the galleries (NaN where a gallery's TPIR is undefined).
 
     ``galleries``: per gallery a tuple ``(pos, rank, nonmate_max, mated)`` of per-probe arrays (the ``_View.finish``
@@ -654,7 +655,7 @@ class IJBOpenSetTpir(_Metric):
         idx = np.asarray(indices, np.int64).reshape(-1)
         tpirs: dict[str, list] = {name: [] for name in self.fpirs}
         for pos, rank, nonmate_max, mate in self._g:
-            r = _open_set_result(pos[idx], rank[idx], nonmate_max[idx], mate[idx], self.fpirs, ())
+            r = open_set_result(pos[idx], rank[idx], nonmate_max[idx], mate[idx], self.fpirs, ())
             for name in self.fpirs:
                 tpirs[name].append(r["tpir"][name])
         return {self.keys[name]: (float("nan") if any(v is None for v in vals) else float(np.mean(vals)))
@@ -686,3 +687,96 @@ class Combined(_Metric):
                 raise ValueError(f"metric keys collide: {sorted(clash)}")
             out.update(v)
         return out
+
+
+class TopTarAtFar:
+    """:class:`harness.report.bootstrap.TarAtFar` for small FARs, computed on a resample from the top of the score list.
+
+    The ``K`` highest scores hold at least ``margin * max(fars) * impostors + extra`` impostor pairs (cut between two
+    distinct scores). On a resample (subject counts), the prefix's multiset goes through the evaluator's own vertex
+    computation (``harness.eval.roc.vertices_dense``, sklearn's ``roc_curve`` with ``drop_intermediate``); the
+    totals of genuine and impostor pairs come from per-subject counts, so ``fpr = fps / total`` is the very division
+    ``roc_curve`` does. Every vertex but the last one of the prefix is a vertex of the full ROC (its keep decision
+    depends on its neighbours only); insightface's nearest-vertex rule is taken on those, and the resample is handed
+    to the full :class:`~harness.report.bootstrap.TarAtFar` whenever a vertex beyond them could be as near to some FAR
+    (``fallbacks`` counts them). Bit-identical to ``TarAtFar`` (tested). Keys ``tar@{far_key}``.
+    """
+
+    def __init__(self, scores, labels, fars: Sequence[float], margin: float = 4.0, extra: int = 100):
+        genuine, scores = check_roc_inputs(labels, scores)
+        self.n = scores.shape[0]
+        self.fars = tuple(float(x) for x in fars)
+        self.keys = [f"tar@{far_key(x)}" for x in self.fars]
+        self._scores, self._labels = scores, genuine
+        self._full: TarAtFar | None = None
+        self.fallbacks = 0
+        order = np.argsort(scores, kind="stable")
+        asc = scores[order]
+        imp_from_top = np.cumsum(~genuine[order][::-1])
+        need = int(math.ceil(margin * max(self.fars) * int(imp_from_top[-1]))) + int(extra)
+        k = int(np.searchsorted(imp_from_top, need)) + 1  # smallest top-k holding `need` impostors
+        start = max(self.n - k, 0)
+        start = int(np.searchsorted(asc, asc[start], side="left"))  # never split a group of equal scores
+        self.complete = start == 0
+        self._top = order[start:]
+        self._top_asc = asc[start:]
+        self._top_gen = genuine[self._top]
+
+    def _undefined(self) -> dict:
+        return {k: float("nan") for k in self.keys}
+
+    def _full_metric(self) -> TarAtFar:
+        if self._full is None:
+            self._full = TarAtFar(self._scores, self._labels, self.fars)
+        return self._full
+
+    def on_counts(self, counts) -> dict:
+        return self._full_metric().on_counts(counts)
+
+    def __call__(self, indices) -> dict:
+        return self._full_metric()(indices)
+
+    def bind(self, groups: SubjectGroups):
+        if not groups.partition or groups.n_items != self.n:
+            return lambda sc: self.on_counts(groups.item_counts(sc))
+        subj = groups.item_subject
+        s_top = subj[self._top]
+        imp_ps = np.bincount(subj[~self._labels], minlength=groups.n_subjects + 1).astype(np.int64)
+        gen_ps = np.bincount(subj[self._labels], minlength=groups.n_subjects + 1).astype(np.int64)
+        top_asc, top_gen = self._top_asc, self._top_gen
+        gen_asc = top_asc[top_gen]
+        full = None
+
+        def f(subject_counts: np.ndarray) -> dict:
+            nonlocal full
+            ext = np.append(np.asarray(subject_counts, np.int64), 0)
+            n_imp, n_gen = int(ext @ imp_ps), int(ext @ gen_ps)
+            if n_imp == 0 or n_gen == 0:
+                return self._undefined()
+            c = ext[s_top]
+            out = self._from_top(np.repeat(top_asc, c), np.repeat(gen_asc, c[top_gen]), n_imp, n_gen)
+            if out is None:
+                self.fallbacks += 1
+                if full is None:
+                    full = self._full_metric().bind(groups)
+                out = full(subject_counts)
+            return out
+
+        return f
+
+    def _from_top(self, asc: np.ndarray, gen: np.ndarray, n_imp: int, n_gen: int) -> dict | None:
+        if asc.size == 0:
+            return None
+        tie_pos = np.flatnonzero(asc[1:] == asc[:-1])
+        fps, tps, _ = vertices_dense(asc, gen, tie_pos, True)
+        boundary = math.inf
+        if not self.complete:  # the prefix's last vertex is forced; only the ones before it are vertices for sure
+            boundary = float(fps[-1]) / float(n_imp)
+            fps, tps = fps[:-1], tps[:-1]
+        fpr = np.concatenate(([0.0], fps)) / float(n_imp)
+        tpr = np.concatenate(([0.0], tps)) / float(n_gen)
+        for x in self.fars:
+            if not boundary - x > float(np.min(np.abs(fpr - x))):
+                return None
+        tars = tar_at_far_from_roc(fpr, tpr, self.fars)
+        return {k: tars[x] for k, x in zip(self.keys, self.fars)}

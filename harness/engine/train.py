@@ -19,11 +19,11 @@ Progress: on a terminal, a tqdm bar; otherwise (DVC, logs) one plain line every 
 Determinism: on CPU, the same seed gives the same weights (data order, flips, initialisation and the method's
 randomness all come from generators seeded by the run seed).
 
-**Data parallel** (``torchrun --nproc_per_node N -m harness.run key=value ...``; :mod:`harness.distributed`).
+**Data parallel** (``torchrun --nproc_per_node N -m harness.run key=value ...``; :mod:`harness.engine.distributed`).
 The same loop on N processes (NCCL on GPUs, one per ``LOCAL_RANK``; gloo on CPU). ``optim.batch_size`` is per
 process, as in insightface; the global batch is ``N x optim.batch_size`` and the step count and schedule follow
 it (``steps_per_epoch = images // global batch``). Every rank draws the same seeded global permutation and flip
-mask per step and keeps its contiguous slice (:class:`SourceData`; target batches alike, :class:`TargetData`),
+mask per step and keeps its contiguous slice (:class:`harness.data.loaders.SourceData`; target batches alike, :class:`~harness.data.loaders.TargetData`),
 so one step's data over all ranks is exactly the one-process batch of the global size. The backbone is wrapped in
 ``DistributedDataParallel`` (``FRModel.backbone``; ``FRModel.raw`` stays unwrapped for methods' inner gradient
 probes); the margin head and a method's trainable modules stay replicated and their gradients are averaged by one
@@ -33,7 +33,7 @@ in insightface and CFSM's released training), so N ranks x B equals one process 
 schedule but not in BatchNorm's batch statistics: the N-rank run equals a one-process run whose BatchNorm sees
 the batch in N chunks ("ghost batches"), up to floating-point reduction order (tested). Method randomness drawn
 from the global generators (CFSM's o0 and mixing permutations, degradation parameters) is per rank: rank 0 keeps
-the run seed, rank r > 0 gets its own (:func:`harness.distributed.rank_seed`). The logged loss is the mean over
+the run seed, rank r > 0 gets its own (:func:`harness.engine.distributed.rank_seed`). The logged loss is the mean over
 ranks; a method's logged scalars are rank 0's. Rank 0 alone writes (checkpoints, train states, Sacred records,
 results) and evaluates; one process (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``) is the single-process trainer, draw
 for draw and bit for bit.
@@ -47,18 +47,18 @@ match); ``num_classes``; ``step`` (optimiser steps done) and ``total_steps``; ``
 positions: :meth:`SourceData.state_dict`, :meth:`TargetData.state_dict`); ``rng``, one entry per rank (torch CPU,
 CUDA when on a GPU, numpy, python ``random``); ``running_loss`` (the smoothed loss that becomes ``final_loss``).
 The RNG states are tensors and plain types, so every file loads with ``torch.load(weights_only=True)``
-(:func:`harness.atomic.load_torch`); a file that pickles anything else is refused without running it.
+(:func:`harness.core.atomic.load_torch`); a file that pickles anything else is refused without running it.
 The final checkpoint (``checkpoint=PATH``, ``CHECKPOINT_FORMAT = "cfsm-checkpoint/1"``) holds only what evaluation
 and stage 1's ``IdentityNet`` read: ``backbone`` (the weights), ``config``, ``num_classes``, ``train_info`` and the
 metadata ``step``, ``total_steps``, ``world_size``, ``global_batch``; no optimiser, sampler or RNG state, so the
 model is stored once. (Checkpoints written before the split also hold the state keys; readers use the weights
 keys only.) The resumable state is every ``checkpoint_every`` steps (default 1000; 0 = never; not after the last
-step) written atomically (:func:`harness.atomic.save_torch_atomic`) to ``<checkpoint stem>.train_state.pt``
+step) written atomically (:func:`harness.core.atomic.save_torch_atomic`) to ``<checkpoint stem>.train_state.pt``
 (:func:`train_state_path`), and deleted once the final checkpoint is written: a completed run has nothing left
 to resume (rerunning it starts fresh and overwrites the checkpoint). A state whose weights are not finite is
 never written (the last good one stays) and never resumed from (``resume=auto`` sets it aside as
 ``<state>.nonfinite-<time>``; an unreadable one as ``<state>.unreadable-<time>``; both then start fresh). While
-training, rank 0 holds the checkpoint path (``<checkpoint>.lock``, :class:`harness.runtime.PathLock`): a second
+training, rank 0 holds the checkpoint path (``<checkpoint>.lock``, :class:`harness.core.runtime.PathLock`): a second
 run on the same path fails at once naming the holder; the lock of a killed run is taken over.
 ``resume=auto`` (default) continues from that file when its ``key`` matches this run's (every knob except paths, logging, evaluation,
 threads, device, ``data.cache`` and the checkpoint knobs; the method's resolved hyperparameters; the *global*
@@ -80,23 +80,21 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from harness import distributed
-from harness.config import OptimConfig, RunConfig, flatten
-from harness.data.recordio import FaceRecDataset
-from harness.data.wider import CropFolderDataset, read_crop_list
-from harness.atomic import load_torch, save_torch_atomic
-from harness.errors import require_dir
-from harness.runtime import LockHeldError, PathLock, tune_malloc
-from harness.models import build_backbone, build_head
+from harness.engine import distributed
+from harness.core.config import OptimConfig, RunConfig, flatten
+from harness.data.loaders import SourceData, TargetData, to_model_input
+from harness.core.atomic import load_torch, save_torch_atomic
+from harness.core.errors import require_dir
+from harness.core.runtime import LockHeldError, PathLock, tune_malloc
+from harness.models.build import build_model, resolve_device
 from methods import Batch, FRModel, Method, build_method
 
 LogFn = Callable[[str, float, int], None]
@@ -134,186 +132,6 @@ class ProgressLine:
         return line
 
 
-# ----------------------------------------------------------------------------------------------- data
-def to_model_input(images_u8: torch.Tensor, channel_order: str = "RGB") -> torch.Tensor:
-    """(B, 3, H, W) uint8 RGB -> float32 normalised to [-1, 1] as insightface does: (x / 255 - 0.5) / 0.5."""
-    x = images_u8.float().div_(255.0).sub_(0.5).div_(0.5)
-    return x.flip(1) if channel_order == "BGR" else x
-
-
-def _resize_u8(images: np.ndarray, size: int) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, size, size) uint8, antialiased bilinear (identity when already that size)."""
-    t = torch.from_numpy(images).permute(0, 3, 1, 2)
-    if t.shape[-1] == size and t.shape[-2] == size:
-        return t.contiguous()
-    out = F.interpolate(t.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return out.round_().clamp_(0, 255).to(torch.uint8)
-
-
-def load_images(get: Callable[[int], np.ndarray], n: int, size: int, chunk: int = 1024) -> torch.Tensor:
-    """Decode ``n`` images through ``get(i)`` into one (n, 3, size, size) uint8 tensor."""
-    out = torch.empty((n, 3, size, size), dtype=torch.uint8)
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        out[start:stop] = _resize_u8(np.stack([get(i) for i in range(start, stop)]), size)
-    return out
-
-
-def read_index_list(path: str, dataset: FaceRecDataset) -> np.ndarray:
-    """The item positions of ``dataset`` named by an index list: one RecordIO record key per line (the insightface
-    image index of ``train.idx``, as ``MXFaceDataset.imgidx`` holds it; anything after the first whitespace is
-    ignored, blank lines and ``#`` comments are skipped). Returned in the list's order. A line that is not an
-    integer, a key that is not an image of the RecordIO, a repeated key or an empty list is a one-line
-    :class:`~harness.errors.DataFormatError` naming the file and line."""
-    from harness.data.text import read_lines
-    from harness.errors import DataFormatError, require_file
-
-    require_file(path, "data.index_list (record keys to train on)")
-    position = {int(k): i for i, k in enumerate(dataset.image_keys)}
-    out: list[int] = []
-    seen: dict[int, int] = {}
-    for n, line in enumerate(read_lines(path), start=1):
-        text = line.split("#", 1)[0].strip()
-        if not text:
-            continue
-        token = text.split()[0]
-        try:
-            key = int(token)
-        except ValueError:
-            raise DataFormatError(path, f"line {n}", f"{token!r} is not a record key (an integer)") from None
-        if key not in position:
-            raise DataFormatError(path, f"line {n}", f"record {key} is not an image of {dataset.rec_path}")
-        if key in seen:
-            raise DataFormatError(path, f"line {n}", f"record {key} repeats line {seen[key]}")
-        seen[key] = n
-        out.append(position[key])
-    if not out:
-        raise DataFormatError(path, None, "the index list names no record")
-    return np.asarray(out, dtype=np.int64)
-
-
-class SourceData:
-    """The labelled source set as an endless stream of shuffled batches (epoch-wise permutations, drop_last),
-    sharded over ``world_size`` ranks.
-
-    Every rank draws the same seeded global permutation per epoch; a step takes the next ``world_size x
-    batch_size`` samples of it (the global batch) and rank ``r`` keeps the ``r``-th contiguous slice of
-    ``batch_size`` (the role of torch's ``DistributedSampler``, but sliced per global batch, so the union over the
-    ranks of one step is exactly the one-process batch of ``world_size x batch_size``). The flip mask is drawn for
-    the whole global batch from the same generator and sliced the same way, so the generator stays in step on
-    every rank. With one rank this is the original stream, draw for draw.
-
-    The position is resumable (:meth:`state_dict`): the epoch, the generator state at the epoch's start (to
-    redraw its permutation), the current generator state, and the number of global samples consumed in the epoch.
-    """
-
-    def __init__(self, root: str, input_size: int, batch_size: int, seed: int, flip: bool, cache: bool = True,
-                 rank: int = 0, world_size: int = 1, index_list: str = ""):
-        self.dataset = FaceRecDataset(root)
-        # the items trained on: every image, or the records an index list names (``data.index_list``)
-        self.items = read_index_list(index_list, self.dataset) if index_list else np.arange(len(self.dataset), dtype=np.int64)
-        self.index_list = index_list
-        self.labels = torch.from_numpy(np.fromiter((self.dataset.label(int(i)) for i in self.items), dtype=np.int64,
-                                                   count=len(self.items)))
-        self.num_classes = self.dataset.num_classes
-        self.input_size, self.batch_size, self.flip = input_size, batch_size, flip
-        self.rank, self.world_size = rank, world_size
-        self.global_batch = batch_size * world_size
-        self.generator = torch.Generator().manual_seed(seed)
-        if len(self) < self.global_batch:
-            per = f" ({world_size} x {batch_size})" if world_size > 1 else ""
-            where = f"{index_list} ({len(self)} of {len(self.dataset)} images of {root})" if index_list else f"{root}: {len(self)} images"
-            raise ValueError(f"{where}, fewer than one batch of {self.global_batch}{per}")
-        self.images = load_images(lambda i: self.dataset[int(self.items[i])][0], len(self), input_size) if cache else None
-        self.epoch = -1  # incremented when an epoch's permutation is drawn
-        self.position = 0  # global samples consumed in the current epoch
-        self.perm: torch.Tensor | None = None
-        self._epoch_state: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        """Images trained on (the index list's length when one is given)."""
-        return len(self.items)
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return len(self) // self.global_batch
-
-    def _get(self, idx: torch.Tensor) -> torch.Tensor:
-        """uint8 images of positions ``idx`` (into :attr:`items`)."""
-        if self.images is not None:
-            return self.images[idx]
-        return load_images(lambda i: self.dataset[int(self.items[int(idx[i])])][0], len(idx), self.input_size)
-
-    def _new_epoch(self) -> None:
-        self._epoch_state = self.generator.get_state()
-        self.perm = torch.randperm(len(self), generator=self.generator)
-        self.epoch += 1
-        self.position = 0
-
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's ``(uint8 images, labels)`` of the next global batch."""
-        if self.perm is None or self.position + self.global_batch > len(self):
-            self._new_epoch()
-        lo = self.position + self.rank * self.batch_size
-        idx = self.perm[lo:lo + self.batch_size]
-        x = self._get(idx)
-        if self.flip:
-            mask = torch.rand(self.global_batch, generator=self.generator) < 0.5
-            mask = mask[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
-            x = torch.where(mask.view(-1, 1, 1, 1), x.flip(3), x)
-        self.position += self.global_batch
-        return x, self.labels[idx]
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        while True:
-            yield self.next_batch()
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "epoch_samples": self.position, "epoch_state": self._epoch_state,
-                "state": self.generator.get_state(), "global_batch": self.global_batch}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state["epoch_state"] is None:  # saved before the first batch
-            self.generator.set_state(state["state"])
-            self.epoch, self.position, self.perm, self._epoch_state = -1, 0, None, None
-            return
-        self.generator.set_state(state["epoch_state"])
-        self._epoch_state = self.generator.get_state()
-        self.perm = torch.randperm(len(self), generator=self.generator)
-        self.generator.set_state(state["state"])
-        self.epoch, self.position = int(state["epoch"]), int(state["epoch_samples"])
-
-
-class TargetData:
-    """Unlabelled target crops (CFSM's WIDER FACE folder + list) as an endless stream of random batches, sharded
-    as :class:`SourceData`: every rank draws the same global batch of indices and keeps its slice. The stream's
-    position is its generator's state."""
-
-    def __init__(self, crops_root: str, list_file: str, input_size: int, batch_size: int, seed: int,
-                 rank: int = 0, world_size: int = 1):
-        crops = read_crop_list(crops_root, list_file)
-        ds = CropFolderDataset(crops)
-        self.images = load_images(ds.__getitem__, len(ds), input_size)
-        self.batch_size = batch_size
-        self.rank, self.world_size = rank, world_size
-        self.global_batch = batch_size * world_size
-        self.generator = torch.Generator().manual_seed(seed + 1_000_003)
-
-    def next_batch(self) -> torch.Tensor:
-        idx = torch.randint(len(self.images), (self.global_batch,), generator=self.generator)
-        return self.images[idx[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]]
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        while True:
-            yield self.next_batch()
-
-    def state_dict(self) -> dict:
-        return {"state": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["state"])
-
-
 # ----------------------------------------------------------------------------------------------- schedule
 def poly_lr(step: int, base_lr: float, warmup_steps: int, total_steps: int, power: float) -> float:
     """insightface ``PolyScheduler``: linear warm-up from 0, then base * (1 - progress) ** power."""
@@ -321,28 +139,6 @@ def poly_lr(step: int, base_lr: float, warmup_steps: int, total_steps: int, powe
         return base_lr * step / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return base_lr * max(0.0, 1.0 - progress) ** power
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"config device={name!r} but CUDA is not available on this machine")
-    return torch.device(name)
-
-
-def build_model(cfg: RunConfig, num_classes: int, amp: bool = False) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """Backbone and head of ``cfg``. ``amp``: the backbone runs its convolutional trunk under autocast (insightface's
-    ``iresnet(fp16=True)`` inside ``train_v2.py``'s AMP); without it, the trunk stays float32 even inside the
-    trainer's autocast, as ``IResNet(fp16=False)`` keeps it outside."""
-    m = cfg.model
-    kw = dict(input_size=cfg.data.input_size, num_features=m.embedding_size, dropout=m.dropout, stem_stride=m.stem_stride,
-              fp16=bool(amp))
-    if m.backbone == "small":
-        kw.update(widths=tuple(m.widths), layers=tuple(m.layers))
-    backbone = build_backbone(m.backbone, **kw)
-    head = build_head(m.head, m.embedding_size, num_classes, s=m.s, m=m.m)
-    return backbone, head
 
 
 def build_optimizer(o: OptimConfig, backbone: torch.nn.Module, head: torch.nn.Module, method: Method) -> torch.optim.Optimizer:
@@ -388,7 +184,7 @@ class TrainStep:
     loss, averaged over ranks under data parallelism, must be finite (else :class:`FloatingPointError` naming the
     step and learning rate, on every rank alike); ``zero_grad``, the scaled ``backward``; under data parallelism
     the gradients of the replicated parameters (the margin head and the method's modules; DDP averages the
-    backbone's during backward) averaged by one all-reduce (:func:`harness.distributed.allreduce_gradients`);
+    backbone's during backward) averaged by one all-reduce (:func:`harness.engine.distributed.allreduce_gradients`);
     the scaler's ``unscale_``, gradient-norm clipping at ``optim.grad_clip`` over ``optim.grad_clip_scope``
     (:data:`GRAD_CLIP_SCOPES`: the backbone's parameters only, as released, or every trained parameter), and the
     scaler's ``step`` and ``update``. Returns the detached loss (the mean over ranks) and the method's scalars.
@@ -488,7 +284,7 @@ def check_finite_state(payload: dict, path: str) -> None:
 
 
 def save_checkpoint(path: str, payload: dict) -> None:
-    """Atomic (:func:`harness.atomic.save_torch_atomic`: temporary file beside ``path``, fsync, ``os.replace``;
+    """Atomic (:func:`harness.core.atomic.save_torch_atomic`: temporary file beside ``path``, fsync, ``os.replace``;
     a full disk is one line). A payload whose weights are not finite is never written: the file at ``path``, the
     last good state, stays as it is, and :class:`NonFiniteStateError` says so."""
     try:
@@ -707,7 +503,7 @@ def _train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None
         kind, message = decision["error"]
         raise {"FileNotFoundError": FileNotFoundError, "LockHeldError": LockHeldError}.get(kind, ValueError)(message)
     if ctx.is_main and (state_path or decision["path"] or cfg.resume != "auto"):
-        print(f"harness.train: {decision['message']}", file=sys.stderr)
+        print(f"harness.engine.train: {decision['message']}", file=sys.stderr)
     start_step, running = 0, float("nan")
     saved_world = ctx.world_size
     if decision["path"]:
@@ -727,7 +523,7 @@ def _train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None
         else:
             _seed_rank(cfg.seed + start_step, ctx.rank)
         if saved_world != ctx.world_size and ctx.is_main:
-            print(f"harness.train: the state was saved at world size {saved_world}, this run has {ctx.world_size}: "
+            print(f"harness.engine.train: the state was saved at world size {saved_world}, this run has {ctx.world_size}: "
                   "same data order and schedule, not bit-identical (reduction order, per-rank BatchNorm statistics, "
                   "per-rank method randomness)", file=sys.stderr)
         del state
@@ -804,9 +600,9 @@ def _train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None
         "grad_clip": o.grad_clip, "grad_clip_scope": o.grad_clip_scope,
     }
     if cfg.data.index_list:
-        from harness.import_weights import _sha256
+        from harness.core.atomic import file_sha256
 
-        info["index_list"] = {"path": cfg.data.index_list, "sha256": _sha256(cfg.data.index_list), "length": len(source)}
+        info["index_list"] = {"path": cfg.data.index_list, "sha256": file_sha256(cfg.data.index_list), "length": len(source)}
     if target is not None:
         info["target_list"] = os.path.join(release, cfg.data.target, cfg.data.target_list)
     if start_step and saved_world != ctx.world_size:
@@ -842,7 +638,7 @@ def _train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None
 def train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None = None, progress: bool = True,
           stop_after: int | None = None) -> TrainResult:
     """Train as ``cfg`` says and, with ``checkpoint_path``, write the final checkpoint there (rank 0); see
-    :func:`_train`. While it runs, rank 0 holds ``checkpoint_path`` (:class:`harness.runtime.PathLock`,
+    :func:`_train`. While it runs, rank 0 holds ``checkpoint_path`` (:class:`harness.core.runtime.PathLock`,
     ``<checkpoint>.lock``): a second run on the same path fails at once naming the holder."""
     locks: list[PathLock] = []
     try:

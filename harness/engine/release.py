@@ -164,12 +164,12 @@ def generator_provenance(path: str) -> tuple[str, bool]:
 
 
 def deviations(cfg, hparams: dict[str, Any], world_size: int = 1, device: str | None = None) -> list[dict[str, Any]]:
-    """How the ``harness.run`` config ``cfg`` (a :class:`harness.config.RunConfig`) with the method's resolved
+    """How the ``harness.run`` config ``cfg`` (a :class:`harness.core.config.RunConfig`) with the method's resolved
     ``hparams``, trained by ``world_size`` processes on ``device`` (default: ``cfg.device`` resolved here), differs
     from CFSM's released FR training (the recipe of :data:`FR_RECIPE`, the training set :data:`TRAIN_SET`, and for
     the CFSM methods :data:`CFSM_HPARAMS`, the FGSM step count and the generator). The FR recipe applies to every
     method (the baselines share it)."""
-    from harness.config import flatten
+    from harness.core.config import flatten
 
     flat = flatten(cfg.to_dict())
     flat["optim.global_batch"] = flat["optim.batch_size"] * max(1, int(world_size))

@@ -64,7 +64,10 @@ def _is_full(exc: BaseException) -> bool:
     return False
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (``kill(pid, 0)``; a process of another user counts as running).
+    Used to tell a killed writer's temporary files, and a killed run's lock (:class:`harness.core.runtime.PathLock`),
+    from a live one's."""
     if pid <= 0:
         return False
     try:
@@ -115,8 +118,19 @@ def _clean_stale_for(path: str) -> None:
         return
     for name in names:
         m = _TMP_RE.match(name) if name.startswith(f".{base}.") else legacy.match(name)
-        if m and int(m["pid"]) != os.getpid() and not _pid_alive(int(m["pid"])):
+        if m and int(m["pid"]) != os.getpid() and not pid_alive(int(m["pid"])):
             _unlink(os.path.join(folder, name))
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_atomic(path: str, write: Callable[[Any], None], binary: bool = False) -> None:
@@ -238,7 +252,7 @@ def clean_temporaries(folder: str) -> list[str]:
         return removed
     for name in names:
         m = _TMP_RE.match(name)
-        if m and int(m["pid"]) != os.getpid() and not _pid_alive(int(m["pid"])):
+        if m and int(m["pid"]) != os.getpid() and not pid_alive(int(m["pid"])):
             _unlink(os.path.join(folder, name))
             removed.append(os.path.join(folder, name))
     return removed
@@ -259,7 +273,7 @@ def recover(folder: str) -> list[str]:
             continue
         journal = os.path.join(folder, name)
         pid = name[len(JOURNAL_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and (int(pid) == os.getpid() or _pid_alive(int(pid))):
+        if pid.isdigit() and (int(pid) == os.getpid() or pid_alive(int(pid))):
             continue  # a live writer's set
         try:
             with open(journal, encoding="utf-8") as f:

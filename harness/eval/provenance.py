@@ -34,7 +34,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from harness.errors import DataFormatError
+from harness.core.errors import DataFormatError
 
 __all__ = ["KINDS", "BENCHMARK_PATHS", "REC_TRAIN_SETS", "data_provenance", "dataset_kind", "DataProvenance",
            "doc_provenance", "row_benchmark", "data_label"]

@@ -1,6 +1,6 @@
 """Data-parallel plumbing for the one trainer: ``torchrun --nproc_per_node N -m harness.run key=value ...``.
 
-One process per device; each runs the same :func:`harness.train.train` loop on its shard of every global batch.
+One process per device; each runs the same :func:`harness.engine.train.train` loop on its shard of every global batch.
 Conventions, after insightface ``recognition/arcface_torch/train_v2.py`` and the torch documentation
 ("Getting started with distributed data parallel", ``torch.distributed.init_process_group``, torchrun's
 environment variables):

@@ -21,6 +21,8 @@ import socket
 import sys
 import time
 
+from harness.core.atomic import pid_alive
+
 M_TRIM_THRESHOLD = -1
 M_TOP_PAD = -2
 M_MMAP_THRESHOLD = -3
@@ -64,18 +66,6 @@ class LockHeldError(RuntimeError):
     """Another live run holds the output (the message names it, one line)."""
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class PathLock:
     """Exclusive hold of an output path for one run: the file ``<path>.lock`` made with ``O_CREAT | O_EXCL`` and
     holding ``{"pid", "host", "start", "argv"}`` (JSON). A second run fails at once with :class:`LockHeldError`
@@ -116,7 +106,7 @@ class PathLock:
                     holder = {}
                 same_host = holder.get("host") == me["host"]
                 pid = int(holder.get("pid", 0) or 0)
-                if holder and (not same_host or _pid_alive(pid)):
+                if holder and (not same_host or pid_alive(pid)):
                     raise LockHeldError(
                         f"{self.target}: {self.what} in use by another run (pid {pid} on {holder.get('host')}, "
                         f"started {holder.get('start')}: {holder.get('argv', '')}); lock file {self.path} "

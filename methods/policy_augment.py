@@ -340,7 +340,7 @@ def to_uint8(x: Tensor) -> Tensor:
 
 
 def from_uint8(images: Tensor, like: Tensor) -> Tensor:
-    """uint8 -> [-1, 1] float exactly as ``harness.train.to_model_input``, in ``like``'s dtype and memory format."""
+    """uint8 -> [-1, 1] float exactly as ``harness.data.loaders.to_model_input``, in ``like``'s dtype and memory format."""
     x = images.float().div_(255.0).sub_(0.5).div_(0.5).to(like.dtype)
     return x.contiguous(memory_format=memory_format_of(like))
 

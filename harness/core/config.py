@@ -129,7 +129,7 @@ class RunConfig:
     result: str = ""  # also write the result rows (JSON) here, for DVC
     metrics: str = ""  # also write a compact {benchmark: {metric: value}} JSON here, for `dvc metrics show`
     log_every: int = 50
-    # Robustness (harness/train.py "Checkpoints and resume"): the whole training state is saved atomically every
+    # Robustness (harness/engine/train.py "Checkpoints and resume"): the whole training state is saved atomically every
     # `checkpoint_every` optimiser steps (0 = never) to <checkpoint stem>.train_state.pt, beside `checkpoint`.
     checkpoint_every: int = 1000
     resume: str = "auto"  # auto: that state file if its config matches, else fresh (says why) | none | PATH (must match)
@@ -153,7 +153,7 @@ class RunConfig:
                f"{self.model.stem_stride} (the stem stride x 2 per stage)")
 
     def to_dict(self) -> dict:
-        return _plain(dataclasses.asdict(self))
+        return plain(dataclasses.asdict(self))
 
 
 #: The allowed values of the enumerated knobs (checked when a config is built, before anything runs).
@@ -175,11 +175,11 @@ def _is_cuda_index(device: str) -> bool:
     return device.startswith("cuda:") and device[5:].isdigit()
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
@@ -235,7 +235,7 @@ def apply_overrides(cfg, overrides: dict[str, Any]):
     frozen dataclass tree, e.g. the stage-1 config); unknown keys raise a one-line KeyError."""
     cls = type(cfg)
     keys = valid_keys(cls)
-    tree = _plain(dataclasses.asdict(cfg))
+    tree = plain(dataclasses.asdict(cfg))
     for key, raw in overrides.items():
         if key.startswith("hparams.") and "hparams" in tree:  # method hyperparameters are validated against the method's declaration
             tree["hparams"][key.split(".", 1)[1]] = _yaml_value(raw, key) if isinstance(raw, str) else raw
@@ -248,7 +248,7 @@ def apply_overrides(cfg, overrides: dict[str, Any]):
             node = node[p]
         current = _get(cfg, parts)
         try:
-            node[parts[-1]] = _plain(_coerce(raw, current, key))
+            node[parts[-1]] = plain(_coerce(raw, current, key))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"config key {key!r}: cannot use {raw!r} ({exc})") from None
     return from_dict(tree, cls)

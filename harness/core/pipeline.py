@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from harness.config import read_yaml
+from harness.core.config import read_yaml
 
 
 def configured_results(params_path: str, results_dir: str) -> list[str]:
