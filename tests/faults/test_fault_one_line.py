@@ -61,7 +61,6 @@ def test_yaml_syntax_errors_name_file_line_and_column(tmp_path, capsys, prog):
     assert not os.path.exists(tmp_path / "t")
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
 def test_under_torchrun_one_line_from_rank_zero_and_quiet_workers(tiny_release, tmp_path, empty_params):
     """An error after the process group starts (the checkpoint held by a live process): rank 0 prints the one
     line, the worker exits 2 without a word, no harness traceback. (torchrun then prints its own summary of the
@@ -76,7 +75,7 @@ def test_under_torchrun_one_line_from_rank_zero_and_quiet_workers(tiny_release, 
         ckpt = tmp_path / "m.pt"
         (tmp_path / "m.pt.lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "start": "t"}))
         args = run_args(tiny_release, tmp_path / "runs", empty_params, f"checkpoint={ckpt}", "optim.batch_size=16")
-        r = subprocess.run(["torchrun", "--nproc_per_node", "2", "-m", "harness.run", *args], capture_output=True,
+        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "harness.run", *args], capture_output=True,
                            text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     finally:
         holder.kill()
