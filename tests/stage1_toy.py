@@ -17,21 +17,29 @@ TINY_MODEL = {"model.image_size": 16, "model.dim": 8, "model.d_scales": 2, "mode
 TARGET_LIST = "target_list_wf_toy.txt"
 
 
+def toy_release_with_target(rec_release: str, root, crops: dict, list_name: str = "target_list.txt") -> str:
+    """``root`` made a release: the toy RecordIO of ``rec_release`` linked in as ``faces_synthface`` and ``crops``
+    (``{name: HxWx3 uint8}``) written as JPEG target crops listed, in order, in ``target/<list_name>``."""
+    from harness.data.images import encode_jpeg
+
+    os.symlink(os.path.join(rec_release, "faces_synthface"), os.path.join(root, "faces_synthface"))
+    folder = os.path.join(root, "target", "crops")
+    os.makedirs(folder)
+    for name, img in crops.items():
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(encode_jpeg(img))
+    with open(os.path.join(root, "target", list_name), "w") as f:
+        f.write("".join(n + "\n" for n in crops))
+    return str(root)
+
+
 @pytest.fixture(scope="module")
 def toy_stage1_release(toy_rec_release, tmp_path_factory) -> str:
     """48 source images (6 classes) and 30 darker 32 px target crops listed in ``target/target_list_wf_toy.txt``."""
-    from harness.data.images import encode_jpeg
-
-    root = tmp_path_factory.mktemp("toy_stage1")
-    os.symlink(os.path.join(toy_rec_release, "faces_synthface"), root / "faces_synthface")
-    crops = root / "target" / "crops"
-    crops.mkdir(parents=True)
     rng = np.random.default_rng(3)
-    names = [f"0--Parade_toy_{i:04d}_0_900.jpg" for i in range(30)]
-    for n in names:
-        (crops / n).write_bytes(encode_jpeg(np.clip(rng.normal(60, 30, (32, 32, 3)), 0, 255).astype(np.uint8)))
-    (root / "target" / TARGET_LIST).write_text("".join(n + "\n" for n in names))
-    return str(root)
+    crops = {f"0--Parade_toy_{i:04d}_0_900.jpg": np.clip(rng.normal(60, 30, (32, 32, 3)), 0, 255).astype(np.uint8)
+             for i in range(30)}
+    return toy_release_with_target(toy_rec_release, tmp_path_factory.mktemp("toy_stage1"), crops, TARGET_LIST)
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from harness.engine.train import poly_lr, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from train_throughput import Stepper  # noqa: E402
+from stage1_toy import toy_release_with_target  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,20 +34,9 @@ CPU = torch.device("cpu")
 @pytest.fixture(scope="module")
 def release(toy_rec_release, tmp_path_factory) -> str:
     """The toy RecordIO (6 classes x 8 images, 32 px) plus 12 unlabelled target crops for the DA methods."""
-    from harness.data.images import encode_jpeg
-
-    root = tmp_path_factory.mktemp("step_release")
-    os.symlink(os.path.join(toy_rec_release, "faces_synthface"), root / "faces_synthface")
-    crops = root / "target" / "crops"
-    crops.mkdir(parents=True)
     rng = np.random.default_rng(1)
-    names = []
-    for i in range(12):
-        name = f"crop_{i:02d}.jpg"
-        (crops / name).write_bytes(encode_jpeg(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)))
-        names.append(name)
-    (root / "target" / "target_list.txt").write_text("\n".join(names) + "\n")
-    return str(root)
+    crops = {f"crop_{i:02d}.jpg": rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for i in range(12)}
+    return toy_release_with_target(toy_rec_release, tmp_path_factory.mktemp("step_release"), crops)
 
 
 def _cfg(release: str, method: str, **extra) -> RunConfig:
