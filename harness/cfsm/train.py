@@ -48,7 +48,6 @@ Sacred's own ``metrics.json`` holds the logged series), ``analysis.json`` (every
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -61,7 +60,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.core.config import RunConfig, plain, config_from_cli, from_dict
+from harness.core.config import RunConfig, plain, from_dict
 from harness.data.wider import CropFolderDataset, read_crop_list
 from harness.core.errors import require_dir, require_file
 from harness.core.atomic import load_torch
@@ -504,7 +503,7 @@ def _check_finite(losses: dict[str, torch.Tensor], step: int, state_path: str, s
                                  "lower train.lr or check the data")
 
 
-# ----------------------------------------------------------------------------------------------- entry point
+# ----------------------------------------------------------------------------------------------- the run
 def run_stage1(cfg: Stage1Config, log=None, progress: bool = False) -> dict:
     """Train, analyse, write ``generator.pt``, ``analysis.json``, ``metrics.json`` and the figures; returns the
     metrics document. The resume state is removed once everything is written."""
@@ -556,52 +555,3 @@ def run_stage1(cfg: Stage1Config, log=None, progress: bool = False) -> dict:
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     log(f"stage1.{section}.{k}", v, result.steps)
     return doc
-
-
-def make_config(argv: list[str]) -> Stage1Config:
-    return config_from_cli(argv, Stage1Config(), section="stage1", doc=__doc__)
-
-
-#: Sacred artifact names of the stage's outputs. ``metrics.json`` is renamed: Sacred's FileStorageObserver keeps its
-#: own ``metrics.json`` (the ``log_scalar`` series) in the run folder, and an artifact of that name collided with it.
-ARTIFACTS = {"generator.pt": "generator.pt", "analysis.json": "analysis.json", "metrics.json": "stage1_metrics.json"}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The command line. Every error is one line ``harness.stage1: ...`` and exit code 2 (``CFSM_TRACEBACK=1``
-    also prints the traceback); while it runs, the stage holds its ``out`` folder (``<out>.lock``)."""
-    from harness.core.runtime import PathLock, quiet_sacred_failures, report_error, sacred_experiment
-
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        cfg = make_config(argv)
-        from harness.models.build import check_device
-
-        check_device(cfg.device)  # `device=cuda` without CUDA: one line before Sacred starts
-    except Exception as exc:  # noqa: BLE001
-        return report_error("harness.stage1", exc)
-
-    try:
-        ex = sacred_experiment("cfsm-stage1", cfg.sacred, cfg.to_dict())
-        quiet_sacred_failures(ex)
-        docs: list[dict] = []
-
-        @ex.main
-        def _main(_run):
-            log = lambda name, value, step: _run.log_scalar(name, float(value), step)  # noqa: E731
-            docs.append(run_stage1(cfg, log=log, progress=True))
-            for name, artifact in ARTIFACTS.items():
-                _run.add_artifact(os.path.join(cfg.out, name), artifact)
-            return docs[0]["analysis"].get("summary", {})
-
-        with PathLock(cfg.out, "stage-1 output folder"):
-            ex.run(options={"--name": "cfsm_stage1"})
-    except Exception as exc:  # noqa: BLE001
-        return report_error("harness.stage1", exc)
-    summary = docs[0]["analysis"].get("summary", {})
-    print(json.dumps(summary, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
