@@ -71,8 +71,9 @@ def ijb_metrics(row: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- bootstrap metrics
-# metric(run, columns) -> (per-item subject ids, metric); ``run`` is a harness.tables.Run (``array``, ``array_names``,
-# ``rows``, ``items_path``, ``name``), ``columns`` the group's columns this run reports (their ``arg`` below).
+# metric(run, columns) -> (per-item subject ids, metric); ``run`` is a harness.report.documents.ResultDocument
+# (``array``, ``array_names``, ``rows``, ``items_path``, ``name``), ``columns`` the group's columns this run reports
+# (their ``arg`` below).
 
 
 class Prefixed:
