@@ -50,7 +50,7 @@ def diff_text(d: tuple[float, float, float]) -> str:
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
         "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "—": "---", "–": "--", "−": "-",
-        "↳": r"$\hookrightarrow$"}
+        "↳": r"$\hookrightarrow$", "≤": r"$\leq$", "≥": r"$\geq$", "<": "$<$", ">": "$>$"}
 
 
 def tex(s: str) -> str:

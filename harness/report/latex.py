@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from harness.report.cells import ONE_SEED, md_pub_diff, tex, tex_cell, tex_num, tex_table
+from harness.report.markdown import generator_rows
 from harness.report.published import paper_blocks, paper_tables, paper_title, published_groups, published_rows
 from harness.report.sections import present_sections
 from harness.report.summary import Tables
@@ -31,6 +32,8 @@ def tables_tex(t: Tables) -> str:
                 rows.append(["", ""] + [p[1] for p in pairs])
             rows += [[tex(x) for x in r[:2]] + [tex(x).replace("-", "$-$") if x != "-" else "--" for x in r[2:]]
                      for r in published_rows(t, m, s, md_pub_diff)]
+            rows += [[rf"\multicolumn{{{len(r)}}}{{l}}{{{tex(r[0].replace('`', ''))}}}"]
+                     for r in generator_rows(t, m, len(s.columns))]
         data = tex(t.data_label([c.benchmark for c in s.columns])[1])
         out += tex_table(
             f"{tex(s.title)}. Data: {data}. Mean $\\pm$ sample std over $n$ seeds; below: {ci_text} "

@@ -12,12 +12,14 @@ import numpy as np
 
 from harness.eval.registry import Section
 from harness.report.cells import DOWN, ONE_SEED, UP, VERDICT, diff_text, md_cell, md_pub_diff, md_table, pct
+from harness.report.generators import FD_RATIO_MAX, IDENTITY_GAP_MIN, fd_text, gap_text, quality_text
 from harness.report.published import paper_blocks, paper_tables, paper_title, published_rows
 from harness.report.sections import (CLAIM_METHODS, TABLE_FARS, bench_order, claim_columns, column_text, far_label,
                                      present_sections)
 from harness.report.summary import Tables, mark_of, paired
 
-__all__ = ["tables_markdown", "synthface_markdown", "paper_markdown", "report_markdown", "seed_text", "seed_scope"]
+__all__ = ["tables_markdown", "synthface_markdown", "paper_markdown", "report_markdown", "seed_text", "seed_scope",
+           "generator_rows", "generators_markdown", "missed_generators"]
 
 
 def seed_text(t: Tables) -> str:
@@ -66,7 +68,9 @@ def synthface_markdown(t: Tables, where: str = "`tables.csv` (ci_low/ci_high, di
         for m in t.methods:
             rows.append([m, str(len(t.seeds[m]))] + [md_cell(t, m, t.cell(m, c)) for c in s.columns])
             rows += published_rows(t, m, s, md_pub_diff)
+            rows += generator_rows(t, m, len(s.columns))
         out += [f"{level} {s.title}", "", *_section_data(t, s), *md_table(["method", "n"] + [c.label for c in s.columns], rows), ""]
+    out += generators_markdown(t, level)
     out += _cost_markdown(t, level)
     out += [f"{level} Protocol knobs", ""]
     for b in sorted(t.present, key=bench_order):
@@ -78,6 +82,47 @@ def synthface_markdown(t: Tables, where: str = "`tables.csv` (ci_low/ci_high, di
             who = "every result" if len(sets) == 1 else ", ".join(names)
             out.append(f"- {b} ({who}): `{k}`")
     return out + [""]
+
+
+def generator_rows(t: Tables, m: str, n_columns: int) -> list[list[str]]:
+    """The rows under method ``m``'s row saying the quality of the CFSM generator(s) its runs used (none for a
+    method without a generator)."""
+    uses = [u for u in t.generators if u.method == m]
+    seeds = len(uses) > 1
+    return [[f"↳ generator `{u.generator}`" + (f" (seeds {', '.join(map(str, u.seeds))})" if seeds else "") + ": "
+             + quality_text(u.targets), ""] + [""] * n_columns for u in uses]
+
+
+def missed_generators(t: Tables) -> list[str]:
+    """One sentence per generator that missed its targets, naming the CFSM rows it produced ([] when none did)."""
+    by_gen: dict[str, list] = {}
+    for u in t.generators:
+        if u.targets.met is False:
+            by_gen.setdefault(u.generator, []).append(u)
+    return [f"**The generator `{g}` missed its stage-1 targets** ({'; '.join(us[0].targets.misses())}): the rows of "
+            f"{', '.join(f'`{u.method}`' for u in us)} were trained with it, so they show CFSM with a generator that "
+            f"does not do what stage 1 is meant to do, not CFSM as the paper trains it." for g, us in by_gen.items()]
+
+
+def generators_markdown(t: Tables, level: str) -> list[str]:
+    """The CFSM generators behind the rows and their quality (absent when no run used a generator)."""
+    if not t.generators:
+        return []
+    rows = [[u.method, ", ".join(map(str, u.seeds)), f"`{u.generator}`", fd_text(u.targets), gap_text(u.targets),
+             "-" if u.targets.met is None else "met" if u.targets.met else "**missed**"] for u in t.generators]
+    out = [f"{level} CFSM generators", "",
+           f"The stage-1 generator behind each CFSM row, from the `metrics.json` beside it: FD ratio = FD(G(source), "
+           f"target) / FD(source, target), target at most {FD_RATIO_MAX:g}; identity gap = cos(clean, G(clean)) − "
+           f"cos(clean, degraded) on SynthFace's clean/degraded pairs, target at least {IDENTITY_GAP_MIN:g}.", "",
+           *md_table(["method", "seeds", "generator", "FD ratio", "identity gap", "targets"], rows), ""]
+    missed = missed_generators(t)
+    unknown = [u for u in t.generators if u.targets.met is None]
+    if missed:
+        out += [*missed, ""]
+    if unknown:
+        out += [f"Not measured: {', '.join(f'`{u.generator}` ({u.method})' for u in unknown)} has no stage-1 "
+                f"`metrics.json` beside it (e.g. an imported generator), so its quality is unknown.", ""]
+    return out
 
 
 def _cost_markdown(t: Tables, level: str) -> list[str]:
@@ -320,6 +365,18 @@ def _against_published(t: Tables) -> list[str]:
             *md_table(["cell", "ours", "published model", "ours %", "published %", "ours − published"], rows), ""]
 
 
+def _generator_note(t: Tables) -> list[str]:
+    """Under the claim: the quality of the generators the CFSM rows come from, plainly when one missed its targets."""
+    if not t.generators:
+        return []
+    gens = list(dict.fromkeys(u.generator for u in t.generators))
+    text = "; ".join(f"`{g}` ({', '.join(f'`{u.method}`' for u in t.generators if u.generator == g)}): "
+                     f"{quality_text(next(u.targets for u in t.generators if u.generator == g))}" for g in gens)
+    which = "this stage-1 generator" if len(gens) == 1 else "these stage-1 generators"
+    missed = [f"{m} A verdict on these rows is a verdict on that generator." for m in missed_generators(t)]
+    return [f"The CFSM rows come from {which}: {text}.", "", *[x for m in missed for x in (m, "")]]
+
+
 def report_markdown(t: Tables, tables_dir: str = "tables") -> str:
     """The report; ``tables_dir``: where the tables are, relative to the report's folder."""
     ref = t.reference
@@ -343,6 +400,7 @@ def report_markdown(t: Tables, tables_dir: str = "tables") -> str:
         f"\"inconclusive: CI includes 0\" otherwise, and no verdict where a side has one seed ({ONE_SEED}). Each claim "
         f"is assessed when both of its methods have results.",
         "",
+        *_generator_note(t),
         *_claims(t),
         *_others(t, tables_dir),
         *_against_published(t),

@@ -23,6 +23,7 @@ from harness.report.bootstrap import (
     paired_from_samples,
     two_level_samples,
 )
+from harness.report.generators import GeneratorUse, generator_uses
 from harness.report.documents import ResultDocument, check_unique, load_documents, one_line
 from harness.report.paper_numbers import DEFAULT_DIR as PAPER_DIR
 from harness.report.paper_numbers import PaperNumber, load_paper_numbers, matching, published_model
@@ -144,6 +145,7 @@ class Tables:
     seed: int
     paper: list[PaperNumber] | None
     present: set[str]  # benchmarks some result has
+    generators: list[GeneratorUse] = field(default_factory=list)  # the CFSM generators behind the rows, with quality
 
     def cell(self, method: str, col: Column) -> Cell | None:
         return self.cells.get((method, col.name))
@@ -252,5 +254,6 @@ def build_tables(paths: Sequence[str], n_boot: int = 1000, seed: int = 0, refere
             else:
                 cell.diff = cell.mean - ref.mean
     present = {b for r in runs for b in r.rows}
-    return Tables(runs, methods, reference, seeds, cells, int(n_boot), int(seed), paper_numbers, present)
+    return Tables(runs, methods, reference, seeds, cells, int(n_boot), int(seed), paper_numbers, present,
+                  generator_uses(runs))
 
