@@ -59,10 +59,8 @@ import math
 import os
 import re
 import sys
-import zipfile
-import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -70,6 +68,7 @@ from harness.core.atomic import write_files_atomic
 from harness.core.errors import DataFormatError
 from harness.eval.registry import curves as registry_curves
 from harness.eval.roc import roc_curve, tar_at_far_from_roc
+from harness.report.documents import ResultDocument, load_named
 
 __all__ = ["roc_points", "tar_on_grid", "far_grid", "cmc", "load_runs", "write_plots", "write_dvc_templates", "main",
            "CMC_MAX_RANK", "DVC_TEMPLATES"]
@@ -79,9 +78,6 @@ CSV_POINTS = 100  # log-spaced FARs per method in the CSVs (plus the evaluator's
 PNG_POINTS = 400  # denser for the PNG curves
 DPI = 100
 SYNTHFACE_LABEL = "SynthFace (stand-in benchmark)"
-DEFAULT_RELEASE = "datasets/synthface/default"  # harness.core.config DataConfig.release
-
-RESULT_NAME = re.compile(r"^(?P<method>.+)-s(?P<seed>\d+)\.json$")
 # The curves come from the benchmark registry (harness.eval.registry: each benchmark's ``curves``).
 VERIFICATION = tuple((c.row, c.stem) for c in registry_curves() if c.kind == "roc")
 CMC = tuple((c.row, c.stem) for c in registry_curves() if c.kind == "cmc")
@@ -143,99 +139,14 @@ def cmc(ranks, max_rank: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------- inputs
 
 
-@dataclass
-class Run:
-    """One result document and its per-item arrays (loaded on demand, kept)."""
-
-    method: str
-    seed: int
-    json_path: str
-    items_path: str
-    doc: dict
-    _items: dict = field(default_factory=dict, repr=False)
-    _zip: object = field(default=None, repr=False)
-
-    def row(self, benchmark: str) -> dict | None:
-        rows = [r for r in self.doc["results"] if isinstance(r, dict) and r.get("benchmark") == benchmark]
-        return rows[0] if rows else None
-
-    @property
-    def release(self) -> str:
-        data = self.doc.get("config", {}).get("data", {}) if isinstance(self.doc.get("config"), dict) else {}
-        rel = data.get("release") if isinstance(data, dict) else None
-        return rel if isinstance(rel, str) and rel else DEFAULT_RELEASE
-
-    def item(self, key: str) -> np.ndarray:
-        """Array ``key`` of the items file; a missing, unreadable or malformed file or key raises
-        :class:`DataFormatError` naming the file."""
-        if key in self._items:
-            return self._items[key]
-        if not os.path.isfile(self.items_path):
-            raise DataFormatError(self.items_path, None, f"items file missing (named by {self.json_path})")
-        try:
-            if self._zip is None:
-                self._zip = np.load(self.items_path, allow_pickle=False)
-            if key not in self._zip.files:
-                raise DataFormatError(self.items_path, key, "array missing from the items file")
-            arr = self._zip[key]
-        except DataFormatError:
-            raise
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error) as exc:
-            reason = " ".join(str(exc).split()) or type(exc).__name__
-            raise DataFormatError(self.items_path, key if self._zip is not None else None,
-                                  f"not a readable items file ({type(exc).__name__}: {reason})") from None
-        self._items[key] = arr
-        return arr
-
-    def close(self) -> None:
-        if self._zip is not None:
-            self._zip.close()
-            self._zip = None
-
-
-def _check_json(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(path, f"line {exc.lineno}", f"not a result file ({exc.msg})") from None
-    except UnicodeDecodeError as exc:
-        raise DataFormatError(path, f"byte {exc.start}", "not a result file (not UTF-8)") from None
-    if not isinstance(doc, dict):
-        raise DataFormatError(path, None, "not a result file (top level is not an object)")
-    for key in ("method", "seed", "results"):
-        if key not in doc:
-            raise DataFormatError(path, key, "missing; not a harness.run result file")
-    if not isinstance(doc["results"], list):
-        raise DataFormatError(path, "results", "must be a list of result rows")
-    return doc
+Run = ResultDocument  # one result document and its per-item arrays (harness.report.documents)
 
 
 def load_runs(results_dir: str, only: list[str] | None = None) -> list[Run]:
     """Every ``<method>-s<seed>.json`` in ``results_dir`` (sorted; ``only``: just these file names) with its items
-    file. The items file is the one the document's ``items`` field names (relative to the folder), else
-    ``<stem>.items.npz``."""
-    if not os.path.isdir(results_dir):
-        raise FileNotFoundError(f"{results_dir}: results folder not found (no such directory)")
-    runs = []
-    names = sorted(os.listdir(results_dir)) if only is None else sorted(only)
-    for name in names:
-        m = RESULT_NAME.match(name)
-        if not m:
-            continue
-        path = os.path.join(results_dir, name)
-        doc = _check_json(path)
-        if doc["method"] != m["method"] or not isinstance(doc["seed"], int) or doc["seed"] != int(m["seed"]):
-            raise DataFormatError(path, "method", f"document says method={doc['method']!r} seed={doc['seed']!r}, "
-                                                  f"the file name {m['method']!r} seed {int(m['seed'])}")
-        items = doc.get("items")
-        if items is not None and (not isinstance(items, str) or os.path.basename(items) != items or not items):
-            raise DataFormatError(path, "items", f"must be a file name in the same folder, got {items!r}")
-        items_path = os.path.join(results_dir, items or name[: -len(".json")] + ".items.npz")
-        runs.append(Run(doc["method"], doc["seed"], path, items_path, doc))
-    if not runs:
-        raise FileNotFoundError(f"{results_dir}: no <method>-s<seed>.json result files")
-    return runs
+    file (:func:`harness.report.documents.load_named`: the file the document's ``items`` field names, else
+    ``<stem>.items.npz``)."""
+    return load_named(results_dir, only)
 
 
 def _is_synthface(release: str) -> bool:
@@ -312,15 +223,15 @@ def roc_series(runs: list[Run], benchmark: str) -> list[RocSeries]:
             where = f"{benchmark}.tar_at_far"
             reported = row.get("tar_at_far")
             if not isinstance(reported, dict) or not reported:
-                raise DataFormatError(run.json_path, where, "missing or empty")
+                raise DataFormatError(run.path, where, "missing or empty")
             try:
-                fars = {float(k): _number(run.json_path, f"{where}.{k}", v) for k, v in reported.items()}
+                fars = {float(k): _number(run.path, f"{where}.{k}", v) for k, v in reported.items()}
             except ValueError as exc:
                 if isinstance(exc, DataFormatError):
                     raise
-                raise DataFormatError(run.json_path, where, f"keys must be FARs, got {sorted(reported)}") from None
+                raise DataFormatError(run.path, where, f"keys must be FARs, got {sorted(reported)}") from None
             key_s, key_l = f"{benchmark}/scores", f"{benchmark}/labels"
-            scores, labels = run.item(key_s), run.item(key_l)
+            scores, labels = run.array(key_s), run.array(key_l)
             if scores.ndim != 1 or labels.shape != scores.shape:
                 raise DataFormatError(run.items_path, key_l, f"shape {labels.shape} does not match {key_s} {scores.shape}")
             try:
@@ -331,7 +242,7 @@ def roc_series(runs: list[Run], benchmark: str) -> list[RocSeries]:
             for (far, want), have in zip(fars.items(), got.tolist()):
                 if not _same(want, have):
                     raise DataFormatError(run.items_path, key_s, f"TAR@FAR={far:g} from these scores is {have!r} but "
-                                                                 f"{run.json_path} reports {want!r}: items and result do not match")
+                                                                 f"{run.path} reports {want!r}: items and result do not match")
             n_imp = int(np.count_nonzero(np.asarray(labels) == 0))
             rocs.append((fpr, tpr, n_imp, sorted(fars)))
         n_imp = min(n for _, _, n, _ in rocs)
@@ -345,7 +256,7 @@ def roc_series(runs: list[Run], benchmark: str) -> list[RocSeries]:
 
 
 def _ranks_of(run: Run, key: str, cap: int) -> np.ndarray:
-    r = run.item(key)
+    r = run.array(key)
     if r.ndim != 1 or r.dtype.kind not in "iu":
         raise DataFormatError(run.items_path, key, f"must be a 1-D integer array of 0-based mate ranks, got {r.dtype} {r.shape}")
     if r.size and (r.min() < -1 or r.max() > cap):
@@ -357,7 +268,7 @@ def _ranks_of(run: Run, key: str, cap: int) -> np.ndarray:
 def _cap(run: Run, row: dict, where: str) -> tuple[int, list[int]]:
     ranks = row.get("knobs", {}).get("ranks") if isinstance(row.get("knobs"), dict) else None
     if not isinstance(ranks, list) or not ranks or not all(isinstance(k, int) and k >= 1 for k in ranks):
-        raise DataFormatError(run.json_path, f"{where}.knobs.ranks", f"must be a list of ranks >= 1, got {ranks!r}")
+        raise DataFormatError(run.path, f"{where}.knobs.ranks", f"must be a list of ranks >= 1, got {ranks!r}")
     return max(ranks), ranks
 
 
@@ -375,17 +286,17 @@ def cmc_series(runs: list[Run], benchmark: str) -> list[CmcSeries]:
                 key = "TinyFace/first_mate" if benchmark == "TinyFace" else f"IJB-S/{proto}/mate_rank"
                 block = row if benchmark == "TinyFace" else row.get(proto)
                 if not isinstance(block, dict):
-                    raise DataFormatError(run.json_path, f"{benchmark}.{proto}", "missing")
+                    raise DataFormatError(run.path, f"{benchmark}.{proto}", "missing")
                 rates = cmc(_ranks_of(run, key, cap), min(CMC_MAX_RANK, cap))
-                full = cmc(run.item(key), cap)
+                full = cmc(run.array(key), cap)
                 for k in reported:
                     name = f"{benchmark}.{proto}.rank{k}" if benchmark == "IJB-S" else f"{benchmark}.rank{k}"
                     if f"rank{k}" not in block:
-                        raise DataFormatError(run.json_path, name, "missing")
-                    want = _number(run.json_path, name, block[f"rank{k}"])
+                        raise DataFormatError(run.path, name, "missing")
+                    want = _number(run.path, name, block[f"rank{k}"])
                     if not _same(want, float(full[k - 1])):
                         raise DataFormatError(run.items_path, key, f"Rank-{k} from these ranks is {float(full[k - 1])!r} but "
-                                                                   f"{run.json_path} reports {want!r}: items and result do not match")
+                                                                   f"{run.path} reports {want!r}: items and result do not match")
                 curves.append(rates)
             n = min(len(c) for c in curves)
             out.append(CmcSeries(method, [r.seed for r in group], proto, np.mean([c[:n] for c in curves], axis=0)))

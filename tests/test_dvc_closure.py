@@ -24,8 +24,8 @@ GRAPH = graph()
 CLI_ONLY = {
     "harness.eval.cli": ("harness.evaluate", "the built-in benchmarks' feature-file runners (eval.benchmarks, "
                          "eval.verification_bin) call into it only under python -m harness.evaluate"),
-    "harness.report": ("harness.tables", "a benchmark's table columns name their bootstrap metric "
-                       "(eval.benchmarks); it is built and run only by python -m harness.tables"),
+    "harness.report.bootstrap": ("harness.tables", "a benchmark's table columns name their bootstrap metric "
+                                 "(eval.benchmarks); it is built and run only by python -m harness.tables"),
 }
 _TRAIN_ONLY = ("evaluate=false", {
     "harness.eval": "evaluation code: run.py imports it to evaluate (evaluate=false here) and core.config to check "

@@ -14,10 +14,10 @@ their plots and their ``harness.check_data`` entries.
 from __future__ import annotations
 
 import os
-import re
 
 from harness.eval.registry import Benchmark, CliCommand, Column, Curve, DataEntry, Section, register_benchmark
-from harness.eval.roc import far_key
+from harness.eval.metric_keys import any_of, pattern, rank_key, tar_key, tpir_key, with_block
+from harness.eval.roc import DEFAULT_FARS, far_key
 
 TABLE_FARS = (1e-6, 1e-5, 1e-4, 1e-3)
 GAP_FAR = 0.001
@@ -33,14 +33,14 @@ def far_label(x: float) -> str:
 
 def verification_metrics(row: dict) -> dict:
     """``tar@<far>`` for every FAR of the row, and ``<stills_only|with_video>.tar@0.001`` of the probe-media split."""
-    m = {f"tar@{far}": tar for far, tar in row.get("tar_at_far", {}).items()}
+    m = {tar_key(far): tar for far, tar in row.get("tar_at_far", {}).items()}
     for part, sub in row.get("by_probe_media", {}).items():
-        m[f"{part}.tar@{far_key(GAP_FAR)}"] = sub["tar_at_far"].get(far_key(GAP_FAR))
+        m[tar_key(GAP_FAR, part)] = sub["tar_at_far"].get(far_key(GAP_FAR))
     return m
 
 
 def _block_metrics(row: dict, blocks: tuple[str, ...]) -> dict:
-    return {f"{b}.{key}": value for b in blocks for key, value in row.get(b, {}).items()}
+    return {with_block(key, b): value for b in blocks for key, value in row.get(b, {}).items()}
 
 
 def identification_metrics(row: dict) -> dict:
@@ -55,15 +55,15 @@ def ijbs_metrics(row: dict) -> dict:
 
 def tinyface_metrics(row: dict) -> dict:
     """``rank1``, ``rank5``, ``rank20``."""
-    return {k: row[k] for k in ("rank1", "rank5", "rank20") if k in row}
+    return {k: row[k] for k in (rank_key(1), rank_key(5), rank_key(20)) if k in row}
 
 
-_FAR = r"(?:1e-06|1e-05|0\.0001|0\.001|0\.01|0\.1)"  # harness.eval.roc.far_key of DEFAULT_FARS
-_FPIR = r"(?:0\.0001|0\.001|0\.01|0\.1|1\.0)"
-VERIFICATION_KEYS = re.compile(rf"(?:(?:stills_only|with_video)\.)?tar@{_FAR}")
-IDENTIFICATION_KEYS = re.compile(rf"joined\.(?:rank[0-9]+|tpir@far=(?:0\.01|0\.1))|open_set\.(?:rank[0-9]+|tpir@fpir={_FPIR})")
-IJBS_KEYS = re.compile(r"(?:V2S|V2B|V2V)\.(?:rank[0-9]+|tpir@fpir=(?:0\.01|0\.1))")
-TINYFACE_KEYS = re.compile(r"rank[0-9]+")
+# the keys the published-number CSVs may name (harness.eval.metric_keys writes them)
+VERIFICATION_KEYS = pattern((None, "stills_only", "with_video"), tar=DEFAULT_FARS)
+IDENTIFICATION_KEYS = any_of(pattern(("joined",), rank=True, tpir=[("far", x) for x in (0.01, 0.1)]),
+                             pattern(("open_set",), rank=True, tpir=[("fpir", x) for x in (1e-4, 1e-3, 0.01, 0.1, 1.0)]))
+IJBS_KEYS = pattern(IJBS_PROTOCOLS, rank=True, tpir=[("fpir", x) for x in (0.01, 0.1)])
+TINYFACE_KEYS = pattern(rank=True)
 
 
 def ijb_metrics(row: dict) -> dict:
@@ -71,8 +71,9 @@ def ijb_metrics(row: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- bootstrap metrics
-# metric(run, columns) -> (per-item subject ids, metric); ``run`` is a harness.tables.Run (``array``, ``array_names``,
-# ``rows``, ``items_path``, ``name``), ``columns`` the group's columns this run reports (their ``arg`` below).
+# metric(run, columns) -> (per-item subject ids, metric); ``run`` is a harness.report.documents.ResultDocument
+# (``array``, ``array_names``, ``rows``, ``items_path``, ``name``), ``columns`` the group's columns this run reports
+# (their ``arg`` below).
 
 
 class Prefixed:
@@ -148,12 +149,12 @@ def _col(benchmark: str, key: str, label: str, group: str | None, metric, arg) -
 
 def _ijb_sections(b: str) -> tuple[Section, ...]:
     tar = _tar_metric(b)
-    cols = [_col(b, f"tar@{far_key(x)}", far_label(x), b, tar, x) for x in TABLE_FARS]
+    cols = [_col(b, tar_key(x), far_label(x), b, tar, x) for x in TABLE_FARS]
     rank = _joined_rank_metric(f"{b} 1:N")
-    cols += [_col(f"{b} 1:N", f"joined.rank{k}", f"R{k}", f"{b} 1:N", rank, k) for k in (1, 5)]
+    cols += [_col(f"{b} 1:N", rank_key(k, "joined"), f"R{k}", f"{b} 1:N", rank, k) for k in (1, 5)]
     own = Section(b, f"{b}: 1:1 TAR@FAR and 1:N Rank-1/5 (joined gallery), %", tuple(cols),
                   tuple(c.key for c in cols[: len(TABLE_FARS)]))
-    gap = tuple(_col(b, f"{part}.tar@{far_key(GAP_FAR)}", f"{b} {label}", f"{b}/{part}", _tar_metric(b, part), GAP_FAR)
+    gap = tuple(_col(b, tar_key(GAP_FAR, part), f"{b} {label}", f"{b}/{part}", _tar_metric(b, part), GAP_FAR)
                 for part, label in (("stills_only", "stills only"), ("with_video", "with video")))
     return own, Section("gap", f"Domain gap: IJB TAR@FAR={far_label(GAP_FAR)} for probe templates of clean stills "
                                "only vs templates holding degraded video frames, %", gap, shared=True)
@@ -161,17 +162,17 @@ def _ijb_sections(b: str) -> tuple[Section, ...]:
 
 def _ijbs_sections() -> tuple[Section, ...]:
     cols = tuple(
-        _col("IJB-S", f"{p}.{key}", f"{p} {label}", f"IJB-S/{p}", _ijbs_metric(p), arg)
+        _col("IJB-S", with_block(key, p), f"{p} {label}", f"IJB-S/{p}", _ijbs_metric(p), arg)
         for p in IJBS_PROTOCOLS
-        for label, key, arg in (("R1", "rank1", ("rank", 1)), ("R5", "rank5", ("rank", 5)),
-                                ("1%", "tpir@fpir=0.01", ("fpir", 0.01)), ("10%", "tpir@fpir=0.1", ("fpir", 0.1)))
+        for label, key, arg in (("R1", rank_key(1), ("rank", 1)), ("R5", rank_key(5), ("rank", 5)),
+                                ("1%", tpir_key(0.01), ("fpir", 0.01)), ("10%", tpir_key(0.1), ("fpir", 0.1)))
     )
     return (Section("IJB-S", "IJB-S: Rank-1, Rank-5, TPIR at FPIR 1% and 10%; surveillance video to single image (V2S), "
                              "to booking (V2B), to surveillance video (V2V), %", cols, tuple(c.key for c in cols)),)
 
 
 def _tinyface_sections() -> tuple[Section, ...]:
-    cols = tuple(_col("TinyFace", f"rank{k}", f"R{k}", "TinyFace", _tinyface_metric, k) for k in (1, 5, 20))
+    cols = tuple(_col("TinyFace", rank_key(k), f"R{k}", "TinyFace", _tinyface_metric, k) for k in (1, 5, 20))
     return (Section("TinyFace", "TinyFace: closed-set Rank-1/5/20 with distractors, %", cols, tuple(c.key for c in cols)),)
 
 

@@ -66,6 +66,7 @@ from harness.core.atomic import write_atomic as _write_atomic  # noqa: F401
 from harness.core.atomic import write_json_atomic, write_lines_atomic  # noqa: F401
 from harness.core.errors import DataFormatError, require_file
 from harness.eval.ijb_verification import IJBVerification, VerificationProtocol
+from harness.eval.metric_keys import display_name
 
 _FOLDERS = {"ijbb": "IJBB", "ijbc": "IJBC"}
 TINYFACE_ARRAYS = ("probe", "gallery")
@@ -198,12 +199,6 @@ def _pct(v) -> str:
     return "-" if v is None else "%.2f" % (v * 100)
 
 
-def _metric_name(key: str) -> str:
-    if key.startswith("rank"):
-        return f"Rank-{key[4:]}"
-    return key.replace("tpir@", "TPIR@").replace("fpir=", "FPIR=").replace("far=", "FAR=")
-
-
 def format_ijb1n(result: dict) -> str:
     """Joined-gallery Rank-1/5/10 and TPIR@FAR, then the open-set TPIR@FPIR (percent)."""
     j, o, c = result["joined"], result["open_set"], result["counts"]
@@ -211,8 +206,8 @@ def format_ijb1n(result: dict) -> str:
     ok = [k for k in o if k.startswith("tpir")]
     return "\n".join([
         f"{result['benchmark']} identification (%)",
-        "  joined galleries (CFSM / AdaFace):  " + "  ".join(f"{_metric_name(k)} {_pct(j[k])}" for k in jk),
-        "  open set (mean of the galleries):   " + "  ".join(f"{_metric_name(k)} {_pct(o[k])}" for k in ok),
+        "  joined galleries (CFSM / AdaFace):  " + "  ".join(f"{display_name(k)} {_pct(j[k])}" for k in jk),
+        "  open set (mean of the galleries):   " + "  ".join(f"{display_name(k)} {_pct(o[k])}" for k in ok),
         f"  {c['probes']} probes, joined gallery {c['joined_gallery']} templates, {c['templates']} templates, {c['rows']} images",
     ])
 
@@ -220,7 +215,7 @@ def format_ijb1n(result: dict) -> str:
 def format_ijbs(result: dict) -> str:
     """One line per protocol (V2S, V2B, V2V), its metrics in percent."""
     keys = list(result["V2S"])
-    lines = [f"{result['benchmark']} identification (%)", "  " + f"{'':<4}" + "".join(f"{_metric_name(k):>16}" for k in keys)]
+    lines = [f"{result['benchmark']} identification (%)", "  " + f"{'':<4}" + "".join(f"{display_name(k):>16}" for k in keys)]
     for name in ("V2S", "V2B", "V2V"):
         lines.append("  " + f"{name:<4}" + "".join(f"{_pct(result[name].get(k)):>16}" for k in keys))
     c = result["counts"]
@@ -234,7 +229,7 @@ def format_tinyface(result: dict) -> str:
     c = result["counts"]
     return "\n".join([
         f"{result['benchmark']} closed-set identification (%)",
-        "  " + "  ".join(f"{_metric_name(k)} {_pct(result[k])}" for k in ranks),
+        "  " + "  ".join(f"{display_name(k)} {_pct(result[k])}" for k in ranks),
         f"  {c['probes']} probes ({c['mated_probes']} mated), gallery {c['gallery_match']} + {c['distractors']} distractors",
     ])
 

@@ -105,7 +105,8 @@ import numpy as np
 
 from harness.eval.ijb_identification import OPEN_SET_FPIRS, open_set_result
 from harness.eval.ijbs import find_threshold_by_fpir
-from harness.eval.roc import DEFAULT_FARS, check_roc_inputs, roc_sorted, vertices_dense, far_key, roc_curve, tar_at_far_from_roc
+from harness.eval.metric_keys import rank_key, tar_key, tpir_key
+from harness.eval.roc import DEFAULT_FARS, check_roc_inputs, roc_sorted, vertices_dense, roc_curve, tar_at_far_from_roc
 
 __all__ = [
     "SubjectGroups",
@@ -493,7 +494,7 @@ class TarAtFar(_Metric):
         self.genuine = genuine
         self.n = scores.shape[0]
         self.fars = tuple(float(x) for x in fars)
-        self.keys = [f"{prefix}tar@{far_key(x)}" for x in self.fars]
+        self.keys = [prefix + tar_key(x) for x in self.fars]
         order = np.argsort(scores, kind="stable")
         self._order = order
         self._asc = scores[order]
@@ -565,7 +566,7 @@ class RankK(_Metric):
         if denominator not in ("mated", "all"):
             raise ValueError(f"denominator must be 'mated' or 'all', got {denominator!r}")
         self.ranks = tuple(int(k) for k in ranks)
-        self.keys = [f"{prefix}rank{k}" for k in self.ranks]
+        self.keys = [prefix + rank_key(k) for k in self.ranks]
         self.hits = np.stack([(m & (r >= 0) & (r < k)).astype(np.int64) for k in self.ranks])  # (K, n)
         self.den = m.astype(np.int64) if denominator == "mated" else np.ones(self.n, np.int64)
 
@@ -604,7 +605,7 @@ class IJBSTpirAtFpir(_Metric):
             self._g.append((np.flatnonzero(mated), (ok & mated)[mated], s[mated], np.flatnonzero(~mated), s[~mated]))
         self.n = int(n)
         self.fpirs = tuple(float(x) for x in fpirs)
-        self.keys = [f"{prefix}tpir@fpir={far_key(x)}" for x in self.fpirs]
+        self.keys = [prefix + tpir_key(x) for x in self.fpirs]
 
     def on_counts(self, counts) -> dict:
         c = _counts_arg(counts, self.n)
@@ -649,7 +650,7 @@ class IJBOpenSetTpir(_Metric):
             n = arrs[0].shape[0]
             self._g.append(arrs)
         self.n = int(n)
-        self.keys = {name: f"{prefix}tpir@fpir={name}" for name in self.fpirs}
+        self.keys = {name: prefix + tpir_key(name) for name in self.fpirs}
 
     def __call__(self, indices) -> dict:
         idx = np.asarray(indices, np.int64).reshape(-1)
@@ -706,7 +707,7 @@ class TopTarAtFar:
         genuine, scores = check_roc_inputs(labels, scores)
         self.n = scores.shape[0]
         self.fars = tuple(float(x) for x in fars)
-        self.keys = [f"tar@{far_key(x)}" for x in self.fars]
+        self.keys = [tar_key(x) for x in self.fars]
         self._scores, self._labels = scores, genuine
         self._full: TarAtFar | None = None
         self.fallbacks = 0
