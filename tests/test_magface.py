@@ -46,7 +46,8 @@ def _expected(norm, angle, easy=True):
 
 def test_defaults_are_the_published_setting_and_model_m_does_not_apply():
     head = build_head("magface", 8, 3)
-    assert (head.s, head.l_a, head.u_a, head.l_m, head.u_m, head.lambda_g, head.easy_margin) == (S, LA, UA, LM, UM, LG, True)
+    got = (head.s, head.l_a, head.u_a, head.l_m, head.u_m, head.lambda_g, head.easy_margin)
+    assert got == (S, LA, UA, LM, UM, LG, True)
     # the release's feasibility bound (trainer.py): s k u_a^2 l_a^2 / (u_a^2 - l_a^2), k = 0.35 / 100
     assert head.min_lambda_g() == pytest.approx(64 * 0.0035 * 12100 * 100 / 12000)
     assert 22 < head.min_lambda_g() < LG
