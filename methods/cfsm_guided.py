@@ -44,7 +44,13 @@ Choices of this re-implementation (all hyperparameters, so they are in every res
   ``|o_adv|``), ``cfsm.o_shift`` (mean ``|o_adv - o0|``: alpha when eps >= alpha); every ``monitor_every`` steps
   also ``cfsm.probe_loss_o0`` / ``cfsm.probe_loss_adv``, the FR loss at ``o0`` and at ``o_adv`` measured again with
   the backbone and head in eval mode (no running statistic changes, no random numbers drawn, so monitoring never
-  changes training).
+  changes training). The same monitor steps record the guidance statistics the paper's analysis asks for (its
+  observation: guided samples are less degraded than random ones, yet more useful; issue 20): the distribution of
+  ``||o||`` before and after the FGSM step (``cfsm.o0_norm.*`` and ``cfsm.oadv_norm.*``: mean, std, min, max,
+  q10, q50, q90 over the synthesised rows: :func:`methods.guidance.norm_summary`) and how far each synthesis is
+  from its source image (``cfsm.probe_l1_o0`` / ``cfsm.probe_l1_adv``: mean ``|G(x, o) - x|`` at the FR input
+  size, in [-1, 1] pixel units). The trainer logs a method's scalars every ``log_every`` steps, so a monitor step
+  reaches the run's metrics when it is also a logging step (both 50 by default).
 * randomness: both permutations and ``o0`` are drawn on the CPU from torch's global generator (seeded by the
   trainer), then moved to the batch's device, so a CPU and a GPU run draw the same values.
 
@@ -60,7 +66,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from methods.guidance import (  # noqa: F401  (re-exported: the step and the mixing are part of this method)
-    check_guidance, eval_mode, fgsm_step, guided_search, mix_batch, mix_indices, mix_sizes, probe_losses,
+    check_guidance, eval_mode, fgsm_step, guided_search, mix_batch, mix_indices, mix_sizes, norm_summary,
+    probe_losses,
 )
 from harness.core.config import parse_bool
 from harness.data.images import memory_format_of
@@ -205,16 +212,21 @@ class CFSMGuided(Method):
         with torch.no_grad():
             x_syn = fr_input(decode(generator, content[keep], o[keep]), x)
             if self.steps and self.monitor_every and batch.step % self.monitor_every == 0:
-                scalars.update(self._probe(generator, content, o0, o, y[src_dev], fr, x))
+                scalars.update(self._probe(generator, content, o0, o, y[src_dev], fr, x, x[src_dev]))
+                scalars.update(norm_summary("cfsm.o0_norm", o0) | norm_summary("cfsm.oadv_norm", o))
         x_mix, y_mix = mix_batch(x, y, x_syn, real_idx, syn_idx)
         scalars["cfsm.o_abs"] = o[keep].abs().mean()
         scalars["cfsm.o_shift"] = (o[keep] - o0[keep]).abs().mean()
         return batch.replace(x=x_mix, y=y_mix, extras={**batch.extras, **scalars})
 
-    def _probe(self, generator, content, o0, o, y, fr, like) -> dict:
-        """The inner FR loss at ``o0`` and at ``o_adv`` in eval mode (monitoring never changes training)."""
+    def _probe(self, generator, content, o0, o, y, fr, like, source) -> dict:
+        """The FR loss at ``o0`` and at ``o_adv`` in eval mode (monitoring never changes training), and each
+        synthesis's mean absolute difference from its ``source`` image (the FR-size real images)."""
         return probe_losses(lambda c: fr_input(decode(generator, content, c), like),
-                            {"cfsm.probe_loss_o0": o0, "cfsm.probe_loss_adv": o}, y, fr)
+                            {"cfsm.probe_loss_o0": o0, "cfsm.probe_loss_adv": o}, y, fr,
+                            distances={"cfsm.probe_loss_o0": "cfsm.probe_l1_o0",
+                                       "cfsm.probe_loss_adv": "cfsm.probe_l1_adv"},
+                            reference=source)
 
     def loss(self, batch: Batch, fr: FRModel):
         scalars = {k: v for k, v in batch.extras.items() if k.startswith("cfsm.")}

@@ -106,8 +106,35 @@ def guided_search(render: Callable[[Tensor], Tensor], z0: Tensor, y: Tensor, fr,
     return z, scalars
 
 
-def probe_losses(render: Callable[[Tensor], Tensor], points: dict[str, Tensor], y: Tensor, fr) -> dict:
+def probe_losses(render: Callable[[Tensor], Tensor], points: dict[str, Tensor], y: Tensor, fr,
+                 distances: dict[str, str] | None = None, reference: Tensor | None = None) -> dict:
     """The FR loss at each named parameter point, with backbone and head in eval mode (no running statistic
-    changes, no randomness consumed), so monitoring never changes training."""
+    changes, no randomness consumed), so monitoring never changes training. With ``distances`` (point key -> the key
+    to record under) and ``reference`` (the images the rendered ones derive from, same shape), also the mean
+    absolute pixel difference ``mean |render(z) - reference|``: how far the augmentation moved the images."""
+    out = {}
     with torch.no_grad(), eval_mode(fr.raw, fr.head):
-        return {key: fr.head(fr.raw(render(z)), y).detach() for key, z in points.items()}
+        for key, z in points.items():
+            images = render(z)
+            out[key] = fr.head(fr.raw(images), y).detach()
+            if distances and key in distances:
+                out[distances[key]] = (images.float() - reference.float()).abs().mean()
+    return out
+
+
+#: The quantiles of :func:`norm_summary`.
+NORM_QUANTILES = (0.1, 0.5, 0.9)
+
+
+def norm_summary(prefix: str, z: Tensor) -> dict[str, Tensor]:
+    """The distribution of the per-sample L2 norms ``||z_i||`` of a (B, q) batch of coefficients: ``<prefix>.mean``,
+    ``.std`` (unbiased; 0 for one sample), ``.min``, ``.max`` and ``.q10`` / ``.q50`` / ``.q90`` (linear
+    interpolation, ``torch.quantile``'s default). Computed under ``no_grad`` and drawing no random numbers."""
+    with torch.no_grad():
+        n = torch.linalg.vector_norm(z.detach().float().reshape(z.size(0), -1), dim=1)
+        out = {f"{prefix}.mean": n.mean(), f"{prefix}.std": n.std() if n.numel() > 1 else n.new_zeros(()),
+               f"{prefix}.min": n.min(), f"{prefix}.max": n.max()}
+        qs = torch.quantile(n, torch.tensor(NORM_QUANTILES, dtype=n.dtype, device=n.device))
+        for q, v in zip(NORM_QUANTILES, qs):
+            out[f"{prefix}.q{round(100 * q)}"] = v
+    return out

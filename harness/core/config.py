@@ -49,7 +49,9 @@ class ModelConfig:
     channels_last: bool = True  # NHWC memory format: ~1.3x faster convolutions on CPU (oneDNN)
     embedding_size: int = 128
     dropout: float = 0.0
-    head: str = "arcface"  # arcface | cosface | adaface (AdaFace's h=0.333, t_alpha=0.01 are the head's own defaults)
+    # arcface | cosface | adaface | magface (AdaFace's h=0.333, t_alpha=0.01 and MagFace's l_a=10, u_a=110, l_m=0.45,
+    # u_m=0.8, lambda_g=35 are the heads' own defaults; model.m does not apply to magface: its margin is m(||f||))
+    head: str = "arcface"
     s: float = 64.0
     m: float = 0.5  # passed to every head: ArcFace 0.5; CosFace and AdaFace use 0.4 in their papers (set model.m=0.4)
 

@@ -579,6 +579,8 @@ def _train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None
             log("train.lr", lr, step)
             for k, v in scalars.items():
                 log(f"train.{k}", float(v), step)
+            for k, v in head.scalars().items():  # a head's own statistics (MagFace: the feature norms)
+                log(f"train.head.{k}", float(v), step)
             bar.set_postfix(loss=f"{running:.3f}", lr=f"{lr:.4f}")
             if plain is not None:
                 plain.show(step + 1, {"loss": running, "lr": lr})
@@ -598,6 +600,7 @@ def _train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None
         "global_batch": source.global_batch, "resumed_from": start_step, "start": decision["message"],
         "train_images": len(source), "num_classes": source.num_classes,
         "grad_clip": o.grad_clip, "grad_clip_scope": o.grad_clip_scope,
+        "head": {"name": cfg.model.head, **head.constants()},
     }
     if cfg.data.index_list:
         from harness.core.atomic import file_sha256

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING
 
 import torch
 
-from harness.models import build_backbone, build_head
+from harness.models import HEADS, build_backbone, build_head
 
 if TYPE_CHECKING:
     from harness.core.config import RunConfig
@@ -40,5 +41,14 @@ def build_model(cfg: RunConfig, num_classes: int, amp: bool = False) -> tuple[to
     if m.backbone == "small":
         kw.update(widths=tuple(m.widths), layers=tuple(m.layers))
     backbone = build_backbone(m.backbone, **kw)
-    head = build_head(m.head, m.embedding_size, num_classes, s=m.s, m=m.m)
-    return backbone, head
+    return backbone, build_head(m.head, m.embedding_size, num_classes, **head_kwargs(cfg))
+
+
+def head_kwargs(cfg: RunConfig) -> dict:
+    """What the config passes to its head: ``s``, and ``model.m`` to the heads with one fixed margin (MagFace's
+    margin is a function of the feature magnitude between its own bounds, so ``model.m`` does not apply to it)."""
+    m = cfg.model
+    kw: dict = {"s": m.s}
+    if "m" in inspect.signature(HEADS[m.head].__init__).parameters:
+        kw["m"] = m.m
+    return kw

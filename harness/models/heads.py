@@ -15,6 +15,9 @@ embeddings and centres and clamps the cosine to [-1, 1]:
 * AdaFace (Kim, Jain & Liu, "AdaFace: Quality Adaptive Margin for Face Recognition", CVPR 2022),
   ``s=64, m=0.4, h=0.333, t_alpha=0.01``: a margin that adapts to the embedding norm (image quality); see
   :class:`AdaFaceHead`.
+* MagFace (Meng et al., "MagFace: A Universal Representation for Face Recognition and Quality Assessment",
+  CVPR 2021), ``s=64, l_a=10, u_a=110, l_m=0.45, u_m=0.8, lambda_g=35``: an ArcFace margin that grows linearly with
+  the feature magnitude, plus the magnitude regulariser ``lambda_g * g(a)``; see :class:`MagFaceHead`.
 * logits are multiplied by ``s``; the loss is the mean cross-entropy. Labels equal to ``-1`` (insightface's
   PartialFC marker for samples whose class lives on another rank) are ignored (``ignore_index=-1``).
 
@@ -38,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MarginHead", "ArcFaceHead", "CosFaceHead", "AdaFaceHead", "HEADS", "build_head"]
+__all__ = ["MarginHead", "ArcFaceHead", "CosFaceHead", "AdaFaceHead", "MagFaceHead", "HEADS", "build_head"]
 
 
 class MarginHead(nn.Module):
@@ -110,6 +113,16 @@ class MarginHead(nn.Module):
         if not (labels >= 0).any():
             return logits.sum() * 0.0
         return F.cross_entropy(logits, labels, ignore_index=-1)
+
+    def scalars(self) -> dict[str, float]:
+        """Named statistics of the last training-mode forward, for the trainer's metrics (none by default)."""
+        return {}
+
+    def constants(self) -> dict[str, float | bool]:
+        """The head's hyperparameters as applied (recorded in the train info): ``s`` and each head's own."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters
+                 if p not in ("self", "embedding_size", "num_classes")]
+        return {n: getattr(self, n) for n in names}
 
     def extra_repr(self) -> str:
         return f"embedding_size={self.embedding_size}, num_classes={self.num_classes}, s={self.s}"
@@ -236,7 +249,113 @@ class AdaFaceHead(MarginHead):
         return super().extra_repr() + f", m={self.m}, h={self.h}, t_alpha={self.t_alpha}"
 
 
-HEADS: dict[str, type[MarginHead]] = {"arcface": ArcFaceHead, "cosface": CosFaceHead, "adaface": AdaFaceHead}
+class MagFaceHead(MarginHead):
+    """Magnitude-aware angular margin and magnitude regulariser (MagFace: Meng, Zhao, Huang, Xu, Xie & Wang,
+    "MagFace: A Universal Representation for Face Recognition and Quality Assessment", CVPR 2021; the official
+    ``IrvingMeng/MagFace``: ``models/magface.py`` ``MagLinear`` / ``MagLoss`` / ``SoftmaxBuilder._margin`` and
+    ``run/trainer.py``, whose ``loss = loss_id + lambda_g * loss_g``).
+
+    With each sample's feature magnitude ``a = clip(||f||, l_a, u_a)`` (not detached: the margin and the
+    regulariser are how MagFace shapes the magnitude):
+
+    * margin ``m(a) = (u_m - l_m) / (u_a - l_a) * (a - l_a) + l_m``, linear from ``l_m`` at ``l_a`` to ``u_m`` at
+      ``u_a``;
+    * target entry ``cos(theta + m(a))`` as ``cos * cos(m) - sin * sin(m)``; with ``easy_margin`` (``MagLinear``'s
+      default, which the released builder keeps) only where ``cos > 0``, else the plain ``cos``; without it,
+      ArcFace's ``cos - sin(pi - m) * m`` where ``cos <= cos(pi - m)``;
+    * ``g(a) = 1 / a + a / u_a^2``; the loss is ``cross_entropy(s * logits) + lambda_g * mean(g(a))``.
+
+    Bounds: ``l_a=10, u_a=110, l_m=0.45, u_m=0.8, lambda_g=35`` are the paper's MS1M setting as the release runs it
+    (``run/run.sh``: ``la=10 ua=110 lm=0.45 um=0.8 lg=35``; ``trainer.py``'s own ``--lambda_g`` default is 20);
+    ``s=64`` (``--arc-scale 64``). ``trainer.py`` checks ``lambda_g >= s * k * u_a^2 * l_a^2 / (u_a^2 - l_a^2)``
+    with ``k = (u_m - l_m) / (u_a - l_a)`` (the paper's condition for a unique optimal magnitude; 22.6 for these
+    bounds): :meth:`min_lambda_g`. The config's ``model.m`` does not apply (the margin is ``m(a)``); like AdaFace's
+    ``h``, the bounds are this head's own defaults.
+
+    Choices: ``g`` is averaged over the samples with a label (rows labelled ``-1`` add nothing, so ignoring a row
+    equals removing it, as for the other heads). The class centres keep this module's ``normal_(0, 0.01)`` init
+    (the release draws ``uniform(-1, 1)`` renormalised; only their directions matter). In training mode the
+    magnitude statistics of the batch (unclipped ``||f||`` mean / min / max, the mean margin and ``mean g``) are kept
+    for the trainer's metrics (:meth:`scalars`, ``train.head.*``), as ``trainer.py``'s ``debug_info`` prints them.
+    """
+
+    uses_norms = True
+
+    def __init__(self, embedding_size: int, num_classes: int, s: float = 64.0, l_a: float = 10.0, u_a: float = 110.0,
+                 l_m: float = 0.45, u_m: float = 0.8, lambda_g: float = 35.0, easy_margin: bool = True):
+        super().__init__(embedding_size, num_classes, s)
+        if not 0.0 < l_a < u_a:
+            raise ValueError(f"MagFace needs 0 < l_a < u_a, got l_a={l_a}, u_a={u_a}")
+        if lambda_g < 0:
+            raise ValueError(f"lambda_g must be >= 0, got {lambda_g}")
+        self.l_a, self.u_a, self.l_m, self.u_m = float(l_a), float(u_a), float(l_m), float(u_m)
+        self.lambda_g, self.easy_margin = float(lambda_g), bool(easy_margin)
+        self._stats: dict[str, float] = {}
+
+    def min_lambda_g(self) -> float:
+        """``s * k * u_a^2 * l_a^2 / (u_a^2 - l_a^2)``, ``k = (u_m - l_m) / (u_a - l_a)`` (release ``trainer.py``)."""
+        k = (self.u_m - self.l_m) / (self.u_a - self.l_a)
+        return self.s * k * self.u_a ** 2 * self.l_a ** 2 / (self.u_a ** 2 - self.l_a ** 2)
+
+    def magnitude(self, norms: torch.Tensor) -> torch.Tensor:
+        """``a = clip(||f||, l_a, u_a)`` per sample (B,)."""
+        return norms.float().view(-1).clamp(self.l_a, self.u_a)
+
+    def margin_of(self, a: torch.Tensor) -> torch.Tensor:
+        """``m(a)``, linear from ``l_m`` at ``l_a`` to ``u_m`` at ``u_a``."""
+        return (self.u_m - self.l_m) / (self.u_a - self.l_a) * (a - self.l_a) + self.l_m
+
+    def regulariser(self, a: torch.Tensor) -> torch.Tensor:
+        """``g(a) = 1 / a + a / u_a^2`` per sample."""
+        return 1.0 / a + a / self.u_a ** 2
+
+    def target_logit(self, cos: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """Margin-adjusted cosine for target entries (elementwise, unscaled) given each sample's margin ``m``."""
+        sin = torch.sqrt((1.0 - cos * cos).clamp_min(1e-12))  # clamp_min: a finite gradient at |cos| = 1
+        cos_theta_m = cos * torch.cos(m) - sin * torch.sin(m)
+        if self.easy_margin:
+            return torch.where(cos > 0, cos_theta_m, cos)
+        return torch.where(cos > torch.cos(math.pi - m), cos_theta_m, cos - torch.sin(math.pi - m) * m)
+
+    def margin(self, cos, labels, norms=None):
+        if norms is None:
+            raise ValueError("MagFaceHead needs the embedding norms (pass norms= or call logits/forward with "
+                             "un-normalised embeddings)")
+        if norms.numel() != cos.size(0):
+            raise ValueError(f"norms has {norms.numel()} entries for {cos.size(0)} samples")
+        m = self.margin_of(self.magnitude(norms))
+        return self.replace_targets(cos, labels, lambda t, rows: self.target_logit(t, m[rows]))
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor,
+                norms: torch.Tensor | None = None) -> torch.Tensor:
+        """``cross_entropy + lambda_g * mean g(a)`` over the samples with a label (``-1`` rows are ignored)."""
+        labels = labels.view(-1).long()
+        if norms is None:
+            norms = torch.linalg.vector_norm(embeddings.float(), dim=1)
+        loss = super().forward(embeddings, labels, norms)
+        valid = labels >= 0
+        a = self.magnitude(norms)
+        if self.training:
+            with torch.no_grad():
+                raw = norms.detach().float().view(-1)
+                self._stats = {"feature_norm_mean": raw.mean().item(), "feature_norm_min": raw.min().item(),
+                               "feature_norm_max": raw.max().item(),
+                               "magface_margin_mean": self.margin_of(a.detach()).mean().item(),
+                               "magface_g_mean": self.regulariser(a.detach()).mean().item()}
+        if not valid.any():
+            return loss
+        return loss + self.lambda_g * self.regulariser(a[valid]).mean()
+
+    def scalars(self) -> dict[str, float]:
+        return dict(self._stats)
+
+    def extra_repr(self) -> str:
+        return (super().extra_repr() + f", l_a={self.l_a}, u_a={self.u_a}, l_m={self.l_m}, u_m={self.u_m}, "
+                f"lambda_g={self.lambda_g}, easy_margin={self.easy_margin}")
+
+
+HEADS: dict[str, type[MarginHead]] = {"arcface": ArcFaceHead, "cosface": CosFaceHead, "adaface": AdaFaceHead,
+                                      "magface": MagFaceHead}
 
 
 def build_head(name: str, embedding_size: int, num_classes: int, **kw) -> MarginHead:
