@@ -19,11 +19,12 @@ PROG = "harness.runs"
 
 
 def main(argv: list[str] | None = None) -> int:
-    from harness.core.runtime import report_error
+    from harness.core.runtime import redact_url, report_error
     from harness.report.runstore import KEY_METRICS, format_runs, list_runs
 
     ap = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split("\n")[0])
-    ap.add_argument("store", nargs="?", default="results/runs", help="a run folder or a database URL (default results/runs)")
+    ap.add_argument("store", nargs="?", default="results/runs",
+                    help="a run folder or a database URL (default results/runs)")
     ap.add_argument("--metric", action="append", default=[], metavar="BENCHMARK:KEY",
                     help="a metric column (repeatable; replaces the default ones), e.g. IJB-B:tar@0.0001")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(rows, indent=1, default=str))
     elif not rows:
-        print(f"{args.store}: no runs")
+        print(f"{redact_url(args.store)}: no runs")
     else:
         print(format_runs(rows, metrics))
     return 0

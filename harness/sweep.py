@@ -3,7 +3,7 @@
     python -m harness.sweep [launch] SWEEP_DIR [--sweep FILE] [--methods a,b] [--seeds 0,1,2] [--n-hparams N]
                             [--params FILE] [--observer STORE] [--launcher local|slurm] [--gpus auto|N]
                             [--dry-run] [--retry-failed] [--submitit-local] [key=value ...]
-    python -m harness.sweep status SWEEP_DIR
+    python -m harness.sweep status SWEEP_DIR [--results [--hparams-seed K]]
 
 ``launch`` expands the sweep (the ``--sweep`` YAML file, then the flags, then ``key=value`` overrides of
 ``harness.run`` keys for every job; :mod:`harness.launch.plan` describes the file) into one folder per job,
@@ -16,10 +16,13 @@
 
 Relaunching is safe: done jobs are skipped, killed ones resume from their train state, running ones are left alone,
 failed ones are listed with their error line (and rerun with ``--retry-failed``). ``status`` prints one line per
-job (done / running / failed / missing) and the counts.
+job (done / running / failed / missing) and the counts; ``--results`` prints the done jobs' result paths instead
+(``--hparams-seed K``: one draw's), for ``harness.tables``.
 
 Each job's result document is ``SWEEP_DIR/jobs/<hash>/result.json`` (with its items file beside it), recording the
-method, seed, hparams_seed and the resolved hparams: ``python -m harness.tables SWEEP_DIR/jobs/*/result.json``.
+method, seed, hparams_seed and the resolved hparams: ``python -m harness.tables SWEEP_DIR/jobs/*/result.json``
+(one draw's table: ``python -m harness.tables $(python -m harness.sweep status SWEEP_DIR --results --hparams-seed
+0)``).
 Every job's run is also recorded in the Sacred store ``--observer`` (default ``results/runs``; a database URL
 works: ``python -m harness.runs STORE`` lists them).
 
@@ -40,7 +43,8 @@ def _list(text: str, kind=str) -> list:
     try:
         return [kind(v.strip()) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"{text!r}: expected a comma-separated list of {'integers' if kind is int else 'names'}") from None
+        what = "integers" if kind is int else "names"
+        raise ValueError(f"{text!r}: expected a comma-separated list of {what}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,11 +66,16 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def status(sweep_dir: str) -> int:
+def status(sweep_dir: str, results: bool = False, hparams_seed: int | None = None) -> int:
     from harness.launch.jobs import format_states, sweep_states
     from harness.launch.plan import read_plan
 
     rows = sweep_states(sweep_dir, read_plan(sweep_dir))
+    if results:  # the result documents of the done jobs, one path a line (for harness.tables)
+        for r in rows:
+            if r["state"] == "done" and (hparams_seed is None or r["hparams_seed"] == hparams_seed):
+                print(os.path.join(sweep_dir, "jobs", r["hash"], "result.json"))
+        return 0
     print(format_states(rows))
     return 0 if all(r["state"] == "done" for r in rows) else 1
 
@@ -137,11 +146,13 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["status"]:
-        if len(argv) != 2 or argv[1].startswith("-"):
-            print(f"usage: python -m {PROG} status SWEEP_DIR", file=sys.stderr)
-            return 2
+        ap = argparse.ArgumentParser(prog=f"python -m {PROG} status", description="the state of every job")
+        ap.add_argument("sweep_dir")
+        ap.add_argument("--results", action="store_true", help="print the result paths of the done jobs instead")
+        ap.add_argument("--hparams-seed", type=int, help="with --results: only this draw's jobs")
+        args = ap.parse_args(argv[1:])
         try:
-            return status(argv[1])
+            return status(args.sweep_dir, args.results, args.hparams_seed)
         except Exception as exc:  # noqa: BLE001 - one line, exit 2
             return report_error(PROG, exc)
     if argv[:1] == ["launch"]:

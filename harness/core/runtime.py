@@ -99,14 +99,16 @@ def make_observer(store: str):
         try:
             import pymongo  # noqa: F401
         except ImportError:
-            raise ValueError(f"run store {redact_url(store)}: a MongoDB store needs pymongo (pip install pymongo)") from None
+            raise ValueError(f"run store {redact_url(store)}: a MongoDB store needs pymongo "
+                             "(pip install pymongo)") from None
         from sacred.observers import MongoObserver
 
         return MongoObserver(url=store)
     try:
         import sqlalchemy
     except ImportError:
-        raise ValueError(f"run store {redact_url(store)}: an SQL store needs SQLAlchemy (pip install sqlalchemy)") from None
+        raise ValueError(f"run store {redact_url(store)}: an SQL store needs SQLAlchemy "
+                         "(pip install sqlalchemy)") from None
     from sacred.observers import SqlObserver
 
     class NumericResultSqlObserver(SqlObserver):

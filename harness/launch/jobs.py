@@ -93,12 +93,12 @@ class JobRunner:
         self.env = env or {}
         self.proc: subprocess.Popen | None = None
         self.lock: PathLock | None = None
+        self.interrupted = False
 
     def run(self) -> dict:
         """``{"hash", "state", "detail", "rc"}``; a job already done or held by another process is not run."""
         digest = os.path.basename(self.job_dir)
-        state, detail = job_state(self.job_dir)
-        if state == "done":
+        if job_state(self.job_dir)[0] == "done":
             return {"hash": digest, "state": "done", "detail": "already done", "rc": 0}
         job = _read_json(os.path.join(self.job_dir, "job.json"))
         if job is None:
@@ -128,12 +128,15 @@ class JobRunner:
                 self.proc = subprocess.Popen(cmd, cwd=job["cwd"], env=env, stdout=log, stderr=subprocess.STDOUT,
                                              stdin=subprocess.DEVNULL, start_new_session=True)
                 try:
-                    rc = self.proc.wait()
+                    while (rc := self.proc.poll()) is None:  # polling, never a blocking wait: interrupt() may
+                        time.sleep(0.2)                      # run in a signal handler meanwhile (see there)
                 except BaseException:
                     self.interrupt()
                     raise
             if rc == 0 and os.path.isfile(os.path.join(self.job_dir, "result.json")):
                 return {"hash": digest, "state": "done", "detail": "", "rc": 0}
+            if self.interrupted:  # stopped for a requeue: not a failure; the next attempt resumes
+                return {"hash": digest, "state": "missing", "detail": "stopped for a requeue", "rc": rc}
             line = error_line(log_path) if rc != 0 else "exited 0 without a result.json"
             write_json_atomic({"rc": rc, "error": line, "host": socket.gethostname(),
                                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
@@ -143,22 +146,28 @@ class JobRunner:
             self.lock.release()
 
     def interrupt(self, wait_s: float = 60.0) -> None:
-        """Stop the child (SIGINT, then SIGKILL after ``wait_s``) and release the job lock."""
+        """Stop the child (SIGINT, then SIGKILL after ``wait_s``) and release the job lock. Safe inside a signal
+        handler (submitit calls :meth:`harness.launch.slurm.SweepTask.checkpoint` from one): only non-blocking
+        ``poll``, so it never waits on a lock the interrupted :meth:`run` holds."""
         proc = self.proc
+        self.interrupted = True
         if proc is not None and proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGINT)
-                proc.wait(timeout=wait_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            except ProcessLookupError:
-                pass
+            for sig, patience in ((signal.SIGINT, wait_s), (signal.SIGKILL, 10.0)):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                end = time.time() + patience
+                while proc.poll() is None and time.time() < end:
+                    time.sleep(0.1)
+                if proc.poll() is not None:
+                    break
         if self.lock is not None:
             self.lock.release()
 
     def __getstate__(self) -> dict:  # pickled by submitit for a requeue: the child and the lock stay behind
-        return {"job_dir": self.job_dir, "gpus": self.gpus, "env": self.env, "proc": None, "lock": None}
+        return {"job_dir": self.job_dir, "gpus": self.gpus, "env": self.env, "proc": None, "lock": None,
+                "interrupted": False}
 
 
 def sweep_states(sweep_dir: str, plan: dict) -> list[dict]:

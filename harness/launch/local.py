@@ -23,8 +23,8 @@ def visible_gpus(setting) -> int:
 
 def launch_local(job_dirs: list[str], gpus: int, report: Callable[[dict], None]) -> list[dict]:
     """Run every job folder; ``gpus`` 0 or 1: sequentially; G > 1: G at a time, each on its own GPU (the i-th of
-    the launcher's own ``CUDA_VISIBLE_DEVICES`` when set, else GPU i). ``report`` is called with each job's outcome as it ends; returns the outcomes in
-    job order."""
+    the launcher's own ``CUDA_VISIBLE_DEVICES`` when set, else GPU i). ``report`` is called with each job's
+    outcome as it ends; returns the outcomes in job order."""
     outcomes: dict[str, dict] = {}
     if gpus <= 1:
         for job_dir in job_dirs:

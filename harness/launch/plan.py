@@ -38,8 +38,15 @@ from typing import Any
 
 import yaml
 
-from harness.core.atomic import write_json_atomic, write_bytes_atomic
-from harness.core.config import RunConfig, apply_overrides, flatten, load_params, read_yaml, with_method_hparams
+from harness.core.atomic import write_bytes_atomic, write_json_atomic
+from harness.core.config import (
+    RunConfig,
+    apply_overrides,
+    flatten,
+    load_params,
+    read_yaml,
+    with_method_hparams,
+)
 
 JOB_FORMAT = "cfsm-bench-sweep-job/1"
 PLAN_FORMAT = "cfsm-bench-sweep/1"
@@ -85,7 +92,7 @@ def _check_types(where: str, data: dict, spec: dict) -> None:
             raise ValueError(f"{where}{key}: unknown key; valid: {', '.join(spec)}")
         kind = spec[key]
         if isinstance(value, bool) or not isinstance(value, kind):
-            raise ValueError(f"{where}{key}: expected {_type_name(kind)}, got {value!r}")
+            raise ValueError(f"{where}{key}: expected {_type_name(kind)}, got {value!r}")  # noqa: TRY004
 
 
 def read_sweep(path: str | None, cli: dict[str, Any]) -> Sweep:
@@ -112,9 +119,8 @@ def read_sweep(path: str | None, cli: dict[str, Any]) -> Sweep:
             where_key = f"--{key.replace('_', '-')}"
         else:
             where_key = f"{where}{key}"
-        if key == "methods" and key in data:
-            if not data[key] or not all(isinstance(m, str) and m for m in data[key]):
-                raise ValueError(f"{where_key}: expected a non-empty list of method names, got {data[key]!r}")
+        if key == "methods" and key in data and not (data[key] and all(isinstance(m, str) and m for m in data[key])):
+            raise ValueError(f"{where_key}: expected a non-empty list of method names, got {data[key]!r}")
         if key == "seeds" and key in data:
             if not data[key] or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in data[key]):
                 raise ValueError(f"{where_key}: expected a non-empty list of integers >= 0, got {data[key]!r}")
