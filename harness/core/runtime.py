@@ -46,17 +46,110 @@ def tune_malloc(mmap_threshold: int = 32 << 20, trim_threshold: int = (1 << 31) 
     return ok
 
 
+#: URL schemes of the database run stores (anything else is a FileStorage folder). ``postgresql`` also takes a
+#: driver suffix (``postgresql+psycopg2://``), as SQLAlchemy URLs do.
+SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
+MONGO_SCHEMES = ("mongodb", "mongodb+srv")
+
+
+def store_kind(store: str) -> str:
+    """What a run store string names: ``""`` (none), ``"file"`` (a FileStorage folder), ``"sql"`` (an SQLAlchemy URL:
+    ``sqlite:///runs.db``, ``postgresql://host/db``) or ``"mongo"`` (``mongodb://host/db``)."""
+    if not store:
+        return ""
+    scheme = store.split("://", 1)[0].split("+", 1)[0].lower() if "://" in store else ""
+    if scheme in SQL_SCHEMES:
+        return "sql"
+    if scheme in ("mongodb",):
+        return "mongo"
+    if scheme:
+        raise ValueError(f"run store {store!r}: unknown URL scheme {scheme!r}; a folder, sqlite:///FILE, "
+                         "postgresql://HOST/DB or mongodb://HOST/DB")
+    return "file"
+
+
+def redact_url(store: str) -> str:
+    """A store URL with its password replaced by ``***`` (for messages and listings)."""
+    if "://" not in store or "@" not in store:
+        return store
+    scheme, rest = store.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else store
+
+
+def make_observer(store: str):
+    """The Sacred observer of a run store (:func:`store_kind`): ``FileStorageObserver(folder)``; Sacred's
+    ``SqlObserver`` for ``sqlite://`` / ``postgresql://`` URLs (SQLAlchemy; PostgreSQL through psycopg2); Sacred's
+    ``MongoObserver`` for ``mongodb://`` URLs (needs ``pymongo``, not installed by default; Omniboard reads that
+    store). ``None`` for ``""``.
+
+    Two changes to Sacred's SQL observer (sacred 0.8.7 ``sacred/observers/sql.py``): the run's return value goes to a
+    ``Float`` column, so a non-number result (``harness.run`` returns its headline metrics as a dict, also kept in
+    ``info["result"]``) is stored as NULL instead of failing the run at its end; and the run id, which Sacred takes as
+    the largest id + 1, is taken again when another process inserted that id first (a sweep's jobs share a store)."""
+    kind = store_kind(store)
+    if kind == "":
+        return None
+    if kind == "file":
+        from sacred.observers import FileStorageObserver
+
+        return FileStorageObserver(store)
+    if kind == "mongo":
+        try:
+            import pymongo  # noqa: F401
+        except ImportError:
+            raise ValueError(f"run store {redact_url(store)}: a MongoDB store needs pymongo "
+                             "(pip install pymongo)") from None
+        from sacred.observers import MongoObserver
+
+        return MongoObserver(url=store)
+    try:
+        import sqlalchemy
+    except ImportError:
+        raise ValueError(f"run store {redact_url(store)}: an SQL store needs SQLAlchemy "
+                         "(pip install sqlalchemy)") from None
+    from sacred.observers import SqlObserver
+
+    class NumericResultSqlObserver(SqlObserver):
+        def started_event(self, *args, **kwargs):
+            for attempt in range(20):
+                try:
+                    return super().started_event(*args, **kwargs)
+                except sqlalchemy.exc.IntegrityError:  # another job took the same run id: take the next one
+                    self.session.rollback()
+                    if attempt == 19:
+                        raise
+                    time.sleep(0.05 * (attempt + 1))
+
+        def heartbeat_event(self, info, captured_out, beat_time, result):
+            return super().heartbeat_event(info, captured_out, beat_time, _number_or_none(result))
+
+        def completed_event(self, stop_time, result):
+            return super().completed_event(stop_time, _number_or_none(result))
+
+    try:
+        return NumericResultSqlObserver(store)  # Sacred's own engine and thread-local session
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:  # a bad URL, a missing driver (psycopg2)
+        raise ValueError(f"run store {redact_url(store)}: {one_line(exc)}") from None
+
+
+def _number_or_none(value):
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def sacred_experiment(name: str, observer_root: str, config: dict):
     """A Sacred ``Experiment`` as every entry point here uses it: stdout captured with ``sys`` (the default ``fd``
     capture loses prints and is empty under pytest), no git info (DVC records the code), the config as given,
-    and a ``FileStorageObserver`` under ``observer_root`` unless it is empty."""
+    and the observer of the run store ``observer_root`` unless it is empty: a FileStorage folder (the default,
+    ``results/runs``) or a database URL (:func:`make_observer`)."""
     from sacred import SETTINGS, Experiment
-    from sacred.observers import FileStorageObserver
 
     SETTINGS.CAPTURE_MODE = "sys"
     ex = Experiment(name, save_git_info=False)
-    if observer_root:
-        ex.observers.append(FileStorageObserver(observer_root))
+    observer = make_observer(observer_root)
+    if observer is not None:
+        ex.observers.append(observer)
     ex.add_config(config)
     return ex
 
