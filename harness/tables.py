@@ -1,7 +1,15 @@
 """Paper-style tables, confidence intervals, paired method differences and the reproduction report.
 
 ``python -m harness.tables [RESULTS_DIR_OR_FILES ...] --out-dir results/tables --report results/REPORT.md
-[--paper results/paper | --no-paper] [--n-boot 1000] [--seed 0] [--reference source_only] [--params params.yaml]``
+[--paper results/paper | --no-paper] [--n-boot 1000] [--seed 0] [--reference source_only] [--params params.yaml]
+[--select validation [--select-metric ROW:KEY] [--oracle-metric ROW:KEY]]``
+
+The parts live in :mod:`harness.report`: ``documents`` (reading the result files), ``sections`` (the columns, from
+the benchmark registry), ``summary`` (the bootstrap and the cells), ``cells`` (number formats and marks),
+``markdown`` / ``latex`` / ``csv_table`` (the outputs), ``published`` (the published numbers), ``generators`` (the
+CFSM generator's quality under each CFSM row) and ``selection`` (``--select validation``: each method's
+hyperparameter draw selected on a validation metric, the oracle for contrast; also writes ``selection.md`` and
+``selection.csv``).
 
 Reads the ``<method>-s<seed>.json`` result documents of ``harness.run`` (default folder ``results/eval/``) and the
 per-item arrays saved beside each (``<method>-s<seed>.items.npz``, named by the document's ``items`` field), and
@@ -102,18 +110,32 @@ from harness.report.latex import tables_tex
 from harness.report.markdown import report_markdown, tables_markdown
 from harness.report.paper_numbers import DEFAULT_DIR as PAPER_DIR
 from harness.report.sections import COLUMNS, SECTIONS, TABLE_FARS
+from harness.report.selection import (DEFAULT_ORACLE, DEFAULT_VALIDATION, Selection, parse_metric, select,
+                                      selection_csv, selection_markdown)
 from harness.report.summary import Tables, build_tables, load_runs
 
 __all__ = ["Column", "Section", "SECTIONS", "COLUMNS", "CSV_COLUMNS", "TABLE_FARS", "TopTarAtFar", "Tables", "load_runs",
-           "build_tables", "render", "write_files_atomic", "main"]
+           "build_tables", "render", "selected_tables", "write_files_atomic", "main"]
 
 PROG = "harness.tables"
 
 
-def render(t: Tables, tables_dir: str = "tables") -> dict[str, str]:
-    """``{file name: text}`` of the four outputs; ``tables_dir``: the tables' folder relative to the report's."""
+def render(t: Tables, tables_dir: str = "tables", selection: list[str] | None = None) -> dict[str, str]:
+    """``{file name: text}`` of the four outputs; ``tables_dir``: the tables' folder relative to the report's;
+    ``selection``: the model-selection section, put into the report before the tables."""
     return {"tables.md": tables_markdown(t), "tables.tex": tables_tex(t), "tables.csv": tables_csv(t),
-            "REPORT.md": report_markdown(t, tables_dir)}
+            "REPORT.md": report_markdown(t, tables_dir, selection or [])}
+
+
+def selected_tables(paths, n_boot: int, seed: int, reference: str, paper, validation: str = DEFAULT_VALIDATION,
+                    oracle: str = DEFAULT_ORACLE) -> tuple[Tables, list[Selection], tuple, tuple]:
+    """``--select validation``: every result document under ``paths`` (recursively), each method's draw selected on
+    the validation metric (:func:`harness.report.selection.select`), and the tables of the selected draws' runs."""
+    val, orc = parse_metric(validation, "--select-metric"), parse_metric(oracle, "--oracle-metric")
+    runs = load_runs(paths, recursive=True, unique=False)
+    sel = select(runs, val, orc)
+    chosen = [r for s in sel for r in s.selected.runs]
+    return build_tables(paths, n_boot, seed, reference, paper, runs=chosen), sel, val, orc
 
 
 def write_all(texts: dict[str, str]) -> None:
@@ -136,19 +158,39 @@ def main(argv: list[str] | None = None) -> int:
                                      "from the results folder given first, ignoring anything else in it; further "
                                      "result files or folders after it (e.g. results/imported/*.json of "
                                      "`harness.import_weights --evaluate --result`) join the table in full")
+    ap.add_argument("--select", choices=["validation"], help="model selection: read every <method>-s<seed>.json "
+                    "under the folders (a sweep's job folders), select each method's hyperparameter draw on the "
+                    "validation metric and report the selected draws' test numbers, with an oracle (test-selected) "
+                    "draw for contrast; also writes selection.md and selection.csv")
+    ap.add_argument("--select-metric", default=DEFAULT_VALIDATION, metavar="ROW:KEY",
+                    help=f"the validation metric of --select (default {DEFAULT_VALIDATION!r})")
+    ap.add_argument("--oracle-metric", default=DEFAULT_ORACLE, metavar="ROW:KEY",
+                    help=f"the test metric of the oracle shown for contrast (default {DEFAULT_ORACLE!r})")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     try:
         results = args.results
-        if args.params:
+        if args.select:
+            if args.params:
+                raise ValueError("--select reads every result under the folders given; it does not take --params")
+            t, sel, val, orc = selected_tables(results, args.n_boot, args.seed, args.reference,
+                                               None if args.no_paper else args.paper, args.select_metric,
+                                               args.oracle_metric)
+            rel = os.path.relpath(os.path.abspath(args.out_dir), os.path.dirname(os.path.abspath(args.report)))
+            block = selection_markdown(sel, val, orc)
+            texts = render(t, rel.replace(os.sep, "/"), block)
+            texts["selection.md"] = "\n".join(["# Model selection", "", *selection_markdown(sel, val, orc, "")[2:]])
+            texts["selection.csv"] = selection_csv(sel, val, orc)
+        elif args.params:
             from harness.core.pipeline import configured_results
 
             if not os.path.isdir(results[0]):
                 raise ValueError(f"--params: {results[0]}: the first input must be the results folder the params file describes")
             results = configured_results(args.params, results[0]) + list(results[1:])
-        t = build_tables(results, args.n_boot, args.seed, args.reference, None if args.no_paper else args.paper)
-        rel = os.path.relpath(os.path.abspath(args.out_dir), os.path.dirname(os.path.abspath(args.report)))
-        texts = render(t, rel.replace(os.sep, "/"))
+        if not args.select:
+            t = build_tables(results, args.n_boot, args.seed, args.reference, None if args.no_paper else args.paper)
+            rel = os.path.relpath(os.path.abspath(args.out_dir), os.path.dirname(os.path.abspath(args.report)))
+            texts = render(t, rel.replace(os.sep, "/"))
     except (ValueError, OSError, KeyError) as exc:
         maybe_traceback(exc)  # CFSM_TRACEBACK=1
         print(f"{PROG}: {one_line(exc)}", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -30,11 +31,17 @@ SMALL = ["model.widths=8,16,16,32", "model.embedding_size=32", "data.input_size=
 
 @pytest.fixture(scope="module")
 def evaluated(tiny_release, tmp_path_factory):
+    from harness.synthface.generate import config_for
+    from harness.synthface.validation import write_validation
+
     tmp = tmp_path_factory.mktemp("registry")
+    release = tmp / "tiny"  # a copy with the validation release (val11), which the default release does not hold
+    shutil.copytree(tiny_release, release)
+    write_validation(config_for("tiny", seed=0), str(release))
     params = tmp / "params.yaml"
     params.write_text("{}\n")
     names = ",".join(config_names())
-    base = ["--params", str(params), "method=source_only", f"data.release={tiny_release}", *SMALL,
+    base = ["--params", str(params), "method=source_only", f"data.release={release}", *SMALL,
             f"eval.benchmarks={names}", "eval.bin_sets=synth_lfw"]
     cfg = make_config(base)
     torch.manual_seed(0)
@@ -48,7 +55,7 @@ def evaluated(tiny_release, tmp_path_factory):
 
 
 def test_the_builtin_and_bin_benchmarks_are_registered():
-    assert config_names() == ("IJBB", "IJBC", "IJBS", "TinyFace", "VerificationBins")
+    assert config_names() == ("IJBB", "IJBC", "IJBS", "TinyFace", "VerificationBins", "val11")
     assert registry.row_names()[:6] == ("IJB-B", "IJB-B 1:N", "IJB-C", "IJB-C 1:N", "IJB-S", "TinyFace")
 
 
@@ -130,7 +137,7 @@ def test_check_eval_config_names_the_bad_key():
     from harness.core.config import EvalConfig
 
     registry.check_eval_config(EvalConfig(benchmarks=("IJBB", "VerificationBins"), bin_sets=("synth_lfw",)))
-    with pytest.raises(ValueError, match=r"^config eval.benchmarks='LFW': expected one of IJBB, IJBC, IJBS, TinyFace, VerificationBins$"):
+    with pytest.raises(ValueError, match=r"^config eval.benchmarks='LFW': expected one of IJBB, IJBC, IJBS, TinyFace, VerificationBins, val11$"):
         registry.check_eval_config(EvalConfig(benchmarks=("IJBB", "LFW")))
     with pytest.raises(ValueError, match=r"^config eval.bin_sets='lfw2': expected one of lfw, cfp_fp"):
         registry.check_eval_config(EvalConfig(benchmarks=("VerificationBins",), bin_sets=("lfw2",)))

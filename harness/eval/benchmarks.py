@@ -179,7 +179,7 @@ def _tinyface_sections() -> tuple[Section, ...]:
 # ---------------------------------------------------------------------------------------------- evaluation
 
 
-def _ijb_protocol(cfg):
+def ijb_protocol(cfg):
     from harness.eval.ijb_verification import VerificationProtocol
 
     return VerificationProtocol(flip=cfg.eval.flip, faceness=cfg.eval.faceness, image_norm=cfg.eval.image_norm,
@@ -193,7 +193,7 @@ def _evaluate_ijb(name: str):
         from harness.eval.ijb_verification import IJBVerification
 
         root = os.path.join(cfg.data.release, "IJB_release", name)
-        protocol = _ijb_protocol(cfg)
+        protocol = ijb_protocol(cfg)
         verification = IJBVerification(root, protocol=protocol)
         feats = verification.extract_features(backbone, batch_size=cfg.eval.batch_size, device=device)
         found = [verification.evaluate_features(feats, return_items=with_items),

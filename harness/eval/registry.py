@@ -36,7 +36,7 @@ __all__ = ["Column", "Section", "CliCommand", "Curve", "DataEntry", "Benchmark",
 
 #: The modules whose import registers the benchmarks, in registration order (an explicit list, as
 #: ``methods/__init__.py`` lists the methods).
-MODULES = ("harness.eval.benchmarks", "harness.eval.verification_bin")
+MODULES = ("harness.eval.benchmarks", "harness.eval.verification_bin", "harness.eval.validation")
 
 
 @dataclass(frozen=True)

@@ -377,8 +377,9 @@ def _generator_note(t: Tables) -> list[str]:
     return [f"The CFSM rows come from {which}: {text}.", "", *[x for m in missed for x in (m, "")]]
 
 
-def report_markdown(t: Tables, tables_dir: str = "tables") -> str:
-    """The report; ``tables_dir``: where the tables are, relative to the report's folder."""
+def report_markdown(t: Tables, tables_dir: str = "tables", before_tables: list[str] | None = None) -> str:
+    """The report; ``tables_dir``: where the tables are, relative to the report's folder; ``before_tables``: lines
+    put before the tables (the model selection of ``--select``)."""
     ref = t.reference
     kind = t.data_label(t.present)[0]
     out = [
@@ -387,6 +388,7 @@ def report_markdown(t: Tables, tables_dir: str = "tables") -> str:
         f"Bootstrap: {t.n_boot} resamples (seed {t.seed}), 95% percentile intervals; differences are paired (the same "
         f"resamples for every method). {seed_scope(t)}",
         "",
+        *(before_tables or []),
         "## SynthFace tables" if kind == "synthface" else "## Tables",
         "",
         *synthface_markdown(t, f"`{tables_dir}/tables.csv` and `{tables_dir}/tables.tex`", "###"),

@@ -2,12 +2,18 @@
 
 Scale up with a named size (``tiny``, ``default``, ``large``) and per-field overrides, e.g.
 ``--set source_identities=5000 --set aligned_size=112 --set loose_size=144``.
+
+``--validation`` writes only the labelled validation release for model selection (``IJB_release/VAL``, identities
+disjoint from every test set: :mod:`harness.synthface.validation`) into the existing release ``--out`` of the same
+size and seed; the rest of the release is left as it is.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
 import signal
 import sys
 import time
@@ -42,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="release folder (written atomically)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], type=_parse_override, metavar="KEY=VALUE")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--validation", action="store_true", help="only write the validation release IJB_release/VAL "
+                    "(model selection; no test identity) into the existing release --out")
     args = ap.parse_args(argv)
     tune_malloc()
     # SIGTERM (a killed `dvc repro`) unwinds like Ctrl-C, so the temporary release folder is removed.
@@ -50,8 +58,30 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     cfg = config_for(args.size, args.seed, **dict(args.overrides))
     t0 = time.perf_counter()
+    if args.validation:
+        return _validation(cfg, args.out, t0)
     manifest = generate(cfg, args.out)
     print(f"synthface[{cfg.size}] written to {args.out} in {time.perf_counter() - t0:.1f} s: {manifest['counts']}")
+    return 0
+
+
+def _validation(cfg: SynthFaceConfig, out: str, t0: float) -> int:
+    from harness.synthface.validation import write_validation
+
+    path = os.path.join(out, "synthface.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            made = json.load(f).get("config", {})
+    except (OSError, ValueError, AttributeError) as exc:
+        print(f"harness.synthface: {path}: not a SynthFace release ({' '.join(str(exc).split())})", file=sys.stderr)
+        return 2
+    if (made.get("size"), made.get("seed")) != (cfg.size, cfg.seed):
+        print(f"harness.synthface: {path}: the release is size {made.get('size')} seed {made.get('seed')}, not "
+              f"--size {cfg.size} --seed {cfg.seed}", file=sys.stderr)
+        return 2
+    counts = write_validation(cfg, out)
+    print(f"synthface[{cfg.size}] validation release written to {os.path.join(out, 'IJB_release', 'VAL')} in "
+          f"{time.perf_counter() - t0:.1f} s: {counts}")
     return 0
 
 
