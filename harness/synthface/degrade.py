@@ -25,10 +25,27 @@ The output is the *low-resolution* JPEG (what a camera stores): loose crops keep
 are produced by the 5-point alignment warp, which up-samples it, as a detector-and-align pipeline does.
 Parameter ranges follow the SynthFace feasibility study (``docs/cpu_profile.md`` section 2);
 tune the domain gap with ``strength`` ranges, never with the metric.
+
+**Target cameras** (issue 20: the paper compares stage-1 subspaces learnt on several target domains). The ranges
+above are the ``default`` camera, the release's target and test-set camera; :data:`CAMERAS` holds it and four more
+named presets of the same pipeline, each a :class:`Camera` (the ranges its parameters are drawn from at strength
+``s``). ``python -m harness.synthface.targets --camera NAME`` writes a target crop folder through one of them.
+
+* ``default``: the ranges above (the release is byte-identical to the one written before the presets existed:
+  every camera draws the same random numbers in the same order, so ``default`` draws exactly what it always drew).
+* ``webphoto``: a mild consumer/web photo: little blur and down-sampling, faint noise, no interlacing, JPEG 67-92.
+* ``surveillance``: a worse CCTV camera than ``default``: heavy defocus and motion blur, strong down-sampling,
+  strong noise, interlaced with probability ``min(1, 1.6 s)``, JPEG 5-45 (floored at 10).
+* ``tiny``: a far-away face: the sensor keeps 10-40 px of the loose crop (TinyFace-like; floor 8 px instead of
+  12), otherwise mild.
+* ``ageing``: not a camera: an ageing-like appearance change (greying and desaturation, a sallow tint, thin
+  horizontal creases over the face, softer local contrast) through an otherwise mild camera;
+  it tests the paper's worry that a subspace also captures non-environmental style.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +56,58 @@ from harness.data.images import decode_image, encode_jpeg
 
 REFERENCE_SIZE = 64  # the feasibility study's resolution: pixel-valued ranges below are scaled by size / 64
 MAX_KERNEL = 15
+
+
+@dataclass(frozen=True)
+class Camera:
+    """A named camera model: the ranges its per-image parameters are drawn from. ``(lo, hi)`` pairs are uniform
+    ranges multiplied by the image's strength ``s`` unless said otherwise; pixel values are at the 64 px reference."""
+
+    name: str
+    blur_sigma: tuple[float, float] = (0.3, 1.2)  # Gaussian defocus, px, x s
+    motion_len: tuple[float, float] = (0.0, 4.0)  # linear motion blur length, px, x s
+    vignette: tuple[float, float] = (0.15, 0.55)  # radial fall-off, x s
+    downscale: tuple[float, float] = (1.0, 3.5)  # sensor size = 1 / (1 + s * U(lo, hi)) of the input
+    min_side: int = 12  # sensor pixels, at least
+    chroma_shift: tuple[float, float] = (0.3, 1.2)  # sensor px, x s
+    noise_sigma: tuple[float, float] = (0.02, 0.08)  # x s
+    contrast_drop: tuple[float, float] = (0.0, 0.35)  # contrast = 1 - s * U(lo, hi)
+    gamma_sd: float = 0.35  # gamma = 2 ** (s * N(0, sd))
+    cast_gain_sd: float = 0.10  # per-channel gain exp(N(0, sd) * s)
+    cast_offset_sd: float = 0.03  # per-channel offset N(0, sd) * s
+    interlace_prob: float = 0.6  # interlaced with probability min(1, interlace_prob * s)
+    jpeg_best: float = 60.0  # quality = clip(round(best - drop * s * U(lo, hi)), floor, best)
+    jpeg_drop: float = 50.0
+    jpeg_drop_range: tuple[float, float] = (0.6, 1.0)
+    jpeg_floor: int = 10
+    age: tuple[float, float] = (0.0, 0.0)  # ageing-like style strength, x s (0: none; only ``ageing``)
+
+
+#: The named target cameras (module docstring, "Target cameras"); ``default`` is the release's.
+CAMERAS: dict[str, Camera] = {c.name: c for c in (
+    Camera("default"),
+    Camera("webphoto", blur_sigma=(0.0, 0.4), motion_len=(0.0, 0.5), vignette=(0.0, 0.2), downscale=(0.0, 0.6),
+           chroma_shift=(0.0, 0.3), noise_sigma=(0.005, 0.02), contrast_drop=(0.0, 0.1), gamma_sd=0.15,
+           cast_gain_sd=0.05, cast_offset_sd=0.01, interlace_prob=0.0, jpeg_best=92.0, jpeg_drop=25.0,
+           jpeg_drop_range=(0.0, 1.0)),
+    Camera("surveillance", blur_sigma=(0.8, 2.0), motion_len=(1.0, 6.0), vignette=(0.2, 0.6), downscale=(2.0, 4.5),
+           chroma_shift=(0.5, 1.5), noise_sigma=(0.05, 0.12), contrast_drop=(0.1, 0.4), interlace_prob=1.6,
+           jpeg_best=45.0, jpeg_drop=40.0, jpeg_drop_range=(0.5, 1.0)),
+    Camera("tiny", blur_sigma=(0.2, 0.6), motion_len=(0.0, 1.0), vignette=(0.0, 0.2), downscale=(3.0, 8.0), min_side=8,
+           chroma_shift=(0.0, 0.3), noise_sigma=(0.01, 0.03), contrast_drop=(0.0, 0.15), gamma_sd=0.15,
+           interlace_prob=0.0, jpeg_best=85.0, jpeg_drop=30.0),
+    Camera("ageing", blur_sigma=(0.0, 0.3), motion_len=(0.0, 0.3), vignette=(0.0, 0.1), downscale=(0.0, 0.3),
+           chroma_shift=(0.0, 0.2), noise_sigma=(0.0, 0.01), contrast_drop=(0.0, 0.05), gamma_sd=0.1,
+           cast_gain_sd=0.03, cast_offset_sd=0.01, interlace_prob=0.0, jpeg_best=92.0, jpeg_drop=10.0,
+           jpeg_drop_range=(0.0, 1.0), age=(0.7, 1.0)),
+)}
+
+
+def camera_named(name: str) -> Camera:
+    """The preset ``name``; an unknown name is a one-line ValueError listing the valid ones."""
+    if name not in CAMERAS:
+        raise ValueError(f"unknown camera {name!r}; valid: {', '.join(CAMERAS)}")
+    return CAMERAS[name]
 
 
 @dataclass
@@ -60,36 +129,73 @@ class DegradationParams:
     cast_offset: np.ndarray  # (B, 3)
     interlace: np.ndarray  # 0 = progressive, else field displacement in sensor px (+-1, +-2)
     jpeg_quality: np.ndarray
+    min_side: np.ndarray  # sensor pixels, at least
+    age: np.ndarray  # ageing-like style strength (0: none)
+    age_freq: np.ndarray  # creases over the image height
+    age_phase: np.ndarray
 
     def take(self, index: np.ndarray) -> "DegradationParams":
         """Rows ``index`` (e.g. one camera's parameters repeated for every frame of a video)."""
         return DegradationParams(**{k: np.asarray(v)[index] for k, v in self.__dict__.items()})
 
 
-def sample_params(rng: np.random.Generator, strength: np.ndarray) -> DegradationParams:
-    """Draw camera parameters for images of the given strengths (an array in [0, 1])."""
+def sample_params(rng: np.random.Generator, strength: np.ndarray,
+                  camera: Camera = CAMERAS["default"]) -> DegradationParams:
+    """Draw camera parameters for images of the given strengths (an array in [0, 1]). Every camera draws the same
+    random numbers in the same order (only the ranges differ), except the ageing style's two extra draws at the end,
+    made only by a camera with ``age``; so the ``default`` camera draws exactly what the release always drew."""
+    c = camera
     s = np.asarray(strength, dtype=np.float64)
     b = len(s)
     u = rng.uniform
-    interlaced = u(0, 1, b) < 0.6 * s
+    interlaced = u(0, 1, b) < c.interlace_prob * s
     displacement = rng.choice([-2, -1, 1, 2], b)
-    return DegradationParams(
+    params = dict(
         strength=s,
-        blur_sigma=s * u(0.3, 1.2, b),
-        motion_len=s * u(0.0, 4.0, b),
+        blur_sigma=s * u(*c.blur_sigma, b),
+        motion_len=s * u(*c.motion_len, b),
         motion_angle=u(0, np.pi, b),
-        vignette=s * u(0.15, 0.55, b),
-        downscale=1.0 / (1.0 + s * u(1.0, 3.5, b)),
-        chroma_shift=s * u(0.3, 1.2, b),
+        vignette=s * u(*c.vignette, b),
+        downscale=1.0 / (1.0 + s * u(*c.downscale, b)),
+        chroma_shift=s * u(*c.chroma_shift, b),
         chroma_angle=u(0, 2 * np.pi, b),
-        noise_sigma=s * u(0.02, 0.08, b),
-        contrast=1.0 - s * u(0.0, 0.35, b),
-        gamma=2.0 ** (s * rng.normal(0, 0.35, b)),
-        cast_gain=np.exp(rng.normal(0, 0.10, (b, 3)) * s[:, None]),
-        cast_offset=rng.normal(0, 0.03, (b, 3)) * s[:, None],
+        noise_sigma=s * u(*c.noise_sigma, b),
+        contrast=1.0 - s * u(*c.contrast_drop, b),
+        gamma=2.0 ** (s * rng.normal(0, c.gamma_sd, b)),
+        cast_gain=np.exp(rng.normal(0, c.cast_gain_sd, (b, 3)) * s[:, None]),
+        cast_offset=rng.normal(0, c.cast_offset_sd, (b, 3)) * s[:, None],
         interlace=np.where(interlaced, displacement, 0),
-        jpeg_quality=np.clip(np.round(60 - 50 * s * u(0.6, 1.0, b)), 10, 60).astype(np.int64),
+        jpeg_quality=np.clip(np.round(c.jpeg_best - c.jpeg_drop * s * u(*c.jpeg_drop_range, b)), c.jpeg_floor,
+                             c.jpeg_best).astype(np.int64),
+        min_side=np.full(b, c.min_side, dtype=np.int64),
     )
+    if c.age[1] > 0:
+        params.update(age=s * u(*c.age, b), age_freq=u(7.0, 12.0, b), age_phase=u(0, 2 * np.pi, b))
+    else:
+        params.update(age=np.zeros(b), age_freq=np.zeros(b), age_phase=np.zeros(b))
+    return DegradationParams(**params)
+
+
+def _age(x: torch.Tensor, p: DegradationParams) -> torch.Tensor:
+    """The ageing-like style on (B, 3, L, L) images in [0, 1]: greying (desaturation by ``age / 2``), a sallow tint,
+    thin horizontal creases over the face (``age_freq`` of them over the height, dark by up to ``0.3 age``, inside
+    the central disc where the loose crop holds the face) and softer local contrast. Images with ``age == 0`` are returned unchanged."""
+    b, _, size, _ = x.shape
+    a = torch.as_tensor(p.age, dtype=torch.float32).view(b, 1, 1, 1)
+    grey = x.mean(1, keepdim=True)
+    y = x + (grey - x) * (0.5 * a)
+    tint = torch.tensor([1.04, 1.0, 0.88]).view(1, 3, 1, 1)
+    y = y * (1 + (tint - 1) * a)
+    r = torch.linspace(-1, 1, size)
+    rows, cols = r.view(1, 1, size, 1), r.view(1, 1, 1, size)
+    freq = torch.as_tensor(p.age_freq, dtype=torch.float32).view(b, 1, 1, 1)
+    phase = torch.as_tensor(p.age_phase, dtype=torch.float32).view(b, 1, 1, 1)
+    crease = torch.relu(torch.cos(freq * math.pi * rows + phase)) ** 8
+    face = torch.sigmoid((0.6 - (rows ** 2 + cols ** 2).sqrt()) * 20)  # the face's disc of the loose crop
+    y = y * (1 - 0.3 * a * crease * face)
+    mean = y.mean((2, 3), keepdim=True)
+    y = (y - mean) * (1 - 0.2 * a) + mean
+    return torch.where(a > 0, y.clamp(0, 1), x)
 
 
 def _blur_kernels(p: DegradationParams, px_scale: float) -> torch.Tensor:
@@ -134,13 +240,15 @@ def degrade(images: torch.Tensor, landmarks: torch.Tensor, p: DegradationParams,
     r = torch.linspace(-1, 1, size)
     rr = (r[None, :] ** 2 + r[:, None] ** 2) / 2
     x = x * (1 - torch.as_tensor(p.vignette, dtype=torch.float32).view(b, 1, 1, 1) * rr)
+    if np.any(p.age > 0):  # the ageing style (a scene change, before the sensor); no camera but ``ageing`` has it
+        x = _age(x, p)
 
     jpegs: list[bytes] = []
     lows: list[np.ndarray] = []
     out_lm = torch.empty_like(landmarks)
     for i in range(b):
         # 2. Sensor resolution.
-        lo = max(12, int(round(size * float(p.downscale[i]))))
+        lo = max(int(p.min_side[i]), int(round(size * float(p.downscale[i]))))
         y = F.interpolate(x[i : i + 1], size=(lo, lo), mode="bilinear", antialias=True, align_corners=False)
         ratio = lo / size
         out_lm[i] = (landmarks[i] + 0.5) * ratio - 0.5

@@ -39,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -51,7 +50,9 @@ from harness.data.align import align_faces
 from harness.data.images import encode_jpeg
 from harness.data.recordio import write_face_rec
 from harness.synthface import degrade as camera
-from harness.synthface.common import degrade_frames, identity_table, render_chunks, stream_rng, take_spec
+from harness.synthface.common import (
+    degrade_frames, folder_written_atomically, identity_table, render_chunks, stream_rng, take_spec,
+)
 from harness.synthface.ijb1n import write_1n_csvs
 from harness.synthface.ijbs import TINY_IJBS, IJBSSpec, write_ijbs
 from harness.synthface.render import sample_image_specs, to_uint8
@@ -177,7 +178,13 @@ def write_source(cfg: SynthFaceConfig, out: str) -> dict:
 
 # --------------------------------------------------------------------------------------------- target
 def write_target(cfg: SynthFaceConfig, out: str) -> dict:
-    root = os.path.join(out, "target")
+    return write_target_crops(cfg, os.path.join(out, "target"), camera.CAMERAS["default"])
+
+
+def write_target_crops(cfg: SynthFaceConfig, root: str, cam: camera.Camera) -> dict:
+    """The target domain's crop folder (``<root>/crops/*.jpg`` + ``<root>/target_list.txt``) through camera ``cam``:
+    the same identities, faces and strengths for every camera (``harness.synthface.targets``), only the camera
+    differs; with the ``default`` camera this is the release's ``target/``."""
     crops = os.path.join(root, "crops")
     os.makedirs(crops)
     rng = stream_rng(cfg, STREAM_TARGET, 0)
@@ -185,7 +192,7 @@ def write_target(cfg: SynthFaceConfig, out: str) -> dict:
     who = rng.integers(0, cfg.target_identities, cfg.target_images)
     spec = sample_image_specs(stream_rng(cfg, STREAM_TARGET, 1), who)
     lo, hi = cfg.target_strength
-    params = camera.sample_params(rng, rng.uniform(lo, hi, cfg.target_images))
+    params = camera.sample_params(rng, rng.uniform(lo, hi, cfg.target_images), cam)
     scores = _faceness(rng, params.strength)
     noise_rng = stream_rng(cfg, STREAM_TARGET, 2)
     names = []
@@ -399,16 +406,7 @@ def write_ijb_release(cfg: SynthFaceConfig, root: str, prefix: str, ijb: IJBSpec
 # --------------------------------------------------------------------------------------------- release
 def generate(cfg: SynthFaceConfig, out: str, log=print) -> dict:
     """Write a complete release to ``out`` atomically (temp folder, then rename). Returns the manifest."""
-    out = os.path.abspath(out)
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    base = os.path.basename(out)
-    for stale in os.listdir(parent):  # leftovers of a killed run; a release is never written concurrently
-        if stale.startswith(f"{base}.tmp-") or stale.startswith(f"{base}.old-"):
-            shutil.rmtree(os.path.join(parent, stale), ignore_errors=True)
-    tmp = f"{out}.tmp-{os.getpid()}"
-    os.makedirs(tmp)
-    try:
+    with folder_written_atomically(out) as tmp:
         counts = {}
         for part, fn in [
             ("source", lambda: write_source(cfg, tmp)),
@@ -427,12 +425,4 @@ def generate(cfg: SynthFaceConfig, out: str, log=print) -> dict:
         with open(os.path.join(tmp, "synthface.json"), "w") as f:
             json.dump(manifest, f, indent=2, sort_keys=True)
             f.write("\n")
-        old = f"{out}.old-{os.getpid()}"
-        if os.path.exists(out):
-            os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-        return manifest
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return manifest
