@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 
 import pytest
 
@@ -44,7 +45,7 @@ def _listed(capsys, store) -> list[dict]:
 def test_store_kinds_and_redaction():
     assert store_kind("results/runs") == "file" and store_kind("") == ""
     assert store_kind("sqlite:///x.db") == store_kind("postgresql://h/db") == "sql"
-    assert store_kind("postgresql+psycopg2://h/db") == "sql" and store_kind("mongodb://h/db") == "mongo"
+    assert store_kind("postgresql+psycopg://h/db") == "sql" and store_kind("mongodb://h/db") == "mongo"
     with pytest.raises(ValueError, match="unknown URL scheme 'ftp'"):
         store_kind("ftp://host/x")
     assert redact_url("postgresql://me:secret@db:5432/runs") == "postgresql://me:***@db:5432/runs"
@@ -102,10 +103,11 @@ def postgres(tmp_path):
         pytest.skip("PostgreSQL is not installed (no initdb in /usr/lib/postgresql/*/bin or on PATH): "
                     "apt-get install postgresql")
     try:
-        import psycopg2  # noqa: F401
+        import psycopg  # noqa: F401
     except ImportError:
-        pytest.skip("psycopg2 is not installed (pip install -e '.[postgres]')")
-    base = "/tmp/cfsm-pg-" + os.urandom(4).hex()  # short: a Unix socket path has a ~100-character limit
+        pytest.skip("psycopg (SQLAlchemy's PostgreSQL driver) is not installed: pip install -e '.[postgres]'")
+    # a short folder of its own: a Unix socket path has a ~100-character limit (pytest's tmp_path can exceed it)
+    base = os.path.join(tempfile.gettempdir(), "cfsm-pg-" + os.urandom(4).hex())
     data, sock = os.path.join(base, "data"), os.path.join(base, "sock")
     os.makedirs(sock)
     run_as: list[str] = []

@@ -47,7 +47,7 @@ def tune_malloc(mmap_threshold: int = 32 << 20, trim_threshold: int = (1 << 31) 
 
 
 #: URL schemes of the database run stores (anything else is a FileStorage folder). ``postgresql`` also takes a
-#: driver suffix (``postgresql+psycopg2://``), as SQLAlchemy URLs do.
+#: driver suffix (``postgresql+psycopg://``), as SQLAlchemy URLs do.
 SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
 MONGO_SCHEMES = ("mongodb", "mongodb+srv")
 
@@ -80,7 +80,8 @@ def redact_url(store: str) -> str:
 
 def make_observer(store: str):
     """The Sacred observer of a run store (:func:`store_kind`): ``FileStorageObserver(folder)``; Sacred's
-    ``SqlObserver`` for ``sqlite://`` / ``postgresql://`` URLs (SQLAlchemy; PostgreSQL through psycopg2); Sacred's
+    ``SqlObserver`` for ``sqlite://`` / ``postgresql://`` URLs (SQLAlchemy; PostgreSQL through psycopg 3, SQLAlchemy
+    2.1's default driver: the ``postgres`` extra); Sacred's
     ``MongoObserver`` for ``mongodb://`` URLs (needs ``pymongo``, not installed by default; Omniboard reads that
     store). ``None`` for ``""``.
 
@@ -130,7 +131,7 @@ def make_observer(store: str):
 
     try:
         return NumericResultSqlObserver(store)  # Sacred's own engine and thread-local session
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:  # a bad URL, a missing driver (psycopg2)
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:  # a bad URL, a missing driver (psycopg)
         raise ValueError(f"run store {redact_url(store)}: {one_line(exc)}") from None
 
 
