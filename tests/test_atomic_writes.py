@@ -128,3 +128,34 @@ def test_the_walker_sees_raw_writes(source, expected):
     called as methods, at module level and inside classes; reads, ``os.open``, plain function calls and savers into
     :func:`write_atomic`'s file object are not writes."""
     assert raw_writes(source) == expected
+
+
+def test_a_staged_folder_is_published_whole_or_not_at_all(tmp_path):
+    """harness.core.atomic.StagedFolder: the old folder stays until publish replaces it whole; a failure inside the
+    ``with`` block leaves the old folder and no staging folder; a dead writer's staging folder is removed by the next
+    writer; the published folder has the usual permissions (not mkdtemp's 0700)."""
+    from harness.core.atomic import STAGE_TAG, StagedFolder, write_staged
+
+    out = tmp_path / "release"
+    out.mkdir()
+    (out / "old.txt").write_bytes(b"old")
+    with pytest.raises(RuntimeError), StagedFolder(str(out)) as staged:
+        os.makedirs(staged.path("sub"))
+        write_staged(staged.path("sub", "a.jpg"), b"\xff\xd8")
+        raise RuntimeError("killed half way")
+    assert sorted(os.listdir(tmp_path)) == ["release"] and os.listdir(out) == ["old.txt"]
+
+    dead = tmp_path / f".release.{STAGE_TAG}999999999-x"  # no such process
+    dead.mkdir()
+    with StagedFolder(str(out)) as staged:
+        assert not dead.exists() and os.path.dirname(staged.tmp) == str(tmp_path)
+        write_staged(staged.path("list.txt"), "a\nb\n")
+        write_staged(staged.path("img.bin"), b"\x00\x01")
+        assert os.listdir(out) == ["old.txt"]  # not yet visible
+        staged.publish()
+    assert sorted(os.listdir(tmp_path)) == ["release"]
+    assert sorted(os.listdir(out)) == ["img.bin", "list.txt"]
+    assert (out / "list.txt").read_bytes() == b"a\nb\n" and (out / "img.bin").read_bytes() == b"\x00\x01"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(out).st_mode & 0o777 == 0o777 & ~umask
