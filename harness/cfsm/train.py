@@ -64,6 +64,7 @@ from harness.core.config import RunConfig, plain, from_dict
 from harness.data.wider import CropFolderDataset, read_crop_list
 from harness.core.errors import require_dir, require_file
 from harness.core.atomic import load_torch
+from harness.core.resume import read_state, save_checkpoint
 from harness.models.cfsm import (
     CFSMConfig, CFSMGenerator, MultiScaleDiscriminator, identity_loss, lsgan_d_loss, lsgan_g_loss,
     orthogonality_loss, reconstruction_loss, save_generator,
@@ -323,34 +324,13 @@ def _state_key(cfg: Stage1Config) -> dict:
     return {"seed": d["seed"], "identity": d["identity"], "data": d["data"], "model": d["model"], "train": d["train"]}
 
 
-def _atomic_save(obj: Any, path: str) -> None:
-    """:func:`harness.engine.train.save_checkpoint`: atomic, and never a state whose weights are not finite."""
-    from harness.engine.train import save_checkpoint
-
-    save_checkpoint(path, obj)
-
-
 def _load_state(path: str, cfg: "Stage1Config") -> dict | None:
-    """The resumable state at ``path`` when it can continue this run; else None, saying why on stderr. A file that
-    cannot be read (truncated, foreign, pickled code) or holds non-finite weights is set aside as
-    ``<path>.unreadable-<time>`` / ``<path>.nonfinite-<time>`` (kept, out of the way), as ``harness.run`` does."""
-    from harness.engine.train import NonFiniteStateError, check_finite_state, set_aside
-
-    try:
-        state = load_torch(path, "stage-1 train state")
-    except Exception as exc:  # noqa: BLE001
-        aside = set_aside(path, "unreadable")
-        print(f"stage1: unreadable train state ({exc}): set aside as {aside}; starting fresh", file=sys.stderr)
-        return None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or state.get("key") != _state_key(cfg):
-        print(f"stage1: ignoring {path} (saved with another config)", file=sys.stderr)
-        return None
-    try:
-        check_finite_state(state, path)
-    except NonFiniteStateError as exc:
-        aside = set_aside(path, "nonfinite")
-        print(f"stage1: {exc}: not resumed, set aside as {aside}; starting fresh", file=sys.stderr)
-        return None
+    """The resumable state at ``path`` when it can continue this run; else None, saying why on stderr
+    (:func:`harness.core.resume.read_state`: a file that cannot be read or holds non-finite weights is set aside as
+    ``<path>.unreadable-<time>`` / ``<path>.nonfinite-<time>``, as ``harness.run`` does)."""
+    state, why = read_state(path, STATE_FORMAT, _state_key(cfg), label="stage-1 train state")
+    if state is None:
+        print(f"stage1: {why}", file=sys.stderr)
     return state
 
 
@@ -409,11 +389,11 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
         print(f"stage1: resuming from {state_path} at step {start}/{total}", file=sys.stderr)
 
     def save_state(step: int) -> None:
-        _atomic_save({
+        save_checkpoint(state_path, {
             "format": STATE_FORMAT, "key": _state_key(cfg), "step": step,
             "G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
             "source": src_sampler.state_dict(), "target": tgt_sampler.state_dict(), "o_gen": o_gen.get_state(),
-        }, state_path)
+        }, hint="lower train.lr or check the data")
 
     def get_source() -> torch.Tensor:
         idx = train_idx[src_sampler.next()]

@@ -21,8 +21,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 
+from harness.core.atomic import StagedFolder, write_staged
 from harness.synthface.generate import IJBSpec, SynthFaceConfig, write_ijb_release
 
 __all__ = ["DOMAIN_VALIDATION", "STREAM_VALIDATION", "FOLDER", "PREFIX", "VALIDATION_SPECS", "validation_spec",
@@ -46,23 +46,10 @@ def write_validation(cfg: SynthFaceConfig, release: str, spec: IJBSpec | None = 
     """Write ``<release>/IJB_release/VAL`` (replacing an old one) for the release's config ``cfg``; returns the
     counts (also in ``validation.json`` there)."""
     spec = spec or validation_spec(cfg)
-    root = os.path.join(release, FOLDER)
-    tmp = f"{root}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(os.path.dirname(root), exist_ok=True)
-    try:
-        counts = write_ijb_release(cfg, tmp, PREFIX, spec, STREAM_VALIDATION, DOMAIN_VALIDATION)
+    with StagedFolder(os.path.join(release, FOLDER)) as staged:  # a killed run's staging folder is removed later
+        counts = write_ijb_release(cfg, staged.tmp, PREFIX, spec, STREAM_VALIDATION, DOMAIN_VALIDATION)
         info = {"domain": DOMAIN_VALIDATION, "seed": cfg.seed, "size": cfg.size, "spec": dataclasses.asdict(spec),
                 "counts": counts}
-        with open(os.path.join(tmp, "validation.json"), "w") as f:
-            json.dump(info, f, indent=2, sort_keys=True)
-            f.write("\n")
-        old = f"{root}.old-{os.getpid()}"
-        if os.path.exists(root):
-            os.replace(root, old)
-        os.replace(tmp, root)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_staged(staged.path("validation.json"), json.dumps(info, indent=2, sort_keys=True) + "\n")
+        staged.publish()
     return counts
