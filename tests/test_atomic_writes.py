@@ -29,6 +29,10 @@ ALLOWED = {
         "the RecordIO 'property' file: a temporary file fsynced and os.replace-d after the .rec/.idx pair",
     ("harness/core/runtime.py", "PathLock.acquire", "fdopen"):
         "the lock file, created with O_CREAT | O_EXCL: its creation is the lock, a temporary file would defeat it",
+    ("harness/cfsm/subspace.py", "figure_png", "save"): "Image.save into an in-memory buffer (the PNG's bytes)",
+    ("harness/launch/jobs.py", "JobRunner.run", "open"):
+        "a sweep job's log, opened for appending and handed to the child process as its stdout: a log grows while "
+        "the job runs (a relaunch appends), it is never replaced as a whole",
 }
 
 
