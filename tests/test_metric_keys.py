@@ -18,10 +18,12 @@ RESULTS = pathlib.Path(__file__).parent / "golden" / "tables" / "results"
 
 
 def test_writers_and_parser_agree():
-    cases = {mk.tar_key(1e-4): ("tar", "0.0001", None), mk.tar_key(0.001, "stills_only"): ("tar", "0.001", "stills_only"),
+    cases = {mk.tar_key(1e-4): ("tar", "0.0001", None),
+             mk.tar_key(0.001, "stills_only"): ("tar", "0.001", "stills_only"),
              mk.rank_key(5, "joined"): ("rank", 5, "joined"), mk.rank_key(20): ("rank", 20, None),
              mk.tpir_key(0.01, block="V2S"): ("tpir@fpir", "0.01", "V2S"),
-             mk.tpir_key(0.1, "far", "joined"): ("tpir@far", "0.1", "joined"), "accuracy_std": ("name", "accuracy_std", None)}
+             mk.tpir_key(0.1, "far", "joined"): ("tpir@far", "0.1", "joined"),
+             "accuracy_std": ("name", "accuracy_std", None)}
     assert list(cases)[:4] == ["tar@0.0001", "stills_only.tar@0.001", "joined.rank5", "rank20"]
     for key, (kind, arg, block) in cases.items():
         k = mk.parse(key)

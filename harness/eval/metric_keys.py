@@ -74,7 +74,7 @@ class MetricKey:
 
 
 def parse(key: str) -> MetricKey:
-    """The inverse of the writers above: ``parse(str(k)) == k``. A key that is not of the grammar is a ``ValueError``."""
+    """The inverse of the writers above: ``parse(str(k)) == k``. A key not of the grammar is a ``ValueError``."""
     if not isinstance(key, str) or not key:
         raise ValueError(f"{key!r} is not a metric key")
     head = key.split("@")[0]

@@ -151,9 +151,9 @@ def selection_markdown(sel: list[Selection], validation: tuple[str, str], oracle
             f"test metric `{oracle[0]}` `{oracle[1]}`, which selection on test data would have picked.")
     out = [f"{level} Model selection on validation", "", head, ""]
     if not equal:
-        out += ["**Unequal tuning budget**: " + ", ".join(f"`{m}` {n} draw{'s' if n != 1 else ''}" for m, n in
-                                                          budget.items()) + " (the protocol gives every method the same "
-                                                                            "number of draws; compare with care).", ""]
+        counts = ", ".join(f"`{m}` {n} draw{'s' if n != 1 else ''}" for m, n in budget.items())
+        out += [f"**Unequal tuning budget**: {counts} (the protocol gives every method the same number of draws; "
+                f"compare with care).", ""]
     rows = []
     for s in sel:
         diff = "-" if s.selected_test is None or s.oracle_test is None else signed(s.selected_test - s.oracle_test)
