@@ -9,7 +9,12 @@ import os
 import pytest
 import torch
 
-from harness.core.resume import NonFiniteStateError, read_state, require_state, save_checkpoint
+from harness.core.resume import (
+    NonFiniteStateError,
+    read_state,
+    require_state,
+    save_checkpoint,
+)
 
 FORMAT = "test-state/1"
 KEY = {"seed": 1, "train": {"lr": 0.0001, "betas": [0.5, 0.999]}}
