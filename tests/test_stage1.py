@@ -65,6 +65,8 @@ def test_params_yaml_stage1_section_is_a_valid_config():
     cfg = stage1.make_config([])
     assert cfg.model.image_size == 32 and cfg.train.lr == 5e-4 and cfg.train.recon_weight == 10
     assert {d["key"] for d in deviations(cfg)} >= {"model.image_size", "model.adain_scale", "train.lr", "train.recon_weight"}
+    ema = {d["key"]: d for d in deviations(cfg)}["train.ema_decay"]  # the CPU default saves an EMA of G
+    assert ema["release"] == 0.0 and ema["ours"] == cfg.train.ema_decay > 0 and ema["why"].startswith("CPU default")
 
 
 def test_tiny_run_writes_generator_metrics_and_pictures(tiny_release, identity_ckpt, tmp_path):
@@ -85,7 +87,15 @@ def test_tiny_run_writes_generator_metrics_and_pictures(tiny_release, identity_c
     assert all(v >= 0 for v in fd.values())
     ident = metrics["identity"]
     assert -1 <= ident["cos_synth"] <= 1 and ident["trained_target_mag_3"] == pytest.approx(0.65)
-    assert set(metrics["targets"]) == {"fd_ratio_le_0.6", "identity_gap_le_0.05", "fd_monotone_in_magnitude"}
+    assert set(metrics["targets"]) == {"fd_ratio_le_0.6", "identity_gap_le_0.05", "fd_monotone_in_magnitude",
+                                       "fd_ratio", "fd_ratio_max", "identity_gap", "identity_gap_min", "met"}
+    # the quality-targets block restates the measured figures beside issue 19's thresholds
+    targets = metrics["targets"]
+    assert targets["fd_ratio"] == fd["synth_over_source"] and targets["identity_gap"] == ident["gap"]
+    assert (targets["fd_ratio_max"], targets["identity_gap_min"]) == (0.6, -0.05)
+    assert targets["met"] is (fd["synth_over_source"] <= 0.6 and ident["gap"] >= -0.05)
+    assert targets["fd_ratio_le_0.6"] is (fd["synth_over_source"] <= 0.6)
+    assert "last_iterate" not in metrics and doc["train"]["saved"] == "last_iterate"  # no EMA by default
     # Adam + the orthogonality loss keep U orthonormal after a few steps.
     assert metrics["subspace"]["orthogonality_mse"] < 1e-4
     mag = Image.open(doc["figures"]["magnitude"])
@@ -102,6 +112,56 @@ def test_resume_after_a_kill_gives_the_uninterrupted_weights(tiny_release, ident
     assert resumed.resumed_from == 5
     for k, v in full.items():
         torch.testing.assert_close(resumed.generator.state_dict()[k], v, rtol=0, atol=0, msg=k)
+
+
+def test_quality_targets_are_met_only_within_both_thresholds():
+    from harness.cfsm.analysis import FD_RATIO_MAX, IDENTITY_GAP_MIN, quality_targets
+
+    assert (FD_RATIO_MAX, IDENTITY_GAP_MIN) == (0.6, -0.05)  # issue 19: FD <= 0.6x the raw source, gap >= -0.05
+    assert quality_targets(0.6, -0.05)["met"] is True  # both bounds inclusive
+    assert quality_targets(0.3, 0.2)["met"] is True  # keeping more identity than the true degradation is no miss
+    assert quality_targets(0.601, 0.0)["met"] is False
+    assert quality_targets(0.5, -0.0501)["met"] is False
+    assert quality_targets(float("nan"), 0.0)["met"] is False
+    no_pairs = quality_targets(0.5, None)  # real data: no clean/degraded pairs, the gap is not measured
+    assert no_pairs["met"] is None and no_pairs["identity_gap"] is None and no_pairs["fd_ratio"] == 0.5
+
+
+def test_ema_generator_is_the_moving_average_of_the_iterates(tiny_release, identity_ckpt, tmp_path):
+    """With train.ema_decay d the saved G after n steps is the weighted mean sum_k w_k G_k / sum_k w_k of the
+    iterates G_1 .. G_n with w_k = d^(n-k) (the initialisation carries no weight), computed here in float64 from
+    the iterates, read one step at a time from resumed runs (the train state holds G after each step); the EMA
+    itself survives the resumes."""
+    d, n = 0.7, 6
+    cfg = _cfg(tiny_release, identity_ckpt, tmp_path, **{"train.ema_decay": d, "train.iterations": n})
+    train_stage1(cfg, stop_after=0)  # saves the initial state
+    iterates = [torch.load(tmp_path / "train_state.pt", weights_only=True)["G"]]
+    for _ in range(n - 1):
+        train_stage1(cfg, stop_after=1)
+        iterates.append(torch.load(tmp_path / "train_state.pt", weights_only=True)["G"])
+    last = train_stage1(cfg, stop_after=1)
+    assert last.steps == n and last.last_iterate is not None
+    iterates.append(last.last_iterate.state_dict())
+    names = [k for k, _ in last.generator.named_parameters()]
+    weights = [d ** (n - k) for k in range(1, n + 1)]
+    saved = last.generator.state_dict()
+    for name in names:
+        mean = sum(w * g[name].double() for w, g in zip(weights, iterates[1:])) / sum(weights)
+        torch.testing.assert_close(saved[name].double(), mean, rtol=0, atol=1e-6, msg=name)
+    moved = [k for k in names if not torch.equal(iterates[-1][k], iterates[0][k])]
+    assert moved and any(not torch.allclose(saved[k], iterates[-1][k]) for k in moved)  # not the last iterate
+
+
+def test_an_ema_run_saves_the_average_and_records_the_last_iterate(tiny_release, identity_ckpt, tmp_path):
+    doc = run_stage1(_cfg(tiny_release, identity_ckpt, tmp_path, **{"train.ema_decay": 0.9}))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert doc["train"]["ema_decay"] == 0.9 and doc["train"]["saved"] == "ema"
+    assert {d["key"]: d["ours"] for d in doc["deviations"]}["train.ema_decay"] == 0.9
+    last = metrics["last_iterate"]
+    assert set(last) == {"fd_ratio", "fd_ratio_max", "identity_gap", "identity_gap_min", "met"}
+    assert last["met"] is (last["fd_ratio"] <= 0.6 and last["identity_gap"] >= -0.05)
+    assert metrics["targets"]["fd_ratio"] == metrics["fd"]["synth_over_source"]
+    assert last["fd_ratio"] != metrics["targets"]["fd_ratio"]  # another generator was measured
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_state(tiny_release, identity_ckpt, tmp_path, monkeypatch):

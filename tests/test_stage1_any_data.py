@@ -34,7 +34,11 @@ def test_the_analysis_runs_without_pairs_on_held_out_source_and_target(toy_stage
     ident = s["identity"]
     assert {f"mag_{a}" for a in range(7)} <= set(ident) and -1 <= ident["cos_synth"] <= 1
     assert ident["trained_target_mag_3"] == pytest.approx(0.65) and "cos_degraded" not in ident
-    assert s["targets"].keys() == {"fd_ratio_le_0.6", "fd_monotone_in_magnitude"}
+    assert s["targets"].keys() == {"fd_ratio_le_0.6", "fd_monotone_in_magnitude", "fd_ratio", "fd_ratio_max",
+                                   "identity_gap", "identity_gap_min", "met"}
+    # without clean/degraded pairs the identity gap is not measured, so whether the targets were met is unknown
+    assert s["targets"]["identity_gap"] is None and s["targets"]["met"] is None
+    assert s["targets"]["fd_ratio"] == s["fd"]["synth_over_source"]
     assert 0 <= s["subspace"]["orthogonality_mse"] < 1e-2 and "similarity_to_init" in s["subspace"]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["fd"] == s["fd"] and metrics["identity"] == s["identity"]

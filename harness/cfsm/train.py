@@ -17,6 +17,11 @@ identity network ``f`` (a ``harness.run`` checkpoint, by default the trunk's ``s
   at each phase start (``train.reset_optimizers``). With ``train.iterations`` > 0 the run is that many iterations
   and the phases keep their 5 : 4 : 13 proportions (:func:`phase_bounds`). A resumed run behaves exactly as the
   uninterrupted one, at a phase boundary too (the reset happens at the boundary step itself).
+* Saved generator: the release saves G's last iterate. With ``train.ema_decay`` > 0 (the CPU default, a declared
+  deviation) an exponential moving average of G's weights over the G steps (:class:`ParameterEMA`, bias-corrected
+  so the initialisation carries no weight) is saved and analysed instead: the last iterate of the short CPU run
+  oscillates with the adversarial game and its quality depends on the seed. Training is unchanged; the last
+  iterate's quality is recorded beside the average's (``metrics.json`` ``last_iterate`` and ``targets``).
 
 The dataclass defaults are the released recipe; ``params.yaml`` (section ``stage1``) holds the CPU default. How a
 run differs from the release (architecture, training values, run length, identity network, data) is listed by
@@ -27,7 +32,9 @@ Analysis on any data (:mod:`harness.cfsm.analysis`): ``analysis.holdout_source``
 ``analysis.holdout_target`` target crops (each at most a fifth of its set, seeded) are kept out of training; on
 them the run measures the FD to the target and the identity cosine by magnitude, U's orthogonality, and draws the
 magnitude and basis pictures. SynthFace's clean/degraded pairs (``data.pairs``) add the true degradation's FD and
-identity cosine where present.
+identity cosine where present. ``metrics.json`` ``targets`` states the FD ratio and identity gap beside the quality
+thresholds (:data:`harness.cfsm.analysis.FD_RATIO_MAX`, :data:`harness.cfsm.analysis.IDENTITY_GAP_MIN`) and whether
+both were met.
 
 Robustness: the run checkpoints its whole state (G, D, both optimisers, step, every RNG) atomically every
 ``checkpoint_every`` iterations to ``<out>/train_state.pt`` and resumes from it when the config matches. A NaN or
@@ -102,6 +109,9 @@ class Stage1Train:
     ua: float = 6.0
     lm: float = 0.05
     um: float = 0.65
+    # > 0: an exponential moving average of G's weights over the G steps (decay ema_decay, bias-corrected) is the
+    # generator saved and analysed; the last iterate is analysed too. Released: 0, the last iterate is saved.
+    ema_decay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -303,6 +313,55 @@ class Stage1Result:
     identity: "IdentityNet"
     held_out_source: torch.Tensor | None = None  # source images kept out of training, for the analysis
     phase_bounds: list[int] = field(default_factory=list)
+    last_iterate: CFSMGenerator | None = None  # with train.ema_decay > 0: G's last iterate (``generator`` is the EMA)
+
+
+class ParameterEMA:
+    """An exponential moving average of a module's parameters over the optimiser steps (averaging GAN generator
+    weights: Yazici et al., "The Unusual Effectiveness of Averaging in GAN Training", ICLR 2019; Karras et al.,
+    ProGAN, ICLR 2018), bias-corrected as Adam's moments are (Kingma & Ba, ICLR 2015, Sec. 3): after step ``n`` the
+    average is ``sum_k (1 - d) d^(n-k) p_k / (1 - d^n)`` over the iterates ``p_1 .. p_n``, so the initial weights
+    carry no weight however short the run. Buffers are not averaged (the generator has none that training
+    changes)."""
+
+    def __init__(self, module: torch.nn.Module, decay: float):
+        self.decay = float(decay)
+        self.names = [n for n, _ in module.named_parameters()]
+        self.shadow = [torch.zeros_like(p.detach()) for _, p in module.named_parameters()]
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module) -> None:
+        for avg, p in zip(self.shadow, module.parameters()):
+            avg.lerp_(p.detach(), 1.0 - self.decay)
+        self.updates += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"updates": self.updates, "shadow": dict(zip(self.names, self.shadow))}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if list(state["shadow"]) != self.names:
+            raise ValueError("stage-1 train state: the EMA holds other parameters than the generator")
+        for avg, value in zip(self.shadow, state["shadow"].values()):
+            avg.copy_(value)
+        self.updates = int(state["updates"])
+
+    def averaged(self) -> dict[str, torch.Tensor]:
+        """The bias-corrected average (no update yet: empty, the module's own weights stand)."""
+        if self.updates == 0:
+            return {}
+        scale = 1.0 - self.decay ** self.updates
+        return {n: avg / scale for n, avg in zip(self.names, self.shadow)}
+
+    def generator(self, G: CFSMGenerator) -> CFSMGenerator:
+        """A new generator like ``G`` (eval mode, same device) holding the averaged parameters (built on the meta
+        device, so no random initialisation runs and no RNG state changes)."""
+        with torch.device("meta"):
+            out = CFSMGenerator(G.config)
+        device = next(G.parameters()).device
+        out = out.to_empty(device=device)
+        out.load_state_dict({**G.state_dict(), **self.averaged()})
+        return out.eval()
 
 
 def total_iterations(cfg: Stage1Config, n_source: int) -> int:
@@ -350,6 +409,8 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
     t = cfg.train
     if t.ortho_form not in ("squared_mean", "l1"):
         raise ValueError(f"config train.ortho_form={t.ortho_form!r}: expected 'squared_mean' or 'l1'")
+    if not 0.0 <= t.ema_decay < 1.0:
+        raise ValueError(f"config train.ema_decay={t.ema_decay!r}: expected 0 (off) or a decay in (0, 1)")
     phase_bounds(t, t.batch_size)  # validates the schedule before any data is read
 
     # Data and f first: every input problem fails before any training.
@@ -363,6 +424,7 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
     G = CFSMGenerator(cfg.model).to(device)
     D = MultiScaleDiscriminator(cfg.model).to(device)
     initial_basis = G.subspace.U.detach().clone()  # before any resume: the seeded initialisation
+    ema = ParameterEMA(G, t.ema_decay) if t.ema_decay > 0 else None
     opt_g = torch.optim.Adam(G.parameters(), lr=t.lr, betas=tuple(t.betas))
     opt_d = torch.optim.Adam(D.parameters(), lr=t.lr, betas=tuple(t.betas))
     train_idx, held_idx = split_source(len(source), cfg.analysis.holdout_source, cfg.seed)
@@ -385,6 +447,8 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
         opt_g.load_state_dict(state["opt_g"]), opt_d.load_state_dict(state["opt_d"])
         src_sampler.load_state_dict(state["source"]), tgt_sampler.load_state_dict(state["target"])
         o_gen.set_state(state["o_gen"])
+        if ema is not None:
+            ema.load_state_dict(state["G_ema"])
         start = int(state["step"])
         print(f"stage1: resuming from {state_path} at step {start}/{total}", file=sys.stderr)
 
@@ -393,6 +457,7 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
             "format": STATE_FORMAT, "key": _state_key(cfg), "step": step,
             "G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
             "source": src_sampler.state_dict(), "target": tgt_sampler.state_dict(), "o_gen": o_gen.get_state(),
+            **({"G_ema": ema.state_dict()} if ema is not None else {}),
         }, hint="lower train.lr or check the data")
 
     def get_source() -> torch.Tensor:
@@ -439,6 +504,8 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
         opt_g.zero_grad(set_to_none=True)
         losses["g"].backward()
         opt_g.step()
+        if ema is not None:
+            ema.update(G)
 
         D.requires_grad_(True)
         out = D(torch.cat([xt, fake.detach()]))
@@ -468,9 +535,10 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
     if end < total:
         save_state(end)
     G.eval()
-    return Stage1Result(generator=G, steps=end, seconds=seconds, resumed_from=start, losses=last,
+    saved, last_iterate = (ema.generator(G), G) if ema is not None else (G, None)
+    return Stage1Result(generator=saved, steps=end, seconds=seconds, resumed_from=start, losses=last,
                         initial_basis=initial_basis, held_out=held_out, identity=f, held_out_source=held_source,
-                        phase_bounds=bounds)
+                        phase_bounds=bounds, last_iterate=last_iterate)
 
 
 def _check_finite(losses: dict[str, torch.Tensor], step: int, state_path: str, start: int) -> None:
@@ -488,7 +556,7 @@ def run_stage1(cfg: Stage1Config, log=None, progress: bool = False) -> dict:
     """Train, analyse, write ``generator.pt``, ``analysis.json``, ``metrics.json`` and the figures; returns the
     metrics document. The resume state is removed once everything is written."""
     from harness.core.atomic import write_json_atomic
-    from harness.cfsm.analysis import analyse, write_figures
+    from harness.cfsm.analysis import analyse, quality_targets, write_figures
 
     result = train_stage1(cfg, log=log, progress=progress)
     G = result.generator
@@ -499,7 +567,8 @@ def run_stage1(cfg: Stage1Config, log=None, progress: bool = False) -> dict:
                   "final_losses": result.losses, "device": str(device),
                   "phases": [{"lambda_id": float(lam), "from": a, "to": b}
                              for lam, a, b in zip(cfg.train.lambda_id, bounds[:-1], bounds[1:])],
-                  "reset_optimizers": cfg.train.reset_optimizers}
+                  "reset_optimizers": cfg.train.reset_optimizers, "ema_decay": cfg.train.ema_decay,
+                  "saved": "ema" if result.last_iterate is not None else "last_iterate"}
     analysis: dict[str, Any] = {}
     figures: dict[str, str] = {}
     held_out, f = result.held_out, result.identity
@@ -509,6 +578,11 @@ def run_stage1(cfg: Stage1Config, log=None, progress: bool = False) -> dict:
         t0 = time.perf_counter()
         analysis = analyse(G, f, held_source, held_out, cfg.analysis, seed=cfg.seed,
                            initial_basis=result.initial_basis, train=cfg.train, pairs=pairs)
+        if result.last_iterate is not None:  # what the run would have saved without the EMA, for comparison
+            last = analyse(result.last_iterate, f, held_source, held_out,
+                           dataclasses.replace(cfg.analysis, magnitudes=()), seed=cfg.seed, pairs=pairs)["summary"]
+            analysis["summary"]["last_iterate"] = quality_targets(last["fd"]["synth_over_source"],
+                                                                  last["identity"].get("gap"))
         analysis["seconds"] = round(time.perf_counter() - t0, 1)
         figures = write_figures(G, held_source, cfg.analysis, cfg.figures, seed=cfg.seed)
     else:
