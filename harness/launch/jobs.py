@@ -61,13 +61,20 @@ def job_state(job_dir: str) -> tuple[str, str]:
     return "missing", ""
 
 
+#: ``python -m harness.run`` with SIGINT restored to Python's KeyboardInterrupt: a process started in the background
+#: by a shell without job control (``cmd &``, ``nohup``) inherits SIGINT ignored, and then :meth:`JobRunner.interrupt`
+#: could not stop the run cleanly (its ``finally`` blocks release its locks)
+RUN_MODULE = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+              "runpy.run_module('harness.run', run_name='__main__', alter_sys=True)")
+
+
 def job_command(job_dir: str, gpus: int = 1) -> list[str]:
     """The command of a job: ``harness.run`` on its params file; under torchrun on ``gpus`` processes when > 1."""
     params = os.path.join(job_dir, "params.yaml")
     if gpus > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(gpus),
                 "-m", "harness.run", "--params", params]
-    return [sys.executable, "-m", "harness.run", "--params", params]
+    return [sys.executable, "-c", RUN_MODULE, "--params", params]
 
 
 def error_line(log_path: str) -> str:
@@ -110,10 +117,13 @@ class JobRunner:
         except LockHeldError:
             return {"hash": digest, "state": "running", "detail": job_state(self.job_dir)[1], "rc": None}
         try:
-            try:
-                os.unlink(os.path.join(self.job_dir, "failed.json"))
-            except FileNotFoundError:
-                pass
+            # The job lock is held: no other attempt of this job runs, so a checkpoint lock left in its folder is a
+            # killed attempt's (possibly on another node, which PathLock never judges stale): remove it.
+            for left in ("failed.json", "model.pt.lock"):
+                try:
+                    os.unlink(os.path.join(self.job_dir, left))
+                except FileNotFoundError:
+                    pass
             env = {**os.environ, **self.env}
             env["PYTHONPATH"] = os.pathsep.join(p for p in (job["cwd"], env.get("PYTHONPATH", "")) if p)
             cmd = job_command(self.job_dir, self.gpus)

@@ -9,6 +9,10 @@ periodic train state stays) and hands submitit the same task to requeue (at most
 requeued task runs ``harness.run`` again, whose ``resume=auto`` continues exactly from that train state
 (:mod:`harness.engine.train`).
 
+``status`` reads the job folders, not Slurm's queue: a queued task's job is ``missing`` until it starts. Relaunch
+once the array has ended (``squeue``); a task submitted twice finds its job done or held by the other one and ends
+at once.
+
 submitit pickles the task (cloudpickle) into its own job folder (``<sweep dir>/submitit/``) and unpickles it on the
 node: those are submitit's own job files, written and read by this launcher, never a file a user supplies.
 
