@@ -36,8 +36,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from harness.core.config import RunConfig, apply_overrides, load_params  # noqa: E402
-from harness.core.runtime import tune_malloc  # noqa: E402
+from harness.core.config import RunConfig, apply_overrides, load_params
+from harness.core.runtime import tune_malloc
 
 
 class Row:
@@ -78,7 +78,13 @@ def profile_data(cfg: RunConfig, cache_dir: str) -> list[Row]:
 # ---------------------------------------------------------------------------------------------------- train
 def profile_train(cfg: RunConfig, methods: list[str], steps: int) -> list[Row]:
     from harness.data.loaders import SourceData, TargetData, to_model_input
-    from harness.engine.train import TrainStep, build_optimizer, build_scaler, poly_lr, set_lr
+    from harness.engine.train import (
+        TrainStep,
+        build_optimizer,
+        build_scaler,
+        poly_lr,
+        set_lr,
+    )
     from harness.models.build import build_model
     from methods import Batch, FRModel, build_method, get_method, resolve_hparams
 
@@ -89,13 +95,14 @@ def profile_train(cfg: RunConfig, methods: list[str], steps: int) -> list[Row]:
     source = SourceData(rec, cfg.data.input_size, cfg.optim.batch_size, 0, cfg.data.flip, True, decode_cache=cache)
     target = TargetData(os.path.join(troot, "crops"), os.path.join(troot, cfg.data.target_list), cfg.data.input_size,
                         cfg.optim.batch_size, 0, decode_cache=cache)
-    total_steps = max(1, int(round(cfg.optim.epochs * source.steps_per_epoch)))
+    total_steps = max(1, round(cfg.optim.epochs * source.steps_per_epoch))
     fmt = torch.channels_last if cfg.model.channels_last else torch.contiguous_format
     amp = cfg.amp == "on"
     for name in methods:
         from harness.core.config import with_method_hparams
 
-        mcfg = with_method_hparams(apply_overrides(cfg, {"method": name}), "params.yaml", lambda m: get_method(m).hparams())
+        mcfg = with_method_hparams(apply_overrides(cfg, {"method": name}), "params.yaml",
+                                   lambda m: get_method(m).hparams())
         get_method(name).preflight(resolve_hparams(name, mcfg.hparams_seed, mcfg.hparams))
         torch.manual_seed(0)
         backbone, head = build_model(mcfg, source.num_classes, amp=amp)
@@ -114,7 +121,8 @@ def profile_train(cfg: RunConfig, methods: list[str], steps: int) -> list[Row]:
             set_lr(optimizer, poly_lr(warm + i, mcfg.optim.lr, 0, total_steps, mcfg.optim.poly_power))
             t0 = time.perf_counter()
             x, y = source.next_batch()
-            batch = Batch(x=to_model_input(x, mcfg.data.channel_order).contiguous(memory_format=fmt), y=y, step=warm + i)
+            x = to_model_input(x, mcfg.data.channel_order).contiguous(memory_format=fmt)
+            batch = Batch(x=x, y=y, step=warm + i)
             if method.uses_target:
                 batch.xt = to_model_input(target.next_batch(), mcfg.data.channel_order).contiguous(memory_format=fmt)
             t1 = time.perf_counter()
@@ -162,7 +170,8 @@ def profile_eval(cfg: RunConfig, checkpoint: str, label: str) -> list[Row]:
         state = load_torch(checkpoint, "checkpoint")
     from harness.data.recordio import FaceRecDataset
 
-    num_classes = state["num_classes"] if state else FaceRecDataset(os.path.join(cfg.data.release, cfg.data.rec)).num_classes
+    rec = os.path.join(cfg.data.release, cfg.data.rec)
+    num_classes = state["num_classes"] if state else FaceRecDataset(rec).num_classes
     torch.manual_seed(0)
     backbone, _ = build_model(cfg, num_classes)
     if state:
@@ -185,7 +194,8 @@ def profile_eval(cfg: RunConfig, checkpoint: str, label: str) -> list[Row]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--release", default="", help="the release (default: params.yaml run.data.release)")
-    ap.add_argument("--methods", default="all", help="comma-separated, 'all' (params.yaml methods + cfsm_methods) or 'none'")
+    ap.add_argument("--methods", default="all",
+                    help="comma-separated, 'all' (params.yaml methods + cfsm_methods) or 'none'")
     ap.add_argument("--steps", type=int, default=6, help="timed training steps per method (after one untimed)")
     ap.add_argument("--checkpoint", default="", help="the model evaluated (default: random initialisation)")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: data, train, eval")

@@ -22,8 +22,8 @@ def _source(release: str, cache: str, seed: int = 0) -> SourceData:
 
 def test_decoded_source_cache_gives_the_same_batches(toy_rec_release, tmp_path):
     cache = str(tmp_path / "decoded")
-    plain, written, read = _source(toy_rec_release, ""), _source(toy_rec_release, cache), _source(toy_rec_release, cache)
-    assert (plain.decode_cache["status"], written.decode_cache["status"], read.decode_cache["status"]) == ("off", "written", "hit")
+    plain, written, read = (_source(toy_rec_release, c) for c in ("", cache, cache))
+    assert [s.decode_cache["status"] for s in (plain, written, read)] == ["off", "written", "hit"]
     assert len([f for f in os.listdir(cache) if f.endswith(".npy")]) == 1
     assert plain.images.dtype == read.images.dtype == torch.uint8
     assert torch.equal(plain.images, written.images) and torch.equal(plain.images, read.images)
@@ -85,7 +85,8 @@ class Recorder(torch.nn.Module):
 def tiny_model(tiny_release):
     from harness.models.build import build_model
 
-    cfg = apply_overrides(RunConfig(), {"data.release": tiny_release, "model.widths": "8,8,16,16", "model.embedding_size": 16})
+    cfg = apply_overrides(RunConfig(), {"data.release": tiny_release, "model.widths": "8,8,16,16",
+                                        "model.embedding_size": 16})
     torch.manual_seed(0)
     backbone, _ = build_model(cfg, 24)
     return cfg, backbone
@@ -138,8 +139,9 @@ def test_training_with_the_decode_cache_ends_with_the_same_weights(toy_rec_relea
     cache did; with ``phase_seconds`` set, the step's phases are timed (and nothing else changes)."""
     from harness.engine.train import train
 
-    cfg = apply_overrides(RunConfig(), {"data.release": toy_rec_release, "data.input_size": 32, "model.widths": "8,8,16,16",
-                                        "model.embedding_size": 16, "optim.batch_size": 8, "optim.epochs": 0.5,
+    cfg = apply_overrides(RunConfig(), {"data.release": toy_rec_release, "data.input_size": 32,
+                                        "model.widths": "8,8,16,16", "model.embedding_size": 16,
+                                        "optim.batch_size": 8, "optim.epochs": 0.5,
                                         "device": "cpu", "checkpoint_every": 0})
     cached = apply_overrides(cfg, {"data.decode_cache": str(tmp_path / "decoded")})
     runs = [train(c, progress=False) for c in (cfg, cached, cached)]
@@ -167,7 +169,8 @@ def test_train_step_phase_timing_changes_nothing(toy_rec_release):
         b, h = copy.deepcopy(backbone), copy.deepcopy(head)
         method = build_method("source_only", 16, 6)
         opt = build_optimizer(cfg.optim, b, h, method)
-        step = TrainStep(FRModel(backbone=b, raw=b, head=h), method, opt, build_scaler(cfg.optim, torch.device("cpu"), False), cfg.optim)
+        scaler = build_scaler(cfg.optim, torch.device("cpu"), False)
+        step = TrainStep(FRModel(backbone=b, raw=b, head=h), method, opt, scaler, cfg.optim)
         if timed:
             step.phase_seconds = {}
         for i in range(2):

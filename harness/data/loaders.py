@@ -171,7 +171,10 @@ class SourceData:
             key = {"kind": "source RecordIO", "input_size": int(input_size),
                    "records": _sha256_files([self.dataset.rec_path, self.dataset.idx_path, self.dataset.property_path]),
                    "items": hashlib.sha256(self.items.tobytes()).hexdigest(), "code": decoder_code_sha256()}
-            self.images, self.decode_cache = cached_decode(decode_cache, key, decode) if decode_cache else (decode(), self.decode_cache)
+            if decode_cache:
+                self.images, self.decode_cache = cached_decode(decode_cache, key, decode)
+            else:
+                self.images = decode()
         self.epoch = -1  # incremented when an epoch's permutation is drawn
         self.position = 0  # global samples consumed in the current epoch
         self.perm: torch.Tensor | None = None
@@ -244,7 +247,8 @@ class TargetData:
         if decode_cache:
             key = {"kind": "target crops", "input_size": int(input_size), "names": list(ds.names),
                    "crops": _sha256_files(os.path.join(ds.root, n) for n in ds.names), "code": decoder_code_sha256()}
-            self.images, self.decode_cache = cached_decode(decode_cache, key, lambda: load_images(ds.__getitem__, len(ds), input_size))
+            self.images, self.decode_cache = cached_decode(decode_cache, key,
+                                                           lambda: load_images(ds.__getitem__, len(ds), input_size))
         else:
             self.images = load_images(ds.__getitem__, len(ds), input_size)
         self.batch_size = batch_size

@@ -619,7 +619,8 @@ def _train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None
         "train_images": len(source), "num_classes": source.num_classes,
         "grad_clip": o.grad_clip, "grad_clip_scope": o.grad_clip_scope,
         # speed levers, recorded in every run (none changes a number: docs/cpu_profile.md section 4)
-        "decode_cache": {"source": source.decode_cache, **({"target": target.decode_cache} if target is not None else {})},
+        "decode_cache": {"source": source.decode_cache,
+                         **({"target": target.decode_cache} if target is not None else {})},
         "setup_seconds": round(setup_seconds, 3),  # data decoding (or its cache), model and method
     }
     if cfg.data.index_list:

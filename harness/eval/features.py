@@ -63,7 +63,8 @@ class CropCache:
         def recording(start: int, stop: int):
             x = load(start, stop)
             if kept is not None and self.status[index] == "written":
-                if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or (kept and x.shape[1:] != kept[0].shape[1:]):
+                same = not kept or x.shape[1:] == kept[0].shape[1:]
+                if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or not same:
                     self.status[index] = "uncacheable"
                     kept.clear()
                 else:
