@@ -483,7 +483,6 @@ def _train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None
     release = require_dir(cfg.data.release, "SynthFace/insightface release")
     o = cfg.optim
     check_clip_scope(o)  # before the data are read
-    t_data = time.perf_counter()
     source = SourceData(os.path.join(release, cfg.data.rec), cfg.data.input_size, cfg.optim.batch_size, cfg.seed, cfg.data.flip,
                         cfg.data.cache, rank=ctx.rank, world_size=ctx.world_size, index_list=cfg.data.index_list,
                         decode_cache=cfg.data.decode_cache)
@@ -495,7 +494,6 @@ def _train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None
         target = TargetData(os.path.join(troot, "crops"), os.path.join(troot, cfg.data.target_list), cfg.data.input_size,
                             cfg.optim.batch_size, cfg.seed, rank=ctx.rank, world_size=ctx.world_size,
                             decode_cache=cfg.data.decode_cache)
-    setup_seconds = time.perf_counter() - t_data  # decoding (or reading the decode cache), model and method built
     backbone.to(device), head.to(device), method.to(device)
     memory_format = torch.channels_last if cfg.model.channels_last else torch.contiguous_format
     backbone.to(memory_format=memory_format)
@@ -621,7 +619,6 @@ def _train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None
         # speed levers, recorded in every run (none changes a number: docs/cpu_profile.md section 4)
         "decode_cache": {"source": source.decode_cache,
                          **({"target": target.decode_cache} if target is not None else {})},
-        "setup_seconds": round(setup_seconds, 3),  # data decoding (or its cache), model and method
     }
     if cfg.data.index_list:
         from harness.core.atomic import file_sha256
