@@ -31,6 +31,13 @@ class DataConfig:
     index_list: str = ""
     input_size: int = 64
     cache: bool = True  # decode the whole source set once into memory (SynthFace sizes); False streams
+    # Speed only, never a number (docs/cpu_profile.md section 4): a folder where the decoded source and target
+    # images (uint8 .npy keyed by the stored bytes' SHA-256, the input size and the decoding code) are written once
+    # and read by every later run, bit-identical to decoding; "" = decode the JPEGs in every run.
+    decode_cache: str = ""
+    # The same for the evaluation's aligned crops (one .npy per benchmark feature pass, keyed by the benchmark's
+    # files, its loading knobs and the loading code), shared by every model's evaluation; "" = off.
+    crop_cache: str = ""
     flip: bool = True  # random horizontal flip (insightface's only training augmentation)
     channel_order: str = "RGB"
 

@@ -5,7 +5,11 @@ resumable, rank-sharded batches; and the uint8 -> model input conversion insight
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -13,6 +17,9 @@ import torch.nn.functional as F
 
 from harness.data.recordio import FaceRecDataset
 from harness.data.wider import CropFolderDataset, read_crop_list
+
+#: Bumped when what a decoded-image cache file holds changes in a way its key does not see.
+DECODE_CACHE_FORMAT = "cfsm-decoded/1"
 
 def to_model_input(images_u8: torch.Tensor, channel_order: str = "RGB") -> torch.Tensor:
     """(B, 3, H, W) uint8 RGB -> float32 normalised to [-1, 1] as insightface does: (x / 255 - 0.5) / 0.5."""
@@ -36,6 +43,58 @@ def load_images(get: Callable[[int], np.ndarray], n: int, size: int, chunk: int 
         stop = min(n, start + chunk)
         out[start:stop] = resize_u8(np.stack([get(i) for i in range(start, stop)]), size)
     return out
+
+
+def _sha256_files(paths: Iterable[str]) -> str:
+    """One SHA-256 over the bytes of ``paths``, in order (each file's length and bytes, so no two lists collide)."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            data = f.read()
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
+
+
+def decoder_code_sha256() -> str:
+    """The SHA-256 of the source of the modules that turn stored images into uint8 tensors (this module, the image
+    decoder, the RecordIO and crop-folder readers): a cache written by other decoding code is never read."""
+    from harness.data import images, recordio, wider
+
+    return _sha256_files([sys.modules[__name__].__file__, images.__file__, recordio.__file__, wider.__file__])
+
+
+def cached_decode(cache_dir: str, key: dict, decode: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, dict]:
+    """``decode()`` (a uint8 tensor) read from, or written once to, the decoded-image cache ``cache_dir``.
+
+    The file is ``<cache_dir>/<sha256 of key>.npy`` (``np.save`` of the tensor; ``key`` is a JSON-able mapping of
+    everything the images depend on: the stored bytes' content hash, the size, the decoding code, see
+    :func:`decoder_code_sha256`), written atomically (:func:`harness.core.atomic.write_atomic`) beside a
+    ``<sha256>.json`` holding ``key``, so concurrent runs never read a partial file; a file that does not load as
+    uint8 is decoded afresh and rewritten (said on stderr). The tensor returned is the same, bit for bit, either
+    way: the cache stores the decoded array itself. ``cache_dir`` "" decodes without a cache. Returns the tensor
+    and what happened (``{"folder", "file", "status": "hit" | "written" | "off"}``) for the run's record."""
+    if not cache_dir:
+        return decode(), {"status": "off"}
+    from harness.core.atomic import write_atomic, write_json_atomic
+
+    key = {"format": DECODE_CACHE_FORMAT, **key}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    path = os.path.join(cache_dir, f"{digest}.npy")
+    info = {"folder": cache_dir, "file": os.path.basename(path)}
+    if os.path.isfile(path):
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            if arr.dtype != np.uint8:
+                raise ValueError(f"dtype {arr.dtype}, expected uint8")
+            return torch.from_numpy(np.array(arr)), {**info, "status": "hit"}
+        except (OSError, ValueError) as exc:
+            print(f"{path}: unreadable decoded-image cache ({exc}); decoding afresh", file=sys.stderr)
+    images = decode()
+    os.makedirs(cache_dir, exist_ok=True)
+    write_json_atomic(key, os.path.join(cache_dir, f"{digest}.json"))
+    write_atomic(path, lambda f: np.save(f, images.numpy(), allow_pickle=False), binary=True)
+    return images, {**info, "status": "written"}
 
 
 def read_index_list(path: str, dataset: FaceRecDataset) -> np.ndarray:
@@ -87,7 +146,7 @@ class SourceData:
     """
 
     def __init__(self, root: str, input_size: int, batch_size: int, seed: int, flip: bool, cache: bool = True,
-                 rank: int = 0, world_size: int = 1, index_list: str = ""):
+                 rank: int = 0, world_size: int = 1, index_list: str = "", decode_cache: str = ""):
         self.dataset = FaceRecDataset(root)
         # the items trained on: every image, or the records an index list names (``data.index_list``)
         self.items = read_index_list(index_list, self.dataset) if index_list else np.arange(len(self.dataset), dtype=np.int64)
@@ -103,7 +162,19 @@ class SourceData:
             per = f" ({world_size} x {batch_size})" if world_size > 1 else ""
             where = f"{index_list} ({len(self)} of {len(self.dataset)} images of {root})" if index_list else f"{root}: {len(self)} images"
             raise ValueError(f"{where}, fewer than one batch of {self.global_batch}{per}")
-        self.images = load_images(lambda i: self.dataset[int(self.items[i])][0], len(self), input_size) if cache else None
+        self.decode_cache: dict = {"status": "off"}  # what the decoded-image cache did (data.decode_cache)
+        self.images = None
+        if cache:
+            def decode() -> torch.Tensor:
+                return load_images(lambda i: self.dataset[int(self.items[i])][0], len(self), input_size)
+
+            key = {"kind": "source RecordIO", "input_size": int(input_size),
+                   "records": _sha256_files([self.dataset.rec_path, self.dataset.idx_path, self.dataset.property_path]),
+                   "items": hashlib.sha256(self.items.tobytes()).hexdigest(), "code": decoder_code_sha256()}
+            if decode_cache:
+                self.images, self.decode_cache = cached_decode(decode_cache, key, decode)
+            else:
+                self.images = decode()
         self.epoch = -1  # incremented when an epoch's permutation is drawn
         self.position = 0  # global samples consumed in the current epoch
         self.perm: torch.Tensor | None = None
@@ -169,10 +240,17 @@ class TargetData:
     position is its generator's state."""
 
     def __init__(self, crops_root: str, list_file: str, input_size: int, batch_size: int, seed: int,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, decode_cache: str = ""):
         crops = read_crop_list(crops_root, list_file)
         ds = CropFolderDataset(crops)
-        self.images = load_images(ds.__getitem__, len(ds), input_size)
+        self.decode_cache: dict = {"status": "off"}  # what the decoded-image cache did (data.decode_cache)
+        if decode_cache:
+            key = {"kind": "target crops", "input_size": int(input_size), "names": list(ds.names),
+                   "crops": _sha256_files(os.path.join(ds.root, n) for n in ds.names), "code": decoder_code_sha256()}
+            self.images, self.decode_cache = cached_decode(decode_cache, key,
+                                                           lambda: load_images(ds.__getitem__, len(ds), input_size))
+        else:
+            self.images = load_images(ds.__getitem__, len(ds), input_size)
         self.batch_size = batch_size
         self.rank, self.world_size = rank, world_size
         self.global_batch = batch_size * world_size

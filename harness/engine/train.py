@@ -206,14 +206,27 @@ class TrainStep:
         self.clip_params = ([p for p in fr.raw.parameters() if p.requires_grad] if o.grad_clip_scope == "backbone"
                             else all_params)
         self.replicated = list(fr.head.parameters()) + [p for g in method.param_groups() for p in g["params"]]
+        #: Profiling (``benchmarks/pipeline_profile.py``): a dict here accumulates the seconds of each phase of
+        #: every step (``augment``, ``loss`` = the method's forward, ``backward``, ``optimizer`` = clipping and the
+        #: optimiser step); None (default) times nothing. On CPU the phases are synchronous, so the split is exact.
+        self.phase_seconds: dict[str, float] | None = None
+
+    def _lap(self, phase: str, t0: float) -> float:
+        t = time.perf_counter()
+        if self.phase_seconds is not None:
+            self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + t - t0
+        return t
 
     def __call__(self, batch: Batch) -> tuple[torch.Tensor, dict]:
         step, ctx, optimizer, scaler = batch.step, self.ctx, self.optimizer, self.scaler
+        t = time.perf_counter()
         # No autocast around the step (as released): with AMP the backbone autocasts its own convolutional trunk
         # (build_model(amp=True), insightface's iresnet(fp16=True)); the generator, the backbone's fc / features,
         # the margin head and the methods' own modules run in float32.
         batch = self.method.augment(batch, self.fr)
+        t = self._lap("augment", t)
         loss, scalars = self.method.loss(batch, self.fr)
+        t = self._lap("loss", t)
         shown = loss.detach()
         if ctx.distributed:  # the mean over ranks: logged, and every rank stops together on a non-finite loss
             shown = shown.float().clone().div_(ctx.world_size)
@@ -225,10 +238,12 @@ class TrainStep:
         scaler.scale(loss).backward()
         if ctx.distributed:
             distributed.allreduce_gradients(self.replicated, ctx.world_size)
+        t = self._lap("backward", t)
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(self.clip_params, self.grad_clip)
         scaler.step(optimizer)
         scaler.update()
+        self._lap("optimizer", t)
         return shown, scalars
 
 
@@ -262,7 +277,8 @@ def train_state_path(checkpoint_path: str) -> str:
 #: Config keys that do not change the training trajectory (paths, logging, evaluation, threads, the device
 #: name, the checkpoint knobs themselves): a state saved with other values of these is still resumable.
 NON_TRAJECTORY = ("device", "threads", "out", "train", "evaluate", "checkpoint", "result", "metrics", "log_every",
-                  "checkpoint_every", "resume", "data.cache", "hparams", "hparams_seed")
+                  "checkpoint_every", "resume", "data.cache", "data.decode_cache", "data.crop_cache", "hparams",
+                  "hparams_seed")
 
 
 def trajectory_key(cfg: RunConfig, world_size: int = 1) -> dict[str, Any]:
@@ -368,14 +384,16 @@ def _train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None
     o = cfg.optim
     check_clip_scope(o)  # before the data are read
     source = SourceData(os.path.join(release, cfg.data.rec), cfg.data.input_size, cfg.optim.batch_size, cfg.seed, cfg.data.flip,
-                        cfg.data.cache, rank=ctx.rank, world_size=ctx.world_size, index_list=cfg.data.index_list)
+                        cfg.data.cache, rank=ctx.rank, world_size=ctx.world_size, index_list=cfg.data.index_list,
+                        decode_cache=cfg.data.decode_cache)
     backbone, head = build_model(cfg, source.num_classes, amp=amp)
     method = build_method(cfg.method, cfg.model.embedding_size, source.num_classes, cfg.hparams_seed, cfg.hparams)
     target = None
     if method.uses_target:
         troot = os.path.join(release, cfg.data.target)
         target = TargetData(os.path.join(troot, "crops"), os.path.join(troot, cfg.data.target_list), cfg.data.input_size,
-                            cfg.optim.batch_size, cfg.seed, rank=ctx.rank, world_size=ctx.world_size)
+                            cfg.optim.batch_size, cfg.seed, rank=ctx.rank, world_size=ctx.world_size,
+                            decode_cache=cfg.data.decode_cache)
     backbone.to(device), head.to(device), method.to(device)
     memory_format = torch.channels_last if cfg.model.channels_last else torch.contiguous_format
     backbone.to(memory_format=memory_format)
@@ -501,6 +519,9 @@ def _train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None
         "train_images": len(source), "num_classes": source.num_classes,
         "grad_clip": o.grad_clip, "grad_clip_scope": o.grad_clip_scope,
         "head": {"name": cfg.model.head, **head.constants()},
+        # speed levers, recorded in every run (none changes a number: docs/cpu_profile.md section 4)
+        "decode_cache": {"source": source.decode_cache,
+                         **({"target": target.decode_cache} if target is not None else {})},
     }
     if cfg.data.index_list:
         from harness.core.atomic import file_sha256

@@ -179,6 +179,58 @@ def _tinyface_sections() -> tuple[Section, ...]:
 # ---------------------------------------------------------------------------------------------- evaluation
 
 
+def files_fingerprint(release: str, rels) -> str:
+    """A SHA-256 over every file at or under ``<release>/<rel>`` for each ``rel`` (sorted relative path, size and
+    modification time in ns; a missing path counts as missing): what identifies a benchmark's stored files for the
+    crop cache without reading them (``data.crop_cache``)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for rel in rels:
+        top = os.path.join(release, rel)
+        found = []
+        if os.path.isfile(top):
+            found.append((rel, os.stat(top)))
+        for folder, dirs, files in os.walk(top, followlinks=True):
+            dirs.sort()
+            for name in sorted(files):
+                full = os.path.join(folder, name)
+                found.append((os.path.relpath(full, release), os.stat(full)))
+        if not found:
+            h.update(f"missing {rel}\n".encode())
+        for name, st in found:
+            h.update(f"{name} {st.st_size} {st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _crop_key(cfg, benchmark: str, rels: tuple[str, ...], loading: dict, modules: tuple[str, ...]) -> dict:
+    """Everything a benchmark's crops depend on: its files (:func:`files_fingerprint` of its folders ``rels`` in
+    the release), the release folder, the loading knobs and the source of the modules that read and align them."""
+    import hashlib
+    import importlib
+
+    code = hashlib.sha256()
+    for name in ("harness.eval.features", "harness.data.images", "harness.data.align") + modules:
+        with open(importlib.import_module(name).__file__, "rb") as f:
+            code.update(f.read())
+    return {"benchmark": benchmark, "release": os.path.realpath(cfg.data.release),
+            "files": files_fingerprint(cfg.data.release, rels), "loading": loading, "code": code.hexdigest()}
+
+
+def _with_crop_cache(cfg, benchmark: str, rels: tuple[str, ...], loading: dict, modules: tuple[str, ...], run) -> list:
+    """``run()`` (a benchmark's ``(row, items)`` pairs) inside the crop cache of ``data.crop_cache``; every row
+    records it (``crop_cache``: the folder and, per feature pass, ``hit`` / ``written``), or ``off``."""
+    from harness.eval.features import crop_cache
+
+    key = _crop_key(cfg, benchmark, rels, loading, modules) if cfg.data.crop_cache else {}
+    with crop_cache(cfg.data.crop_cache, key) as cache:
+        found = run()
+    record = {"folder": cfg.data.crop_cache, "passes": list(cache.status)} if cache is not None else "off"
+    for row, _ in found:
+        row["crop_cache"] = record
+    return found
+
+
 def ijb_protocol(cfg):
     from harness.eval.ijb_verification import VerificationProtocol
 
@@ -194,11 +246,16 @@ def _evaluate_ijb(name: str):
 
         root = os.path.join(cfg.data.release, "IJB_release", name)
         protocol = ijb_protocol(cfg)
-        verification = IJBVerification(root, protocol=protocol)
-        feats = verification.extract_features(backbone, batch_size=cfg.eval.batch_size, device=device)
-        found = [verification.evaluate_features(feats, return_items=with_items),
-                 IJBIdentification(root, protocol=protocol).evaluate_features(feats, return_items=with_items)]
-        return found if with_items else [(row, {}) for row in found]
+
+        def run() -> list:
+            verification = IJBVerification(root, protocol=protocol)
+            feats = verification.extract_features(backbone, batch_size=cfg.eval.batch_size, device=device)
+            found = [verification.evaluate_features(feats, return_items=with_items),
+                     IJBIdentification(root, protocol=protocol).evaluate_features(feats, return_items=with_items)]
+            return found if with_items else [(row, {}) for row in found]
+
+        return _with_crop_cache(cfg, name, (os.path.join("IJB_release", name),), {"align_size": protocol.align_size},
+                                ("harness.eval.ijb_verification", "harness.data.ijb"), run)
 
     return evaluate
 
@@ -207,18 +264,30 @@ def _evaluate_ijbs(cfg, backbone, device: str, with_items: bool) -> list:
     from harness.eval.ijbs import IJBSEvaluation, IJBSSettings
 
     settings = IJBSSettings(channel_order=cfg.data.channel_order, input_size=cfg.data.input_size, frame_norm=cfg.eval.image_norm)
-    found = IJBSEvaluation(os.path.join(cfg.data.release, "IJB-S"), settings).evaluate(
-        backbone, batch_size=cfg.eval.batch_size, device=device, return_items=with_items)
-    return [found if with_items else (found, {})]
+
+    def run() -> list:
+        found = IJBSEvaluation(os.path.join(cfg.data.release, "IJB-S"), settings).evaluate(
+            backbone, batch_size=cfg.eval.batch_size, device=device, return_items=with_items)
+        return [found if with_items else (found, {})]
+
+    return _with_crop_cache(cfg, "IJBS", ("IJB-S",), {"input_size": settings.input_size},
+                            ("harness.eval.ijbs", "harness.data.ijbs"), run)
 
 
 def _evaluate_tinyface(cfg, backbone, device: str, with_items: bool) -> list:
     from harness.eval.tinyface import TinyFaceEvaluation, TinyFaceSettings
 
     settings = TinyFaceSettings(flip=cfg.eval.flip, channel_order=cfg.data.channel_order, input_size=cfg.data.input_size)
-    found = TinyFaceEvaluation(cfg.data.release, settings=settings).evaluate(
-        backbone, batch_size=cfg.eval.batch_size, device=device, return_items=with_items)
-    return [found if with_items else (found, {})]
+
+    def run() -> list:
+        found = TinyFaceEvaluation(cfg.data.release, settings=settings).evaluate(
+            backbone, batch_size=cfg.eval.batch_size, device=device, return_items=with_items)
+        return [found if with_items else (found, {})]
+
+    from harness.data.tinyface import DEFAULT_ALIGNED, TESTING_SET
+
+    return _with_crop_cache(cfg, "TinyFace", (TESTING_SET, DEFAULT_ALIGNED), {"input_size": settings.input_size},
+                            ("harness.eval.tinyface", "harness.data.tinyface"), run)
 
 
 # ---------------------------------------------------------------------------------------------- command line

@@ -4,13 +4,103 @@ Conventions (insightface ``eval_ijbc.py``, AdaFace ``validation_*``): RGB uint8 
 to BGR, ``(x / 255 - 0.5) / 0.5`` (fed channels-last), the model in eval mode under ``torch.inference_mode`` (its training mode is
 restored afterwards), optional flip fusion by *adding* the features of the mirrored batch. A model returning
 ``(embedding, norm)`` (AdaFace) gives ``embedding * norm``, i.e. the unnormalised feature.
+
+**Crop cache** (``data.crop_cache``; speed only, the inputs are bit-identical). Reading, decoding and aligning the
+crops is the same work for every model evaluated on a release. Inside ``with crop_cache(folder, key):`` (entered
+by :mod:`harness.eval.benchmarks` around one benchmark's evaluation), each :func:`embed_batches` call keeps the
+uint8 batches its ``load`` returned and, at the end of the pass, writes them atomically to
+``<folder>/<sha256>.npy`` (the digest of ``key``, which names everything the crops depend on, and of the call's
+position and row count); a later evaluation with the same key reads its batches from that file (memory-mapped)
+instead of calling ``load``. A file that is missing, unreadable or of another shape is (re)written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import contextvars
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
 
 import numpy as np
+
+CROP_CACHE_FORMAT = "cfsm-crops/1"
+
+
+class CropCache:
+    """The crop cache of one benchmark evaluation (see the module docstring); ``status`` lists, per feature pass,
+    ``hit``, ``written`` or ``uncacheable`` (batches that are not uint8 of one shape are never cached)."""
+
+    def __init__(self, folder: str, key: dict):
+        self.folder, self.key = folder, {"format": CROP_CACHE_FORMAT, **key}
+        self.status: list[str] = []
+
+    def _path(self, n: int) -> str:
+        part = {**self.key, "pass": len(self.status), "rows": int(n)}
+        return os.path.join(self.folder, hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest() + ".npy")
+
+    def wrap(self, n: int, load: Callable) -> tuple[Callable, Callable[[], None]]:
+        """``(load, finish)`` for one feature pass of ``n`` rows: a cached file's reader (and a no-op), or ``load``
+        recording its batches (and ``finish``, which writes them)."""
+        import torch
+
+        path = self._path(n)
+        if os.path.isfile(path):
+            try:
+                crops = np.load(path, mmap_mode="r", allow_pickle=False)
+                if crops.dtype != np.uint8 or crops.shape[0] != n:
+                    raise ValueError(f"{crops.dtype} {crops.shape}, expected uint8 with {n} rows")
+                self.status.append("hit")
+                return (lambda start, stop: torch.from_numpy(np.array(crops[start:stop]))), (lambda: None)
+            except (OSError, ValueError) as exc:
+                print(f"{path}: unusable crop cache ({exc}); reading the crops afresh", file=sys.stderr)
+        self.status.append("written")
+        index = len(self.status) - 1
+        kept: list = []
+
+        def recording(start: int, stop: int):
+            x = load(start, stop)
+            if kept is not None and self.status[index] == "written":
+                same = not kept or x.shape[1:] == kept[0].shape[1:]
+                if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or not same:
+                    self.status[index] = "uncacheable"
+                    kept.clear()
+                else:
+                    kept.append(x.clone())
+            return x
+
+        def finish() -> None:
+            if self.status[index] != "written" or sum(len(k) for k in kept) != n:
+                self.status[index] = "uncacheable"
+                return
+            from harness.core.atomic import write_atomic, write_json_atomic
+
+            os.makedirs(self.folder, exist_ok=True)
+            write_json_atomic(self.key, path[:-4] + ".json")
+            write_atomic(path, lambda f: np.save(f, torch.cat(kept).numpy(), allow_pickle=False), binary=True)
+            kept.clear()
+
+        return recording, finish
+
+
+_ACTIVE: contextvars.ContextVar[CropCache | None] = contextvars.ContextVar("crop_cache", default=None)
+
+
+@contextlib.contextmanager
+def crop_cache(folder: str, key: dict) -> Iterator[CropCache | None]:
+    """The crop cache for the :func:`embed_batches` calls inside the block (None, and no cache, when ``folder``
+    is "")."""
+    if not folder:
+        yield None
+        return
+    cache = CropCache(folder, key)
+    token = _ACTIVE.set(cache)
+    try:
+        yield cache
+    finally:
+        _ACTIVE.reset(token)
 
 
 def _as_feature(out):
@@ -40,6 +130,10 @@ def embed_batches(
         raise ValueError(f"flip must be 'sum' or 'none', got {flip!r}")
     bs = max(1, int(batch_size))
     out: np.ndarray | None = None
+    cache = _ACTIVE.get()
+    finish = None
+    if cache is not None and n > 0:
+        load, finish = cache.wrap(n, load)
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
@@ -70,4 +164,6 @@ def embed_batches(
             model.train(was_training)
     if out is None:
         raise ValueError("no images to embed")
+    if finish is not None:
+        finish()
     return out
