@@ -1,6 +1,6 @@
 """Every DVC stage depends on every module its command can import.
 
-For each stage of ``dvc.yaml`` and ``profiles/paper/dvc.yaml`` that runs ``python -m harness.X`` (or
+For each stage of ``dvc.yaml``, ``profiles/paper/dvc.yaml`` and ``profiles/analyses/dvc.yaml`` that runs ``python -m harness.X`` (or
 ``torchrun ... -m harness.X``), the import closure of ``harness.X`` is computed from the source (``ast``; see
 ``importgraph.py``: lazy imports and registry plugins loaded by name included), and each module in it must lie in
 one of the stage's ``deps`` (a file, or a folder holding it). A few modules are reached only on code paths the
@@ -17,7 +17,7 @@ import pytest
 import yaml
 from importgraph import ROOT, closure, graph, module_path
 
-DVC_FILES = ("dvc.yaml", "profiles/paper/dvc.yaml")
+DVC_FILES = ("dvc.yaml", "profiles/paper/dvc.yaml", "profiles/analyses/dvc.yaml")
 GRAPH = graph()
 
 #: Modules (or packages) the benchmark plugins call into only under one command: not entered for other stages.
@@ -34,16 +34,20 @@ _TRAIN_ONLY = ("evaluate=false", {
 _EVAL_ONLY = ("train=false", {
     "harness.engine.train": "the training loop: run.py imports it but calls it only when training (train=false here)",
 })
+_STAGE1 = ("harness.stage1", {
+    "harness.eval": "stage 1 evaluates nothing: core.config imports the benchmark registry only to check the "
+                    "eval.* keys of the identity network's run config",
+})
 #: stage name -> (a text its command must hold, {module or package not entered: why})
 NOT_REACHED = {
     "train": _TRAIN_ONLY,
     "train_cfsm": _TRAIN_ONLY,
     "evaluate": _EVAL_ONLY,
     "evaluate_cfsm": _EVAL_ONLY,
-    "stage1": ("harness.stage1", {
-        "harness.eval": "stage 1 evaluates nothing: core.config imports the benchmark registry only to check the "
-                        "eval.* keys of the identity network's run config",
-    }),
+    "stage1": _STAGE1,
+    "stage1_camera": _STAGE1,  # profiles/analyses: stage 1 per target camera, target count and q
+    "stage1_count": _STAGE1,
+    "stage1_q": _STAGE1,
 }
 
 
@@ -100,7 +104,9 @@ def test_every_pipeline_command_is_checked():
     names = {(f, n) for f, n, _, _ in STAGES}
     for f, n in [("dvc.yaml", "synthface"), ("dvc.yaml", "train"), ("dvc.yaml", "stage1"), ("dvc.yaml", "evaluate"),
                  ("dvc.yaml", "table"), ("dvc.yaml", "plots"), ("profiles/paper/dvc.yaml", "train"),
-                 ("profiles/paper/dvc.yaml", "check_data"), ("profiles/paper/dvc.yaml", "table")]:
+                 ("profiles/paper/dvc.yaml", "check_data"), ("profiles/paper/dvc.yaml", "table"),
+                 ("profiles/analyses/dvc.yaml", "targets"), ("profiles/analyses/dvc.yaml", "stage1_camera"),
+                 ("profiles/analyses/dvc.yaml", "subspaces")]:
         assert (f, n) in names
 
 

@@ -116,3 +116,36 @@ def test_cli_rejects_an_unknown_camera(tmp_path, capsys):
         targets_main(["--camera", "fisheye", "--out", str(tmp_path / "x")])
     assert exc.value.code == 2 and "invalid choice: 'fisheye'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_stage1_trains_on_a_camera_folder_named_relative_to_the_release(toy_rec_release, tmp_path):
+    """The analyses profile's path scheme: the source from the release, the target from a camera folder given as
+    ``data.target`` relative to ``data.release``."""
+    from stage1_toy import TINY_MODEL
+
+    from harness.stage1 import main as stage1_main
+
+    release = tmp_path / "release"
+    release.mkdir()
+    os.symlink(os.path.join(toy_rec_release, "faces_synthface"), release / "faces_synthface")
+    write_camera_target("surveillance", str(tmp_path / "cams" / "surveillance"), size="tiny", seed=0, images=30)
+    identity = tmp_path / "idnet.pt"
+    from harness.core.config import RunConfig, apply_overrides
+    from harness.engine.train import train
+
+    train(apply_overrides(RunConfig(), {"data.release": toy_rec_release, "data.input_size": 32,
+                                        "model.widths": "8,16,16,32", "model.embedding_size": 32,
+                                        "optim.batch_size": 16, "optim.epochs": 1, "device": "cpu",
+                                        "checkpoint_every": 0}), checkpoint_path=str(identity), progress=False)
+    out = tmp_path / "stage1"
+    args = [f"data.release={release}", "data.target=../cams/surveillance", "data.pairs=", f"identity={identity}",
+            f"out={out}", f"figures={out / 'fig'}", "sacred=", "device=cpu", "train.batch_size=4",
+            "train.iterations=6", "log_every=1", "checkpoint_every=100", "analysis.figure_inputs=2",
+            "analysis.basis_inputs=1", *(f"{k}={v}" for k, v in TINY_MODEL.items())]
+    assert stage1_main(["--params", str(tmp_path / "none.yaml"), *args]) == 2  # a missing params file: one line
+    params = tmp_path / "empty.yaml"
+    params.write_text("{}\n")
+    assert stage1_main(["--params", str(params), *args]) == 0
+    assert (out / "generator.pt").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["fd"]["source_target"] > 0  # measured against the camera folder's held-out crops
