@@ -19,8 +19,8 @@ failed ones are listed with their error line (and rerun with ``--retry-failed``)
 job (done / running / failed / missing) and the counts; ``--results`` prints the done jobs' result paths instead
 (``--hparams-seed K``: one draw's), for ``harness.tables``.
 
-Each job's result document is ``SWEEP_DIR/jobs/<hash>/result.json`` (with its items file beside it), recording the
-method, seed, hparams_seed and the resolved hparams: ``python -m harness.tables SWEEP_DIR/jobs/*/result.json``
+Each job's result document is ``SWEEP_DIR/jobs/<hash>/<method>-s<seed>.json`` (with its items file beside it), recording the
+method, seed, hparams_seed and the resolved hparams: ``python -m harness.tables SWEEP_DIR/jobs/*/*-s*.json``
 (one draw's table: ``python -m harness.tables $(python -m harness.sweep status SWEEP_DIR --results --hparams-seed
 0)``).
 Every job's run is also recorded in the Sacred store ``--observer`` (default ``results/runs``; a database URL
@@ -67,14 +67,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def status(sweep_dir: str, results: bool = False, hparams_seed: int | None = None) -> int:
-    from harness.launch.jobs import format_states, sweep_states
+    from harness.launch.jobs import format_states, result_path, sweep_states
     from harness.launch.plan import read_plan
 
     rows = sweep_states(sweep_dir, read_plan(sweep_dir))
     if results:  # the result documents of the done jobs, one path a line (for harness.tables)
         for r in rows:
             if r["state"] == "done" and (hparams_seed is None or r["hparams_seed"] == hparams_seed):
-                print(os.path.join(sweep_dir, "jobs", r["hash"], "result.json"))
+                print(result_path(os.path.join(sweep_dir, "jobs", r["hash"])))
         return 0
     print(format_states(rows))
     return 0 if all(r["state"] == "done" for r in rows) else 1

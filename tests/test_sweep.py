@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from harness.launch.jobs import result_path
 from harness.launch.plan import expand, read_sweep
 from harness.sweep import main as sweep_main
 from methods import get_method, resolve_hparams
@@ -90,7 +91,7 @@ def test_expansion_draws_each_method_from_its_own_samplers_and_hashes_the_full_c
             assert job["hparams"] == resolve_hparams(job["method"], job["hparams_seed"])
             assert job["hparams"] != declared
         assert os.path.basename(job["dir"]) == job["hash"]
-        assert job["config"]["result"] == os.path.join(job["dir"], "result.json")
+        assert job["config"]["result"] == os.path.join(job["dir"], f"{job['method']}-s{job['seed']}.json")
     by_draw = {}
     for job in jobs:  # the same draw for every seed: seeds repeat a configuration, draws change it
         by_draw.setdefault((job["method"], job["hparams_seed"]), []).append(job["hparams"])
@@ -139,7 +140,7 @@ def test_local_launcher_one_job_per_gpu_then_a_relaunch_skips_what_is_done(tiny_
     devices = set()
     for entry in plan["jobs"]:
         job_dir = os.path.join(sw, "jobs", entry["hash"])
-        doc = _json(os.path.join(job_dir, "result.json"))
+        doc = _json(result_path(job_dir))
         assert (doc["method"], doc["seed"], doc["hparams_seed"]) == (entry["method"], 0, 0)
         assert doc["hparams"] == {n: d for n, (d, _) in get_method(entry["method"]).hparams().items()}
         assert doc["results"][0]["benchmark"] == "IJB-B" and os.path.isfile(os.path.join(job_dir, doc["items"]))
@@ -156,7 +157,7 @@ def test_local_launcher_one_job_per_gpu_then_a_relaunch_skips_what_is_done(tiny_
     assert sorted(ln.split()[1] for ln in listing[1:]) == ["dann", "source_only"]
     assert sweep_main(["status", sw, "--results", "--hparams-seed", "0"]) == 0
     paths = capsys.readouterr().out.split()
-    assert sorted(paths) == sorted(os.path.join(sw, "jobs", e["hash"], "result.json") for e in plan["jobs"])
+    assert sorted(paths) == sorted(os.path.join(sw, "jobs", e["hash"], f"{e['method']}-s{e['seed']}.json") for e in plan["jobs"])
     assert sweep_main(["status", sw, "--results", "--hparams-seed", "1"]) == 0 and not capsys.readouterr().out
     # relaunch: nothing runs again
     assert sweep_main([sw, "--sweep", path]) == 0
@@ -211,11 +212,11 @@ def test_a_killed_job_resumes_from_its_train_state(tiny_release, tmp_path, empty
     finally:
         os.killpg(launcher.pid, signal.SIGKILL)
         launcher.wait()
-    assert not os.path.isfile(os.path.join(job_dir, "result.json"))
+    assert not os.path.isfile(result_path(job_dir))
     assert sweep_main(["status", sw]) == 1
     assert "missing  killed; resumes from its train state" in capsys.readouterr().out
     assert sweep_main([sw, "--sweep", path]) == 0
-    doc = _json(os.path.join(job_dir, "result.json"))
+    doc = _json(result_path(job_dir))
     assert doc["train"]["resumed_from"] >= 1 and doc["train"]["steps"] == 9, doc["train"]
     assert len(_log_headers(job_dir)) == 2
 
@@ -228,7 +229,7 @@ def test_slurm_launcher_through_submitit_local_executor(tiny_release, tmp_path, 
     out = capsys.readouterr().out
     assert "submitted 1 tasks" in out and "1 jobs: 1 done" in out
     (entry,) = _json(os.path.join(sw, "sweep.json"))["jobs"]
-    doc = _json(os.path.join(sw, "jobs", entry["hash"], "result.json"))
+    doc = _json(result_path(os.path.join(sw, "jobs", entry["hash"])))
     assert doc["method"] == "source_only" and doc["hparams_seed"] == 0
     # submitit's own files: the pickled task, its log and its pickled outcome, in the sweep's submitit folder
     files = os.listdir(os.path.join(sw, "submitit"))
@@ -259,9 +260,10 @@ def test_a_requeue_stops_the_run_cleanly_and_the_requeued_task_resumes(tiny_rele
     requeued = task.checkpoint(job["dir"])
     thread.join(120)
     assert outcome["state"] == "missing" and outcome["detail"] == "stopped for a requeue", outcome
-    for left in ("result.json", "failed.json", "job.lock", "model.pt.lock"):  # the run released its locks
+    assert not os.path.exists(result_path(job["dir"]))
+    for left in ("failed.json", "job.lock", "model.pt.lock"):  # the run released its locks
         assert not os.path.exists(os.path.join(job["dir"], left)), left
     assert os.path.isfile(state)
     assert requeued.function(*requeued.args, **requeued.kwargs)["state"] == "done"
-    doc = _json(os.path.join(job["dir"], "result.json"))
+    doc = _json(result_path(job["dir"]))
     assert doc["train"]["resumed_from"] >= 1 and doc["train"]["steps"] == 9, doc["train"]

@@ -6,7 +6,7 @@ A job runs ``python -m harness.run --params <job>/params.yaml`` (under ``python 
 
 States (:func:`job_state`):
 
-- ``done``: ``result.json`` is there (``harness.run`` writes it last, atomically); a relaunch skips the job;
+- ``done``: the result document (:func:`result_path`) is there (``harness.run`` writes it last, atomically); a relaunch skips the job;
 - ``running``: the lock is held by a live process on this host, or by a process on another host (a Slurm node);
 - ``failed``: the last attempt exited non-zero; ``failed.json`` holds its exit code and its one error line (the
   ``harness.run: ...`` line, else the log's last line); a relaunch lists it and reruns it only with
@@ -41,10 +41,21 @@ def _read_json(path: str) -> dict | None:
         return None
 
 
+def result_path(job_dir: str) -> str | None:
+    """The job's result document: the file name of ``config.result`` in its ``job.json`` (``<method>-s<seed>.json``),
+    in ``job_dir`` (so a sweep folder can be moved); None without a readable ``job.json``."""
+    job = _read_json(os.path.join(job_dir, "job.json"))
+    try:
+        return os.path.join(job_dir, os.path.basename(job["config"]["result"]))
+    except (TypeError, KeyError):
+        return None
+
+
 def job_state(job_dir: str) -> tuple[str, str]:
     """``(state, detail)`` of a job folder: detail is the error line (failed), the holder (running) or whether a
     killed run will resume (missing)."""
-    if os.path.isfile(os.path.join(job_dir, "result.json")):
+    result = result_path(job_dir)
+    if result is not None and os.path.isfile(result):
         return "done", ""
     holder = _read_json(os.path.join(job_dir, "job.lock"))
     if holder is not None:
@@ -143,11 +154,11 @@ class JobRunner:
                 except BaseException:
                     self.interrupt()
                     raise
-            if rc == 0 and os.path.isfile(os.path.join(self.job_dir, "result.json")):
+            if rc == 0 and job_state(self.job_dir)[0] == "done":
                 return {"hash": digest, "state": "done", "detail": "", "rc": 0}
             if self.interrupted:  # stopped for a requeue: not a failure; the next attempt resumes
                 return {"hash": digest, "state": "missing", "detail": "stopped for a requeue", "rc": rc}
-            line = error_line(log_path) if rc != 0 else "exited 0 without a result.json"
+            line = error_line(log_path) if rc != 0 else "exited 0 without a result document"
             write_json_atomic({"rc": rc, "error": line, "host": socket.gethostname(),
                                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
                               os.path.join(self.job_dir, "failed.json"))

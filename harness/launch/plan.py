@@ -24,7 +24,7 @@ A job's folder is ``<sweep dir>/jobs/<hash>/``, ``hash`` the first 16 hex digits
 (:func:`job_hash`: every ``harness.run`` key except where outputs go and how often it logs, plus the resolved
 hyperparameters), so a relaunch finds the same folders and an edited sweep gets new ones. It holds ``job.json``
 (the job), ``params.yaml`` (the ``run`` section ``harness.run --params`` reads: the full config), then the run's
-``model.pt`` (and train state while it trains), ``result.json`` + ``result.items.npz`` (the result document
+``model.pt`` (and train state while it trains), ``<method>-s<seed>.json`` + its ``.items.npz`` (the result document
 ``harness.tables`` reads) and ``log.txt``.
 """
 
@@ -203,10 +203,16 @@ def expand(sweep: Sweep, sweep_dir: str, where: str = "sweep") -> list[dict]:
                 digest = job_hash(config, hparams)
                 folder = os.path.join(os.path.abspath(sweep_dir), "jobs", digest)
                 config.update(out=sweep.observer, checkpoint=os.path.join(folder, "model.pt"),
-                              result=os.path.join(folder, "result.json"), metrics="")
+                              result=os.path.join(folder, result_name(method, seed)), metrics="")
                 jobs.append({"hash": digest, "dir": folder, "method": method, "seed": seed, "hparams_seed": k,
                              "hparams": hparams, "config": config})
     return jobs
+
+
+def result_name(method: str, seed: int) -> str:
+    """A job's result document's file name, ``<method>-s<seed>.json``: the pipeline's own name for a result, the one
+    ``harness.tables --select`` finds in the folders it is given."""
+    return f"{method}-s{seed}.json"
 
 
 def write_jobs(sweep: Sweep, sweep_dir: str, jobs: list[dict], cwd: str | None = None) -> None:
