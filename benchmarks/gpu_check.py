@@ -14,7 +14,7 @@ Rows (paper sizes; ``--tiny`` in brackets):
    random 112 px JPEGs [32 px] written for the check (10 x batch images, 256 classes [20, 10]), the same
    model, AMP, batch and 50 steps [2] per method: images/s and peak GPU memory from the run's train info (decoding,
    host-to-device copies and the process group included).
-3. ``stage1``: CFSM stage 1 (:func:`harness.stage1.run_stage1`) at the released size, 112 px / dim 64 / 3 x 4
+3. ``stage1``: CFSM stage 1 (:func:`harness.cfsm.train.run_stage1`) at the released size, 112 px / dim 64 / 3 x 4
    discriminator, batch 32, 100 iterations [32 px / dim 8 / 2 x 3, batch 2, 3 iterations] on a tiny SynthFace
    release written at 112 px [64 px], with a randomly initialised identity network (IR-50 [small]): it/s.
 4. ``evaluate``: :func:`harness.run.evaluate_model` of a randomly initialised r50 [small] on that SynthFace release
@@ -212,7 +212,7 @@ def identity_checkpoint(sizes: Sizes, tmp: str) -> str:
 def stage1_rows(sizes: Sizes, device: torch.device, tmp: str) -> list[dict]:
     """Row 3: stage 1 at the released size, on the SynthFace release."""
     from harness.core.config import from_dict
-    from harness.stage1 import Stage1Config, run_stage1
+    from harness.cfsm.train import Stage1Config, run_stage1
 
     release = synthface_release(sizes, tmp)
     base = Stage1Config().to_dict()

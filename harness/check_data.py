@@ -34,6 +34,7 @@ import os
 import sys
 from dataclasses import dataclass
 
+from harness.core.atomic import write_lines_atomic
 from harness.eval.registry import data_entries
 
 
@@ -193,11 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         line += f"; device {args.device} -> {device}"
     print(f"harness.check_data: {line}")
     if args.record:
-        os.makedirs(os.path.dirname(os.path.abspath(args.record)), exist_ok=True)
-        tmp = f"{args.record}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(line + "\n")
-        os.replace(tmp, args.record)
+        try:
+            write_lines_atomic([line], args.record)
+        except OSError as exc:  # a full disk names the file (DiskFullError); others as the OS says them
+            from harness.core.runtime import report_error
+
+            return report_error("harness.check_data", exc)
     return 0
 
 

@@ -141,7 +141,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.core.atomic import file_sha256
+from harness.core.atomic import DiskFullError, file_sha256
 from harness.core.errors import DataFormatError
 from harness.models.iresnet import LAYERS, IResNet
 
@@ -546,6 +546,11 @@ def main(argv: list[str] | None = None) -> int:
             doc = _evaluate_to_result(imported, args)
         except (FileNotFoundError, ValueError) as exc:
             print(f"harness.import_weights: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:  # writing the result: a full disk (DiskFullError names the file), a read-only folder
+            named = str(exc) if isinstance(exc, DiskFullError) or exc.filename or exc.errno is None else (
+                f"{args.result}: {exc.strerror}")
+            print(f"harness.import_weights: {named}", file=sys.stderr)
             return 2
         from harness.eval.results import compact_metrics
 

@@ -95,15 +95,14 @@ import argparse
 import math
 import os
 import re
-import shutil
 import sys
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from harness.core.atomic import StagedFolder, write_bytes_atomic, write_staged
 from harness.data.align import arcface_template, umeyama_similarity, warp_affine
 from harness.data.images import encode_jpeg, read_image
 from harness.data.text import read_lines
@@ -280,19 +279,19 @@ def _check_outputs(out: str, list_path: str, force: bool, inputs: list[str]) -> 
 
 
 class _Staging:
-    """Write into ``.<out>.tmp-*`` next to ``out``; :meth:`publish` renames it to ``out`` (replacing an old one) and
-    then writes a list file that lies outside ``out``; :meth:`discard` removes the temporary folder."""
+    """Write into a staging folder next to ``out`` (:class:`harness.core.atomic.StagedFolder`); :meth:`publish`
+    renames it to ``out`` (replacing an old one) and then writes a list file that lies outside ``out`` (atomically);
+    :meth:`discard` removes the temporary folder."""
 
     def __init__(self, out: str, list_path: str):
         self.out = os.path.abspath(out)
-        parent = os.path.dirname(self.out)
-        os.makedirs(parent, exist_ok=True)
-        self.tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(self.out)}.tmp-", dir=parent)
+        self.folder = StagedFolder(self.out)
+        self.tmp = self.folder.tmp
         self.list_path = list_path
         self.list_inside = _inside(list_path, out)
 
     def path(self, name: str) -> str:
-        return os.path.join(self.tmp, name)
+        return self.folder.path(name)
 
     def publish(self, names: list[str]) -> None:
         text = "".join(f"{n}\n" for n in names)
@@ -302,30 +301,13 @@ class _Staging:
             if os.path.exists(dest):
                 raise FileExistsError(f"{self.list_path}: the list file would overwrite a crop")
             os.makedirs(os.path.dirname(dest), exist_ok=True)
-            with open(dest, "w", encoding="utf-8", newline="\n") as f:
-                f.write(text)
-        old = None
-        if os.path.isdir(self.out) and os.listdir(self.out):
-            old = self.tmp + "-old"
-            os.rename(self.out, old)
-        os.replace(self.tmp, self.out)  # POSIX: replaces an empty folder
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            write_staged(dest, text)
+        self.folder.publish()
         if not self.list_inside:
-            folder = os.path.dirname(os.path.abspath(self.list_path))
-            os.makedirs(folder, exist_ok=True)
-            fd, tmp_list = tempfile.mkstemp(prefix=f".{os.path.basename(self.list_path)}.tmp-", dir=folder)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-                    f.write(text)
-                os.replace(tmp_list, self.list_path)
-            except BaseException:
-                if os.path.exists(tmp_list):
-                    os.unlink(tmp_list)
-                raise
+            write_bytes_atomic(text.encode("utf-8"), self.list_path)
 
     def discard(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.folder.discard()
 
 
 # ------------------------------------------------------------------------------------------ wider
@@ -523,8 +505,7 @@ def prepare_wider(
                     continue
                 M = face.M if face.M is not None else box_crop_matrix(b, o.margin, o.size)
                 crop = warp_crop(rgb, M, o.size)
-                with open(stage.path(face.name), "wb") as f:
-                    f.write(encode_jpeg(crop, o.quality))
+                write_staged(stage.path(face.name), encode_jpeg(crop, o.quality))
                 names.append(face.name)
                 aligned += face.M is not None
         if not names:
@@ -610,8 +591,7 @@ def prepare_folder(
                 k += 1
             name = f"{stem}_{k}_{GT_SCORE_FIELD}.jpg"
             taken.add(name)
-            with open(stage.path(name), "wb") as f:
-                f.write(encode_jpeg(warp_crop(square, M, size), quality))
+            write_staged(stage.path(name), encode_jpeg(warp_crop(square, M, size), quality))
             names.append(name)
         stage.publish(names)
     except BaseException:

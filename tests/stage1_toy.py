@@ -58,7 +58,7 @@ def toy_identity(toy_rec_release, tmp_path_factory) -> str:
 
 
 def stage1_cfg(release: str, identity: str, out, **extra):
-    from harness.stage1 import Stage1Config
+    from harness.cfsm.train import Stage1Config
 
     values = {"data.release": release, "data.target_list": TARGET_LIST, "data.pairs": "", "identity": identity,
               "out": str(out), "figures": str(out / "fig"), "sacred": "", "device": "cpu", "train.batch_size": 4,

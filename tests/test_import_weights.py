@@ -493,3 +493,44 @@ def test_cli_scores_an_imported_checkpoint_into_a_result_the_tables_read(tiny_re
     assert iw.main(["x.ckpt", "--layout", "adaface", "--arch", "ir_18", "--evaluate", str(tmp_path / "none"),
                     "--benchmarks", "IJBB"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.parametrize("where", ["atomic writer", "raw"])
+def test_cli_on_a_full_disk_is_one_line_naming_the_file(where, tiny_release, tmp_path, monkeypatch, capsys):
+    """Writing the result on a full disk (``ENOSPC`` while writing): one line naming the file, status 2, no
+    traceback, nothing left half-written. ``atomic writer``: the write inside harness.core.atomic fails (its
+    DiskFullError names the target); ``raw``: the atomic writer itself raises a bare OSError (the result is named)."""
+    import errno
+
+    from harness.core import atomic
+
+    torch.manual_seed(0)
+    small = iw.AdaFaceIR([1, 1, 1, 1], widths=(16, 32, 64, 128), stem_width=16, input_size=32, num_features=64).eval()
+    stand_in = ImportedModel(backbone=small, layout="adaface", arch="r18", channel_order="BGR", source="stand-in",
+                             input_size=32, embedding_size=64,
+                             eval_defaults={"flip": "sum", "faceness": False, "image_norm": False})
+    monkeypatch.setattr(iw, "load_public_checkpoint", lambda *a, **k: stand_in)
+    real = atomic.write_atomic
+
+    def full(path, write, binary=False):
+        if where == "raw":
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def fail(f):
+            f.write(b"x" if binary else "x")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        return real(path, fail, binary)
+
+    monkeypatch.setattr(atomic, "write_atomic", full)
+    result = tmp_path / "eval" / "adaface-r18-s0.json"
+    assert iw.main(["x.ckpt", "--layout", "adaface", "--arch", "ir_18", "--evaluate", tiny_release,
+                    "--benchmarks", "TinyFace", "--result", str(result)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    items = str(result)[: -len(".json")] + ".items.npz"  # written first: the document never names a missing file
+    if where == "raw":
+        assert err == f"harness.import_weights: {result}: No space left on device\n"
+    else:
+        assert err == f"harness.import_weights: no space left on device: {items}\n"
+    assert os.listdir(result.parent) == []  # no result, no items, no temporary file

@@ -12,11 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
+import harness.cfsm.train as stage1_train
 import harness.stage1 as stage1
 from harness.core.config import apply_overrides
 from harness.core.errors import DataFormatError
 from harness.models.cfsm import load_generator
-from harness.stage1 import Stage1Config, deviations, lambda_id_at, run_stage1, train_stage1
+from harness.cfsm.train import Stage1Config, deviations, lambda_id_at, run_stage1, train_stage1
 from harness.cfsm.analysis import basis_grid, frechet_distance, magnitude_grid
 
 TINY_MODEL = {"model.image_size": 16, "model.dim": 8, "model.d_scales": 2, "model.d_layers": 2,
@@ -45,7 +46,7 @@ def _cfg(tiny_release, identity_ckpt, out, **extra) -> Stage1Config:
 
 def test_lambda_id_schedule_follows_released_phases():
     t = Stage1Config().train
-    bounds = stage1.phase_bounds(t, 32 * 10 + 31)  # 10 iterations a pass at batch 32 (drop_last): 50 / 40 / 130
+    bounds = stage1_train.phase_bounds(t, 32 * 10 + 31)  # 10 iterations a pass at batch 32 (drop_last): 50 / 40 / 130
     assert bounds == [0, 50, 90, 220]
     assert [lambda_id_at(t, s, bounds) for s in (0, 49, 50, 89, 90, 219)] == [8, 8, 5, 5, 2, 2]
 
@@ -104,15 +105,15 @@ def test_resume_after_a_kill_gives_the_uninterrupted_weights(tiny_release, ident
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_state(tiny_release, identity_ckpt, tmp_path, monkeypatch):
-    real = stage1.reconstruction_loss
+    real = stage1_train.reconstruction_loss
     calls = {"n": 0}
 
     def poisoned(x, y):
         calls["n"] += 1
         return real(x, y) * float("nan") if calls["n"] == 4 else real(x, y)  # the 4th odd step = iteration 7
 
-    monkeypatch.setattr(stage1, "reconstruction_loss", poisoned)
-    with pytest.raises(stage1.Stage1Diverged, match=r"step 7: loss rec is nan.*last good state kept at"):
+    monkeypatch.setattr(stage1_train, "reconstruction_loss", poisoned)
+    with pytest.raises(stage1_train.Stage1Diverged, match=r"step 7: loss rec is nan.*last good state kept at"):
         train_stage1(_cfg(tiny_release, identity_ckpt, tmp_path))
     state = torch.load(tmp_path / "train_state.pt", weights_only=False)
     assert state["step"] == 4  # the checkpoint written before the failure

@@ -14,9 +14,10 @@ import torch
 from PIL import Image
 from stage1_toy import stage1_cfg, toy_identity, toy_stage1_release  # noqa: F401  (fixtures)
 
+import harness.cfsm.train as stage1_train
 import harness.stage1 as stage1
 from harness.models.cfsm import load_generator
-from harness.stage1 import run_stage1, split_source, train_stage1
+from harness.cfsm.train import run_stage1, split_source, train_stage1
 from harness.data.loaders import SourceData
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -72,14 +73,14 @@ def test_no_hold_out_skips_the_analysis_and_says_why(toy_stage1_release, toy_ide
 
 def test_deviation_reasons_follow_from_the_configured_values(toy_stage1_release, toy_identity, tmp_path):
     cfg = stage1_cfg(toy_stage1_release, toy_identity, tmp_path)
-    devs = {d["key"]: d for d in stage1.deviations(cfg)}
+    devs = {d["key"]: d for d in stage1_train.deviations(cfg)}
     assert devs["train.batch_size"] == {"key": "train.batch_size", "ours": 4, "release": 32,
                                         "source": "S/README.md:37-68 (--batch_size 32)", "why": "set by the user"}
     assert devs["model.image_size"]["why"] == "set by the user"  # 16 px is not the CPU default's 32
     assert devs["train.lr"]["why"].startswith("CPU default")  # 5e-4 is the CPU default's documented choice
     assert devs["train.iterations"]["why"].startswith("set by the user: the released source list is not public")
     assert "target_list_wf_toy.txt" in devs["data.target"]["ours"]
-    cpu = {d["key"]: d for d in stage1.deviations(stage1.make_config([]))}  # the repository's params.yaml
+    cpu = {d["key"]: d for d in stage1_train.deviations(stage1.make_config([]))}  # the repository's params.yaml
     assert cpu["train.batch_size"]["why"].startswith("CPU default") and cpu["train.iterations"]["why"].startswith("CPU default")
     assert cpu["model.image_size"]["why"].startswith("CPU default")
 

@@ -208,3 +208,18 @@ def test_synthface_writer_reader_evaluator_round_trip(tiny_release, tmp_path):
     assert evaluate_main([*argv[:4], "--features", str(feats), "--out", str(out)]) == 2  # no --bin-set
     assert evaluate_main(["--benchmark", "tinyface", "--release", tiny_release, "--bin-set", "lfw",
                           "--write-order", str(order)]) == 2  # not an argument of tinyface
+
+
+def test_importing_the_bin_evaluator_first_keeps_the_registry_order():
+    """The registry's order is :data:`harness.eval.registry.MODULES`' whichever module is imported first (this file
+    imports the .bin evaluator before anything loads the registry; in a fresh interpreter, so that no other test
+    module has loaded it already)."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import harness.eval.verification_bin\nfrom harness.eval.registry import config_names, row_names\n"
+            "print(','.join(config_names())); print(row_names()[0])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root,
+                         env={**os.environ, "PYTHONPATH": root}).stdout.split("\n")
+    assert out[:2] == ["IJBB,IJBC,IJBS,TinyFace,VerificationBins", "IJB-B"]

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from scipy import linalg
 
+from harness.core.atomic import write_atomic
 from harness.models.cfsm import CFSMGenerator, magnitude_target, subspace_similarity
 
 
@@ -201,10 +202,8 @@ def tile(grid: np.ndarray, scale: int = 2, gap: int = 2, col_labels=None, row_la
 
 
 def _save_png(img: Image.Image, path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    img.save(tmp, optimize=True)
-    os.replace(tmp, path)
+    """PNG, written atomically (:func:`harness.core.atomic.write_atomic`)."""
+    write_atomic(path, lambda f: img.save(f, format="PNG", optimize=True), binary=True)
 
 
 def write_figures(G: CFSMGenerator, inputs_u8: torch.Tensor, acfg, out_dir: str, seed: int = 0) -> dict[str, str]:

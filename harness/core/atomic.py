@@ -11,6 +11,8 @@ not ``mkstemp``'s 0600.
   then the renames run and the journal is removed. A process killed during the renames leaves the journal: the
   next write of a set into that folder (or :func:`recover`) completes the renames first, so the set never stays
   a mix of old and new files. Temporary files of a process that no longer runs are removed at the same time.
+* :class:`StagedFolder`: a folder of many files as one step (staged beside the target, renamed onto it);
+  :func:`write_staged` writes each file into it.
 * :func:`load_torch`: the one reader of the project's own torch files, ``torch.load(weights_only=True)``: no file
   the project reads runs code (a pickled object other than tensors and plain containers is refused, one line).
 * A full disk (``ENOSPC``, ``EDQUOT``, or the process's file-size limit, ``EFBIG``) is one line,
@@ -24,6 +26,7 @@ import io
 import json
 import os
 import re
+import shutil
 import socket
 import tempfile
 from collections.abc import Callable, Mapping
@@ -195,6 +198,71 @@ def save_torch_atomic(obj: Any, path: str) -> None:
         write_atomic(path, lambda f: f.write(view), binary=True)
     finally:
         view.release()
+
+
+# ----------------------------------------------------------------------------------------------- folders
+#: A folder being staged is ``.<target name>.<STAGE_TAG><pid>-<random>`` beside its target (``...-old`` while the
+#: target it replaces is removed); not ``.tmp``, so the file cleaners above never meet a folder.
+STAGE_TAG = "cfsm-stage-"
+_STAGE_RE = re.compile(r"^\..*\." + re.escape(STAGE_TAG) + r"(?P<pid>[0-9]+)-[^.]*$")
+
+
+class StagedFolder:
+    """A folder written as one step, for writers of many files (a SynthFace release, a folder of target crops):
+    every file goes under :attr:`tmp`, a temporary folder beside ``out`` (written with :func:`write_staged`: plain
+    writes, no temporary file or fsync per file, so thousands of images cost what they cost), and :meth:`publish`
+    renames it onto ``out`` (an existing ``out`` is moved aside first and removed after), so a reader sees the old
+    folder or the complete new one, never a part. :meth:`discard`, or leaving a ``with`` block by an exception,
+    removes it. Staging folders of processes that no longer run are removed when a new one is made beside them.
+    The folder gets the usual permissions (0777 minus the umask), not ``mkdtemp``'s 0700."""
+
+    def __init__(self, out: str):
+        self.out = os.path.abspath(os.fspath(out))
+        parent, base = os.path.split(self.out)
+        os.makedirs(parent, exist_ok=True)
+        for name in os.listdir(parent):
+            m = _STAGE_RE.match(name) if name.startswith(f".{base}.") else None
+            if m and int(m["pid"]) != os.getpid() and not pid_alive(int(m["pid"])):
+                shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+        self.tmp = tempfile.mkdtemp(prefix=f".{base}.{STAGE_TAG}{os.getpid()}-", dir=parent)
+        os.chmod(self.tmp, 0o777 & ~_umask())
+
+    def path(self, *parts: str) -> str:
+        """Where ``out/<parts>`` is staged."""
+        return os.path.join(self.tmp, *parts)
+
+    def publish(self) -> None:
+        old = None
+        if os.path.lexists(self.out):
+            old = self.tmp + "-old"
+            os.replace(self.out, old)
+        os.replace(self.tmp, self.out)
+        _fsync_dir(os.path.dirname(self.out))
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> "StagedFolder":
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        if kind is not None:
+            self.discard()
+
+
+def write_staged(path: str, data: bytes | str) -> None:
+    """One file inside a :class:`StagedFolder` (or a folder published by one rename in the same way): a plain
+    write, atomic through the folder's rename, not on its own. ``str`` is written as UTF-8 exactly as given (no
+    newline translation). A full disk is :class:`DiskFullError`."""
+    try:
+        with open(path, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+    except OSError as exc:
+        if _is_full(exc):
+            raise DiskFullError(path, exc) from None
+        raise
 
 
 def _numpy_globals() -> list:

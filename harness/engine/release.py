@@ -216,7 +216,7 @@ def _cfsm_deviations(method: str, hp: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def stage1_deviations(cfg) -> list[dict[str, Any]]:
-    """How the stage-1 config ``cfg`` (a :class:`harness.stage1.Stage1Config`) differs from the released stage 1:
+    """How the stage-1 config ``cfg`` (a :class:`harness.cfsm.train.Stage1Config`) differs from the released stage 1:
     the architecture (:class:`harness.models.cfsm.CFSMConfig` defaults are the released one), the training values
     of :data:`STAGE1_RECIPE`, the run length, the identity network and the data, which the release does not
     publish."""

@@ -63,7 +63,8 @@ run on the same path fails at once naming the holder; the lock of a killed run i
 ``resume=auto`` (default) continues from that file when its ``key`` matches this run's (every knob except paths, logging, evaluation,
 threads, device, ``data.cache`` and the checkpoint knobs; the method's resolved hyperparameters; the *global*
 batch instead of the per-rank one), else starts fresh and says why on stderr; ``resume=PATH`` continues from PATH
-and fails with a one-line error naming the differing fields; ``resume=none`` always starts fresh.
+and fails with a one-line error naming the differing fields; ``resume=none`` always starts fresh. (Saving, reading
+and checking states: :mod:`harness.core.resume`, shared with stage 1.)
 
 Exactness: on CPU, a run killed after any step and resumed at the same world size ends with bit-identical weights
 and metrics (everything that determines the next step is in the state; tested). At another world size with the
@@ -91,7 +92,10 @@ from tqdm import tqdm
 from harness.engine import distributed
 from harness.core.config import OptimConfig, RunConfig, flatten
 from harness.data.loaders import SourceData, TargetData, to_model_input
-from harness.core.atomic import load_torch, save_torch_atomic
+from harness.core.atomic import load_torch
+from harness.core.resume import (  # noqa: F401  (NonFiniteStateError, nonfinite_entries: this module's API too)
+    NonFiniteStateError, nonfinite_entries, read_state, require_state, save_checkpoint,
+)
 from harness.core.errors import require_dir
 from harness.core.runtime import LockHeldError, PathLock, tune_malloc
 from harness.models.build import build_model, resolve_device
@@ -249,52 +253,6 @@ class TrainingStopped(RuntimeError):
     written; the last saved train state is what a resumed run continues from)."""
 
 
-class NonFiniteStateError(FloatingPointError):
-    """A state about to be saved (or resumed from) holds NaN or inf parameters, buffers or optimiser values."""
-
-
-def nonfinite_entries(tree: Any, prefix: str = "") -> list[str]:
-    """Dotted names of the floating-point tensors in a nested state that hold NaN or inf."""
-    out: list[str] = []
-    if isinstance(tree, torch.Tensor):
-        if tree.is_floating_point() and tree.numel() and not bool(torch.isfinite(tree).all()):
-            out.append(prefix or "<tensor>")
-    elif isinstance(tree, dict):
-        for k, v in tree.items():
-            out += nonfinite_entries(v, f"{prefix}.{k}" if prefix else str(k))
-    elif isinstance(tree, (list, tuple)):
-        for i, v in enumerate(tree):
-            out += nonfinite_entries(v, f"{prefix}.{i}" if prefix else str(i))
-    return out
-
-
-#: The parts of a train state / checkpoint that must be finite to be saved or resumed from (the RNG states, the
-#: smoothed loss and the metadata are not weights). Stage 1's state uses G, D, opt_g, opt_d.
-WEIGHT_PARTS = ("backbone", "head", "method", "optimizer", "G", "D", "opt_g", "opt_d", "generator")
-
-
-def check_finite_state(payload: dict, path: str) -> None:
-    """Raise :class:`NonFiniteStateError` (one line naming ``path`` and the first bad entries) when a weight part
-    of ``payload`` holds NaN or inf."""
-    bad = [n for part in WEIGHT_PARTS if part in payload for n in nonfinite_entries(payload[part], part)]
-    if bad:
-        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-        raise NonFiniteStateError(f"{path}: the state at step {payload.get('step', '?')} holds non-finite values "
-                                  f"({shown})")
-
-
-def save_checkpoint(path: str, payload: dict) -> None:
-    """Atomic (:func:`harness.core.atomic.save_torch_atomic`: temporary file beside ``path``, fsync, ``os.replace``;
-    a full disk is one line). A payload whose weights are not finite is never written: the file at ``path``, the
-    last good state, stays as it is, and :class:`NonFiniteStateError` says so."""
-    try:
-        check_finite_state(payload, path)
-    except NonFiniteStateError as exc:
-        kept = f"the last good state is kept at {path}" if os.path.isfile(path) else "no earlier state was saved"
-        raise NonFiniteStateError(f"{exc}: not saved, {kept}; training diverged (lower optim.lr or check the data)") from None
-    save_torch_atomic(payload, path)
-
-
 # ----------------------------------------------------------------------------------------------- train state
 def train_state_path(checkpoint_path: str) -> str:
     """Where the periodic train state of ``checkpoint_path`` goes: ``<dir>/<stem>.train_state.pt``."""
@@ -322,33 +280,6 @@ def trajectory_key(cfg: RunConfig, world_size: int = 1) -> dict[str, Any]:
     return key
 
 
-def key_differences(saved: dict, now: dict) -> list[str]:
-    """``["optim.lr (saved 0.1, now 0.05)", ...]`` for every key whose value differs."""
-    missing = object()
-    out = []
-    for k in sorted(set(saved) | set(now)):
-        a, b = saved.get(k, missing), now.get(k, missing)
-        if a != b:
-            out.append(f"{k} (saved {'<absent>' if a is missing else repr(a)}, now {'<absent>' if b is missing else repr(b)})")
-    return out
-
-
-def _state_problem(saved: Any, key: dict) -> str | None:
-    """Why a loaded state cannot continue a run whose :func:`trajectory_key` is ``key`` (None when it can)."""
-    if not isinstance(saved, dict) or saved.get("format") != STATE_FORMAT:
-        found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
-        return f"not a resumable train state (format {found!r}, expected {STATE_FORMAT!r})"
-    diffs = key_differences(saved["key"], key)
-    if diffs:
-        return "saved with another config: " + ", ".join(diffs)
-    return None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
-
-
 def resolve_resume(cfg: RunConfig, state_path: str | None, world_size: int = 1) -> dict[str, Any]:
     """Decide what a run starts from: ``{"path": state file or None, "message": one line}``.
 
@@ -363,43 +294,12 @@ def resolve_resume(cfg: RunConfig, state_path: str | None, world_size: int = 1) 
         if not state_path or not os.path.isfile(state_path):
             where = state_path or "<no checkpoint path>"
             return {"path": None, "message": f"no train state at {where}: starting fresh"}
-        try:
-            saved = load_torch(state_path, "train state", mmap=True)
-        except Exception as exc:  # a half-written, foreign or pickled-code file: never resumed from, kept aside
-            aside = set_aside(state_path, "unreadable")
-            return {"path": None, "message": f"unreadable train state ({exc if isinstance(exc, ValueError) else _one_line(exc)}): "
-                                             f"set aside as {aside}; starting fresh"}
-        problem = _state_problem(saved, key)
-        if problem:
-            return {"path": None, "message": f"ignoring {state_path} ({problem}): starting fresh"}
-        try:
-            check_finite_state(saved, state_path)
-        except NonFiniteStateError as exc:
-            aside = set_aside(state_path, "nonfinite")
-            return {"path": None, "message": f"{exc}: not resumed, set aside as {aside}; starting fresh"}
+        saved, why = read_state(state_path, STATE_FORMAT, key, mmap=True)
+        if saved is None:
+            return {"path": None, "message": why}
         return {"path": state_path, "message": f"resuming from {state_path} at step {saved['step']}/{saved['total_steps']}"}
-    if not os.path.isfile(mode):
-        raise FileNotFoundError(f"resume={mode}: no such train state file")
-    try:
-        saved = load_torch(mode, "train state", mmap=True)
-    except Exception as exc:
-        raise ValueError(f"resume={mode}: {exc if isinstance(exc, ValueError) else _one_line(exc)}") from None
-    problem = _state_problem(saved, key)
-    if problem:
-        raise ValueError(f"resume={mode}: {problem}")
-    try:
-        check_finite_state(saved, mode)
-    except NonFiniteStateError as exc:
-        raise ValueError(f"resume={mode}: {exc}; not resumed (resume=none starts fresh)") from None
+    saved = require_state(mode, STATE_FORMAT, key, f"resume={mode}", mmap=True)
     return {"path": mode, "message": f"resuming from {mode} at step {saved['step']}/{saved['total_steps']}"}
-
-
-def set_aside(path: str, why: str) -> str:
-    """Rename a state file that cannot be used to ``<path>.<why>-<UTC time>`` (kept for inspection, out of the
-    way of the next save); returns the new name."""
-    aside = f"{path}.{why}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-    os.replace(path, aside)
-    return aside
 
 
 def _rng_state(device: torch.device) -> dict:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -135,6 +136,7 @@ class Benchmark:
 
 REGISTRY: dict[str, Benchmark] = {}
 _LOADED = False
+_ORIGIN: dict[str, str] = {}  # benchmark name -> the module that registered it
 
 
 def register_benchmark(bench: Benchmark) -> Benchmark:
@@ -150,15 +152,23 @@ def register_benchmark(bench: Benchmark) -> Benchmark:
         if c.name in clis and clis[c.name] is not c:
             raise ValueError(f"benchmark {bench.name!r}: --benchmark {c.name} is already another command")
     REGISTRY[bench.name] = bench
+    _ORIGIN[bench.name] = sys._getframe(1).f_globals.get("__name__", "")
     return bench
 
 
 def load() -> dict[str, Benchmark]:
-    """Import every module of :data:`MODULES` (each registers its benchmarks) once; returns :data:`REGISTRY`."""
+    """Import every module of :data:`MODULES` (each registers its benchmarks) once; returns :data:`REGISTRY`, in
+    the order of :data:`MODULES` (then of registration within a module, then of later registrations), whichever of
+    them was imported first (a test importing :mod:`harness.eval.verification_bin` before anything else must not
+    put its benchmark first)."""
     global _LOADED
     if not _LOADED:
         for m in MODULES:
             importlib.import_module(m)
+        rank = {m: i for i, m in enumerate(MODULES)}
+        ordered = sorted(REGISTRY.values(), key=lambda b: rank.get(_ORIGIN.get(b.name, ""), len(MODULES)))
+        REGISTRY.clear()
+        REGISTRY.update((b.name, b) for b in ordered)
         _LOADED = True
     return REGISTRY
 

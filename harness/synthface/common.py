@@ -5,10 +5,7 @@ that the writers import them without importing ``generate`` (which imports the w
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -54,30 +51,3 @@ def degrade_frames(images, landmarks, params: camera.DegradationParams, noise_rn
     ipd = np.linalg.norm(lm[:, 1] - lm[:, 0], axis=1)
     lm = lm + det_rng.normal(0, 1, lm.shape) * (0.05 * ipd * params.strength)[:, None, None]
     return jpegs, lm, lows
-
-
-@contextmanager
-def folder_written_atomically(out: str) -> Iterator[str]:
-    """Yield a temporary sibling folder of ``out`` to write into; on success it is renamed into place (replacing an
-    older ``out``), on any failure (or Ctrl-C) it is removed, so a half-written folder never looks complete.
-    Leftovers of a killed writer (``<out>.tmp-*``, ``<out>.old-*``) are removed first: ``out`` is never written
-    concurrently."""
-    out = os.path.abspath(out)
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    base = os.path.basename(out)
-    for stale in os.listdir(parent):
-        if stale.startswith(f"{base}.tmp-") or stale.startswith(f"{base}.old-"):
-            shutil.rmtree(os.path.join(parent, stale), ignore_errors=True)
-    tmp = f"{out}.tmp-{os.getpid()}"
-    os.makedirs(tmp)
-    try:
-        yield tmp
-        old = f"{out}.old-{os.getpid()}"
-        if os.path.exists(out):
-            os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

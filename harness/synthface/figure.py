@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from harness.core.atomic import write_atomic
 from harness.data.align import align_faces
 from harness.data.ijb import loose_crop_path, read_ijb
 from harness.data.images import read_image
@@ -64,10 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     image = sample_grid(args.release)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    tmp = f"{args.out}.tmp-{os.getpid()}.png"
-    image.save(tmp, optimize=True)
-    os.replace(tmp, args.out)
+    write_atomic(args.out, lambda f: image.save(f, format="PNG", optimize=True), binary=True)
     print(f"wrote {args.out} ({image.size[0]}x{image.size[1]})")
     return 0
 

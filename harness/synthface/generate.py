@@ -46,13 +46,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from harness.core.atomic import StagedFolder, write_staged
 from harness.data.align import align_faces
 from harness.data.images import encode_jpeg
 from harness.data.recordio import write_face_rec
 from harness.synthface import degrade as camera
-from harness.synthface.common import (
-    degrade_frames, folder_written_atomically, identity_table, render_chunks, stream_rng, take_spec,
-)
+from harness.synthface.common import degrade_frames, identity_table, render_chunks, stream_rng, take_spec
 from harness.synthface.ijb1n import write_1n_csvs
 from harness.synthface.ijbs import TINY_IJBS, IJBSSpec, write_ijbs
 from harness.synthface.render import sample_image_specs, to_uint8
@@ -203,11 +202,9 @@ def write_target_crops(cfg: SynthFaceConfig, root: str, cam: camera.Camera) -> d
             k = sl.start + j
             # A WIDER-like name: <event>_<image stem>_<face index>_<score x 1000>.jpg (one face per "photo").
             name = f"61--Street_Surveillance_synth_{k:06d}_0_{int(max(500, round(scores[k] * 1000)))}.jpg"
-            with open(os.path.join(crops, name), "wb") as f:
-                f.write(encode_jpeg(rgb, cfg.jpeg_quality))
+            write_staged(os.path.join(crops, name), encode_jpeg(rgb, cfg.jpeg_quality))
             names.append(name)
-    with open(os.path.join(root, "target_list.txt"), "w") as f:
-        f.write("".join(n + "\n" for n in names))
+    write_staged(os.path.join(root, "target_list.txt"), "".join(n + "\n" for n in names))
     return {"identities_drawn_from": cfg.target_identities, "images": len(names)}
 
 
@@ -234,11 +231,9 @@ def write_pairs(cfg: SynthFaceConfig, out: str) -> dict:
             k = sl.start + j
             name = f"pair_{k:06d}.jpg"
             for sub, rgb in (("clean", clean[j]), ("degraded", degraded[j])):
-                with open(os.path.join(root, sub, name), "wb") as f:
-                    f.write(encode_jpeg(rgb, cfg.jpeg_quality))
+                write_staged(os.path.join(root, sub, name), encode_jpeg(rgb, cfg.jpeg_quality))
             lines.append(f"{name} {int(who[k])}\n")
-    with open(os.path.join(root, "pairs.txt"), "w") as f:
-        f.write("".join(lines))
+    write_staged(os.path.join(root, "pairs.txt"), "".join(lines))
     return {"pairs": len(lines)}
 
 
@@ -348,23 +343,20 @@ def write_ijb(cfg: SynthFaceConfig, out: str, which: str) -> dict:
             local = frames - sl.start
             jpegs, lm, _ = degrade_frames(images[local], landmarks[local], frame_params.take(frames), noise_rng, det_rng)
             for j, k in enumerate(frames):
-                with open(os.path.join(crop_dir, f"{k + 1}.jpg"), "wb") as f:
-                    f.write(jpegs[j])
+                write_staged(os.path.join(crop_dir, f"{k + 1}.jpg"), jpegs[j])
                 landmarks_out[k] = lm[j]
         if len(stills):
             local = stills - sl.start
             u8 = to_uint8(images[local])
             for j, k in enumerate(stills):
-                with open(os.path.join(crop_dir, f"{k + 1}.jpg"), "wb") as f:
-                    f.write(encode_jpeg(u8[j], cfg.jpeg_quality))
+                write_staged(os.path.join(crop_dir, f"{k + 1}.jpg"), encode_jpeg(u8[j], cfg.jpeg_quality))
             landmarks_out[stills] = landmarks[local].double().numpy()
 
-    with open(os.path.join(meta_dir, f"{prefix}_face_tid_mid.txt"), "w") as f:
-        f.writelines(f"{i + 1}.jpg {r.template} {r.media}\n" for i, r in enumerate(rows))
-    with open(os.path.join(meta_dir, f"{prefix}_name_5pts_score.txt"), "w") as f:
-        for i in range(n):
-            pts = " ".join(f"{v:.3f}" for v in landmarks_out[i].reshape(-1))
-            f.write(f"{i + 1}.jpg {pts} {faceness[i]:.3f}\n")
+    write_staged(os.path.join(meta_dir, f"{prefix}_face_tid_mid.txt"),
+                 "".join(f"{i + 1}.jpg {r.template} {r.media}\n" for i, r in enumerate(rows)))
+    write_staged(os.path.join(meta_dir, f"{prefix}_name_5pts_score.txt"),
+                 "".join(f"{i + 1}.jpg {' '.join(f'{v:.3f}' for v in landmarks_out[i].reshape(-1))} {faceness[i]:.3f}\n"
+                         for i in range(n)))
 
     # Pairs (gallery tid, probe tid, label): every probe against its mate and against impostor galleries.
     pair_rng = stream_rng(cfg, stream, 7)
@@ -380,8 +372,7 @@ def write_ijb(cfg: SynthFaceConfig, out: str, which: str) -> dict:
         lines.extend(f"{g} {p} 0\n" for g in others)
         n_gen += 1
         n_imp += len(others)
-    with open(os.path.join(meta_dir, f"{prefix}_template_pair_label.txt"), "w") as f:
-        f.writelines(lines)
+    write_staged(os.path.join(meta_dir, f"{prefix}_template_pair_label.txt"), "".join(lines))
     # The NIST 1:N protocol CSVs (two galleries splitting the subjects, and the mixed probe set).
     one_n = write_1n_csvs(meta_dir, prefix, rows, template_subject, gallery, probes, stream_rng(cfg, stream, 8), landmarks=landmarks_out)
     return {
@@ -401,7 +392,8 @@ def write_ijb(cfg: SynthFaceConfig, out: str, which: str) -> dict:
 # --------------------------------------------------------------------------------------------- release
 def generate(cfg: SynthFaceConfig, out: str, log=print) -> dict:
     """Write a complete release to ``out`` atomically (temp folder, then rename). Returns the manifest."""
-    with folder_written_atomically(out) as tmp:
+    with StagedFolder(out) as staged:  # a killed run's staging folder is removed by the next one
+        tmp = staged.tmp
         counts = {}
         for part, fn in [
             ("source", lambda: write_source(cfg, tmp)),
@@ -417,7 +409,6 @@ def generate(cfg: SynthFaceConfig, out: str, log=print) -> dict:
             counts[part] = fn()
             log(f"synthface[{cfg.size}] {part}: {counts[part]} ({time.perf_counter() - t0:.1f} s)")
         manifest = {"format_version": FORMAT_VERSION, "config": cfg.to_dict(), "counts": counts}
-        with open(os.path.join(tmp, "synthface.json"), "w") as f:
-            json.dump(manifest, f, indent=2, sort_keys=True)
-            f.write("\n")
-    return manifest
+        write_staged(os.path.join(tmp, "synthface.json"), json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        staged.publish()
+        return manifest

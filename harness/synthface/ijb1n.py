@@ -36,6 +36,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from harness.core.atomic import write_staged
+
 HEADER_V1 = (
     "TEMPLATE_ID,SUBJECT_ID,FILE,SIGHTING_ID,FACE_X,FACE_Y,FACE_WIDTH,FACE_HEIGHT,RIGHT_EYE_X,RIGHT_EYE_Y,"
     "LEFT_EYE_X,LEFT_EYE_Y,NOSE_BASE_X,NOSE_BASE_Y,FRAME,CS2_BOOL"
@@ -161,8 +163,7 @@ def write_1n_csvs(
                 continue
             line = f"{t},{int(template_subject[t]) + 1},loose_crop/{i + 1}.jpg,{int(r.media)},{_geometry(landmarks, i)},{frame_no[i]}"
             lines.append(line + (",0\n" if prefix == "ijbb" else "\n"))
-        with open(os.path.join(meta_dir, fname), "w", newline="") as f:
-            f.writelines(lines)
+        write_staged(os.path.join(meta_dir, fname), "".join(lines))
         key = f"gallery_{name}" if name != "probe_mixed" else name
         counts[f"{key}_templates"] = len(tids)
         counts[f"{key}_rows"] = len(lines) - 1

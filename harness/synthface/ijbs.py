@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from harness.core.atomic import write_staged
 from harness.data.align import align_faces
 from harness.data.images import encode_jpeg
 from harness.synthface import degrade as camera
@@ -263,16 +264,14 @@ def write_ijbs(cfg: SynthFaceConfig, out: str, spec: IJBSSpec) -> dict:
                 x, y, w, h = _box(lm[j])
                 boxes[k] = (x + pair_origin[pair_of[k], 0], y + pair_origin[pair_of[k], 1], w, h)
                 if not fails[k]:
-                    with open(os.path.join(aligned_dir, rel_paths[k]), "wb") as fh:
-                        fh.write(encode_jpeg(aligned[j], cfg.jpeg_quality))
+                    write_staged(os.path.join(aligned_dir, rel_paths[k]), encode_jpeg(aligned[j], cfg.jpeg_quality))
         if len(stills):
             local = stills - sl.start
             lm = landmarks[local].double().numpy()
             aligned = to_uint8(align_faces(images[local], lm, size))
             for j, k in enumerate(stills):
                 boxes[k] = _box(lm[j])
-                with open(os.path.join(aligned_dir, rel_paths[k]), "wb") as fh:
-                    fh.write(encode_jpeg(aligned[j], cfg.jpeg_quality))
+                write_staged(os.path.join(aligned_dir, rel_paths[k]), encode_jpeg(aligned[j], cfg.jpeg_quality))
 
     # cs6_metadata.csv: stills by subject, then video rows by video id, frame, subject.
     def filename(f: _Face) -> str:
@@ -280,19 +279,18 @@ def write_ijbs(cfg: SynthFaceConfig, out: str, spec: IJBSSpec) -> dict:
 
     still_rows = [k for k in range(n) if not is_frame[k]]
     frame_rows = sorted((k for k in range(n) if is_frame[k]), key=lambda k: (video_id[video_of[k]], faces[k].frame, subject[k]))
-    with open(os.path.join(proto_dir, "cs6_metadata.csv"), "w") as fh:
-        fh.write(METADATA_HEADER + "\n")
-        for k in still_rows + frame_rows:
-            f = faces[k]
-            x, y, w, h = boxes[k]
-            frame = str(f.frame) if f.kind == "frame" else ""
-            fh.write(f"{f.subject + 1},{filename(f)},{x:.0f},{y:.0f},{w:.0f},{h:.0f},{frame}\n")
+    rows = [METADATA_HEADER + "\n"]
+    for k in still_rows + frame_rows:
+        f = faces[k]
+        x, y, w, h = boxes[k]
+        frame = str(f.frame) if f.kind == "frame" else ""
+        rows.append(f"{f.subject + 1},{filename(f)},{x:.0f},{y:.0f},{w:.0f},{h:.0f},{frame}\n")
+    write_staged(os.path.join(proto_dir, "cs6_metadata.csv"), "".join(rows))
 
     # Probe lists: every probe video, by video id.
     probe_names = sorted(f"videos/{video_id[v]}.mp4" for v in range(plan["n_probe_videos"]))
     for name in PROBE_FILES.values():
-        with open(os.path.join(proto_dir, name), "w") as fh:
-            fh.write(PROBE_HEADER + "\n" + "".join(p + "\n" for p in probe_names))
+        write_staged(os.path.join(proto_dir, name), PROBE_HEADER + "\n" + "".join(p + "\n" for p in probe_names))
 
     # Galleries.
     gallery_video = {plan["videos"][v][0]: v for v in range(plan["n_probe_videos"], n_videos)}
@@ -317,8 +315,8 @@ def write_ijbs(cfg: SynthFaceConfig, out: str, spec: IJBSSpec) -> dict:
             tid += 1
             surv.append(f"{tid},{s + 1},videos/{video_id[gallery_video[s]]}.mp4,{box(video_box[(gallery_video[s], s)])}")
         for kind, lines in (("single", single), ("booking", book), ("surveillance", surv)):
-            with open(os.path.join(proto_dir, "galleries", GALLERY_FILES[kind].format(g)), "w") as fh:
-                fh.write(GALLERY_HEADER + "\n" + "".join(line + "\n" for line in lines))
+            write_staged(os.path.join(proto_dir, "galleries", GALLERY_FILES[kind].format(g)),
+                         GALLERY_HEADER + "\n" + "".join(line + "\n" for line in lines))
 
     n_frames = int(is_frame.sum())
     n_failed = int(fails.sum())

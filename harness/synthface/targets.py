@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import time
 
 import torch
 
+from harness.core.atomic import StagedFolder, write_staged
 from harness.core.runtime import tune_malloc
-from harness.synthface.common import folder_written_atomically
 from harness.synthface.degrade import CAMERAS, camera_named
 from harness.synthface.generate import SIZES, config_for, write_target_crops
 
@@ -39,12 +38,11 @@ def write_camera_target(camera: str, out: str, size: str = "default", seed: int 
     """Write the target crop folder of camera ``camera`` to ``out`` atomically; returns its manifest."""
     cam = camera_named(camera)
     cfg = config_for(size, seed, **({"target_images": images} if images is not None else {}))
-    with folder_written_atomically(out) as tmp:
-        counts = write_target_crops(cfg, tmp, cam)
+    with StagedFolder(out) as staged:  # published whole or not at all
+        counts = write_target_crops(cfg, staged.tmp, cam)
         manifest = {"format_version": FORMAT_VERSION, "camera": cam.name, "config": cfg.to_dict(), "counts": counts}
-        with open(os.path.join(tmp, "synthface_target.json"), "w") as f:
-            json.dump(manifest, f, indent=2, sort_keys=True)
-            f.write("\n")
+        write_staged(staged.path("synthface_target.json"), json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        staged.publish()
     return manifest
 
 

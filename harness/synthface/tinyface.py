@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.io
 
+from harness.core.atomic import write_staged
 from harness.data.align import align_faces
 from harness.data.images import encode_jpeg
 from harness.synthface import degrade as camera
@@ -91,10 +92,8 @@ def _write_images(cfg: SynthFaceConfig, out: str, table, spec, params, folders, 
         lm = lm + det_rng.normal(0, 1, lm.shape) * (DETECTOR_NOISE * ipd * params.strength[idx])[:, None, None]
         aligned = to_uint8(align_faces(lows, lm, cfg.aligned_size).float() / 255.0)
         for j, k in enumerate(idx):
-            with open(os.path.join(original, folders[k], names[k]), "wb") as f:
-                f.write(jpegs[j])
-            with open(os.path.join(aligned_root, folders[k], names[k]), "wb") as f:
-                f.write(encode_jpeg(aligned[j], cfg.jpeg_quality))
+            write_staged(os.path.join(original, folders[k], names[k]), jpegs[j])
+            write_staged(os.path.join(aligned_root, folders[k], names[k]), encode_jpeg(aligned[j], cfg.jpeg_quality))
             widths.append(int(lows[j].shape[1]))
     return widths
 
@@ -112,8 +111,7 @@ def _save_mat(path: str, names: list[str], ids: np.ndarray, set_key: str, ids_ke
     scipy.io.savemat(buf, {set_key: cell, ids_key: np.asarray(ids, dtype=np.float64).reshape(-1, 1)})
     data = bytearray(buf.getvalue())
     data[:116] = MAT_HEADER.ljust(116, b" ")
-    with open(path, "wb") as f:
-        f.write(bytes(data))
+    write_staged(path, bytes(data))
 
 
 def write_tinyface(cfg: SynthFaceConfig, out: str, spec: TinyFaceSpec = TinyFaceSpec()) -> dict:

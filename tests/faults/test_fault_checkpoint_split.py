@@ -53,7 +53,7 @@ def test_old_format_checkpoints_are_still_evaluated(tiny_release, tmp_path, empt
     a, b = (json.loads(p.read_text())["results"][0] for p in (tmp_path / "r.json", ref))
     assert a["rank1"] == b["rank1"] and a["rank5"] == b["rank5"]
 
-    from harness.stage1 import IdentityNet
+    from harness.cfsm.train import IdentityNet
 
     net = IdentityNet(str(path), torch.device("cpu"))
     assert net.input_size == 32
