@@ -84,7 +84,10 @@ def test_recorded_statistics_match_a_direct_computation(gen_path):
     x, y = batch.x[syn], batch.y[syn]
     with torch.no_grad():
         content = encode(m.generator, resize(x.float(), 16).contiguous())
-    render = lambda o: fr_input(decode(m.generator, content, o), batch.x)  # noqa: E731
+
+    def render(o):
+        return fr_input(decode(m.generator, content, o), batch.x)
+
     twin.raw.eval(), twin.head.eval()
     o = o0.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(twin.head(twin.raw(render(o)), y), [o])

@@ -65,7 +65,7 @@ def test_logits_and_loss_match_the_formula(easy):
     logits = head.logits(x, y) / S
     gs, rows = [], []
     for i, (r, a) in enumerate(SAMPLES):
-        want, m, g = _expected(r, a, easy)
+        want, _, g = _expected(r, a, easy)
         assert logits[i, 0].item() == pytest.approx(want, abs=2e-6)  # the head's cosine is float32
         assert logits[i, 1].item() == pytest.approx(math.sin(a), abs=2e-6)  # non-target: the plain cosine
         gs.append(g)

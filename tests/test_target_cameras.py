@@ -84,8 +84,8 @@ def test_camera_target_is_deterministic_and_cameras_differ(tmp_path):
     assert _files(again) == first["surveillance"]  # same seed: identical bytes
     other = tmp_path / "seed1"
     write_camera_target("surveillance", str(other), size="tiny", seed=1, images=12)
-    assert _files(other)["crops/" + sorted(os.listdir(other / "crops"))[0]] != \
-        first["surveillance"]["crops/" + sorted(os.listdir(tmp_path / "surveillance" / "crops"))[0]]
+    assert _files(other)["crops/" + min(os.listdir(other / "crops"))] != \
+        first["surveillance"]["crops/" + min(os.listdir(tmp_path / "surveillance" / "crops"))]
     names = {cam: [n for n in f if n.startswith("crops/")] for cam, f in first.items()}
     assert all(len(v) == 12 for v in names.values())
     cams = list(first)

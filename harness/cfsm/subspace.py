@@ -29,14 +29,13 @@ names, the three matrices, and each generator's FD figures from its stage-1 anal
 from __future__ import annotations
 
 import argparse
-import io
 import os
 from typing import Any
 
 import torch
 from PIL import Image, ImageDraw
 
-from harness.core.atomic import write_bytes_atomic, write_json_atomic
+from harness.core.atomic import write_atomic, write_json_atomic
 from harness.core.runtime import report_error
 from harness.models.cfsm import load_generator, subspace_similarity
 
@@ -109,7 +108,7 @@ def _colour(v: float) -> tuple[int, int, int]:
     return (255, w, w) if v >= 0 else (w, w, 255)
 
 
-def figure_png(doc: dict[str, Any], cell: int = 56) -> bytes:
+def figure(doc: dict[str, Any], cell: int = 56) -> Image.Image:
     """The ``S`` matrix as a coloured grid with its values, and a column of each generator's FD(G(source), own
     target) / FD(source, target) from its stage-1 analysis ("-" where absent)."""
     names = doc["names"]
@@ -132,9 +131,7 @@ def figure_png(doc: dict[str, Any], cell: int = 56) -> bytes:
         g = doc["generators"][a]
         fd = "-" if g["fd_synth_target"] is None else f"{g['fd_synth_target']:.3g}/{g['fd_source_target']:.3g}"
         draw.text((left + n * cell + 6, y + cell // 2 - 5), fd, fill="black")
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
+    return img
 
 
 def parse_generators(items: list[str]) -> dict[str, str]:
@@ -162,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         return report_error("harness.subspaces", exc)
     os.makedirs(args.out, exist_ok=True)
     write_json_atomic(doc, os.path.join(args.out, "subspace_similarity.json"))
-    write_bytes_atomic(figure_png(doc), os.path.join(args.out, "subspace_similarity.png"))
+    img = figure(doc)
+    write_atomic(os.path.join(args.out, "subspace_similarity.png"), lambda f: img.save(f, format="PNG"), binary=True)
     width = max(len(n) for n in doc["names"])
     print("S(A, B)".ljust(width) + "".join(f"  {n[:8]:>8}" for n in doc["names"]))
     for name, row in zip(doc["names"], doc["S"]):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import time
@@ -39,7 +38,7 @@ def write_camera_target(camera: str, out: str, size: str = "default", seed: int 
     """Write the target crop folder of camera ``camera`` to ``out`` atomically; returns its manifest."""
     cam = camera_named(camera)
     cfg = config_for(size, seed, **({"target_images": images} if images is not None else {}))
-    with StagedFolder(out) as staged:  # a killed run's staging folder is removed by the next one
+    with StagedFolder(out) as staged:  # published whole or not at all
         counts = write_target_crops(cfg, staged.tmp, cam)
         manifest = {"format_version": FORMAT_VERSION, "camera": cam.name, "config": cfg.to_dict(), "counts": counts}
         write_staged(staged.path("synthface_target.json"), json.dumps(manifest, indent=2, sort_keys=True) + "\n")
