@@ -301,14 +301,19 @@ def _plan_ijb(ijb: IJBSpec, rng: np.random.Generator):
 
 def write_ijb(cfg: SynthFaceConfig, out: str, which: str) -> dict:
     ijb, prefix, stream = (cfg.ijbb, "ijbb", STREAM_IJBB) if which == "IJBB" else (cfg.ijbc, "ijbc", STREAM_IJBC)
-    root = os.path.join(out, "IJB_release", which)
+    return write_ijb_release(cfg, os.path.join(out, "IJB_release", which), prefix, ijb, stream, DOMAIN_TEST)
+
+
+def write_ijb_release(cfg: SynthFaceConfig, root: str, prefix: str, ijb: IJBSpec, stream: int, domain: int) -> dict:
+    """One release in insightface's IJB layout at ``root`` (``loose_crop/``, ``meta/<prefix>_*.txt`` and the 1:N
+    CSVs) of ``ijb.subjects`` identities ``0..subjects-1`` of ``domain``, drawn from the random ``stream``."""
     crop_dir, meta_dir = os.path.join(root, "loose_crop"), os.path.join(root, "meta")
     os.makedirs(crop_dir)
     os.makedirs(meta_dir)
     rng = stream_rng(cfg, stream, 0)
     rows, spec_subject, video_of_spec, n_videos, gallery, probes, template_subject = _plan_ijb(ijb, rng)
 
-    table = identity_table(cfg, DOMAIN_TEST, ijb.subjects)
+    table = identity_table(cfg, domain, ijb.subjects)
     spec = sample_image_specs(stream_rng(cfg, stream, 1), spec_subject)
     # Frames of one video: one camera, a slowly moving head. Start every frame from its video's first frame.
     first = {}
