@@ -75,3 +75,19 @@ def test_the_phase_and_lambda_are_logged_and_announced(toy_stage1_release, toy_i
     assert "phase 2/3 (lambda_id 5) from step 3: fresh Adam states" in err
     assert "phase 3/3 (lambda_id 2) from step 5" in err
     assert stage1.total_iterations(stage1_cfg(toy_stage1_release, toy_identity, tmp_path), 10) == 22
+
+
+def test_checkpoint_every_0_saves_no_periodic_state_only_the_stopped_one(toy_stage1_release, toy_identity, tmp_path):
+    """``checkpoint_every=0`` is "no periodic train state" (as in the trainer): the run trains without one and a run
+    stopped early still leaves its state; a negative value is refused before any training."""
+    cfg = stage1_cfg(toy_stage1_release, toy_identity, tmp_path / "off", checkpoint_every=0)
+    seen = []
+    real_save = stage1.save_checkpoint
+    stage1.save_checkpoint = lambda path, payload, **kw: (seen.append(payload["step"]), real_save(path, payload, **kw))
+    try:
+        train_stage1(cfg, stop_after=7)
+    finally:
+        stage1.save_checkpoint = real_save
+    assert seen == [7]
+    with pytest.raises(ValueError, match="checkpoint_every=-1"):
+        train_stage1(stage1_cfg(toy_stage1_release, toy_identity, tmp_path / "neg", checkpoint_every=-1))

@@ -37,7 +37,7 @@ thresholds (:data:`harness.cfsm.analysis.FD_RATIO_MAX`, :data:`harness.cfsm.anal
 both were met.
 
 Robustness: the run checkpoints its whole state (G, D, both optimisers, step, every RNG) atomically every
-``checkpoint_every`` iterations to ``<out>/train_state.pt`` and resumes from it when the config matches. A NaN or
+``checkpoint_every`` iterations (0: only when stopped early) to ``<out>/train_state.pt`` and resumes from it when the config matches. A NaN or
 inf in any loss stops the run before the optimiser step with a one-line message; the last good state stays on
 disk; a state whose weights are not finite is never saved. A state that cannot be read (truncated, foreign,
 or pickling anything beyond tensors and plain data: files load with ``weights_only=True``) or holds non-finite
@@ -411,6 +411,8 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
         raise ValueError(f"config train.ortho_form={t.ortho_form!r}: expected 'squared_mean' or 'l1'")
     if not 0.0 <= t.ema_decay < 1.0:
         raise ValueError(f"config train.ema_decay={t.ema_decay!r}: expected 0 (off) or a decay in (0, 1)")
+    if cfg.checkpoint_every < 0:
+        raise ValueError(f"config checkpoint_every={cfg.checkpoint_every}: expected >= 0 (0 = no periodic train state)")
     phase_bounds(t, t.batch_size)  # validates the schedule before any data is read
 
     # Data and f first: every input problem fails before any training.
@@ -529,7 +531,7 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
             if line is not None:
                 line.show(step + 1, {**dict(sorted(window.items())), "lambda_id": lam})
             sums, counts = {}, {}
-        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < total:
+        if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < total:
             save_state(step + 1)
     seconds = time.perf_counter() - t0
     if end < total:
