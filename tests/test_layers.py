@@ -32,7 +32,7 @@ ALLOWED = {
     "methods": {"core", "data", "models"},
     "engine": {"core", "data", "models", "methods"},
     "eval": {"core", "data", "models"},
-    "report": {"core", "eval"},
+    "report": {"core", "eval", "cfsm"},  # cfsm: the generator quality targets (harness/cfsm/quality.py)
     "cfsm": {"core", "data", "models", "engine"},  # stage 1 reuses the trainer's progress line and release table
     "synthface": {"core", "data"},
     "launch": {"core", "methods"},  # runs harness.run as a child process; imports no command

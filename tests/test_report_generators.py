@@ -13,7 +13,9 @@ import shutil
 import pytest
 
 from harness.core.errors import DataFormatError
-from harness.report.generators import FD_RATIO_MAX, IDENTITY_GAP_MIN, metrics_path_of, read_targets, targets_of
+from harness.report.generators import (
+    FD_RATIO_MAX, IDENTITY_GAP_MIN, metrics_path_of, quality_text, read_targets, targets_of,
+)
 from harness.tables import main
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "tables"
@@ -32,7 +34,7 @@ def test_thresholds_are_the_stage1_targets():
     ({"fd": {"synth_over_source": 0.505}, "identity": {"gap": -0.057}}, False, ["identity gap −0.057 < −0.05"]),
     ({"fd": {"synth_over_source": 0.644}, "identity": {"gap": -0.043}}, False, ["FD ratio 0.644 > 0.6"]),
     ({"fd": {"synth_over_source": 0.6}, "identity": {"gap": -0.05}}, True, []),  # both at the bound: met
-    ({"fd": {"synth_over_source": 0.4}}, True, []),  # no identity pairs (real data): the FD ratio decides
+    ({"fd": {"synth_over_source": 0.4}}, None, []),  # no identity pairs (real data): not assessed
 ])
 def test_targets_derived_from_an_older_metrics_file(metrics, met, misses):
     t = targets_of(metrics)
@@ -48,6 +50,16 @@ def test_the_targets_block_wins_when_present():
         targets_of({"targets": dict(block, met="yes")}, "m.json")
     with pytest.raises(DataFormatError, match="fd.synth_over_source"):
         targets_of({"identity": {"gap": 0.0}}, "m.json")
+
+
+def test_targets_not_assessed_on_real_data_are_said_so():
+    """Stage 1 on data without clean/degraded pairs writes ``met: null`` (harness.cfsm.quality): read, not refused,
+    and the text says why, with the FD ratio."""
+    block = {"fd_ratio": 0.42, "fd_ratio_max": 0.6, "identity_gap": None, "identity_gap_min": -0.05, "met": None}
+    t = targets_of({"fd": {"synth_over_source": 0.42}, "targets": block})
+    assert t.met is None and t.fd_ratio == 0.42 and t.misses() == []
+    assert quality_text(t) == ("targets not assessed (FD ratio 0.420, target 0.6; identity gap not measured: "
+                               "no clean/degraded pairs)")
 
 
 def test_a_bad_metrics_file_is_a_one_line_error(tmp_path):

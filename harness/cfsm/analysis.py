@@ -26,25 +26,8 @@ from PIL import Image, ImageDraw
 from scipy import linalg
 
 from harness.core.atomic import write_atomic
+from harness.cfsm.quality import FD_RATIO_MAX, IDENTITY_GAP_MIN, quality_targets
 from harness.models.cfsm import CFSMGenerator, magnitude_target, subspace_similarity
-
-#: The quality a stage-1 generator must reach on SynthFace (issue 19's targets for the CPU default): FD to the target
-#: at most this fraction of the raw source's (``fd.synth_over_source``) ...
-FD_RATIO_MAX = 0.6
-#: ... and an identity cosine at most this much below the true degradation's on the same images (``identity.gap``).
-IDENTITY_GAP_MIN = -0.05
-
-
-def quality_targets(fd_ratio: float, identity_gap: float | None) -> dict[str, Any]:
-    """``{fd_ratio, fd_ratio_max, identity_gap, identity_gap_min, met}``: ``met`` is whether ``fd_ratio <=``
-    :data:`FD_RATIO_MAX` and ``identity_gap >=`` :data:`IDENTITY_GAP_MIN`; None when the gap was not measured (data
-    without clean/degraded pairs). A NaN ratio (no source-target distance) is not met."""
-    met = None
-    if identity_gap is not None:
-        met = bool(fd_ratio <= FD_RATIO_MAX) and bool(identity_gap >= IDENTITY_GAP_MIN)
-    return {"fd_ratio": fd_ratio, "fd_ratio_max": FD_RATIO_MAX, "identity_gap": identity_gap,
-            "identity_gap_min": IDENTITY_GAP_MIN, "met": met}
-
 
 def frechet_distance(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
     """``||mu_a - mu_b||^2 + Tr(C_a + C_b - 2 (C_a C_b)^(1/2))`` of two (N, d) samples (unbiased covariances, as

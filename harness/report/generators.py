@@ -14,8 +14,8 @@ re-implementation of CFSM's stage 1 (Liu et al., ECCV 2022; README, stage 1):
 
 :func:`targets_of` reads the ``targets`` block of a ``metrics.json`` (``{"fd_ratio", "fd_ratio_max",
 "identity_gap", "identity_gap_min", "met"}``: ``harness.stage1`` writes the same block); for a file written before
-the block existed it derives it from ``fd.synth_over_source`` and ``identity.gap`` with these thresholds, here and
-nowhere else.
+the block existed it derives it from ``fd.synth_over_source`` and ``identity.gap`` with the same rule
+(:func:`harness.cfsm.quality.quality_targets`, where the thresholds are defined).
 """
 
 from __future__ import annotations
@@ -26,18 +26,18 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from harness.cfsm.quality import FD_RATIO_MAX, IDENTITY_GAP_MIN, quality_targets
 from harness.core.errors import DataFormatError
 
 __all__ = ["FD_RATIO_MAX", "IDENTITY_GAP_MIN", "Targets", "GeneratorUse", "targets_of", "generator_of",
            "metrics_path_of", "read_targets", "generator_uses", "quality_text", "fd_text", "gap_text"]
 
-FD_RATIO_MAX = 0.6  # FD(G(source), target) / FD(source, target) must be at most this
-IDENTITY_GAP_MIN = -0.05  # cos(clean, G(clean)) - cos(clean, degraded) must be at least this
 
 
 @dataclass(frozen=True)
 class Targets:
-    """A generator's quality: ``met`` is True / False, or None when its metrics are unknown (no metrics file)."""
+    """A generator's quality: ``met`` is True / False, or None when its metrics are unknown (no metrics file) or
+    the targets were not assessed (no identity gap measured: real data)."""
 
     fd_ratio: float | None
     identity_gap: float | None
@@ -77,12 +77,12 @@ def _number(block: dict, key: str, where: str, path: str) -> float | None:
 def targets_of(metrics: dict, path: str = "metrics.json") -> Targets:
     """The targets of a stage-1 ``metrics.json`` (parsed): its ``targets`` block when it has one with ``met``,
     else derived from ``fd.synth_over_source`` and ``identity.gap`` with :data:`FD_RATIO_MAX` and
-    :data:`IDENTITY_GAP_MIN` (met when the FD ratio is at most the maximum and, where the identity gap was measured,
-    the gap is at least the minimum). Neither: a one-line error naming ``path``."""
+    :data:`IDENTITY_GAP_MIN` by :func:`harness.cfsm.quality.quality_targets` (not assessed, None, without a measured
+    identity gap). Neither: a one-line error naming ``path``."""
     block = metrics.get("targets")
     if isinstance(block, dict) and "met" in block:
-        if not isinstance(block["met"], bool):
-            raise DataFormatError(path, "targets.met", f"{block['met']!r} is not true or false")
+        if block["met"] is not None and not isinstance(block["met"], bool):
+            raise DataFormatError(path, "targets.met", f"{block['met']!r} is not true, false or null")
         return Targets(_number(block, "fd_ratio", "targets.fd_ratio", path),
                        _number(block, "identity_gap", "targets.identity_gap", path),
                        _number(block, "fd_ratio_max", "targets.fd_ratio_max", path) or FD_RATIO_MAX,
@@ -95,8 +95,7 @@ def targets_of(metrics: dict, path: str = "metrics.json") -> Targets:
     if ratio is None:
         raise DataFormatError(path, "fd.synth_over_source", "missing: not a harness.stage1 metrics file (no targets "
                                                             "block either)")
-    met = math.isfinite(ratio) and ratio <= FD_RATIO_MAX and (gap is None or gap >= IDENTITY_GAP_MIN)
-    return Targets(ratio, gap, FD_RATIO_MAX, IDENTITY_GAP_MIN, bool(met), path, derived=True)
+    return Targets(ratio, gap, FD_RATIO_MAX, IDENTITY_GAP_MIN, quality_targets(ratio, gap)["met"], path, derived=True)
 
 
 def generator_of(doc: dict) -> str | None:
@@ -177,8 +176,11 @@ def generator_uses(runs: Sequence) -> list[GeneratorUse]:
 def quality_text(t: Targets) -> str:
     """``targets met (FD ratio 0.595 ≤ 0.6, identity gap −0.030 ≥ −0.05)``, ``MISSED its targets (...)`` or
     ``quality not measured (...)``."""
-    if t.met is None:
+    if t.met is None and t.fd_ratio is None:
         return "quality not measured (no stage-1 metrics.json beside it)"
+    if t.met is None:  # real data: no clean/degraded pairs, so the identity gap and the targets are not assessed
+        return (f"targets not assessed (FD ratio {_num(t.fd_ratio)}, target {_bound(t.fd_ratio_max)}; identity gap "
+                "not measured: no clean/degraded pairs)")
     parts = [f"FD ratio {_num(t.fd_ratio)} {'≤' if t.fd_ratio is not None and t.fd_ratio <= t.fd_ratio_max else '>'} "
              f"{_bound(t.fd_ratio_max)}"]
     if t.identity_gap is not None:
