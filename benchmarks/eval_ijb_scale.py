@@ -295,6 +295,8 @@ def run_from_files(name: str, frac: float, repeat: int, workdir: str | None, ref
     import tempfile
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if workdir is not None:
+        os.makedirs(workdir, exist_ok=True)  # a --workdir that does not exist yet is created
     folder = tempfile.mkdtemp(prefix="ijb_files_", dir=workdir)
     try:
         t = time.perf_counter()

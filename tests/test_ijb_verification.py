@@ -437,3 +437,41 @@ def test_cli_errors(tiny_release, ijbb_root, tiny_feats, tmp_path, capsys):
     assert cli_main(["--release", tiny_release, "--features", short, "--out", out]) == 2  # IJBB and IJBC: which?
     assert "--prefix" in capsys.readouterr().err
     assert not os.path.exists(out)
+
+
+def test_scores_by_part_give_the_result_of_the_pair_order_scores():
+    """``evaluate_verification`` scores by product blocks and sorts part by part (``_scores_by_part``, pair order
+    never built); ``need_scores=True`` scores every pair in pair order. Same result dict, key for key, with both
+    media kinds, tid1 on either side, blocks of a few rows; a pair listed twice falls back to pair order."""
+    from harness.eval.ijb_verification import _scores_by_part, _verification
+
+    rng = np.random.default_rng(11)
+    n_t, d = 60, 16
+    sizes = rng.integers(1, 4, n_t)  # media of 1-3 rows: some templates hold video
+    templates = np.repeat(np.arange(100, 100 + n_t), sizes)
+    medias = np.arange(templates.shape[0]) // 2 + 1000
+    feats = rng.standard_normal((templates.shape[0], d)).astype(np.float32)
+    faceness = rng.uniform(0.2, 1.0, templates.shape[0]).astype(np.float32)
+    a, b = np.meshgrid(np.arange(100, 120), np.arange(120, 100 + n_t), indexing="ij")
+    pairs = np.stack([a.reshape(-1), b.reshape(-1)], axis=1)
+    pairs = pairs[rng.permutation(pairs.shape[0])[:500]]
+    pairs[::7] = pairs[::7, ::-1]  # tid1 from the larger side for some pairs
+    labels = (rng.random(pairs.shape[0]) < 0.2).astype(np.int8)
+    proto = iv.VerificationProtocol()
+    kw = dict(flip_concat=False, features_path=None, pair_file="<pairs>", benchmark="IJB-B", exact=False)
+    for p, lab in ((pairs, labels), (np.concatenate([pairs, pairs[:3]]), np.concatenate([labels, labels[:3]]))):
+        fast = iv.evaluate_verification(feats, templates, medias, faceness, p, lab, proto, benchmark="IJB-B")
+        ref, scores, rows, tids, video = _verification(feats, templates, medias, faceness, p, lab, proto, need_scores=True, **kw)
+        assert scores is not None and fast == ref
+    # the four parts hold exactly the pair-order scores of each (media kind, label) group
+    ref, scores, rows, tids, video = _verification(feats, templates, medias, faceness, pairs, labels, proto, need_scores=True, **kw)
+    from harness.eval.ijb_verification import pool_image_features
+
+    _, tf, _ = pool_image_features(feats, templates, medias, faceness, proto, False, "<f>")
+    for block_bytes in (8 * 40, 1 << 20):
+        parts = _scores_by_part(tf, rows, labels == 1, video, block_bytes=block_bytes)
+        for part, (v, g) in zip(parts, ((False, 0), (False, 1), (True, 0), (True, 1))):
+            want = np.sort(scores[(video == v) & (labels == g)])
+            np.testing.assert_allclose(np.sort(part), want, rtol=0, atol=1e-12)  # another block shape: a few ulps
+    assert _scores_by_part(tf, np.concatenate([rows, rows[:1]]), np.concatenate([labels, labels[:1]]) == 1,
+                           np.concatenate([video, video[:1]])) is None

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 import numpy as np
 
 __all__ = ["DEFAULT_FARS", "roc_curve", "roc_auc", "auc_from_roc", "tar_at_far", "tar_at_far_from_roc", "far_key",
-           "check_roc_inputs", "roc_sorted", "vertices_dense"]
+           "check_labels", "check_roc_inputs", "roc_sorted", "vertices_dense"]
 
 #: The six FARs insightface prints for IJB-B/IJB-C.
 DEFAULT_FARS: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
@@ -37,6 +37,20 @@ DEFAULT_FARS: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 def far_key(x: float) -> str:
     """Column name of a FAR as insightface prints it: ``str(x)`` ("1e-06", "1e-05", "0.0001", ... "0.1")."""
     return str(float(x))
+
+
+def check_labels(labels) -> np.ndarray:
+    """1-D 0/1 (or bool) labels -> the bool genuine mask; ValueError for any other label."""
+    labels = np.asarray(labels)
+    if labels.dtype == np.bool_:
+        return labels
+    if labels.dtype.kind not in "iuf":
+        raise ValueError(f"labels must be 0/1 (or bool), got dtype {labels.dtype}")
+    genuine = labels == 1
+    if not (genuine | (labels == 0)).all():
+        bad = labels[~(genuine | (labels == 0))][0]
+        raise ValueError(f"labels must be 0 (impostor) or 1 (genuine), found {bad!r}")
+    return genuine
 
 
 def check_roc_inputs(labels, scores) -> tuple[np.ndarray, np.ndarray]:
@@ -50,15 +64,7 @@ def check_roc_inputs(labels, scores) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"scores must be numeric, got dtype {scores.dtype}")
     if scores.dtype.kind != "f":
         scores = scores.astype(np.float64)
-    if labels.dtype == np.bool_:
-        genuine = labels
-    else:
-        if labels.dtype.kind not in "iuf":
-            raise ValueError(f"labels must be 0/1 (or bool), got dtype {labels.dtype}")
-        genuine = labels == 1
-        if not (genuine | (labels == 0)).all():
-            bad = labels[~(genuine | (labels == 0))][0]
-            raise ValueError(f"labels must be 0 (impostor) or 1 (genuine), found {bad!r}")
+    genuine = check_labels(labels)
     finite = np.isfinite(scores)
     if not finite.all():
         i = int(np.flatnonzero(~finite)[0])
