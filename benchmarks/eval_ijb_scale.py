@@ -140,10 +140,19 @@ def run_scale(name: str, frac: float, repeat: int) -> dict:
     synth_s = time.perf_counter() - t0
     rss_inputs = _maxrss_mb()
     protocol = VerificationProtocol()
-    res = {"scale": name, "frac": frac, "rows": spec["rows"], "templates": spec["gallery"] + spec["probes"],
-           "pairs": int(pairs.shape[0]), "genuine": int(labels.sum()), "dim": DIM, "synth_s": synth_s,
-           "inputs_mb": (feats.nbytes + templates.nbytes + medias.nbytes + faceness.nbytes + pairs.nbytes + labels.nbytes) / 2**20,
-           "maxrss_after_synth_mb": rss_inputs}
+    res = {
+        "scale": name,
+        "frac": frac,
+        "rows": spec["rows"],
+        "templates": spec["gallery"] + spec["probes"],
+        "pairs": int(pairs.shape[0]),
+        "genuine": int(labels.sum()),
+        "dim": DIM,
+        "synth_s": synth_s,
+        "inputs_mb": (feats.nbytes + templates.nbytes + medias.nbytes + faceness.nbytes + pairs.nbytes + labels.nbytes)
+        / 2**20,
+        "maxrss_after_synth_mb": rss_inputs,
+    }
 
     get_rows = _image_row_fn(feats, faceness, protocol, False)
     res["pool"] = _times(lambda: _pool(get_rows, templates, medias, DIM), repeat)[:2]
@@ -197,21 +206,31 @@ def write_release(folder: str, name: str, frac: float, seed: int = 0) -> dict:
     n = templates.shape[0]
     img = pd.Series(np.arange(1, n + 1)).astype(str) + ".jpg"
     pd.DataFrame({"n": img, "t": templates, "m": medias}).to_csv(
-        os.path.join(meta, f"{prefix}_face_tid_mid.txt"), sep=" ", header=False, index=False, lineterminator="\n")
+        os.path.join(meta, f"{prefix}_face_tid_mid.txt"), sep=" ", header=False, index=False, lineterminator="\n"
+    )
     rng = np.random.default_rng(seed + 1)
     lmk = rng.uniform(20.0, 140.0, (n, 10))
     cols = {"n": img}
     for j in range(10):
         cols[f"l{j}"] = pd.Series(lmk[:, j]).map("{:.3f}".format)
     cols["f"] = pd.Series(rng.uniform(0.1, 1.0, n)).map("{:.6f}".format)
-    pd.DataFrame(cols).to_csv(os.path.join(meta, f"{prefix}_name_5pts_score.txt"), sep=" ", header=False, index=False,
-                              lineterminator="\n")
+    pd.DataFrame(cols).to_csv(
+        os.path.join(meta, f"{prefix}_name_5pts_score.txt"), sep=" ", header=False, index=False, lineterminator="\n"
+    )
     pd.DataFrame({"a": pairs[:, 0], "b": pairs[:, 1], "l": labels}).to_csv(
-        os.path.join(meta, f"{prefix}_template_pair_label.txt"), sep=" ", header=False, index=False, lineterminator="\n")
+        os.path.join(meta, f"{prefix}_template_pair_label.txt"), sep=" ", header=False, index=False, lineterminator="\n"
+    )
     feats_path = os.path.join(folder, "feats.npy")
     np.save(feats_path, feats)
-    return {"root": root, "prefix": prefix, "features": feats_path, "rows": n, "pairs": int(pairs.shape[0]),
-            "templates": spec["gallery"] + spec["probes"], "genuine": int(labels.sum())}
+    return {
+        "root": root,
+        "prefix": prefix,
+        "features": feats_path,
+        "rows": n,
+        "pairs": int(pairs.shape[0]),
+        "templates": spec["gallery"] + spec["probes"],
+        "genuine": int(labels.sum()),
+    }
 
 
 def insightface_ijb11(root: str, prefix: str, features: str, flip_concat: bool = False) -> dict:
@@ -302,14 +321,35 @@ def run_from_files(name: str, frac: float, repeat: int, workdir: str | None, ref
         t = time.perf_counter()
         rel = write_release(folder, name, frac)
         write_s = time.perf_counter() - t
-        sizes = {os.path.basename(p): os.path.getsize(p) / 2**20 for p in
-                 [rel["features"], *(os.path.join(rel["root"], "meta", f) for f in os.listdir(os.path.join(rel["root"], "meta")))]}
-        print(f"{name} {'1/10 scale' if frac != 1 else 'full scale'} from files: {rel['rows']} rows, {rel['templates']} templates, "
-              f"{rel['pairs']} pairs ({rel['genuine']} genuine); written in {write_s:.1f} s: "
-              + ", ".join(f"{k} {v:.0f} MB" for k, v in sizes.items()), flush=True)
+        sizes = {
+            os.path.basename(p): os.path.getsize(p) / 2**20
+            for p in [
+                rel["features"],
+                *(os.path.join(rel["root"], "meta", f) for f in os.listdir(os.path.join(rel["root"], "meta"))),
+            ]
+        }
+        print(
+            f"{name} {'1/10 scale' if frac != 1 else 'full scale'} from files: {rel['rows']} rows, {rel['templates']} templates, "
+            f"{rel['pairs']} pairs ({rel['genuine']} genuine); written in {write_s:.1f} s: "
+            + ", ".join(f"{k} {v:.0f} MB" for k, v in sizes.items()),
+            flush=True,
+        )
         out = os.path.join(folder, "result.json")
-        cmd = [sys.executable, "-m", "harness.evaluate", "--benchmark", "ijb11", "--release", rel["root"],
-               "--prefix", rel["prefix"], "--features", rel["features"], "--out", out]
+        cmd = [
+            sys.executable,
+            "-m",
+            "harness.evaluate",
+            "--benchmark",
+            "ijb11",
+            "--release",
+            rel["root"],
+            "--prefix",
+            rel["prefix"],
+            "--features",
+            rel["features"],
+            "--out",
+            out,
+        ]
         env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
         cli = []
         for _ in range(repeat):
@@ -327,10 +367,14 @@ def run_from_files(name: str, frac: float, repeat: int, workdir: str | None, ref
             t = time.perf_counter()
             ref_tars = insightface_ijb11(rel["root"], rel["prefix"], rel["features"])
             ref.append(time.perf_counter() - t)
-        print(f"CLI end to end (python -m harness.evaluate, fresh interpreter): best {min(cli):.2f} s, median "
-              f"{statistics.median(cli):.2f} s of {repeat}: " + " ".join(f"{x:.2f}" for x in cli))
-        print(f"insightface ijb_11.py port (in-process, no imports):          best {min(ref):.2f} s, median "
-              f"{statistics.median(ref):.2f} s of {ref_repeat}")
+        print(
+            f"CLI end to end (python -m harness.evaluate, fresh interpreter): best {min(cli):.2f} s, median "
+            f"{statistics.median(cli):.2f} s of {repeat}: " + " ".join(f"{x:.2f}" for x in cli)
+        )
+        print(
+            f"insightface ijb_11.py port (in-process, no imports):          best {min(ref):.2f} s, median "
+            f"{statistics.median(ref):.2f} s of {ref_repeat}"
+        )
         print(f"ratio (port best / CLI best): {min(ref) / min(cli):.1f}x; load average {os.getloadavg()[0]:.2f}")
         print("TAR@FAR CLI:         " + " ".join(f"{k}:{cli_tars.get(k)!r}" for k in ref_tars))
         print("TAR@FAR insightface: " + " ".join(f"{k}:{v!r}" for k, v in ref_tars.items()))
@@ -355,12 +399,20 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1/10 of the real sizes")
     ap.add_argument("--repeat", type=int, default=3, help="runs per timing (best and median reported)")
-    ap.add_argument("--scale", choices=sorted(SCALES), help="run one scale in this process (internal; with --from-files: "
-                                                             "the scale written, default IJB-C)")
-    ap.add_argument("--from-files", action="store_true", help="write the release files once and time the CLI against "
-                                                               "the insightface ijb_11.py port on them")
+    ap.add_argument(
+        "--scale",
+        choices=sorted(SCALES),
+        help="run one scale in this process (internal; with --from-files: the scale written, default IJB-C)",
+    )
+    ap.add_argument(
+        "--from-files",
+        action="store_true",
+        help="write the release files once and time the CLI against the insightface ijb_11.py port on them",
+    )
     ap.add_argument("--ref-repeat", type=int, default=1, help="--from-files: runs of the insightface port (default 1)")
-    ap.add_argument("--workdir", help="--from-files: where the temporary release folder goes (default: the system temp)")
+    ap.add_argument(
+        "--workdir", help="--from-files: where the temporary release folder goes (default: the system temp)"
+    )
     args = ap.parse_args(argv)
     frac = 0.1 if args.quick else 1.0
     if args.from_files:
@@ -377,19 +429,28 @@ def main(argv=None) -> int:
             sys.stderr.write(proc.stderr)
             return proc.returncode
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    print(f"IJB 1:1 verification evaluator, {'1/10 scale' if args.quick else 'full scale'}, "
-          f"{os.cpu_count()} CPUs, best / median of {args.repeat} runs (s)")
+    print(
+        f"IJB 1:1 verification evaluator, {'1/10 scale' if args.quick else 'full scale'}, "
+        f"{os.cpu_count()} CPUs, best / median of {args.repeat} runs (s)"
+    )
     hdr = f"{'scale':6} {'rows':>8} {'tmpl':>6} {'pairs':>10} {'pool':>11} {'score':>11} {'tar@far':>11} {'end2end':>11} {'inputs':>8} {'synthRSS':>8} {'maxRSS':>8} {'evalpk':>8}"
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
         f = lambda k: f"{r[k][0]:.2f}/{r[k][1]:.2f}"
-        print(f"{r['scale']:6} {r['rows']:>8} {r['templates']:>6} {r['pairs']:>10} {f('pool'):>11} {f('score'):>11} "
-              f"{f('tar'):>11} {f('end_to_end'):>11} {r['inputs_mb']:>6.0f}MB {r['maxrss_after_synth_mb']:>6.0f}MB {r['maxrss_mb']:>6.0f}MB {r['eval_traced_peak_mb']:>6.0f}MB")
-    print("inputs = features + meta arrays; synthRSS / maxRSS = process peak RSS after synthesis / after all runs (inputs included); evalpk = tracemalloc peak of one "
-          "end-to-end evaluation above its inputs")
+        print(
+            f"{r['scale']:6} {r['rows']:>8} {r['templates']:>6} {r['pairs']:>10} {f('pool'):>11} {f('score'):>11} "
+            f"{f('tar'):>11} {f('end_to_end'):>11} {r['inputs_mb']:>6.0f}MB {r['maxrss_after_synth_mb']:>6.0f}MB {r['maxrss_mb']:>6.0f}MB {r['eval_traced_peak_mb']:>6.0f}MB"
+        )
+    print(
+        "inputs = features + meta arrays; synthRSS / maxRSS = process peak RSS after synthesis / after all runs (inputs included); evalpk = tracemalloc peak of one "
+        "end-to-end evaluation above its inputs"
+    )
     for r in rows:
-        print(f"{r['scale']} TAR@FAR (random features): " + " ".join(f"{k}:{v * 100:.2f}" for k, v in r["tar_at_far"].items()))
+        print(
+            f"{r['scale']} TAR@FAR (random features): "
+            + " ".join(f"{k}:{v * 100:.2f}" for k, v in r["tar_at_far"].items())
+        )
     return 0
 
 

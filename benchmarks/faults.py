@@ -26,11 +26,31 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = ["model.widths=8,16,16,32", "model.embedding_size=32", "data.input_size=32", "optim.batch_size=32",
-         "optim.epochs=1", "log_every=1", "eval.benchmarks=TinyFace"]
-STAGE1 = ["model.image_size=16", "model.dim=8", "model.d_scales=2", "model.d_layers=2", "model.adain_scale=one_plus_gamma",
-          "model.mlp_dim=32", "model.latent_dim=16", "train.batch_size=8", "train.iterations=4", "train.lr=5e-4",
-          "log_every=2", "checkpoint_every=2", "analysis.holdout_target=10", "analysis.figure_inputs=3"]
+SMALL = [
+    "model.widths=8,16,16,32",
+    "model.embedding_size=32",
+    "data.input_size=32",
+    "optim.batch_size=32",
+    "optim.epochs=1",
+    "log_every=1",
+    "eval.benchmarks=TinyFace",
+]
+STAGE1 = [
+    "model.image_size=16",
+    "model.dim=8",
+    "model.d_scales=2",
+    "model.d_layers=2",
+    "model.adain_scale=one_plus_gamma",
+    "model.mlp_dim=32",
+    "model.latent_dim=16",
+    "train.batch_size=8",
+    "train.iterations=4",
+    "train.lr=5e-4",
+    "log_every=2",
+    "checkpoint_every=2",
+    "analysis.holdout_target=10",
+    "analysis.figure_inputs=3",
+]
 PAYLOAD_SRC = """
 import sys, torch
 class P:
@@ -46,8 +66,12 @@ def _env() -> dict:
     return env
 
 
-def sh(argv: list[str], cwd: str, env: dict | None = None, wrap: list[str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*(wrap or []), *argv], cwd=cwd, env=env or _env(), capture_output=True, text=True, timeout=900)
+def sh(
+    argv: list[str], cwd: str, env: dict | None = None, wrap: list[str] | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*(wrap or []), *argv], cwd=cwd, env=env or _env(), capture_output=True, text=True, timeout=900
+    )
 
 
 def py(*args: str) -> list[str]:
@@ -71,8 +95,12 @@ def snapshot(folder: str) -> set[str]:
 def tmpfs_ok() -> bool:
     if not shutil.which("unshare"):
         return False
-    return subprocess.run(["unshare", "-rm", "sh", "-c", "d=$(mktemp -d) && mount -t tmpfs -o size=16k tmpfs $d"],
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["unshare", "-rm", "sh", "-c", "d=$(mktemp -d) && mount -t tmpfs -o size=16k tmpfs $d"], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 class Catalogue:
@@ -96,26 +124,59 @@ class Catalogue:
         t0 = time.perf_counter()
         r = sh(argv, cwd=d, env=env, wrap=wrap(d) if callable(wrap) else wrap)
         seconds = time.perf_counter() - t0
-        lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith(("INFO - ", "WARNING - "))
-                 and "DeprecationWarning" not in ln and "import pkg_resources" not in ln]
+        lines = [
+            ln
+            for ln in r.stderr.splitlines()
+            if ln.strip()
+            and not ln.startswith(("INFO - ", "WARNING - "))
+            and "DeprecationWarning" not in ln
+            and "import pkg_resources" not in ln
+        ]
         prog = argv[2] if len(argv) > 2 and argv[1] == "-m" else ""
         said = [ln for ln in lines if prog and ln.startswith(f"{prog}: ")]
         # a failed run: the program's own error line; else the first thing it said (a set-aside, a take-over)
         first = said[0] if r.returncode and said else lines[0] if lines else (r.stdout.strip().splitlines() or [""])[0]
         left = sorted(snapshot(d) - before)
-        row = {"case": name, "expect": expect, "exit": r.returncode, "first_line": first,
-               "traceback": "Traceback (most recent call last)" in r.stderr, "left": left, "seconds": round(seconds, 1)}
+        row = {
+            "case": name,
+            "expect": expect,
+            "exit": r.returncode,
+            "first_line": first,
+            "traceback": "Traceback (most recent call last)" in r.stderr,
+            "left": left,
+            "seconds": round(seconds, 1),
+        }
         self.rows.append(row)
         ok = "ok" if r.returncode == expect and not row["traceback"] else "UNEXPECTED"
         print(f"[{ok}] {name}: exit {r.returncode} ({seconds:.1f} s) {first[:160]}", file=sys.stderr, flush=True)
 
     def run_argv(self, *extra: str, release: str | None = None) -> list[str]:
-        return py("-m", "harness.run", "--params", self.params, "method=source_only",
-                  f"data.release={release or self.release}", "out=runs", *SMALL, *extra)
+        return py(
+            "-m",
+            "harness.run",
+            "--params",
+            self.params,
+            "method=source_only",
+            f"data.release={release or self.release}",
+            "out=runs",
+            *SMALL,
+            *extra,
+        )
 
     def stage1_argv(self, *extra: str, release: str | None = None) -> list[str]:
-        return py("-m", "harness.stage1", "--params", self.params, f"data.release={release or self.release}",
-                  f"identity={self.ckpt}", "out=s1", "figures=fig", "sacred=runs", *STAGE1, *extra)
+        return py(
+            "-m",
+            "harness.stage1",
+            "--params",
+            self.params,
+            f"data.release={release or self.release}",
+            f"identity={self.ckpt}",
+            "out=s1",
+            "figures=fig",
+            "sacred=runs",
+            *STAGE1,
+            *extra,
+        )
 
     def copy_release(self, d: str) -> str:
         dst = os.path.join(d, "rel")
@@ -125,8 +186,12 @@ class Catalogue:
     # ------------------------------------------------------------------------------------------- catalogue
     def prepare(self) -> None:
         t0 = time.perf_counter()
-        subprocess.run(py("-m", "harness.synthface", "--size", "tiny", "--out", self.release), check=True, env=_env(),
-                       capture_output=True)
+        subprocess.run(
+            py("-m", "harness.synthface", "--size", "tiny", "--out", self.release),
+            check=True,
+            env=_env(),
+            capture_output=True,
+        )
         self.ckpt = os.path.join(self.work, "source_only.pt")
         r = sh(self.run_argv(f"checkpoint={self.ckpt}", "evaluate=false"), cwd=self.work)
         if r.returncode:
@@ -136,19 +201,34 @@ class Catalogue:
     def all(self) -> None:
         pt = lambda d: payload(os.path.join(d, "payload.pt"), os.path.join(d, "PWNED"))  # noqa: E731
         # ---- security
-        self.case("payload: train=false checkpoint=", 2, pt, lambda d, p: self.run_argv("train=false", f"checkpoint={p}"))
+        self.case(
+            "payload: train=false checkpoint=", 2, pt, lambda d, p: self.run_argv("train=false", f"checkpoint={p}")
+        )
         self.case("payload: resume=PATH", 2, pt, lambda d, p: self.run_argv("checkpoint=m.pt", f"resume={p}"))
-        self.case("payload: automatic resume state", 0,
-                  lambda d: payload(os.path.join(d, "m.train_state.pt"), os.path.join(d, "PWNED")),
-                  lambda d, p: self.run_argv("checkpoint=m.pt", "evaluate=false"))
+        self.case(
+            "payload: automatic resume state",
+            0,
+            lambda d: payload(os.path.join(d, "m.train_state.pt"), os.path.join(d, "PWNED")),
+            lambda d, p: self.run_argv("checkpoint=m.pt", "evaluate=false"),
+        )
         self.case("payload: stage1 identity=", 2, pt, lambda d, p: self.stage1_argv(f"identity={p}"))
-        self.case("payload: stage1 own train state", 0,
-                  lambda d: (os.makedirs(os.path.join(d, "s1")), payload(os.path.join(d, "s1", "train_state.pt"),
-                                                                        os.path.join(d, "PWNED"))),
-                  lambda d, p: self.stage1_argv())
-        self.case("payload: hparams.generator=", 2, pt,
-                  lambda d, p: self.run_argv("method=cfsm_guided", f"hparams.generator={p}", "hparams.generator_size=16",
-                                             "hparams.latent_dim=16"))
+        self.case(
+            "payload: stage1 own train state",
+            0,
+            lambda d: (
+                os.makedirs(os.path.join(d, "s1")),
+                payload(os.path.join(d, "s1", "train_state.pt"), os.path.join(d, "PWNED")),
+            ),
+            lambda d, p: self.stage1_argv(),
+        )
+        self.case(
+            "payload: hparams.generator=",
+            2,
+            pt,
+            lambda d, p: self.run_argv(
+                "method=cfsm_guided", f"hparams.generator={p}", "hparams.generator_size=16", "hparams.latent_dim=16"
+            ),
+        )
 
         def traversal(d):
             rel = self.copy_release(d)
@@ -159,12 +239,13 @@ class Catalogue:
             return rel
 
         self.case("target list names ../", 2, traversal, lambda d, rel: self.run_argv("method=dann", release=rel))
+
         # ---- one line
         def corrupt(d):
             rel = self.copy_release(d)
             rec = os.path.join(rel, "faces_synthface", "train.rec")
             data = bytearray(open(rec, "rb").read())
-            data[len(data) // 2:len(data) // 2 + 64] = b"\xff" * 64
+            data[len(data) // 2 : len(data) // 2 + 64] = b"\xff" * 64
             open(rec, "wb").write(bytes(data))
             return rel
 
@@ -177,28 +258,75 @@ class Catalogue:
             return p
 
         self.case("YAML syntax error: harness.run", 2, yaml_file, lambda d, p: py("-m", "harness.run", "--params", p))
-        self.case("YAML syntax error: harness.stage1", 2, yaml_file, lambda d, p: py("-m", "harness.stage1", "--params", p))
-        self.case("YAML syntax error: harness.tables", 2, lambda d: (os.makedirs(os.path.join(d, "eval")), yaml_file(d))[1],
-                  lambda d, p: py("-m", "harness.tables", "eval", "--params", p, "--out-dir", "t", "--report", "R.md"))
-        for arg in ("model.head=foo", "model.backbone=r7", "eval.benchmarks=IJBX", "eval.flip=foo", "checkpoint_every=-1",
-                    "optim.lr=-0.1", "optim.epochs=0", "optim.epochs=-1", "data.channel_order=XYZ", "optim.batch_size=0",
-                    "optim.batch_size=-2", "data.input_size=0"):
+        self.case(
+            "YAML syntax error: harness.stage1", 2, yaml_file, lambda d, p: py("-m", "harness.stage1", "--params", p)
+        )
+        self.case(
+            "YAML syntax error: harness.tables",
+            2,
+            lambda d: (os.makedirs(os.path.join(d, "eval")), yaml_file(d))[1],
+            lambda d, p: py("-m", "harness.tables", "eval", "--params", p, "--out-dir", "t", "--report", "R.md"),
+        )
+        for arg in (
+            "model.head=foo",
+            "model.backbone=r7",
+            "eval.benchmarks=IJBX",
+            "eval.flip=foo",
+            "checkpoint_every=-1",
+            "optim.lr=-0.1",
+            "optim.epochs=0",
+            "optim.epochs=-1",
+            "data.channel_order=XYZ",
+            "optim.batch_size=0",
+            "optim.batch_size=-2",
+            "data.input_size=0",
+        ):
             self.case(f"config {arg}", 2, None, lambda d, _, arg=arg: self.run_argv("checkpoint=m.pt", arg))
-        self.case("config train=false, checkpoint missing", 2, None,
-                  lambda d, _: self.run_argv("train=false", "checkpoint=missing.pt"))
-        self.case("config data.release missing", 2, None, lambda d, _: self.run_argv(release=os.path.join(d, "nowhere")))
-        self.case("NaN loss (optim.lr=1e9)", 2, None,
-                  lambda d, _: self.run_argv("checkpoint=m.pt", "optim.lr=1e9", "checkpoint_every=1", "optim.epochs=3",
-                                   "optim.grad_clip_scope=all"))
+        self.case(
+            "config train=false, checkpoint missing",
+            2,
+            None,
+            lambda d, _: self.run_argv("train=false", "checkpoint=missing.pt"),
+        )
+        self.case(
+            "config data.release missing", 2, None, lambda d, _: self.run_argv(release=os.path.join(d, "nowhere"))
+        )
+        self.case(
+            "NaN loss (optim.lr=1e9)",
+            2,
+            None,
+            lambda d, _: self.run_argv(
+                "checkpoint=m.pt", "optim.lr=1e9", "checkpoint_every=1", "optim.epochs=3", "optim.grad_clip_scope=all"
+            ),
+        )
         if tmpfs_ok():
-            self.case("disk full while saving (64 KiB tmpfs)", 2, lambda d: os.makedirs(os.path.join(d, "small")),
-                      lambda d, _: self.run_argv(f"checkpoint={d}/small/m.pt", "checkpoint_every=1"),
-                      wrap=lambda d: ["unshare", "-rm", "sh", "-c",
-                                      f"mount -t tmpfs -o size=64k tmpfs {d}/small && exec \"$@\"", "sh"])
+            self.case(
+                "disk full while saving (64 KiB tmpfs)",
+                2,
+                lambda d: os.makedirs(os.path.join(d, "small")),
+                lambda d, _: self.run_argv(f"checkpoint={d}/small/m.pt", "checkpoint_every=1"),
+                wrap=lambda d: [
+                    "unshare",
+                    "-rm",
+                    "sh",
+                    "-c",
+                    f'mount -t tmpfs -o size=64k tmpfs {d}/small && exec "$@"',
+                    "sh",
+                ],
+            )
         else:
-            self.case("disk full while saving (RLIMIT_FSIZE 64 KiB)", 2, None,
-                      lambda d, _: ["sh", "-c", f"ulimit -f 64 && exec \"$@\"", "sh",
-                                    *self.run_argv("checkpoint=m.pt", "checkpoint_every=1")])
+            self.case(
+                "disk full while saving (RLIMIT_FSIZE 64 KiB)",
+                2,
+                None,
+                lambda d, _: [
+                    "sh",
+                    "-c",
+                    f'ulimit -f 64 && exec "$@"',
+                    "sh",
+                    *self.run_argv("checkpoint=m.pt", "checkpoint_every=1"),
+                ],
+            )
 
         # ---- wrong sizes
         def odd_target(d):
@@ -212,7 +340,9 @@ class Catalogue:
             Image.fromarray(np.zeros((h + 5, w + 3, 3), np.uint8)).save(p, format="JPEG")
             return rel
 
-        self.case("target crop of another size", 2, odd_target, lambda d, rel: self.run_argv("method=dann", release=rel))
+        self.case(
+            "target crop of another size", 2, odd_target, lambda d, rel: self.run_argv("method=dann", release=rel)
+        )
 
         def odd_tinyface(d):
             import numpy as np
@@ -225,8 +355,12 @@ class Catalogue:
             Image.fromarray(np.zeros((h // 2, w // 2, 3), np.uint8)).save(p, format="JPEG")
             return rel
 
-        self.case("TinyFace aligned crop of another size", 2, odd_tinyface,
-                  lambda d, rel: self.run_argv("train=false", f"checkpoint={self.ckpt}", release=rel))
+        self.case(
+            "TinyFace aligned crop of another size",
+            2,
+            odd_tinyface,
+            lambda d, rel: self.run_argv("train=false", f"checkpoint={self.ckpt}", release=rel),
+        )
 
         def odd_ijbs(d):
             import numpy as np
@@ -242,25 +376,35 @@ class Catalogue:
                     break
             return rel
 
-        self.case("IJB-S aligned frame of another size", 2, odd_ijbs,
-                  lambda d, rel: self.run_argv("train=false", f"checkpoint={self.ckpt}", "eval.benchmarks=IJBS", release=rel))
+        self.case(
+            "IJB-S aligned frame of another size",
+            2,
+            odd_ijbs,
+            lambda d, rel: self.run_argv("train=false", f"checkpoint={self.ckpt}", "eval.benchmarks=IJBS", release=rel),
+        )
 
         # ---- nothing lost, nothing hijacked
         def held(d):
             p = subprocess.Popen(py("-c", "import time; time.sleep(600)"))
             self._sleepers.append(p)
-            json.dump({"pid": p.pid, "host": socket.gethostname(), "start": "now", "argv": "another run"},
-                      open(os.path.join(d, "m.pt.lock"), "w"))
+            json.dump(
+                {"pid": p.pid, "host": socket.gethostname(), "start": "now", "argv": "another run"},
+                open(os.path.join(d, "m.pt.lock"), "w"),
+            )
 
         def stale(d):
             p = subprocess.Popen(py("-c", "pass"))
             p.wait()
-            json.dump({"pid": p.pid, "host": socket.gethostname(), "start": "then", "argv": "a killed run"},
-                      open(os.path.join(d, "m.pt.lock"), "w"))
+            json.dump(
+                {"pid": p.pid, "host": socket.gethostname(), "start": "then", "argv": "a killed run"},
+                open(os.path.join(d, "m.pt.lock"), "w"),
+            )
 
         self._sleepers: list[subprocess.Popen] = []
         self.case("checkpoint held by a live run", 2, held, lambda d, _: self.run_argv("checkpoint=m.pt"))
-        self.case("stale lock of a killed run", 0, stale, lambda d, _: self.run_argv("checkpoint=m.pt", "evaluate=false"))
+        self.case(
+            "stale lock of a killed run", 0, stale, lambda d, _: self.run_argv("checkpoint=m.pt", "evaluate=false")
+        )
 
         def held_s1(d):
             held(d)
@@ -271,8 +415,16 @@ class Catalogue:
         def poisoned(d):
             import torch
 
-            r = sh(self.run_argv("checkpoint=m.pt", "optim.lr=1e9", "checkpoint_every=1", "optim.epochs=3",
-                                   "optim.grad_clip_scope=all"), cwd=d)
+            r = sh(
+                self.run_argv(
+                    "checkpoint=m.pt",
+                    "optim.lr=1e9",
+                    "checkpoint_every=1",
+                    "optim.epochs=3",
+                    "optim.grad_clip_scope=all",
+                ),
+                cwd=d,
+            )
             assert r.returncode == 2, r.stderr
             s = torch.load(os.path.join(d, "m.train_state.pt"), weights_only=True)
             k = next(k for k in s["backbone"] if k.endswith("running_var"))
@@ -280,13 +432,23 @@ class Catalogue:
             torch.save(s, os.path.join(d, "m.train_state.pt"))
 
         # the rerun of the diverged run finds its state poisoned by hand: set aside, fresh start (which diverges again)
-        self.case("resume from a state with inf weights", 2, poisoned,
-                  lambda d, _: self.run_argv("checkpoint=m.pt", "optim.lr=1e9", "checkpoint_every=1", "optim.epochs=3",
-                                   "optim.grad_clip_scope=all"))
-        self.case("stage1 state unreadable (truncated)", 0,
-                  lambda d: (os.makedirs(os.path.join(d, "s1")),
-                             open(os.path.join(d, "s1", "train_state.pt"), "wb").write(b"PK\x03\x04 truncated")),
-                  lambda d, _: self.stage1_argv())
+        self.case(
+            "resume from a state with inf weights",
+            2,
+            poisoned,
+            lambda d, _: self.run_argv(
+                "checkpoint=m.pt", "optim.lr=1e9", "checkpoint_every=1", "optim.epochs=3", "optim.grad_clip_scope=all"
+            ),
+        )
+        self.case(
+            "stage1 state unreadable (truncated)",
+            0,
+            lambda d: (
+                os.makedirs(os.path.join(d, "s1")),
+                open(os.path.join(d, "s1", "train_state.pt"), "wb").write(b"PK\x03\x04 truncated"),
+            ),
+            lambda d, _: self.stage1_argv(),
+        )
         for p in self._sleepers:
             p.kill()
             p.wait()
@@ -303,15 +465,19 @@ class Catalogue:
                     m = json.load(open(os.path.join(d, ids[0], "metrics.json")))
                     final = sorted(k for k in m if k.startswith("stage1.train."))
                     arts = json.load(open(os.path.join(d, ids[0], "run.json")))["artifacts"]
-                    self.notes.append(f"Stage-1 Sacred record of case \"{row['case']}\": {len(final)} final stage1.train.* "
-                                      f"metrics ({', '.join(final)}); artifacts {', '.join(arts)}")
+                    self.notes.append(
+                        f'Stage-1 Sacred record of case "{row["case"]}": {len(final)} final stage1.train.* '
+                        f"metrics ({', '.join(final)}); artifacts {', '.join(arts)}"
+                    )
 
     def table(self) -> str:
         out = ["| case | expect | exit | first line | traceback | files left behind |", "|---|---|---|---|---|---|"]
         for r in self.rows:
             first = r["first_line"].replace("|", "\\|").replace(self.work + "/", "")
             left = ", ".join(r["left"]) or "-"
-            out.append(f"| {r['case']} | {r['expect']} | {r['exit']} | `{first[:230]}` | {'yes' if r['traceback'] else 'no'} | {left} |")
+            out.append(
+                f"| {r['case']} | {r['expect']} | {r['exit']} | `{first[:230]}` | {'yes' if r['traceback'] else 'no'} | {left} |"
+            )
         return "\n".join(out)
 
 
@@ -333,8 +499,10 @@ def main(argv: list[str] | None = None) -> int:
         for note in cat.notes:
             print(f"\n{note}")
         bad = [r["case"] for r in cat.rows if r["exit"] != r["expect"] or r["traceback"] or "PWNED" in r["left"]]
-        print(f"\n{len(cat.rows)} cases in {time.perf_counter() - t0:.0f} s; "
-              f"{'all as expected' if not bad else 'UNEXPECTED: ' + ', '.join(bad)}")
+        print(
+            f"\n{len(cat.rows)} cases in {time.perf_counter() - t0:.0f} s; "
+            f"{'all as expected' if not bad else 'UNEXPECTED: ' + ', '.join(bad)}"
+        )
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(cat.rows, f, indent=1)

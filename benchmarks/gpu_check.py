@@ -75,23 +75,50 @@ class Sizes:
 
 
 PAPER_SIZES = Sizes(
-    model=dict(PAPER_MODEL), generator=PAPER, amp="on", batch=256, steps=50, warmup=3, num_classes=1000,
-    rec_images=2560, rec_classes=256, stage1_model={}, stage1_batch=32, stage1_iterations=100,
-    synthface={"aligned_size": 112, "loose_size": 144}, eval_batch=512,
+    model=dict(PAPER_MODEL),
+    generator=PAPER,
+    amp="on",
+    batch=256,
+    steps=50,
+    warmup=3,
+    num_classes=1000,
+    rec_images=2560,
+    rec_classes=256,
+    stage1_model={},
+    stage1_batch=32,
+    stage1_iterations=100,
+    synthface={"aligned_size": 112, "loose_size": 144},
+    eval_batch=512,
 )
 TINY_SIZES = Sizes(
-    model={"model.backbone": "small", "model.widths": "[8, 16, 32, 64]", "model.layers": "[1, 1, 1, 1]",
-           "model.stem_stride": "1", "model.embedding_size": "32", "data.input_size": "32"},
-    generator=CFSMConfig(image_size=32, dim=8, mlp_dim=32, d_scales=2, d_layers=3), amp="off", batch=4, steps=2,
-    warmup=0, num_classes=10, rec_images=20, rec_classes=10,
+    model={
+        "model.backbone": "small",
+        "model.widths": "[8, 16, 32, 64]",
+        "model.layers": "[1, 1, 1, 1]",
+        "model.stem_stride": "1",
+        "model.embedding_size": "32",
+        "data.input_size": "32",
+    },
+    generator=CFSMConfig(image_size=32, dim=8, mlp_dim=32, d_scales=2, d_layers=3),
+    amp="off",
+    batch=4,
+    steps=2,
+    warmup=0,
+    num_classes=10,
+    rec_images=20,
+    rec_classes=10,
     stage1_model={"image_size": 32, "dim": 8, "mlp_dim": 32, "d_scales": 2, "d_layers": 3, "d_base": 8},
-    stage1_batch=2, stage1_iterations=3, synthface={}, eval_batch=64,
+    stage1_batch=2,
+    stage1_iterations=3,
+    synthface={},
+    eval_batch=64,
 )
 
 
 def run_config(sizes: Sizes, extra: dict | None = None) -> RunConfig:
-    return apply_overrides(RunConfig(), {**sizes.model, "optim.batch_size": str(sizes.batch), "amp": sizes.amp,
-                                         **(extra or {})})
+    return apply_overrides(
+        RunConfig(), {**sizes.model, "optim.batch_size": str(sizes.batch), "amp": sizes.amp, **(extra or {})}
+    )
 
 
 def random_generator(sizes: Sizes, tmp: str) -> dict:
@@ -101,8 +128,13 @@ def random_generator(sizes: Sizes, tmp: str) -> dict:
         torch.manual_seed(0)
         save_generator(path, CFSMGenerator(sizes.generator))
     g = sizes.generator
-    return {"generator": path, "generator_size": g.image_size, "style_dim": g.style_dim, "latent_dim": g.latent_dim,
-            "synthesize": "all"}
+    return {
+        "generator": path,
+        "generator_size": g.image_size,
+        "style_dim": g.style_dim,
+        "latent_dim": g.latent_dim,
+        "synthesize": "all",
+    }
 
 
 def _peak_mib(device: torch.device) -> float | None:
@@ -133,8 +165,16 @@ def step_rows(sizes: Sizes, device: torch.device, tmp: str) -> list[dict]:
             if r >= sizes.warmup:
                 s.times.append(dt)
         med = statistics.median(s.times)
-        rows.append({"row": "step", "method": name, "images_per_second": round(B / med, 1),
-                     "peak_gpu_mib": _peak_mib(device), "steps": sizes.steps, "batch": B})
+        rows.append(
+            {
+                "row": "step",
+                "method": name,
+                "images_per_second": round(B / med, 1),
+                "peak_gpu_mib": _peak_mib(device),
+                "steps": sizes.steps,
+                "batch": B,
+            }
+        )
         del s
     return rows
 
@@ -169,12 +209,32 @@ def torchrun_rows(sizes: Sizes, device: torch.device, tmp: str) -> list[dict]:
     rows = []
     for name in METHODS:
         result = os.path.join(tmp, f"torchrun-{name}.json")
-        args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
-                "-m", "harness.run", f"method={name}", "evaluate=false", "seed=0", f"device={device.type}",
-                f"amp={sizes.amp}", f"data.release={release}", "data.rec=faces_toy", "data.cache=false",
-                f"optim.batch_size={sizes.batch}", f"optim.epochs={epochs}", "optim.warmup_epochs=0", "out=",
-                "resume=none", f"checkpoint={os.path.join(tmp, f'torchrun-{name}.pt')}", f"result={result}",
-                "log_every=1000"] + [f"{k}={v}" for k, v in sizes.model.items()]
+        args = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "1",
+            "-m",
+            "harness.run",
+            f"method={name}",
+            "evaluate=false",
+            "seed=0",
+            f"device={device.type}",
+            f"amp={sizes.amp}",
+            f"data.release={release}",
+            "data.rec=faces_toy",
+            "data.cache=false",
+            f"optim.batch_size={sizes.batch}",
+            f"optim.epochs={epochs}",
+            "optim.warmup_epochs=0",
+            "out=",
+            "resume=none",
+            f"checkpoint={os.path.join(tmp, f'torchrun-{name}.pt')}",
+            f"result={result}",
+            "log_every=1000",
+        ] + [f"{k}={v}" for k, v in sizes.model.items()]
         if name.startswith("cfsm_"):
             args += [f"hparams.{k}={v}" for k, v in hp.items() if k in ("generator", "generator_size", "synthesize")]
         env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -184,9 +244,18 @@ def torchrun_rows(sizes: Sizes, device: torch.device, tmp: str) -> list[dict]:
             raise RuntimeError(f"torchrun {name} exited {proc.returncode}: {' | '.join(tail)}")
         with open(result, encoding="utf-8") as f:
             info = json.load(f)["train"]
-        rows.append({"row": "torchrun", "method": name, "images_per_second": info["images_per_second"],
-                     "peak_gpu_mib": info.get("peak_gpu_memory_mib"), "steps": info["steps"], "batch": sizes.batch,
-                     "world_size": info["world_size"], "device": info["device"]})
+        rows.append(
+            {
+                "row": "torchrun",
+                "method": name,
+                "images_per_second": info["images_per_second"],
+                "peak_gpu_mib": info.get("peak_gpu_memory_mib"),
+                "steps": info["steps"],
+                "batch": sizes.batch,
+                "world_size": info["world_size"],
+                "device": info["device"],
+            }
+        )
     return rows
 
 
@@ -216,9 +285,16 @@ def stage1_rows(sizes: Sizes, device: torch.device, tmp: str) -> list[dict]:
 
     release = synthface_release(sizes, tmp)
     base = Stage1Config().to_dict()
-    base.update(device=device.type, identity=identity_checkpoint(sizes, tmp), out=os.path.join(tmp, "stage1"),
-                figures=os.path.join(tmp, "stage1", "figures"), sacred="", log_every=1000, checkpoint_every=10**9,
-                resume=False)
+    base.update(
+        device=device.type,
+        identity=identity_checkpoint(sizes, tmp),
+        out=os.path.join(tmp, "stage1"),
+        figures=os.path.join(tmp, "stage1", "figures"),
+        sacred="",
+        log_every=1000,
+        checkpoint_every=10**9,
+        resume=False,
+    )
     base["data"].update(release=release, rec="faces_synthface")
     base["model"].update(sizes.stage1_model)
     base["train"].update(batch_size=sizes.stage1_batch, iterations=sizes.stage1_iterations)
@@ -229,9 +305,16 @@ def stage1_rows(sizes: Sizes, device: torch.device, tmp: str) -> list[dict]:
     doc = run_stage1(cfg)
     seconds = doc["train"]["seconds"]
     m = cfg.model
-    return [{"row": "stage1", "method": f"{m.image_size} px / dim {m.dim} / D {m.d_scales}x{m.d_layers}",
-             "iterations_per_second": round(doc["train"]["steps"] / seconds, 2), "batch": sizes.stage1_batch,
-             "steps": doc["train"]["steps"], "peak_gpu_mib": _peak_mib(device)}]
+    return [
+        {
+            "row": "stage1",
+            "method": f"{m.image_size} px / dim {m.dim} / D {m.d_scales}x{m.d_layers}",
+            "iterations_per_second": round(doc["train"]["steps"] / seconds, 2),
+            "batch": sizes.stage1_batch,
+            "steps": doc["train"]["steps"],
+            "peak_gpu_mib": _peak_mib(device),
+        }
+    ]
 
 
 def count_faces(release: str) -> int:
@@ -241,7 +324,9 @@ def count_faces(release: str) -> int:
 
     n = 0
     for t in ("IJBB", "IJBC"):
-        with open(os.path.join(release, "IJB_release", t, "meta", f"{t.lower()}_name_5pts_score.txt"), encoding="utf-8") as f:
+        with open(
+            os.path.join(release, "IJB_release", t, "meta", f"{t.lower()}_name_5pts_score.txt"), encoding="utf-8"
+        ) as f:
             n += sum(1 for line in f if line.strip())
     n += len(image_list(read_ijbs(os.path.join(release, "IJB-S")), os.path.join(release, "IJB-S", "aligned"))[0])
     tf = read_tinyface(release, check_mat_files=False)
@@ -264,14 +349,23 @@ def evaluate_rows(sizes: Sizes, device: torch.device, tmp: str) -> list[dict]:
     rows = evaluate_model(cfg, backbone, str(device))
     seconds = time.perf_counter() - t0
     faces = count_faces(release)
-    return [{"row": "evaluate", "method": f"{cfg.model.backbone}, {len(rows)} rows of IJB-B/C, IJB-S, TinyFace",
-             "images_per_second": round(faces / seconds, 1), "faces": faces, "seconds": round(seconds, 2),
-             "peak_gpu_mib": _peak_mib(device)}]
+    return [
+        {
+            "row": "evaluate",
+            "method": f"{cfg.model.backbone}, {len(rows)} rows of IJB-B/C, IJB-S, TinyFace",
+            "images_per_second": round(faces / seconds, 1),
+            "faces": faces,
+            "seconds": round(seconds, 2),
+            "peak_gpu_mib": _peak_mib(device),
+        }
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------- table
 def table(rows: list[dict]) -> str:
-    base = {r["row"]: r["images_per_second"] for r in rows if r.get("method") == "source_only" and "images_per_second" in r}
+    base = {
+        r["row"]: r["images_per_second"] for r in rows if r.get("method") == "source_only" and "images_per_second" in r
+    }
     head = f"{'row':<9} {'what':<44} {'rate':>16} {'x source_only':>14} {'peak GPU MiB':>13}"
     out = [head, "-" * len(head)]
     for r in rows:
@@ -311,8 +405,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"gpu_check: unknown row(s) {unknown}; valid: {', '.join(funcs)}", file=sys.stderr)
         return 2
-    where = (f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}"
-             if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads")
+    where = (
+        f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}"
+        if device.type == "cuda"
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
     t_all = time.perf_counter()
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="cfsm_gpu_check_") as tmp:
@@ -325,12 +422,22 @@ def main(argv: list[str] | None = None) -> int:
             for r in new:
                 r["row_seconds"] = round(time.perf_counter() - t0, 1)
             rows += new
-    doc = {"device": where, "torch": torch.__version__, "tiny": args.tiny, "sizes": {
-        "model": sizes.model, "amp": sizes.amp, "batch": sizes.batch, "steps": sizes.steps, "warmup": sizes.warmup,
-        "stage1": {**sizes.stage1_model, "batch": sizes.stage1_batch, "iterations": sizes.stage1_iterations}},
-        "rows": rows, "seconds": round(time.perf_counter() - t_all, 1)}
-    print(f"gpu_check on {where}, torch {torch.__version__}{' (--tiny)' if args.tiny else ''}: "
-          f"{doc['seconds']:.0f} s")
+    doc = {
+        "device": where,
+        "torch": torch.__version__,
+        "tiny": args.tiny,
+        "sizes": {
+            "model": sizes.model,
+            "amp": sizes.amp,
+            "batch": sizes.batch,
+            "steps": sizes.steps,
+            "warmup": sizes.warmup,
+            "stage1": {**sizes.stage1_model, "batch": sizes.stage1_batch, "iterations": sizes.stage1_iterations},
+        },
+        "rows": rows,
+        "seconds": round(time.perf_counter() - t_all, 1),
+    }
+    print(f"gpu_check on {where}, torch {torch.__version__}{' (--tiny)' if args.tiny else ''}: {doc['seconds']:.0f} s")
     print(table(rows))
     write_json_atomic(doc, args.out)
     return 1 if any("error" in r for r in rows) else 0

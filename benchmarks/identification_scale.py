@@ -91,9 +91,17 @@ def run_tinyface(quick: bool, method: str, repeat: int = 1) -> dict:
         res = tf.closed_set_cmc(l2_normalize(probe), l2_normalize(gallery), probe_labels, gallery_labels, (1, 5, 20))
         times.append(time.perf_counter() - t0)
     return {
-        "scale": "TinyFace", "method": method, "probes": n_p, "gallery": n_m + n_d, "k": sc["k"], "synth_s": t_synth,
-        "search_s": min(times), "search_median_s": statistics.median(times), "repeat": repeat,
-        "metrics": {k: res[k] for k in ("rank1", "rank5", "rank20")}, "peak_gb": _maxrss_gb(),
+        "scale": "TinyFace",
+        "method": method,
+        "probes": n_p,
+        "gallery": n_m + n_d,
+        "k": sc["k"],
+        "synth_s": t_synth,
+        "search_s": min(times),
+        "search_median_s": statistics.median(times),
+        "repeat": repeat,
+        "metrics": {k: res[k] for k in ("rank1", "rank5", "rank20")},
+        "peak_gb": _maxrss_gb(),
     }
 
 
@@ -133,8 +141,22 @@ def run_ijbc(quick: bool, method: str, repeat: int = 1) -> dict:
         open_set_identification(probe, gallery[lo:hi], np.where(in_gallery, probe_subject - lo, -1))
     t_eval = time.perf_counter() - t0
     return {
-        "scale": "IJB-C 1:N", "method": method, "probes": n_p, "gallery": n_g, "k": k, "synth_s": t_synth,
-        "search_s": min(times), "search_median_s": statistics.median(times), "repeat": repeat, "metrics": {**ranks, "mean_max_nonmated": float(max_nonmated.mean()), "evaluator_s(joined+open_set)": round(t_eval, 2), "evaluator_rank1": joined["rank1"]}, "peak_gb": _maxrss_gb(),
+        "scale": "IJB-C 1:N",
+        "method": method,
+        "probes": n_p,
+        "gallery": n_g,
+        "k": k,
+        "synth_s": t_synth,
+        "search_s": min(times),
+        "search_median_s": statistics.median(times),
+        "repeat": repeat,
+        "metrics": {
+            **ranks,
+            "mean_max_nonmated": float(max_nonmated.mean()),
+            "evaluator_s(joined+open_set)": round(t_eval, 2),
+            "evaluator_rank1": joined["rank1"],
+        },
+        "peak_gb": _maxrss_gb(),
     }
 
 
@@ -158,22 +180,37 @@ def main(argv=None) -> int:
     rows = []
     for name in [x for x in args.scales.split(",") if x]:
         for method in methods:
-            cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--method", method, "--repeat", str(args.repeat)]
+            cmd = [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--child",
+                name,
+                "--method",
+                method,
+                "--repeat",
+                str(args.repeat),
+            ]
             cmd += ["--quick"] if args.quick else []
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
     print(f"identification search, 512-d float32, {os.cpu_count()} CPUs{' (quick: 1/10 size)' if args.quick else ''}")
-    head = (f"{'scale':<10} {'top-k':<13} {'probes':>7} {'gallery':>8} {'k':>3} {'search s':>9} {'median':>7} {'synth s':>8} "
-            f"{'peak GB':>8}  {'ok':<3} metrics")
+    head = (
+        f"{'scale':<10} {'top-k':<13} {'probes':>7} {'gallery':>8} {'k':>3} {'search s':>9} {'median':>7} {'synth s':>8} "
+        f"{'peak GB':>8}  {'ok':<3} metrics"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
         ok = r["search_s"] < TARGET_S and r["peak_gb"] < TARGET_GB
         m = " ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items())
-        print(f"{r['scale']:<10} {r['method']:<13} {r['probes']:>7} {r['gallery']:>8} {r['k']:>3} {r['search_s']:>9.2f} {r['search_median_s']:>7.2f} "
-              f"{r['synth_s']:>8.2f} {r['peak_gb']:>8.2f}  {'yes' if ok else 'NO':<3} {m}")
+        print(
+            f"{r['scale']:<10} {r['method']:<13} {r['probes']:>7} {r['gallery']:>8} {r['k']:>3} {r['search_s']:>9.2f} {r['search_median_s']:>7.2f} "
+            f"{r['synth_s']:>8.2f} {r['peak_gb']:>8.2f}  {'yes' if ok else 'NO':<3} {m}"
+        )
     print(f"search s = best of {args.repeat}, median = median of {args.repeat}; load average {os.getloadavg()[0]:.2f}")
-    print(f"targets: search < {TARGET_S:.0f} s and peak < {TARGET_GB:.0f} GB per scale (peak = ru_maxrss of the scale's process)")
+    print(
+        f"targets: search < {TARGET_S:.0f} s and peak < {TARGET_GB:.0f} GB per scale (peak = ru_maxrss of the scale's process)"
+    )
     return 0
 
 

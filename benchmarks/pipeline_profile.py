@@ -66,8 +66,14 @@ def profile_data(cfg: RunConfig, cache_dir: str) -> list[Row]:
         t0 = time.perf_counter()
         src = SourceData(rec, cfg.data.input_size, cfg.optim.batch_size, 0, True, True, decode_cache=cache)
         t1 = time.perf_counter()
-        TargetData(os.path.join(troot, "crops"), os.path.join(troot, cfg.data.target_list), cfg.data.input_size,
-                   cfg.optim.batch_size, 0, decode_cache=cache)
+        TargetData(
+            os.path.join(troot, "crops"),
+            os.path.join(troot, cfg.data.target_list),
+            cfg.data.input_size,
+            cfg.optim.batch_size,
+            0,
+            decode_cache=cache,
+        )
         t2 = time.perf_counter()
         rows.append(Row("data", f"source {label}", t1 - t0, f"{len(src)} images"))
         rows.append(Row("data", f"target {label}", t2 - t1))
@@ -93,16 +99,23 @@ def profile_train(cfg: RunConfig, methods: list[str], steps: int) -> list[Row]:
     troot = os.path.join(cfg.data.release, cfg.data.target)
     cache = cfg.data.decode_cache
     source = SourceData(rec, cfg.data.input_size, cfg.optim.batch_size, 0, cfg.data.flip, True, decode_cache=cache)
-    target = TargetData(os.path.join(troot, "crops"), os.path.join(troot, cfg.data.target_list), cfg.data.input_size,
-                        cfg.optim.batch_size, 0, decode_cache=cache)
+    target = TargetData(
+        os.path.join(troot, "crops"),
+        os.path.join(troot, cfg.data.target_list),
+        cfg.data.input_size,
+        cfg.optim.batch_size,
+        0,
+        decode_cache=cache,
+    )
     total_steps = max(1, round(cfg.optim.epochs * source.steps_per_epoch))
     fmt = torch.channels_last if cfg.model.channels_last else torch.contiguous_format
     amp = cfg.amp == "on"
     for name in methods:
         from harness.core.config import with_method_hparams
 
-        mcfg = with_method_hparams(apply_overrides(cfg, {"method": name}), "params.yaml",
-                                   lambda m: get_method(m).hparams())
+        mcfg = with_method_hparams(
+            apply_overrides(cfg, {"method": name}), "params.yaml", lambda m: get_method(m).hparams()
+        )
         get_method(name).preflight(resolve_hparams(name, mcfg.hparams_seed, mcfg.hparams))
         torch.manual_seed(0)
         backbone, head = build_model(mcfg, source.num_classes, amp=amp)
@@ -110,8 +123,13 @@ def profile_train(cfg: RunConfig, methods: list[str], steps: int) -> list[Row]:
         method.total_steps = total_steps
         backbone.to(memory_format=fmt)
         optimizer = build_optimizer(mcfg.optim, backbone, head, method)
-        step_fn = TrainStep(FRModel(backbone=backbone, raw=backbone, head=head), method, optimizer,
-                            build_scaler(mcfg.optim, torch.device("cpu"), amp), mcfg.optim)
+        step_fn = TrainStep(
+            FRModel(backbone=backbone, raw=backbone, head=head),
+            method,
+            optimizer,
+            build_scaler(mcfg.optim, torch.device("cpu"), amp),
+            mcfg.optim,
+        )
         backbone.train(), head.train(), method.train()
         data_s, wall = [], []
         warm = total_steps // 3  # past warm-up: the learning rate of the middle of the run
@@ -137,8 +155,14 @@ def profile_train(cfg: RunConfig, methods: list[str], steps: int) -> list[Row]:
         phases = step_fn.phase_seconds
         parts = [Row(stage, "data", sum(data_s) * scale)] + [Row(stage, k, v * scale) for k, v in phases.items()]
         med = statistics.median(wall)
-        rows += parts + [Row(stage, "total", sum(wall) * scale,
-                             f"{total_steps} steps, median step {med:.3f} s, {mcfg.optim.batch_size / med:.0f} img/s")]
+        rows += parts + [
+            Row(
+                stage,
+                "total",
+                sum(wall) * scale,
+                f"{total_steps} steps, median step {med:.3f} s, {mcfg.optim.batch_size / med:.0f} img/s",
+            )
+        ]
     return rows
 
 
@@ -184,18 +208,21 @@ def profile_eval(cfg: RunConfig, checkpoint: str, label: str) -> list[Row]:
         t1 = time.perf_counter()
         stage = f"eval/{name} ({label})"
         feats = model.last_end - t0
-        rows += [Row(stage, "crops", feats - model.seconds, "read + decode + align + to float"),
-                 Row(stage, "model", model.seconds, "forward passes (flip included)"),
-                 Row(stage, "scoring", t1 - model.last_end, ", ".join(r["benchmark"] for r, _ in found)),
-                 Row(stage, "total", t1 - t0)]
+        rows += [
+            Row(stage, "crops", feats - model.seconds, "read + decode + align + to float"),
+            Row(stage, "model", model.seconds, "forward passes (flip included)"),
+            Row(stage, "scoring", t1 - model.last_end, ", ".join(r["benchmark"] for r, _ in found)),
+            Row(stage, "total", t1 - t0),
+        ]
     return rows
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--release", default="", help="the release (default: params.yaml run.data.release)")
-    ap.add_argument("--methods", default="all",
-                    help="comma-separated, 'all' (params.yaml methods + cfsm_methods) or 'none'")
+    ap.add_argument(
+        "--methods", default="all", help="comma-separated, 'all' (params.yaml methods + cfsm_methods) or 'none'"
+    )
     ap.add_argument("--steps", type=int, default=6, help="timed training steps per method (after one untimed)")
     ap.add_argument("--checkpoint", default="", help="the model evaluated (default: random initialisation)")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: data, train, eval")
@@ -216,8 +243,11 @@ def main(argv=None) -> int:
         methods = list(p["methods"]) + list(p.get("cfsm_methods") or [])
     else:
         methods = [] if args.methods == "none" else args.methods.split(",")
-    print(f"# release {cfg.data.release}; amp {cfg.amp}; threads {torch.get_num_threads()}; "
-          f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}", flush=True)
+    print(
+        f"# release {cfg.data.release}; amp {cfg.amp}; threads {torch.get_num_threads()}; "
+        f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}",
+        flush=True,
+    )
     rows: list[Row] = []
     tmp = tempfile.mkdtemp(prefix="cfsm_profile_")
     try:
@@ -226,8 +256,11 @@ def main(argv=None) -> int:
         if "train" not in skip and methods:
             rows += profile_train(cfg, methods, args.steps)
         if "eval" not in skip:
-            for label, crop_cache in (("crop cache off", ""), ("crop cache cold", os.path.join(tmp, "crops")),
-                                      ("crop cache warm", os.path.join(tmp, "crops"))):
+            for label, crop_cache in (
+                ("crop cache off", ""),
+                ("crop cache cold", os.path.join(tmp, "crops")),
+                ("crop cache warm", os.path.join(tmp, "crops")),
+            ):
                 rows += profile_eval(apply_overrides(cfg, {"data.crop_cache": crop_cache}), args.checkpoint, label)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

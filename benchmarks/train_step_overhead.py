@@ -53,15 +53,26 @@ def generator_hparams(path: str) -> tuple[dict, str]:
     if os.path.isfile(path):
         state = load_torch(path, "stage-1 generator")  # weights_only=True
         c = state["model_config"]
-        hp = {"generator": path, "generator_size": c["image_size"], "style_dim": c["style_dim"], "latent_dim": c["latent_dim"]}
+        hp = {
+            "generator": path,
+            "generator_size": c["image_size"],
+            "style_dim": c["style_dim"],
+            "latent_dim": c["latent_dim"],
+        }
         return hp, f"generator: {path} (trained stage-1 checkpoint, {c['image_size']} px, width {c['dim']})"
     tmp = os.path.join(tempfile.mkdtemp(prefix="cfsm_bench_"), "generator.pt")
     torch.manual_seed(0)
     save_generator(tmp, CFSMGenerator(CPU_DEFAULT))
-    hp = {"generator": tmp, "generator_size": CPU_DEFAULT.image_size, "style_dim": CPU_DEFAULT.style_dim,
-          "latent_dim": CPU_DEFAULT.latent_dim}
-    return hp, (f"generator: {path} not found; a randomly initialised CPU_DEFAULT generator "
-                f"({CPU_DEFAULT.image_size} px, width {CPU_DEFAULT.dim}) in {tmp}")
+    hp = {
+        "generator": tmp,
+        "generator_size": CPU_DEFAULT.image_size,
+        "style_dim": CPU_DEFAULT.style_dim,
+        "latent_dim": CPU_DEFAULT.latent_dim,
+    }
+    return hp, (
+        f"generator: {path} not found; a randomly initialised CPU_DEFAULT generator "
+        f"({CPU_DEFAULT.image_size} px, width {CPU_DEFAULT.dim}) in {tmp}"
+    )
 
 
 def pieces(stepper: Stepper, x: torch.Tensor, y: torch.Tensor, repeats: int, warmup: int) -> dict[str, float]:
@@ -130,27 +141,35 @@ def main(argv=None) -> int:
     names = sorted(REGISTRY) if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
     names = ["source_only"] + [n for n in names if n != "source_only"]
     cpu = torch.device("cpu")
-    steppers = [Stepper(name, cfg, backbone, head, NUM_CLASSES, cpu, False, hp if name.startswith("cfsm_") else None)
-                for name in names]
+    steppers = [
+        Stepper(name, cfg, backbone, head, NUM_CLASSES, cpu, False, hp if name.startswith("cfsm_") else None)
+        for name in names
+    ]
     for r in range(args.warmup + args.steps):
         for s in steppers:
-            dt = s.step(x, y, x.flip(0), step=r + 1)  # an unlabelled batch of the same size; step 0 would run cfsm_guided's monitoring probe; time ordinary steps
+            dt = s.step(
+                x, y, x.flip(0), step=r + 1
+            )  # an unlabelled batch of the same size; step 0 would run cfsm_guided's monitoring probe; time ordinary steps
             if r >= args.warmup:
                 s.times.append(dt)
 
     med = {s.name: statistics.median(s.times) for s in steppers}
     base = med["source_only"]
-    print(f"one training step: batch {B}, {S} px channels_last, backbone {cfg.model.backbone} {list(cfg.model.widths)}, "
-          f"head {cfg.model.head}, {NUM_CLASSES} classes; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{os.cpu_count()} CPUs")
+    print(
+        f"one training step: batch {B}, {S} px channels_last, backbone {cfg.model.backbone} {list(cfg.model.widths)}, "
+        f"head {cfg.model.head}, {NUM_CLASSES} classes; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{os.cpu_count()} CPUs"
+    )
     print(gen_line)
     print(f"median of {args.steps} steps after {args.warmup} warm-up, methods interleaved")
     head_row = f"{'method':<15} {'median ms':>10} {'min ms':>8} {'max ms':>8} {'x source_only':>14}"
     print(head_row)
     print("-" * len(head_row))
     for s in steppers:
-        print(f"{s.name:<15} {1e3 * med[s.name]:>10.1f} {1e3 * min(s.times):>8.1f} {1e3 * max(s.times):>8.1f} "
-              f"{med[s.name] / base:>14.2f}")
+        print(
+            f"{s.name:<15} {1e3 * med[s.name]:>10.1f} {1e3 * min(s.times):>8.1f} {1e3 * max(s.times):>8.1f} "
+            f"{med[s.name] / base:>14.2f}"
+        )
     if "cfsm_guided" in med:
         ratio = med["cfsm_guided"] / base
         print(f"target: cfsm_guided <= {TARGET}x source_only: {'met' if ratio <= TARGET else 'NOT met'} ({ratio:.2f}x)")
@@ -160,8 +179,10 @@ def main(argv=None) -> int:
         parts = pieces(guided, x, y, args.steps, args.warmup)
         total = sum(parts.values())
         print()
-        print(f"cfsm_guided augment, piece by piece (steps=1, synthesize={guided.method.synthesize}, "
-              f"{mix_indices(B, guided.method.rs_ratio)[1].numel()} synthetic of {B}; medians)")
+        print(
+            f"cfsm_guided augment, piece by piece (steps=1, synthesize={guided.method.synthesize}, "
+            f"{mix_indices(B, guided.method.rs_ratio)[1].numel()} synthetic of {B}; medians)"
+        )
         head_row = f"{'piece':<44} {'ms':>8} {'% of source_only step':>22}"
         print(head_row)
         print("-" * len(head_row))

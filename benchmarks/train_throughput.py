@@ -53,7 +53,12 @@ from harness.engine.train import TrainStep, build_optimizer, build_scaler, set_l
 from methods import REGISTRY, Batch, FRModel, build_method  # noqa: E402
 
 LR = 0.01  # the timed steps' learning rate (the trainer's schedule starts at 0 in warm-up)
-PAPER_MODEL = {"model.backbone": "r50", "data.input_size": "112", "model.embedding_size": "512", "model.stem_stride": "1"}
+PAPER_MODEL = {
+    "model.backbone": "r50",
+    "data.input_size": "112",
+    "model.embedding_size": "512",
+    "model.stem_stride": "1",
+}
 
 
 def generator_hparams(spec: str, tmpdir: str) -> tuple[dict | None, str]:
@@ -65,15 +70,28 @@ def generator_hparams(spec: str, tmpdir: str) -> tuple[dict | None, str]:
         path = os.path.join(tmpdir, "generator.pt")
         torch.manual_seed(0)
         save_generator(path, CFSMGenerator(PAPER))
-        return ({"generator": path, "generator_size": PAPER.image_size, "style_dim": PAPER.style_dim,
-                 "latent_dim": PAPER.latent_dim},
-                f"generator: randomly initialised paper-size CFSM generator ({PAPER.image_size} px, width {PAPER.dim}, "
-                f"q {PAPER.style_dim}, d {PAPER.latent_dim}), in a temporary file")
+        return (
+            {
+                "generator": path,
+                "generator_size": PAPER.image_size,
+                "style_dim": PAPER.style_dim,
+                "latent_dim": PAPER.latent_dim,
+            },
+            f"generator: randomly initialised paper-size CFSM generator ({PAPER.image_size} px, width {PAPER.dim}, "
+            f"q {PAPER.style_dim}, d {PAPER.latent_dim}), in a temporary file",
+        )
     if not os.path.isfile(spec):
         raise SystemExit(f"--generator {spec}: no such file (use 'random' or 'none')")
     c = load_torch(spec, "stage-1 generator")["model_config"]  # weights_only=True
-    return ({"generator": spec, "generator_size": c["image_size"], "style_dim": c["style_dim"], "latent_dim": c["latent_dim"]},
-            f"generator: {spec} ({c['image_size']} px, width {c['dim']})")
+    return (
+        {
+            "generator": spec,
+            "generator_size": c["image_size"],
+            "style_dim": c["style_dim"],
+            "latent_dim": c["latent_dim"],
+        },
+        f"generator: {spec} ({c['image_size']} px, width {c['dim']})",
+    )
 
 
 class Stepper:
@@ -86,8 +104,19 @@ class Stepper:
     ``optim.grad_clip_scope``); :meth:`step` sets the learning rate and calls it on a batch already on the device.
     ``backbone`` and ``head`` are copied, so every method starts from the same weights."""
 
-    def __init__(self, name: str, cfg: RunConfig, backbone, head, num_classes: int, device: torch.device, amp: bool,
-                 hparams: dict | None = None, total_steps: int = 1000, lr: float = LR):
+    def __init__(
+        self,
+        name: str,
+        cfg: RunConfig,
+        backbone,
+        head,
+        num_classes: int,
+        device: torch.device,
+        amp: bool,
+        hparams: dict | None = None,
+        total_steps: int = 1000,
+        lr: float = LR,
+    ):
         self.name, self.device, self.amp, self.lr = name, device, amp, lr
         self.backbone, self.head = copy.deepcopy(backbone), copy.deepcopy(head)
         self.method = build_method(name, cfg.model.embedding_size, num_classes, cfg.hparams_seed, hparams).to(device)
@@ -100,7 +129,9 @@ class Stepper:
         self.times: list[float] = []
         self.peak_mib: float | None = None
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor | None, step: int, lr: float | None = None) -> float:
+    def step(
+        self, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor | None, step: int, lr: float | None = None
+    ) -> float:
         """One training step on ``(x, y)`` (and ``xt`` for a method that uses target data) at learning rate ``lr``
         (default: the Stepper's); returns its seconds, the loss's ``.item()`` and a CUDA synchronisation included."""
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
@@ -123,11 +154,19 @@ def _main(argv, tmpdir: str) -> int:
     ap.add_argument("--device", default="auto", help="auto (cuda if available) | cpu | cuda | cuda:N")
     ap.add_argument("--batch-size", type=int, default=0, help="per process; 0 = 128 on CUDA, 8 on the CPU")
     ap.add_argument("--steps", type=int, default=0, help="timed steps per method; 0 = 20 on CUDA, 2 on the CPU")
-    ap.add_argument("--warmup", type=int, default=-1, help="untimed steps per method first; -1 = 3 on CUDA, 0 on the CPU")
+    ap.add_argument(
+        "--warmup", type=int, default=-1, help="untimed steps per method first; -1 = 3 on CUDA, 0 on the CPU"
+    )
     ap.add_argument("--methods", default="all", help="comma-separated method names, or 'all'")
-    ap.add_argument("--amp", choices=("auto", "on", "off"), default="auto", help="auto: on for CUDA (the trainer's amp=auto)")
-    ap.add_argument("--no-trunk-fp16", action="store_true", help="under AMP, keep the IResNet trunk in float32 (GradScaler only)")
-    ap.add_argument("--generator", default="random", help="random (paper-size, random weights) | PATH | none (skip CFSM)")
+    ap.add_argument(
+        "--amp", choices=("auto", "on", "off"), default="auto", help="auto: on for CUDA (the trainer's amp=auto)"
+    )
+    ap.add_argument(
+        "--no-trunk-fp16", action="store_true", help="under AMP, keep the IResNet trunk in float32 (GradScaler only)"
+    )
+    ap.add_argument(
+        "--generator", default="random", help="random (paper-size, random weights) | PATH | none (skip CFSM)"
+    )
     ap.add_argument("--num-classes", type=int, default=1000, help="ArcFace head classes (MS1MV2 has 85742)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     args = ap.parse_args(argv)
@@ -135,8 +174,11 @@ def _main(argv, tmpdir: str) -> int:
     tune_malloc()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device}: CUDA is not available")
     cuda = device.type == "cuda"
@@ -167,12 +209,19 @@ def _main(argv, tmpdir: str) -> int:
     xt = (torch.rand(B, 3, S, S, device=device) * 2 - 1).contiguous(memory_format=fmt)
     y = torch.randint(0, args.num_classes, (B,), device=device)
 
-    where = (f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}"
-             if cuda else f"CPU, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
-    print(f"IR-50 (layers 3-4-14-3, widths 64-512, stem stride 1) at {S} px, 512-d, ArcFace {args.num_classes} classes; "
-          f"batch {B}; channels_last {cfg.model.channels_last}; {where}; torch {torch.__version__}")
-    print(f"AMP {'on' if amp else 'off'}{' (GradScaler only, the trunk in float32: --no-trunk-fp16)' if amp and args.no_trunk_fp16 else (' (the backbone trunk, as the trainer)' if amp else '')}; "
-          f"median of {steps} timed steps after {warmup} warm-up, one method at a time")
+    where = (
+        f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}"
+        if cuda
+        else f"CPU, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs"
+    )
+    print(
+        f"IR-50 (layers 3-4-14-3, widths 64-512, stem stride 1) at {S} px, 512-d, ArcFace {args.num_classes} classes; "
+        f"batch {B}; channels_last {cfg.model.channels_last}; {where}; torch {torch.__version__}"
+    )
+    print(
+        f"AMP {'on' if amp else 'off'}{' (GradScaler only, the trunk in float32: --no-trunk-fp16)' if amp and args.no_trunk_fp16 else (' (the backbone trunk, as the trainer)' if amp else '')}; "
+        f"median of {steps} timed steps after {warmup} warm-up, one method at a time"
+    )
     print(gen_line)
     rows = []
     for name in names:
@@ -189,8 +238,9 @@ def _main(argv, tmpdir: str) -> int:
         rows.append((name, statistics.median(s.times), min(s.times), max(s.times), s.peak_mib))
         del s
     base = rows[0][1]
-    head_row = (f"{'method':<16} {'ms/step':>10} {'min ms':>9} {'max ms':>9} {'images/s':>10} {'x source_only':>14}"
-                + (f" {'peak MiB':>10}" if cuda else ""))
+    head_row = f"{'method':<16} {'ms/step':>10} {'min ms':>9} {'max ms':>9} {'images/s':>10} {'x source_only':>14}" + (
+        f" {'peak MiB':>10}" if cuda else ""
+    )
     print(head_row)
     print("-" * len(head_row))
     for name, med, lo, hi, peak in rows:

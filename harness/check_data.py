@@ -48,14 +48,22 @@ class Dataset:
 
 
 DATASETS = (
-    Dataset("ms1m", "MS1MV2 (source, RecordIO)", "stage 1 and FR training",
-            ("{rec}/train.rec", "{rec}/train.idx", "{rec}/property"),
-            "insightface's dataset zoo (recognition/_datasets_: 'MS1M-ArcFace', faces_emore); licence terms apply"),
-    Dataset("wider", "WIDER FACE target crops", "stage 1 (unlabelled target domain)",
-            ("{target}/crops", "{target}/{target_list}"),
-            "WIDER FACE train images + wider_face_train_bbx_gt.txt from http://shuoyang1213.me/WIDERFACE/, then "
-            "`python -m harness.prepare_target wider --annotations ... --images ... --out <root>/{target}/crops "
-            "--list <root>/{target}/{target_list}`"),
+    Dataset(
+        "ms1m",
+        "MS1MV2 (source, RecordIO)",
+        "stage 1 and FR training",
+        ("{rec}/train.rec", "{rec}/train.idx", "{rec}/property"),
+        "insightface's dataset zoo (recognition/_datasets_: 'MS1M-ArcFace', faces_emore); licence terms apply",
+    ),
+    Dataset(
+        "wider",
+        "WIDER FACE target crops",
+        "stage 1 (unlabelled target domain)",
+        ("{target}/crops", "{target}/{target_list}"),
+        "WIDER FACE train images + wider_face_train_bbx_gt.txt from http://shuoyang1213.me/WIDERFACE/, then "
+        "`python -m harness.prepare_target wider --annotations ... --images ... --out <root>/{target}/crops "
+        "--list <root>/{target}/{target_list}`",
+    ),
 )
 # the evaluation sets: each benchmark's data-check entries (harness.eval.registry)
 EVAL_ENTRIES = {e.key: e for e in data_entries()}
@@ -84,8 +92,10 @@ def _ijb_crops(root: str, t: str) -> str | None:
     sample = _spaced(names)
     gone = [n for n in sample if not os.path.isfile(os.path.join(crops, n))]
     if gone:
-        return (f"{os.path.join(crops, gone[0])} not found ({len(gone)} of {len(sample)} sampled crops named by "
-                f"{names_file} missing)")
+        return (
+            f"{os.path.join(crops, gone[0])} not found ({len(gone)} of {len(sample)} sampled crops named by "
+            f"{names_file} missing)"
+        )
     return None
 
 
@@ -103,8 +113,10 @@ def _ijbs_frames(root: str) -> str | None:
     found = sum(os.path.isfile(os.path.join(aligned, p)) for p in sample)
     if not sample or found < PRESENT_FRACTION * len(sample):
         first = os.path.join(aligned, next((p for p in sample if not os.path.isfile(os.path.join(aligned, p))), ""))
-        return (f"{first} not found: {found} of {len(sample)} sampled aligned crops the protocol names are present "
-                f"(expected <subject>/videos_<vid>_<frame>.jpg and <subject>/img_<id>.jpg under {aligned})")
+        return (
+            f"{first} not found: {found} of {len(sample)} sampled aligned crops the protocol names are present "
+            f"(expected <subject>/videos_<vid>_<frame>.jpg and <subject>/img_<id>.jpg under {aligned})"
+        )
     return None
 
 
@@ -127,8 +139,9 @@ CONTENT_CHECKS = {
 }
 
 
-def missing_paths(root: str, dataset: Dataset, rec: str = "faces_emore", target: str = "target",
-                  target_list: str = "target_list.txt") -> list[str]:
+def missing_paths(
+    root: str, dataset: Dataset, rec: str = "faces_emore", target: str = "target", target_list: str = "target_list.txt"
+) -> list[str]:
     """The paths of ``dataset`` that do not exist under ``root`` (empty: present)."""
     out = []
     for rel in dataset.paths:
@@ -138,8 +151,9 @@ def missing_paths(root: str, dataset: Dataset, rec: str = "faces_emore", target:
     return out
 
 
-def check(root: str, need: list[str], rec: str = "faces_emore", target: str = "target",
-          target_list: str = "target_list.txt") -> list[str]:
+def check(
+    root: str, need: list[str], rec: str = "faces_emore", target: str = "target", target_list: str = "target_list.txt"
+) -> list[str]:
     """One line per missing dataset of ``need`` (dataset keys); empty when everything is there."""
     unknown = [k for k in need if k not in BY_KEY]
     if unknown:
@@ -166,11 +180,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", default="target", help="target crop folder inside the root")
     ap.add_argument("--target-list", default="target_list.txt")
     default_need = [k for k in BY_KEY if k not in EVAL_ENTRIES or EVAL_ENTRIES[k].default]
-    ap.add_argument("--need", default=",".join(default_need), help=f"comma-separated dataset keys ({', '.join(BY_KEY)}; "
-                                                                  f"default {', '.join(default_need)})")
+    ap.add_argument(
+        "--need",
+        default=",".join(default_need),
+        help=f"comma-separated dataset keys ({', '.join(BY_KEY)}; default {', '.join(default_need)})",
+    )
     ap.add_argument("--device", help="also check that this training device exists (auto | cpu | cuda)")
-    ap.add_argument("--record", help="when everything is found, also write the summary line here (atomically), so "
-                                     "that pipeline stages can depend on a passed check")
+    ap.add_argument(
+        "--record",
+        help="when everything is found, also write the summary line here (atomically), so "
+        "that pipeline stages can depend on a passed check",
+    )
     args = ap.parse_args(argv)
     need = [k.strip() for k in args.need.split(",") if k.strip()]
     try:
@@ -182,8 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"harness.check_data: {exc}", file=sys.stderr)
         return 2
     if not os.path.isdir(args.root):
-        print(f"harness.check_data: {args.root}: data root not found (set `root` in the profile's params.yaml)",
-              file=sys.stderr)
+        print(
+            f"harness.check_data: {args.root}: data root not found (set `root` in the profile's params.yaml)",
+            file=sys.stderr,
+        )
         return 2
     for line in problems:
         print(f"harness.check_data: {line}", file=sys.stderr)

@@ -71,7 +71,7 @@ def official_to_ours(key: str) -> str:
     """The project's key for an official generator key (the identity outside :data:`RENAMES`)."""
     for old, new in RENAMES:
         if key.startswith(old):
-            return new + key[len(old):]
+            return new + key[len(old) :]
     return key
 
 
@@ -83,9 +83,11 @@ def _read(path: str, trust_pickle: bool):
     except Exception as exc:  # noqa: BLE001 -- any unpickling failure becomes one line naming the file
         glob = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
         if glob and not trust_pickle:
-            raise GeneratorImportError(f"{path}: pickles an object of type {glob.group(1)}, refused by "
-                                       "torch.load(weights_only=True); if the file comes from a source you trust, "
-                                       "pass --trust-pickle") from None
+            raise GeneratorImportError(
+                f"{path}: pickles an object of type {glob.group(1)}, refused by "
+                "torch.load(weights_only=True); if the file comes from a source you trust, "
+                "pass --trust-pickle"
+            ) from None
         reason = " ".join(str(exc).split())[:200]
         raise GeneratorImportError(f"{path}: not a readable PyTorch file ({type(exc).__name__}: {reason})") from None
 
@@ -103,12 +105,16 @@ def _state_dict(path: str, obj) -> dict[str, torch.Tensor]:
             raise GeneratorImportError(f"{path}:{STATE_KEY}: expected a state dict, got {type(obj).__name__}")
     bad = [k for k, v in obj.items() if not isinstance(k, str) or not torch.is_tensor(v)]
     if bad:
-        raise GeneratorImportError(f"{path}: not a generator state dict (no {STATE_KEY!r}, and {len(bad)} entries "
-                                   f"are not tensors, e.g. {bad[0]!r})")
+        raise GeneratorImportError(
+            f"{path}: not a generator state dict (no {STATE_KEY!r}, and {len(bad)} entries "
+            f"are not tensors, e.g. {bad[0]!r})"
+        )
     return {k.removeprefix("module."): v for k, v in obj.items()}  # a DataParallel-wrapped save, if any
 
 
-def convert(path: str, official: Mapping[str, torch.Tensor], config: CFSMConfig = PAPER) -> tuple[CFSMGenerator, list[str]]:
+def convert(
+    path: str, official: Mapping[str, torch.Tensor], config: CFSMConfig = PAPER
+) -> tuple[CFSMGenerator, list[str]]:
     """``(generator, dropped keys)``: ``official`` mapped strictly onto :class:`CFSMGenerator` ``(config)``."""
     generator = CFSMGenerator(config)
     ours = generator.state_dict()
@@ -135,8 +141,10 @@ def convert(path: str, official: Mapping[str, torch.Tensor], config: CFSMConfig 
     if shapes:
         problems.append(f"{len(shapes)} shape mismatch(es): {', '.join(shapes)}")
     if problems:
-        raise GeneratorImportError(f"{path}: not the released CFSM generator ({config.image_size} px, dim "
-                                   f"{config.dim}): " + "; ".join(problems))
+        raise GeneratorImportError(
+            f"{path}: not the released CFSM generator ({config.image_size} px, dim "
+            f"{config.dim}): " + "; ".join(problems)
+        )
     nonfinite = [k for k, v in mapped.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if nonfinite:
         raise GeneratorImportError(f"{path}: NaN or infinite values in {', '.join(nonfinite)}")
@@ -150,8 +158,13 @@ def import_generator(path: str, out: str, trust_pickle: bool = False) -> dict:
     official = _state_dict(path, _read(path, trust_pickle))
     generator, dropped = convert(path, official)
     meta = {
-        "imported": {"file": os.path.abspath(path), "sha256": file_sha256(path), "source": SOURCE,
-                     "renamed": [f"{a}* -> {b}*" for a, b in RENAMES], "dropped": dropped},
+        "imported": {
+            "file": os.path.abspath(path),
+            "sha256": file_sha256(path),
+            "source": SOURCE,
+            "renamed": [f"{a}* -> {b}*" for a, b in RENAMES],
+            "dropped": dropped,
+        },
         "deviations": {},  # the released generator itself
     }
     save_generator(out, generator, meta)
@@ -159,12 +172,17 @@ def import_generator(path: str, out: str, trust_pickle: bool = False) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m harness.import_generator",
-                                 description="Import the released CFSM stage-1 generator (WiderFace70K.pth) strictly.")
+    ap = argparse.ArgumentParser(
+        prog="python -m harness.import_generator",
+        description="Import the released CFSM stage-1 generator (WiderFace70K.pth) strictly.",
+    )
     ap.add_argument("path", help="the official file (CFSM/train.py checkpoint with G_state_dict, or a state dict)")
     ap.add_argument("--out", required=True, help="the project's generator file to write (hparams.generator=...)")
-    ap.add_argument("--trust-pickle", action="store_true",
-                    help="torch.load(weights_only=False): only for files from a source you trust")
+    ap.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="torch.load(weights_only=False): only for files from a source you trust",
+    )
     args = ap.parse_args(argv)
     try:
         meta = import_generator(args.path, args.out, args.trust_pickle)
@@ -173,9 +191,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     n = sum(p.numel() for p in CFSMGenerator(PAPER).parameters())
     dropped = meta["imported"]["dropped"]
-    print(f"harness.import_generator: {args.path} -> {args.out}: released CFSM generator, {n:,} parameters, "
-          f"{PAPER.image_size} px; renamed pca.* -> subspace.*, decoder.mlp.* -> mlp.*; dropped {len(dropped)} "
-          f"unused AdaIN buffer(s): {', '.join(dropped) if dropped else 'none'}")
+    print(
+        f"harness.import_generator: {args.path} -> {args.out}: released CFSM generator, {n:,} parameters, "
+        f"{PAPER.image_size} px; renamed pca.* -> subspace.*, decoder.mlp.* -> mlp.*; dropped {len(dropped)} "
+        f"unused AdaIN buffer(s): {', '.join(dropped) if dropped else 'none'}"
+    )
     return 0
 
 

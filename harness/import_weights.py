@@ -146,14 +146,28 @@ from harness.core.errors import DataFormatError
 from harness.models.iresnet import LAYERS, IResNet
 
 __all__ = [
-    "AdaFaceIR", "ImportedModel", "CheckpointError", "LAYOUTS", "ARCHS", "NORMALISATION", "canonical_arch",
-    "build_imported_backbone", "published_keys", "load_public_checkpoint", "evaluate_imported", "run_overrides", "main",
+    "AdaFaceIR",
+    "ImportedModel",
+    "CheckpointError",
+    "LAYOUTS",
+    "ARCHS",
+    "NORMALISATION",
+    "canonical_arch",
+    "build_imported_backbone",
+    "published_keys",
+    "load_public_checkpoint",
+    "evaluate_imported",
+    "run_overrides",
+    "main",
 ]
 
 LAYOUTS = ("insightface", "adaface")
 #: canonical arch -> (insightface name, AdaFace name); blocks per stage are ``LAYERS[arch]`` for both
 ARCHS: dict[str, tuple[str, str]] = {
-    "r18": ("r18", "ir_18"), "r34": ("r34", "ir_34"), "r50": ("r50", "ir_50"), "r100": ("r100", "ir_101"),
+    "r18": ("r18", "ir_18"),
+    "r34": ("r34", "ir_34"),
+    "r50": ("r50", "ir_50"),
+    "r100": ("r100", "ir_101"),
 }
 NORMALISATION = "(x/255-0.5)/0.5"  # the same string the evaluators record (``VerificationProtocol.normalization``)
 INPUT_SIZE = 112
@@ -257,8 +271,14 @@ def _skip_meta_normal_init():
 
 # ------------------------------------------------------------------------------------------- key mapping
 _ADAFACE_RES = {"bn1": "0", "conv1": "1", "bn2": "2", "prelu": "3", "conv2": "4", "bn3": "5"}
-_ADAFACE_TOP = {"conv1": "input_layer.0", "bn1": "input_layer.1", "prelu": "input_layer.2",
-                "bn2": "output_layer.0", "fc": "output_layer.3", "features": "output_layer.4"}
+_ADAFACE_TOP = {
+    "conv1": "input_layer.0",
+    "bn1": "input_layer.1",
+    "prelu": "input_layer.2",
+    "bn2": "output_layer.0",
+    "fc": "output_layer.3",
+    "features": "output_layer.4",
+}
 
 
 def _ours_to_adaface(key: str, offsets: list[int]) -> str:
@@ -319,15 +339,24 @@ class ImportedModel:
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready record of the import, for result rows."""
-        return {"layout": self.layout, "arch": self.arch, "path": self.path, "sha256": self.sha256,
-                "channel_order": self.channel_order, "normalization": self.normalisation,
-                "input_size": self.input_size, "source": self.source}
+        return {
+            "layout": self.layout,
+            "arch": self.arch,
+            "path": self.path,
+            "sha256": self.sha256,
+            "channel_order": self.channel_order,
+            "normalization": self.normalisation,
+            "input_size": self.input_size,
+            "source": self.source,
+        }
 
     def summary(self) -> str:
         """One line: parameter count, layout, arch, channel order, input convention."""
-        return (f"{self.path}: {self.layout} {self.published_arch}, {self.num_parameters:,} parameters, "
-                f"{self.embedding_size}-d embedding, input {self.input_size}x{self.input_size} {self.channel_order} "
-                f"{self.normalisation}, sha256 {self.sha256[:12]}")
+        return (
+            f"{self.path}: {self.layout} {self.published_arch}, {self.num_parameters:,} parameters, "
+            f"{self.embedding_size}-d embedding, input {self.input_size}x{self.input_size} {self.channel_order} "
+            f"{self.normalisation}, sha256 {self.sha256[:12]}"
+        )
 
     @property
     def published_arch(self) -> str:
@@ -347,12 +376,18 @@ def _read(path: str, trust_pickle: bool) -> Any:
         text = str(exc)
         glob = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
         if not trust_pickle and glob:
-            raise CheckpointError(path, None, f"pickles an object of type {glob.group(1)}, refused by "
-                                  "torch.load(weights_only=True); if the file comes from a source you trust, pass "
-                                  "trust_pickle=True (--trust-pickle)") from None
+            raise CheckpointError(
+                path,
+                None,
+                f"pickles an object of type {glob.group(1)}, refused by "
+                "torch.load(weights_only=True); if the file comes from a source you trust, pass "
+                "trust_pickle=True (--trust-pickle)",
+            ) from None
         detail = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(?:Check the documentation|$)", text, re.S)
         reason = _one_line(detail.group(1)) if detail else _one_line(exc)
-        raise CheckpointError(path, None, f"not a readable PyTorch checkpoint ({type(exc).__name__}: {reason})") from None
+        raise CheckpointError(
+            path, None, f"not a readable PyTorch checkpoint ({type(exc).__name__}: {reason})"
+        ) from None
 
 
 def _extract(path: str, obj: Any, layout: str) -> tuple[dict[str, torch.Tensor], list[str], str]:
@@ -361,16 +396,27 @@ def _extract(path: str, obj: Any, layout: str) -> tuple[dict[str, torch.Tensor],
         raise CheckpointError(path, None, f"expected a dict, got {type(obj).__name__}")
     if layout == "insightface":
         if isinstance(obj.get("state_dict"), Mapping):
-            raise CheckpointError(path, "key 'state_dict'", "holds a nested state dict: expected a plain state dict "
-                                  "(insightface backbone.pth); an AdaFace/Lightning checkpoint? use layout 'adaface'")
+            raise CheckpointError(
+                path,
+                "key 'state_dict'",
+                "holds a nested state dict: expected a plain state dict "
+                "(insightface backbone.pth); an AdaFace/Lightning checkpoint? use layout 'adaface'",
+            )
         if isinstance(obj.get("state_dict_backbone"), Mapping):
-            raise CheckpointError(path, "key 'state_dict_backbone'", "an arcface_torch training checkpoint "
-                                  "(checkpoint_gpu_*.pt), not a backbone.pth state dict: save its 'state_dict_backbone' "
-                                  "alone (torch.save(ckpt['state_dict_backbone'], 'backbone.pth')) and import that")
+            raise CheckpointError(
+                path,
+                "key 'state_dict_backbone'",
+                "an arcface_torch training checkpoint "
+                "(checkpoint_gpu_*.pt), not a backbone.pth state dict: save its 'state_dict_backbone' "
+                "alone (torch.save(ckpt['state_dict_backbone'], 'backbone.pth')) and import that",
+            )
         for k, v in obj.items():
             if not isinstance(k, str) or not torch.is_tensor(v):
-                raise CheckpointError(path, f"key {k!r}", f"is a {type(v).__name__}, not a tensor: expected a plain "
-                                      "state dict (insightface backbone.pth)")
+                raise CheckpointError(
+                    path,
+                    f"key {k!r}",
+                    f"is a {type(v).__name__}, not a tensor: expected a plain state dict (insightface backbone.pth)",
+                )
         return dict(obj), [], ""
     if "state_dict" not in obj:
         plain = bool(obj) and all(torch.is_tensor(v) for v in obj.values())
@@ -384,12 +430,15 @@ def _extract(path: str, obj: Any, layout: str) -> tuple[dict[str, torch.Tensor],
         if not isinstance(k, str) or not torch.is_tensor(v):
             raise CheckpointError(path, f"key 'state_dict.{k}'", f"is a {type(v).__name__}, not a tensor")
         if k.startswith(_ADAFACE_MODEL_PREFIX):
-            out[k[len(_ADAFACE_MODEL_PREFIX):]] = v
+            out[k[len(_ADAFACE_MODEL_PREFIX) :]] = v
         elif k.startswith(_ADAFACE_HEAD_PREFIX):
             ignored.append(f"{k} {_fmt(v.shape)}")
         else:
-            raise CheckpointError(path, f"key 'state_dict.{k}'", "unexpected: neither a backbone key ('model.*') nor the "
-                                  "training head's ('head.*')")
+            raise CheckpointError(
+                path,
+                f"key 'state_dict.{k}'",
+                "unexpected: neither a backbone key ('model.*') nor the training head's ('head.*')",
+            )
     extra = f", epoch {obj['epoch']}" if isinstance(obj.get("epoch"), int) else ""
     return out, ignored, extra
 
@@ -398,23 +447,29 @@ def _fmt(shape) -> str:
     return str(tuple(int(s) for s in shape))
 
 
-def _validate(path: str, layout: str, arch: str, found: dict[str, torch.Tensor],
-              expected: dict[str, tuple[int, ...]]) -> None:
+def _validate(
+    path: str, layout: str, arch: str, found: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]]
+) -> None:
     """Strict key / shape / value checks; raises :class:`CheckpointError` naming the first offending key."""
     prefix = _ADAFACE_MODEL_PREFIX if layout == "adaface" else ""
     unexpected = [k for k in found if k not in expected]
     if unexpected:
         more = f" ({len(unexpected) - 1} more unexpected)" if len(unexpected) > 1 else ""
-        raise CheckpointError(path, f"key {prefix + unexpected[0]!r}", f"unexpected: not part of the {layout} "
-                              f"{arch} architecture{more}")
+        raise CheckpointError(
+            path, f"key {prefix + unexpected[0]!r}", f"unexpected: not part of the {layout} {arch} architecture{more}"
+        )
     missing = [k for k in expected if k not in found and not k.endswith(_NBT)]
     if missing:
         more = f" ({len(missing) - 1} more missing)" if len(missing) > 1 else ""
         first = missing[0]
-        raise CheckpointError(path, f"key {prefix + first!r}", f"missing (expected shape {_fmt(expected[first])}){more}")
+        raise CheckpointError(
+            path, f"key {prefix + first!r}", f"missing (expected shape {_fmt(expected[first])}){more}"
+        )
     for k, v in found.items():
         if tuple(v.shape) != expected[k]:
-            raise CheckpointError(path, f"key {prefix + k!r}", f"has shape {_fmt(v.shape)}, expected {_fmt(expected[k])}")
+            raise CheckpointError(
+                path, f"key {prefix + k!r}", f"has shape {_fmt(v.shape)}, expected {_fmt(expected[k])}"
+            )
         if k.endswith(_NBT):
             continue
         if not v.is_floating_point():
@@ -423,8 +478,9 @@ def _validate(path: str, layout: str, arch: str, found: dict[str, torch.Tensor],
             raise CheckpointError(path, f"key {prefix + k!r}", "holds NaN or infinite values")
 
 
-def load_public_checkpoint(path: str | os.PathLike, layout: str, arch: str, *, trust_pickle: bool = False,
-                           device: str | torch.device = "cpu") -> ImportedModel:
+def load_public_checkpoint(
+    path: str | os.PathLike, layout: str, arch: str, *, trust_pickle: bool = False, device: str | torch.device = "cpu"
+) -> ImportedModel:
     """Load a public checkpoint strictly (see the module docstring) and return it ready for evaluation.
 
     ``layout``: ``"insightface"`` (arcface_torch ``backbone.pth``) or ``"adaface"`` (AdaFace ``.ckpt``); ``arch``:
@@ -459,12 +515,21 @@ def load_public_checkpoint(path: str | os.PathLike, layout: str, arch: str, *, t
     info = _LAYOUT_INFO[layout]
     published = ARCHS[arch][0 if layout == "insightface" else 1]
     ignored_note = f"; not loaded: {', '.join(ignored)}" if ignored else ""
-    source = (f"{info['what']}, {published}, {os.path.abspath(path)}{extra}; {len(found)} tensors loaded strictly"
-              f"{ignored_note}")
+    source = (
+        f"{info['what']}, {published}, {os.path.abspath(path)}{extra}; {len(found)} tensors loaded strictly"
+        f"{ignored_note}"
+    )
     return ImportedModel(
-        backbone=model, layout=layout, arch=arch, channel_order=info["channel_order"], source=source,
-        path=path, sha256=file_sha256(path), num_parameters=sum(p.numel() for p in model.parameters()),
-        ignored_keys=tuple(k.split(" ")[0] for k in ignored), eval_defaults=dict(info["eval_defaults"]),
+        backbone=model,
+        layout=layout,
+        arch=arch,
+        channel_order=info["channel_order"],
+        source=source,
+        path=path,
+        sha256=file_sha256(path),
+        num_parameters=sum(p.numel() for p in model.parameters()),
+        ignored_keys=tuple(k.split(" ")[0] for k in ignored),
+        eval_defaults=dict(info["eval_defaults"]),
     )
 
 
@@ -481,8 +546,16 @@ def run_overrides(imported: ImportedModel) -> dict[str, Any]:
     }
 
 
-def evaluate_imported(imported: ImportedModel, release: str, benchmarks=("IJBB", "IJBC", "IJBS", "TinyFace"),
-                      *, device: str = "cpu", batch_size: int = 64, items: dict | None = None, **overrides) -> list[dict]:
+def evaluate_imported(
+    imported: ImportedModel,
+    release: str,
+    benchmarks=("IJBB", "IJBC", "IJBS", "TinyFace"),
+    *,
+    device: str = "cpu",
+    batch_size: int = 64,
+    items: dict | None = None,
+    **overrides,
+) -> list[dict]:
     """Result rows of ``imported`` on the benchmarks of ``release``, computed by :func:`harness.eval.registry.evaluate_all`
     (the pipeline's evaluation) with :func:`run_overrides`; ``overrides`` (``flip=``, ``faceness=``,
     ``image_norm=``) replace the source's protocol defaults. Each row gets ``"imported"`` (:meth:`ImportedModel.describe`).
@@ -514,19 +587,30 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m harness.import_weights",
-                     description="Load a public insightface / AdaFace checkpoint strictly and summarise it.")
+    parser = _Parser(
+        prog="python -m harness.import_weights",
+        description="Load a public insightface / AdaFace checkpoint strictly and summarise it.",
+    )
     parser.add_argument("path", help="backbone.pth (insightface) or .ckpt (AdaFace)")
     parser.add_argument("--layout", required=True, choices=LAYOUTS)
     parser.add_argument("--arch", required=True, help="r18 | r34 | r50 | r100 (or ir_18 | ir_34 | ir_50 | ir_101)")
-    parser.add_argument("--trust-pickle", action="store_true",
-                        help="torch.load(weights_only=False): only for files from a source you trust")
-    parser.add_argument("--evaluate", metavar="RELEASE",
-                        help="also score it on the benchmarks found under this data root (the layout of "
-                             "`python -m harness.check_data`), with the source project's protocol defaults")
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="torch.load(weights_only=False): only for files from a source you trust",
+    )
+    parser.add_argument(
+        "--evaluate",
+        metavar="RELEASE",
+        help="also score it on the benchmarks found under this data root (the layout of "
+        "`python -m harness.check_data`), with the source project's protocol defaults",
+    )
     parser.add_argument("--benchmarks", default="IJBB,IJBC,IJBS,TinyFace", help="comma-separated, with --evaluate")
-    parser.add_argument("--result", help="with --evaluate: write the result document here (the format harness.run "
-                                         "writes, read by harness.tables), plus its .items.npz")
+    parser.add_argument(
+        "--result",
+        help="with --evaluate: write the result document here (the format harness.run "
+        "writes, read by harness.tables), plus its .items.npz",
+    )
     parser.add_argument("--name", help="method name in the result (default <layout>-<arch>)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -548,8 +632,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"harness.import_weights: {exc}", file=sys.stderr)
             return 2
         except OSError as exc:  # writing the result: a full disk (DiskFullError names the file), a read-only folder
-            named = str(exc) if isinstance(exc, DiskFullError) or exc.filename or exc.errno is None else (
-                f"{args.result}: {exc.strerror}")
+            named = (
+                str(exc)
+                if isinstance(exc, DiskFullError) or exc.filename or exc.errno is None
+                else (f"{args.result}: {exc.strerror}")
+            )
             print(f"harness.import_weights: {named}", file=sys.stderr)
             return 2
         from harness.eval.results import compact_metrics
@@ -569,13 +656,20 @@ def _evaluate_to_result(imported: ImportedModel, args) -> dict:
 
     benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
     items: dict = {}
-    rows = evaluate_imported(imported, args.evaluate, benchmarks, device=args.device, batch_size=args.batch_size,
-                             items=items)
+    rows = evaluate_imported(
+        imported, args.evaluate, benchmarks, device=args.device, batch_size=args.batch_size, items=items
+    )
     from harness.eval.provenance import data_provenance
 
-    doc = {"format": RESULT_FORMAT, "method": args.name or f"{imported.layout}-{imported.arch}", "seed": 0,
-           "imported": imported.describe(), "knobs": run_overrides(imported),
-           "data": data_provenance(args.evaluate, None, benchmarks), "results": rows}
+    doc = {
+        "format": RESULT_FORMAT,
+        "method": args.name or f"{imported.layout}-{imported.arch}",
+        "seed": 0,
+        "imported": imported.describe(),
+        "knobs": run_overrides(imported),
+        "data": data_provenance(args.evaluate, None, benchmarks),
+        "results": rows,
+    }
     if args.result:
         os.makedirs(os.path.dirname(os.path.abspath(args.result)), exist_ok=True)
         write_npz_atomic(items, items_path(args.result))  # first: the document never names a missing file

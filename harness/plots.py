@@ -70,8 +70,18 @@ from harness.eval.registry import curves as registry_curves
 from harness.eval.roc import roc_curve, tar_at_far_from_roc
 from harness.report.documents import ResultDocument, load_named
 
-__all__ = ["roc_points", "tar_on_grid", "far_grid", "cmc", "load_runs", "write_plots", "write_dvc_templates", "main",
-           "CMC_MAX_RANK", "DVC_TEMPLATES"]
+__all__ = [
+    "roc_points",
+    "tar_on_grid",
+    "far_grid",
+    "cmc",
+    "load_runs",
+    "write_plots",
+    "write_dvc_templates",
+    "main",
+    "CMC_MAX_RANK",
+    "DVC_TEMPLATES",
+]
 
 CMC_MAX_RANK = 20
 CSV_POINTS = 100  # log-spaced FARs per method in the CSVs (plus the evaluator's FARs)
@@ -82,8 +92,11 @@ SYNTHFACE_LABEL = "SynthFace (stand-in benchmark)"
 VERIFICATION = tuple((c.row, c.stem) for c in registry_curves() if c.kind == "roc")
 CMC = tuple((c.row, c.stem) for c in registry_curves() if c.kind == "cmc")
 IJBS_PROTOCOLS = ("V2S", "V2B", "V2V")
-IJBS_TITLES = {"V2S": "V2S (surveillance video to single still)", "V2B": "V2B (video to booking)",
-               "V2V": "V2V (video to video)"}
+IJBS_TITLES = {
+    "V2S": "V2S (surveillance video to single still)",
+    "V2B": "V2B (video to booking)",
+    "V2V": "V2V (video to video)",
+}
 OUTPUT_STEMS = tuple(c.stem for c in registry_curves())
 
 
@@ -233,7 +246,9 @@ def roc_series(runs: list[Run], benchmark: str) -> list[RocSeries]:
             key_s, key_l = f"{benchmark}/scores", f"{benchmark}/labels"
             scores, labels = run.array(key_s), run.array(key_l)
             if scores.ndim != 1 or labels.shape != scores.shape:
-                raise DataFormatError(run.items_path, key_l, f"shape {labels.shape} does not match {key_s} {scores.shape}")
+                raise DataFormatError(
+                    run.items_path, key_l, f"shape {labels.shape} does not match {key_s} {scores.shape}"
+                )
             try:
                 fpr, tpr = roc_points(scores, labels)
             except ValueError as exc:
@@ -241,8 +256,12 @@ def roc_series(runs: list[Run], benchmark: str) -> list[RocSeries]:
             got = tar_on_grid(fpr, tpr, list(fars))
             for (far, want), have in zip(fars.items(), got.tolist()):
                 if not _same(want, have):
-                    raise DataFormatError(run.items_path, key_s, f"TAR@FAR={far:g} from these scores is {have!r} but "
-                                                                 f"{run.path} reports {want!r}: items and result do not match")
+                    raise DataFormatError(
+                        run.items_path,
+                        key_s,
+                        f"TAR@FAR={far:g} from these scores is {have!r} but "
+                        f"{run.path} reports {want!r}: items and result do not match",
+                    )
             n_imp = int(np.count_nonzero(np.asarray(labels) == 0))
             rocs.append((fpr, tpr, n_imp, sorted(fars)))
         n_imp = min(n for _, _, n, _ in rocs)
@@ -250,18 +269,34 @@ def roc_series(runs: list[Run], benchmark: str) -> list[RocSeries]:
         csv_far = far_grid(n_imp, eval_far, CSV_POINTS)
         png_far = far_grid(n_imp, eval_far, PNG_POINTS)
         mean = lambda grid: np.mean([tar_on_grid(fpr, tpr, grid) for fpr, tpr, *_ in rocs], axis=0)  # noqa: E731
-        out.append(RocSeries(method, [r.seed for r in group], 1.0 / n_imp, csv_far, mean(csv_far), png_far,
-                             mean(png_far), eval_far, mean(eval_far)))
+        out.append(
+            RocSeries(
+                method,
+                [r.seed for r in group],
+                1.0 / n_imp,
+                csv_far,
+                mean(csv_far),
+                png_far,
+                mean(png_far),
+                eval_far,
+                mean(eval_far),
+            )
+        )
     return out
 
 
 def _ranks_of(run: Run, key: str, cap: int) -> np.ndarray:
     r = run.array(key)
     if r.ndim != 1 or r.dtype.kind not in "iu":
-        raise DataFormatError(run.items_path, key, f"must be a 1-D integer array of 0-based mate ranks, got {r.dtype} {r.shape}")
+        raise DataFormatError(
+            run.items_path, key, f"must be a 1-D integer array of 0-based mate ranks, got {r.dtype} {r.shape}"
+        )
     if r.size and (r.min() < -1 or r.max() > cap):
-        raise DataFormatError(run.items_path, key, f"ranks must lie in -1..{cap} (cap = largest reported rank), "
-                                                   f"found {int(r.min())}..{int(r.max())}")
+        raise DataFormatError(
+            run.items_path,
+            key,
+            f"ranks must lie in -1..{cap} (cap = largest reported rank), found {int(r.min())}..{int(r.max())}",
+        )
     return r
 
 
@@ -295,8 +330,12 @@ def cmc_series(runs: list[Run], benchmark: str) -> list[CmcSeries]:
                         raise DataFormatError(run.path, name, "missing")
                     want = _number(run.path, name, block[f"rank{k}"])
                     if not _same(want, float(full[k - 1])):
-                        raise DataFormatError(run.items_path, key, f"Rank-{k} from these ranks is {float(full[k - 1])!r} but "
-                                                                   f"{run.path} reports {want!r}: items and result do not match")
+                        raise DataFormatError(
+                            run.items_path,
+                            key,
+                            f"Rank-{k} from these ranks is {float(full[k - 1])!r} but "
+                            f"{run.path} reports {want!r}: items and result do not match",
+                        )
                 curves.append(rates)
             n = min(len(c) for c in curves)
             out.append(CmcSeries(method, [r.seed for r in group], proto, np.mean([c[:n] for c in curves], axis=0)))
@@ -419,13 +458,20 @@ def _render(runs: list[Run]) -> dict[str, bytes]:
     for stem, (bench, series) in roc.items():
         if series:
             files[os.path.join("data", f"{stem}.csv")] = _csv_bytes(
-                ("method", "far", "tar"), ((s.method, f, t) for s in series for f, t in zip(s.csv_far, s.csv_tar)))
+                ("method", "far", "tar"), ((s.method, f, t) for s in series for f, t in zip(s.csv_far, s.csv_tar))
+            )
             files[f"{stem}.png"] = _roc_png(series, bench, label(bench), styles)
     for stem, (bench, series) in cmcs.items():
         if series:
             files[os.path.join("data", f"{stem}.csv")] = _csv_bytes(
                 ("method", "protocol", "rank", "rate"),
-                ((s.method, s.protocol, k, float(v)) for s in series for k, v in enumerate(s.rates, 1) if not math.isnan(v)))
+                (
+                    (s.method, s.protocol, k, float(v))
+                    for s in series
+                    for k, v in enumerate(s.rates, 1)
+                    if not math.isnan(v)
+                ),
+            )
             png = _cmc_tinyface_png if bench == "TinyFace" else _cmc_ijbs_png
             files[f"{stem}.png"] = png(series, label(bench), styles)
     return files
@@ -447,12 +493,25 @@ DVC_TEMPLATES: dict[str, dict] = {
         "height": 320 if log else 260,
         "mark": {"type": "line", "point": not log, "tooltip": {"content": "data"}},
         "encoding": {
-            "x": {"field": "<DVC_METRIC_X>", "type": "quantitative", "title": "<DVC_METRIC_X_LABEL>",
-                  **({"scale": {"type": "log"}} if log else {})},
-            "y": {"field": "<DVC_METRIC_Y>", "type": "quantitative", "title": "<DVC_METRIC_Y_LABEL>", "scale": {"zero": False}},
+            "x": {
+                "field": "<DVC_METRIC_X>",
+                "type": "quantitative",
+                "title": "<DVC_METRIC_X_LABEL>",
+                **({"scale": {"type": "log"}} if log else {}),
+            },
+            "y": {
+                "field": "<DVC_METRIC_Y>",
+                "type": "quantitative",
+                "title": "<DVC_METRIC_Y_LABEL>",
+                "scale": {"zero": False},
+            },
             "color": {"field": "method", "type": "nominal"},
             "strokeDash": {"field": "rev", "type": "nominal"},
-            **({} if log else {"column": {"field": "protocol", "type": "nominal", "title": None, "sort": list(IJBS_PROTOCOLS)}}),
+            **(
+                {}
+                if log
+                else {"column": {"field": "protocol", "type": "nominal", "title": None, "sort": list(IJBS_PROTOCOLS)}}
+            ),
         },
     }
     for name, log in (("by_method_logx", True), ("by_method", False))
@@ -470,7 +529,9 @@ def _install(out_dir: str, files: dict[str, bytes]) -> list[str]:
     return write_files_atomic({os.path.join(out_dir, rel): data for rel, data in files.items()})
 
 
-def write_plots(results_dir: str = "results/eval", out_dir: str = "results/plots", only: list[str] | None = None) -> list[str]:
+def write_plots(
+    results_dir: str = "results/eval", out_dir: str = "results/plots", only: list[str] | None = None
+) -> list[str]:
     """Read every result in ``results_dir``, write the PNGs into ``out_dir`` and the CSVs into ``out_dir/data``;
     returns the paths written. All inputs are read and checked and all outputs rendered before anything is written;
     a plot no result has data for is not written and an old copy of it is removed. Raises
@@ -491,11 +552,22 @@ def write_plots(results_dir: str = "results/eval", out_dir: str = "results/plots
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m harness.plots", description=__doc__.split("\n")[0])
-    ap.add_argument("results_dir", nargs="?", default="results/eval", help="folder of <method>-s<seed>.json results (default: %(default)s)")
-    ap.add_argument("--out-dir", default="results/plots", help="where the PNGs (and data/*.csv) go (default: %(default)s)")
+    ap.add_argument(
+        "results_dir",
+        nargs="?",
+        default="results/eval",
+        help="folder of <method>-s<seed>.json results (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--out-dir", default="results/plots", help="where the PNGs (and data/*.csv) go (default: %(default)s)"
+    )
     ap.add_argument("--params", help="plot only the results this params file lists (methods, cfsm_methods x seeds)")
-    ap.add_argument("--dvc-templates", metavar="DIR", help="only write the Vega-Lite templates for dvc plots "
-                    "(by_method_logx.json, by_method.json) into DIR, e.g. .dvc/plots, and exit")
+    ap.add_argument(
+        "--dvc-templates",
+        metavar="DIR",
+        help="only write the Vega-Lite templates for dvc plots "
+        "(by_method_logx.json, by_method.json) into DIR, e.g. .dvc/plots, and exit",
+    )
     args = ap.parse_args(argv)
     try:
         if args.dvc_templates:

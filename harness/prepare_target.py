@@ -176,7 +176,9 @@ def read_retinaface_labels(path: str | os.PathLike) -> dict[str, list[LandmarkFa
         fields = line.split()
         if len(fields) not in (4, 19, 20):
             raise DataFormatError(
-                path, where, f"expected 20 numbers 'x y w h' + 5 x 'lx ly v' + score (or 4: 'x y w h'), got {len(fields)}"
+                path,
+                where,
+                f"expected 20 numbers 'x y w h' + 5 x 'lx ly v' + score (or 4: 'x y w h'), got {len(fields)}",
             )
         vals = []
         for s in fields:
@@ -396,7 +398,9 @@ def _plan_wider(annotations: str, images: str, o: WiderOptions, skipped: Counter
         if stem in stems:
             prev_rel, prev_line = stems[stem]
             raise DataFormatError(
-                annotations, where, f"image {rel!r} gives the same crop stem {stem!r} as {prev_rel!r} (line {prev_line})"
+                annotations,
+                where,
+                f"image {rel!r} gives the same crop stem {stem!r} as {prev_rel!r} (line {prev_line})",
             )
         stems[stem] = (rel, path_line)
         info["faces_seen"] += len(boxes)
@@ -465,7 +469,11 @@ def _select(plan: list[_Image], o: WiderOptions, skipped: Counter) -> None:
 
 
 def prepare_wider(
-    annotations: str, images: str, out: str, list_file: str = "target_list.txt", options: WiderOptions | None = None,
+    annotations: str,
+    images: str,
+    out: str,
+    list_file: str = "target_list.txt",
+    options: WiderOptions | None = None,
     log=print,
 ) -> dict:
     """Build the crop folder + list from WIDER FACE ground truth (module docstring). Returns the summary dict:
@@ -495,7 +503,9 @@ def prepare_wider(
             try:
                 rgb = read_image(img_path)
             except DataFormatError as exc:
-                raise DataFormatError(exc.path, exc.where, f"{exc.reason} (named at {annotations}:line {img.line})") from None
+                raise DataFormatError(
+                    exc.path, exc.where, f"{exc.reason} (named at {annotations}:line {img.line})"
+                ) from None
             images_read += 1
             h, w = rgb.shape[:2]
             for face in img.faces:
@@ -556,7 +566,12 @@ def _folder_images(root: str) -> list[str]:
 
 
 def prepare_folder(
-    images: str, out: str, list_file: str = "target_list.txt", size: int = 112, quality: int = 95, force: bool = False,
+    images: str,
+    out: str,
+    list_file: str = "target_list.txt",
+    size: int = 112,
+    quality: int = 95,
+    force: bool = False,
     log=print,
 ) -> dict:
     """Build the crop folder + list from a folder of already-cropped faces (module docstring). Returns a summary
@@ -597,8 +612,13 @@ def prepare_folder(
     except BaseException:
         stage.discard()
         raise
-    summary = {"images_found": len(rels), "kept": len(names), "out": os.path.abspath(out),
-               "list": os.path.abspath(list_path), "names": names}
+    summary = {
+        "images_found": len(rels),
+        "kept": len(names),
+        "out": os.path.abspath(out),
+        "list": os.path.abspath(list_path),
+        "names": names,
+    }
     log(f"folder: images found {len(rels)}, crops written {len(names)}")
     log(f"wrote {len(names)} crops of {size}x{size} to {summary['out']} and the list {summary['list']}")
     return summary
@@ -613,29 +633,49 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="python -m harness.prepare_target",
-                 description="Build CFSM's stage-1 target domain: a flat folder of face crops + a list file.")
+    ap = _Parser(
+        prog="python -m harness.prepare_target",
+        description="Build CFSM's stage-1 target domain: a flat folder of face crops + a list file.",
+    )
     sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
     out = _Parser(add_help=False)  # what both subcommands write
     out.add_argument("--out", required=True, help="the crop folder to create")
-    out.add_argument("--list", default="target_list.txt",
-                     help="list file: a bare name goes inside --out, a path is used as given (default: target_list.txt)")
+    out.add_argument(
+        "--list",
+        default="target_list.txt",
+        help="list file: a bare name goes inside --out, a path is used as given (default: target_list.txt)",
+    )
     out.add_argument("--size", type=int, default=112, help="crop size in pixels (default: 112)")
     out.add_argument("--quality", type=int, default=95, help="JPEG quality (default: 95, cv2.imwrite's)")
     out.add_argument("--force", action="store_true", help="replace an existing non-empty --out (and list file)")
-    w = sub.add_parser("wider", parents=[out], help="crops from WIDER FACE ground-truth boxes (optionally RetinaFace landmarks)")
+    w = sub.add_parser(
+        "wider", parents=[out], help="crops from WIDER FACE ground-truth boxes (optionally RetinaFace landmarks)"
+    )
     w.add_argument("--annotations", required=True, help="wider_face_split/wider_face_{train,val}_bbx_gt.txt")
-    w.add_argument("--images", required=True, help="WIDER_{train,val}/images (the annotation's paths are relative to it)")
+    w.add_argument(
+        "--images", required=True, help="WIDER_{train,val}/images (the annotation's paths are relative to it)"
+    )
     w.add_argument("--min-size", type=int, default=32, help="keep boxes whose shorter side is >= this (default: 32)")
-    w.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
-                   help=f"box crops: square side = (1 + margin) * max(w, h) (default: {DEFAULT_MARGIN})")
+    w.add_argument(
+        "--margin",
+        type=float,
+        default=DEFAULT_MARGIN,
+        help=f"box crops: square side = (1 + margin) * max(w, h) (default: {DEFAULT_MARGIN})",
+    )
     w.add_argument("--skip-invalid", action="store_true", help="skip faces with WIDER's invalid flag")
-    w.add_argument("--max-blur", type=int, default=None, help="skip faces with blur above N (0 clear, 1 normal, 2 heavy)")
-    w.add_argument("--max-occlusion", type=int, default=None,
-                   help="skip faces with occlusion above N (0 none, 1 partial, 2 heavy)")
+    w.add_argument(
+        "--max-blur", type=int, default=None, help="skip faces with blur above N (0 clear, 1 normal, 2 heavy)"
+    )
+    w.add_argument(
+        "--max-occlusion", type=int, default=None, help="skip faces with occlusion above N (0 none, 1 partial, 2 heavy)"
+    )
     w.add_argument("--landmarks", default=None, help="RetinaFace label.txt: align faces with their 5 landmarks")
-    w.add_argument("--missing-landmarks", choices=("skip", "box"), default="skip",
-                   help="with --landmarks, faces without landmarks: skip (default) or box-crop")
+    w.add_argument(
+        "--missing-landmarks",
+        choices=("skip", "box"),
+        default="skip",
+        help="with --landmarks, faces without landmarks: skip (default) or box-crop",
+    )
     w.add_argument("--limit", type=int, default=None, help="keep the first N selected faces (annotation order)")
     w.add_argument("--sample", type=int, default=None, help="keep a seeded random subset of N selected faces")
     w.add_argument("--seed", type=int, default=0, help="seed of --sample (default: 0)")
@@ -649,10 +689,19 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "wider":
             opts = WiderOptions(
-                min_size=args.min_size, size=args.size, margin=args.margin, skip_invalid=args.skip_invalid,
-                max_blur=args.max_blur, max_occlusion=args.max_occlusion, landmarks=args.landmarks,
-                missing_landmarks=args.missing_landmarks, limit=args.limit, sample=args.sample, seed=args.seed,
-                quality=args.quality, force=args.force,
+                min_size=args.min_size,
+                size=args.size,
+                margin=args.margin,
+                skip_invalid=args.skip_invalid,
+                max_blur=args.max_blur,
+                max_occlusion=args.max_occlusion,
+                landmarks=args.landmarks,
+                missing_landmarks=args.missing_landmarks,
+                limit=args.limit,
+                sample=args.sample,
+                seed=args.seed,
+                quality=args.quality,
+                force=args.force,
             )
             prepare_wider(args.annotations, args.images, args.out, args.list, opts)
         else:

@@ -53,8 +53,9 @@ ALIGNMENT = "arcface-5pt-umeyama-similarity"
 def make_config(argv: list[str]) -> RunConfig:
     from methods import get_method
 
-    return config_from_cli(argv, RunConfig(), section="run", doc=__doc__,
-                           hparams_of=lambda method: get_method(method).hparams())  # + method_hparams.<method>
+    return config_from_cli(
+        argv, RunConfig(), section="run", doc=__doc__, hparams_of=lambda method: get_method(method).hparams()
+    )  # + method_hparams.<method>
 
 
 def result_knobs(cfg: RunConfig) -> dict[str, Any]:
@@ -121,8 +122,14 @@ def run(cfg: RunConfig, _run=None) -> dict:
     if not ctx.is_main:  # a worker rank: train its shard, write and evaluate nothing
         if cfg.train:
             train_info = train(cfg, checkpoint_path=cfg.checkpoint or None, log=None, progress=False).info
-        return {"format": RESULT_FORMAT, "method": cfg.method, "seed": cfg.seed, "rank": ctx.rank, "train": train_info,
-                "results": []}
+        return {
+            "format": RESULT_FORMAT,
+            "method": cfg.method,
+            "seed": cfg.seed,
+            "rank": ctx.rank,
+            "train": train_info,
+            "results": [],
+        }
     workdir = tempfile.mkdtemp(prefix="cfsm-run-")
     ckpt = cfg.checkpoint or os.path.join(workdir, "model.pt")
     if cfg.train:
@@ -134,7 +141,9 @@ def run(cfg: RunConfig, _run=None) -> dict:
             _run.info["train"] = train_info
     else:
         if not cfg.checkpoint or not os.path.isfile(cfg.checkpoint):
-            raise FileNotFoundError(f"{cfg.checkpoint or '<empty>'}: checkpoint not found (train=false needs checkpoint=PATH)")
+            raise FileNotFoundError(
+                f"{cfg.checkpoint or '<empty>'}: checkpoint not found (train=false needs checkpoint=PATH)"
+            )
         state = load_checkpoint(cfg.checkpoint)
         backbone, _ = build_model(cfg, state["num_classes"])
         backbone.load_state_dict(state["backbone"])
@@ -151,11 +160,19 @@ def run(cfg: RunConfig, _run=None) -> dict:
         "knobs": result_knobs(cfg),  # run-level facts; each row's protocol knobs are its evaluator's
         "data": data_provenance(cfg.data.release, cfg.data.rec, cfg.eval.benchmarks if cfg.evaluate else ()),
         # vs CFSM's released recipe, at the world size and device it was trained with (a checkpoint's when train=false)
-        "deviations": release.deviations(cfg, hparams, world_size=train_info.get("world_size", ctx.world_size),
-                                         device=train_info.get("device", device)),
+        "deviations": release.deviations(
+            cfg,
+            hparams,
+            world_size=train_info.get("world_size", ctx.world_size),
+            device=train_info.get("device", device),
+        ),
         "config": cfg.to_dict(),
-        "host": {"device": device, "torch": torch.__version__, "python": platform.python_version(),
-                 "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None},
+        "host": {
+            "device": device,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
+        },
         "results": [],
     }
     items: dict | None = {} if cfg.result else None  # per-item arrays, saved next to the result document
@@ -213,11 +230,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             resolve_hparams(cfg.method, cfg.hparams_seed, cfg.hparams)
             if not cfg.checkpoint or not os.path.isfile(cfg.checkpoint):
-                raise FileNotFoundError(f"config checkpoint={cfg.checkpoint!r}: no such file (train=false evaluates "
-                                        "the checkpoint it names)")
+                raise FileNotFoundError(
+                    f"config checkpoint={cfg.checkpoint!r}: no such file (train=false evaluates "
+                    "the checkpoint it names)"
+                )
         if (cfg.train or cfg.evaluate) and not os.path.isdir(cfg.data.release):
-            raise FileNotFoundError(f"config data.release={cfg.data.release!r}: no such folder (a SynthFace or "
-                                    "insightface release; `python -m harness.synthface` makes one)")
+            raise FileNotFoundError(
+                f"config data.release={cfg.data.release!r}: no such folder (a SynthFace or "
+                "insightface release; `python -m harness.synthface` makes one)"
+            )
     except Exception as exc:  # noqa: BLE001 - every error is one line (CFSM_TRACEBACK=1 shows the traceback)
         if env.is_main:
             return report_error("harness.run", exc)
@@ -268,7 +289,11 @@ def _main_rank0(cfg: RunConfig) -> int:
     for bench, values in compact_metrics(doc).items():
         if bench == "train":
             continue
-        headline = {k: v for k, v in values.items() if v is not None and not k.startswith(("stills_only", "with_video", "open_set"))}
+        headline = {
+            k: v
+            for k, v in values.items()
+            if v is not None and not k.startswith(("stills_only", "with_video", "open_set"))
+        }
         shown = "  ".join(f"{k}: {100 * v:.2f}" for k, v in headline.items())
         print(f"{doc['method']} seed {doc['seed']} {bench}  {shown}")
     return 0

@@ -23,10 +23,16 @@ def main(argv: list[str] | None = None) -> int:
     from harness.report.runstore import KEY_METRICS, format_runs, list_runs
 
     ap = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split("\n")[0])
-    ap.add_argument("store", nargs="?", default="results/runs",
-                    help="a run folder or a database URL (default results/runs)")
-    ap.add_argument("--metric", action="append", default=[], metavar="BENCHMARK:KEY",
-                    help="a metric column (repeatable; replaces the default ones), e.g. IJB-B:tar@0.0001")
+    ap.add_argument(
+        "store", nargs="?", default="results/runs", help="a run folder or a database URL (default results/runs)"
+    )
+    ap.add_argument(
+        "--metric",
+        action="append",
+        default=[],
+        metavar="BENCHMARK:KEY",
+        help="a metric column (repeatable; replaces the default ones), e.g. IJB-B:tar@0.0001",
+    )
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     try:

@@ -61,8 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--gpus", help="local launcher: auto (default) or the number of GPUs, one job each")
     ap.add_argument("--dry-run", action="store_true", help="print the jobs (and the sbatch script) and stop")
     ap.add_argument("--retry-failed", action="store_true", help="rerun the jobs whose last attempt failed")
-    ap.add_argument("--submitit-local", action="store_true",
-                    help="slurm launcher: run the tasks through submitit.LocalExecutor on this machine")
+    ap.add_argument(
+        "--submitit-local",
+        action="store_true",
+        help="slurm launcher: run the tasks through submitit.LocalExecutor on this machine",
+    )
     return ap
 
 
@@ -103,15 +106,22 @@ def launch(args: argparse.Namespace) -> int:
     where = f"{args.sweep}:" if args.sweep else "sweep "
     jobs = expand(sweep, args.sweep_dir, where)
     states = {job["hash"]: joblib.job_state(job["dir"]) for job in jobs}
-    todo = [job for job in jobs if states[job["hash"]][0] == "missing"
-            or (states[job["hash"]][0] == "failed" and args.retry_failed)]
-    print(f"{len(jobs)} jobs ({len(sweep.methods)} methods x {sweep.n_hparams} draws x {len(sweep.seeds)} seeds): "
-          f"{sum(s[0] == 'done' for s in states.values())} done, {len(todo)} to run, launcher {sweep.launcher}")
+    todo = [
+        job
+        for job in jobs
+        if states[job["hash"]][0] == "missing" or (states[job["hash"]][0] == "failed" and args.retry_failed)
+    ]
+    print(
+        f"{len(jobs)} jobs ({len(sweep.methods)} methods x {sweep.n_hparams} draws x {len(sweep.seeds)} seeds): "
+        f"{sum(s[0] == 'done' for s in states.values())} done, {len(todo)} to run, launcher {sweep.launcher}"
+    )
     if args.dry_run:
         gpus = int(sweep.slurm.get("gpus_per_node", 1) or 1) if sweep.launcher == "slurm" else 1
         for job in todo:
-            print(f"{job['hash']}  {job['method']} seed {job['seed']} hparams_seed {job['hparams_seed']}  "
-                  f"{' '.join(joblib.job_command(job['dir'], gpus))}")
+            print(
+                f"{job['hash']}  {job['method']} seed {job['seed']} hparams_seed {job['hparams_seed']}  "
+                f"{' '.join(joblib.job_command(job['dir'], gpus))}"
+            )
         if sweep.launcher == "slurm":
             from harness.launch.slurm import dry_run_script
 
@@ -131,8 +141,11 @@ def launch(args: argparse.Namespace) -> int:
         from harness.launch.slurm import submit
 
         submitted = submit(os.path.abspath(args.sweep_dir), sweep.slurm, dirs, local=args.submitit_local)
-        print(f"submitted {len(submitted)} tasks (first job id {submitted[0].job_id}); "
-              f"`python -m {PROG} status {args.sweep_dir}` shows their progress", flush=True)
+        print(
+            f"submitted {len(submitted)} tasks (first job id {submitted[0].job_id}); "
+            f"`python -m {PROG} status {args.sweep_dir}` shows their progress",
+            flush=True,
+        )
         if args.submitit_local:  # LocalExecutor's tasks are children of this process: wait for them
             for job in submitted:
                 job.exception()  # a failed task has written its failed.json; the table below says so

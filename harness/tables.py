@@ -110,12 +110,33 @@ from harness.report.latex import tables_tex
 from harness.report.markdown import report_markdown, tables_markdown
 from harness.report.paper_numbers import DEFAULT_DIR as PAPER_DIR
 from harness.report.sections import COLUMNS, SECTIONS, TABLE_FARS
-from harness.report.selection import (DEFAULT_ORACLE, DEFAULT_VALIDATION, Selection, parse_metric, select,
-                                      selection_csv, selection_markdown)
+from harness.report.selection import (
+    DEFAULT_ORACLE,
+    DEFAULT_VALIDATION,
+    Selection,
+    parse_metric,
+    select,
+    selection_csv,
+    selection_markdown,
+)
 from harness.report.summary import Tables, build_tables, load_runs
 
-__all__ = ["Column", "Section", "SECTIONS", "COLUMNS", "CSV_COLUMNS", "TABLE_FARS", "TopTarAtFar", "Tables", "load_runs",
-           "build_tables", "render", "selected_tables", "write_files_atomic", "main"]
+__all__ = [
+    "Column",
+    "Section",
+    "SECTIONS",
+    "COLUMNS",
+    "CSV_COLUMNS",
+    "TABLE_FARS",
+    "TopTarAtFar",
+    "Tables",
+    "load_runs",
+    "build_tables",
+    "render",
+    "selected_tables",
+    "write_files_atomic",
+    "main",
+]
 
 PROG = "harness.tables"
 
@@ -123,12 +144,23 @@ PROG = "harness.tables"
 def render(t: Tables, tables_dir: str = "tables", selection: list[str] | None = None) -> dict[str, str]:
     """``{file name: text}`` of the four outputs; ``tables_dir``: the tables' folder relative to the report's;
     ``selection``: the model-selection section, put into the report before the tables."""
-    return {"tables.md": tables_markdown(t), "tables.tex": tables_tex(t), "tables.csv": tables_csv(t),
-            "REPORT.md": report_markdown(t, tables_dir, selection or [])}
+    return {
+        "tables.md": tables_markdown(t),
+        "tables.tex": tables_tex(t),
+        "tables.csv": tables_csv(t),
+        "REPORT.md": report_markdown(t, tables_dir, selection or []),
+    }
 
 
-def selected_tables(paths, n_boot: int, seed: int, reference: str, paper, validation: str = DEFAULT_VALIDATION,
-                    oracle: str = DEFAULT_ORACLE) -> tuple[Tables, list[Selection], tuple, tuple]:
+def selected_tables(
+    paths,
+    n_boot: int,
+    seed: int,
+    reference: str,
+    paper,
+    validation: str = DEFAULT_VALIDATION,
+    oracle: str = DEFAULT_ORACLE,
+) -> tuple[Tables, list[Selection], tuple, tuple]:
     """``--select validation``: every result document under ``paths`` (recursively), each method's draw selected on
     the validation metric (:func:`harness.report.selection.select`), and the tables of the selected draws' runs."""
     val, orc = parse_metric(validation, "--select-metric"), parse_metric(oracle, "--oracle-metric")
@@ -146,26 +178,45 @@ def write_all(texts: dict[str, str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split("\n")[0])
-    ap.add_argument("results", nargs="*", default=["results/eval"], help="result JSON files or folders (default results/eval)")
+    ap.add_argument(
+        "results", nargs="*", default=["results/eval"], help="result JSON files or folders (default results/eval)"
+    )
     ap.add_argument("--out-dir", default="results/tables", help="where tables.md, tables.tex, tables.csv go")
     ap.add_argument("--report", default="results/REPORT.md", help="the report's path")
-    ap.add_argument("--paper", nargs="+", default=[PAPER_DIR], help="published-number CSV files or folders (default results/paper)")
+    ap.add_argument(
+        "--paper", nargs="+", default=[PAPER_DIR], help="published-number CSV files or folders (default results/paper)"
+    )
     ap.add_argument("--no-paper", action="store_true", help="leave out the published numbers")
     ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the subject draws (default 0)")
     ap.add_argument("--reference", default="source_only", help="the method every other one is compared with")
-    ap.add_argument("--params", help="read only the results this params file lists (methods, cfsm_methods x seeds) "
-                                     "from the results folder given first, ignoring anything else in it; further "
-                                     "result files or folders after it (e.g. results/imported/*.json of "
-                                     "`harness.import_weights --evaluate --result`) join the table in full")
-    ap.add_argument("--select", choices=["validation"], help="model selection: read every <method>-s<seed>.json "
-                    "under the folders (a sweep's job folders), select each method's hyperparameter draw on the "
-                    "validation metric and report the selected draws' test numbers, with an oracle (test-selected) "
-                    "draw for contrast; also writes selection.md and selection.csv")
-    ap.add_argument("--select-metric", default=DEFAULT_VALIDATION, metavar="ROW:KEY",
-                    help=f"the validation metric of --select (default {DEFAULT_VALIDATION!r})")
-    ap.add_argument("--oracle-metric", default=DEFAULT_ORACLE, metavar="ROW:KEY",
-                    help=f"the test metric of the oracle shown for contrast (default {DEFAULT_ORACLE!r})")
+    ap.add_argument(
+        "--params",
+        help="read only the results this params file lists (methods, cfsm_methods x seeds) "
+        "from the results folder given first, ignoring anything else in it; further "
+        "result files or folders after it (e.g. results/imported/*.json of "
+        "`harness.import_weights --evaluate --result`) join the table in full",
+    )
+    ap.add_argument(
+        "--select",
+        choices=["validation"],
+        help="model selection: read every <method>-s<seed>.json "
+        "under the folders (a sweep's job folders), select each method's hyperparameter draw on the "
+        "validation metric and report the selected draws' test numbers, with an oracle (test-selected) "
+        "draw for contrast; also writes selection.md and selection.csv",
+    )
+    ap.add_argument(
+        "--select-metric",
+        default=DEFAULT_VALIDATION,
+        metavar="ROW:KEY",
+        help=f"the validation metric of --select (default {DEFAULT_VALIDATION!r})",
+    )
+    ap.add_argument(
+        "--oracle-metric",
+        default=DEFAULT_ORACLE,
+        metavar="ROW:KEY",
+        help=f"the test metric of the oracle shown for contrast (default {DEFAULT_ORACLE!r})",
+    )
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     try:
@@ -173,9 +224,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.select:
             if args.params:
                 raise ValueError("--select reads every result under the folders given; it does not take --params")
-            t, sel, val, orc = selected_tables(results, args.n_boot, args.seed, args.reference,
-                                               None if args.no_paper else args.paper, args.select_metric,
-                                               args.oracle_metric)
+            t, sel, val, orc = selected_tables(
+                results,
+                args.n_boot,
+                args.seed,
+                args.reference,
+                None if args.no_paper else args.paper,
+                args.select_metric,
+                args.oracle_metric,
+            )
             rel = os.path.relpath(os.path.abspath(args.out_dir), os.path.dirname(os.path.abspath(args.report)))
             block = selection_markdown(sel, val, orc)
             texts = render(t, rel.replace(os.sep, "/"), block)
@@ -185,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
             from harness.core.pipeline import configured_results
 
             if not os.path.isdir(results[0]):
-                raise ValueError(f"--params: {results[0]}: the first input must be the results folder the params file describes")
+                raise ValueError(
+                    f"--params: {results[0]}: the first input must be the results folder the params file describes"
+                )
             results = configured_results(args.params, results[0]) + list(results[1:])
         if not args.select:
             t = build_tables(results, args.n_boot, args.seed, args.reference, None if args.no_paper else args.paper)
@@ -203,8 +262,10 @@ def main(argv: list[str] | None = None) -> int:
         maybe_traceback(exc)
         print(f"{PROG}: {one_line(exc)}", file=sys.stderr)
         return 2
-    print(f"{PROG}: {len(t.runs)} results, {len(t.methods)} methods, {t.n_boot} resamples; wrote {', '.join(outs)} "
-          f"in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"{PROG}: {len(t.runs)} results, {len(t.methods)} methods, {t.n_boot} resamples; wrote {', '.join(outs)} "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
     return 0
 
 

@@ -115,13 +115,24 @@ class AdvDegrade(Method):
         params = {**D.unit_to_params(z, self.space, x.shape[-2], self.names), **fixed}
         return D.apply(x, params, ops=ADV_OPS)
 
-    def adversarial_coefficients(self, x: Tensor, y: Tensor, z0: Tensor, fixed: dict[str, Tensor],
-                                 fr: FRModel) -> tuple[Tensor, dict]:
+    def adversarial_coefficients(
+        self, x: Tensor, y: Tensor, z0: Tensor, fixed: dict[str, Tensor], fr: FRModel
+    ) -> tuple[Tensor, dict]:
         """``steps`` FGSM steps on ``z`` from ``z0`` against the FR loss through ``fr.raw``, each projected back to
         [0, 1]; returns ``(z_adv, scalars)``; ``steps == 0`` returns ``z0`` without a forward pass."""
-        return guided_search(lambda z: self.degrade(x, z, fixed), z0, y, fr, steps=self.steps, alpha=self.alpha,
-                             eps=self.eps, inner_bn_train=self.inner_bn_train, prefix="adv", name=self.name,
-                             project=lambda z: z.clamp(0.0, 1.0))
+        return guided_search(
+            lambda z: self.degrade(x, z, fixed),
+            z0,
+            y,
+            fr,
+            steps=self.steps,
+            alpha=self.alpha,
+            eps=self.eps,
+            inner_bn_train=self.inner_bn_train,
+            prefix="adv",
+            name=self.name,
+            project=lambda z: z.clamp(0.0, 1.0),
+        )
 
     # ------------------------------------------------------------------------------------------ the step
     def augment(self, batch: Batch, fr: FRModel) -> Batch:
@@ -148,7 +159,9 @@ class AdvDegrade(Method):
 
     def _probe(self, x, y, z0, z, fixed, fr) -> dict:
         """FR loss at ``z0`` and at ``z_adv`` with backbone and head in eval mode (monitoring changes nothing)."""
-        return probe_losses(lambda c: self.degrade(x, c, fixed), {"adv.probe_loss_z0": z0, "adv.probe_loss_adv": z}, y, fr)
+        return probe_losses(
+            lambda c: self.degrade(x, c, fixed), {"adv.probe_loss_z0": z0, "adv.probe_loss_adv": z}, y, fr
+        )
 
     def loss(self, batch: Batch, fr: FRModel):
         scalars = {k: v for k, v in batch.extras.items() if k.startswith("adv.")}

@@ -72,7 +72,9 @@ class AugMix(Method):
         if not hasattr(fr.head, "logits"):
             raise TypeError(f"augmix needs a head with logits(embeddings[, labels]); got {type(fr.head).__name__}")
         b = batch.x.shape[0]
-        x_all = torch.cat([batch.x, *(batch.extras[k] for k in VIEWS)]).contiguous(memory_format=memory_format_of(batch.x))
+        x_all = torch.cat([batch.x, *(batch.extras[k] for k in VIEWS)]).contiguous(
+            memory_format=memory_format_of(batch.x)
+        )
         emb = fr.backbone(x_all)
         ce = fr.head(emb[:b], batch.y)
         if self.js_logits == "plain":

@@ -115,7 +115,9 @@ def register(cls: type[Method]) -> type[Method]:
     if not cls.name:
         raise TypeError(f"{cls.__qualname__} has no name")
     if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
-        raise ValueError(f"method name {cls.name!r} registered twice ({REGISTRY[cls.name].__qualname__}, {cls.__qualname__})")
+        raise ValueError(
+            f"method name {cls.name!r} registered twice ({REGISTRY[cls.name].__qualname__}, {cls.__qualname__})"
+        )
     REGISTRY[cls.name] = cls
     return cls
 
@@ -140,12 +142,16 @@ def resolve_hparams(method: str, hparams_seed: int = 0, overrides: Mapping[str, 
     declared = get_method(method).hparams()
     out = {}
     for name, (default, sampler) in declared.items():
-        out[name] = default if hparams_seed == 0 else sampler(np.random.default_rng(_seed_for(hparams_seed, method, name)))
+        out[name] = (
+            default if hparams_seed == 0 else sampler(np.random.default_rng(_seed_for(hparams_seed, method, name)))
+        )
     for name, value in (overrides or {}).items():
         if name not in declared:
             valid = ", ".join(sorted(declared)) or "none"
-            raise KeyError(f"unknown hyperparameter {name!r} for method {method!r}; valid: {valid} (a value for one "
-                           f"method only goes under params.yaml method_hparams.<method>)")
+            raise KeyError(
+                f"unknown hyperparameter {name!r} for method {method!r}; valid: {valid} (a value for one "
+                f"method only goes under params.yaml method_hparams.<method>)"
+            )
         out[name] = value
     return out
 

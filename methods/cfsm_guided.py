@@ -66,7 +66,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from methods.guidance import (  # noqa: F401  (re-exported: the step and the mixing are part of this method)
-    check_guidance, eval_mode, fgsm_step, guided_search, mix_batch, mix_indices, mix_sizes, norm_summary,
+    check_guidance,
+    eval_mode,
+    fgsm_step,
+    guided_search,
+    mix_batch,
+    mix_indices,
+    mix_sizes,
+    norm_summary,
     probe_losses,
 )
 from harness.core.config import parse_bool
@@ -146,13 +153,18 @@ class CFSMGuided(Method):
     @classmethod
     def _load(cls, h) -> tuple[CFSMGenerator, dict]:
         try:
-            return load_generator(str(h["generator"]), image_size=int(h["generator_size"]),
-                                  style_dim=int(h["style_dim"]), latent_dim=int(h["latent_dim"]))
+            return load_generator(
+                str(h["generator"]),
+                image_size=int(h["generator_size"]),
+                style_dim=int(h["style_dim"]),
+                latent_dim=int(h["latent_dim"]),
+            )
         except ValueError as exc:
             if "incompatible" not in str(exc):  # unreadable, refused (pickled code) or not a generator
                 raise ValueError(f"{cls.name}: hparams.generator: {exc}") from None
-            raise ValueError(f"{cls.name}: {exc} (hparams.generator_size / style_dim / latent_dim must match "
-                             "the stage-1 checkpoint)") from None
+            raise ValueError(
+                f"{cls.name}: {exc} (hparams.generator_size / style_dim / latent_dim must match the stage-1 checkpoint)"
+            ) from None
 
     def __init__(self, embedding_size: int, num_classes: int, hp):
         super().__init__(embedding_size, num_classes, hp)
@@ -184,14 +196,24 @@ class CFSMGuided(Method):
         return g
 
     # ------------------------------------------------------------------------------------------ the step
-    def adversarial_coefficients(self, generator: CFSMGenerator, content: Tensor, o0: Tensor, y: Tensor,
-                                 fr: FRModel, like: Tensor) -> tuple[Tensor, dict]:
+    def adversarial_coefficients(
+        self, generator: CFSMGenerator, content: Tensor, o0: Tensor, y: Tensor, fr: FRModel, like: Tensor
+    ) -> tuple[Tensor, dict]:
         """``steps`` FGSM steps on ``o`` from ``o0`` against the FR loss (through ``fr.raw``); returns
         ``(o_adv, scalars)``. With ``steps == 0`` returns ``o0`` without any forward pass. The FR input has
         ``like``'s size, dtype and memory format (``like`` = the batch's images)."""
-        return guided_search(lambda o: fr_input(decode(generator, content, o), like), o0, y, fr, steps=self.steps,
-                             alpha=self.alpha, eps=self.eps, inner_bn_train=self.inner_bn_train, prefix="cfsm",
-                             name=self.name)
+        return guided_search(
+            lambda o: fr_input(decode(generator, content, o), like),
+            o0,
+            y,
+            fr,
+            steps=self.steps,
+            alpha=self.alpha,
+            eps=self.eps,
+            inner_bn_train=self.inner_bn_train,
+            prefix="cfsm",
+            name=self.name,
+        )
 
     def augment(self, batch: Batch, fr: FRModel) -> Batch:
         x, y = batch.x, batch.y
@@ -222,11 +244,14 @@ class CFSMGuided(Method):
     def _probe(self, generator, content, o0, o, y, fr, like, source) -> dict:
         """The FR loss at ``o0`` and at ``o_adv`` in eval mode (monitoring never changes training), and each
         synthesis's mean absolute difference from its ``source`` image (the FR-size real images)."""
-        return probe_losses(lambda c: fr_input(decode(generator, content, c), like),
-                            {"cfsm.probe_loss_o0": o0, "cfsm.probe_loss_adv": o}, y, fr,
-                            distances={"cfsm.probe_loss_o0": "cfsm.probe_l1_o0",
-                                       "cfsm.probe_loss_adv": "cfsm.probe_l1_adv"},
-                            reference=source)
+        return probe_losses(
+            lambda c: fr_input(decode(generator, content, c), like),
+            {"cfsm.probe_loss_o0": o0, "cfsm.probe_loss_adv": o},
+            y,
+            fr,
+            distances={"cfsm.probe_loss_o0": "cfsm.probe_l1_o0", "cfsm.probe_loss_adv": "cfsm.probe_l1_adv"},
+            reference=source,
+        )
 
     def loss(self, batch: Batch, fr: FRModel):
         scalars = {k: v for k, v in batch.extras.items() if k.startswith("cfsm.")}

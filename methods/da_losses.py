@@ -33,8 +33,10 @@ def joint_embeddings(backbone: torch.nn.Module, x: Tensor, xt: Tensor) -> tuple[
     One batch, as TLlib's examples do, so BatchNorm normalises with statistics of both domains (and under DDP
     there is one forward per backward)."""
     if xt is None:
-        raise ValueError("this method needs a target batch (batch.xt is None): is uses_target set and does the "
-                         "release have a target/ folder?")
+        raise ValueError(
+            "this method needs a target batch (batch.xt is None): is uses_target set and does the "
+            "release have a target/ folder?"
+        )
     n = x.shape[0]
     emb = backbone(torch.cat([x, xt], dim=0))
     return emb[:n], emb[n:]
@@ -94,8 +96,10 @@ def binary_domain_loss(logits_s: Tensor, logits_t: Tensor) -> tuple[Tensor, Tens
     1/2 (TLlib ``DomainAdversarialLoss``). Logits + ``binary_cross_entropy_with_logits`` instead of TLlib's sigmoid +
     BCE: the latter is refused under CUDA autocast and is less stable."""
     ls, lt = logits_s.float().view(-1), logits_t.float().view(-1)
-    loss = 0.5 * (F.binary_cross_entropy_with_logits(ls, torch.ones_like(ls))
-                  + F.binary_cross_entropy_with_logits(lt, torch.zeros_like(lt)))
+    loss = 0.5 * (
+        F.binary_cross_entropy_with_logits(ls, torch.ones_like(ls))
+        + F.binary_cross_entropy_with_logits(lt, torch.zeros_like(lt))
+    )
     with torch.no_grad():
         acc = 0.5 * ((ls > 0).float().mean() + (lt <= 0).float().mean())
     return loss, acc
@@ -145,8 +149,13 @@ def gaussian_kernel_sum(d2: Tensor, scales: Sequence[float], bandwidth: float | 
     return sum(torch.exp(-d2 / (2.0 * s * base)) for s in scales)
 
 
-def mk_mmd(zs: Tensor, zt: Tensor, scales: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
-           estimator: str = "unbiased", bandwidth: float | None = None) -> Tensor:
+def mk_mmd(
+    zs: Tensor,
+    zt: Tensor,
+    scales: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
+    estimator: str = "unbiased",
+    bandwidth: float | None = None,
+) -> Tensor:
     """Multi-kernel MMD^2 between source ``zs`` (m, d) and target ``zt`` (n, d), equal kernel weights.
 
     Kernels: Gaussian, bandwidths ``scale * base`` (``base`` the mean squared pairwise distance of the joint batch
@@ -179,9 +188,11 @@ def mk_mmd(zs: Tensor, zt: Tensor, scales: Sequence[float] = (0.25, 0.5, 1.0, 2.
         k = gaussian_kernel_sum(squared_distances(torch.cat([zs, zt])), scales, bandwidth)
         kss, ktt, kst = k[:m, :m], k[m:, m:], k[:m, m:]
         if estimator == "unbiased":
-            return ((kss.sum() - kss.diagonal().sum()) / (m * (m - 1))
-                    + (ktt.sum() - ktt.diagonal().sum()) / (n * (n - 1))
-                    - 2.0 * kst.sum() / (m * n))
+            return (
+                (kss.sum() - kss.diagonal().sum()) / (m * (m - 1))
+                + (ktt.sum() - ktt.diagonal().sum()) / (n * (n - 1))
+                - 2.0 * kst.sum() / (m * n)
+            )
         a, b = torch.arange(0, n, 2, device=zs.device), torch.arange(1, n, 2, device=zs.device)
         h = kss[a, b] + ktt[a, b] - kst[a, b] - kst[b, a]
         return h.mean()

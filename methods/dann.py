@@ -45,7 +45,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from methods.da_losses import FEATURE_MODES, binary_domain_loss, da_features, grad_reverse, grl_coefficient, joint_embeddings
+from methods.da_losses import (
+    FEATURE_MODES,
+    binary_domain_loss,
+    da_features,
+    grad_reverse,
+    grl_coefficient,
+    joint_embeddings,
+)
 from methods.base import Batch, FRModel, Method, register
 
 FALLBACK_SCHEDULE_STEPS = 10_000  # gamma = 10 over 10k steps == TLlib's alpha = 1 over max_iters = 1000
@@ -55,13 +62,21 @@ def domain_discriminator(in_features: int, hidden: int = 1024, batch_norm: bool 
     """``in -> hidden -> hidden -> 1`` logits; Linear-BN-ReLU or Linear-ReLU-Dropout(0.5) hidden layers (TLlib)."""
     if batch_norm:
         return nn.Sequential(
-            nn.Linear(in_features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
-            nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+            nn.Linear(in_features, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(),
             nn.Linear(hidden, 1),
         )
     return nn.Sequential(
-        nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(0.5),
-        nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(0.5),
+        nn.Linear(in_features, hidden),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(),
+        nn.Dropout(0.5),
         nn.Linear(hidden, 1),
     )
 
@@ -91,8 +106,10 @@ class DANN(Method):
         if not isinstance(hp["disc_bn"], (bool, np.bool_)):
             raise ValueError(f"dann: disc_bn={hp['disc_bn']!r} is not a boolean")
         if int(hp["schedule_steps"]) < 0 or int(hp["disc_hidden"]) < 1:
-            raise ValueError(f"dann: schedule_steps must be >= 0 and disc_hidden >= 1 "
-                             f"(got {hp['schedule_steps']}, {hp['disc_hidden']})")
+            raise ValueError(
+                f"dann: schedule_steps must be >= 0 and disc_hidden >= 1 "
+                f"(got {hp['schedule_steps']}, {hp['disc_hidden']})"
+            )
 
     def __init__(self, embedding_size, num_classes, hp):
         super().__init__(embedding_size, num_classes, hp)
@@ -114,9 +131,13 @@ class DANN(Method):
         if self.total_steps:
             return int(self.total_steps)
         if not self._warned:
-            warnings.warn("dann: the total number of training steps is unknown (the trainer did not set "
-                          f"method.total_steps and hparams.schedule_steps=0); the GRL warm-up uses T={FALLBACK_SCHEDULE_STEPS} "
-                          "(TLlib's default schedule)", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                "dann: the total number of training steps is unknown (the trainer did not set "
+                f"method.total_steps and hparams.schedule_steps=0); the GRL warm-up uses T={FALLBACK_SCHEDULE_STEPS} "
+                "(TLlib's default schedule)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             self._warned = True
         return FALLBACK_SCHEDULE_STEPS
 
@@ -132,5 +153,9 @@ class DANN(Method):
         n = es.shape[0]
         d_loss, acc = binary_domain_loss(logits[:n], logits[n:])
         loss = fr_loss + self.trade_off * d_loss
-        return loss, {"dann.fr_loss": fr_loss.detach(), "dann.domain_loss": d_loss.detach(),
-                      "dann.domain_acc": acc, "dann.lambda": lam}
+        return loss, {
+            "dann.fr_loss": fr_loss.detach(),
+            "dann.domain_loss": d_loss.detach(),
+            "dann.domain_acc": acc,
+            "dann.lambda": lam,
+        }

@@ -75,16 +75,42 @@ from harness.data.images import memory_format_of
 
 OPS = ("crop", "color", "blur", "motion", "resize", "noise", "jpeg")
 #: continuous parameters in the order of the normalised vector z (the full one; see DegradationSpace.active)
-PARAMS = ("blur_sigma", "motion_length", "motion_angle", "scale", "noise_sigma", "jpeg_quality",
-          "brightness", "contrast", "saturation", "hue")
+PARAMS = (
+    "blur_sigma",
+    "motion_length",
+    "motion_angle",
+    "scale",
+    "noise_sigma",
+    "jpeg_quality",
+    "brightness",
+    "contrast",
+    "saturation",
+    "hue",
+)
 #: the op each continuous parameter belongs to
-PARAM_OP = {"blur_sigma": "blur", "motion_length": "motion", "motion_angle": "motion", "scale": "resize",
-            "noise_sigma": "noise", "jpeg_quality": "jpeg", "brightness": "color", "contrast": "color",
-            "saturation": "color", "hue": "color"}
+PARAM_OP = {
+    "blur_sigma": "blur",
+    "motion_length": "motion",
+    "motion_angle": "motion",
+    "scale": "resize",
+    "noise_sigma": "noise",
+    "jpeg_quality": "jpeg",
+    "brightness": "color",
+    "contrast": "color",
+    "saturation": "color",
+    "hue": "color",
+}
 SPATIAL = ("blur_sigma", "motion_length")  # in pixels at the reference size, scaled with the image
 REFERENCE_SIZE = 112  # the aligned-face size of insightface / AdaFace / CFSM
 GREY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
-_PERMS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))  # orders of brightness, contrast, saturation
+_PERMS = (
+    (0, 1, 2),
+    (0, 2, 1),
+    (1, 0, 2),
+    (1, 2, 0),
+    (2, 0, 1),
+    (2, 1, 0),
+)  # orders of brightness, contrast, saturation
 
 
 # ------------------------------------------------------------------------------------------------ the space
@@ -120,9 +146,18 @@ class DegradationSpace:
     reference_size: int = REFERENCE_SIZE
 
     def __post_init__(self):
-        checks = {"blur_sigma": (0, math.inf), "motion_length": (0, math.inf), "motion_angle": (-180, 180),
-                  "scale": (1e-6, 1), "noise_sigma": (0, math.inf), "jpeg_quality": (1, 100), "brightness": (0, math.inf),
-                  "contrast": (0, math.inf), "saturation": (0, math.inf), "hue": (-0.5, 0.5)}
+        checks = {
+            "blur_sigma": (0, math.inf),
+            "motion_length": (0, math.inf),
+            "motion_angle": (-180, 180),
+            "scale": (1e-6, 1),
+            "noise_sigma": (0, math.inf),
+            "jpeg_quality": (1, 100),
+            "brightness": (0, math.inf),
+            "contrast": (0, math.inf),
+            "saturation": (0, math.inf),
+            "hue": (-0.5, 0.5),
+        }
         for name, (lo, hi) in checks.items():
             r = getattr(self, name)
             if len(r) != 2 or not all(lo <= float(v) <= hi for v in r):
@@ -158,13 +193,16 @@ def space_hparams() -> dict[str, tuple[Any, Any]]:
         "scale_min": fixed(d.scale[1]),  # AdaFace low-res side ratio
         "noise_sigma_max": fixed(20.0),  # 0-255 scale (GFPGAN)
         "jpeg_quality_min": fixed(d.jpeg_quality[1]),  # GFPGAN
-        "brightness": fixed(0.5), "contrast": fixed(0.5), "saturation": fixed(0.5),  # AdaFace ColorJitter
+        "brightness": fixed(0.5),
+        "contrast": fixed(0.5),
+        "saturation": fixed(0.5),  # AdaFace ColorJitter
         "hue": fixed(0.0),  # AdaFace: hue=0
     }
 
 
 def space_from_hparams(h: Mapping[str, Any]) -> DegradationSpace:
     """The :class:`DegradationSpace` of a method's resolved hyperparameters (see :func:`space_hparams`)."""
+
     def jitter(v):
         v = float(v)
         return (max(0.0, 1.0 - v), 1.0 + v)
@@ -176,7 +214,9 @@ def space_from_hparams(h: Mapping[str, Any]) -> DegradationSpace:
         scale=(1.0, float(h["scale_min"])),
         noise_sigma=(0.0, float(h["noise_sigma_max"]) / 255.0),
         jpeg_quality=(100.0, float(h["jpeg_quality_min"])),
-        brightness=jitter(h["brightness"]), contrast=jitter(h["contrast"]), saturation=jitter(h["saturation"]),
+        brightness=jitter(h["brightness"]),
+        contrast=jitter(h["contrast"]),
+        saturation=jitter(h["saturation"]),
         hue=(-float(h["hue"]), float(h["hue"])),
     )
 
@@ -198,9 +238,15 @@ def unit_to_params(z: Tensor, space: DegradationSpace, image_size: int, names: S
 
 
 # ------------------------------------------------------------------------------------------------ sampling
-def crop_boxes(batch_size: int, height: int, width: int, generator: torch.Generator | None = None,
-               scale: tuple[float, float] = (0.2, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
-               attempts: int = 10) -> Tensor:
+def crop_boxes(
+    batch_size: int,
+    height: int,
+    width: int,
+    generator: torch.Generator | None = None,
+    scale: tuple[float, float] = (0.2, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    attempts: int = 10,
+) -> Tensor:
     """Per-sample boxes (B, 4) = (top, left, h, w), int64, drawn as torchvision ``RandomResizedCrop.get_params``
     (10 attempts at an area fraction ``U(scale)`` and a log-uniform aspect ratio, else the central crop clamped to
     ``ratio``); AdaFace's crop augmentation uses ``scale=(0.2, 1.0), ratio=(0.75, 4/3)``."""
@@ -233,9 +279,15 @@ def crop_boxes(batch_size: int, height: int, width: int, generator: torch.Genera
     return torch.stack([top, left, h, w], 1)
 
 
-def sample_params(batch_size: int, generator: torch.Generator | None = None, space: DegradationSpace | None = None,
-                  probs: Mapping[str, float] | None = None, image_shape: Sequence[int] = (3, REFERENCE_SIZE, REFERENCE_SIZE),
-                  noise_field: bool = True, quantize_scale: bool = False) -> dict[str, Tensor]:
+def sample_params(
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    space: DegradationSpace | None = None,
+    probs: Mapping[str, float] | None = None,
+    image_shape: Sequence[int] = (3, REFERENCE_SIZE, REFERENCE_SIZE),
+    noise_field: bool = True,
+    quantize_scale: bool = False,
+) -> dict[str, Tensor]:
     """Draw per-sample degradation parameters on the CPU (from ``generator``, or torch's global generator).
 
     ``probs``: op -> probability that a sample gets it (``"<op>_on"`` masks, independent per sample and op);
@@ -299,8 +351,14 @@ def crop_mask(u: Tensor, box: Tensor) -> Tensor:
     return u * (mr[:, :, None] & mc[:, None, :]).unsqueeze(1).to(u.dtype)
 
 
-def color_jitter(u: Tensor, brightness: Tensor, contrast: Tensor, saturation: Tensor, hue: Tensor | None = None,
-                 order: Tensor | None = None) -> Tensor:
+def color_jitter(
+    u: Tensor,
+    brightness: Tensor,
+    contrast: Tensor,
+    saturation: Tensor,
+    hue: Tensor | None = None,
+    order: Tensor | None = None,
+) -> Tensor:
     """torchvision ``ColorJitter`` semantics per sample (multiplicative brightness, blend with the grey mean for
     contrast, blend with the grey image for saturation, clamp to [0, 1] after each), in the per-sample order
     ``_PERMS[order]``; hue (torchvision units) last, skipped when all zero."""
@@ -435,20 +493,38 @@ def apply(x: Tensor, params: Mapping[str, Tensor], ops: Sequence[str] = OPS) -> 
         if has("crop", "crop_box"):
             u = _masked(u, p.get("crop_on"), lambda v, i: crop_mask(v, _pick(p["crop_box"], i, dev)))
         if has("color", "brightness", "contrast", "saturation"):
-            u = _masked(u, p.get("color_on"), lambda v, i: color_jitter(
-                v, _pick(p["brightness"], i, dev).float(), _pick(p["contrast"], i, dev).float(),
-                _pick(p["saturation"], i, dev).float(), _pick(p["hue"], i, dev).float() if "hue" in p else None,
-                _pick(p["color_order"], i, dev) if "color_order" in p else None))
+            u = _masked(
+                u,
+                p.get("color_on"),
+                lambda v, i: color_jitter(
+                    v,
+                    _pick(p["brightness"], i, dev).float(),
+                    _pick(p["contrast"], i, dev).float(),
+                    _pick(p["saturation"], i, dev).float(),
+                    _pick(p["hue"], i, dev).float() if "hue" in p else None,
+                    _pick(p["color_order"], i, dev) if "color_order" in p else None,
+                ),
+            )
         if has("blur", "blur_sigma"):
             u = _masked(u, p.get("blur_on"), lambda v, i: gaussian_blur(v, _pick(p["blur_sigma"], i, dev).float()))
         if has("motion", "motion_length", "motion_angle"):
-            u = _masked(u, p.get("motion_on"), lambda v, i: motion_blur(
-                v, _pick(p["motion_length"], i, dev).float(), _pick(p["motion_angle"], i, dev).float()))
+            u = _masked(
+                u,
+                p.get("motion_on"),
+                lambda v, i: motion_blur(
+                    v, _pick(p["motion_length"], i, dev).float(), _pick(p["motion_angle"], i, dev).float()
+                ),
+            )
         if has("resize", "scale"):
             u = _masked(u, p.get("resize_on"), lambda v, i: down_up(v, _pick(p["scale"], i, dev).float()))
         if has("noise", "noise_sigma"):
-            u = _masked(u, p.get("noise_on"), lambda v, i: add_noise(
-                v, _pick(p["noise_sigma"], i, dev).float(), _pick(p["noise"], i, dev) if "noise" in p else None))
+            u = _masked(
+                u,
+                p.get("noise_on"),
+                lambda v, i: add_noise(
+                    v, _pick(p["noise_sigma"], i, dev).float(), _pick(p["noise"], i, dev) if "noise" in p else None
+                ),
+            )
         if has("jpeg", "jpeg_quality"):
             u = _masked(u, p.get("jpeg_on"), lambda v, i: jpeg(v, _pick(p["jpeg_quality"], i, dev).float()))
         out = u.clamp(0, 1) * 2.0 - 1.0

@@ -70,14 +70,26 @@ def eval_mode(*modules: torch.nn.Module):
 def check_guidance(name: str, steps: int, eps: float, alpha: float, rs_ratio: float, monitor_every: int = 0) -> None:
     """One-line errors for the hyperparameters every guided method shares."""
     if steps < 0 or eps < 0 or alpha < 0 or monitor_every < 0:
-        raise ValueError(f"{name}: steps, eps, alpha and monitor_every must be >= 0, got "
-                         f"{steps}, {eps}, {alpha}, {monitor_every}")
+        raise ValueError(
+            f"{name}: steps, eps, alpha and monitor_every must be >= 0, got {steps}, {eps}, {alpha}, {monitor_every}"
+        )
     mix_sizes(1, rs_ratio)  # validates rs_ratio
 
 
-def guided_search(render: Callable[[Tensor], Tensor], z0: Tensor, y: Tensor, fr, *, steps: int, alpha: float,
-                  eps: float, inner_bn_train: bool, prefix: str, name: str,
-                  project: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, dict]:
+def guided_search(
+    render: Callable[[Tensor], Tensor],
+    z0: Tensor,
+    y: Tensor,
+    fr,
+    *,
+    steps: int,
+    alpha: float,
+    eps: float,
+    inner_bn_train: bool,
+    prefix: str,
+    name: str,
+    project: Callable[[Tensor], Tensor] | None = None,
+) -> tuple[Tensor, dict]:
     """``steps`` FGSM ascent steps on ``z`` from ``z0`` against ``fr.head(fr.raw(render(z)), y)``; returns
     ``(z_adv, scalars)``. ``steps == 0`` returns ``z0`` without a forward pass. ``project`` maps each step into the
     valid range (after the eps box). With ``inner_bn_train`` (released) the inner pass is an ordinary
@@ -89,8 +101,10 @@ def guided_search(render: Callable[[Tensor], Tensor], z0: Tensor, y: Tensor, fr,
     if steps == 0:
         return z, scalars
     if inner_bn_train and fr.raw.training and z0.size(0) < 2:
-        raise ValueError(f"{name}: the inner pass has {z0.size(0)} sample; BatchNorm cannot train on one sample "
-                         "(use a larger batch or inner_bn_train=false)")
+        raise ValueError(
+            f"{name}: the inner pass has {z0.size(0)} sample; BatchNorm cannot train on one sample "
+            "(use a larger batch or inner_bn_train=false)"
+        )
     mode = nullcontext() if inner_bn_train else eval_mode(fr.raw, fr.head)
     with torch.enable_grad(), mode:
         for k in range(steps):
@@ -106,8 +120,14 @@ def guided_search(render: Callable[[Tensor], Tensor], z0: Tensor, y: Tensor, fr,
     return z, scalars
 
 
-def probe_losses(render: Callable[[Tensor], Tensor], points: dict[str, Tensor], y: Tensor, fr,
-                 distances: dict[str, str] | None = None, reference: Tensor | None = None) -> dict:
+def probe_losses(
+    render: Callable[[Tensor], Tensor],
+    points: dict[str, Tensor],
+    y: Tensor,
+    fr,
+    distances: dict[str, str] | None = None,
+    reference: Tensor | None = None,
+) -> dict:
     """The FR loss at each named parameter point, with backbone and head in eval mode (no running statistic
     changes, no randomness consumed), so monitoring never changes training. With ``distances`` (point key -> the key
     to record under) and ``reference`` (the images the rendered ones derive from, same shape), also the mean
@@ -132,8 +152,12 @@ def norm_summary(prefix: str, z: Tensor) -> dict[str, Tensor]:
     interpolation, ``torch.quantile``'s default). Computed under ``no_grad`` and drawing no random numbers."""
     with torch.no_grad():
         n = torch.linalg.vector_norm(z.detach().float().reshape(z.size(0), -1), dim=1)
-        out = {f"{prefix}.mean": n.mean(), f"{prefix}.std": n.std() if n.numel() > 1 else n.new_zeros(()),
-               f"{prefix}.min": n.min(), f"{prefix}.max": n.max()}
+        out = {
+            f"{prefix}.mean": n.mean(),
+            f"{prefix}.std": n.std() if n.numel() > 1 else n.new_zeros(()),
+            f"{prefix}.min": n.min(),
+            f"{prefix}.max": n.max(),
+        }
         qs = torch.quantile(n, torch.tensor(NORM_QUANTILES, dtype=n.dtype, device=n.device))
         for q, v in zip(NORM_QUANTILES, qs):
             out[f"{prefix}.q{round(100 * q)}"] = v

@@ -42,8 +42,15 @@ from methods import degradations as D
 from methods.base import Batch, FRModel, Method, register
 
 #: hyperparameter -> op of methods.degradations
-PROB_OPS = {"crop_prob": "crop", "lowres_prob": "resize", "photometric_prob": "color",
-            "blur_prob": "blur", "motion_prob": "motion", "noise_prob": "noise", "jpeg_prob": "jpeg"}
+PROB_OPS = {
+    "crop_prob": "crop",
+    "lowres_prob": "resize",
+    "photometric_prob": "color",
+    "blur_prob": "blur",
+    "motion_prob": "motion",
+    "noise_prob": "noise",
+    "jpeg_prob": "jpeg",
+}
 
 
 def _prob(default: float):
@@ -79,10 +86,18 @@ class KorniaDegrade(Method):
     def augment(self, batch: Batch, fr: FRModel) -> Batch:
         x = batch.x
         B = x.size(0)
-        params = D.sample_params(B, None, self.space, self.probs, image_shape=tuple(x.shape[1:]),
-                                 noise_field=self.probs["noise"] > 0, quantize_scale=True)
-        touched = torch.stack([params[f"{op}_on"] for op in D.OPS if self.probs.get(op, 0.0) > 0] or
-                              [torch.zeros(B, dtype=torch.bool)]).any(0)
+        params = D.sample_params(
+            B,
+            None,
+            self.space,
+            self.probs,
+            image_shape=tuple(x.shape[1:]),
+            noise_field=self.probs["noise"] > 0,
+            quantize_scale=True,
+        )
+        touched = torch.stack(
+            [params[f"{op}_on"] for op in D.OPS if self.probs.get(op, 0.0) > 0] or [torch.zeros(B, dtype=torch.bool)]
+        ).any(0)
         ops = tuple(op for op in D.OPS if self.probs.get(op, 0.0) > 0)
         with torch.no_grad():
             x_aug = D.apply(x, params, ops=ops) if ops else x

@@ -59,7 +59,7 @@ class MMD(Method):
         super().__init__(embedding_size, num_classes, hp)
         self.preflight(self.hp)
         self.trade_off = float(self.hp["trade_off"])
-        self.scales = tuple(2.0 ** u for u in range(int(self.hp["kernel_exp_lo"]), int(self.hp["kernel_exp_hi"]) + 1))
+        self.scales = tuple(2.0**u for u in range(int(self.hp["kernel_exp_lo"]), int(self.hp["kernel_exp_hi"]) + 1))
         self.estimator = self.hp["estimator"]
         self.features = self.hp["features"]
 

@@ -54,8 +54,23 @@ from torchvision.transforms.v2 import functional as TF
 
 from harness.data.images import memory_format_of
 
-OPS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color", "Contrast",
-       "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize", "Invert")
+OPS = (
+    "Identity",
+    "ShearX",
+    "ShearY",
+    "TranslateX",
+    "TranslateY",
+    "Rotate",
+    "Brightness",
+    "Color",
+    "Contrast",
+    "Sharpness",
+    "Posterize",
+    "Solarize",
+    "AutoContrast",
+    "Equalize",
+    "Invert",
+)
 OP_ID = {name: i for i, name in enumerate(OPS)}
 GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
 _GEO_IDS = torch.tensor([OP_ID[n] for n in GEOMETRIC])
@@ -78,12 +93,22 @@ def augmentation_space(kind: str, num_bins: int, height: int, width: int) -> dic
     as a 0-255 threshold (torchvision: ``255 * linspace(1, 0)``)."""
     lin = lambda hi: torch.linspace(0.0, hi, num_bins, dtype=torch.float64)  # noqa: E731
     if kind == "wide":  # TrivialAugmentWide
-        geo = {"ShearX": lin(0.99), "ShearY": lin(0.99), "TranslateX": lin(32.0), "TranslateY": lin(32.0),
-               "Rotate": lin(135.0)}
+        geo = {
+            "ShearX": lin(0.99),
+            "ShearY": lin(0.99),
+            "TranslateX": lin(32.0),
+            "TranslateY": lin(32.0),
+            "Rotate": lin(135.0),
+        }
         enhance, post_range = 0.99, 6
     elif kind in ("randaugment", "autoaugment"):
-        geo = {"ShearX": lin(0.3), "ShearY": lin(0.3), "TranslateX": lin(150.0 / 331.0 * width),
-               "TranslateY": lin(150.0 / 331.0 * height), "Rotate": lin(30.0)}
+        geo = {
+            "ShearX": lin(0.3),
+            "ShearY": lin(0.3),
+            "TranslateX": lin(150.0 / 331.0 * width),
+            "TranslateY": lin(150.0 / 331.0 * height),
+            "Rotate": lin(30.0),
+        }
         enhance, post_range = 0.9, 4
     else:
         raise ValueError(f"unknown augmentation space {kind!r}: expected 'randaugment', 'autoaugment' or 'wide'")
@@ -92,7 +117,10 @@ def augmentation_space(kind: str, num_bins: int, height: int, width: int) -> dic
         space["Identity"] = (None, False)
     space.update({k: (v, True) for k, v in geo.items()})
     space.update({k: (lin(enhance), True) for k in ("Brightness", "Color", "Contrast", "Sharpness")})
-    space["Posterize"] = ((8 - torch.arange(num_bins, dtype=torch.float64) / ((num_bins - 1) / post_range)).round(), False)
+    space["Posterize"] = (
+        (8 - torch.arange(num_bins, dtype=torch.float64) / ((num_bins - 1) / post_range)).round(),
+        False,
+    )
     space["Solarize"] = (255.0 * torch.linspace(1.0, 0.0, num_bins, dtype=torch.float64), False)
     space.update({k: (None, False) for k in ("AutoContrast", "Equalize")})
     if kind == "autoaugment":
@@ -122,18 +150,28 @@ def _uniform_stage(space, num_bins: int, bins: Tensor, generator) -> Stage:
 
 
 # ---------------------------------------------------------------------------------------------- policies (plans)
-def randaugment_plan(batch: int, height: int, width: int, num_ops: int = 2, magnitude: int = 9, num_bins: int = 31,
-                     generator: torch.Generator | None = None) -> list[Stage]:
+def randaugment_plan(
+    batch: int,
+    height: int,
+    width: int,
+    num_ops: int = 2,
+    magnitude: int = 9,
+    num_bins: int = 31,
+    generator: torch.Generator | None = None,
+) -> list[Stage]:
     """RandAugment: ``num_ops`` ops drawn uniformly (with replacement) per sample, all at bin ``magnitude``."""
     if num_ops < 0 or not 0 <= magnitude < num_bins:
-        raise ValueError(f"RandAugment needs num_ops >= 0 and 0 <= magnitude < num_bins; got {num_ops}, {magnitude}, {num_bins}")
+        raise ValueError(
+            f"RandAugment needs num_ops >= 0 and 0 <= magnitude < num_bins; got {num_ops}, {magnitude}, {num_bins}"
+        )
     space = augmentation_space("randaugment", num_bins, height, width)
     bins = torch.full((batch,), int(magnitude), dtype=torch.long)
     return [_uniform_stage(space, num_bins, bins, generator) for _ in range(num_ops)]
 
 
-def trivialaugment_plan(batch: int, height: int, width: int, num_bins: int = 31,
-                        generator: torch.Generator | None = None) -> list[Stage]:
+def trivialaugment_plan(
+    batch: int, height: int, width: int, num_bins: int = 31, generator: torch.Generator | None = None
+) -> list[Stage]:
     """TrivialAugment (wide): one op per sample, uniformly, at a uniformly drawn bin."""
     space = augmentation_space("wide", num_bins, height, width)
     bins = torch.randint(num_bins, (batch,), generator=generator)
@@ -142,18 +180,30 @@ def trivialaugment_plan(batch: int, height: int, width: int, num_bins: int = 31,
 
 # AutoAugment's ImageNet policy (Cubuk et al., CVPR 2019, appendix), as torchvision lists it: (op, p, magnitude bin).
 IMAGENET_POLICY = (
-    (("Posterize", 0.4, 8), ("Rotate", 0.6, 9)), (("Solarize", 0.6, 5), ("AutoContrast", 0.6, None)),
-    (("Equalize", 0.8, None), ("Equalize", 0.6, None)), (("Posterize", 0.6, 7), ("Posterize", 0.6, 6)),
-    (("Equalize", 0.4, None), ("Solarize", 0.2, 4)), (("Equalize", 0.4, None), ("Rotate", 0.8, 8)),
-    (("Solarize", 0.6, 3), ("Equalize", 0.6, None)), (("Posterize", 0.8, 5), ("Equalize", 1.0, None)),
-    (("Rotate", 0.2, 3), ("Solarize", 0.6, 8)), (("Equalize", 0.6, None), ("Posterize", 0.4, 6)),
-    (("Rotate", 0.8, 8), ("Color", 0.4, 0)), (("Rotate", 0.4, 9), ("Equalize", 0.6, None)),
-    (("Equalize", 0.0, None), ("Equalize", 0.8, None)), (("Invert", 0.6, None), ("Equalize", 1.0, None)),
-    (("Color", 0.6, 4), ("Contrast", 1.0, 8)), (("Rotate", 0.8, 8), ("Color", 1.0, 2)),
-    (("Color", 0.8, 8), ("Solarize", 0.8, 7)), (("Sharpness", 0.4, 7), ("Invert", 0.6, None)),
-    (("ShearX", 0.6, 5), ("Equalize", 1.0, None)), (("Color", 0.4, 0), ("Equalize", 0.6, None)),
-    (("Equalize", 0.4, None), ("Solarize", 0.2, 4)), (("Solarize", 0.6, 5), ("AutoContrast", 0.6, None)),
-    (("Invert", 0.6, None), ("Equalize", 1.0, None)), (("Color", 0.6, 4), ("Contrast", 1.0, 8)),
+    (("Posterize", 0.4, 8), ("Rotate", 0.6, 9)),
+    (("Solarize", 0.6, 5), ("AutoContrast", 0.6, None)),
+    (("Equalize", 0.8, None), ("Equalize", 0.6, None)),
+    (("Posterize", 0.6, 7), ("Posterize", 0.6, 6)),
+    (("Equalize", 0.4, None), ("Solarize", 0.2, 4)),
+    (("Equalize", 0.4, None), ("Rotate", 0.8, 8)),
+    (("Solarize", 0.6, 3), ("Equalize", 0.6, None)),
+    (("Posterize", 0.8, 5), ("Equalize", 1.0, None)),
+    (("Rotate", 0.2, 3), ("Solarize", 0.6, 8)),
+    (("Equalize", 0.6, None), ("Posterize", 0.4, 6)),
+    (("Rotate", 0.8, 8), ("Color", 0.4, 0)),
+    (("Rotate", 0.4, 9), ("Equalize", 0.6, None)),
+    (("Equalize", 0.0, None), ("Equalize", 0.8, None)),
+    (("Invert", 0.6, None), ("Equalize", 1.0, None)),
+    (("Color", 0.6, 4), ("Contrast", 1.0, 8)),
+    (("Rotate", 0.8, 8), ("Color", 1.0, 2)),
+    (("Color", 0.8, 8), ("Solarize", 0.8, 7)),
+    (("Sharpness", 0.4, 7), ("Invert", 0.6, None)),
+    (("ShearX", 0.6, 5), ("Equalize", 1.0, None)),
+    (("Color", 0.4, 0), ("Equalize", 0.6, None)),
+    (("Equalize", 0.4, None), ("Solarize", 0.2, 4)),
+    (("Solarize", 0.6, 5), ("AutoContrast", 0.6, None)),
+    (("Invert", 0.6, None), ("Equalize", 1.0, None)),
+    (("Color", 0.6, 4), ("Contrast", 1.0, 8)),
     (("Equalize", 0.8, None), ("Equalize", 0.6, None)),
 )
 
@@ -167,8 +217,10 @@ def autoaugment_plan(batch: int, height: int, width: int, generator: torch.Gener
     for s in range(2):
         ops = torch.tensor([OP_ID[p[s][0]] for p in IMAGENET_POLICY])[pick]
         prob = torch.tensor([p[s][1] for p in IMAGENET_POLICY], dtype=torch.float64)[pick]
-        mag = torch.tensor([0.0 if p[s][2] is None else float(space[p[s][0]][0][p[s][2]]) for p in IMAGENET_POLICY],
-                           dtype=torch.float64)[pick]
+        mag = torch.tensor(
+            [0.0 if p[s][2] is None else float(space[p[s][0]][0][p[s][2]]) for p in IMAGENET_POLICY],
+            dtype=torch.float64,
+        )[pick]
         signed = torch.tensor([space[p[s][0]][1] for p in IMAGENET_POLICY])[pick]
         apply = torch.rand(batch, generator=generator).double() <= prob
         sign = _signs(batch, generator)
@@ -177,11 +229,22 @@ def autoaugment_plan(batch: int, height: int, width: int, generator: torch.Gener
     return stages
 
 
-AUGMIX_OPS = ("AutoContrast", "Equalize", "Posterize", "Rotate", "Solarize", "ShearX", "ShearY", "TranslateX", "TranslateY")
+AUGMIX_OPS = (
+    "AutoContrast",
+    "Equalize",
+    "Posterize",
+    "Rotate",
+    "Solarize",
+    "ShearX",
+    "ShearY",
+    "TranslateX",
+    "TranslateY",
+)
 
 
-def augmix_chain_plan(batch: int, height: int, width: int, severity: int = 3, depth: int = -1,
-                      generator: torch.Generator | None = None) -> list[Stage]:
+def augmix_chain_plan(
+    batch: int, height: int, width: int, severity: int = 3, depth: int = -1, generator: torch.Generator | None = None
+) -> list[Stage]:
     """One AugMix chain per sample (``augmix/augmentations.py``): depth ``depth`` or, if <= 0, per sample uniform
     in {1, 2, 3}; each op uniform over :data:`AUGMIX_OPS` with level ``U(0.1, severity)``."""
     n_stages = depth if depth > 0 else 3
@@ -194,10 +257,15 @@ def augmix_chain_plan(batch: int, height: int, width: int, severity: int = 3, de
         sign = torch.where(torch.rand(batch, generator=generator) > 0.5, -1.0, 1.0).double()  # release: > 0.5 negates
         int_p = lambda maxval: torch.floor(level * maxval / 10)  # noqa: E731  (int_parameter; level > 0)
         per_op = {
-            "AutoContrast": torch.zeros_like(level), "Equalize": torch.zeros_like(level),
-            "Posterize": 4 - int_p(4), "Rotate": int_p(30) * sign, "Solarize": 256 - int_p(256),
-            "ShearX": level * 0.3 / 10 * sign, "ShearY": level * 0.3 / 10 * sign,
-            "TranslateX": int_p(width / 3) * sign, "TranslateY": int_p(height / 3) * sign,
+            "AutoContrast": torch.zeros_like(level),
+            "Equalize": torch.zeros_like(level),
+            "Posterize": 4 - int_p(4),
+            "Rotate": int_p(30) * sign,
+            "Solarize": 256 - int_p(256),
+            "ShearX": level * 0.3 / 10 * sign,
+            "ShearY": level * 0.3 / 10 * sign,
+            "TranslateX": int_p(width / 3) * sign,
+            "TranslateY": int_p(height / 3) * sign,
         }
         mags = torch.stack([per_op[n] for n in AUGMIX_OPS])[k, torch.arange(batch)]
         active = depths > s
@@ -251,7 +319,9 @@ def _warp_affine(images: Tensor, theta: Tensor, mode: str) -> Tensor:
     base[..., 1].copy_(torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, steps=h, device=dev).unsqueeze_(-1))
     base[..., 2].fill_(1)
     scaled = theta.to(device=dev, dtype=torch.float32).transpose(1, 2) / torch.tensor([0.5 * w, 0.5 * h], device=dev)
-    grid = torch.einsum("pk,nkj->npj", base.view(h * w, 3), scaled).reshape(n, h, w, 2)  # one GEMM; bmm over n is ~6x slower
+    grid = torch.einsum("pk,nkj->npj", base.view(h * w, 3), scaled).reshape(
+        n, h, w, 2
+    )  # one GEMM; bmm over n is ~6x slower
     out = F.grid_sample(images.float(), grid, mode=mode, padding_mode="zeros", align_corners=False)
     return out.round_().to(images.dtype)
 
@@ -353,8 +423,14 @@ def apply_policy(x: Tensor, plan: Sequence[Stage], interpolation: str = "nearest
 
 
 # ---------------------------------------------------------------------------------------------- AugMix
-def augmix_view(x: Tensor, width: int = 3, depth: int = -1, severity: int = 3, alpha: float = 1.0,
-                generator: torch.Generator | None = None) -> Tensor:
+def augmix_view(
+    x: Tensor,
+    width: int = 3,
+    depth: int = -1,
+    severity: int = 3,
+    alpha: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """One AugMix view of a [-1, 1] float batch (``augment_and_mix`` of the release, per sample):
     ``(1 - m) x + m * sum_i w_i chain_i(x)`` in float, ``w ~ Dir(alpha * 1_width)``, ``m ~ Beta(alpha, alpha)``."""
     b, _, h, w_px = x.shape
@@ -387,7 +463,23 @@ def check_interpolation(value: str) -> str:
     return value
 
 
-__all__ = ["OPS", "Stage", "augmentation_space", "randaugment_plan", "trivialaugment_plan", "autoaugment_plan",
-           "augmix_chain_plan", "apply_stage", "apply_plan", "apply_policy", "augmix_view", "jensen_shannon",
-           "to_uint8", "from_uint8", "warp_affine", "IMAGENET_POLICY", "AUGMIX_OPS",
-           "check_interpolation"]
+__all__ = [
+    "OPS",
+    "Stage",
+    "augmentation_space",
+    "randaugment_plan",
+    "trivialaugment_plan",
+    "autoaugment_plan",
+    "augmix_chain_plan",
+    "apply_stage",
+    "apply_plan",
+    "apply_policy",
+    "augmix_view",
+    "jensen_shannon",
+    "to_uint8",
+    "from_uint8",
+    "warp_affine",
+    "IMAGENET_POLICY",
+    "AUGMIX_OPS",
+    "check_interpolation",
+]

@@ -94,11 +94,18 @@ def imports_of(module: str) -> list[Import]:
             for n in names:
                 if _is_module(f"{source}.{n}"):
                     out.append(Import(module, f"{source}.{n}", (), node.lineno, id(node) in top))
-    if any(isinstance(n, ast.Call) and getattr(n.func, "attr", getattr(n.func, "id", None)) == "import_module"
-           for n in ast.walk(tree)):
+    if any(
+        isinstance(n, ast.Call) and getattr(n.func, "attr", getattr(n.func, "id", None)) == "import_module"
+        for n in ast.walk(tree)
+    ):
         for n in ast.walk(tree):
-            if (isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.split(".")[0] in PACKAGES
-                    and all(p.isidentifier() for p in n.value.split(".")) and _is_module(n.value)):
+            if (
+                isinstance(n, ast.Constant)
+                and isinstance(n.value, str)
+                and n.value.split(".")[0] in PACKAGES
+                and all(p.isidentifier() for p in n.value.split("."))
+                and _is_module(n.value)
+            ):
                 out.append(Import(module, n.value, (), n.lineno, False))
     return out
 

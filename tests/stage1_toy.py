@@ -12,8 +12,15 @@ import pytest
 
 from harness.core.config import apply_overrides
 
-TINY_MODEL = {"model.image_size": 16, "model.dim": 8, "model.d_scales": 2, "model.d_layers": 2,
-              "model.adain_scale": "one_plus_gamma", "model.mlp_dim": 32, "model.latent_dim": 16}
+TINY_MODEL = {
+    "model.image_size": 16,
+    "model.dim": 8,
+    "model.d_scales": 2,
+    "model.d_layers": 2,
+    "model.adain_scale": "one_plus_gamma",
+    "model.mlp_dim": 32,
+    "model.latent_dim": 16,
+}
 TARGET_LIST = "target_list_wf_toy.txt"
 
 
@@ -37,8 +44,10 @@ def toy_release_with_target(rec_release: str, root, crops: dict, list_name: str 
 def toy_stage1_release(toy_rec_release, tmp_path_factory) -> str:
     """48 source images (6 classes) and 30 darker 32 px target crops listed in ``target/target_list_wf_toy.txt``."""
     rng = np.random.default_rng(3)
-    crops = {f"0--Parade_toy_{i:04d}_0_900.jpg": np.clip(rng.normal(60, 30, (32, 32, 3)), 0, 255).astype(np.uint8)
-             for i in range(30)}
+    crops = {
+        f"0--Parade_toy_{i:04d}_0_900.jpg": np.clip(rng.normal(60, 30, (32, 32, 3)), 0, 255).astype(np.uint8)
+        for i in range(30)
+    }
     return toy_release_with_target(toy_rec_release, tmp_path_factory.mktemp("toy_stage1"), crops, TARGET_LIST)
 
 
@@ -49,10 +58,19 @@ def toy_identity(toy_rec_release, tmp_path_factory) -> str:
     from harness.engine.train import train
 
     path = str(tmp_path_factory.mktemp("toy_idnet") / "source_only.pt")
-    cfg = apply_overrides(RunConfig(), {"data.release": toy_rec_release, "data.input_size": 32,
-                                        "model.widths": "8,16,16,32", "model.embedding_size": 32,
-                                        "optim.batch_size": 16, "optim.epochs": 1, "device": "cpu",
-                                        "checkpoint_every": 0})
+    cfg = apply_overrides(
+        RunConfig(),
+        {
+            "data.release": toy_rec_release,
+            "data.input_size": 32,
+            "model.widths": "8,16,16,32",
+            "model.embedding_size": 32,
+            "optim.batch_size": 16,
+            "optim.epochs": 1,
+            "device": "cpu",
+            "checkpoint_every": 0,
+        },
+    )
     train(cfg, checkpoint_path=path, progress=False)
     return path
 
@@ -60,8 +78,23 @@ def toy_identity(toy_rec_release, tmp_path_factory) -> str:
 def stage1_cfg(release: str, identity: str, out, **extra):
     from harness.cfsm.train import Stage1Config
 
-    values = {"data.release": release, "data.target_list": TARGET_LIST, "data.pairs": "", "identity": identity,
-              "out": str(out), "figures": str(out / "fig"), "sacred": "", "device": "cpu", "train.batch_size": 4,
-              "train.iterations": 22, "train.lr": 5e-4, "log_every": 1, "checkpoint_every": 4,
-              "analysis.figure_inputs": 2, "analysis.basis_inputs": 1, **TINY_MODEL, **extra}
+    values = {
+        "data.release": release,
+        "data.target_list": TARGET_LIST,
+        "data.pairs": "",
+        "identity": identity,
+        "out": str(out),
+        "figures": str(out / "fig"),
+        "sacred": "",
+        "device": "cpu",
+        "train.batch_size": 4,
+        "train.iterations": 22,
+        "train.lr": 5e-4,
+        "log_every": 1,
+        "checkpoint_every": 4,
+        "analysis.figure_inputs": 2,
+        "analysis.basis_inputs": 1,
+        **TINY_MODEL,
+        **extra,
+    }
     return apply_overrides(Stage1Config(), values)

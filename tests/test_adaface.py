@@ -94,7 +94,9 @@ def test_ignored_rows_are_unchanged_but_count_in_the_statistics():
     logits = head.logits(_embeddings(), y)
     plain = head.logits(_embeddings())
     torch.testing.assert_close(logits[1], plain[1])
-    assert head.batch_mean.item() == pytest.approx(0.99 * 10 + 0.01 * statistics.mean([r for r, _ in SAMPLES]), rel=1e-6)
+    assert head.batch_mean.item() == pytest.approx(
+        0.99 * 10 + 0.01 * statistics.mean([r for r, _ in SAMPLES]), rel=1e-6
+    )
     z = head(_embeddings(), torch.full((3,), -1))
     assert z.item() == 0.0
     with pytest.raises(ValueError, match="norms"):
@@ -119,11 +121,21 @@ def test_gradients_are_finite_including_exact_centres_and_antipodes():
 def test_trainer_trains_with_the_adaface_head(toy_rec_release):
     from harness.engine.train import train
 
-    cfg = apply_overrides(RunConfig(), {
-        "data.release": toy_rec_release, "data.input_size": "32", "model.widths": "8,16,16,32",
-        "model.embedding_size": "32", "model.head": "adaface", "model.m": "0.4", "optim.batch_size": "16",
-        "optim.epochs": "2", "device": "cpu", "threads": "1",
-    })
+    cfg = apply_overrides(
+        RunConfig(),
+        {
+            "data.release": toy_rec_release,
+            "data.input_size": "32",
+            "model.widths": "8,16,16,32",
+            "model.embedding_size": "32",
+            "model.head": "adaface",
+            "model.m": "0.4",
+            "optim.batch_size": "16",
+            "optim.epochs": "2",
+            "device": "cpu",
+            "threads": "1",
+        },
+    )
     result = train(cfg, progress=False)
     assert isinstance(result.head, AdaFaceHead) and result.head.m == 0.4
     assert math.isfinite(result.final_loss) and result.steps == 6

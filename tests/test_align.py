@@ -100,18 +100,21 @@ def test_umeyama_broadcasts_template_and_maps_landmarks_onto_it():
     lm = np.stack([_apply(np.linalg.inv(M), ARCFACE_TEMPLATE_112) for M in truth])  # template = M(lm)
     M = umeyama_similarity(torch.from_numpy(lm), template)
     np.testing.assert_allclose(M.numpy(), truth, atol=1e-9)
-    np.testing.assert_allclose(transform_points(M, torch.from_numpy(lm)).numpy(),
-                               np.broadcast_to(ARCFACE_TEMPLATE_112, (6, 5, 2)), atol=1e-9)
+    np.testing.assert_allclose(
+        transform_points(M, torch.from_numpy(lm)).numpy(), np.broadcast_to(ARCFACE_TEMPLATE_112, (6, 5, 2)), atol=1e-9
+    )
 
 
 def test_umeyama_matches_independent_lstsq_for_noisy_points():
     rng = np.random.default_rng(2)
     b = 32
     src = rng.uniform(0, 200, (b, 5, 2))
-    dst = np.stack([
-        _apply(_similarity(rng.uniform(0.5, 2), rng.uniform(-math.pi, math.pi), *rng.uniform(-50, 50, 2)), p)
-        for p in src
-    ]) + rng.normal(0, 3.0, (b, 5, 2))
+    dst = np.stack(
+        [
+            _apply(_similarity(rng.uniform(0.5, 2), rng.uniform(-math.pi, math.pi), *rng.uniform(-50, 50, 2)), p)
+            for p in src
+        ]
+    ) + rng.normal(0, 3.0, (b, 5, 2))
     M = umeyama_similarity(torch.from_numpy(src), torch.from_numpy(dst)).numpy()
     ref = np.stack([_lstsq_similarity(s, d) for s, d in zip(src, dst)])
     np.testing.assert_allclose(M, ref, rtol=0, atol=1e-9)
@@ -265,8 +268,9 @@ def test_align_faces_puts_dots_on_template(size):
     imgs = [img.round().astype(np.uint8), _dot_image(150, 170, lm2).round().astype(np.uint8)]
     out8, M = align_faces(imgs, np.stack([lm, lm2]), size, return_matrices=True)
     assert out8.shape == (2, 3, size, size) and out8.dtype == torch.uint8
-    np.testing.assert_allclose(transform_points(M, torch.from_numpy(np.stack([lm, lm2]))).numpy(),
-                               np.broadcast_to(tmpl, (2, 5, 2)), atol=1e-9)
+    np.testing.assert_allclose(
+        transform_points(M, torch.from_numpy(np.stack([lm, lm2]))).numpy(), np.broadcast_to(tmpl, (2, 5, 2)), atol=1e-9
+    )
     for k, s in enumerate([1.05, 1.3]):
         got = _centroids(out8[k].numpy(), tmpl, 4.5 * 2.5 * (size / 112) / s)
         np.testing.assert_allclose(got, tmpl, rtol=0, atol=0.25)

@@ -28,12 +28,26 @@ def _overrides(name: str, generator_path: str) -> dict:
 
 
 def test_the_registry_holds_the_issue_methods():
-    assert set(REGISTRY) >= {"source_only", "cfsm_random", "cfsm_guided", "kornia_degrade", "adv_degrade", "autoaugment",
-                             "randaugment", "trivialaugment", "augmix", "dann", "coral", "mmd"}
+    assert set(REGISTRY) >= {
+        "source_only",
+        "cfsm_random",
+        "cfsm_guided",
+        "kornia_degrade",
+        "adv_degrade",
+        "autoaugment",
+        "randaugment",
+        "trivialaugment",
+        "augmix",
+        "dann",
+        "coral",
+        "mmd",
+    }
     for name, cls in REGISTRY.items():
         assert cls.paper, f"{name} cites no paper"
         module = sys.modules[cls.__module__]
-        assert cls.__module__.startswith("methods.") and module.__doc__ and len(module.__doc__) > 200, f"{name}: no docstring"
+        assert cls.__module__.startswith("methods.") and module.__doc__ and len(module.__doc__) > 200, (
+            f"{name}: no docstring"
+        )
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -60,6 +74,8 @@ def test_method_trains_one_step_on_a_tiny_batch(name, generator_path):
     grads = [p.grad for p in backbone.parameters() if p.grad is not None]
     assert grads and any(g.abs().sum() > 0 for g in grads), "no gradient reached the backbone"
     for group in method.param_groups():
-        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in group["params"]), f"{name}: extra module gets no gradient"
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in group["params"]), (
+            f"{name}: extra module gets no gradient"
+        )
     if method.uses_target:
         assert xt.grad is not None and xt.grad.abs().sum() > 0, f"{name} ignores the target batch"

@@ -22,25 +22,40 @@ ALLOWED = {
     ("harness/data/images.py", "encode_jpeg", "save"): "Image.save into an in-memory buffer (the JPEG's bytes)",
     ("harness/plots.py", "_png_bytes", "savefig"): "into an in-memory buffer; the bytes go to write_files_atomic",
     ("harness/synthface/tinyface.py", "_save_mat", "savemat"): "into an in-memory buffer, then write_staged",
-    ("harness/data/recordio.py", "RecordIOWriter.__init__", "open"):
-        "the streaming .rec/.idx writer: its own temporary files beside the targets, fsynced and os.replace-d at close "
-        "(a .rec is written record by record, too large to stage in memory)",
-    ("harness/data/recordio.py", "write_face_rec", "open"):
-        "the RecordIO 'property' file: a temporary file fsynced and os.replace-d after the .rec/.idx pair",
-    ("harness/core/runtime.py", "PathLock.acquire", "fdopen"):
-        "the lock file, created with O_CREAT | O_EXCL: its creation is the lock, a temporary file would defeat it",
+    (
+        "harness/data/recordio.py",
+        "RecordIOWriter.__init__",
+        "open",
+    ): "the streaming .rec/.idx writer: its own temporary files beside the targets, fsynced and os.replace-d at close "
+    "(a .rec is written record by record, too large to stage in memory)",
+    (
+        "harness/data/recordio.py",
+        "write_face_rec",
+        "open",
+    ): "the RecordIO 'property' file: a temporary file fsynced and os.replace-d after the .rec/.idx pair",
+    (
+        "harness/core/runtime.py",
+        "PathLock.acquire",
+        "fdopen",
+    ): "the lock file, created with O_CREAT | O_EXCL: its creation is the lock, a temporary file would defeat it",
     ("harness/cfsm/subspace.py", "figure_png", "save"): "Image.save into an in-memory buffer (the PNG's bytes)",
-    ("harness/launch/jobs.py", "JobRunner.run", "open"):
-        "a sweep job's log, opened for appending and handed to the child process as its stdout: a log grows while "
-        "the job runs (a relaunch appends), it is never replaced as a whole",
+    (
+        "harness/launch/jobs.py",
+        "JobRunner.run",
+        "open",
+    ): "a sweep job's log, opened for appending and handed to the child process as its stdout: a log grows while "
+    "the job runs (a relaunch appends), it is never replaced as a whole",
 }
 
 
 def _mode(call: ast.Call, position: int) -> str | None:
     """The mode of an ``open``-like call: the positional argument at ``position`` or ``mode=``; "r" when absent;
     None when it is not a constant (counted as a write: it cannot be checked)."""
-    node = call.args[position] if len(call.args) > position else next(
-        (k.value for k in call.keywords if k.arg == "mode"), None)
+    node = (
+        call.args[position]
+        if len(call.args) > position
+        else next((k.value for k in call.keywords if k.arg == "mode"), None)
+    )
     if node is None:
         return "r"
     return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
@@ -112,21 +127,33 @@ def test_no_raw_writes_outside_core_atomic():
                 else:
                     bad.append(f"{rel}:{line}: {call}() in {scope} writes a file outside harness/core/atomic.py")
     assert not bad, "write through harness.core.atomic (write_atomic, StagedFolder + write_staged ...):\n" + "\n".join(
-        bad)
+        bad
+    )
     assert not set(ALLOWED) - used, f"allowed raw writes no longer present (remove them): {sorted(set(ALLOWED) - used)}"
 
 
-@pytest.mark.parametrize("source, expected", [
-    ("def f(p):\n    with open(p, 'w') as h:\n        h.write('x')\n", [("f", "open", 2)]),
-    ("def f(p, m):\n    open(p, mode=m)\n", [("f", "open", 2)]),
-    ("import os\nclass A:\n    def g(self, fd):\n        os.fdopen(fd, 'ab')\n", [("A.g", "fdopen", 4)]),
-    ("import torch\ntorch.save({}, 'x.pt')\n", [("<module>", "save", 2)]),
-    ("def f(p):\n    p.write_text('x')\n", [("f", "write_text", 2)]),
-    ("import io\ndef f(p):\n    io.open(p, 'w')\n    p.open('a')\n", [("f", "open", 3), ("f", "open", 4)]),
-    ("def f(p, img):\n    write_atomic(p, lambda h: img.save(h, format='PNG'))\n    img.save(p)\n", [("f", "save", 3)]),
-    (("import os\ndef f(p, b):\n    open(p)\n    open(p, 'rb')\n    p.open()\n    os.open(p, 1)\n    Image.open(b)\n"
-      "    save(p)\n"), []),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("def f(p):\n    with open(p, 'w') as h:\n        h.write('x')\n", [("f", "open", 2)]),
+        ("def f(p, m):\n    open(p, mode=m)\n", [("f", "open", 2)]),
+        ("import os\nclass A:\n    def g(self, fd):\n        os.fdopen(fd, 'ab')\n", [("A.g", "fdopen", 4)]),
+        ("import torch\ntorch.save({}, 'x.pt')\n", [("<module>", "save", 2)]),
+        ("def f(p):\n    p.write_text('x')\n", [("f", "write_text", 2)]),
+        ("import io\ndef f(p):\n    io.open(p, 'w')\n    p.open('a')\n", [("f", "open", 3), ("f", "open", 4)]),
+        (
+            "def f(p, img):\n    write_atomic(p, lambda h: img.save(h, format='PNG'))\n    img.save(p)\n",
+            [("f", "save", 3)],
+        ),
+        (
+            (
+                "import os\ndef f(p, b):\n    open(p)\n    open(p, 'rb')\n    p.open()\n    os.open(p, 1)\n    Image.open(b)\n"
+                "    save(p)\n"
+            ),
+            [],
+        ),
+    ],
+)
 def test_the_walker_sees_raw_writes(source, expected):
     """The check above can fail: it sees ``open`` in a write mode (or a mode it cannot read), ``os.fdopen``, savers
     called as methods, at module level and inside classes; reads, ``os.open``, plain function calls and savers into

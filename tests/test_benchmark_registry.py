@@ -41,8 +41,15 @@ def evaluated(tiny_release, tmp_path_factory):
     params = tmp / "params.yaml"
     params.write_text("{}\n")
     names = ",".join(config_names())
-    base = ["--params", str(params), "method=source_only", f"data.release={release}", *SMALL,
-            f"eval.benchmarks={names}", "eval.bin_sets=synth_lfw"]
+    base = [
+        "--params",
+        str(params),
+        "method=source_only",
+        f"data.release={release}",
+        *SMALL,
+        f"eval.benchmarks={names}",
+        "eval.bin_sets=synth_lfw",
+    ]
     cfg = make_config(base)
     torch.manual_seed(0)
     backbone, _ = build_model(cfg, 4)
@@ -91,8 +98,14 @@ def test_dvc_metrics_show_lists_every_row(evaluated, tmp_path):
     (tmp_path / "metrics.json").write_text(metrics_path.read_text())
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True, env=env)
-    out = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show", "--json", "metrics.json"], cwd=tmp_path,
-                         check=True, env=env, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "dvc", "metrics", "show", "--json", "metrics.json"],
+        cwd=tmp_path,
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+    ).stdout
     shown = json.loads(out)
     data = next(iter(shown.values()))["data"]["metrics.json"]["data"]
     for row in doc["results"]:
@@ -137,7 +150,10 @@ def test_check_eval_config_names_the_bad_key():
     from harness.core.config import EvalConfig
 
     registry.check_eval_config(EvalConfig(benchmarks=("IJBB", "VerificationBins"), bin_sets=("synth_lfw",)))
-    with pytest.raises(ValueError, match=r"^config eval.benchmarks='LFW': expected one of IJBB, IJBC, IJBS, TinyFace, VerificationBins, val11$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^config eval.benchmarks='LFW': expected one of IJBB, IJBC, IJBS, TinyFace, VerificationBins, val11$",
+    ):
         registry.check_eval_config(EvalConfig(benchmarks=("IJBB", "LFW")))
     with pytest.raises(ValueError, match=r"^config eval.bin_sets='lfw2': expected one of lfw, cfp_fp"):
         registry.check_eval_config(EvalConfig(benchmarks=("VerificationBins",), bin_sets=("lfw2",)))

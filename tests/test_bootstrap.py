@@ -89,7 +89,7 @@ def test_resampling_keeps_each_subjects_items_together():
     rng = np.random.default_rng(4)
     sizes = rng.integers(1, 6, 25)
     perm = rng.permutation(int(sizes.sum()))  # items of a subject are scattered over the index range
-    groups = {f"s{j:02d}": perm[sizes[:j].sum(): sizes[: j + 1].sum()] for j in range(25)}
+    groups = {f"s{j:02d}": perm[sizes[:j].sum() : sizes[: j + 1].sum()] for j in range(25)}
     seen = []
 
     def intact(idx):
@@ -205,7 +205,9 @@ def test_ijbs_rank_and_tpir_equal_the_evaluator_on_full_and_duplicated_probes():
     rng = np.random.default_rng(8)
     probe, g1, g2, ps, s1, s2 = _ijbs_case(rng)
     rank, gal = _ijbs_records(probe, g1, g2, ps, s1, s2)
-    metric = Combined(RankK(rank, ranks=(1, 5, 10), prefix="V2S."), IJBSTpirAtFpir(gal, fpirs=(0.01, 0.1, 0.3), prefix="V2S."))
+    metric = Combined(
+        RankK(rank, ranks=(1, 5, 10), prefix="V2S."), IJBSTpirAtFpir(gal, fpirs=(0.01, 0.1, 0.3), prefix="V2S.")
+    )
     groups = SubjectGroups.from_ids(ps)
     for sc in [np.ones(groups.n_subjects, np.int64), *subject_draws(groups.n_subjects, 8, 2)]:
         idx = groups.indices(sc)
@@ -213,7 +215,7 @@ def test_ijbs_rank_and_tpir_equal_the_evaluator_on_full_and_duplicated_probes():
         got = metric.on_counts(groups.item_counts(sc))
         assert got.keys() == {f"V2S.{k}" for k in ref}
         for k, v in ref.items():
-            assert (np.isnan(got[f"V2S.{k}"]) if v is None else got[f"V2S.{k}"] == v), (k, v, got[f"V2S.{k}"])
+            assert np.isnan(got[f"V2S.{k}"]) if v is None else got[f"V2S.{k}"] == v, (k, v, got[f"V2S.{k}"])
     ci = bootstrap_ci(groups, metric, n_boot=50, seed=0)
     assert ci["V2S.rank1"].low <= ci["V2S.rank1"].estimate <= ci["V2S.rank1"].high
 
@@ -259,7 +261,10 @@ def test_ijb_1n_joined_rank_and_open_set_tpir_equal_the_evaluator():
         i = groups.indices(sc)
         ref = joined_identification(probe[i], gallery, ps[i])
         assert joined(i) == {f"joined.rank{k}": ref[f"rank{k}"] for k in (1, 5, 10)}
-        tp = [open_set_identification(probe[i], gallery[c], np.where(np.isin(ps[i], c), ps[i] - c[0], -1))["tpir"] for c in halves]
+        tp = [
+            open_set_identification(probe[i], gallery[c], np.where(np.isin(ps[i], c), ps[i] - c[0], -1))["tpir"]
+            for c in halves
+        ]
         got = open_set.on_counts(groups.item_counts(sc))
         for name in tp[0]:
             assert got[f"open_set.tpir@fpir={name}"] == float(np.mean([tp[0][name], tp[1][name]]))

@@ -14,8 +14,9 @@ from harness.models.cfsm import CFSMConfig, CFSMGenerator, save_generator
 from methods import Batch, FRModel, build_method
 from methods.cfsm_guided import decode, encode, fgsm_step, mix_batch, mix_indices, mix_sizes, resize
 
-GEN = CFSMConfig(image_size=16, dim=8, n_residual=1, latent_dim=16, mlp_dim=32, d_scales=1, d_layers=2,
-                 adain_scale="one_plus_gamma")
+GEN = CFSMConfig(
+    image_size=16, dim=8, n_residual=1, latent_dim=16, mlp_dim=32, d_scales=1, d_layers=2, adain_scale="one_plus_gamma"
+)
 INPUT, EMB, CLASSES, B = 32, 16, 4, 8
 
 
@@ -188,9 +189,11 @@ def test_synthesize_all_and_the_probe_do_not_change_the_batch(gen_path):
 def test_missing_or_incompatible_generator_fails_at_build(gen_path, tmp_path):
     with pytest.raises(FileNotFoundError, match="dvc repro stage1"):
         build_method("cfsm_guided", EMB, CLASSES, overrides=_hp(str(tmp_path / "none.pt")))
-    for kw, needle in (({"generator_size": 32}, "image_size=16 (expected 32)"),
-                       ({"style_dim": 8}, "style_dim=10 (expected 8)"),
-                       ({"latent_dim": 128}, "latent_dim=16 (expected 128)")):
+    for kw, needle in (
+        ({"generator_size": 32}, "image_size=16 (expected 32)"),
+        ({"style_dim": 8}, "style_dim=10 (expected 8)"),
+        ({"latent_dim": 128}, "latent_dim=16 (expected 128)"),
+    ):
         with pytest.raises(ValueError, match=needle.replace("(", r"\(").replace(")", r"\)")):
             build_method("cfsm_random", EMB, CLASSES, overrides={**_hp(gen_path), **kw})
 
@@ -219,12 +222,24 @@ def test_generator_is_frozen_and_not_part_of_the_method(gen_path):
 def test_trainer_runs_cfsm_guided(gen_path, toy_rec_release):
     from harness.engine.train import train
 
-    cfg = apply_overrides(RunConfig(), {
-        "method": "cfsm_guided", "data.release": toy_rec_release, "data.input_size": "32",
-        "model.widths": "8,16,16,32", "model.embedding_size": "32", "optim.batch_size": "16", "optim.epochs": "1",
-        "device": "cpu", "threads": "1", "log_every": "1",
-        "hparams.generator": gen_path, "hparams.generator_size": "16", "hparams.latent_dim": "16",
-    })
+    cfg = apply_overrides(
+        RunConfig(),
+        {
+            "method": "cfsm_guided",
+            "data.release": toy_rec_release,
+            "data.input_size": "32",
+            "model.widths": "8,16,16,32",
+            "model.embedding_size": "32",
+            "optim.batch_size": "16",
+            "optim.epochs": "1",
+            "device": "cpu",
+            "threads": "1",
+            "log_every": "1",
+            "hparams.generator": gen_path,
+            "hparams.generator_size": "16",
+            "hparams.latent_dim": "16",
+        },
+    )
     logged = {}
     result = train(cfg, log=lambda k, v, s: logged.setdefault(k, []).append(v), progress=False)
     assert math.isfinite(result.final_loss) and result.steps == 3

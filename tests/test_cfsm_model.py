@@ -15,9 +15,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.models.cfsm import (
-    CPU_DEFAULT, PAPER, AdaptiveInstanceNorm2d, CFSMConfig, InstanceNorm2dAnySize, CFSMGenerator, LayerNorm, MultiScaleDiscriminator,
-    count_parameters, identity_loss, lsgan_d_loss, lsgan_g_loss, magnitude_target, orthogonality_loss,
-    reconstruction_loss, subspace_similarity,
+    CPU_DEFAULT,
+    PAPER,
+    AdaptiveInstanceNorm2d,
+    CFSMConfig,
+    InstanceNorm2dAnySize,
+    CFSMGenerator,
+    LayerNorm,
+    MultiScaleDiscriminator,
+    count_parameters,
+    identity_loss,
+    lsgan_d_loss,
+    lsgan_g_loss,
+    magnitude_target,
+    orthogonality_loss,
+    reconstruction_loss,
+    subspace_similarity,
 )
 
 
@@ -26,6 +39,7 @@ def conv(cin, cout, k):
 
 
 # ------------------------------------------------------------------------------------------ parameter counts
+
 
 def test_paper_parameter_counts_match_layer_arithmetic_and_reference_table():
     # encoder: 7x7 3->64; 4x4 64->128, 128->256; 3 residual blocks of two 3x3 256->256 convs (IN has no affine)
@@ -63,6 +77,7 @@ def test_config_deviations_are_recorded():
 
 # ---------------------------------------------------------------------------------------------------- shapes
 
+
 def test_paper_shapes_on_meta_device():
     with torch.device("meta"):
         G, D = CFSMGenerator(PAPER), MultiScaleDiscriminator(PAPER)
@@ -81,8 +96,11 @@ def test_paper_discriminator_real_tensor_handles_1x1_instance_norm():
     norm = InstanceNorm2dAnySize(4)
     assert torch.equal(norm(torch.randn(2, 4, 1, 1)), torch.zeros(2, 4, 1, 1))  # (x - mean) = 0 on a 1x1 map
     z = torch.randn(2, 4, 3, 3)
-    assert torch.allclose(norm(z), (z - z.mean((2, 3), keepdim=True)) / (z.var((2, 3), unbiased=False,
-                                                                              keepdim=True) + 1e-5).sqrt(), atol=1e-5)
+    assert torch.allclose(
+        norm(z),
+        (z - z.mean((2, 3), keepdim=True)) / (z.var((2, 3), unbiased=False, keepdim=True) + 1e-5).sqrt(),
+        atol=1e-5,
+    )
 
 
 def test_cpu_default_shapes_and_range():
@@ -114,6 +132,7 @@ def test_init_conv_normal_002_layernorm_uniform_subspace_orthogonal():
 
 
 # ----------------------------------------------------------------------------------------------------- AdaIN
+
 
 def _first_adain_io(G, x, o):
     layer = next(m for m in G.decoder.modules() if isinstance(m, AdaptiveInstanceNorm2d))
@@ -160,6 +179,7 @@ def test_adain_gamma_scale_and_munit_parameter_order():
 
 
 # ---------------------------------------------------------------------------------------------------- losses
+
 
 def test_lsgan_losses_two_scales():
     d_real = [torch.tensor([[1.0, 0.0]]), torch.tensor([[2.0]])]
@@ -234,6 +254,7 @@ def test_subspace_similarity():
 
 # ------------------------------------------------------------------------------------------------ control API
 
+
 @pytest.fixture(scope="module")
 def small_g():
     torch.manual_seed(0)
@@ -266,8 +287,9 @@ def test_with_magnitude_norm_and_demo_scaling(small_g):
     x = torch.rand(5, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         y, o = small_g.with_magnitude(x, 3.0, generator=torch.Generator().manual_seed(7), return_o=True)
-        y2, o2 = small_g.with_magnitude(x, 3.0, generator=torch.Generator().manual_seed(7), demo_scaling=True,
-                                        return_o=True)
+        y2, o2 = small_g.with_magnitude(
+            x, 3.0, generator=torch.Generator().manual_seed(7), demo_scaling=True, return_o=True
+        )
     assert torch.allclose(o.norm(dim=1), torch.full((5,), 3.0))
     assert torch.allclose(o2.norm(dim=1), torch.full((5,), 1.5))
     assert torch.allclose(o2 * 2, o)  # same direction for the same seed
@@ -282,11 +304,19 @@ def test_with_magnitude_norm_and_demo_scaling(small_g):
 
 # ----------------------------------------------------------------------------------------------- training step
 
+
 def test_tiny_training_step_reaches_every_part():
     torch.manual_seed(0)
     G, D = CFSMGenerator(CPU_DEFAULT), MultiScaleDiscriminator(CPU_DEFAULT)
-    f = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(),
-                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 32)).eval()
+    f = nn.Sequential(
+        nn.Conv2d(3, 8, 3, 2, 1),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, 2, 1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 32),
+    ).eval()
     f.requires_grad_(False)
     opt_g = torch.optim.Adam(G.parameters(), lr=5e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=5e-4, betas=(0.5, 0.999))

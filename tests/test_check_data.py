@@ -88,12 +88,22 @@ def test_tinyface_without_distractor_folder_is_named(tiny_release, tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 def test_device_cuda_without_cuda_is_one_line(tiny_release, tmp_path, capsys):
     record = tmp_path / "check.txt"
-    assert check_data.main(["--root", tiny_release, "--rec", "faces_synthface", "--device", "cuda",
-                            "--record", str(record)]) == 2
+    assert (
+        check_data.main(
+            ["--root", tiny_release, "--rec", "faces_synthface", "--device", "cuda", "--record", str(record)]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["harness.check_data: config device='cuda' but CUDA is not available on this machine "
-                   "(set device: auto in the params, or device=cpu)"]
+    assert err == [
+        "harness.check_data: config device='cuda' but CUDA is not available on this machine "
+        "(set device: auto in the params, or device=cpu)"
+    ]
     assert not record.exists()
-    assert check_data.main(["--root", tiny_release, "--rec", "faces_synthface", "--device", "auto",
-                            "--record", str(record)]) == 0
+    assert (
+        check_data.main(
+            ["--root", tiny_release, "--rec", "faces_synthface", "--device", "auto", "--record", str(record)]
+        )
+        == 0
+    )
     assert record.read_text().endswith("found; device auto -> cpu\n")

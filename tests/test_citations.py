@@ -28,8 +28,24 @@ TEXT_SUFFIXES = (".py", ".md", ".yaml", ".yml", ".toml", ".txt", ".cfg")
 ALLOWED_ABSOLUTE = ("/data/",)
 
 PRIVATE_NOTES = re.compile("shared" + r"/+reference")
-MACHINE_ROOTS = ("work", "home", "tmp", "root", "mnt", "data", "Users", "scratch", "scratch1", "opt", "srv", "var",
-                 "media", "nfs", "gpfs", "lustre")
+MACHINE_ROOTS = (
+    "work",
+    "home",
+    "tmp",
+    "root",
+    "mnt",
+    "data",
+    "Users",
+    "scratch",
+    "scratch1",
+    "opt",
+    "srv",
+    "var",
+    "media",
+    "nfs",
+    "gpfs",
+    "lustre",
+)
 # an absolute path: not preceded by a character that makes it part of a URL, a relative path or a word
 ABSOLUTE = re.compile(r"(?<![\w.:/~@\-])/(?:" + "|".join(MACHINE_ROOTS) + r")/[\w.\-/]*")
 RELATIVE_DOC = re.compile(r"(?<![\w/.])((?:\.\./)+[\w.\-/]*\.(?:md|rst|txt|pdf|py|toml|ya?ml|cfg|ipynb))\b")
@@ -38,8 +54,13 @@ DOCS_CITATION = re.compile(r"\bdocs/([\w.\-]+\.md)(?:`{0,2}[,;]?\s+sections?\s+(
 
 def text_files() -> list[Path]:
     try:
-        out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                             capture_output=True, text=True, check=True).stdout.splitlines()
+        out = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
         names = sorted(set(out))
     except (OSError, subprocess.CalledProcessError):
         names = []
@@ -72,13 +93,26 @@ def test_the_scanner_finds_what_it_must_and_only_that():
     here = REPO / "harness" / "x.py"
     notes = "shared" + "/reference/benchmark_formats.md"
     work, home, tmp, up = "/" + "work", "/" + "home", "/" + "tmp", ".." + "/"
-    bad = [f"see ``{notes}`` section 2", f"(see {up}{notes})", f"``{work}/{notes}``", f"notes in {home}/me/facts.md",
-           f"the list {tmp}/run/a.txt", f"`{up}{up}outside/notes.md`"]
+    bad = [
+        f"see ``{notes}`` section 2",
+        f"(see {up}{notes})",
+        f"``{work}/{notes}``",
+        f"notes in {home}/me/facts.md",
+        f"the list {tmp}/run/a.txt",
+        f"`{up}{up}outside/notes.md`",
+    ]
     for line in bad:
         assert leaving_paths(line, here), line
-    good = ["https://github.com/liufeng2915/CFSM/blob/main/CFSM/train.py", "root: /data/cfsm", "wdir: ../..",
-            "``docs/benchmark_formats.md`` section 3", "a crop named ../outside.jpg is refused",
-            "dvc.org/doc/command-reference/plots/templates", "see ../README.md", "ln -s ../root_src/faces root/x"]
+    good = [
+        "https://github.com/liufeng2915/CFSM/blob/main/CFSM/train.py",
+        "root: /data/cfsm",
+        "wdir: ../..",
+        "``docs/benchmark_formats.md`` section 3",
+        "a crop named ../outside.jpg is refused",
+        "dvc.org/doc/command-reference/plots/templates",
+        "see ../README.md",
+        "ln -s ../root_src/faces root/x",
+    ]
     assert leaving_paths("\n".join(good), REPO / "docs" / "x.md") == []
 
 

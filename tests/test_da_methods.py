@@ -14,8 +14,15 @@ import methods.coral  # noqa: F401  (registers itself)
 import methods.dann  # noqa: F401
 import methods.mmd  # noqa: F401
 from harness.core.config import RunConfig, apply_overrides
-from methods.da_losses import (binary_domain_loss, coral_loss, covariance, da_features, grad_reverse,
-                               grl_coefficient, mk_mmd)
+from methods.da_losses import (
+    binary_domain_loss,
+    coral_loss,
+    covariance,
+    da_features,
+    grad_reverse,
+    grl_coefficient,
+    mk_mmd,
+)
 from harness.models import build_head
 from methods import Batch, FRModel, build_method, resolve_hparams
 
@@ -88,7 +95,9 @@ def test_mmd_hand_computed_one_kernel_two_plus_two_points():
     expected = e(-0.5) + e(-2) - 0.5 * (e(-2) + e(-8) + e(-0.5) + e(-4.5))
     assert mk_mmd(s, t, scales=(1.0,), bandwidth=1.0).item() == pytest.approx(expected, rel=1e-6)
     # linear-time: one quad-tuple, k(s0,s1) + k(t0,t1) - k(s0,t1) - k(s1,t0)
-    assert mk_mmd(s, t, scales=(1.0,), bandwidth=1.0, estimator="linear").item() == pytest.approx(e(-2) - e(-8), rel=1e-6)
+    assert mk_mmd(s, t, scales=(1.0,), bandwidth=1.0, estimator="linear").item() == pytest.approx(
+        e(-2) - e(-8), rel=1e-6
+    )
     # the data-driven bandwidth: mean of the 4x4 squared-distance matrix = 2 * (1 + 4 + 16 + 1 + 9 + 4) / 16
     base = 70 / 16
 
@@ -161,7 +170,7 @@ def test_dann_discriminator_is_trained_and_the_backbone_gets_the_reversed_gradie
     d_loss, _ = binary_domain_loss(logits[:B], logits[B:])
     g_fr = torch.autograd.grad(fr_loss, bb, retain_graph=True)
     g_dom = torch.autograd.grad(d_loss, bb + disc)
-    g_dom_bb, g_dom_disc = g_dom[: len(bb)], g_dom[len(bb):]
+    g_dom_bb, g_dom_disc = g_dom[: len(bb)], g_dom[len(bb) :]
     assert torch.allclose(loss.detach(), fr_loss.detach() + d_loss.detach())
     for got, f, d in zip(got_backbone, g_fr, g_dom_bb):
         assert d.abs().sum() > 0
@@ -248,22 +257,36 @@ def test_trainer_passes_target_batches(name, toy_rec_release, toy_target, monkey
 
     monkeypatch.setattr(module, "joint_embeddings", spy)
     overrides = {
-        "method": name, "data.release": toy_rec_release, "data.target": toy_target, "data.input_size": "32",
-        "model.widths": "8,16,16,32", "model.embedding_size": "32", "optim.batch_size": "16", "optim.epochs": "1",
-        "device": "cpu", "threads": "1", "log_every": "1",
+        "method": name,
+        "data.release": toy_rec_release,
+        "data.target": toy_target,
+        "data.input_size": "32",
+        "model.widths": "8,16,16,32",
+        "model.embedding_size": "32",
+        "optim.batch_size": "16",
+        "optim.epochs": "1",
+        "device": "cpu",
+        "threads": "1",
+        "log_every": "1",
     }
     if name == "dann":
         overrides["hparams.disc_hidden"] = "32"
     logged = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # dann: total steps unknown until the trainer sets them
-        result = train(apply_overrides(RunConfig(), overrides), log=lambda k, v, s: logged.setdefault(k, []).append(v),
-                       progress=False)
+        result = train(
+            apply_overrides(RunConfig(), overrides),
+            log=lambda k, v, s: logged.setdefault(k, []).append(v),
+            progress=False,
+        )
     assert result.steps == 3 and math.isfinite(result.final_loss)
     assert seen == [((16, 3, 32, 32), 16)] * 3  # a target batch of the source's size at every step
     assert all(math.isfinite(v) for v in logged["train.loss"])
-    keys = {"dann": ("dann.domain_loss", "dann.domain_acc", "dann.lambda"), "coral": ("coral.loss",),
-            "mmd": ("mmd.loss",)}[name]
+    keys = {
+        "dann": ("dann.domain_loss", "dann.domain_acc", "dann.lambda"),
+        "coral": ("coral.loss",),
+        "mmd": ("mmd.loss",),
+    }[name]
     for k in keys:
         assert len(logged[f"train.{k}"]) == 3 and all(math.isfinite(v) for v in logged[f"train.{k}"])
     if name == "dann":

@@ -43,9 +43,20 @@ STEPS = 6  # tiny release: 117 images; a global batch of 16 gives 7 steps per ep
 def _overrides(release: str, batch: int = 16, **extra) -> dict:
     """6 steps of a small IResNet at 32 px with a global batch of 16 (``batch`` per rank)."""
     spe = 117 // 16
-    return {"data.release": release, "model.widths": "8,16,16,32", "model.embedding_size": "32", "data.input_size": "32",
-            "optim.batch_size": str(batch), "optim.epochs": str(STEPS / spe), "optim.warmup_epochs": str(2 / spe),
-            "device": "cpu", "threads": "1", "seed": "3", "log_every": "1", **extra}
+    return {
+        "data.release": release,
+        "model.widths": "8,16,16,32",
+        "model.embedding_size": "32",
+        "data.input_size": "32",
+        "optim.batch_size": str(batch),
+        "optim.epochs": str(STEPS / spe),
+        "optim.warmup_epochs": str(2 / spe),
+        "device": "cpu",
+        "threads": "1",
+        "seed": "3",
+        "log_every": "1",
+        **extra,
+    }
 
 
 def _cfg(release: str, method: str = "source_only", batch: int = 16, **extra) -> RunConfig:
@@ -56,7 +67,11 @@ def _cfg(release: str, method: str = "source_only", batch: int = 16, **extra) ->
 def _states_equal(a, b, path="") -> list[str]:
     """Paths where two checkpoint trees differ (tensors by torch.equal, arrays by array_equal)."""
     if isinstance(a, torch.Tensor):
-        return [] if isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b) else [path]
+        return (
+            []
+            if isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+            else [path]
+        )
     if isinstance(a, np.ndarray):
         return [] if np.array_equal(a, b) else [path]
     if isinstance(a, dict):
@@ -73,8 +88,12 @@ def _states_equal(a, b, path="") -> list[str]:
 
 
 def _cfsm(generator_path: str) -> dict:
-    return {"hparams.generator": generator_path, "hparams.generator_size": "16", "hparams.latent_dim": "16",
-            "hparams.monitor_every": "2"}
+    return {
+        "hparams.generator": generator_path,
+        "hparams.generator_size": "16",
+        "hparams.latent_dim": "16",
+        "hparams.monitor_every": "2",
+    }
 
 
 # ----------------------------------------------------------------------------------------------- one process
@@ -88,7 +107,9 @@ def test_periodic_states_do_not_change_the_trajectory(tiny_release, tmp_path):
     state = torch.load(ckpt, weights_only=True)
     assert state["format"] == CHECKPOINT_FORMAT and state["step"] == state["total_steps"] == STEPS
     assert {"backbone", "num_classes", "config", "train_info"} <= set(state)
-    assert not {"head", "method", "optimizer", "rng", "source", "target"} & set(state), "the final model is the weights only"
+    assert not {"head", "method", "optimizer", "rng", "source", "target"} & set(state), (
+        "the final model is the weights only"
+    )
     assert state["world_size"] == 1 and state["global_batch"] == 16 and state["train_info"]["global_batch"] == 16
     assert not os.path.exists(train_state_path(str(ckpt))), "the train state is removed once the run completes"
 
@@ -97,7 +118,11 @@ def test_periodic_states_do_not_change_the_trajectory(tiny_release, tmp_path):
 def test_a_killed_run_resumes_bit_identically(tiny_release, tmp_path, generator_path, method, capsys):
     """Killed after step 3 with states every 2 steps: the resumed run redoes step 3 from the step-2 state and
     ends with the uninterrupted run's checkpoint, bit for bit, and the same metrics."""
-    extra = {"checkpoint_every": "2", "eval.benchmarks": "IJBB,TinyFace", **(_cfsm(generator_path) if method == "cfsm_guided" else {})}
+    extra = {
+        "checkpoint_every": "2",
+        "eval.benchmarks": "IJBB,TinyFace",
+        **(_cfsm(generator_path) if method == "cfsm_guided" else {}),
+    }
     ref_ckpt, ckpt = tmp_path / "ref.pt", tmp_path / "killed.pt"
     ref = run(_cfg(tiny_release, method, checkpoint=str(ref_ckpt), **extra))
 
@@ -129,9 +154,13 @@ def test_auto_resume_with_another_config_starts_fresh_and_says_why(tiny_release,
     assert os.path.isfile(state)
     capsys.readouterr()
     with pytest.raises(TrainingStopped):  # log_every does not change the trajectory: resumed
-        train(_cfg(tiny_release, checkpoint_every="2", log_every="7"), checkpoint_path=ckpt, progress=False, stop_after=3)
+        train(
+            _cfg(tiny_release, checkpoint_every="2", log_every="7"), checkpoint_path=ckpt, progress=False, stop_after=3
+        )
     assert "resuming from" in capsys.readouterr().err
-    fresh = train(_cfg(tiny_release, checkpoint_every="0", **{"optim.lr": "0.05"}), checkpoint_path=ckpt, progress=False)
+    fresh = train(
+        _cfg(tiny_release, checkpoint_every="0", **{"optim.lr": "0.05"}), checkpoint_path=ckpt, progress=False
+    )
     err = capsys.readouterr().err
     assert fresh.resumed_from == 0 and fresh.info["resumed_from"] == 0
     assert f"ignoring {state} (saved with another config: optim.lr (saved 0.1, now 0.05)): starting fresh" in err
@@ -150,9 +179,13 @@ def test_resume_path_with_another_config_is_a_one_line_error(tiny_release, tmp_p
     empty.write_text("{}\n")
     args = [f"{k}={v}" for k, v in _overrides(tiny_release).items()]
     capsys.readouterr()
-    assert run_main(["--params", str(empty), *args, f"out={tmp_path / 'runs'}", f"resume={state}", "optim.lr=0.05"]) == 2
+    assert (
+        run_main(["--params", str(empty), *args, f"out={tmp_path / 'runs'}", f"resume={state}", "optim.lr=0.05"]) == 2
+    )
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "optim.lr (saved 0.1, now 0.05)" in err and err.startswith(f"harness.run: resume={state}:")
+    assert (
+        "\n" not in err and "optim.lr (saved 0.1, now 0.05)" in err and err.startswith(f"harness.run: resume={state}:")
+    )
     assert not (tmp_path / "runs").exists(), "nothing starts"
     assert run_main(["--params", str(empty), *args, f"resume={tmp_path / 'nope.pt'}"]) == 2
     assert "no such train state file" in capsys.readouterr().err
@@ -169,8 +202,9 @@ def _free_port() -> int:
 
 def _worker(rank: int, world: int, port: int, base: str, release: str, generator: str) -> None:
     """One rank of the shared 2-process run; writes its observations under ``base/obs``."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     from harness.engine import distributed
 
@@ -179,9 +213,17 @@ def _worker(rank: int, world: int, port: int, base: str, release: str, generator
     obs = os.path.join(base, "obs")
 
     def dump(name, result):
-        torch.save({"backbone": dict(result.backbone.named_parameters()), "head": dict(result.head.named_parameters()),
-                    "method": dict(result.method.named_parameters()), "info": result.info, "steps": result.steps,
-                    "final_loss": result.final_loss}, os.path.join(obs, f"{name}_rank{rank}.pt"))
+        torch.save(
+            {
+                "backbone": dict(result.backbone.named_parameters()),
+                "head": dict(result.head.named_parameters()),
+                "method": dict(result.method.named_parameters()),
+                "info": result.info,
+                "steps": result.steps,
+                "final_loss": result.final_loss,
+            },
+            os.path.join(obs, f"{name}_rank{rank}.pt"),
+        )
 
     # (a) source_only, 2 x 8 vs one process x 16 (compared in the parent)
     dump("source_only", train(_cfg(release, batch=8), progress=False))
@@ -193,8 +235,12 @@ def _worker(rank: int, world: int, port: int, base: str, release: str, generator
     dump("resume_1to2", train(_cfg(release, batch=8), checkpoint_path=os.path.join(base, "w1", "m.pt"), progress=False))
     # (d) a world-2 run killed after step 3 (state at step 2), for the parent to resume at world size 1
     try:
-        train(_cfg(release, batch=8, checkpoint_every="2"), checkpoint_path=os.path.join(base, "w2", "m.pt"),
-              progress=False, stop_after=3)
+        train(
+            _cfg(release, batch=8, checkpoint_every="2"),
+            checkpoint_path=os.path.join(base, "w2", "m.pt"),
+            progress=False,
+            stop_after=3,
+        )
         raise AssertionError("stop_after did not stop")
     except TrainingStopped:
         pass
@@ -204,9 +250,19 @@ def _worker(rank: int, world: int, port: int, base: str, release: str, generator
     tempfile.tempdir = os.path.join(base, f"tmp_rank{rank}")
     own = os.path.join(base, f"rank{rank}")
     args = [f"{k}={v}" for k, v in _overrides(release, batch=8).items()]
-    code = run_main(["--params", os.path.join(base, "params.yaml"), *args, f"out={own}/runs", f"checkpoint={own}/ck/m.pt",
-                     f"result={own}/result.json", f"metrics={own}/metrics.json", "checkpoint_every=2",
-                     "eval.benchmarks=TinyFace"])
+    code = run_main(
+        [
+            "--params",
+            os.path.join(base, "params.yaml"),
+            *args,
+            f"out={own}/runs",
+            f"checkpoint={own}/ck/m.pt",
+            f"result={own}/result.json",
+            f"metrics={own}/metrics.json",
+            "checkpoint_every=2",
+            "eval.benchmarks=TinyFace",
+        ]
+    )
     assert code == 0
     assert not torch.distributed.is_initialized(), "harness.run.main shuts the process group down"
     with open(os.path.join(obs, f"done_rank{rank}"), "w") as f:
@@ -224,8 +280,12 @@ def ddp(tiny_release, generator_path, tmp_path_factory):
     with open(os.path.join(base, "params.yaml"), "w") as f:
         f.write("{}\n")
     with pytest.raises(TrainingStopped):  # (c)'s world-1 state at step 2
-        train(_cfg(tiny_release, checkpoint_every="2"), checkpoint_path=os.path.join(base, "w1", "m.pt"), progress=False,
-              stop_after=3)
+        train(
+            _cfg(tiny_release, checkpoint_every="2"),
+            checkpoint_path=os.path.join(base, "w1", "m.pt"),
+            progress=False,
+            stop_after=3,
+        )
     mp.spawn(_worker, args=(2, _free_port(), base, tiny_release, generator_path), nprocs=2, join=True)
     return base
 
@@ -311,7 +371,12 @@ def test_only_rank_zero_writes(ddp):
         assert json.load(f)["status"] == "COMPLETED"
     with open(os.path.join(own, "runs", runs[0], "info.json")) as f:
         info = json.load(f)["train"]
-    assert info["world_size"] == 2 and info["global_batch"] == 16 and info["cpu_threads"] >= 1 and info["images_per_second"] > 0
+    assert (
+        info["world_size"] == 2
+        and info["global_batch"] == 16
+        and info["cpu_threads"] >= 1
+        and info["images_per_second"] > 0
+    )
     doc = json.loads(open(os.path.join(own, "result.json")).read())
     assert [r["benchmark"] for r in doc["results"]] == ["TinyFace"]
     assert os.path.isfile(os.path.join(own, "metrics.json")) and os.path.isfile(os.path.join(own, "ck", "m.pt"))

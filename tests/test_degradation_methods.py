@@ -25,8 +25,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread i
 
 def _fr(seed=0):
     torch.manual_seed(seed)
-    net = build_backbone("small", input_size=INPUT, widths=(8, 16, 16, 32), layers=(1, 1, 1, 1), num_features=EMB,
-                         stem_stride=2)
+    net = build_backbone(
+        "small", input_size=INPUT, widths=(8, 16, 16, 32), layers=(1, 1, 1, 1), num_features=EMB, stem_stride=2
+    )
     head = build_head("arcface", EMB, CLASSES)
     net.train(), head.train()
     return FRModel(backbone=net, raw=net, head=head)
@@ -35,8 +36,9 @@ def _fr(seed=0):
 def _faces(n=B, seed=1, channels_last=True):
     """Smooth random images (low-pass noise) in [-1, 1]: degradations have something to destroy."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.nn.functional.interpolate(torch.rand(n, 3, 8, 8, generator=g), size=(INPUT, INPUT), mode="bicubic",
-                                        align_corners=False)
+    x = torch.nn.functional.interpolate(
+        torch.rand(n, 3, 8, 8, generator=g), size=(INPUT, INPUT), mode="bicubic", align_corners=False
+    )
     x = (x + 0.1 * torch.rand(n, 3, INPUT, INPUT, generator=g)).clamp(0, 1) * 2 - 1
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
@@ -66,8 +68,9 @@ def test_blurs_lower_high_frequency_energy_of_a_checkerboard():
     assert _hf_energy(moved) < 0.5 * e0
     # zero strength is the identity for both
     torch.testing.assert_close(D.apply(x, _full(2, blur_sigma=0.0), ops=("blur",)), x, atol=1e-5, rtol=0)
-    torch.testing.assert_close(D.apply(x, _full(2, motion_length=0.0, motion_angle=17.0), ops=("motion",)), x,
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        D.apply(x, _full(2, motion_length=0.0, motion_angle=17.0), ops=("motion",)), x, atol=1e-5, rtol=0
+    )
 
 
 def test_noise_raises_variance_by_sigma_squared():
@@ -75,7 +78,7 @@ def test_noise_raises_variance_by_sigma_squared():
     field = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     out = D.apply(x, {**_full(4, noise_sigma=0.05), "noise": field}, ops=("noise",))
     var01 = ((out + 1) / 2).var().item()  # variance in [0, 1] intensity units
-    assert abs(var01 - 0.05 ** 2) < 0.15 * 0.05 ** 2
+    assert abs(var01 - 0.05**2) < 0.15 * 0.05**2
 
 
 def test_jpeg_quality_100_is_nearly_identity_and_10_is_not():
@@ -125,7 +128,7 @@ def test_crop_keeps_the_box_and_blackens_the_rest():
     assert (out[0, :, :4] == -1).all() and (out[0, :, 14:] == -1).all() and (out[0, :, :, :6] == -1).all()
     torch.testing.assert_close(out[1], x[1])
     boxes = D.crop_boxes(500, 64, 64, torch.Generator().manual_seed(0))
-    area = (boxes[:, 2] * boxes[:, 3]).float() / 64 ** 2
+    area = (boxes[:, 2] * boxes[:, 3]).float() / 64**2
     assert area.min() >= 0.19 and area.max() <= 1.0 and (boxes[:, :2] >= 0).all()
     assert ((boxes[:, 0] + boxes[:, 2]) <= 64).all() and ((boxes[:, 1] + boxes[:, 3]) <= 64).all()
 
@@ -141,8 +144,17 @@ def test_params_are_per_sample():
     assert (out[0] - out[1]).abs().mean() > 1e-2  # different params, different outputs
     # sample 0's output does not depend on sample 1's parameters
     q = {k: v.clone() for k, v in p.items()}
-    other = {"blur_sigma": 0.9, "motion_length": 3.0, "motion_angle": -20.0, "scale": 0.5, "noise_sigma": 0.05,
-             "jpeg_quality": 70.0, "brightness": 1.3, "contrast": 0.7, "saturation": 1.4}
+    other = {
+        "blur_sigma": 0.9,
+        "motion_length": 3.0,
+        "motion_angle": -20.0,
+        "scale": 0.5,
+        "noise_sigma": 0.05,
+        "jpeg_quality": 70.0,
+        "brightness": 1.3,
+        "contrast": 0.7,
+        "saturation": 1.4,
+    }
     for k, v in other.items():
         q[k][1] = v
     q["color_order"][1] = (p["color_order"][1] + 1) % 6
@@ -200,8 +212,12 @@ def test_kornia_degrade_defaults_are_adaface_plus_camera_ops_at_its_probability(
 
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_kornia_degrade_keeps_labels_size_dtype_and_memory_format(channels_last):
-    m = build_method("kornia_degrade", EMB, CLASSES, overrides={"blur_prob": 0.3, "noise_prob": 0.3, "jpeg_prob": 0.3,
-                                                               "motion_prob": 0.3})
+    m = build_method(
+        "kornia_degrade",
+        EMB,
+        CLASSES,
+        overrides={"blur_prob": 0.3, "noise_prob": 0.3, "jpeg_prob": 0.3, "motion_prob": 0.3},
+    )
     x = _faces(16, channels_last=channels_last)
     y = torch.arange(16) % CLASSES
     torch.manual_seed(0)
@@ -217,7 +233,10 @@ def test_kornia_degrade_keeps_labels_size_dtype_and_memory_format(channels_last)
 
 
 def test_kornia_degrade_all_off_is_identity():
-    off = {k: 0.0 for k in ("crop_prob", "lowres_prob", "photometric_prob", "blur_prob", "motion_prob", "noise_prob", "jpeg_prob")}
+    off = {
+        k: 0.0
+        for k in ("crop_prob", "lowres_prob", "photometric_prob", "blur_prob", "motion_prob", "noise_prob", "jpeg_prob")
+    }
     m = build_method("kornia_degrade", EMB, CLASSES, overrides=off)
     x = _faces(4)
     out = m.augment(Batch(x=x, y=torch.arange(4)), _fr())

@@ -22,22 +22,37 @@ GRAPH = graph()
 
 #: Modules (or packages) the benchmark plugins call into only under one command: not entered for other stages.
 CLI_ONLY = {
-    "harness.eval.cli": ("harness.evaluate", "the built-in benchmarks' feature-file runners (eval.benchmarks, "
-                         "eval.verification_bin) call into it only under python -m harness.evaluate"),
-    "harness.report.bootstrap": ("harness.tables", "a benchmark's table columns name their bootstrap metric "
-                                 "(eval.benchmarks); it is built and run only by python -m harness.tables"),
+    "harness.eval.cli": (
+        "harness.evaluate",
+        "the built-in benchmarks' feature-file runners (eval.benchmarks, "
+        "eval.verification_bin) call into it only under python -m harness.evaluate",
+    ),
+    "harness.report.bootstrap": (
+        "harness.tables",
+        "a benchmark's table columns name their bootstrap metric "
+        "(eval.benchmarks); it is built and run only by python -m harness.tables",
+    ),
 }
-_TRAIN_ONLY = ("evaluate=false", {
-    "harness.eval": "evaluation code: run.py imports it to evaluate (evaluate=false here) and core.config to check "
-                    "the eval.* keys; neither changes the checkpoint",
-})
-_EVAL_ONLY = ("train=false", {
-    "harness.engine.train": "the training loop: run.py imports it but calls it only when training (train=false here)",
-})
-_STAGE1 = ("harness.stage1", {
-    "harness.eval": "stage 1 evaluates nothing: core.config imports the benchmark registry only to check the "
-                    "eval.* keys of the identity network's run config",
-})
+_TRAIN_ONLY = (
+    "evaluate=false",
+    {
+        "harness.eval": "evaluation code: run.py imports it to evaluate (evaluate=false here) and core.config to check "
+        "the eval.* keys; neither changes the checkpoint",
+    },
+)
+_EVAL_ONLY = (
+    "train=false",
+    {
+        "harness.engine.train": "the training loop: run.py imports it but calls it only when training (train=false here)",
+    },
+)
+_STAGE1 = (
+    "harness.stage1",
+    {
+        "harness.eval": "stage 1 evaluates nothing: core.config imports the benchmark registry only to check the "
+        "eval.* keys of the identity network's run config",
+    },
+)
 #: stage name -> (a text its command must hold, {module or package not entered: why})
 NOT_REACHED = {
     "train": _TRAIN_ONLY,
@@ -95,18 +110,28 @@ def missing_deps(name: str, cmd: str, command: str, deps: list[str]) -> list[str
 @pytest.mark.parametrize("dvc_file, name, stage, command", STAGES, ids=[f"{f}:{n}" for f, n, _, _ in STAGES])
 def test_stage_depends_on_its_import_closure(dvc_file, name, stage, command):
     missing = missing_deps(name, " ".join(str(stage["cmd"]).split()), command, stage.get("deps", []))
-    assert not missing, (f"{dvc_file}: stage {name} (python -m {command}) imports modules no dependency covers: "
-                         f"{missing}")
+    assert not missing, (
+        f"{dvc_file}: stage {name} (python -m {command}) imports modules no dependency covers: {missing}"
+    )
 
 
 def test_every_pipeline_command_is_checked():
     """Both pipelines' code-running stages are found (a stage whose command the pattern misses would go unchecked)."""
     names = {(f, n) for f, n, _, _ in STAGES}
-    for f, n in [("dvc.yaml", "synthface"), ("dvc.yaml", "train"), ("dvc.yaml", "stage1"), ("dvc.yaml", "evaluate"),
-                 ("dvc.yaml", "table"), ("dvc.yaml", "plots"), ("profiles/paper/dvc.yaml", "train"),
-                 ("profiles/paper/dvc.yaml", "check_data"), ("profiles/paper/dvc.yaml", "table"),
-                 ("profiles/analyses/dvc.yaml", "targets"), ("profiles/analyses/dvc.yaml", "stage1_camera"),
-                 ("profiles/analyses/dvc.yaml", "subspaces")]:
+    for f, n in [
+        ("dvc.yaml", "synthface"),
+        ("dvc.yaml", "train"),
+        ("dvc.yaml", "stage1"),
+        ("dvc.yaml", "evaluate"),
+        ("dvc.yaml", "table"),
+        ("dvc.yaml", "plots"),
+        ("profiles/paper/dvc.yaml", "train"),
+        ("profiles/paper/dvc.yaml", "check_data"),
+        ("profiles/paper/dvc.yaml", "table"),
+        ("profiles/analyses/dvc.yaml", "targets"),
+        ("profiles/analyses/dvc.yaml", "stage1_camera"),
+        ("profiles/analyses/dvc.yaml", "subspaces"),
+    ]:
         assert (f, n) in names
 
 

@@ -46,17 +46,25 @@ def evaluated(tiny_release, tmp_path_factory):
 
 def _expected(cfg, benchmark: str) -> dict:
     """The knobs each evaluator states for this config (built as ``harness.run.evaluate_model`` builds them)."""
-    protocol = VerificationProtocol(flip=cfg.eval.flip, faceness=cfg.eval.faceness, image_norm=cfg.eval.image_norm,
-                                    align_size=cfg.data.input_size, channel_order=cfg.data.channel_order)
+    protocol = VerificationProtocol(
+        flip=cfg.eval.flip,
+        faceness=cfg.eval.faceness,
+        image_norm=cfg.eval.image_norm,
+        align_size=cfg.data.input_size,
+        channel_order=cfg.data.channel_order,
+    )
     if benchmark in ("IJB-B", "IJB-C"):
         return protocol.knobs()
     if benchmark in ("IJB-B 1:N", "IJB-C 1:N"):
         return identification_knobs(protocol)
     if benchmark == "IJB-S":
-        return IJBSSettings(channel_order=cfg.data.channel_order, input_size=cfg.data.input_size,
-                            frame_norm=cfg.eval.image_norm).knobs()
+        return IJBSSettings(
+            channel_order=cfg.data.channel_order, input_size=cfg.data.input_size, frame_norm=cfg.eval.image_norm
+        ).knobs()
     assert benchmark == "TinyFace"
-    return TinyFaceSettings(flip=cfg.eval.flip, channel_order=cfg.data.channel_order, input_size=cfg.data.input_size).knobs()
+    return TinyFaceSettings(
+        flip=cfg.eval.flip, channel_order=cfg.data.channel_order, input_size=cfg.data.input_size
+    ).knobs()
 
 
 @pytest.mark.parametrize("benchmark", ["IJB-B", "IJB-B 1:N", "IJB-C", "IJB-C 1:N", "IJB-S", "TinyFace"])
@@ -76,7 +84,9 @@ def test_ijbs_row_says_what_ijbs_ran(evaluated):
     k = rows["IJB-S"]["knobs"]
     assert cfg.eval.flip == "sum" and k["flip"] == "none"
     assert cfg.eval.faceness is True and k["faceness"] is False
-    assert k["image_norm"] is True and k["score"] == "inner product" and k["pooling"].startswith("mean of frame features")
+    assert (
+        k["image_norm"] is True and k["score"] == "inner product" and k["pooling"].startswith("mean of frame features")
+    )
     assert k["channel_order"] == "BGR" and k["ties"].startswith("higher gallery column first")
 
 
@@ -99,6 +109,8 @@ def test_run_level_facts_never_overwrite(evaluated, monkeypatch):
     for row in rows.values():
         assert row["knobs"]["release"] == cfg.data.release
     monkeypatch.setattr(hr, "result_knobs", lambda c: {"flip": "sum", "release": "run", "extra": 1})
-    monkeypatch.setattr(hr, "evaluate_model", lambda c, b, d, items=None: [{"benchmark": "X", "knobs": {"flip": "none"}}])
+    monkeypatch.setattr(
+        hr, "evaluate_model", lambda c, b, d, items=None: [{"benchmark": "X", "knobs": {"flip": "none"}}]
+    )
     doc = hr.run(cfg)
     assert doc["results"][0]["knobs"] == {"flip": "none", "release": "run", "extra": 1}

@@ -54,7 +54,11 @@ def _ftm_lines(rng, n):
 def _pts_lines(rng, n, tokens=None):
     out = []
     for i in range(n):
-        nums = tokens[i] if tokens is not None else [f"{x:.3f}" for x in rng.uniform(0, 150, 10)] + [f"{rng.uniform(0, 1):.6f}"]
+        nums = (
+            tokens[i]
+            if tokens is not None
+            else [f"{x:.3f}" for x in rng.uniform(0, 150, 10)] + [f"{rng.uniform(0, 1):.6f}"]
+        )
         out.append(f"img_{i}.jpg " + " ".join(nums))
     return out
 
@@ -210,9 +214,20 @@ def _release(tmp_path, n_rows=400, n_t=40, n_pairs=3000, seed=5, pair_text=None)
     tids.sort()
     mids = rng.integers(0, n_rows // 2, n_rows)
     names = [f"{i + 1}.jpg" for i in range(n_rows)]
-    _write_bytes(root / "meta" / "ijbc_face_tid_mid.txt", ("\n".join(f"{a} {t} {m}" for a, t, m in zip(names, tids, mids)) + "\n").encode())
-    _write_bytes(root / "meta" / "ijbc_name_5pts_score.txt", ("\n".join(
-        f"{a} " + " ".join(f"{x:.2f}" for x in rng.uniform(0, 100, 10)) + f" {rng.uniform(0.1, 1):.4f}" for a in names) + "\n").encode())
+    _write_bytes(
+        root / "meta" / "ijbc_face_tid_mid.txt",
+        ("\n".join(f"{a} {t} {m}" for a, t, m in zip(names, tids, mids)) + "\n").encode(),
+    )
+    _write_bytes(
+        root / "meta" / "ijbc_name_5pts_score.txt",
+        (
+            "\n".join(
+                f"{a} " + " ".join(f"{x:.2f}" for x in rng.uniform(0, 100, 10)) + f" {rng.uniform(0.1, 1):.4f}"
+                for a in names
+            )
+            + "\n"
+        ).encode(),
+    )
     pairs = rng.integers(1, n_t + 1, (n_pairs, 2))
     labels = (rng.random(n_pairs) < 0.2).astype(int)
     if pair_text is None:
@@ -262,7 +277,11 @@ def test_split_rocs_from_one_merge_equal_three_roc_curves(frac_video):
 
 def _dense_topk(probe, gallery, k, ties):
     s = probe @ gallery.T
-    order = np.argsort(-s, axis=1, kind="stable") if ties == "low_index_first" else np.argsort(s, axis=1, kind="stable")[:, ::-1]
+    order = (
+        np.argsort(-s, axis=1, kind="stable")
+        if ties == "low_index_first"
+        else np.argsort(s, axis=1, kind="stable")[:, ::-1]
+    )
     return np.take_along_axis(s, order[:, :k], axis=1), order[:, :k]
 
 

@@ -74,14 +74,18 @@ def test_ijb11_write_order_and_evaluate(ijbb_root, tmp_path, capsys):
     fpath, res_path = str(tmp_path / "f.npy"), str(tmp_path / "res" / "r.json")
     os.makedirs(os.path.dirname(res_path))
     np.save(fpath, feats)
-    rc, out, err = _run(["--benchmark", "ijb11", "--release", ijbb_root, "--features", fpath, "--out", res_path], capsys)
+    rc, out, err = _run(
+        ["--benchmark", "ijb11", "--release", ijbb_root, "--features", fpath, "--out", res_path], capsys
+    )
     assert rc == 0, err
     res = _load(res_path)
     assert res["cli_benchmark"] == "ijb11" and res["benchmark"] == "IJB-B" and res["features"] == os.path.abspath(fpath)
     assert res["knobs"]["faceness"] is True and all(_in_unit(v) for v in res["tar_at_far"].values())
     assert os.listdir(os.path.dirname(res_path)) == ["r.json"]
     # an argument ijb11 does not take, and --write-order with --features
-    rc, _, err = _run(["--release", ijbb_root, "--features", fpath, "--out", res_path, "--ties", "low_index_first"], capsys)
+    rc, _, err = _run(
+        ["--release", ijbb_root, "--features", fpath, "--out", res_path, "--ties", "low_index_first"], capsys
+    )
     _one_line_error(rc, err, "--ties", "ijb11")
     rc, _, err = _run(["--release", ijbb_root, "--features", fpath, "--write-order", order], capsys)
     _one_line_error(rc, err, "--features", "--write-order")
@@ -110,10 +114,16 @@ def test_ijb1n_perfect_features(ijbb_root, tmp_path, capsys):
         feats[i] = _one_hot([col[s]], len(subs))[0] if s is not None else np.abs(rng.standard_normal(len(subs)))
     fpath, res_path = str(tmp_path / "f.npy"), str(tmp_path / "r.json")
     np.save(fpath, feats)
-    rc, out, err = _run(["--benchmark", "ijb1n", "--release", ijbb_root, "--features", fpath, "--out", res_path], capsys)
+    rc, out, err = _run(
+        ["--benchmark", "ijb1n", "--release", ijbb_root, "--features", fpath, "--out", res_path], capsys
+    )
     assert rc == 0, err
     res = _load(res_path)
-    assert res["cli_benchmark"] == "ijb1n" and res["benchmark"] == "IJB-B 1:N" and res["features"] == os.path.abspath(fpath)
+    assert (
+        res["cli_benchmark"] == "ijb1n"
+        and res["benchmark"] == "IJB-B 1:N"
+        and res["features"] == os.path.abspath(fpath)
+    )
     assert res["knobs"]["faceness"] is True and res["input"] == {"flip_concat": False, "dim": len(subs)}
     j, o = res["joined"], res["open_set"]
     assert j["rank1"] == j["rank5"] == j["rank10"] == 1.0 and j["tpir@far=0.01"] == j["tpir@far=0.1"] == 1.0
@@ -122,8 +132,24 @@ def test_ijb1n_perfect_features(ijbb_root, tmp_path, capsys):
 
     # random [orig | flip] features with the knobs: finite, in [0, 1]
     np.save(fpath, rng.standard_normal((len(lines), 16)).astype(np.float32))
-    rc, _, err = _run(["--benchmark", "ijb1n", "--release", ijbb_root, "--features", fpath, "--flip-concat", "--flip", "none",
-                       "--no-faceness", "--image-norm", "--out", res_path], capsys)
+    rc, _, err = _run(
+        [
+            "--benchmark",
+            "ijb1n",
+            "--release",
+            ijbb_root,
+            "--features",
+            fpath,
+            "--flip-concat",
+            "--flip",
+            "none",
+            "--no-faceness",
+            "--image-norm",
+            "--out",
+            res_path,
+        ],
+        capsys,
+    )
     assert rc == 0, err
     res = _load(res_path)
     assert res["knobs"]["faceness"] is False and res["knobs"]["image_norm"] is True and res["knobs"]["flip"] == "none"
@@ -134,7 +160,9 @@ def test_ijb1n_perfect_features(ijbb_root, tmp_path, capsys):
     np.save(fpath, feats[:-3])
     rc, _, err = _run(["--benchmark", "ijb1n", "--release", ijbb_root, "--features", fpath, "--out", res_path], capsys)
     _one_line_error(rc, err, f"{fpath}:rows", f"{len(lines) - 3} feature rows")
-    rc, _, err = _run(["--benchmark", "ijb1n", "--release", ijbb_root, "--features", fpath, "--exact", "--out", res_path], capsys)
+    rc, _, err = _run(
+        ["--benchmark", "ijb1n", "--release", ijbb_root, "--features", fpath, "--exact", "--out", res_path], capsys
+    )
     _one_line_error(rc, err, "--exact")
 
 
@@ -153,8 +181,21 @@ def test_ijbs_perfect_features(tiny_release, tmp_path, capsys):
     fpath, res_path = str(tmp_path / "f.npy"), str(tmp_path / "r.json")
     np.save(fpath, feats)
     release_ijbs = os.path.join(tiny_release, "IJB-S")  # the IJB-S folder itself is accepted too
-    rc, out, err = _run(["--benchmark", "ijbs", "--release", release_ijbs, "--features", fpath, "--image-list", order,
-                         "--out", res_path], capsys)
+    rc, out, err = _run(
+        [
+            "--benchmark",
+            "ijbs",
+            "--release",
+            release_ijbs,
+            "--features",
+            fpath,
+            "--image-list",
+            order,
+            "--out",
+            res_path,
+        ],
+        capsys,
+    )
     assert rc == 0, err
     res = _load(res_path)
     assert res["cli_benchmark"] == "ijbs" and res["benchmark"] == "IJB-S" and res["features"] == os.path.abspath(fpath)
@@ -169,35 +210,105 @@ def test_ijbs_perfect_features(tiny_release, tmp_path, capsys):
 
     # random features, --image-norm (frame_norm)
     np.save(fpath, np.random.default_rng(2).standard_normal((len(lines), 8)).astype(np.float32))
-    rc, _, err = _run(["--benchmark", "ijbs", "--release", tiny_release, "--features", fpath, "--image-list", order,
-                       "--image-norm", "--out", res_path], capsys)
+    rc, _, err = _run(
+        [
+            "--benchmark",
+            "ijbs",
+            "--release",
+            tiny_release,
+            "--features",
+            fpath,
+            "--image-list",
+            order,
+            "--image-norm",
+            "--out",
+            res_path,
+        ],
+        capsys,
+    )
     assert rc == 0, err
     res = _load(res_path)
     assert res["knobs"]["image_norm"] is True
     assert all(_in_unit(v) for name in ("V2S", "V2B", "V2V") for v in res[name].values())
 
     # missing --image-list; wrong row count; NaN; paths that are not protocol images; an ijb-only argument
-    rc, _, err = _run(["--benchmark", "ijbs", "--release", tiny_release, "--features", fpath, "--out", res_path], capsys)
+    rc, _, err = _run(
+        ["--benchmark", "ijbs", "--release", tiny_release, "--features", fpath, "--out", res_path], capsys
+    )
     _one_line_error(rc, err, "--image-list")
     np.save(fpath, feats[:-1])
-    rc, _, err = _run(["--benchmark", "ijbs", "--release", tiny_release, "--features", fpath, "--image-list", order,
-                       "--out", res_path], capsys)
+    rc, _, err = _run(
+        [
+            "--benchmark",
+            "ijbs",
+            "--release",
+            tiny_release,
+            "--features",
+            fpath,
+            "--image-list",
+            order,
+            "--out",
+            res_path,
+        ],
+        capsys,
+    )
     _one_line_error(rc, err, f"{fpath}:rows", order)
     bad = feats.copy()
     bad[3, 0] = np.nan
     np.save(fpath, bad)
-    rc, _, err = _run(["--benchmark", "ijbs", "--release", tiny_release, "--features", fpath, "--image-list", order,
-                       "--out", res_path], capsys)
+    rc, _, err = _run(
+        [
+            "--benchmark",
+            "ijbs",
+            "--release",
+            tiny_release,
+            "--features",
+            fpath,
+            "--image-list",
+            order,
+            "--out",
+            res_path,
+        ],
+        capsys,
+    )
     _one_line_error(rc, err, f"{fpath}:row 3", "NaN")
     wrong = str(tmp_path / "wrong.txt")
     with open(wrong, "w") as f:
         f.write("".join(f"x/{p}\n" for p in lines))
     np.save(fpath, feats)
-    rc, _, err = _run(["--benchmark", "ijbs", "--release", tiny_release, "--features", fpath, "--image-list", wrong,
-                       "--out", res_path], capsys)
+    rc, _, err = _run(
+        [
+            "--benchmark",
+            "ijbs",
+            "--release",
+            tiny_release,
+            "--features",
+            fpath,
+            "--image-list",
+            wrong,
+            "--out",
+            res_path,
+        ],
+        capsys,
+    )
     _one_line_error(rc, err, wrong)
-    rc, _, err = _run(["--benchmark", "ijbs", "--release", tiny_release, "--features", fpath, "--image-list", order,
-                       "--prefix", "ijbb", "--out", res_path], capsys)
+    rc, _, err = _run(
+        [
+            "--benchmark",
+            "ijbs",
+            "--release",
+            tiny_release,
+            "--features",
+            fpath,
+            "--image-list",
+            order,
+            "--prefix",
+            "ijbb",
+            "--out",
+            res_path,
+        ],
+        capsys,
+    )
     _one_line_error(rc, err, "--prefix")
 
 
@@ -221,14 +332,24 @@ def test_tinyface_perfect_features(tiny_release, tmp_path, capsys):
     rng = np.random.default_rng(3)
     probe = _one_hot([ident(p) for p in probes], dim)
     distractors = rng.standard_normal((len(gallery) - n_match, dim)).astype(np.float32)
-    gal = np.concatenate([_one_hot([ident(p) for p in gallery[:n_match]], dim),
-                          distractors / np.linalg.norm(distractors, axis=1, keepdims=True)])
+    gal = np.concatenate(
+        [
+            _one_hot([ident(p) for p in gallery[:n_match]], dim),
+            distractors / np.linalg.norm(distractors, axis=1, keepdims=True),
+        ]
+    )
     fpath, res_path = str(tmp_path / "f.npz"), str(tmp_path / "r.json")
     np.savez(fpath, probe=probe, gallery=gal)
-    rc, out, err = _run(["--benchmark", "tinyface", "--release", tiny_release, "--features", fpath, "--out", res_path], capsys)
+    rc, out, err = _run(
+        ["--benchmark", "tinyface", "--release", tiny_release, "--features", fpath, "--out", res_path], capsys
+    )
     assert rc == 0, err
     res = _load(res_path)
-    assert res["cli_benchmark"] == "tinyface" and res["benchmark"] == "TinyFace" and res["features"] == os.path.abspath(fpath)
+    assert (
+        res["cli_benchmark"] == "tinyface"
+        and res["benchmark"] == "TinyFace"
+        and res["features"] == os.path.abspath(fpath)
+    )
     assert res["rank1"] == res["rank5"] == res["rank20"] == 1.0
     assert res["counts"]["probes"] == len(probes) and res["counts"]["gallery_match"] == n_match
     assert res["knobs"]["ties"] == "high_index_first" and res["input"]["dim"] == dim
@@ -238,33 +359,66 @@ def test_tinyface_perfect_features(tiny_release, tmp_path, capsys):
     # features are scored as given: un-normalised distractors (norms ~ sqrt(dim) > 1) outscore the unit mates,
     # unless --l2-normalize normalises each row first
     np.savez(fpath, probe=probe, gallery=np.concatenate([gal[:n_match], distractors * 4]))
-    rc, _, err = _run(["--benchmark", "tinyface", "--release", tiny_release, "--features", fpath, "--out", res_path], capsys)
+    rc, _, err = _run(
+        ["--benchmark", "tinyface", "--release", tiny_release, "--features", fpath, "--out", res_path], capsys
+    )
     assert rc == 0, err
     assert _load(res_path)["rank1"] < 1.0
-    rc, _, err = _run(["--benchmark", "tinyface", "--release", tiny_release, "--features", fpath, "--l2-normalize",
-                       "--out", res_path], capsys)
+    rc, _, err = _run(
+        [
+            "--benchmark",
+            "tinyface",
+            "--release",
+            tiny_release,
+            "--features",
+            fpath,
+            "--l2-normalize",
+            "--out",
+            res_path,
+        ],
+        capsys,
+    )
     assert rc == 0, err
     res = _load(res_path)
     assert res["rank1"] == 1.0 and res["knobs"]["l2_normalize"] is True
 
     # random features, the other tie order
     np.savez(fpath, probe=rng.standard_normal(probe.shape), gallery=rng.standard_normal(gal.shape))
-    rc, _, err = _run(["--benchmark", "tinyface", "--release", tiny_release, "--features", fpath, "--ties", "low_index_first",
-                       "--out", res_path], capsys)
+    rc, _, err = _run(
+        [
+            "--benchmark",
+            "tinyface",
+            "--release",
+            tiny_release,
+            "--features",
+            fpath,
+            "--ties",
+            "low_index_first",
+            "--out",
+            res_path,
+        ],
+        capsys,
+    )
     assert rc == 0, err
     res = _load(res_path)
     assert res["knobs"]["ties"] == "low_index_first" and all(_in_unit(res[k]) for k in ("rank1", "rank5", "rank20"))
 
     # npz without gallery; a .npy instead of an .npz; wrong probe rows
     np.savez(fpath, probe=probe)
-    rc, _, err = _run(["--benchmark", "tinyface", "--release", tiny_release, "--features", fpath, "--out", res_path], capsys)
+    rc, _, err = _run(
+        ["--benchmark", "tinyface", "--release", tiny_release, "--features", fpath, "--out", res_path], capsys
+    )
     _one_line_error(rc, err, f"{fpath}:gallery", "missing")
     npy = str(tmp_path / "f.npy")
     np.save(npy, probe)
-    rc, _, err = _run(["--benchmark", "tinyface", "--release", tiny_release, "--features", npy, "--out", res_path], capsys)
+    rc, _, err = _run(
+        ["--benchmark", "tinyface", "--release", tiny_release, "--features", npy, "--out", res_path], capsys
+    )
     _one_line_error(rc, err, npy, ".npz")
     np.savez(fpath, probe=probe[:-2], gallery=gal)
-    rc, _, err = _run(["--benchmark", "tinyface", "--release", tiny_release, "--features", fpath, "--out", res_path], capsys)
+    rc, _, err = _run(
+        ["--benchmark", "tinyface", "--release", tiny_release, "--features", fpath, "--out", res_path], capsys
+    )
     _one_line_error(rc, err, f"{fpath}:probe", f"{len(probes) - 2} feature rows")
 
 
@@ -277,12 +431,29 @@ def test_usage_errors_are_one_line(tiny_release, tmp_path, capsys):
     _one_line_error(rc, err, "ijbx")
     rc, _, err = _run(["--benchmark", "tinyface", "--release", tiny_release, "--out", out], capsys)
     _one_line_error(rc, err, "--features")
-    rc, _, err = _run(["--benchmark", "tinyface", "--release", tiny_release, "--image-list", "x.txt",
-                       "--features", "f.npz", "--out", out], capsys)
+    rc, _, err = _run(
+        [
+            "--benchmark",
+            "tinyface",
+            "--release",
+            tiny_release,
+            "--image-list",
+            "x.txt",
+            "--features",
+            "f.npz",
+            "--out",
+            out,
+        ],
+        capsys,
+    )
     _one_line_error(rc, err, "--image-list")
-    rc, _, err = _run(["--benchmark", "ijbs", "--release", str(tmp_path), "--write-order", str(tmp_path / "o.txt")], capsys)
+    rc, _, err = _run(
+        ["--benchmark", "ijbs", "--release", str(tmp_path), "--write-order", str(tmp_path / "o.txt")], capsys
+    )
     _one_line_error(rc, err, str(tmp_path), "IJB-S")
-    rc, _, err = _run(["--benchmark", "tinyface", "--release", tiny_release, "--write-order", str(tmp_path / "no" / "o")], capsys)
+    rc, _, err = _run(
+        ["--benchmark", "tinyface", "--release", tiny_release, "--write-order", str(tmp_path / "no" / "o")], capsys
+    )
     _one_line_error(rc, err, str(tmp_path / "no"))
     assert os.listdir(tmp_path) == []
 
@@ -325,7 +496,9 @@ def test_inputs_once_silently_scored_are_one_line_errors(tiny_release, tmp_path,
     assert _run(["--benchmark", "ijbs", "--release", rel, "--write-order", ijbs_order], capsys)[0] == 0
     npy = str(tmp_path / "zero.npy")
     np.save(npy, np.zeros((len(_lines(ijbs_order)), 8), np.float32))
-    rc, _, err = _run(["--benchmark", "ijbs", "--release", rel, "--features", npy, "--image-list", ijbs_order, "--out", out], capsys)
+    rc, _, err = _run(
+        ["--benchmark", "ijbs", "--release", rel, "--features", npy, "--image-list", ijbs_order, "--out", out], capsys
+    )
     _one_line_error(rc, err, npy, "zero")
     probe_csv = os.path.join(rel, "IJB-S", "protocols", "cs6_surveillance_to_surveillance_probe.csv")
     with open(probe_csv, "w") as f:
@@ -341,6 +514,7 @@ def test_inputs_once_silently_scored_are_one_line_errors(tiny_release, tmp_path,
     n = len(lines)
     feats = str(tmp_path / "ijbb.npy")
     np.save(feats, np.random.default_rng(0).standard_normal((n, 8)).astype(np.float32))
+
     def edit(value: str) -> None:
         with open(scores, "w") as f:
             f.write("\n".join(lines[:2] + [" ".join(lines[2].split()[:-1] + [value])] + lines[3:]) + "\n")

@@ -20,8 +20,14 @@ from methods import resolve_hparams
 pytestmark = pytest.mark.usefixtures("one_thread")
 BUILD_MODEL = trainer.build_model  # the real one (tests below wrap it)
 
-SMALL = {"data.input_size": "32", "model.widths": "8,16,16,32", "model.embedding_size": "32", "device": "cpu",
-         "threads": "1", "optim.batch_size": "16"}
+SMALL = {
+    "data.input_size": "32",
+    "model.widths": "8,16,16,32",
+    "model.embedding_size": "32",
+    "device": "cpu",
+    "threads": "1",
+    "optim.batch_size": "16",
+}
 
 
 def _cfg(release_dir: str, **extra) -> RunConfig:
@@ -53,8 +59,16 @@ def _one_step(toy_rec_release, monkeypatch, loud: bool, **extra):
 
     monkeypatch.setattr(trainer, "build_model", build)
     # one step at the full learning rate, no weight decay: the backbone's update is lr x its (clipped) gradient
-    cfg = _cfg(toy_rec_release, **{"optim.epochs": "0.34", "optim.warmup_epochs": "0", "optim.weight_decay": "0",
-                                   "checkpoint_every": "0", **extra})
+    cfg = _cfg(
+        toy_rec_release,
+        **{
+            "optim.epochs": "0.34",
+            "optim.warmup_epochs": "0",
+            "optim.weight_decay": "0",
+            "checkpoint_every": "0",
+            **extra,
+        },
+    )
     result = trainer.train(cfg, progress=False)
     assert result.steps == 1
     after = dict(result.backbone.named_parameters())
@@ -81,8 +95,9 @@ def test_unknown_clip_scope_is_a_one_line_error(toy_rec_release):
 
 
 # ------------------------------------------------------------------------------------------------ AMP scope
-def test_amp_keeps_generator_and_final_layers_float32_and_the_trunk_reduced(toy_rec_release, generator_path,
-                                                                            monkeypatch):
+def test_amp_keeps_generator_and_final_layers_float32_and_the_trunk_reduced(
+    toy_rec_release, generator_path, monkeypatch
+):
     import methods.cfsm_guided as guided
 
     seen: dict[str, set] = {"generator": set(), "conv1": set(), "layer1": set(), "fc": set(), "features": set()}
@@ -103,9 +118,19 @@ def test_amp_keeps_generator_and_final_layers_float32_and_the_trunk_reduced(toy_
 
     monkeypatch.setattr(guided, "decode", spy_decode)
     monkeypatch.setattr(trainer, "build_model", build)
-    cfg = _cfg(toy_rec_release, method="cfsm_guided", amp="on", **{
-        "optim.epochs": "0.67", "hparams.generator": generator_path, "hparams.generator_size": "16",
-        "hparams.latent_dim": "16", "hparams.synthesize": "all", "checkpoint_every": "0"})
+    cfg = _cfg(
+        toy_rec_release,
+        method="cfsm_guided",
+        amp="on",
+        **{
+            "optim.epochs": "0.67",
+            "hparams.generator": generator_path,
+            "hparams.generator_size": "16",
+            "hparams.latent_dim": "16",
+            "hparams.synthesize": "all",
+            "checkpoint_every": "0",
+        },
+    )
     result = trainer.train(cfg, progress=False)
     assert math.isfinite(result.final_loss) and result.steps == 2
     assert seen["generator"] == {torch.float32}  # no autocast around the step: G runs float32 (as released)
@@ -128,8 +153,10 @@ def test_the_trainer_builds_its_grad_scaler_with_the_configured_growth_interval(
     monkeypatch.setattr(torch.amp, "GradScaler", spy)
     assert RunConfig().optim.amp_growth_interval == 100  # released: GradScaler(growth_interval=100)
     trainer.train(_cfg(toy_rec_release, **{"optim.epochs": "0.34", "checkpoint_every": "0"}), progress=False)
-    trainer.train(_cfg(toy_rec_release, **{"optim.epochs": "0.34", "checkpoint_every": "0",
-                                           "optim.amp_growth_interval": "7"}), progress=False)
+    trainer.train(
+        _cfg(toy_rec_release, **{"optim.epochs": "0.34", "checkpoint_every": "0", "optim.amp_growth_interval": "7"}),
+        progress=False,
+    )
     assert [b["growth_interval"] for b in built] == [100, 7]
 
 
@@ -142,10 +169,13 @@ def test_training_over_an_index_list_uses_only_those_records(toy_rec_release, tm
     listed.write_text("# a subset\n" + "".join(f"{k}\n" for k in keys) + "\n")
     read: list[int] = []
     getitem = FaceRecDataset.__getitem__
-    monkeypatch.setattr(FaceRecDataset, "__getitem__", lambda self, i: (read.append(int(self.image_keys[i])), getitem(self, i))[1])
+    monkeypatch.setattr(
+        FaceRecDataset, "__getitem__", lambda self, i: (read.append(int(self.image_keys[i])), getitem(self, i))[1]
+    )
 
-    source = trainer.SourceData(f"{toy_rec_release}/faces_synthface", 32, 8, seed=0, flip=False, cache=False,
-                                index_list=str(listed))
+    source = trainer.SourceData(
+        f"{toy_rec_release}/faces_synthface", 32, 8, seed=0, flip=False, cache=False, index_list=str(listed)
+    )
     assert len(source) == 20 and source.steps_per_epoch == 20 // 8 and source.num_classes == 6
     labels = []
     for _ in range(3 * source.steps_per_epoch):
@@ -160,22 +190,29 @@ def test_training_over_an_index_list_uses_only_those_records(toy_rec_release, tm
     assert set(read) == set(keys)  # the cache holds exactly the listed records
     assert result.steps == 2 * (20 // 16)  # steps_per_epoch follows the list's length, not the RecordIO's 48
     assert result.info["train_images"] == 20
-    assert result.info["index_list"] == {"path": str(listed), "length": 20,
-                                         "sha256": hashlib.sha256(listed.read_bytes()).hexdigest()}
+    assert result.info["index_list"] == {
+        "path": str(listed),
+        "length": 20,
+        "sha256": hashlib.sha256(listed.read_bytes()).hexdigest(),
+    }
 
 
-@pytest.mark.parametrize("text, message", [
-    ("3\nabc\n", r"subset.txt:line 2: 'abc' is not a record key"),
-    ("3\n999\n", r"subset.txt:line 2: record 999 is not an image of"),
-    ("3\n4\n3\n", r"subset.txt:line 3: record 3 repeats line 1"),
-    ("# nothing\n\n", r"subset.txt: the index list names no record"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("3\nabc\n", r"subset.txt:line 2: 'abc' is not a record key"),
+        ("3\n999\n", r"subset.txt:line 2: record 999 is not an image of"),
+        ("3\n4\n3\n", r"subset.txt:line 3: record 3 repeats line 1"),
+        ("# nothing\n\n", r"subset.txt: the index list names no record"),
+    ],
+)
 def test_a_bad_index_list_is_a_one_line_error_naming_file_and_line(toy_rec_release, tmp_path, text, message):
     listed = tmp_path / "subset.txt"
     listed.write_text(text)
     with pytest.raises(DataFormatError, match=message):
-        trainer.SourceData(f"{toy_rec_release}/faces_synthface", 32, 1, seed=0, flip=False, cache=False,
-                           index_list=str(listed))
+        trainer.SourceData(
+            f"{toy_rec_release}/faces_synthface", 32, 1, seed=0, flip=False, cache=False, index_list=str(listed)
+        )
 
 
 # ------------------------------------------------------------------------------------------------ DA target list
@@ -189,8 +226,9 @@ def test_domain_adaptation_reads_the_configured_target_list(toy_rec_release, tmp
     for n in names:
         (root / "crops" / n).write_bytes(encode_jpeg(np.clip(rng.normal(60, 30, (32, 32, 3)), 0, 255).astype(np.uint8)))
     (root / "target_list_wf_12k.txt").write_text("".join(n + "\n" for n in names))  # no target_list.txt here
-    cfg = _cfg(toy_rec_release, method="coral", **{"data.target": str(root), "optim.epochs": "0.34",
-                                                   "checkpoint_every": "0"})
+    cfg = _cfg(
+        toy_rec_release, method="coral", **{"data.target": str(root), "optim.epochs": "0.34", "checkpoint_every": "0"}
+    )
     with pytest.raises(FileNotFoundError, match="target_list.txt"):
         trainer.train(cfg, progress=False)
     cfg = apply_overrides(cfg, {"data.target_list": "target_list_wf_12k.txt"})
@@ -207,15 +245,26 @@ def test_off_a_terminal_training_prints_plain_progress_lines(toy_rec_release, ca
     for ln in lines:
         assert " loss " in ln and " lr " in ln and " img/s " in ln and " ETA " in ln
     trainer.train(apply_overrides(cfg, {"log_every": "2"}), progress=True)
-    assert [ln.split()[3] for ln in capsys.readouterr().err.splitlines()
-            if ln.startswith("train source_only step")] == ["1/3", "3/3"]  # every log_every steps and the last
+    assert [
+        ln.split()[3] for ln in capsys.readouterr().err.splitlines() if ln.startswith("train source_only step")
+    ] == ["1/3", "3/3"]  # every log_every steps and the last
 
 
 # ------------------------------------------------------------------------------------------------ deviations
 def _released_cfg(**extra) -> RunConfig:
-    values = {"device": "cuda", "amp": "on", "data.input_size": 112, "model.backbone": "r50", "model.stem_stride": 1,
-              "model.embedding_size": 512, "optim.batch_size": 256, "optim.epochs": 20, "optim.warmup_epochs": 2,
-              "data.rec": "faces_emore", **extra}
+    values = {
+        "device": "cuda",
+        "amp": "on",
+        "data.input_size": 112,
+        "model.backbone": "r50",
+        "model.stem_stride": 1,
+        "model.embedding_size": 512,
+        "optim.batch_size": 256,
+        "optim.epochs": 20,
+        "optim.warmup_epochs": 2,
+        "data.rec": "faces_emore",
+        **extra,
+    }
     return apply_overrides(RunConfig(), values)
 
 
@@ -232,11 +281,20 @@ def test_the_released_recipe_on_8_processes_deviates_only_in_the_unpublished_tra
 def test_each_changed_knob_is_a_deviation_with_its_source_and_a_reason_from_the_value():
     cfg = _released_cfg(**{"optim.grad_clip_scope": "all", "optim.amp_growth_interval": 2000, "optim.lr": 0.05})
     devs = {d["key"]: d for d in release.deviations(cfg, {}, world_size=1)}
-    assert set(devs) == {"optim.grad_clip_scope", "optim.amp_growth_interval", "optim.lr", "optim.global_batch",
-                         "data.train_set"}
-    assert devs["optim.grad_clip_scope"] == {"key": "optim.grad_clip_scope", "ours": "all", "release": "backbone",
-                                             "source": release.FR_RECIPE["optim.grad_clip_scope"][1],
-                                             "why": "set by the user"}
+    assert set(devs) == {
+        "optim.grad_clip_scope",
+        "optim.amp_growth_interval",
+        "optim.lr",
+        "optim.global_batch",
+        "data.train_set",
+    }
+    assert devs["optim.grad_clip_scope"] == {
+        "key": "optim.grad_clip_scope",
+        "ours": "all",
+        "release": "backbone",
+        "source": release.FR_RECIPE["optim.grad_clip_scope"][1],
+        "why": "set by the user",
+    }
     assert devs["optim.global_batch"]["ours"] == 256 and devs["optim.global_batch"]["release"] == 2048
     assert devs["optim.global_batch"]["why"] == "256 per process x 1 process(es)"
 
@@ -271,10 +329,15 @@ def test_cfsm_deviations_synthesize_and_generator_provenance(tmp_path):
     hp = resolve_hparams("cfsm_guided", overrides={"generator_size": 112, "synthesize": "all", "generator": str(ours)})
     devs = {d["key"]: d for d in release.deviations(cfg, hp, world_size=8)}
     assert set(devs) == {"data.train_set", "hparams.generator"}
-    assert "trained by this project's stage 1" in devs["hparams.generator"]["ours"] and "2 recorded" in devs["hparams.generator"]["ours"]
+    assert (
+        "trained by this project's stage 1" in devs["hparams.generator"]["ours"]
+        and "2 recorded" in devs["hparams.generator"]["ours"]
+    )
     hp["generator"] = str(imported)
     assert [d["key"] for d in release.deviations(cfg, hp, world_size=8)] == ["data.train_set"]
-    random_hp = resolve_hparams("cfsm_random", overrides={"generator_size": 32, "synthesize": "all", "generator": str(imported)})
+    random_hp = resolve_hparams(
+        "cfsm_random", overrides={"generator_size": 32, "synthesize": "all", "generator": str(imported)}
+    )
     devs = {d["key"]: d for d in release.deviations(_released_cfg(method="cfsm_random"), random_hp, world_size=8)}
     assert set(devs) == {"data.train_set", "hparams.generator_size"}  # steps 0 is the paper's Ours*, not a deviation
     assert devs["hparams.generator_size"]["why"].startswith("CPU default")
@@ -288,9 +351,21 @@ def test_the_run_record_carries_the_deviations(toy_rec_release, tmp_path):
     result = tmp_path / "result.json"
     args = ["--params", str(tmp_path / "none.yaml")]
     (tmp_path / "none.yaml").write_text("{}\n")
-    assert main([*args, f"data.release={toy_rec_release}", *[f"{k}={v}" for k, v in SMALL.items()],
-                 "optim.epochs=0.34", "evaluate=false", f"out={tmp_path / 'runs'}", f"result={result}",
-                 "checkpoint_every=0"]) == 0
+    assert (
+        main(
+            [
+                *args,
+                f"data.release={toy_rec_release}",
+                *[f"{k}={v}" for k, v in SMALL.items()],
+                "optim.epochs=0.34",
+                "evaluate=false",
+                f"out={tmp_path / 'runs'}",
+                f"result={result}",
+                "checkpoint_every=0",
+            ]
+        )
+        == 0
+    )
     doc = json.loads(result.read_text())
     keys = [d["key"] for d in doc["deviations"]]
     assert "data.train_set" in keys and "model.backbone" in keys
@@ -312,11 +387,27 @@ def test_an_evaluation_records_the_deviations_at_the_training_world_size(toy_rec
     torch.save(state, ckpt)
     (tmp_path / "none.yaml").write_text("{}\n")
     result = tmp_path / "eval.json"
-    assert main(["--params", str(tmp_path / "none.yaml"), f"data.release={toy_rec_release}",
-                 *[f"{k}={v}" for k, v in SMALL.items()], "train=false", "evaluate=false", f"checkpoint={ckpt}",
-                 f"result={result}", "out="]) == 0
+    assert (
+        main(
+            [
+                "--params",
+                str(tmp_path / "none.yaml"),
+                f"data.release={toy_rec_release}",
+                *[f"{k}={v}" for k, v in SMALL.items()],
+                "train=false",
+                "evaluate=false",
+                f"checkpoint={ckpt}",
+                f"result={result}",
+                "out=",
+            ]
+        )
+        == 0
+    )
     devs = {d["key"]: d for d in json.loads(result.read_text())["deviations"]}
-    assert devs["optim.global_batch"]["ours"] == 16 * 8 and devs["optim.global_batch"]["why"] == "16 per process x 8 process(es)"
+    assert (
+        devs["optim.global_batch"]["ours"] == 16 * 8
+        and devs["optim.global_batch"]["why"] == "16 per process x 8 process(es)"
+    )
 
 
 def test_amp_deviations_follow_the_device_the_model_was_trained_on():
@@ -325,5 +416,7 @@ def test_amp_deviations_follow_the_device_the_model_was_trained_on():
     assert set(keys("cuda:0")) == {"data.train_set"}  # amp auto = on (fp16) on a GPU
     on_cpu = keys("cpu")
     assert on_cpu["amp"]["ours"] == "off" and on_cpu["amp"]["why"].startswith("no CUDA device")
-    forced = {d["key"]: d for d in release.deviations(apply_overrides(cfg, {"amp": "on"}), {}, world_size=8, device="cpu")}
+    forced = {
+        d["key"]: d for d in release.deviations(apply_overrides(cfg, {"amp": "on"}), {}, world_size=8, device="cpu")
+    }
     assert "bfloat16" in forced["amp.dtype"]["ours"] and "amp" not in forced

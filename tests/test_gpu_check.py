@@ -17,8 +17,12 @@ SCRIPT = REPO / "benchmarks" / "gpu_check.py"
 
 
 def _run(args, tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(REPO),
+        OMP_NUM_THREADS="1",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
     return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=tmp_path, capture_output=True, text=True, env=env)
 
 
@@ -50,7 +54,10 @@ def test_gpu_check_tiny_runs_every_row_on_the_cpu(tmp_path):
 def test_gpu_check_refuses_a_machine_without_cuda_and_unknown_rows(tmp_path):
     if not torch.cuda.is_available():
         proc = _run(["--out", str(tmp_path / "x.json")], tmp_path)
-        assert proc.returncode == 2 and proc.stderr.strip() == "gpu_check: CUDA is not available (use --tiny for the CPU check)"
+        assert (
+            proc.returncode == 2
+            and proc.stderr.strip() == "gpu_check: CUDA is not available (use --tiny for the CPU check)"
+        )
     proc = _run(["--tiny", "--rows", "step,fast"], tmp_path)
     assert proc.returncode == 2 and "unknown row(s) ['fast']" in proc.stderr
     assert not (tmp_path / "gpu_check.json").exists()

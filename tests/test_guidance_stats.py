@@ -18,8 +18,9 @@ from methods import Batch, FRModel, build_method
 from methods.cfsm_guided import decode, encode, fr_input, mix_indices, resize
 from methods.guidance import norm_summary
 
-GEN = CFSMConfig(image_size=16, dim=8, n_residual=1, latent_dim=16, mlp_dim=32, d_scales=1, d_layers=2,
-                 adain_scale="one_plus_gamma")
+GEN = CFSMConfig(
+    image_size=16, dim=8, n_residual=1, latent_dim=16, mlp_dim=32, d_scales=1, d_layers=2, adain_scale="one_plus_gamma"
+)
 INPUT, EMB, CLASSES, B, ALPHA = 32, 16, 4, 8, 0.314
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -56,8 +57,15 @@ def _batch(step=0):
 
 def _summary(norms: np.ndarray) -> dict[str, float]:
     q10, q50, q90 = np.quantile(norms, [0.1, 0.5, 0.9])
-    return {"mean": norms.mean(), "std": norms.std(ddof=1), "min": norms.min(), "max": norms.max(),
-            "q10": q10, "q50": q50, "q90": q90}
+    return {
+        "mean": norms.mean(),
+        "std": norms.std(ddof=1),
+        "min": norms.min(),
+        "max": norms.max(),
+        "q10": q10,
+        "q50": q50,
+        "q90": q90,
+    }
 
 
 def test_norm_summary_on_hand_made_coefficients():
@@ -112,8 +120,9 @@ def test_recorded_statistics_match_a_direct_computation(gen_path):
 def test_recording_changes_nothing_and_follows_monitor_every(gen_path, inner_bn_train):
     runs = []
     for every in (0, 1):
-        m = build_method("cfsm_guided", EMB, CLASSES,
-                         overrides=_hp(gen_path, inner_bn_train=inner_bn_train, monitor_every=every))
+        m = build_method(
+            "cfsm_guided", EMB, CLASSES, overrides=_hp(gen_path, inner_bn_train=inner_bn_train, monitor_every=every)
+        )
         fr = _fr()
         torch.manual_seed(7)
         out = m.augment(_batch(), fr)
@@ -130,15 +139,37 @@ def test_recording_changes_nothing_and_follows_monitor_every(gen_path, inner_bn_
 def test_trainer_logs_the_guidance_statistics(gen_path, toy_rec_release):
     from harness.engine.train import train
 
-    cfg = apply_overrides(RunConfig(), {
-        "method": "cfsm_guided", "data.release": toy_rec_release, "data.input_size": "32",
-        "model.widths": "8,16,16,32", "model.embedding_size": "32", "optim.batch_size": "16", "optim.epochs": "1",
-        "device": "cpu", "threads": "1", "log_every": "1", "hparams.monitor_every": "2",
-        "hparams.generator": gen_path, "hparams.generator_size": "16", "hparams.latent_dim": "16",
-    })
+    cfg = apply_overrides(
+        RunConfig(),
+        {
+            "method": "cfsm_guided",
+            "data.release": toy_rec_release,
+            "data.input_size": "32",
+            "model.widths": "8,16,16,32",
+            "model.embedding_size": "32",
+            "optim.batch_size": "16",
+            "optim.epochs": "1",
+            "device": "cpu",
+            "threads": "1",
+            "log_every": "1",
+            "hparams.monitor_every": "2",
+            "hparams.generator": gen_path,
+            "hparams.generator_size": "16",
+            "hparams.latent_dim": "16",
+        },
+    )
     logged: dict[str, list] = {}
     train(cfg, log=lambda k, v, s: logged.setdefault(k, []).append((s, v)), progress=False)
-    for key in ("o0_norm.mean", "o0_norm.std", "o0_norm.q50", "oadv_norm.mean", "oadv_norm.q90", "probe_l1_o0",
-                "probe_l1_adv", "probe_loss_o0", "probe_loss_adv"):
+    for key in (
+        "o0_norm.mean",
+        "o0_norm.std",
+        "o0_norm.q50",
+        "oadv_norm.mean",
+        "oadv_norm.q90",
+        "probe_l1_o0",
+        "probe_l1_adv",
+        "probe_loss_o0",
+        "probe_loss_adv",
+    ):
         assert [s for s, _ in logged[f"train.cfsm.{key}"]] == [0, 2], key  # 3 steps, monitored every 2
         assert all(math.isfinite(v) for _, v in logged[f"train.cfsm.{key}"])

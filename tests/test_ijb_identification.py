@@ -70,7 +70,9 @@ def test_joined_hand_worked_ties_and_strict_threshold():
     assert r["tpir@far=3.0"] == 1.0 and r["thresholds"]["3.0"] == 0.1
     assert r["tpir@far=4.0"] is None
     # blocks of one probe give the same answer (streamed top-k merge)
-    assert joined_identification(s, g, mate, fars=(0.5, 3.0), block_bytes=8 * 4) == joined_identification(s, g, mate, fars=(0.5, 3.0))
+    assert joined_identification(s, g, mate, fars=(0.5, 3.0), block_bytes=8 * 4) == joined_identification(
+        s, g, mate, fars=(0.5, 3.0)
+    )
     with pytest.raises(ValueError):
         joined_identification(s, g, [0, -1, 3])
 
@@ -82,7 +84,11 @@ def test_open_set_hand_worked():
     s = np.array(
         [
             [0.8, 0.3, 0.2],  # mate 0: pos 0.8 > non-mate max 0.3 -> correct; rank 0
-            [0.6, 0.6, 0.1],  # mate 1: pos 0.6 == non-mate max 0.6 -> NOT correct (strict); rank 0 (tie: argsort(s)[::-1], higher index first)
+            [
+                0.6,
+                0.6,
+                0.1,
+            ],  # mate 1: pos 0.6 == non-mate max 0.6 -> NOT correct (strict); rank 0 (tie: argsort(s)[::-1], higher index first)
             [0.1, 0.2, 0.5],  # mate 2: pos 0.5 > 0.2 -> correct; rank 0
             [0.45, 0.1, 0.0],  # non-mated: m = 0.45
             [0.2, 0.55, 0.3],  # non-mated: m = 0.55
@@ -200,7 +206,10 @@ def write(path, text):
 
 
 def test_read_csv_both_schemas(tmp_path):
-    p = write(tmp_path / "b.csv", f"{V1}\n5,2,img/1.jpg,70{ZEROS_V1}\n3,1,img/2.jpg,71{ZEROS_V1}\n5,2,frame/3.png,72{ZEROS_V1}\n")
+    p = write(
+        tmp_path / "b.csv",
+        f"{V1}\n5,2,img/1.jpg,70{ZEROS_V1}\n3,1,img/2.jpg,71{ZEROS_V1}\n5,2,frame/3.png,72{ZEROS_V1}\n",
+    )
     tids, subs, rows = read_1n_csv(p)
     assert tids.tolist() == [3, 5] and subs.tolist() == [1, 2] and tids.dtype == np.int64
     assert rows["FILE"].tolist() == ["img/1.jpg", "img/2.jpg", "frame/3.png"]
@@ -218,7 +227,11 @@ def test_read_csv_both_schemas(tmp_path):
         (f"SUBJECT_ID,FILE,SIGHTING_ID\n1,a.jpg,3\n", "field TEMPLATE_ID", "TEMPLATE_ID"),
         (f"{V1}\n1,1,a.jpg,3{ZEROS_V1}\n2,x,b.jpg,4{ZEROS_V1}\n", "line 3", "SUBJECT_ID 'x'"),
         (f"{V1}\n1,1,a.jpg,3{ZEROS_V1}\n2.0,1,b.jpg,4{ZEROS_V1}\n", "line 3", "TEMPLATE_ID '2.0'"),
-        (f"{V1}\n1,1,a.jpg,3{ZEROS_V1}\n2,2,b.jpg,4{ZEROS_V1}\n1,7,c.jpg,5{ZEROS_V1}\n", "line 4", "SUBJECT_ID 7 here but 1 on line 2"),
+        (
+            f"{V1}\n1,1,a.jpg,3{ZEROS_V1}\n2,2,b.jpg,4{ZEROS_V1}\n1,7,c.jpg,5{ZEROS_V1}\n",
+            "line 4",
+            "SUBJECT_ID 7 here but 1 on line 2",
+        ),
         (f"{V1}\n1,1,a.jpg,3{ZEROS_V1}\n\n2,2,b.jpg,4{ZEROS_V1}\n", "line 3", "blank line"),
         (f"{V1}\n1,1,a.jpg,3{ZEROS_V1}\n2,2,b.jpg,4\n", "line 3", "expected 16"),
         (f"{V1}\n", None, "no data rows"),
@@ -239,7 +252,10 @@ def fake_release(tmp_path, prefix="ijbb", gallery=None, probes=None, feats_rows=
     os.makedirs(root / "loose_crop", exist_ok=True)
     g1, g2 = gallery
     all_t = g1 + g2 + probes
-    write(root / "meta" / f"{prefix}_face_tid_mid.txt", "".join(f"{i + 1}.jpg {t} {100 + i}\n" for i, (t, _) in enumerate(all_t)))
+    write(
+        root / "meta" / f"{prefix}_face_tid_mid.txt",
+        "".join(f"{i + 1}.jpg {t} {100 + i}\n" for i, (t, _) in enumerate(all_t)),
+    )
     write(
         root / "meta" / f"{prefix}_name_5pts_score.txt",
         "".join(f"{i + 1}.jpg 30 40 60 40 45 55 33 70 57 70 1.0\n" for i in range(len(all_t))),
@@ -282,7 +298,9 @@ def test_read_ijb_1n_errors(tmp_path):
 
 def test_evaluator_hand_built_two_galleries(tmp_path):
     # S1 = subjects 1, 2 (tids 1, 2); S2 = subjects 3, 4 (tids 3, 4); probes 11..14 of subjects 1..4.
-    root = fake_release(tmp_path, gallery=([(1, 1), (2, 2)], [(3, 3), (4, 4)]), probes=[(11, 1), (12, 2), (13, 3), (14, 4)])
+    root = fake_release(
+        tmp_path, gallery=([(1, 1), (2, 2)], [(3, 3), (4, 4)]), probes=[(11, 1), (12, 2), (13, 3), (14, 4)]
+    )
     ev = IJBIdentification(root, protocol=VerificationProtocol(faceness=False))
     feats = np.array(
         [
@@ -320,7 +338,13 @@ def test_evaluator_hand_built_two_galleries(tmp_path):
     assert s1["threshold@fpir=0.0001"] == pytest.approx(0.6) and s1["threshold@fpir=1.0"] == 0.0
     assert s1["tpir@fpir=0.01"] == 0.5 and s2["tpir@fpir=0.01"] == 1.0
     assert (s1["rank1"], s1["rank5"], s2["rank1"]) == (1.0, 1.0, 1.0)
-    assert r["counts"] == {"rows": 8, "templates": 8, "probes": 4, "gallery_templates": {"S1": 2, "S2": 2}, "joined_gallery": 4}
+    assert r["counts"] == {
+        "rows": 8,
+        "templates": 8,
+        "probes": 4,
+        "gallery_templates": {"S1": 2, "S2": 2},
+        "joined_gallery": 4,
+    }
     assert r["knobs"]["faceness"] is False and "fars" not in r["knobs"]
     assert set(r["definitions"]) == {"joined", "open_set"}
     # [f | f] with flip_concat sums to 2f: same template directions, same result
@@ -342,13 +366,21 @@ def test_evaluator_gen_mask_errors(tmp_path):
     with pytest.raises(DataFormatError) as e:
         IJBIdentification(root)
     msg = one_line(e)
-    assert msg.startswith(one_n_paths(root, "ijbb")["probe_mixed"] + ":line 4:") and "probe template 13" in msg and "0 gallery" in msg
+    assert (
+        msg.startswith(one_n_paths(root, "ijbb")["probe_mixed"] + ":line 4:")
+        and "probe template 13" in msg
+        and "0 gallery" in msg
+    )
     # subject 2 has a gallery template in both S1 and S2 (IJB-C names: G1 / G2)
     root = fake_release(tmp_path / "b", "ijbc", gallery=([(1, 1), (5, 2)], [(2, 2)]), probes=[(11, 1), (12, 2)])
     with pytest.raises(DataFormatError) as e:
         IJBIdentification(root)
     msg = one_line(e)
-    assert msg.startswith(one_n_paths(root, "ijbc")["probe_mixed"] + ":line 3:") and "2 gallery templates" in msg and "G1 + G2" in msg
+    assert (
+        msg.startswith(one_n_paths(root, "ijbc")["probe_mixed"] + ":line 3:")
+        and "2 gallery templates" in msg
+        and "G1 + G2" in msg
+    )
 
 
 # ------------------------------------------------------------------------------------------- writer
@@ -445,8 +477,16 @@ def tiny_1n(tiny_release, tmp_path_factory):
         SimpleNamespace(template=t, media=m, subject=subject[t], kind="frame" if n_rows_of[(t, m)] > 1 else "still")
         for t, m in zip(meta.templates.tolist(), meta.medias.tolist())
     ]
-    counts = write_1n_csvs(os.path.join(root, "meta"), "ijbb", rows, subject, gallery, probes, np.random.default_rng(0),
-                           landmarks=meta.landmarks)
+    counts = write_1n_csvs(
+        os.path.join(root, "meta"),
+        "ijbb",
+        rows,
+        subject,
+        gallery,
+        probes,
+        np.random.default_rng(0),
+        landmarks=meta.landmarks,
+    )
     row_subject = np.array([r.subject for r in rows])
     return root, counts, row_subject, len(gallery), len(probes)
 

@@ -147,13 +147,16 @@ def test_pooling_bit_exact_vs_loop_reference(dim):
     np.testing.assert_array_equal(tf, ref_f)  # bit for bit
 
 
-@pytest.mark.parametrize("flip_concat,flip,image_norm,use_faceness", [
-    (False, "sum", False, True),  # insightface default on fused features
-    (True, "sum", False, True),  # insightface default on [orig | flip]
-    (True, "none", True, False),
-    (True, "sum", True, True),
-    (False, "sum", True, False),
-])
+@pytest.mark.parametrize(
+    "flip_concat,flip,image_norm,use_faceness",
+    [
+        (False, "sum", False, True),  # insightface default on fused features
+        (True, "sum", False, True),  # insightface default on [orig | flip]
+        (True, "none", True, False),
+        (True, "sum", True, True),
+        (False, "sum", True, False),
+    ],
+)
 def test_per_image_steps_bit_exact(flip_concat, flip, image_norm, use_faceness):
     rng = np.random.default_rng(3)
     feats, templates, medias = random_meta(rng, n_templates=30, dim=64 if flip_concat else 32)
@@ -284,16 +287,22 @@ def test_result_on_tiny_release(ijbb_root, tiny_feats):
     assert list(res["tar_at_far"]) == ["1e-06", "1e-05", "0.0001", "0.001", "0.01", "0.1"]
     n_gen = int(meta.labels.sum())
     assert res["counts"] == {
-        "rows": len(meta), "templates": len(np.unique(meta.templates)), "pairs": len(meta.pairs),
-        "genuine": n_gen, "impostor": len(meta.pairs) - n_gen,
+        "rows": len(meta),
+        "templates": len(np.unique(meta.templates)),
+        "pairs": len(meta.pairs),
+        "genuine": n_gen,
+        "impostor": len(meta.pairs) - n_gen,
     }
     split = res["by_probe_media"]
     assert split["stills_only"]["counts"]["pairs"] > 0 and split["with_video"]["counts"]["pairs"] > 0
     for key in ("pairs", "genuine", "impostor"):
         assert split["stills_only"]["counts"][key] + split["with_video"]["counts"][key] == res["counts"][key]
     # the split follows the media: a probe is "with_video" iff one of its media has several rows
-    video_probes = {t for t in np.unique(meta.pairs[:, 1])
-                    if max(np.unique(meta.medias[meta.templates == t], return_counts=True)[1]) > 1}
+    video_probes = {
+        t
+        for t in np.unique(meta.pairs[:, 1])
+        if max(np.unique(meta.medias[meta.templates == t], return_counts=True)[1]) > 1
+    }
     assert split["with_video"]["counts"]["probe_templates"] == len(video_probes)
     # the knobs change the numbers: faceness weighting on vs off
     default = IJBVerification(ijbb_root, protocol=VerificationProtocol(align_size=ALIGN)).evaluate_features(tiny_feats)
@@ -317,13 +326,16 @@ def test_extract_features_flip_channels_and_scaling(ijbb_root, tiny_feats):
     model = tiny_model()
     base = VerificationProtocol(align_size=ALIGN, flip="none")
     f0 = IJBVerification(ijbb_root, protocol=base).extract_features(model, batch_size=32)
-    f1 = IJBVerification(ijbb_root, protocol=base).extract_features(_Wrap(model, lambda x: torch.flip(x, (3,))), batch_size=32)
+    f1 = IJBVerification(ijbb_root, protocol=base).extract_features(
+        _Wrap(model, lambda x: torch.flip(x, (3,))), batch_size=32
+    )
     assert f0.shape == (76, 16) and f0.dtype == np.float32
     np.testing.assert_array_equal(tiny_feats, f0 + f1)  # flip="sum": f(x) + f(mirror x)
     bgr = IJBVerification(ijbb_root, protocol=VerificationProtocol(align_size=ALIGN, flip="none", channel_order="BGR"))
     fb = bgr.extract_features(model, batch_size=32)
-    np.testing.assert_array_equal(fb, IJBVerification(ijbb_root, protocol=base).extract_features(
-        _Wrap(model, lambda x: x.flip(1)), batch_size=32))
+    np.testing.assert_array_equal(
+        fb, IJBVerification(ijbb_root, protocol=base).extract_features(_Wrap(model, lambda x: x.flip(1)), batch_size=32)
+    )
     assert not np.array_equal(fb, f0)
     seen = []
 
@@ -375,13 +387,27 @@ def test_flip_concat_split(ijbb_root, tiny_feats):
 def test_protocol_validation_and_knobs():
     p = VerificationProtocol()
     assert p.knobs() == {
-        "flip": "sum", "faceness": True, "image_norm": False, "align_size": 112, "channel_order": "RGB",
-        "normalization": "(x/255-0.5)/0.5", "fars": ["1e-06", "1e-05", "0.0001", "0.001", "0.01", "0.1"],
-        "alignment": "arcface-5pt-umeyama-similarity", "input_size": 112, "pooling": "media-mean-then-sum-l2",
-        "score": "cosine (inner product of L2-normalised template features)", "score_dtype": "float64",
+        "flip": "sum",
+        "faceness": True,
+        "image_norm": False,
+        "align_size": 112,
+        "channel_order": "RGB",
+        "normalization": "(x/255-0.5)/0.5",
+        "fars": ["1e-06", "1e-05", "0.0001", "0.001", "0.01", "0.1"],
+        "alignment": "arcface-5pt-umeyama-similarity",
+        "input_size": 112,
+        "pooling": "media-mean-then-sum-l2",
+        "score": "cosine (inner product of L2-normalised template features)",
+        "score_dtype": "float64",
     }
-    for bad in (dict(flip="concat"), dict(channel_order="rgb"), dict(normalization="(x-127.5)/128"),
-                dict(align_size=0), dict(fars=(0.0,)), dict(fars=())):
+    for bad in (
+        dict(flip="concat"),
+        dict(channel_order="rgb"),
+        dict(normalization="(x-127.5)/128"),
+        dict(align_size=0),
+        dict(fars=(0.0,)),
+        dict(fars=()),
+    ):
         with pytest.raises(ValueError):
             VerificationProtocol(**bad)
 
@@ -408,8 +434,19 @@ def test_cli_end_to_end(tiny_release, ijbb_root, tiny_feats, tmp_path, capsys):
     assert os.listdir(os.path.dirname(out)) == ["result.json"]  # no temporary file left behind
     # knobs from the command line, [orig | flip] input
     np.save(feats_path, np.hstack([tiny_feats, tiny_feats]))
-    rc = cli_main(["--release", ijbb_root, "--features", feats_path, "--flip-concat", "--no-faceness",
-                   "--image-norm", "--out", out])
+    rc = cli_main(
+        [
+            "--release",
+            ijbb_root,
+            "--features",
+            feats_path,
+            "--flip-concat",
+            "--no-faceness",
+            "--image-norm",
+            "--out",
+            out,
+        ]
+    )
     assert rc == 0
     with open(out) as f:
         res2 = json.load(f)
@@ -461,10 +498,14 @@ def test_scores_by_part_give_the_result_of_the_pair_order_scores():
     kw = dict(flip_concat=False, features_path=None, pair_file="<pairs>", benchmark="IJB-B", exact=False)
     for p, lab in ((pairs, labels), (np.concatenate([pairs, pairs[:3]]), np.concatenate([labels, labels[:3]]))):
         fast = iv.evaluate_verification(feats, templates, medias, faceness, p, lab, proto, benchmark="IJB-B")
-        ref, scores, rows, tids, video = _verification(feats, templates, medias, faceness, p, lab, proto, need_scores=True, **kw)
+        ref, scores, rows, tids, video = _verification(
+            feats, templates, medias, faceness, p, lab, proto, need_scores=True, **kw
+        )
         assert scores is not None and fast == ref
     # the four parts hold exactly the pair-order scores of each (media kind, label) group
-    ref, scores, rows, tids, video = _verification(feats, templates, medias, faceness, pairs, labels, proto, need_scores=True, **kw)
+    ref, scores, rows, tids, video = _verification(
+        feats, templates, medias, faceness, pairs, labels, proto, need_scores=True, **kw
+    )
     from harness.eval.ijb_verification import pool_image_features
 
     _, tf, _ = pool_image_features(feats, templates, medias, faceness, proto, False, "<f>")
@@ -473,5 +514,12 @@ def test_scores_by_part_give_the_result_of_the_pair_order_scores():
         for part, (v, g) in zip(parts, ((False, 0), (False, 1), (True, 0), (True, 1))):
             want = np.sort(scores[(video == v) & (labels == g)])
             np.testing.assert_allclose(np.sort(part), want, rtol=0, atol=1e-12)  # another block shape: a few ulps
-    assert _scores_by_part(tf, np.concatenate([rows, rows[:1]]), np.concatenate([labels, labels[:1]]) == 1,
-                           np.concatenate([video, video[:1]])) is None
+    assert (
+        _scores_by_part(
+            tf,
+            np.concatenate([rows, rows[:1]]),
+            np.concatenate([labels, labels[:1]]) == 1,
+            np.concatenate([video, video[:1]]),
+        )
+        is None
+    )

@@ -54,16 +54,14 @@ def test_threshold_rule_truncates_and_uses_eps_when_k_is_zero():
 def test_closed_set_ranks_with_ties():
     # G1 subjects 1, 2, 3 (columns 0-2), G2 subjects 4, 5, 6 (columns 3-5) of hstack(G1, G2).
     # PFE DIR_FAR: np.argsort(row)[::-1], read as stable: among equal scores the higher column comes first.
-    s1 = [[0.5, 0.5, 0.2],  # A, subject 1, mate col 0: col 1 ties and comes first -> rank 2
-          [0.5, 0.5, 0.1],  # B, subject 2, mate col 1: ties col 0, higher column first -> rank 1
-          [0.9, 0.8, 0.7],  # C, subject 4, mate col 3 (0.6) below 0.95, 0.9, 0.8, 0.7, 0.65 -> rank 6
-          [0.3, 0.0, 0.0],  # D, subject 6, mate col 5 (0.3) ties col 0, G2 (higher columns) first -> rank 1
-          [0.9, 0.9, 0.9]]  # E, subject 9: no mate -> not in the closed set at all
-    s2 = [[0.1, 0.0, 0.0],
-          [0.0, 0.0, 0.0],
-          [0.6, 0.95, 0.65],
-          [0.0, 0.0, 0.3],
-          [0.9, 0.9, 0.9]]
+    s1 = [
+        [0.5, 0.5, 0.2],  # A, subject 1, mate col 0: col 1 ties and comes first -> rank 2
+        [0.5, 0.5, 0.1],  # B, subject 2, mate col 1: ties col 0, higher column first -> rank 1
+        [0.9, 0.8, 0.7],  # C, subject 4, mate col 3 (0.6) below 0.95, 0.9, 0.8, 0.7, 0.65 -> rank 6
+        [0.3, 0.0, 0.0],  # D, subject 6, mate col 5 (0.3) ties col 0, G2 (higher columns) first -> rank 1
+        [0.9, 0.9, 0.9],
+    ]  # E, subject 9: no mate -> not in the closed set at all
+    s2 = [[0.1, 0.0, 0.0], [0.0, 0.0, 0.0], [0.6, 0.95, 0.65], [0.0, 0.0, 0.3], [0.9, 0.9, 0.9]]
     p, g1, g2 = scores_as_features(s1, s2)
     out = identification_metrics(p, g1, g2, [1, 2, 4, 6, 9], [1, 2, 3], [4, 5, 6], ranks=(1, 2, 5, 10), fpirs=(0.1,))
     m = out["metrics"]
@@ -77,12 +75,14 @@ def test_closed_set_ranks_with_ties():
 
 def test_open_set_threshold_boundary_and_gallery_average():
     # G1 subjects 1, 2; G2 subject 3. Columns of S_G1: [subject 1, subject 2]; S_G2: [subject 3].
-    s1 = [[0.8, 0.1],   # P0 subject 1: rank-1 correct, mate score 0.8
-          [0.2, 0.6],   # P1 subject 2: rank-1 correct, mate score 0.6 == the highest non-mated max (boundary)
-          [0.5, 0.7],   # P2 subject 1: mate 0.5 but 0.7 ranks first -> never a success
-          [0.6, 0.3],   # N0 subject 9: non-mated in G1, max 0.6
-          [0.2, 0.4],   # N1 subject 9: non-mated in G1, max 0.4
-          [0.1, 0.05]]  # N2 subject 3: non-mated in G1, max 0.1
+    s1 = [
+        [0.8, 0.1],  # P0 subject 1: rank-1 correct, mate score 0.8
+        [0.2, 0.6],  # P1 subject 2: rank-1 correct, mate score 0.6 == the highest non-mated max (boundary)
+        [0.5, 0.7],  # P2 subject 1: mate 0.5 but 0.7 ranks first -> never a success
+        [0.6, 0.3],  # N0 subject 9: non-mated in G1, max 0.6
+        [0.2, 0.4],  # N1 subject 9: non-mated in G1, max 0.4
+        [0.1, 0.05],
+    ]  # N2 subject 3: non-mated in G1, max 0.1
     s2 = [[0.0], [0.0], [0.0], [0.25], [0.5], [0.9]]
     p, g1, g2 = scores_as_features(s1, s2)
     out = identification_metrics(p, g1, g2, [1, 2, 1, 9, 9, 3], [1, 2], [3], ranks=(1, 2), fpirs=(0.1, 0.5, 0.7))
@@ -122,7 +122,9 @@ def test_open_set_without_non_mated_probes_is_none():
 
 def test_two_mates_name_the_gallery_file_and_line():
     p, g1, g2 = scores_as_features([[0.5, 0.1]], [[0.2]])
-    with pytest.raises(DataFormatError, match=r"^g2\.csv:line 7: subject 1 has a second template .*first: g1\.csv:line 2"):
+    with pytest.raises(
+        DataFormatError, match=r"^g2\.csv:line 7: subject 1 has a second template .*first: g1\.csv:line 2"
+    ):
         identification_metrics(p, g1, g2, [1], [1, 5], [1], g1_where=("g1.csv", [2, 3]), g2_where=("g2.csv", [7]))
 
 
@@ -229,11 +231,17 @@ def test_evaluate_features_fuses_and_counts_missing_frames(tmp_path):
 
 
 def test_two_mates_in_a_gallery_csv_is_an_error(tmp_path):
-    root = write_protocol(tmp_path, **{
-        "galleries/cs6_surveillance_to_single_g1.csv": "TEMPLATE_ID,SUBJECT_ID,FILENAME\n1,1,img/100.jpg\n2,1,img/101.jpg\n"})
+    root = write_protocol(
+        tmp_path,
+        **{
+            "galleries/cs6_surveillance_to_single_g1.csv": "TEMPLATE_ID,SUBJECT_ID,FILENAME\n1,1,img/100.jpg\n2,1,img/101.jpg\n"
+        },
+    )
     ev = IJBSEvaluation(root)
     feats = {p: np.ones(4) for p in ev.protocol.images()}
-    with pytest.raises(DataFormatError, match=r"cs6_surveillance_to_single_g1\.csv:line 3: subject 1 has a second template"):
+    with pytest.raises(
+        DataFormatError, match=r"cs6_surveillance_to_single_g1\.csv:line 3: subject 1 has a second template"
+    ):
         ev.evaluate_features(feats)
 
 
@@ -242,21 +250,40 @@ def test_two_mates_in_a_gallery_csv_is_an_error(tmp_path):
     [
         ({"cs6_metadata.csv": META.replace(",FRAME\n", "\n", 1)}, r"cs6_metadata\.csv:field FRAME: "),
         ({"cs6_metadata.csv": META.replace("SUBJECT_ID", "SUBJECT", 1)}, r"cs6_metadata\.csv:field SUBJECT_ID: "),
-        ({"cs6_metadata.csv": META.replace("3,videos/5005", "x,videos/5005")}, r"cs6_metadata\.csv:line 10: SUBJECT_ID 'x'"),
+        (
+            {"cs6_metadata.csv": META.replace("3,videos/5005", "x,videos/5005")},
+            r"cs6_metadata\.csv:line 10: SUBJECT_ID 'x'",
+        ),
         ({"cs6_metadata.csv": META.replace("img/300.jpg", "pics/300.jpg")}, r"cs6_metadata\.csv:line 5: FILENAME"),
         ({"cs6_metadata.csv": META.replace("7,7,9,9,7\n", "7,7,9,9,\n")}, r"cs6_metadata\.csv:line 10: empty FRAME"),
-        ({"galleries/cs6_surveillance_to_booking_g2.csv": "TEMPLATE_ID,SUBJECT,FILENAME\n6,3,img/300.jpg\n"},
-         r"cs6_surveillance_to_booking_g2\.csv:field SUBJECT_ID: "),
-        ({"galleries/cs6_surveillance_to_booking_g2.csv": "TEMPLATE_ID,SUBJECT_ID,FILENAME\n6,3,img/300.jpg\n6,3,img/999.jpg\n"},
-         r"cs6_surveillance_to_booking_g2\.csv:line 3: image 'img/999\.jpg' of subject 3 is not in cs6_metadata\.csv"),
-        ({"galleries/cs6_surveillance_to_single_g1.csv": "TEMPLATE_ID,SUBJECT_ID,FILENAME\n1,2,img/100.jpg\n"},
-         r"cs6_surveillance_to_single_g1\.csv:line 2: image 'img/100\.jpg' of subject 2"),
-        ({"galleries/cs6_surveillance_to_surveillance_g2.csv": "TEMPLATE_ID,SUBJECT_ID,FILENAME\n9,1,videos/5007.mp4\n"},
-         r"cs6_surveillance_to_surveillance_g2\.csv:line 2: subject 1 in 'videos/5007\.mp4' has no rows"),
-        ({"cs6_surveillance_to_surveillance_probe.csv": "FILENAME\nvideos/5004.mp4\nvideos/9999.mp4\n"},
-         r"cs6_surveillance_to_surveillance_probe\.csv:line 3: probe video 'videos/9999\.mp4' has no rows"),
-        ({"cs6_surveillance_to_surveillance_probe.csv": "FILENAME\nvideos/5004.mp4\n\nvideos/5005.mp4\n"},
-         r"cs6_surveillance_to_surveillance_probe\.csv:line 3: blank line"),
+        (
+            {"galleries/cs6_surveillance_to_booking_g2.csv": "TEMPLATE_ID,SUBJECT,FILENAME\n6,3,img/300.jpg\n"},
+            r"cs6_surveillance_to_booking_g2\.csv:field SUBJECT_ID: ",
+        ),
+        (
+            {
+                "galleries/cs6_surveillance_to_booking_g2.csv": "TEMPLATE_ID,SUBJECT_ID,FILENAME\n6,3,img/300.jpg\n6,3,img/999.jpg\n"
+            },
+            r"cs6_surveillance_to_booking_g2\.csv:line 3: image 'img/999\.jpg' of subject 3 is not in cs6_metadata\.csv",
+        ),
+        (
+            {"galleries/cs6_surveillance_to_single_g1.csv": "TEMPLATE_ID,SUBJECT_ID,FILENAME\n1,2,img/100.jpg\n"},
+            r"cs6_surveillance_to_single_g1\.csv:line 2: image 'img/100\.jpg' of subject 2",
+        ),
+        (
+            {
+                "galleries/cs6_surveillance_to_surveillance_g2.csv": "TEMPLATE_ID,SUBJECT_ID,FILENAME\n9,1,videos/5007.mp4\n"
+            },
+            r"cs6_surveillance_to_surveillance_g2\.csv:line 2: subject 1 in 'videos/5007\.mp4' has no rows",
+        ),
+        (
+            {"cs6_surveillance_to_surveillance_probe.csv": "FILENAME\nvideos/5004.mp4\nvideos/9999.mp4\n"},
+            r"cs6_surveillance_to_surveillance_probe\.csv:line 3: probe video 'videos/9999\.mp4' has no rows",
+        ),
+        (
+            {"cs6_surveillance_to_surveillance_probe.csv": "FILENAME\nvideos/5004.mp4\n\nvideos/5005.mp4\n"},
+            r"cs6_surveillance_to_surveillance_probe\.csv:line 3: blank line",
+        ),
     ],
 )
 def test_bad_protocol_files_give_one_line_errors(tmp_path, override, pattern):
@@ -271,7 +298,9 @@ def test_missing_root_and_files(tmp_path):
         read_ijbs(tmp_path / "nowhere")
     root = write_protocol(tmp_path)
     os.remove(os.path.join(root, "protocols", "galleries", "cs6_surveillance_to_booking_g1.csv"))
-    with pytest.raises(FileNotFoundError, match=r"cs6_surveillance_to_booking_g1\.csv: IJB-S protocol file not found") as e:
+    with pytest.raises(
+        FileNotFoundError, match=r"cs6_surveillance_to_booking_g1\.csv: IJB-S protocol file not found"
+    ) as e:
         read_ijbs(root)
     assert "\n" not in str(e.value)
     with pytest.raises(FileNotFoundError, match=r"cs6_metadata\.csv: IJB-S protocol file not found"):
@@ -297,7 +326,9 @@ def test_settings_validation_and_knobs():
     with pytest.raises(ValueError):
         IJBSSettings(fpirs=(0.0,))
     k = IJBSSettings(channel_order="BGR", input_size=112).knobs()
-    assert k["channel_order"] == "BGR" and k["input_size"] == 112 and k["flip"] == "none" and k["fpirs"] == ["0.01", "0.1"]
+    assert (
+        k["channel_order"] == "BGR" and k["input_size"] == 112 and k["flip"] == "none" and k["fpirs"] == ["0.01", "0.1"]
+    )
 
 
 # ------------------------------------------------------------------------------------------- SynthFace release
@@ -306,7 +337,11 @@ def test_settings_validation_and_knobs():
 def tiny_model(dim=16):
     torch.manual_seed(0)
     return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(32, dim)
+        torch.nn.Conv2d(3, 8, 3, stride=2),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(32, dim),
     )
 
 
@@ -329,7 +364,10 @@ def test_tiny_release_layout_and_counts(tiny_ijbs):
     for kind in ("single", "booking", "video"):
         s1 = [proto.templates[i].subject for i in proto.galleries[kind][0]]
         s2 = [proto.templates[i].subject for i in proto.galleries[kind][1]]
-        assert len(set(s1)) == len(s1) == counts["gallery_g1_subjects"] and len(set(s2)) == len(s2) == counts["gallery_g2_subjects"]
+        assert (
+            len(set(s1)) == len(s1) == counts["gallery_g1_subjects"]
+            and len(set(s2)) == len(s2) == counts["gallery_g2_subjects"]
+        )
         assert not set(s1) & set(s2)
     probe_videos = {proto.templates[i].source for i in proto.probes["surveillance"]}
     assert not probe_videos & {proto.templates[i].source for g in proto.galleries["video"] for i in g}
@@ -377,8 +415,9 @@ def test_synthface_csvs_parse_with_adafaces_own_rules(tiny_ijbs, tmp_path):
         with open(path, "w") as fh:
             fh.write("".join(",".join(r.split(",")[:3]) + "\n" for r in rows))
     new_p, old_p = read_ijbs(root), read_ijbs(old)
-    assert [(t.subject, t.kind, t.source, t.images) for t in new_p.templates] == \
-           [(t.subject, t.kind, t.source, t.images) for t in old_p.templates]
+    assert [(t.subject, t.kind, t.source, t.images) for t in new_p.templates] == [
+        (t.subject, t.kind, t.source, t.images) for t in old_p.templates
+    ]
     assert new_p.galleries == old_p.galleries and new_p.probes == old_p.probes
 
 
@@ -450,12 +489,16 @@ def test_extract_features_channels_size_and_emb_norm_output(tiny_ijbs):
             return emb, torch.full((x.shape[0], 1), 3.0)  # AdaFace-style (unit embedding, norm)
 
     paths, f_rgb = IJBSEvaluation(root).extract_features(Spy("rgb"), batch_size=8)
-    _, f_bgr = IJBSEvaluation(root, IJBSSettings(channel_order="BGR", input_size=32)).extract_features(Spy("bgr"), batch_size=8)
+    _, f_bgr = IJBSEvaluation(root, IJBSSettings(channel_order="BGR", input_size=32)).extract_features(
+        Spy("bgr"), batch_size=8
+    )
     x = seen["rgb"]
     assert x.shape[-1] == config_for("tiny").aligned_size and float(x.min()) >= -1.0 and float(x.max()) <= 1.0
     assert seen["bgr"].shape[-2:] == (32, 32)
     np.testing.assert_allclose(np.linalg.norm(f_rgb, axis=1), 3.0, rtol=1e-5)  # emb * norm
-    np.testing.assert_allclose(f_bgr[:, ::-1] / 3.0, f_rgb / 3.0, atol=0.02)  # channels reversed (resize shifts means slightly)
+    np.testing.assert_allclose(
+        f_bgr[:, ::-1] / 3.0, f_rgb / 3.0, atol=0.02
+    )  # channels reversed (resize shifts means slightly)
     assert len(paths) == len(f_rgb)
 
 

@@ -64,10 +64,19 @@ def random_official(seed: int = 0) -> dict[str, torch.Tensor]:
 
 def released_file(path, state, **extra):
     """Saved as CFSM/train.py checkpoint() does: a dict of G / D state dicts and optimiser states."""
-    torch.save({"G_state_dict": state, "D_state_dict": {"models.disc_0.0.weight": torch.zeros(64, 3, 4, 4)},
-                "optimizerG_state_dict": {"state": {}, "param_groups": [{"lr": 1e-4, "betas": (0.5, 0.999),
-                                                                         "params": [0, 1]}]},
-                "optimizerD_state_dict": {"state": {}, "param_groups": []}, **extra}, path)
+    torch.save(
+        {
+            "G_state_dict": state,
+            "D_state_dict": {"models.disc_0.0.weight": torch.zeros(64, 3, 4, 4)},
+            "optimizerG_state_dict": {
+                "state": {},
+                "param_groups": [{"lr": 1e-4, "betas": (0.5, 0.999), "params": [0, 1]}],
+            },
+            "optimizerD_state_dict": {"state": {}, "param_groups": []},
+            **extra,
+        },
+        path,
+    )
     return str(path)
 
 
@@ -122,11 +131,14 @@ def test_a_plain_state_dict_and_a_module_prefix_are_accepted(tmp_path):
     assert torch.equal(g.state_dict()["subspace.U"], state["pca.U"])
 
 
-@pytest.mark.parametrize("damage, expected", [
-    ("extra", "1 key(s) with no counterpart: decoder.extra.weight"),
-    ("missing", "2 key(s) of ours not in the file: mlp.model.0.bias, subspace.U"),
-    ("shape", "1 shape mismatch(es): pca.U (12, 128) (ours subspace.U (10, 128))"),
-])
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        ("extra", "1 key(s) with no counterpart: decoder.extra.weight"),
+        ("missing", "2 key(s) of ours not in the file: mlp.model.0.bias, subspace.U"),
+        ("shape", "1 shape mismatch(es): pca.U (12, 128) (ours subspace.U (10, 128))"),
+    ],
+)
 def test_unmatched_keys_are_one_line_listing_them(tmp_path, capsys, damage, expected):
     state = random_official()
     if damage == "extra":
@@ -160,11 +172,23 @@ def test_a_pickled_model_needs_trust_pickle(tmp_path, capsys):
 def test_cli(tmp_path):
     src = released_file(tmp_path / "WiderFace70K.pth", random_official())
     out = tmp_path / "results" / "stage1" / "released_generator.pt"
-    proc = subprocess.run([sys.executable, "-m", "harness.import_generator", src, "--out", str(out)], cwd=tmp_path,
-                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.import_generator", src, "--out", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "9,669,891 parameters" in proc.stdout and "dropped 12 unused AdaIN buffer(s)" in proc.stdout
     assert out.is_file()
-    proc = subprocess.run([sys.executable, "-m", "harness.import_generator", str(tmp_path / "nope.pth"), "--out",
-                           str(out)], cwd=tmp_path, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
-    assert proc.returncode == 2 and proc.stderr.strip().endswith("nope.pth: released generator not found (no such file)")
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.import_generator", str(tmp_path / "nope.pth"), "--out", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    assert proc.returncode == 2 and proc.stderr.strip().endswith(
+        "nope.pth: released generator not found (no such file)"
+    )

@@ -34,7 +34,11 @@ EPOCH = 7
 # ------------------------------------------------------------------------- published layouts (test-side)
 def _bn(prefix: str, c: int, affine: bool = True) -> list[tuple[str, tuple]]:
     keys = [(f"{prefix}.weight", (c,)), (f"{prefix}.bias", (c,))] if affine else []
-    return keys + [(f"{prefix}.running_mean", (c,)), (f"{prefix}.running_var", (c,)), (f"{prefix}.num_batches_tracked", ())]
+    return keys + [
+        (f"{prefix}.running_mean", (c,)),
+        (f"{prefix}.running_var", (c,)),
+        (f"{prefix}.num_batches_tracked", ()),
+    ]
 
 
 def insightface_layout(depth: int) -> list[tuple[str, tuple]]:
@@ -46,8 +50,14 @@ def insightface_layout(depth: int) -> list[tuple[str, tuple]]:
         for j in range(n):
             cin = inplanes if j == 0 else planes
             p = f"layer{s}.{j}"
-            out += [*_bn(f"{p}.bn1", cin), (f"{p}.conv1.weight", (planes, cin, 3, 3)), *_bn(f"{p}.bn2", planes),
-                    (f"{p}.prelu.weight", (planes,)), (f"{p}.conv2.weight", (planes, planes, 3, 3)), *_bn(f"{p}.bn3", planes)]
+            out += [
+                *_bn(f"{p}.bn1", cin),
+                (f"{p}.conv1.weight", (planes, cin, 3, 3)),
+                *_bn(f"{p}.bn2", planes),
+                (f"{p}.prelu.weight", (planes,)),
+                (f"{p}.conv2.weight", (planes, planes, 3, 3)),
+                *_bn(f"{p}.bn3", planes),
+            ]
             if j == 0:  # stride 2 -> downsample = conv1x1(stride) + BN
                 out += [(f"{p}.downsample.0.weight", (planes, cin, 1, 1)), *_bn(f"{p}.downsample.1", planes)]
         inplanes = planes
@@ -59,8 +69,12 @@ def adaface_layout(depth: int) -> list[tuple[str, tuple]]:
     """AdaFace Backbone keys (no ``model.`` prefix) in registration order: input_layer, output_layer, body; a
     BasicBlockIR registers shortcut_layer (only a conv + BN when in_channel != depth) before res_layer."""
     out = [("input_layer.0.weight", (64, 3, 3, 3)), *_bn("input_layer.1", 64), ("input_layer.2.weight", (64,))]
-    out += [*_bn("output_layer.0", 512), ("output_layer.3.weight", (512, 512 * 7 * 7)), ("output_layer.3.bias", (512,)),
-            *_bn("output_layer.4", 512, affine=False)]
+    out += [
+        *_bn("output_layer.0", 512),
+        ("output_layer.3.weight", (512, 512 * 7 * 7)),
+        ("output_layer.3.bias", (512,)),
+        *_bn("output_layer.4", 512, affine=False),
+    ]
     k, in_channel = 0, 64
     for n, d in zip(BLOCKS[depth], WIDTHS):
         for j in range(n):
@@ -68,8 +82,14 @@ def adaface_layout(depth: int) -> list[tuple[str, tuple]]:
             p = f"body.{k}"
             if cin != d:
                 out += [(f"{p}.shortcut_layer.0.weight", (d, cin, 1, 1)), *_bn(f"{p}.shortcut_layer.1", d)]
-            out += [*_bn(f"{p}.res_layer.0", cin), (f"{p}.res_layer.1.weight", (d, cin, 3, 3)), *_bn(f"{p}.res_layer.2", d),
-                    (f"{p}.res_layer.3.weight", (d,)), (f"{p}.res_layer.4.weight", (d, d, 3, 3)), *_bn(f"{p}.res_layer.5", d)]
+            out += [
+                *_bn(f"{p}.res_layer.0", cin),
+                (f"{p}.res_layer.1.weight", (d, cin, 3, 3)),
+                *_bn(f"{p}.res_layer.2", d),
+                (f"{p}.res_layer.3.weight", (d,)),
+                (f"{p}.res_layer.4.weight", (d, d, 3, 3)),
+                *_bn(f"{p}.res_layer.5", d),
+            ]
             k += 1
         in_channel = d
     return out
@@ -78,8 +98,14 @@ def adaface_layout(depth: int) -> list[tuple[str, tuple]]:
 def adaface_to_ours(key: str, depth: int) -> str:
     """The documented mapping, re-derived here: body index -> (stage, block); res_layer.i / shortcut_layer -> names."""
     starts = np.cumsum([0] + BLOCKS[depth])
-    top = {"input_layer.0": "conv1", "input_layer.1": "bn1", "input_layer.2": "prelu", "output_layer.0": "bn2",
-           "output_layer.3": "fc", "output_layer.4": "features"}
+    top = {
+        "input_layer.0": "conv1",
+        "input_layer.1": "bn1",
+        "input_layer.2": "prelu",
+        "output_layer.0": "bn2",
+        "output_layer.3": "fc",
+        "output_layer.4": "features",
+    }
     m = re.fullmatch(r"body\.(\d+)\.(res_layer|shortcut_layer)\.(\d+)\.(.+)", key)
     if not m:
         mod, idx, tail = key.split(".", 2)
@@ -117,15 +143,27 @@ def random_state(layout: list[tuple[str, tuple]], seed: int) -> dict[str, torch.
 
 def zero_stride_state(layout) -> dict[str, torch.Tensor]:
     """Every tensor a zero-stride view of one element: the file is a few kB whatever the model size."""
-    return {k: (torch.zeros((), dtype=torch.long) if k.endswith("num_batches_tracked") else torch.full((), 0.5).expand(shape))
-            for k, shape in layout}
+    return {
+        k: (
+            torch.zeros((), dtype=torch.long)
+            if k.endswith("num_batches_tracked")
+            else torch.full((), 0.5).expand(shape)
+        )
+        for k, shape in layout
+    }
 
 
 def lightning_ckpt(backbone: dict[str, torch.Tensor], classes: int = 10) -> dict:
     """What AdaFace's pytorch-lightning trainer saves: ``model.*`` backbone, the AdaFace head (kernel + EMA buffers)."""
     sd = {f"model.{k}": v for k, v in backbone.items()}
-    sd.update({"head.kernel": torch.randn(512, classes), "head.t": torch.zeros(1), "head.batch_mean": torch.ones(1) * 20,
-               "head.batch_std": torch.ones(1) * 100})
+    sd.update(
+        {
+            "head.kernel": torch.randn(512, classes),
+            "head.t": torch.zeros(1),
+            "head.batch_mean": torch.ones(1) * 20,
+            "head.batch_std": torch.ones(1) * 100,
+        }
+    )
     return {"epoch": EPOCH, "global_step": 1234, "pytorch-lightning_version": "1.4.4", "state_dict": sd}
 
 
@@ -135,8 +173,9 @@ def n_params(state: dict[str, torch.Tensor]) -> int:
 
 # ---------------------------------------------------------------- functional reference forward (test-side)
 def _bnf(x, sd, p):
-    return F.batch_norm(x, sd[f"{p}.running_mean"], sd[f"{p}.running_var"], sd.get(f"{p}.weight"), sd.get(f"{p}.bias"),
-                        False, 0.0, 1e-5)
+    return F.batch_norm(
+        x, sd[f"{p}.running_mean"], sd[f"{p}.running_var"], sd.get(f"{p}.weight"), sd.get(f"{p}.bias"), False, 0.0, 1e-5
+    )
 
 
 def reference_insightface(sd, depth, x):
@@ -147,14 +186,20 @@ def reference_insightface(sd, depth, x):
             out = F.conv2d(_bnf(x, sd, f"{p}.bn1"), sd[f"{p}.conv1.weight"], padding=1)
             out = F.prelu(_bnf(out, sd, f"{p}.bn2"), sd[f"{p}.prelu.weight"])
             out = _bnf(F.conv2d(out, sd[f"{p}.conv2.weight"], stride=stride, padding=1), sd, f"{p}.bn3")
-            sc = _bnf(F.conv2d(x, sd[f"{p}.downsample.0.weight"], stride=stride), sd, f"{p}.downsample.1") if j == 0 else x
+            sc = (
+                _bnf(F.conv2d(x, sd[f"{p}.downsample.0.weight"], stride=stride), sd, f"{p}.downsample.1")
+                if j == 0
+                else x
+            )
             x = out + sc
     x = torch.flatten(_bnf(x, sd, "bn2"), 1)
     return _bnf(F.linear(x, sd["fc.weight"], sd["fc.bias"]), sd, "features")
 
 
 def reference_adaface(sd, depth, x):
-    x = F.prelu(_bnf(F.conv2d(x, sd["input_layer.0.weight"], padding=1), sd, "input_layer.1"), sd["input_layer.2.weight"])
+    x = F.prelu(
+        _bnf(F.conv2d(x, sd["input_layer.0.weight"], padding=1), sd, "input_layer.1"), sd["input_layer.2.weight"]
+    )
     k, in_channel = 0, 64
     for n, d in zip(BLOCKS[depth], WIDTHS):
         for j in range(n):
@@ -202,7 +247,9 @@ def images():
 @pytest.mark.parametrize("depth", [18, 34, 50, 100])
 def test_published_key_lists_match(depth):
     """Our mapping's key / shape lists equal those of the published architectures, for every size."""
-    arch_if, arch_ada = {18: ("r18", "ir_18"), 34: ("r34", "ir_34"), 50: ("r50", "ir_50"), 100: ("r100", "ir_101")}[depth]
+    arch_if, arch_ada = {18: ("r18", "ir_18"), 34: ("r34", "ir_34"), 50: ("r50", "ir_50"), 100: ("r100", "ir_101")}[
+        depth
+    ]
     ours_if = published_keys("insightface", arch_if)
     assert list(ours_if.items()) == insightface_layout(depth)  # same keys, shapes and order: an identity mapping
     ours_ada = published_keys("adaface", arch_ada)
@@ -232,8 +279,18 @@ def test_arch_spellings_and_bad_names():
 # ----------------------------------------------------------------------------------------------- insightface
 def test_insightface_r18_loads_strictly(insightface_r18, images):
     path, sd, m = insightface_r18
-    assert (m.layout, m.arch, m.published_arch, m.channel_order, m.input_size) == ("insightface", "r18", "r18", "RGB", 112)
-    assert m.normalisation == "(x/255-0.5)/0.5" and m.eval_defaults == {"flip": "sum", "faceness": True, "image_norm": False}
+    assert (m.layout, m.arch, m.published_arch, m.channel_order, m.input_size) == (
+        "insightface",
+        "r18",
+        "r18",
+        "RGB",
+        112,
+    )
+    assert m.normalisation == "(x/255-0.5)/0.5" and m.eval_defaults == {
+        "flip": "sum",
+        "faceness": True,
+        "image_norm": False,
+    }
     assert not m.backbone.training and m.ignored_keys == ()
     assert path in m.source and "insightface" in m.source and len(m.sha256) == 64
     assert m.num_parameters == n_params(sd)
@@ -255,7 +312,13 @@ def test_insightface_r18_loads_strictly(insightface_r18, images):
 # ---------------------------------------------------------------------------------------------------- AdaFace
 def test_adaface_ir18_loads_strictly(adaface_ir18, images):
     path, sd, m = adaface_ir18
-    assert (m.layout, m.arch, m.published_arch, m.channel_order, m.input_size) == ("adaface", "r18", "ir_18", "BGR", 112)
+    assert (m.layout, m.arch, m.published_arch, m.channel_order, m.input_size) == (
+        "adaface",
+        "r18",
+        "ir_18",
+        "BGR",
+        112,
+    )
     assert m.eval_defaults["faceness"] is False and m.eval_defaults["flip"] == "sum"
     assert m.ignored_keys == ("head.kernel", "head.t", "head.batch_mean", "head.batch_std")
     assert f"epoch {EPOCH}" in m.source and "head.kernel (512, 10)" in m.source
@@ -332,23 +395,47 @@ def _case(layout, change):
 
 
 ERROR_CASES = {
-    "if-missing": ("insightface", lambda sd: sd.pop("layer2.0.downsample.0.weight"),
-                   "key 'layer2.0.downsample.0.weight': missing (expected shape (128, 64, 1, 1))"),
-    "if-extra": ("insightface", lambda sd: sd.update({"layer1.1.downsample.0.weight": torch.zeros(64, 64, 1, 1)}),
-                 "key 'layer1.1.downsample.0.weight': unexpected"),
-    "if-shape": ("insightface", lambda sd: sd.update({"fc.weight": torch.zeros(512, 512 * 4 * 4)}),
-                 "key 'fc.weight': has shape (512, 8192), expected (512, 25088)"),
-    "if-nan": ("insightface", lambda sd: sd.update({"bn2.bias": torch.full((512,), float("nan"))}),
-               "key 'bn2.bias': holds NaN"),
-    "ada-missing": ("adaface", lambda sd: sd.pop("body.2.shortcut_layer.1.running_var"),
-                    "key 'model.body.2.shortcut_layer.1.running_var': missing (expected shape (128,))"),
+    "if-missing": (
+        "insightface",
+        lambda sd: sd.pop("layer2.0.downsample.0.weight"),
+        "key 'layer2.0.downsample.0.weight': missing (expected shape (128, 64, 1, 1))",
+    ),
+    "if-extra": (
+        "insightface",
+        lambda sd: sd.update({"layer1.1.downsample.0.weight": torch.zeros(64, 64, 1, 1)}),
+        "key 'layer1.1.downsample.0.weight': unexpected",
+    ),
+    "if-shape": (
+        "insightface",
+        lambda sd: sd.update({"fc.weight": torch.zeros(512, 512 * 4 * 4)}),
+        "key 'fc.weight': has shape (512, 8192), expected (512, 25088)",
+    ),
+    "if-nan": (
+        "insightface",
+        lambda sd: sd.update({"bn2.bias": torch.full((512,), float("nan"))}),
+        "key 'bn2.bias': holds NaN",
+    ),
+    "ada-missing": (
+        "adaface",
+        lambda sd: sd.pop("body.2.shortcut_layer.1.running_var"),
+        "key 'model.body.2.shortcut_layer.1.running_var': missing (expected shape (128,))",
+    ),
     # an insightface-style conv shortcut on the stage-1 unit is not part of AdaFace's IR
-    "ada-extra": ("adaface", lambda sd: sd.update({"body.0.shortcut_layer.0.weight": torch.zeros(64, 64, 1, 1)}),
-                  "key 'model.body.0.shortcut_layer.0.weight': unexpected"),
-    "ada-shape": ("adaface", lambda sd: sd.update({"body.4.res_layer.1.weight": torch.zeros(256, 256, 3, 3)}),
-                  "key 'model.body.4.res_layer.1.weight': has shape (256, 256, 3, 3), expected (256, 128, 3, 3)"),
-    "ada-affine-features": ("adaface", lambda sd: sd.update({"output_layer.4.weight": torch.ones(512)}),
-                            "key 'model.output_layer.4.weight': unexpected"),
+    "ada-extra": (
+        "adaface",
+        lambda sd: sd.update({"body.0.shortcut_layer.0.weight": torch.zeros(64, 64, 1, 1)}),
+        "key 'model.body.0.shortcut_layer.0.weight': unexpected",
+    ),
+    "ada-shape": (
+        "adaface",
+        lambda sd: sd.update({"body.4.res_layer.1.weight": torch.zeros(256, 256, 3, 3)}),
+        "key 'model.body.4.res_layer.1.weight': has shape (256, 256, 3, 3), expected (256, 128, 3, 3)",
+    ),
+    "ada-affine-features": (
+        "adaface",
+        lambda sd: sd.update({"output_layer.4.weight": torch.ones(512)}),
+        "key 'model.output_layer.4.weight': unexpected",
+    ),
 }
 
 
@@ -380,7 +467,9 @@ def test_other_file_errors(tmp_path):
     with pytest.raises(CheckpointError, match=re.escape(f"{plain}:key 'layer1.2.bn1.weight': missing")):  # r18 as r34
         load_public_checkpoint(plain, "insightface", "r34")
     torch.save({"epoch": 3, "global_step": 9, "state_dict_backbone": _case("insightface", lambda sd: None)}, plain)
-    with pytest.raises(CheckpointError, match=re.escape(f"{plain}:key 'state_dict_backbone': an arcface_torch training")):
+    with pytest.raises(
+        CheckpointError, match=re.escape(f"{plain}:key 'state_dict_backbone': an arcface_torch training")
+    ):
         load_public_checkpoint(plain, "insightface", "r18")
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
@@ -438,9 +527,16 @@ def test_docstring_example_on_tiny_release(tiny_release, monkeypatch):
     the 112 px imports are checked above through the same feature loop (``embed_batches``)."""
     torch.manual_seed(0)
     small = iw.AdaFaceIR([1, 1, 1, 1], widths=(16, 32, 64, 128), stem_width=16, input_size=32, num_features=64).eval()
-    stand_in = ImportedModel(backbone=small, layout="adaface", arch="r18", channel_order="BGR", source="stand-in",
-                             input_size=32, embedding_size=64,
-                             eval_defaults={"flip": "sum", "faceness": False, "image_norm": False})
+    stand_in = ImportedModel(
+        backbone=small,
+        layout="adaface",
+        arch="r18",
+        channel_order="BGR",
+        source="stand-in",
+        input_size=32,
+        embedding_size=64,
+        eval_defaults={"flip": "sum", "faceness": False, "image_norm": False},
+    )
     calls = []
 
     def fake_load(path, layout, arch, **kw):
@@ -472,13 +568,36 @@ def test_cli_scores_an_imported_checkpoint_into_a_result_the_tables_read(tiny_re
     format (+ items), which harness.tables reads; the model is the 32 px stand-in of the test above."""
     torch.manual_seed(0)
     small = iw.AdaFaceIR([1, 1, 1, 1], widths=(16, 32, 64, 128), stem_width=16, input_size=32, num_features=64).eval()
-    stand_in = ImportedModel(backbone=small, layout="adaface", arch="r18", channel_order="BGR", source="stand-in",
-                             input_size=32, embedding_size=64,
-                             eval_defaults={"flip": "sum", "faceness": False, "image_norm": False})
+    stand_in = ImportedModel(
+        backbone=small,
+        layout="adaface",
+        arch="r18",
+        channel_order="BGR",
+        source="stand-in",
+        input_size=32,
+        embedding_size=64,
+        eval_defaults={"flip": "sum", "faceness": False, "image_norm": False},
+    )
     monkeypatch.setattr(iw, "load_public_checkpoint", lambda *a, **k: stand_in)
     result = tmp_path / "eval" / "adaface-r18-s0.json"
-    assert iw.main(["x.ckpt", "--layout", "adaface", "--arch", "ir_18", "--evaluate", tiny_release,
-                    "--benchmarks", "IJBB,TinyFace", "--result", str(result)]) == 0
+    assert (
+        iw.main(
+            [
+                "x.ckpt",
+                "--layout",
+                "adaface",
+                "--arch",
+                "ir_18",
+                "--evaluate",
+                tiny_release,
+                "--benchmarks",
+                "IJBB,TinyFace",
+                "--result",
+                str(result),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "adaface-r18 IJB-B  tar@" in out and "adaface-r18 TinyFace  rank1:" in out
     doc = json.loads(result.read_text())
@@ -486,12 +605,41 @@ def test_cli_scores_an_imported_checkpoint_into_a_result_the_tables_read(tiny_re
     assert (result.parent / doc["items"]).is_file()
     from harness import tables
 
-    assert tables.main([str(result.parent), "--out-dir", str(tmp_path / "t"), "--report", str(tmp_path / "R.md"),
-                        "--reference", "adaface-r18", "--no-paper", "--n-boot", "20"]) == 0
+    assert (
+        tables.main(
+            [
+                str(result.parent),
+                "--out-dir",
+                str(tmp_path / "t"),
+                "--report",
+                str(tmp_path / "R.md"),
+                "--reference",
+                "adaface-r18",
+                "--no-paper",
+                "--n-boot",
+                "20",
+            ]
+        )
+        == 0
+    )
     assert "| adaface-r18 |" in (tmp_path / "t" / "tables.md").read_text()
     # a root without the benchmarks: one line, status 2
-    assert iw.main(["x.ckpt", "--layout", "adaface", "--arch", "ir_18", "--evaluate", str(tmp_path / "none"),
-                    "--benchmarks", "IJBB"]) == 2
+    assert (
+        iw.main(
+            [
+                "x.ckpt",
+                "--layout",
+                "adaface",
+                "--arch",
+                "ir_18",
+                "--evaluate",
+                str(tmp_path / "none"),
+                "--benchmarks",
+                "IJBB",
+            ]
+        )
+        == 2
+    )
     assert capsys.readouterr().err.count("\n") == 1
 
 
@@ -506,9 +654,16 @@ def test_cli_on_a_full_disk_is_one_line_naming_the_file(where, tiny_release, tmp
 
     torch.manual_seed(0)
     small = iw.AdaFaceIR([1, 1, 1, 1], widths=(16, 32, 64, 128), stem_width=16, input_size=32, num_features=64).eval()
-    stand_in = ImportedModel(backbone=small, layout="adaface", arch="r18", channel_order="BGR", source="stand-in",
-                             input_size=32, embedding_size=64,
-                             eval_defaults={"flip": "sum", "faceness": False, "image_norm": False})
+    stand_in = ImportedModel(
+        backbone=small,
+        layout="adaface",
+        arch="r18",
+        channel_order="BGR",
+        source="stand-in",
+        input_size=32,
+        embedding_size=64,
+        eval_defaults={"flip": "sum", "faceness": False, "image_norm": False},
+    )
     monkeypatch.setattr(iw, "load_public_checkpoint", lambda *a, **k: stand_in)
     real = atomic.write_atomic
 
@@ -524,8 +679,24 @@ def test_cli_on_a_full_disk_is_one_line_naming_the_file(where, tiny_release, tmp
 
     monkeypatch.setattr(atomic, "write_atomic", full)
     result = tmp_path / "eval" / "adaface-r18-s0.json"
-    assert iw.main(["x.ckpt", "--layout", "adaface", "--arch", "ir_18", "--evaluate", tiny_release,
-                    "--benchmarks", "TinyFace", "--result", str(result)]) == 2
+    assert (
+        iw.main(
+            [
+                "x.ckpt",
+                "--layout",
+                "adaface",
+                "--arch",
+                "ir_18",
+                "--evaluate",
+                tiny_release,
+                "--benchmarks",
+                "TinyFace",
+                "--result",
+                str(result),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err, err
     items = str(result)[: -len(".json")] + ".items.npz"  # written first: the document never names a missing file

@@ -12,7 +12,15 @@ import shutil
 import numpy as np
 import pytest
 
-from harness.report.bootstrap import Combined, IJBOpenSetTpir, IJBSTpirAtFpir, RankK, SubjectGroups, TarAtFar, bootstrap_ci
+from harness.report.bootstrap import (
+    Combined,
+    IJBOpenSetTpir,
+    IJBSTpirAtFpir,
+    RankK,
+    SubjectGroups,
+    TarAtFar,
+    bootstrap_ci,
+)
 from harness.core.errors import DataFormatError
 from harness.eval.ijb_identification import RANKS, IJBIdentification
 from harness.eval.ijb_verification import IJBVerification
@@ -22,7 +30,13 @@ from harness.run import compact_metrics, items_path, make_config, run, write_npz
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SMALL = ["model.widths=8,16,16,32", "model.embedding_size=32", "data.input_size=32", "optim.batch_size=32", "optim.epochs=2"]
+SMALL = [
+    "model.widths=8,16,16,32",
+    "model.embedding_size=32",
+    "data.input_size=32",
+    "optim.batch_size=32",
+    "optim.epochs=2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +46,9 @@ def tiny_run(tiny_release, tmp_path_factory):
     params = folder / "params.yaml"
     params.write_text("{}\n")
     result = folder / "source_only-s0.json"
-    cfg = make_config(["--params", str(params), "method=source_only", f"data.release={tiny_release}", *SMALL, f"result={result}"])
+    cfg = make_config(
+        ["--params", str(params), "method=source_only", f"data.release={tiny_release}", *SMALL, f"result={result}"]
+    )
     run(cfg)
     doc = json.loads(result.read_text())
     with np.load(folder / doc["items"]) as z:
@@ -45,7 +61,7 @@ def _same(got: dict, want: dict) -> None:
     assert got.keys() <= want.keys(), sorted(got.keys() - want.keys())
     for k, v in got.items():
         w = want[k]
-        assert (math.isnan(v) if w is None else v == w), (k, v, w)
+        assert math.isnan(v) if w is None else v == w, (k, v, w)
 
 
 def _estimate(groups: SubjectGroups, metric) -> dict:
@@ -55,12 +71,20 @@ def _estimate(groups: SubjectGroups, metric) -> dict:
 def test_items_file_is_named_in_the_result_and_written_atomically(tiny_run):
     doc, items, folder = tiny_run
     assert doc["items"] == "source_only-s0.items.npz"
-    assert sorted(os.listdir(folder)) == ["params.yaml", "source_only-s0.items.npz", "source_only-s0.json"]  # no temp left
+    assert sorted(os.listdir(folder)) == [
+        "params.yaml",
+        "source_only-s0.items.npz",
+        "source_only-s0.json",
+    ]  # no temp left
     assert items_path(str(folder / "source_only-s0.json")) == str(folder / "source_only-s0.items.npz")
     rows = {r["benchmark"]: r for r in doc["results"]}
     for b in ("IJB-B", "IJB-C"):
         n = rows[b]["counts"]["pairs"]
-        assert (items[f"{b}/scores"].dtype, items[f"{b}/labels"].dtype, items[f"{b}/probe_subject"].dtype) == (np.float64, np.uint8, np.int32)
+        assert (items[f"{b}/scores"].dtype, items[f"{b}/labels"].dtype, items[f"{b}/probe_subject"].dtype) == (
+            np.float64,
+            np.uint8,
+            np.int32,
+        )
         assert items[f"{b}/scores"].shape == items[f"{b}/labels"].shape == items[f"{b}/probe_subject"].shape == (n,)
         assert int(items[f"{b}/labels"].sum()) == rows[b]["counts"]["genuine"]
         one_n, gals = f"{b} 1:N", rows[f"{b} 1:N"]["open_set"]["per_gallery"]
@@ -69,10 +93,15 @@ def test_items_file_is_named_in_the_result_and_written_atomically(tiny_run):
         assert items[f"{one_n}/joined/pos"].shape == (p,) and items[f"{one_n}/joined/pos"].dtype == np.float64
         for g, block in gals.items():
             assert int(items[f"{one_n}/{g}/mated"].sum()) == block["mated"]
-            assert items[f"{one_n}/{g}/rank"].dtype == np.int32 and items[f"{one_n}/{g}/nonmate_max"].dtype == np.float64
+            assert (
+                items[f"{one_n}/{g}/rank"].dtype == np.int32 and items[f"{one_n}/{g}/nonmate_max"].dtype == np.float64
+            )
     for proto in ("V2S", "V2B", "V2V"):
         c = rows["IJB-S"]["counts"][proto]
-        assert items[f"IJB-S/{proto}/mate_rank"].dtype == np.int16 and items[f"IJB-S/{proto}/probe_subject"].dtype == np.int32
+        assert (
+            items[f"IJB-S/{proto}/mate_rank"].dtype == np.int16
+            and items[f"IJB-S/{proto}/probe_subject"].dtype == np.int32
+        )
         assert items[f"IJB-S/{proto}/mate_rank"].shape == (c["probes"],)
         assert int((items[f"IJB-S/{proto}/mate_rank"] >= 0).sum()) == c["mated"]
         for g in ("G1", "G2"):
@@ -101,7 +130,9 @@ def test_saved_items_reproduce_every_headline_number(tiny_run):
         one_n = f"{b} 1:N"
         gals = list(next(r for r in doc["results"] if r["benchmark"] == one_n)["open_set"]["per_gallery"])
         views = [tuple(items[f"{one_n}/{g}/{a}"] for a in ("pos", "rank", "nonmate_max", "mated")) for g in gals]
-        metric = Combined(RankK(items[f"{one_n}/joined/rank"], RANKS, prefix="joined."), IJBOpenSetTpir(views, prefix="open_set."))
+        metric = Combined(
+            RankK(items[f"{one_n}/joined/rank"], RANKS, prefix="joined."), IJBOpenSetTpir(views, prefix="open_set.")
+        )
         got = _estimate(SubjectGroups.from_ids(items[f"{one_n}/probe_subject"]), metric)
         assert {"joined.rank1", "joined.rank5", "open_set.tpir@fpir=0.01"} <= got.keys()
         _same(got, want[one_n])
@@ -110,13 +141,17 @@ def test_saved_items_reproduce_every_headline_number(tiny_run):
     for proto in ("V2S", "V2B", "V2V"):
         it = {k.split("/", 2)[2]: v for k, v in items.items() if k.startswith(f"IJB-S/{proto}/")}
         gal = [tuple(it[f"{g}/{a}"] for a in ("mated", "top1_correct", "top1_score")) for g in ("G1", "G2")]
-        metric = Combined(RankK(it["mate_rank"], ijbs["knobs"]["ranks"], prefix=f"{proto}."),
-                          IJBSTpirAtFpir(gal, [float(x) for x in ijbs["knobs"]["fpirs"]], prefix=f"{proto}."))
+        metric = Combined(
+            RankK(it["mate_rank"], ijbs["knobs"]["ranks"], prefix=f"{proto}."),
+            IJBSTpirAtFpir(gal, [float(x) for x in ijbs["knobs"]["fpirs"]], prefix=f"{proto}."),
+        )
         got = _estimate(SubjectGroups.from_ids(it["probe_subject"]), metric)
         assert got.keys() == {k for k in want["IJB-S"] if k.startswith(f"{proto}.")}
         _same(got, want["IJB-S"])
 
-    got = _estimate(SubjectGroups.from_ids(items["TinyFace/probe_subject"]), RankK(items["TinyFace/first_mate"], (1, 5, 20)))
+    got = _estimate(
+        SubjectGroups.from_ids(items["TinyFace/probe_subject"]), RankK(items["TinyFace/first_mate"], (1, 5, 20))
+    )
     assert got.keys() == {"rank1", "rank5", "rank20"}
     _same(got, want["TinyFace"])
 
@@ -202,8 +237,10 @@ def test_ijbs_items_where_a_gallery_has_no_non_mated_probe():
     it = out["items"]
     assert np.isfinite(it["G1/top1_score"]).all() and it["G1/mated"].all() and not it["G2/mated"].any()
     assert it["G1/top1_correct"].sum() == int(round(out["metrics"]["rank1"] * 6))
-    metric = Combined(RankK(it["mate_rank"], (1, 5, 10)),
-                      IJBSTpirAtFpir([tuple(it[f"{g}/{a}"] for a in ("mated", "top1_correct", "top1_score")) for g in ("G1", "G2")]))
+    metric = Combined(
+        RankK(it["mate_rank"], (1, 5, 10)),
+        IJBSTpirAtFpir([tuple(it[f"{g}/{a}"] for a in ("mated", "top1_correct", "top1_score")) for g in ("G1", "G2")]),
+    )
     got = metric.on_counts(np.ones(6, np.int64))
     assert got.keys() == out["metrics"].keys() and out["metrics"]["tpir@fpir=0.1"] is None
     _same(got, out["metrics"])

@@ -41,16 +41,21 @@ ALLOWED = {
 #: (importer, imported module) -> why this edge goes against the layering. Each must be a lazy import (inside a
 #: function), so that importing the lower layer never loads the upper one.
 EXCEPTIONS = {
-    ("harness.core.config", "harness.models"):
-        "config validation checks model.backbone / model.head against the model registries, at call time",
-    ("harness.core.config", "harness.eval.registry"):
-        "config validation checks the eval.* keys against the registered benchmarks, at call time",
-    ("harness.eval.benchmarks", "harness.report.bootstrap"):
-        "a benchmark plugin names the bootstrap metric of its table columns (built when the tables run)",
+    (
+        "harness.core.config",
+        "harness.models",
+    ): "config validation checks model.backbone / model.head against the model registries, at call time",
+    (
+        "harness.core.config",
+        "harness.eval.registry",
+    ): "config validation checks the eval.* keys against the registered benchmarks, at call time",
+    (
+        "harness.eval.benchmarks",
+        "harness.report.bootstrap",
+    ): "a benchmark plugin names the bootstrap metric of its table columns (built when the tables run)",
 }
 #: commands that import other commands, and why
-COMMAND_EXCEPTIONS = {
-}
+COMMAND_EXCEPTIONS = {}
 #: (importer, imported module, name) -> why a private name crosses a module boundary
 PRIVATE_EXCEPTIONS: dict = {}  # none: every name imported across modules is public
 
@@ -76,8 +81,11 @@ def layer(module: str) -> str:
 
 
 def test_every_subpackage_is_a_known_layer():
-    found = {d for d in os.listdir(os.path.join(ROOT, "harness"))
-             if os.path.isfile(os.path.join(ROOT, "harness", d, "__init__.py"))}
+    found = {
+        d
+        for d in os.listdir(os.path.join(ROOT, "harness"))
+        if os.path.isfile(os.path.join(ROOT, "harness", d, "__init__.py"))
+    }
     assert found <= set(LAYERS), f"harness/ subpackages without a layer: {sorted(found - set(LAYERS))}"
 
 
@@ -108,7 +116,9 @@ def test_imports_go_down_the_layers():
         a, b = layer(m), layer(i.target)
         if a == b and a != "command" or b == "package" or (a == "command" and b != "command"):
             continue
-        key = next(((m, t) for t in (i.target, i.target.rsplit(".", 1)[0]) if (m, t) in EXCEPTIONS | COMMAND_EXCEPTIONS), None)
+        key = next(
+            ((m, t) for t in (i.target, i.target.rsplit(".", 1)[0]) if (m, t) in EXCEPTIONS | COMMAND_EXCEPTIONS), None
+        )
         if key is not None:
             used.add(key)
             if key in EXCEPTIONS and i.top_level:
@@ -124,8 +134,11 @@ def test_imports_go_down_the_layers():
 
 
 def test_methods_never_import_the_engine_or_commands():
-    bad = [f"{i.where()}: {i.target}" for m, i in _edges()
-           if layer(m) == "methods" and layer(i.target) in ("engine", "command", "eval", "report", "cfsm")]
+    bad = [
+        f"{i.where()}: {i.target}"
+        for m, i in _edges()
+        if layer(m) == "methods" and layer(i.target) in ("engine", "command", "eval", "report", "cfsm")
+    ]
     assert not bad, bad
 
 
@@ -144,11 +157,14 @@ def test_no_private_name_crosses_a_module():
     assert not set(PRIVATE_EXCEPTIONS) - used, sorted(set(PRIVATE_EXCEPTIONS) - used)
 
 
-@pytest.mark.parametrize("source, expected", [
-    ("from harness.core.config import RunConfig\n", ("harness.core.config", ("RunConfig",))),
-    ("from harness.engine import distributed\n", ("harness.engine.distributed", ())),
-    ("def f():\n    from methods.base import _x\n", ("methods.base", ("_x",))),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("from harness.core.config import RunConfig\n", ("harness.core.config", ("RunConfig",))),
+        ("from harness.engine import distributed\n", ("harness.engine.distributed", ())),
+        ("def f():\n    from methods.base import _x\n", ("methods.base", ("_x",))),
+    ],
+)
 def test_the_walker_sees_imports(tmp_path, monkeypatch, source, expected):
     """The checks above can fail: the walker resolves ``from package import module`` to the module, keeps the
     names of ``from module import name`` and sees imports inside functions."""

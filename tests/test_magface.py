@@ -41,7 +41,7 @@ def _expected(norm, angle, easy=True):
         target = math.cos(angle + m) if c > 0 else c
     else:
         target = math.cos(angle + m) if c > math.cos(math.pi - m) else c - math.sin(math.pi - m) * m
-    return target, m, 1.0 / a + a / UA ** 2
+    return target, m, 1.0 / a + a / UA**2
 
 
 def test_defaults_are_the_published_setting_and_model_m_does_not_apply():
@@ -118,24 +118,45 @@ def test_gradient_reaches_the_magnitude_inside_the_bounds_only():
     x3 = _embeddings()[1:2].requires_grad_(True)
     ce_only(x3, torch.zeros(1, dtype=torch.long)).backward()
     diff = ((x2.grad - x3.grad) * x2.detach()).sum() / 60.0
-    assert diff.item() == pytest.approx(LG * (-1 / 3600 + 1 / UA ** 2), rel=1e-4)
+    assert diff.item() == pytest.approx(LG * (-1 / 3600 + 1 / UA**2), rel=1e-4)
 
 
 def test_trainer_logs_the_feature_norms_and_records_the_constants(toy_rec_release):
     from harness.engine.train import train
 
-    cfg = apply_overrides(RunConfig(), {
-        "data.release": toy_rec_release, "data.input_size": "32", "model.widths": "8,16,16,32",
-        "model.embedding_size": "32", "model.head": "magface", "optim.batch_size": "16",
-        "optim.epochs": "2", "device": "cpu", "threads": "1", "log_every": "1",
-    })
+    cfg = apply_overrides(
+        RunConfig(),
+        {
+            "data.release": toy_rec_release,
+            "data.input_size": "32",
+            "model.widths": "8,16,16,32",
+            "model.embedding_size": "32",
+            "model.head": "magface",
+            "optim.batch_size": "16",
+            "optim.epochs": "2",
+            "device": "cpu",
+            "threads": "1",
+            "log_every": "1",
+        },
+    )
     logged: dict[str, list[float]] = {}
     result = train(cfg, log=lambda k, v, s: logged.setdefault(k, []).append(v), progress=False)
     assert isinstance(result.head, MagFaceHead) and math.isfinite(result.final_loss)
     for k in ("feature_norm_mean", "feature_norm_min", "feature_norm_max", "magface_margin_mean", "magface_g_mean"):
         assert len(logged[f"train.head.{k}"]) == result.steps
-    for lo, mean, hi in zip(logged["train.head.feature_norm_min"], logged["train.head.feature_norm_mean"],
-                            logged["train.head.feature_norm_max"]):
+    for lo, mean, hi in zip(
+        logged["train.head.feature_norm_min"],
+        logged["train.head.feature_norm_mean"],
+        logged["train.head.feature_norm_max"],
+    ):
         assert 0 < lo <= mean <= hi
-    assert result.info["head"] == {"name": "magface", "s": S, "l_a": LA, "u_a": UA, "l_m": LM, "u_m": UM,
-                                   "lambda_g": LG, "easy_margin": True}
+    assert result.info["head"] == {
+        "name": "magface",
+        "s": S,
+        "l_a": LA,
+        "u_a": UA,
+        "l_m": LM,
+        "u_m": UM,
+        "lambda_g": LG,
+        "easy_margin": True,
+    }

@@ -20,8 +20,11 @@ from harness.run import make_config
 from methods import REGISTRY, resolve_hparams
 
 REPO = Path(__file__).resolve().parents[1]
-PARAMS = {"default": REPO / "params.yaml", "paper": REPO / "profiles" / "paper" / "params.yaml",
-          "smoke": REPO / "profiles" / "smoke" / "params.yaml"}
+PARAMS = {
+    "default": REPO / "params.yaml",
+    "paper": REPO / "profiles" / "paper" / "params.yaml",
+    "smoke": REPO / "profiles" / "smoke" / "params.yaml",
+}
 PIPELINES = {"default": REPO / "dvc.yaml", "paper": REPO / "profiles" / "paper" / "dvc.yaml"}
 
 
@@ -46,8 +49,10 @@ def test_every_configured_method_has_an_entry_of_declared_names(profile):
         assert set(entry) <= set(declared), (profile, method, set(entry) - set(declared))
         # and harness.run reads it for that method without complaint
         cfg = make_config(["--params", str(PARAMS[profile]), f"method={method}"])
-        assert resolve_hparams(method, cfg.hparams_seed, cfg.hparams) == {**{k: v[0] for k, v in declared.items()},
-                                                                          **entry}, (profile, method)
+        assert resolve_hparams(method, cfg.hparams_seed, cfg.hparams) == {
+            **{k: v[0] for k, v in declared.items()},
+            **entry,
+        }, (profile, method)
 
 
 @pytest.mark.parametrize("profile", ["default", "smoke"])
@@ -86,8 +91,11 @@ def test_train_stages_track_their_method_entry_and_no_command_sets_hparams(pipel
     for name, stage in stages.items():
         assert "hparams." not in stage["cmd"], name  # method_hparams in the params file instead
         if name in ("train", "train_cfsm"):
-            listed = [p for entry in stage["params"] for p in (next(iter(entry.values())) if isinstance(entry, dict)
-                                                                else [entry])]
+            listed = [
+                p
+                for entry in stage["params"]
+                for p in (next(iter(entry.values())) if isinstance(entry, dict) else [entry])
+            ]
             assert "method_hparams.${item.method}" in listed, (pipeline, name)
         elif name.startswith("evaluate"):
             assert stage["cmd"] == stages["evaluate"]["cmd"], name
@@ -98,8 +106,9 @@ def _params(tmp_path: Path, method_hparams: dict, run: dict | None = None) -> st
 
 
 def test_precedence_defaults_then_params_then_run_hparams_then_command_line(tmp_path):
-    params = _params(tmp_path, {"cfsm_guided": {"eps": 0.2, "alpha": 0.1, "rs_ratio": 0.6}},
-                     run={"hparams": {"alpha": 0.05}})
+    params = _params(
+        tmp_path, {"cfsm_guided": {"eps": 0.2, "alpha": 0.1, "rs_ratio": 0.6}}, run={"hparams": {"alpha": 0.05}}
+    )
     cfg = make_config(["--params", params, "method=cfsm_guided", "hparams.rs_ratio=0.9"])
     hp = resolve_hparams("cfsm_guided", cfg.hparams_seed, cfg.hparams)
     assert (hp["eps"], hp["alpha"], hp["rs_ratio"], hp["steps"]) == (0.2, 0.05, 0.9, 1)
@@ -131,37 +140,76 @@ def test_an_entry_for_one_method_never_reaches_another(tmp_path):
     assert cfg.hparams == {} and resolve_hparams("source_only", cfg.hparams_seed, cfg.hparams) == {}
 
 
-@pytest.mark.parametrize("entry,needle", [
-    ({"cfsm_guided": {"epz": 0.5}}, ":method_hparams.cfsm_guided.epz: unknown hyperparameter of method 'cfsm_guided'; "
-                                    "valid: alpha, eps, generator, generator_size, "),
-    ({"cfsm_guided": [0.5]}, ":method_hparams.cfsm_guided: expected a mapping of hyperparameter names to values"),
-    ({"source_only": {"eps": 0.5}}, ":method_hparams.source_only.eps: unknown hyperparameter of method "
-                                    "'source_only'; valid: none"),
-])
+@pytest.mark.parametrize(
+    "entry,needle",
+    [
+        (
+            {"cfsm_guided": {"epz": 0.5}},
+            ":method_hparams.cfsm_guided.epz: unknown hyperparameter of method 'cfsm_guided'; "
+            "valid: alpha, eps, generator, generator_size, ",
+        ),
+        ({"cfsm_guided": [0.5]}, ":method_hparams.cfsm_guided: expected a mapping of hyperparameter names to values"),
+        (
+            {"source_only": {"eps": 0.5}},
+            ":method_hparams.source_only.eps: unknown hyperparameter of method 'source_only'; valid: none",
+        ),
+    ],
+)
 def test_an_unknown_name_is_one_line_naming_the_file_the_key_and_the_valid_names(tmp_path, capsys, entry, needle):
     params = _params(tmp_path, entry)
     method = next(iter(entry))
-    assert run_main(["--params", params, f"method={method}", f"out={tmp_path / 'runs'}", "train=false",
-                     f"checkpoint={tmp_path / 'none.pt'}"]) == 2
+    assert (
+        run_main(
+            [
+                "--params",
+                params,
+                f"method={method}",
+                f"out={tmp_path / 'runs'}",
+                "train=false",
+                f"checkpoint={tmp_path / 'none.pt'}",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"harness.run: {params}{needle}") and "\n" not in err, err
     assert not (tmp_path / "runs").exists()
 
 
-SMALL = ["data.input_size=32", "model.widths=8,16,16,32", "model.embedding_size=32", "optim.batch_size=16",
-         "optim.epochs=1", "device=cpu", "threads=1", "log_every=1", "evaluate=false"]
+SMALL = [
+    "data.input_size=32",
+    "model.widths=8,16,16,32",
+    "model.embedding_size=32",
+    "optim.batch_size=16",
+    "optim.epochs=1",
+    "device=cpu",
+    "threads=1",
+    "log_every=1",
+    "evaluate=false",
+]
 
 
 def test_the_run_records_the_params_value_and_source_only_trains_beside_it(tmp_path, toy_rec_release, generator_path):
-    params = _params(tmp_path, {
-        "source_only": {},
-        "cfsm_guided": {"generator": generator_path, "generator_size": 16, "latent_dim": 16, "eps": 0.5},
-    })
+    params = _params(
+        tmp_path,
+        {
+            "source_only": {},
+            "cfsm_guided": {"generator": generator_path, "generator_size": 16, "latent_dim": 16, "eps": 0.5},
+        },
+    )
     docs = {}
     for method in ("cfsm_guided", "source_only"):
         result = tmp_path / f"{method}.json"
-        args = ["--params", params, f"method={method}", f"data.release={toy_rec_release}", f"out={tmp_path / 'runs'}",
-                f"checkpoint={tmp_path / method}.pt", f"result={result}", *SMALL]
+        args = [
+            "--params",
+            params,
+            f"method={method}",
+            f"data.release={toy_rec_release}",
+            f"out={tmp_path / 'runs'}",
+            f"checkpoint={tmp_path / method}.pt",
+            f"result={result}",
+            *SMALL,
+        ]
         assert run_main(args) == 0, method
         docs[method] = json.loads(result.read_text())
     guided = docs["cfsm_guided"]
@@ -171,8 +219,14 @@ def test_the_run_records_the_params_value_and_source_only_trains_beside_it(tmp_p
     assert docs["source_only"]["hparams"] == {} and docs["source_only"]["config"]["hparams"] == {}
 
 
-DVC_ENV = dict(os.environ, DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@t")
+DVC_ENV = dict(
+    os.environ,
+    DVC_NO_ANALYTICS="1",
+    GIT_AUTHOR_NAME="t",
+    GIT_AUTHOR_EMAIL="t@t",
+    GIT_COMMITTER_NAME="t",
+    GIT_COMMITTER_EMAIL="t@t",
+)
 
 
 def _dvc(args, cwd):

@@ -81,8 +81,12 @@ def test_registering_two_methods_under_one_name_fails(toy_method):
 
 
 def test_config_overrides_coerce_types_and_reject_unknown_keys():
-    cfg = apply_overrides(RunConfig(), {"optim.lr": "0.05", "model.widths": "16,32", "evaluate": "false", "hparams.eps": "0.3"})
-    assert cfg.optim.lr == 0.05 and cfg.model.widths == (16, 32) and cfg.evaluate is False and cfg.hparams == {"eps": 0.3}
+    cfg = apply_overrides(
+        RunConfig(), {"optim.lr": "0.05", "model.widths": "16,32", "evaluate": "false", "hparams.eps": "0.3"}
+    )
+    assert (
+        cfg.optim.lr == 0.05 and cfg.model.widths == (16, 32) and cfg.evaluate is False and cfg.hparams == {"eps": 0.3}
+    )
     with pytest.raises(KeyError) as exc:
         apply_overrides(RunConfig(), {"optim.lrr": "1"})
     assert "optim.lr," in exc.value.args[0] and "\n" not in exc.value.args[0]

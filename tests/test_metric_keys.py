@@ -18,12 +18,15 @@ RESULTS = pathlib.Path(__file__).parent / "golden" / "tables" / "results"
 
 
 def test_writers_and_parser_agree():
-    cases = {mk.tar_key(1e-4): ("tar", "0.0001", None),
-             mk.tar_key(0.001, "stills_only"): ("tar", "0.001", "stills_only"),
-             mk.rank_key(5, "joined"): ("rank", 5, "joined"), mk.rank_key(20): ("rank", 20, None),
-             mk.tpir_key(0.01, block="V2S"): ("tpir@fpir", "0.01", "V2S"),
-             mk.tpir_key(0.1, "far", "joined"): ("tpir@far", "0.1", "joined"),
-             "accuracy_std": ("name", "accuracy_std", None)}
+    cases = {
+        mk.tar_key(1e-4): ("tar", "0.0001", None),
+        mk.tar_key(0.001, "stills_only"): ("tar", "0.001", "stills_only"),
+        mk.rank_key(5, "joined"): ("rank", 5, "joined"),
+        mk.rank_key(20): ("rank", 20, None),
+        mk.tpir_key(0.01, block="V2S"): ("tpir@fpir", "0.01", "V2S"),
+        mk.tpir_key(0.1, "far", "joined"): ("tpir@far", "0.1", "joined"),
+        "accuracy_std": ("name", "accuracy_std", None),
+    }
     assert list(cases)[:4] == ["tar@0.0001", "stills_only.tar@0.001", "joined.rank5", "rank20"]
     for key, (kind, arg, block) in cases.items():
         k = mk.parse(key)
@@ -33,8 +36,12 @@ def test_writers_and_parser_agree():
             mk.parse(bad)
     with pytest.raises(ValueError, match="at must be"):
         mk.tpir_key(0.1, "fnir")
-    assert [mk.display_name(k) for k in ("rank5", "tpir@fpir=0.01", "tpir@far=0.1", "accuracy")] == \
-        ["Rank-5", "TPIR@FPIR=0.01", "TPIR@FAR=0.1", "accuracy"]
+    assert [mk.display_name(k) for k in ("rank5", "tpir@fpir=0.01", "tpir@far=0.1", "accuracy")] == [
+        "Rank-5",
+        "TPIR@FPIR=0.01",
+        "TPIR@FAR=0.1",
+        "accuracy",
+    ]
 
 
 def test_every_written_key_parses_back_and_matches_its_pattern():

@@ -66,8 +66,14 @@ def test_r50_state_dict_keys_are_insightface_layout():
     for stage, n_blocks in enumerate(LAYERS["r50"], start=1):
         for b in range(n_blocks):
             p = f"layer{stage}.{b}"
-            keys += [*_bn_keys(f"{p}.bn1"), f"{p}.conv1.weight", *_bn_keys(f"{p}.bn2"), f"{p}.prelu.weight",
-                     f"{p}.conv2.weight", *_bn_keys(f"{p}.bn3")]
+            keys += [
+                *_bn_keys(f"{p}.bn1"),
+                f"{p}.conv1.weight",
+                *_bn_keys(f"{p}.bn2"),
+                f"{p}.prelu.weight",
+                f"{p}.conv2.weight",
+                *_bn_keys(f"{p}.bn3"),
+            ]
             if b == 0:
                 keys += [f"{p}.downsample.0.weight", *_bn_keys(f"{p}.downsample.1")]
     keys += [*_bn_keys("bn2"), "fc.weight", "fc.bias", *_bn_keys("features")]
@@ -157,6 +163,7 @@ def test_same_seed_same_weights():
     def make():
         torch.manual_seed(123)
         return small_iresnet(), build_head("arcface", 128, 10)
+
     (b1, h1), (b2, h2) = make(), make()
     for (k, v1), v2 in zip(b1.state_dict().items(), b2.state_dict().values()):
         assert torch.equal(v1, v2), k

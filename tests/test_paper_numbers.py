@@ -67,7 +67,9 @@ CFSM_SPOT = [
 
 @pytest.mark.parametrize("method,backbone,train_set,benchmark,metric,value", CFSM_SPOT)
 def test_cfsm_readme_numbers(numbers, method, backbone, train_set, benchmark, metric, value):
-    n = _one(numbers, source=CFSM, method=method, backbone=backbone, train_set=train_set, benchmark=benchmark, metric=metric)
+    n = _one(
+        numbers, source=CFSM, method=method, backbone=backbone, train_set=train_set, benchmark=benchmark, metric=metric
+    )
     assert n.value == value
     assert n.fraction == pytest.approx(value / 100)
 
@@ -78,7 +80,10 @@ def test_third_party_numbers_and_the_discrepancy_note(numbers):
     assert (ada.value, cfsm.value) == (59.39, 59.40)
     assert "59.39" in cfsm.notes and "59.40" in ada.notes
     assert _one(numbers, source=ADA, method="PFE", metric="V2V.tpir@fpir=0.01").value == 0.84
-    assert _one(numbers, source=ADA, method="AdaFace", train_set="MS1MV2", benchmark="TinyFace", metric="rank1").value == 68.21
+    assert (
+        _one(numbers, source=ADA, method="AdaFace", train_set="MS1MV2", benchmark="TinyFace", metric="rank1").value
+        == 68.21
+    )
     assert _one(numbers, source=ADA, method="AdaFace", train_set="WebFace4M", metric="V2S.rank5").value == 75.29
     assert _one(numbers, source=ARO, method="ArcFace+CFSM", metric="rank1").value == 64.69
     assert _one(numbers, source=ARO, method="URL", metric="V2S.tpir@fpir=0.01").value == 41.06
@@ -106,8 +111,19 @@ def _write(path, rows, header=REQUIRED_COLUMNS):
 
 
 def _row(**kw):
-    base = dict(source="github:a/b README.md", source_version="", method="M", backbone="R50", train_set="T",
-                benchmark="IJB-B", protocol="p", metric="tar@1e-05", value="87.26", metric_definition="d", notes="")
+    base = dict(
+        source="github:a/b README.md",
+        source_version="",
+        method="M",
+        backbone="R50",
+        train_set="T",
+        benchmark="IJB-B",
+        protocol="p",
+        metric="tar@1e-05",
+        value="87.26",
+        metric_definition="d",
+        notes="",
+    )
     base.update(kw)
     return [base[c] for c in REQUIRED_COLUMNS]
 
@@ -151,9 +167,13 @@ def test_published_model_names_only_the_same_model():
 
     assert published_model("source_only", "arcface", "r50", "MS1MV2") == ("ArcFace", "R50", "MS1MV2")
     assert published_model("cfsm_guided", "adaface", "r100", "WebFace12M") == ("AdaFace+CFSM", "R100", "WebFace12M")
-    for args in (("cfsm_random", "arcface", "r50", "MS1MV2"), ("source_only", "arcface", "small", "MS1MV2"),
-                 ("source_only", "arcface", "r50", "SynthFace"), ("source_only", "arcface", "r50", None),
-                 ("source_only", None, "r50", "MS1MV2")):
+    for args in (
+        ("cfsm_random", "arcface", "r50", "MS1MV2"),
+        ("source_only", "arcface", "small", "MS1MV2"),
+        ("source_only", "arcface", "r50", "SynthFace"),
+        ("source_only", "arcface", "r50", None),
+        ("source_only", None, "r50", "MS1MV2"),
+    ):
         assert published_model(*args) is None, args
     numbers = load_paper_numbers()
     got = matching(numbers, published_model("source_only", "arcface", "r50", "MS1MV2"), "TinyFace", "rank1")

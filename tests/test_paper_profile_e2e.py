@@ -21,14 +21,28 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 COPY = ("harness", "methods", "profiles/paper", "results/paper", ".dvcignore", "pyproject.toml")
 # README step 1, for a dry run on SynthFace: its folders under the names of the real datasets
-LINKS = {"faces_emore": "faces_synthface", "target": "target", "IJB_release": "IJB_release", "IJB-S": "IJB-S",
-         "tinyface": "tinyface", "aligned_pad_0.1_pad_high": "aligned_pad_0.1_pad_high"}
+LINKS = {
+    "faces_emore": "faces_synthface",
+    "target": "target",
+    "IJB_release": "IJB_release",
+    "IJB-S": "IJB-S",
+    "tinyface": "tinyface",
+    "aligned_pad_0.1_pad_high": "aligned_pad_0.1_pad_high",
+}
 
 
 def _env():
-    return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-                PYTHONPATH=os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1", DVC_NO_ANALYTICS="1",
-                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    return dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        PYTHONPATH=os.environ.get("PYTHONPATH", ""),
+        OMP_NUM_THREADS="1",
+        DVC_NO_ANALYTICS="1",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@t",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@t",
+    )
 
 
 def _run(args, cwd, env=None):
@@ -43,8 +57,23 @@ def root_112(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("paper_e2e_data")
     src = base / "src"
     env = dict(_env(), PYTHONPATH=str(REPO))
-    _run([sys.executable, "-m", "harness.synthface", "--size", "tiny", "--set", "aligned_size=112", "--set",
-          "loose_size=144", "--out", str(src)], base, env)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "harness.synthface",
+            "--size",
+            "tiny",
+            "--set",
+            "aligned_size=112",
+            "--set",
+            "loose_size=144",
+            "--out",
+            str(src),
+        ],
+        base,
+        env,
+    )
     root = base / "root"
     root.mkdir()
     for name, target in LINKS.items():
@@ -60,8 +89,9 @@ def _sized(params: dict, root: Path) -> dict:
     p["tables"]["n_boot"] = 20
     run = p["run"]
     run["log_every"] = 1
-    run["model"].update(backbone="small", widths=[16, 32, 64, 128], layers=[1, 1, 1, 1], stem_stride=1,
-                        embedding_size=64)
+    run["model"].update(
+        backbone="small", widths=[16, 32, 64, 128], layers=[1, 1, 1, 1], stem_stride=1, embedding_size=64
+    )
     run["optim"].update(batch_size=16, epochs=0.3, warmup_epochs=0.1)  # 117 images: 2 steps
     run["eval"]["batch_size"] = 64
     s1 = p["stage1"]
@@ -98,8 +128,16 @@ def test_paper_profile_runs_end_to_end_on_a_112px_synthface_root(root_112, tmp_p
     out = work / profile["out"]
 
     lock = (work / "profiles" / "paper" / "dvc.lock").read_text()
-    for stage in ("check_data", "train@source_only-0", "stage1", "train_cfsm@cfsm_guided-0", "evaluate@source_only-0",
-                  "evaluate_cfsm@cfsm_guided-0", "plots", "table"):
+    for stage in (
+        "check_data",
+        "train@source_only-0",
+        "stage1",
+        "train_cfsm@cfsm_guided-0",
+        "evaluate@source_only-0",
+        "evaluate_cfsm@cfsm_guided-0",
+        "plots",
+        "table",
+    ):
         assert f"  {stage}:" in lock, stage
     assert (out / "data_check.txt").read_text().startswith(f"{root_112}: MS1MV2")
 

@@ -34,9 +34,16 @@ def test_smoke_profile_runs_the_whole_pipeline(tmp_path):
         elif src.exists():
             shutil.copy2(src, dst)
     shutil.copy2(REPO / "profiles" / "smoke" / "params.yaml", work / "params.yaml")
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-               OMP_NUM_THREADS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@t", DVC_NO_ANALYTICS="1")
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        OMP_NUM_THREADS="1",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@t",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@t",
+        DVC_NO_ANALYTICS="1",
+    )
     _run(["git", "init", "-q"], work, env)
     _run([sys.executable, "-m", "dvc", "init", "-q"], work, env)
     shutil.copytree(REPO / ".dvc" / "plots", work / ".dvc" / "plots")  # the plot templates dvc.yaml names
@@ -51,8 +58,15 @@ def test_smoke_profile_runs_the_whole_pipeline(tmp_path):
         assert (work / "results" / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (work / "results" / "stage1" / "generator.pt").is_file()
     lock = (work / "dvc.lock").read_text()
-    for stage in ("train@source_only-0", "train@dann-0", "stage1", "train_cfsm@cfsm_guided-0", "evaluate_cfsm@cfsm_guided-0",
-                  "plots", "table"):
+    for stage in (
+        "train@source_only-0",
+        "train@dann-0",
+        "stage1",
+        "train_cfsm@cfsm_guided-0",
+        "evaluate_cfsm@cfsm_guided-0",
+        "plots",
+        "table",
+    ):
         assert f"  {stage}:" in lock, stage
     # a second run has nothing to do: every stage's dependencies and params were recorded
     assert "up to date" in _run([sys.executable, "-m", "dvc", "status"], work, env)

@@ -15,14 +15,28 @@ import pytest
 from harness.report.bootstrap import RankK
 from harness.core.errors import DataFormatError
 from harness.eval.roc import DEFAULT_FARS, far_key, tar_at_far
-from harness.plots import (DVC_TEMPLATES, SYNTHFACE_LABEL, cmc, data_label, far_grid, load_runs, main, roc_points,
-                           tar_on_grid, write_plots)
+from harness.plots import (
+    DVC_TEMPLATES,
+    SYNTHFACE_LABEL,
+    cmc,
+    data_label,
+    far_grid,
+    load_runs,
+    main,
+    roc_points,
+    tar_on_grid,
+    write_plots,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 PNGS = ["roc_ijbb.png", "roc_ijbc.png", "cmc_tinyface.png", "cmc_ijbs.png"]
-CSVS = {"roc_ijbb.csv": ["method", "far", "tar"], "roc_ijbc.csv": ["method", "far", "tar"],
-        "cmc_tinyface.csv": ["method", "protocol", "rank", "rate"], "cmc_ijbs.csv": ["method", "protocol", "rank", "rate"]}
+CSVS = {
+    "roc_ijbb.csv": ["method", "far", "tar"],
+    "roc_ijbc.csv": ["method", "far", "tar"],
+    "cmc_tinyface.csv": ["method", "protocol", "rank", "rate"],
+    "cmc_ijbs.csv": ["method", "protocol", "rank", "rate"],
+}
 
 
 # ---------------------------------------------------------------------------------------------------- fake results
@@ -41,8 +55,16 @@ def _rank_rates(r: np.ndarray, ranks) -> dict:
     return {k: (None if np.isnan(v) else v) for k, v in got.items()}
 
 
-def make_result(folder, method: str, seed: int, *, release: str = "datasets/synthface/default", skill: float = 0.5,
-                n_gen: int = 150, n_imp: int = 3000) -> dict:
+def make_result(
+    folder,
+    method: str,
+    seed: int,
+    *,
+    release: str = "datasets/synthface/default",
+    skill: float = 0.5,
+    n_gen: int = 150,
+    n_imp: int = 3000,
+) -> dict:
     """A ``<method>-s<seed>.json`` + ``.items.npz`` pair shaped like harness.run's, its numbers from the real
     evaluator functions (harness.eval.roc.tar_at_far, harness.report.bootstrap.RankK). Returns the document."""
     rng = np.random.default_rng(1000 * seed + len(method) + int(100 * skill))
@@ -52,8 +74,13 @@ def make_result(folder, method: str, seed: int, *, release: str = "datasets/synt
         scores = np.round(scores, 2)  # ties, as cosine scores of similar templates have
         labels = np.concatenate([np.ones(n_gen, np.uint8), np.zeros(n_imp, np.uint8)])
         items[f"{bench}/scores"], items[f"{bench}/labels"] = scores, labels
-        rows.append({"benchmark": bench, "tar_at_far": {far_key(x): t for x, t in tar_at_far(labels, scores).items()},
-                     "knobs": {"fars": [far_key(x) for x in DEFAULT_FARS]}})
+        rows.append(
+            {
+                "benchmark": bench,
+                "tar_at_far": {far_key(x): t for x, t in tar_at_far(labels, scores).items()},
+                "knobs": {"fars": [far_key(x) for x in DEFAULT_FARS]},
+            }
+        )
     ijbs = {"benchmark": "IJB-S", "knobs": {"ranks": [1, 5, 10]}}
     for proto in ("V2S", "V2B", "V2V"):
         r = _ranks(rng, 80, 10, skill).astype(np.int16)
@@ -66,8 +93,14 @@ def make_result(folder, method: str, seed: int, *, release: str = "datasets/synt
     rows.append({"benchmark": "TinyFace", "knobs": {"ranks": [1, 5, 20]}, **_rank_rates(tf, (1, 5, 20))})
     stem = f"{method}-s{seed}"
     np.savez_compressed(os.path.join(folder, f"{stem}.items.npz"), **items)
-    doc = {"config": {"data": {"release": release}}, "format": 1, "method": method, "seed": seed,
-           "items": f"{stem}.items.npz", "results": rows}
+    doc = {
+        "config": {"data": {"release": release}},
+        "format": 1,
+        "method": method,
+        "seed": seed,
+        "items": f"{stem}.items.npz",
+        "results": rows,
+    }
     with open(os.path.join(folder, f"{stem}.json"), "w") as f:
         json.dump(doc, f)
     return doc
@@ -83,8 +116,11 @@ def read_csv(path) -> tuple[list[str], list[dict]]:
 def fake(tmp_path_factory):
     """Two methods (one with two seeds) plotted once: (results folder, out folder, written paths, docs)."""
     res = tmp_path_factory.mktemp("results")
-    docs = [make_result(res, "alpha", 0, skill=0.6), make_result(res, "alpha", 1, skill=0.4),
-            make_result(res, "beta", 0, skill=0.3, n_imp=2500)]
+    docs = [
+        make_result(res, "alpha", 0, skill=0.6),
+        make_result(res, "alpha", 1, skill=0.4),
+        make_result(res, "beta", 0, skill=0.3, n_imp=2500),
+    ]
     out = tmp_path_factory.mktemp("plots")
     return res, out, write_plots(str(res), str(out)), docs
 
@@ -181,7 +217,13 @@ def test_cmc_csvs_reproduce_reported_ranks(fake):
     _, rows = read_csv(out / "data" / "cmc_tinyface.csv")
     tf = [r for r in rows if r["method"] == "alpha"]
     assert [int(r["rank"]) for r in tf] == list(range(1, 21))
-    want = np.mean([[next(r for r in d["results"] if r["benchmark"] == "TinyFace")["rank20"]] for d in docs if d["method"] == "alpha"])
+    want = np.mean(
+        [
+            [next(r for r in d["results"] if r["benchmark"] == "TinyFace")["rank20"]]
+            for d in docs
+            if d["method"] == "alpha"
+        ]
+    )
     assert float(tf[-1]["rate"]) == want
 
 
@@ -235,7 +277,7 @@ def test_bad_items_one_line_error_exit_2_nothing_written(fake, tmp_path, capsys,
         bad.write_bytes(bad.read_bytes()[:200])
     elif damage == "corrupt":  # zip structure intact, compressed bytes of an array garbled
         data = bytearray(bad.read_bytes())
-        data[len(data) // 3: len(data) // 3 + 64] = bytes(64)
+        data[len(data) // 3 : len(data) // 3 + 64] = bytes(64)
         bad.write_bytes(bytes(data))
     elif damage == "missing":
         bad.unlink()
@@ -276,10 +318,14 @@ def test_params_selects_the_configured_results(tmp_path, capsys):
     shutil.copytree(results, folder)
     (folder / "kornia_degrade-s0.items.npz").unlink()
     params = tmp_path / "params.yaml"
-    params.write_text("methods: [source_only]\ncfsm_methods: [cfsm_guided, cfsm_random]\nseeds: [0, 1]\n", encoding="utf-8")
+    params.write_text(
+        "methods: [source_only]\ncfsm_methods: [cfsm_guided, cfsm_random]\nseeds: [0, 1]\n", encoding="utf-8"
+    )
     assert main([str(folder), "--out-dir", str(tmp_path / "all")]) == 2  # without --params the stale file breaks it
     assert "kornia_degrade-s0.items.npz" in capsys.readouterr().err
-    params.write_text("methods: [source_only]\ncfsm_methods: [cfsm_guided, cfsm_random]\nseeds: [0]\n", encoding="utf-8")
+    params.write_text(
+        "methods: [source_only]\ncfsm_methods: [cfsm_guided, cfsm_random]\nseeds: [0]\n", encoding="utf-8"
+    )
     assert main([str(folder), "--params", str(params), "--out-dir", str(tmp_path / "p")]) == 0
     csv_text = (tmp_path / "p" / "data" / "roc_ijbb.csv").read_text()
     assert "cfsm_guided" in csv_text and "kornia_degrade" not in csv_text

@@ -17,8 +17,20 @@ import methods.trivialaugment  # noqa: F401
 from harness.core.config import RunConfig, apply_overrides
 from harness.models import build_head, small_iresnet
 from methods.policy_augment import (
-    IMAGENET_POLICY, OP_ID, OPS, Stage, apply_plan, apply_stage, augmentation_space, augmix_view, autoaugment_plan,
-    from_uint8, jensen_shannon, randaugment_plan, to_uint8, trivialaugment_plan,
+    IMAGENET_POLICY,
+    OP_ID,
+    OPS,
+    Stage,
+    apply_plan,
+    apply_stage,
+    augmentation_space,
+    augmix_view,
+    autoaugment_plan,
+    from_uint8,
+    jensen_shannon,
+    randaugment_plan,
+    to_uint8,
+    trivialaugment_plan,
 )
 from harness.data.loaders import to_model_input
 from methods import Batch, FRModel, build_method
@@ -79,8 +91,11 @@ def test_identical_images_get_different_ops_and_a_seed_fixes_the_output(name):
     # each row is exactly its own plan applied to that image alone
     u8 = to_uint8(x)
     for i in range(b):
-        own = [Stage(st.ops[i:i + 1], st.mags[i:i + 1]) for st in plan]
-        assert torch.equal(to_uint8(out[i:i + 1]), apply_plan(u8[i:i + 1], own)), (i, [OPS[st.ops[i]] for st in plan])
+        own = [Stage(st.ops[i : i + 1], st.mags[i : i + 1]) for st in plan]
+        assert torch.equal(to_uint8(out[i : i + 1]), apply_plan(u8[i : i + 1], own)), (
+            i,
+            [OPS[st.ops[i]] for st in plan],
+        )
 
 
 def test_augmix_views_are_per_sample_and_seeded():
@@ -96,11 +111,25 @@ def test_augmix_views_are_per_sample_and_seeded():
 def _tv_reference(img, op, mag, interpolation):
     """torchvision's ``_AutoAugmentBase._apply_image_or_video_transform`` through the public kernels, one image."""
     if op == "ShearX":
-        return TF.affine(img, angle=0.0, translate=[0, 0], scale=1.0, shear=[math.degrees(math.atan(mag)), 0.0],
-                         interpolation=interpolation, center=[0, 0])
+        return TF.affine(
+            img,
+            angle=0.0,
+            translate=[0, 0],
+            scale=1.0,
+            shear=[math.degrees(math.atan(mag)), 0.0],
+            interpolation=interpolation,
+            center=[0, 0],
+        )
     if op == "ShearY":
-        return TF.affine(img, angle=0.0, translate=[0, 0], scale=1.0, shear=[0.0, math.degrees(math.atan(mag))],
-                         interpolation=interpolation, center=[0, 0])
+        return TF.affine(
+            img,
+            angle=0.0,
+            translate=[0, 0],
+            scale=1.0,
+            shear=[0.0, math.degrees(math.atan(mag))],
+            interpolation=interpolation,
+            center=[0, 0],
+        )
     if op in ("TranslateX", "TranslateY"):
         t = [int(mag), 0] if op == "TranslateX" else [0, int(mag)]
         return TF.affine(img, angle=0.0, translate=t, scale=1.0, shear=[0.0, 0.0], interpolation=interpolation)
@@ -108,13 +137,19 @@ def _tv_reference(img, op, mag, interpolation):
         return TF.rotate(img, angle=mag, interpolation=interpolation)
     if op == "Solarize":
         return TF.solarize(img, threshold=mag)
-    enhance = {"Brightness": TF.adjust_brightness, "Color": TF.adjust_saturation, "Contrast": TF.adjust_contrast,
-               "Sharpness": TF.adjust_sharpness}
+    enhance = {
+        "Brightness": TF.adjust_brightness,
+        "Color": TF.adjust_saturation,
+        "Contrast": TF.adjust_contrast,
+        "Sharpness": TF.adjust_sharpness,
+    }
     if op in enhance:
         return enhance[op](img, 1.0 + mag)
     if op == "Posterize":
         return TF.posterize(img, bits=int(mag))
-    return {"Identity": lambda im: im, "AutoContrast": TF.autocontrast, "Equalize": TF.equalize, "Invert": TF.invert}[op](img)
+    return {"Identity": lambda im: im, "AutoContrast": TF.autocontrast, "Equalize": TF.equalize, "Invert": TF.invert}[
+        op
+    ](img)
 
 
 @pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
@@ -155,8 +190,11 @@ def test_op_tables_are_torchvisions():
     if policies is None:
         pytest.skip("torchvision.transforms.v2.AutoAugment._policies not found")
     assert [tuple(p) for p in policies] == list(IMAGENET_POLICY)
-    for kind, cls, bins in (("randaugment", v2.RandAugment, 31), ("wide", v2.TrivialAugmentWide, 31),
-                            ("autoaugment", v2.AutoAugment, 10)):
+    for kind, cls, bins in (
+        ("randaugment", v2.RandAugment, 31),
+        ("wide", v2.TrivialAugmentWide, 31),
+        ("autoaugment", v2.AutoAugment, 10),
+    ):
         ours = augmentation_space(kind, bins, INPUT, INPUT)
         theirs = cls._AUGMENTATION_SPACE
         assert set(ours) == set(theirs) - ({"Identity"} if kind == "autoaugment" else set())
@@ -202,8 +240,22 @@ def test_randaugment_zero_ops_is_identity_and_magnitude_zero_only_moves_magnitud
     plan = randaugment_plan(16, INPUT, INPUT, num_ops=2, magnitude=0)
     got = apply_plan(to_uint8(x), plan)
     # at bin 0 every geometric and enhance op is the identity, and posterize keeps 8 bits
-    neutral = {OP_ID[n] for n in ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness",
-                                  "Color", "Contrast", "Sharpness", "Posterize")}
+    neutral = {
+        OP_ID[n]
+        for n in (
+            "Identity",
+            "ShearX",
+            "ShearY",
+            "TranslateX",
+            "TranslateY",
+            "Rotate",
+            "Brightness",
+            "Color",
+            "Contrast",
+            "Sharpness",
+            "Posterize",
+        )
+    }
     rows = [i for i in range(16) if all(int(st.ops[i]) in neutral for st in plan)]
     assert rows and len(rows) < 16
     assert torch.equal(got[rows], to_uint8(x)[rows])
@@ -248,11 +300,23 @@ def test_trainer_runs_the_policy_methods(toy_rec_release, name):
     from harness.models.build import build_model
     from harness.engine.train import train
 
-    cfg = apply_overrides(RunConfig(), {
-        "method": name, "data.release": toy_rec_release, "data.input_size": "32",
-        "model.widths": "8,16,16,32", "model.embedding_size": "32", "optim.batch_size": "16", "optim.epochs": "1",
-        "optim.warmup_epochs": "0", "optim.weight_decay": "0", "device": "cpu", "threads": "1", "log_every": "1",
-    })
+    cfg = apply_overrides(
+        RunConfig(),
+        {
+            "method": name,
+            "data.release": toy_rec_release,
+            "data.input_size": "32",
+            "model.widths": "8,16,16,32",
+            "model.embedding_size": "32",
+            "optim.batch_size": "16",
+            "optim.epochs": "1",
+            "optim.warmup_epochs": "0",
+            "optim.weight_decay": "0",
+            "device": "cpu",
+            "threads": "1",
+            "log_every": "1",
+        },
+    )
     logged = {}
     result = train(cfg, log=lambda k, v, s: logged.setdefault(k, []).append(v), progress=False)
     assert math.isfinite(result.final_loss) and result.steps == 3
@@ -261,7 +325,9 @@ def test_trainer_runs_the_policy_methods(toy_rec_release, name):
     moved = [not torch.equal(a, b) for a, b in zip(initial.parameters(), result.backbone.parameters())]
     assert sum(moved) > len(moved) // 2  # no weight decay: only gradients move the weights
     if name == "augmix":
-        assert len(logged["train.augmix.js"]) == 3 and all(math.isfinite(v) and v >= 0 for v in logged["train.augmix.js"])
+        assert len(logged["train.augmix.js"]) == 3 and all(
+            math.isfinite(v) and v >= 0 for v in logged["train.augmix.js"]
+        )
 
 
 @pytest.mark.parametrize("name", [*POLICIES, "augmix"])

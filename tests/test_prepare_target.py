@@ -120,7 +120,8 @@ def test_wider_box_crops_names_list_and_round_trip(tmp_path, capsys):
     ds = CropFolderDataset(str(out), "target_list.txt")
     assert len(ds) == 4 and all(ds[i].shape == (112, 112, 3) for i in range(4))
     assert [parse_crop_name(n) for n in DEFAULT_NAMES[:2]] == [
-        ("0_Parade_marchingband_1_5", 0, 0.999), ("0_Parade_marchingband_1_5", 2, 0.999)
+        ("0_Parade_marchingband_1_5", 0, 0.999),
+        ("0_Parade_marchingband_1_5", 2, 0.999),
     ]
     # default margin 0.1: the red box fills the crop but a ~5 px ring of background
     red = ds[0].astype(int)
@@ -132,8 +133,22 @@ def test_wider_box_crops_names_list_and_round_trip(tmp_path, capsys):
 def test_box_crop_pixels_follow_the_margin(tmp_path, capsys):
     ann, images, _ = _dataset(tmp_path)
     out = tmp_path / "crops"
-    rc, _, err = _run(capsys, "wider", "--annotations", ann, "--images", images, "--out", out, "--margin", "0.5",
-                      "--size", "96", "--limit", "1")
+    rc, _, err = _run(
+        capsys,
+        "wider",
+        "--annotations",
+        ann,
+        "--images",
+        images,
+        "--out",
+        out,
+        "--margin",
+        "0.5",
+        "--size",
+        "96",
+        "--limit",
+        "1",
+    )
     assert rc == 0, err
     (name,) = read_crop_list(out, "target_list.txt").names
     crop = read_image(out / name).astype(int)
@@ -185,8 +200,20 @@ def test_landmarks_align_to_the_template(tmp_path, capsys):
         cx, cy = (win * xx).sum() / win.sum(), (win * yy).sum() / win.sum()
         assert math.hypot(cx - tx, cy - ty) < 1.0, (tx, ty, cx, cy)
     # the fallback: faces without landmarks become box crops
-    rc, text, err = _run(capsys, "wider", "--annotations", ann, "--images", images, "--out", tmp_path / "fb",
-                         "--landmarks", label, "--missing-landmarks", "box")
+    rc, text, err = _run(
+        capsys,
+        "wider",
+        "--annotations",
+        ann,
+        "--images",
+        images,
+        "--out",
+        tmp_path / "fb",
+        "--landmarks",
+        label,
+        "--missing-landmarks",
+        "box",
+    )
     assert rc == 0, err
     assert "kept 4 (aligned 1, box crops 3)" in text
     assert read_crop_list(tmp_path / "fb", "target_list.txt").names == DEFAULT_NAMES

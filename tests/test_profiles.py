@@ -21,7 +21,12 @@ def test_paper_profile_is_the_released_fr_recipe():
     from harness.run import make_config
 
     cfg = make_config(["--params", str(PAPER)])
-    assert (cfg.model.backbone, cfg.model.embedding_size, cfg.model.stem_stride, cfg.data.input_size) == ("r50", 512, 1, 112)
+    assert (cfg.model.backbone, cfg.model.embedding_size, cfg.model.stem_stride, cfg.data.input_size) == (
+        "r50",
+        512,
+        1,
+        112,
+    )
     assert (cfg.model.head, cfg.model.s, cfg.model.m) == ("arcface", 64.0, 0.5)
     o = cfg.optim
     assert (o.name, o.lr, o.momentum, o.weight_decay, o.batch_size) == ("sgd", 0.1, 0.9, 5e-4, 256)
@@ -118,15 +123,27 @@ def test_paper_profile_uses_auto_device_and_the_released_synthesis_of_the_whole_
 def test_device_cuda_without_cuda_is_one_line_before_anything_starts(module, tmp_path):
     runs = tmp_path / "runs"
     key = "out" if module == "harness.run" else "sacred"
-    args = [sys.executable, "-m", module, "--params", str(PAPER), "device=cuda", f"{key}={runs}",
-            f"data.release={tmp_path / 'nowhere'}"]
+    args = [
+        sys.executable,
+        "-m",
+        module,
+        "--params",
+        str(PAPER),
+        "device=cuda",
+        f"{key}={runs}",
+        f"data.release={tmp_path / 'nowhere'}",
+    ]
     if module == "harness.run":
         args += ["method=source_only", f"checkpoint={tmp_path / 'c.pt'}"]
-    proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    proc = subprocess.run(
+        args, cwd=tmp_path, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO))
+    )
     assert proc.returncode == 2, proc.stderr
     err = proc.stderr.strip().splitlines()
-    assert err == [f"{module}: config device='cuda' but CUDA is not available on this machine "
-                   "(set device: auto in the params, or device=cpu)"]
+    assert err == [
+        f"{module}: config device='cuda' but CUDA is not available on this machine "
+        "(set device: auto in the params, or device=cpu)"
+    ]
     assert not runs.exists()  # no Sacred run was started
 
 
@@ -159,8 +176,14 @@ def test_check_data_reports_a_missing_root_and_unknown_keys(tmp_path, capsys):
     assert "unknown dataset key(s) ['lfw']" in capsys.readouterr().err
 
 
-DVC_ENV = dict(os.environ, DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@t")
+DVC_ENV = dict(
+    os.environ,
+    DVC_NO_ANALYTICS="1",
+    GIT_AUTHOR_NAME="t",
+    GIT_AUTHOR_EMAIL="t@t",
+    GIT_COMMITTER_NAME="t",
+    GIT_COMMITTER_EMAIL="t@t",
+)
 
 
 def _dvc(args, cwd):
@@ -179,8 +202,15 @@ def test_dvc_reads_the_paper_pipeline_once_enabled(tmp_path):
     (work / "profiles" / "paper" / ".dvcignore").unlink()
     on = _dvc(["stage", "list", "profiles/paper/dvc.yaml"], work)
     assert on.returncode == 0, on.stderr
-    for stage in ("check_data", "train@source_only-0", "stage1", "train_cfsm@cfsm_guided-0", "evaluate_cfsm@cfsm_guided-0",
-                  "plots", "table"):
+    for stage in (
+        "check_data",
+        "train@source_only-0",
+        "stage1",
+        "train_cfsm@cfsm_guided-0",
+        "evaluate_cfsm@cfsm_guided-0",
+        "plots",
+        "table",
+    ):
         assert f"profiles/paper/dvc.yaml:{stage} " in on.stdout
 
 

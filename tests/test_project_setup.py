@@ -26,7 +26,9 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
 
 def test_dependencies_are_pinned_exactly_and_locked():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    lock = {line.split("==")[0].lower(): line.split("==")[1] for line in (REPO / "requirements.lock").read_text().split()}
+    lock = {
+        line.split("==")[0].lower(): line.split("==")[1] for line in (REPO / "requirements.lock").read_text().split()
+    }
     for req in project["dependencies"] + project["optional-dependencies"]["test"]:
         name, _, version = req.partition("==")
         if req.startswith("setuptools"):  # a range on purpose: sacred 0.8.7 needs pkg_resources (< 80.9)

@@ -126,8 +126,13 @@ def test_exact_bytes_of_a_small_record(tmp_path):
         w.write(7, b"abcde")
         w.write(2, b"abcd" + M + b"e")
     assert rec.read_bytes() == (
-        bytes.fromhex("0A23D7CE") + bytes.fromhex("05000000") + b"abcde\0\0\0"
-        + _hdr(1, 4) + b"abcd" + _hdr(3, 1) + b"e\0\0\0"
+        bytes.fromhex("0A23D7CE")
+        + bytes.fromhex("05000000")
+        + b"abcde\0\0\0"
+        + _hdr(1, 4)
+        + b"abcd"
+        + _hdr(3, 1)
+        + b"e\0\0\0"
     )
     assert idx.read_text() == "7\t0\n2\t16\n"
 
@@ -432,8 +437,11 @@ def test_label_out_of_range_and_wrong_image_size(tmp_path):
         w.write(1, pack_header(1.5, 1, 0, encode_jpeg(np.zeros((8, 8, 3), np.uint8))))
         w.write(2, pack_header(1, 2, 0, encode_jpeg(np.zeros((9, 8, 3), np.uint8))))
     ds = FaceRecDataset(root)
-    for i, word in ((0, "class label 5 outside [0, 2)"), (1, "class label 1.5 is not an integer"),
-                    (2, "image is 9x8, property says 8x8")):
+    for i, word in (
+        (0, "class label 5 outside [0, 2)"),
+        (1, "class label 1.5 is not an integer"),
+        (2, "image is 9x8, property says 8x8"),
+    ):
         with pytest.raises(DataFormatError) as e:
             ds[i]
         _check(e.value, root / "train.rec", f"record {i}", word)

@@ -14,13 +14,21 @@ import pytest
 
 from harness.core.errors import DataFormatError
 from harness.report.generators import (
-    FD_RATIO_MAX, IDENTITY_GAP_MIN, metrics_path_of, quality_text, read_targets, targets_of,
+    FD_RATIO_MAX,
+    IDENTITY_GAP_MIN,
+    metrics_path_of,
+    quality_text,
+    read_targets,
+    targets_of,
 )
 from harness.tables import main
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "tables"
-OLD_MET = {"fd": {"synth_over_source": 0.59514}, "identity": {"gap": -0.02952},
-           "targets": {"fd_ratio_le_0.6": True, "identity_gap_le_0.05": True}}  # the shape written before the block
+OLD_MET = {
+    "fd": {"synth_over_source": 0.59514},
+    "identity": {"gap": -0.02952},
+    "targets": {"fd_ratio_le_0.6": True, "identity_gap_le_0.05": True},
+}  # the shape written before the block
 OLD_MISSED = {"fd": {"synth_over_source": 1.03}, "identity": {"gap": -0.087}}
 
 
@@ -28,14 +36,17 @@ def test_thresholds_are_the_stage1_targets():
     assert (FD_RATIO_MAX, IDENTITY_GAP_MIN) == (0.6, -0.05)
 
 
-@pytest.mark.parametrize("metrics, met, misses", [
-    (OLD_MET, True, []),
-    (OLD_MISSED, False, ["FD ratio 1.030 > 0.6", "identity gap −0.087 < −0.05"]),
-    ({"fd": {"synth_over_source": 0.505}, "identity": {"gap": -0.057}}, False, ["identity gap −0.057 < −0.05"]),
-    ({"fd": {"synth_over_source": 0.644}, "identity": {"gap": -0.043}}, False, ["FD ratio 0.644 > 0.6"]),
-    ({"fd": {"synth_over_source": 0.6}, "identity": {"gap": -0.05}}, True, []),  # both at the bound: met
-    ({"fd": {"synth_over_source": 0.4}}, None, []),  # no identity pairs (real data): not assessed
-])
+@pytest.mark.parametrize(
+    "metrics, met, misses",
+    [
+        (OLD_MET, True, []),
+        (OLD_MISSED, False, ["FD ratio 1.030 > 0.6", "identity gap −0.087 < −0.05"]),
+        ({"fd": {"synth_over_source": 0.505}, "identity": {"gap": -0.057}}, False, ["identity gap −0.057 < −0.05"]),
+        ({"fd": {"synth_over_source": 0.644}, "identity": {"gap": -0.043}}, False, ["FD ratio 0.644 > 0.6"]),
+        ({"fd": {"synth_over_source": 0.6}, "identity": {"gap": -0.05}}, True, []),  # both at the bound: met
+        ({"fd": {"synth_over_source": 0.4}}, None, []),  # no identity pairs (real data): not assessed
+    ],
+)
 def test_targets_derived_from_an_older_metrics_file(metrics, met, misses):
     t = targets_of(metrics)
     assert t.derived and t.met is met and t.misses() == misses
@@ -58,8 +69,9 @@ def test_targets_not_assessed_on_real_data_are_said_so():
     block = {"fd_ratio": 0.42, "fd_ratio_max": 0.6, "identity_gap": None, "identity_gap_min": -0.05, "met": None}
     t = targets_of({"fd": {"synth_over_source": 0.42}, "targets": block})
     assert t.met is None and t.fd_ratio == 0.42 and t.misses() == []
-    assert quality_text(t) == ("targets not assessed (FD ratio 0.420, target 0.6; identity gap not measured: "
-                               "no clean/degraded pairs)")
+    assert quality_text(t) == (
+        "targets not assessed (FD ratio 0.420, target 0.6; identity gap not measured: no clean/degraded pairs)"
+    )
 
 
 def test_a_bad_metrics_file_is_a_one_line_error(tmp_path):
@@ -88,16 +100,31 @@ def _results_with_generators(root: pathlib.Path) -> pathlib.Path:
 def test_metrics_file_found_from_the_result_document(tmp_path, monkeypatch):
     ev = _results_with_generators(tmp_path / "run")
     monkeypatch.chdir(tmp_path)  # not the folder the runs ran in: found from the folders above the result
-    assert metrics_path_of("stage1_ok/generator.pt", str(ev / "cfsm_guided-s0.json")) == \
-        str(tmp_path / "run" / "stage1_ok" / "metrics.json")
+    assert metrics_path_of("stage1_ok/generator.pt", str(ev / "cfsm_guided-s0.json")) == str(
+        tmp_path / "run" / "stage1_ok" / "metrics.json"
+    )
     assert metrics_path_of("nowhere/generator.pt", str(ev / "cfsm_guided-s0.json")) is None
-    assert metrics_path_of(str(tmp_path / "run" / "stage1_bad" / "generator.pt"), "x.json") == \
-        str(tmp_path / "run" / "stage1_bad" / "metrics.json")
+    assert metrics_path_of(str(tmp_path / "run" / "stage1_bad" / "generator.pt"), "x.json") == str(
+        tmp_path / "run" / "stage1_bad" / "metrics.json"
+    )
 
 
 def _cli(results: pathlib.Path, out: pathlib.Path) -> int:
-    return main([str(results), "--out-dir", str(out / "tables"), "--report", str(out / "REPORT.md"),
-                 "--paper", str(GOLDEN / "paper"), "--n-boot", "200", "--seed", "0"])
+    return main(
+        [
+            str(results),
+            "--out-dir",
+            str(out / "tables"),
+            "--report",
+            str(out / "REPORT.md"),
+            "--paper",
+            str(GOLDEN / "paper"),
+            "--n-boot",
+            "200",
+            "--seed",
+            "0",
+        ]
+    )
 
 
 def test_tables_and_report_show_each_generators_quality(tmp_path, monkeypatch):
@@ -112,21 +139,27 @@ def test_tables_and_report_show_each_generators_quality(tmp_path, monkeypatch):
     names = [ln.split(" | ")[0] for ln in ijbb if ln.startswith("| ")]
     # each CFSM row is followed by its generator's quality, the other rows are not
     i = names.index("| cfsm_guided")
-    assert names[i + 1] == "| ↳ generator `stage1_ok/generator.pt`: targets met (FD ratio 0.595 ≤ 0.6, identity gap " \
-                           "−0.030 ≥ −0.05)"
+    assert (
+        names[i + 1] == "| ↳ generator `stage1_ok/generator.pt`: targets met (FD ratio 0.595 ≤ 0.6, identity gap "
+        "−0.030 ≥ −0.05)"
+    )
     j = names.index("| cfsm_random")
     assert names[j + 1].startswith("| ↳ generator `stage1_bad/generator.pt`: MISSED its targets (FD ratio 1.030 > 0.6")
     assert names[names.index("| source_only") + 1] == "| cfsm_guided"
     table = md.split("## CFSM generators")[1].split("##")[0]
     assert "| cfsm_guided | 0, 1 | `stage1_ok/generator.pt` | 0.595 | −0.030 | met |" in table
     assert "| cfsm_random | 0 | `stage1_bad/generator.pt` | 1.030 | −0.087 | **missed** |" in table
-    missed = ("**The generator `stage1_bad/generator.pt` missed its stage-1 targets** (FD ratio 1.030 > 0.6; identity "
-              "gap −0.087 < −0.05): the rows of `cfsm_random` were trained with it")
+    missed = (
+        "**The generator `stage1_bad/generator.pt` missed its stage-1 targets** (FD ratio 1.030 > 0.6; identity "
+        "gap −0.087 < −0.05): the rows of `cfsm_random` were trained with it"
+    )
     assert missed in table and missed in rep and "stage1_ok/generator.pt` missed" not in md
     claim = rep.split("## The paper's claim")[1]
     assert claim.index("The CFSM rows come from these stage-1 generators") < claim.index("A verdict on these rows")
-    assert r"\multicolumn{8}{l}{$\hookrightarrow$ generator stage1\_bad/generator.pt: MISSED its targets (FD ratio " \
-           r"1.030 $>$ 0.6, identity gap -0.087 $<$ -0.05)} \\" in tex
+    assert (
+        r"\multicolumn{8}{l}{$\hookrightarrow$ generator stage1\_bad/generator.pt: MISSED its targets (FD ratio "
+        r"1.030 $>$ 0.6, identity gap -0.087 $<$ -0.05)} \\" in tex
+    )
     # the numbers are those of the same results without generators (the golden outputs)
     assert csv_text == (GOLDEN / "expected" / "tables.csv").read_text()
     without = re.sub(r"## CFSM generators\n.*?(?=\n## )\n", "", md, flags=re.S)

@@ -12,7 +12,14 @@ import pytest
 from harness.run import compact_metrics
 from harness.run import main as run_main
 
-SMALL = ["model.widths=8,16,16,32", "model.embedding_size=32", "data.input_size=32", "optim.batch_size=32", "optim.epochs=2", "log_every=1"]
+SMALL = [
+    "model.widths=8,16,16,32",
+    "model.embedding_size=32",
+    "data.input_size=32",
+    "optim.batch_size=32",
+    "optim.epochs=2",
+    "log_every=1",
+]
 
 
 @pytest.fixture
@@ -23,7 +30,15 @@ def empty_params(tmp_path):
 
 
 def _run(tiny_release, out, empty_params, *extra):
-    args = ["--params", empty_params, "method=source_only", f"data.release={tiny_release}", f"out={out}", *SMALL, *extra]
+    args = [
+        "--params",
+        empty_params,
+        "method=source_only",
+        f"data.release={tiny_release}",
+        f"out={out}",
+        *SMALL,
+        *extra,
+    ]
     return run_main(args)
 
 
@@ -81,8 +96,12 @@ def test_same_seed_gives_the_same_metrics(tiny_release, tmp_path, empty_params):
 
 def test_evaluate_only_from_a_saved_checkpoint_matches(tiny_release, tmp_path, empty_params):
     ckpt, r1, r2 = tmp_path / "m.pt", tmp_path / "r1.json", tmp_path / "r2.json"
-    assert _run(tiny_release, tmp_path / "runs1", empty_params, f"checkpoint={ckpt}", f"result={r1}", "evaluate=true") == 0
-    assert _run(tiny_release, tmp_path / "runs2", empty_params, f"checkpoint={ckpt}", f"result={r2}", "train=false") == 0
+    assert (
+        _run(tiny_release, tmp_path / "runs1", empty_params, f"checkpoint={ckpt}", f"result={r1}", "evaluate=true") == 0
+    )
+    assert (
+        _run(tiny_release, tmp_path / "runs2", empty_params, f"checkpoint={ckpt}", f"result={r2}", "train=false") == 0
+    )
     m1, m2 = compact_metrics(json.loads(r1.read_text())), compact_metrics(json.loads(r2.read_text()))
     m1.pop("train"), m2.pop("train", None)
     assert m1 == m2
@@ -90,7 +109,11 @@ def test_evaluate_only_from_a_saved_checkpoint_matches(tiny_release, tmp_path, e
 
 @pytest.mark.parametrize(
     "arg,needle",
-    [("method=no_such_method", "registered methods: adv_degrade, "), ("optim.lrr=1", "valid keys:"), ("hparams.nope=1", "unknown hyperparameter 'nope'")],
+    [
+        ("method=no_such_method", "registered methods: adv_degrade, "),
+        ("optim.lrr=1", "valid keys:"),
+        ("hparams.nope=1", "unknown hyperparameter 'nope'"),
+    ],
 )
 def test_unknown_method_or_key_is_a_one_line_error(tiny_release, tmp_path, empty_params, capsys, arg, needle):
     assert run_main(["--params", empty_params, f"data.release={tiny_release}", f"out={tmp_path}", arg]) == 2

@@ -19,8 +19,15 @@ from harness.eval.results import compact_metrics
 from harness.run import main as run_main
 from harness.runs import main as runs_main
 
-SMALL = ["model.widths=8,16,16,32", "model.embedding_size=32", "data.input_size=32", "optim.batch_size=32",
-         "optim.epochs=1", "eval.benchmarks=IJBB", "threads=1"]
+SMALL = [
+    "model.widths=8,16,16,32",
+    "model.embedding_size=32",
+    "data.input_size=32",
+    "optim.batch_size=32",
+    "optim.epochs=1",
+    "eval.benchmarks=IJBB",
+    "threads=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +38,22 @@ def trained(tiny_release, tmp_path_factory):
     params.write_text("{}\n")
     url = f"sqlite:///{work / 'runs.db'}"
     ckpt, result = str(work / "model.pt"), str(work / "result.json")
-    assert run_main(["--params", str(params), "method=source_only", "seed=3", f"data.release={tiny_release}",
-                     f"out={url}", f"checkpoint={ckpt}", f"result={result}", *SMALL]) == 0
+    assert (
+        run_main(
+            [
+                "--params",
+                str(params),
+                "method=source_only",
+                "seed=3",
+                f"data.release={tiny_release}",
+                f"out={url}",
+                f"checkpoint={ckpt}",
+                f"result={result}",
+                *SMALL,
+            ]
+        )
+        == 0
+    )
     with open(result) as f:
         return url, ckpt, json.load(f), str(params)
 
@@ -71,8 +92,21 @@ def test_a_failed_run_is_recorded_as_failed_in_the_sql_store(trained, tiny_relea
     bad = os.path.join(os.path.dirname(params), "bad.pt")
     with open(bad, "wb") as f:
         f.write(b"not a checkpoint")
-    assert run_main(["--params", params, "method=dann", "train=false", f"checkpoint={bad}",
-                     f"data.release={tiny_release}", f"out={url}", *SMALL]) == 2
+    assert (
+        run_main(
+            [
+                "--params",
+                params,
+                "method=dann",
+                "train=false",
+                f"checkpoint={bad}",
+                f"data.release={tiny_release}",
+                f"out={url}",
+                *SMALL,
+            ]
+        )
+        == 2
+    )
     capsys.readouterr()
     rows = _listed(capsys, url)
     assert [r["status"] for r in rows] == ["COMPLETED", "FAILED"] and rows[1]["method"] == "dann"
@@ -100,8 +134,10 @@ def postgres(tmp_path):
     """A throwaway PostgreSQL server (Debian's binaries), listening on a Unix socket only; yields its URL."""
     pg = _postgres_bin()
     if pg is None:
-        pytest.skip("PostgreSQL is not installed (no initdb in /usr/lib/postgresql/*/bin or on PATH): "
-                    "apt-get install postgresql")
+        pytest.skip(
+            "PostgreSQL is not installed (no initdb in /usr/lib/postgresql/*/bin or on PATH): "
+            "apt-get install postgresql"
+        )
     try:
         import psycopg  # noqa: F401
     except ImportError:
@@ -121,16 +157,36 @@ def postgres(tmp_path):
         for path in (base, sock):
             os.chown(path, user.pw_uid, user.pw_gid)
         run_as = ["runuser", "-u", "postgres", "--"]
-    subprocess.run(run_as + [os.path.join(pg, "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        run_as + [os.path.join(pg, "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+    )
     port = "54329"
-    subprocess.run(run_as + [os.path.join(pg, "pg_ctl"), "-D", data, "-w", "-l", os.path.join(base, "log"), "-o",
-                             f"-k {sock} -p {port} -c listen_addresses=''", "start"], check=True, capture_output=True)
+    subprocess.run(
+        run_as
+        + [
+            os.path.join(pg, "pg_ctl"),
+            "-D",
+            data,
+            "-w",
+            "-l",
+            os.path.join(base, "log"),
+            "-o",
+            f"-k {sock} -p {port} -c listen_addresses=''",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield f"postgresql://postgres@/postgres?host={sock}&port={port}"
     finally:
-        subprocess.run(run_as + [os.path.join(pg, "pg_ctl"), "-D", data, "-m", "immediate", "stop"],
-                       capture_output=True, check=False)
+        subprocess.run(
+            run_as + [os.path.join(pg, "pg_ctl"), "-D", data, "-m", "immediate", "stop"],
+            capture_output=True,
+            check=False,
+        )
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -138,8 +194,23 @@ def test_a_run_recorded_in_postgresql_is_listed(postgres, trained, tiny_release,
     _, ckpt, doc, params = trained
     # evaluate the trained checkpoint again, recorded in PostgreSQL through the same SQL observer
     result = os.path.join(os.path.dirname(params), "pg_result.json")
-    assert run_main(["--params", params, "method=source_only", "seed=3", "train=false", f"checkpoint={ckpt}",
-                     f"result={result}", f"data.release={tiny_release}", f"out={postgres}", *SMALL]) == 0
+    assert (
+        run_main(
+            [
+                "--params",
+                params,
+                "method=source_only",
+                "seed=3",
+                "train=false",
+                f"checkpoint={ckpt}",
+                f"result={result}",
+                f"data.release={tiny_release}",
+                f"out={postgres}",
+                *SMALL,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     (row,) = _listed(capsys, postgres)
     assert (row["method"], row["seed"], row["status"]) == ("source_only", 3, "COMPLETED")

@@ -20,13 +20,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 #: method -> [(hparams_seed, quality of the model on the test sets, validation TAR@1e-3)]; guided: validation picks
 #: draw 1, the test sets would pick draw 2 (the best quality); source_only: a tie on validation (draws 0 and 2)
-DRAWS = {"cfsm_guided": [(0, 0.0, 0.50), (1, 0.15, 0.80), (2, 0.3, 0.70)],
-         "source_only": [(0, 0.0, 0.60), (1, 0.05, 0.40), (2, 0.1, 0.60)]}
+DRAWS = {
+    "cfsm_guided": [(0, 0.0, 0.50), (1, 0.15, 0.80), (2, 0.3, 0.70)],
+    "source_only": [(0, 0.0, 0.60), (1, 0.05, 0.40), (2, 0.1, 0.60)],
+}
 
 
 def _validation_row(value: float, seed: int):
     def edit(rows):
         rows.append({"benchmark": "Validation 1:1", "tar_at_far": {"0.001": value + 0.01 * seed, "0.0001": 0.1}})
+
     return edit
 
 
@@ -36,20 +39,41 @@ def write_sweep(root: pathlib.Path, draws=DRAWS, seeds=(0, 1)) -> pathlib.Path:
             for seed in seeds:
                 job = root / f"job-{method}-h{h}-s{seed}"  # a sweep's per-job folder
                 job.mkdir(parents=True)
-                write_run(job, method, seed, fake_items(quality, 10 * h + seed, ("IJB-B", "IJB-C", "TinyFace")),
-                          edit=_validation_row(val, seed),
-                          extra={"hparams_seed": h, "hparams": {"eps": 0.1 * h, "steps": 1}})
+                write_run(
+                    job,
+                    method,
+                    seed,
+                    fake_items(quality, 10 * h + seed, ("IJB-B", "IJB-C", "TinyFace")),
+                    edit=_validation_row(val, seed),
+                    extra={"hparams_seed": h, "hparams": {"eps": 0.1 * h, "steps": 1}},
+                )
     return root
 
 
 def _cli(root, out: pathlib.Path, *extra: str) -> int:
-    return main([str(root), "--select", "validation", "--out-dir", str(out / "tables"), "--report",
-                 str(out / "REPORT.md"), "--paper", str(PAPER), "--n-boot", "50", *extra])
+    return main(
+        [
+            str(root),
+            "--select",
+            "validation",
+            "--out-dir",
+            str(out / "tables"),
+            "--report",
+            str(out / "REPORT.md"),
+            "--paper",
+            str(PAPER),
+            "--n-boot",
+            "50",
+            *extra,
+        ]
+    )
 
 
 def _test_metric(folder: pathlib.Path, method: str, h: int) -> float:
-    vals = [next(r for r in json.loads(p.read_text())["results"] if r["benchmark"] == "IJB-C")["tar_at_far"]["0.001"]
-            for p in folder.glob(f"job-{method}-h{h}-s*/{method}-s*.json")]
+    vals = [
+        next(r for r in json.loads(p.read_text())["results"] if r["benchmark"] == "IJB-C")["tar_at_far"]["0.001"]
+        for p in folder.glob(f"job-{method}-h{h}-s*/{method}-s*.json")
+    ]
     assert len(vals) == 2
     return sum(vals) / 2
 
@@ -60,8 +84,10 @@ def test_validation_selects_another_draw_than_the_oracle(tmp_path):
     assert len(runs) == 12
     draws = group_draws(runs)
     assert [d.label for d in draws["cfsm_guided"]] == ["h0", "h1", "h2"] and draws["cfsm_guided"][1].seeds == [0, 1]
-    sel = {s.method: s for s in select(runs, parse_metric("Validation 1:1:tar@0.001", "v"),
-                                       parse_metric("IJB-C:tar@0.001", "o"))}
+    sel = {
+        s.method: s
+        for s in select(runs, parse_metric("Validation 1:1:tar@0.001", "v"), parse_metric("IJB-C:tar@0.001", "o"))
+    }
     g = sel["cfsm_guided"]
     assert g.selected.hparams_seed == 1 and g.validation == pytest.approx(0.805)
     assert g.oracle.hparams_seed == 2 and g.selected.hparams == {"eps": 0.1, "steps": 1}
@@ -97,8 +123,10 @@ def test_select_cli_reports_the_selected_draws_and_the_oracle(tmp_path, capsys):
 def test_unequal_budget_is_said_and_a_method_without_validation_is_an_error(tmp_path, capsys):
     root = write_sweep(tmp_path / "sweep", {**DRAWS, "source_only": DRAWS["source_only"][:2]})
     assert _cli(root, tmp_path / "a") == 0
-    assert "**Unequal tuning budget**: `cfsm_guided` 3 draws, `source_only` 2 draws" in \
-        (tmp_path / "a" / "tables" / "selection.md").read_text()
+    assert (
+        "**Unequal tuning budget**: `cfsm_guided` 3 draws, `source_only` 2 draws"
+        in (tmp_path / "a" / "tables" / "selection.md").read_text()
+    )
     assert _cli(root, tmp_path / "b", "--select-metric", "Validation 1:1:tar@0.01") == 2
     err = capsys.readouterr().err
     assert err.startswith("harness.tables: method cfsm_guided: none of its 3 draws reports Validation 1:1 tar@0.01")

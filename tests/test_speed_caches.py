@@ -85,8 +85,9 @@ class Recorder(torch.nn.Module):
 def tiny_model(tiny_release):
     from harness.models.build import build_model
 
-    cfg = apply_overrides(RunConfig(), {"data.release": tiny_release, "model.widths": "8,8,16,16",
-                                        "model.embedding_size": 16})
+    cfg = apply_overrides(
+        RunConfig(), {"data.release": tiny_release, "model.widths": "8,8,16,16", "model.embedding_size": 16}
+    )
     torch.manual_seed(0)
     backbone, _ = build_model(cfg, 24)
     return cfg, backbone
@@ -139,10 +140,19 @@ def test_training_with_the_decode_cache_ends_with_the_same_weights(toy_rec_relea
     cache did; with ``phase_seconds`` set, the step's phases are timed (and nothing else changes)."""
     from harness.engine.train import train
 
-    cfg = apply_overrides(RunConfig(), {"data.release": toy_rec_release, "data.input_size": 32,
-                                        "model.widths": "8,8,16,16", "model.embedding_size": 16,
-                                        "optim.batch_size": 8, "optim.epochs": 0.5,
-                                        "device": "cpu", "checkpoint_every": 0})
+    cfg = apply_overrides(
+        RunConfig(),
+        {
+            "data.release": toy_rec_release,
+            "data.input_size": 32,
+            "model.widths": "8,8,16,16",
+            "model.embedding_size": 16,
+            "optim.batch_size": 8,
+            "optim.epochs": 0.5,
+            "device": "cpu",
+            "checkpoint_every": 0,
+        },
+    )
     cached = apply_overrides(cfg, {"data.decode_cache": str(tmp_path / "decoded")})
     runs = [train(c, progress=False) for c in (cfg, cached, cached)]
     assert [r.info["decode_cache"]["source"]["status"] for r in runs] == ["off", "written", "hit"]

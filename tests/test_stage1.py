@@ -20,8 +20,15 @@ from harness.models.cfsm import load_generator
 from harness.cfsm.train import Stage1Config, deviations, lambda_id_at, run_stage1, train_stage1
 from harness.cfsm.analysis import basis_grid, frechet_distance, magnitude_grid
 
-TINY_MODEL = {"model.image_size": 16, "model.dim": 8, "model.d_scales": 2, "model.d_layers": 2,
-              "model.adain_scale": "one_plus_gamma", "model.mlp_dim": 32, "model.latent_dim": 16}
+TINY_MODEL = {
+    "model.image_size": 16,
+    "model.dim": 8,
+    "model.d_scales": 2,
+    "model.d_layers": 2,
+    "model.adain_scale": "one_plus_gamma",
+    "model.mlp_dim": 32,
+    "model.latent_dim": 16,
+}
 
 
 @pytest.fixture(scope="module")
@@ -31,16 +38,38 @@ def identity_ckpt(tiny_release, tmp_path_factory) -> str:
     from harness.engine.train import train
 
     path = str(tmp_path_factory.mktemp("idnet") / "source_only.pt")
-    cfg = apply_overrides(RunConfig(), {"data.release": tiny_release, "data.input_size": 32, "model.widths": "8,16,16,32",
-                                        "model.embedding_size": 32, "optim.batch_size": 16, "optim.epochs": 1})
+    cfg = apply_overrides(
+        RunConfig(),
+        {
+            "data.release": tiny_release,
+            "data.input_size": 32,
+            "model.widths": "8,16,16,32",
+            "model.embedding_size": 32,
+            "optim.batch_size": 16,
+            "optim.epochs": 1,
+        },
+    )
     train(cfg, checkpoint_path=path, progress=False)
     return path
 
 
 def _cfg(tiny_release, identity_ckpt, out, **extra) -> Stage1Config:
-    values = {"data.release": tiny_release, "identity": identity_ckpt, "out": str(out), "figures": str(out / "fig"),
-              "sacred": "", "train.batch_size": 8, "train.iterations": 12, "train.lr": 5e-4, "log_every": 3,
-              "checkpoint_every": 4, "analysis.holdout_target": 10, "analysis.figure_inputs": 3, **TINY_MODEL, **extra}
+    values = {
+        "data.release": tiny_release,
+        "identity": identity_ckpt,
+        "out": str(out),
+        "figures": str(out / "fig"),
+        "sacred": "",
+        "train.batch_size": 8,
+        "train.iterations": 12,
+        "train.lr": 5e-4,
+        "log_every": 3,
+        "checkpoint_every": 4,
+        "analysis.holdout_target": 10,
+        "analysis.figure_inputs": 3,
+        **TINY_MODEL,
+        **extra,
+    }
     return apply_overrides(Stage1Config(), values)
 
 
@@ -64,7 +93,12 @@ def test_deviations_list_cpu_values_with_reasons_and_only_unreleasable_inputs_fo
 def test_params_yaml_stage1_section_is_a_valid_config():
     cfg = stage1.make_config([])
     assert cfg.model.image_size == 32 and cfg.train.lr == 5e-4 and cfg.train.recon_weight == 10
-    assert {d["key"] for d in deviations(cfg)} >= {"model.image_size", "model.adain_scale", "train.lr", "train.recon_weight"}
+    assert {d["key"] for d in deviations(cfg)} >= {
+        "model.image_size",
+        "model.adain_scale",
+        "train.lr",
+        "train.recon_weight",
+    }
     ema = {d["key"]: d for d in deviations(cfg)}["train.ema_decay"]  # the CPU default saves an EMA of G
     assert ema["release"] == 0.0 and ema["ours"] == cfg.train.ema_decay > 0 and ema["why"].startswith("CPU default")
 
@@ -74,8 +108,15 @@ def test_tiny_run_writes_generator_metrics_and_pictures(tiny_release, identity_c
     cfg = _cfg(tiny_release, identity_ckpt, tmp_path)
     doc = run_stage1(cfg, log=lambda name, value, step: logged.append((name, value, step)))
     names = {n for n, _, _ in logged}
-    assert {"stage1.loss_g", "stage1.loss_d", "stage1.loss_id", "stage1.loss_rec", "stage1.loss_ort",
-            "stage1.loss_g_adv", "stage1.lambda_id"} <= names
+    assert {
+        "stage1.loss_g",
+        "stage1.loss_d",
+        "stage1.loss_id",
+        "stage1.loss_rec",
+        "stage1.loss_ort",
+        "stage1.loss_g_adv",
+        "stage1.lambda_id",
+    } <= names
     assert all(np.isfinite(v) for _, v, _ in logged)
     G, meta = load_generator(str(tmp_path / "generator.pt"), image_size=16, style_dim=10)
     assert {d["key"]: d["ours"] for d in meta["deviations"]}["model.image_size"] == 16
@@ -83,12 +124,28 @@ def test_tiny_run_writes_generator_metrics_and_pictures(tiny_release, identity_c
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["train"]["steps"] == 12
     fd = metrics["fd"]
-    assert {"source_target", "synth_target", "degraded_target", "target_target", "synth_over_source", "mag_0", "mag_6"} <= set(fd)
+    assert {
+        "source_target",
+        "synth_target",
+        "degraded_target",
+        "target_target",
+        "synth_over_source",
+        "mag_0",
+        "mag_6",
+    } <= set(fd)
     assert all(v >= 0 for v in fd.values())
     ident = metrics["identity"]
     assert -1 <= ident["cos_synth"] <= 1 and ident["trained_target_mag_3"] == pytest.approx(0.65)
-    assert set(metrics["targets"]) == {"fd_ratio_le_0.6", "identity_gap_le_0.05", "fd_monotone_in_magnitude",
-                                       "fd_ratio", "fd_ratio_max", "identity_gap", "identity_gap_min", "met"}
+    assert set(metrics["targets"]) == {
+        "fd_ratio_le_0.6",
+        "identity_gap_le_0.05",
+        "fd_monotone_in_magnitude",
+        "fd_ratio",
+        "fd_ratio_max",
+        "identity_gap",
+        "identity_gap_min",
+        "met",
+    }
     # the quality-targets block restates the measured figures beside issue 19's thresholds
     targets = metrics["targets"]
     assert targets["fd_ratio"] == fd["synth_over_source"] and targets["identity_gap"] == ident["gap"]
@@ -164,7 +221,9 @@ def test_an_ema_run_saves_the_average_and_records_the_last_iterate(tiny_release,
     assert last["fd_ratio"] != metrics["targets"]["fd_ratio"]  # another generator was measured
 
 
-def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_state(tiny_release, identity_ckpt, tmp_path, monkeypatch):
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_state(
+    tiny_release, identity_ckpt, tmp_path, monkeypatch
+):
     real = stage1_train.reconstruction_loss
     calls = {"n": 0}
 

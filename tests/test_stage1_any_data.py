@@ -34,8 +34,15 @@ def test_the_analysis_runs_without_pairs_on_held_out_source_and_target(toy_stage
     ident = s["identity"]
     assert {f"mag_{a}" for a in range(7)} <= set(ident) and -1 <= ident["cos_synth"] <= 1
     assert ident["trained_target_mag_3"] == pytest.approx(0.65) and "cos_degraded" not in ident
-    assert s["targets"].keys() == {"fd_ratio_le_0.6", "fd_monotone_in_magnitude", "fd_ratio", "fd_ratio_max",
-                                   "identity_gap", "identity_gap_min", "met"}
+    assert s["targets"].keys() == {
+        "fd_ratio_le_0.6",
+        "fd_monotone_in_magnitude",
+        "fd_ratio",
+        "fd_ratio_max",
+        "identity_gap",
+        "identity_gap_min",
+        "met",
+    }
     # without clean/degraded pairs the identity gap is not measured, so whether the targets were met is unknown
     assert s["targets"]["identity_gap"] is None and s["targets"]["met"] is None
     assert s["targets"]["fd_ratio"] == s["fd"]["synth_over_source"]
@@ -45,14 +52,20 @@ def test_the_analysis_runs_without_pairs_on_held_out_source_and_target(toy_stage
     mag = Image.open(doc["figures"]["magnitude"])
     assert mag.size[0] > 8 * 32 and mag.size[1] > 2 * 32  # 2 held-out sources x (input + 7 magnitudes), 2x
     assert os.path.isfile(doc["figures"]["basis"])
-    assert doc["train"]["phases"] == [{"lambda_id": 8.0, "from": 0, "to": 5}, {"lambda_id": 5.0, "from": 5, "to": 9},
-                                      {"lambda_id": 2.0, "from": 9, "to": 22}]
+    assert doc["train"]["phases"] == [
+        {"lambda_id": 8.0, "from": 0, "to": 5},
+        {"lambda_id": 5.0, "from": 5, "to": 9},
+        {"lambda_id": 2.0, "from": 9, "to": 22},
+    ]
     _, meta = load_generator(str(tmp_path / "generator.pt"), image_size=16)
     assert meta["analysis"] == s and meta["deviations"] == doc["deviations"]
     from harness.engine.release import generator_provenance
 
     described, released = generator_provenance(str(tmp_path / "generator.pt"))  # read with weights_only=True
-    assert not released and f"trained by this project's stage 1 (harness.stage1; {len(doc['deviations'])} recorded" in described
+    assert (
+        not released
+        and f"trained by this project's stage 1 (harness.stage1; {len(doc['deviations'])} recorded" in described
+    )
 
 
 def test_the_held_out_source_images_are_never_trained_on(toy_stage1_release, toy_identity, tmp_path, monkeypatch):
@@ -69,8 +82,9 @@ def test_the_held_out_source_images_are_never_trained_on(toy_stage1_release, toy
 
 
 def test_no_hold_out_skips_the_analysis_and_says_why(toy_stage1_release, toy_identity, tmp_path, capsys):
-    doc = run_stage1(stage1_cfg(toy_stage1_release, toy_identity, tmp_path, **{"analysis.holdout_source": 0,
-                                                                               "train.iterations": 2}))
+    doc = run_stage1(
+        stage1_cfg(toy_stage1_release, toy_identity, tmp_path, **{"analysis.holdout_source": 0, "train.iterations": 2})
+    )
     assert "needs >= 2 held-out source images" in doc["analysis"]["skipped"] and doc["figures"] == {}
     assert "analysis skipped" in capsys.readouterr().err
 
@@ -78,14 +92,21 @@ def test_no_hold_out_skips_the_analysis_and_says_why(toy_stage1_release, toy_ide
 def test_deviation_reasons_follow_from_the_configured_values(toy_stage1_release, toy_identity, tmp_path):
     cfg = stage1_cfg(toy_stage1_release, toy_identity, tmp_path)
     devs = {d["key"]: d for d in stage1_train.deviations(cfg)}
-    assert devs["train.batch_size"] == {"key": "train.batch_size", "ours": 4, "release": 32,
-                                        "source": "S/README.md:37-68 (--batch_size 32)", "why": "set by the user"}
+    assert devs["train.batch_size"] == {
+        "key": "train.batch_size",
+        "ours": 4,
+        "release": 32,
+        "source": "S/README.md:37-68 (--batch_size 32)",
+        "why": "set by the user",
+    }
     assert devs["model.image_size"]["why"] == "set by the user"  # 16 px is not the CPU default's 32
     assert devs["train.lr"]["why"].startswith("CPU default")  # 5e-4 is the CPU default's documented choice
     assert devs["train.iterations"]["why"].startswith("set by the user: the released source list is not public")
     assert "target_list_wf_toy.txt" in devs["data.target"]["ours"]
     cpu = {d["key"]: d for d in stage1_train.deviations(stage1.make_config([]))}  # the repository's params.yaml
-    assert cpu["train.batch_size"]["why"].startswith("CPU default") and cpu["train.iterations"]["why"].startswith("CPU default")
+    assert cpu["train.batch_size"]["why"].startswith("CPU default") and cpu["train.iterations"]["why"].startswith(
+        "CPU default"
+    )
     assert cpu["model.image_size"]["why"].startswith("CPU default")
 
 

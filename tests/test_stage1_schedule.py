@@ -46,8 +46,9 @@ def test_each_phase_starts_with_fresh_adam_states(toy_stage1_release, toy_identi
     train_stage1(cfg, stop_after=7)
     state = torch.load(tmp_path / "reset" / "train_state.pt", weights_only=False)
     assert state["step"] == 7 and _adam_steps(state["opt_g"]) == {2} and _adam_steps(state["opt_d"]) == {2}
-    carried = stage1_cfg(toy_stage1_release, toy_identity, tmp_path / "carry", checkpoint_every=100,
-                         **{"train.reset_optimizers": False})
+    carried = stage1_cfg(
+        toy_stage1_release, toy_identity, tmp_path / "carry", checkpoint_every=100, **{"train.reset_optimizers": False}
+    )
     train_stage1(carried, stop_after=7)
     state = torch.load(tmp_path / "carry" / "train_state.pt", weights_only=False)
     assert _adam_steps(state["opt_g"]) == {7} and _adam_steps(state["opt_d"]) == {7}
@@ -67,8 +68,11 @@ def test_resuming_at_a_phase_boundary_gives_the_uninterrupted_weights(toy_stage1
 
 def test_the_phase_and_lambda_are_logged_and_announced(toy_stage1_release, toy_identity, tmp_path, capsys):
     logged = []
-    train_stage1(stage1_cfg(toy_stage1_release, toy_identity, tmp_path, **{"train.iterations": 11}),
-                 log=lambda n, v, s: logged.append((n, v, s)), progress=True)
+    train_stage1(
+        stage1_cfg(toy_stage1_release, toy_identity, tmp_path, **{"train.iterations": 11}),
+        log=lambda n, v, s: logged.append((n, v, s)),
+        progress=True,
+    )
     lam = {s: v for n, v, s in logged if n == "stage1.lambda_id"}
     assert [lam[s] for s in range(11)] == [8, 8, 8, 5, 5, 2, 2, 2, 2, 2, 2]  # bounds [0, 3, 5, 11]
     err = capsys.readouterr().err

@@ -107,8 +107,21 @@ def test_command_writes_the_matrix_and_the_figure(tmp_path, capsys):
     b = _save(tmp_path / "b.pt", -U, mu)
     c = _save(tmp_path / "c.pt", rows(e(2, d), e(3, d)).float(), mu, fd)
     out = tmp_path / "out"
-    assert subspaces_main(["--generator", f"default={a}", "--generator", f"flipped={b}", "--generator", f"other={c}",
-                           "--out", str(out)]) == 0
+    assert (
+        subspaces_main(
+            [
+                "--generator",
+                f"default={a}",
+                "--generator",
+                f"flipped={b}",
+                "--generator",
+                f"other={c}",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     doc = json.loads((out / "subspace_similarity.json").read_text())
     assert doc["names"] == ["default", "flipped", "other"]
     # by hand: (e_i + 0.5 e7) . (-e_i + 0.5 e7) / 1.25 = -0.75 / 1.25; against e_{i+2} + 0.5 e7: 0.25 / 1.25
@@ -123,11 +136,14 @@ def test_command_writes_the_matrix_and_the_figure(tmp_path, capsys):
     assert "-0.6000" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--generator", "x"], "expected NAME=PATH"),
-    (["--generator", "a=A", "--generator", "a=A"], "given twice"),
-    (["--generator", "a=/nonexistent/g.pt"], "stage-1 generator not found"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--generator", "x"], "expected NAME=PATH"),
+        (["--generator", "a=A", "--generator", "a=A"], "given twice"),
+        (["--generator", "a=/nonexistent/g.pt"], "stage-1 generator not found"),
+    ],
+)
 def test_command_bad_input_is_one_line(tmp_path, capsys, args, needle):
     assert subspaces_main([*args, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -137,9 +153,12 @@ def test_command_bad_input_is_one_line(tmp_path, capsys, args, needle):
 
 def test_command_refuses_different_shapes(tmp_path, capsys):
     a = _save(tmp_path / "a.pt", rows(e(0, 8), e(1, 8)).float(), torch.zeros(8))
-    other = CFSMGenerator(CFSMConfig(image_size=16, dim=8, n_residual=1, latent_dim=8, mlp_dim=16, d_scales=1,
-                                     d_layers=2, style_dim=3))
+    other = CFSMGenerator(
+        CFSMConfig(image_size=16, dim=8, n_residual=1, latent_dim=8, mlp_dim=16, d_scales=1, d_layers=2, style_dim=3)
+    )
     save_generator(str(tmp_path / "b.pt"), other)
-    assert subspaces_main(["--generator", f"a={a}", "--generator", f"b={tmp_path / 'b.pt'}",
-                           "--out", str(tmp_path / "o")]) == 2
+    assert (
+        subspaces_main(["--generator", f"a={a}", "--generator", f"b={tmp_path / 'b.pt'}", "--out", str(tmp_path / "o")])
+        == 2
+    )
     assert "differ in subspace shape" in capsys.readouterr().err

@@ -20,8 +20,15 @@ from methods import get_method, resolve_hparams
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: the cheapest real run: a tiny backbone, 32 px, one epoch of tiny's 117 source images, IJB-B only
-TINY = {"model.widths": [8, 16, 16, 32], "model.embedding_size": 32, "data.input_size": 32,
-        "optim.batch_size": 32, "optim.epochs": 1, "eval.benchmarks": ["IJBB"], "threads": 1}
+TINY = {
+    "model.widths": [8, 16, 16, 32],
+    "model.embedding_size": 32,
+    "data.input_size": 32,
+    "optim.batch_size": 32,
+    "optim.epochs": 1,
+    "eval.benchmarks": ["IJBB"],
+    "threads": 1,
+}
 
 
 def _write_sweep(path, **data) -> str:
@@ -39,8 +46,14 @@ def empty_params(tmp_path):
 
 
 def _sweep_file(tmp_path, empty_params, release, **extra) -> str:
-    data = {"params": empty_params, "methods": ["source_only"], "seeds": [0], "n_hparams": 1,
-            "observer": str(tmp_path / "runs"), "overrides": {"data.release": release, **TINY}}
+    data = {
+        "params": empty_params,
+        "methods": ["source_only"],
+        "seeds": [0],
+        "n_hparams": 1,
+        "observer": str(tmp_path / "runs"),
+        "overrides": {"data.release": release, **TINY},
+    }
     data.update(extra)
     return _write_sweep(tmp_path / "sweep.yaml", **data)
 
@@ -56,19 +69,26 @@ def _error(capsys) -> str:
     return err[0]
 
 
-@pytest.mark.parametrize("data, expected", [
-    ({"methods": ["source_only"], "launchr": "local"}, "sweep.yaml:launchr: unknown key"),
-    ({"methods": ["source_only"], "slurm": {"gpus": 4}}, "sweep.yaml:slurm.gpus: unknown key"),
-    ({"methods": ["source_only"], "seeds": "0,1"}, "sweep.yaml:seeds: expected a list"),
-    ({"methods": ["source_only"], "n_hparams": 0}, "sweep.yaml:n_hparams: expected an integer >= 1"),
-    ({"methods": ["no_such_method"]}, "sweep.yaml:methods: unknown method 'no_such_method'"),
-    ({"seeds": [0]}, "sweep.yaml:methods: missing"),
-    ({"methods": ["source_only"], "overrides": {"optim.lrr": 0.1}},
-     "sweep.yaml:overrides: unknown config key 'optim.lrr'"),
-    ({"methods": ["source_only"], "overrides": {"seed": 3}}, "sweep.yaml:overrides.seed: set by the sweep"),
-    ({"methods": ["dann"], "overrides": {"hparams.no_such": 1}},
-     "sweep.yaml:overrides: unknown hyperparameter 'no_such'"),
-])
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        ({"methods": ["source_only"], "launchr": "local"}, "sweep.yaml:launchr: unknown key"),
+        ({"methods": ["source_only"], "slurm": {"gpus": 4}}, "sweep.yaml:slurm.gpus: unknown key"),
+        ({"methods": ["source_only"], "seeds": "0,1"}, "sweep.yaml:seeds: expected a list"),
+        ({"methods": ["source_only"], "n_hparams": 0}, "sweep.yaml:n_hparams: expected an integer >= 1"),
+        ({"methods": ["no_such_method"]}, "sweep.yaml:methods: unknown method 'no_such_method'"),
+        ({"seeds": [0]}, "sweep.yaml:methods: missing"),
+        (
+            {"methods": ["source_only"], "overrides": {"optim.lrr": 0.1}},
+            "sweep.yaml:overrides: unknown config key 'optim.lrr'",
+        ),
+        ({"methods": ["source_only"], "overrides": {"seed": 3}}, "sweep.yaml:overrides.seed: set by the sweep"),
+        (
+            {"methods": ["dann"], "overrides": {"hparams.no_such": 1}},
+            "sweep.yaml:overrides: unknown hyperparameter 'no_such'",
+        ),
+    ],
+)
 def test_a_bad_sweep_file_is_one_line_and_exit_2(tmp_path, empty_params, capsys, data, expected):
     path = _write_sweep(tmp_path / "sweep.yaml", params=empty_params, **data)
     assert sweep_main([str(tmp_path / "sw"), "--sweep", path, "--dry-run"]) == 2
@@ -78,8 +98,16 @@ def test_a_bad_sweep_file_is_one_line_and_exit_2(tmp_path, empty_params, capsys,
 
 
 def test_expansion_draws_each_method_from_its_own_samplers_and_hashes_the_full_config(tmp_path, empty_params):
-    sweep = read_sweep(None, {"methods": ["dann", "mmd"], "seeds": [0, 1], "n_hparams": 3, "params": empty_params,
-                              "overrides": {"optim.epochs": "1"}})
+    sweep = read_sweep(
+        None,
+        {
+            "methods": ["dann", "mmd"],
+            "seeds": [0, 1],
+            "n_hparams": 3,
+            "params": empty_params,
+            "overrides": {"optim.epochs": "1"},
+        },
+    )
     jobs = expand(sweep, str(tmp_path / "sw"))
     assert len(jobs) == 2 * 3 * 2 and len({j["hash"] for j in jobs}) == 12
     for job in jobs:
@@ -97,27 +125,70 @@ def test_expansion_draws_each_method_from_its_own_samplers_and_hashes_the_full_c
         by_draw.setdefault((job["method"], job["hparams_seed"]), []).append(job["hparams"])
     assert all(a == b for a, b in by_draw.values())
     # the same sweep gives the same folders; another observer too (where runs are recorded is not the config) ...
-    again = expand(read_sweep(None, {"methods": ["dann", "mmd"], "seeds": [0, 1], "n_hparams": 3,
-                                     "params": empty_params, "overrides": {"optim.epochs": "1"},
-                                     "observer": "sqlite:///x.db"}),
-                   str(tmp_path / "sw"))
+    again = expand(
+        read_sweep(
+            None,
+            {
+                "methods": ["dann", "mmd"],
+                "seeds": [0, 1],
+                "n_hparams": 3,
+                "params": empty_params,
+                "overrides": {"optim.epochs": "1"},
+                "observer": "sqlite:///x.db",
+            },
+        ),
+        str(tmp_path / "sw"),
+    )
     assert [j["hash"] for j in again] == [j["hash"] for j in jobs]
     # ... a changed knob gives new ones
-    other = expand(read_sweep(None, {"methods": ["dann", "mmd"], "seeds": [0, 1], "n_hparams": 3,
-                                     "params": empty_params, "overrides": {"optim.epochs": "2"}}), str(tmp_path / "sw"))
+    other = expand(
+        read_sweep(
+            None,
+            {
+                "methods": ["dann", "mmd"],
+                "seeds": [0, 1],
+                "n_hparams": 3,
+                "params": empty_params,
+                "overrides": {"optim.epochs": "2"},
+            },
+        ),
+        str(tmp_path / "sw"),
+    )
     assert not {j["hash"] for j in other} & {j["hash"] for j in jobs}
 
 
 def test_slurm_dry_run_prints_the_sbatch_options_and_torchrun_commands(tmp_path, empty_params, capsys):
-    path = _write_sweep(tmp_path / "sweep.yaml", params=empty_params, methods=["source_only", "dann"], seeds=[0, 1, 2],
-                        n_hparams=2, launcher="slurm",
-                        slurm={"partition": "gpu", "gpus_per_node": 4, "cpus_per_task": 32, "time": 720, "mem_gb": 256,
-                               "array_parallelism": 5, "account": "face"})
+    path = _write_sweep(
+        tmp_path / "sweep.yaml",
+        params=empty_params,
+        methods=["source_only", "dann"],
+        seeds=[0, 1, 2],
+        n_hparams=2,
+        launcher="slurm",
+        slurm={
+            "partition": "gpu",
+            "gpus_per_node": 4,
+            "cpus_per_task": 32,
+            "time": 720,
+            "mem_gb": 256,
+            "array_parallelism": 5,
+            "account": "face",
+        },
+    )
     assert sweep_main([str(tmp_path / "sw"), "--sweep", path, "--dry-run"]) == 0
     out = capsys.readouterr().out
-    for option in ("#SBATCH --array=0-11%5", "#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=4",
-                   "#SBATCH --cpus-per-task=32", "#SBATCH --time=720", "#SBATCH --mem=256GB", "#SBATCH --account=face",
-                   "#SBATCH --ntasks-per-node=1", "#SBATCH --nodes=1", "#SBATCH --signal=USR2@90"):
+    for option in (
+        "#SBATCH --array=0-11%5",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --gpus-per-node=4",
+        "#SBATCH --cpus-per-task=32",
+        "#SBATCH --time=720",
+        "#SBATCH --mem=256GB",
+        "#SBATCH --account=face",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --nodes=1",
+        "#SBATCH --signal=USR2@90",
+    ):
         assert option in out, (option, out)
     assert out.count("-m torch.distributed.run --standalone --nproc_per_node 4 -m harness.run --params") == 12
     assert not (tmp_path / "sw").exists(), "a dry run writes nothing"
@@ -128,10 +199,18 @@ def _log_headers(job_dir) -> list[str]:
         return [ln for ln in f if ln.startswith("=== ")]
 
 
-def test_local_launcher_one_job_per_gpu_then_a_relaunch_skips_what_is_done(tiny_release, tmp_path, empty_params,
-                                                                           capsys):
-    path = _sweep_file(tmp_path, empty_params, tiny_release, methods=["source_only", "dann"], n_hparams=1,
-                       local={"gpus": 2}, overrides={"data.release": tiny_release, "device": "cpu", **TINY})
+def test_local_launcher_one_job_per_gpu_then_a_relaunch_skips_what_is_done(
+    tiny_release, tmp_path, empty_params, capsys
+):
+    path = _sweep_file(
+        tmp_path,
+        empty_params,
+        tiny_release,
+        methods=["source_only", "dann"],
+        n_hparams=1,
+        local={"gpus": 2},
+        overrides={"data.release": tiny_release, "device": "cpu", **TINY},
+    )
     sw = str(tmp_path / "sw")
     assert sweep_main([sw, "--sweep", path]) == 0
     out = capsys.readouterr().out
@@ -157,7 +236,9 @@ def test_local_launcher_one_job_per_gpu_then_a_relaunch_skips_what_is_done(tiny_
     assert sorted(ln.split()[1] for ln in listing[1:]) == ["dann", "source_only"]
     assert sweep_main(["status", sw, "--results", "--hparams-seed", "0"]) == 0
     paths = capsys.readouterr().out.split()
-    assert sorted(paths) == sorted(os.path.join(sw, "jobs", e["hash"], f"{e['method']}-s{e['seed']}.json") for e in plan["jobs"])
+    assert sorted(paths) == sorted(
+        os.path.join(sw, "jobs", e["hash"], f"{e['method']}-s{e['seed']}.json") for e in plan["jobs"]
+    )
     assert sweep_main(["status", sw, "--results", "--hparams-seed", "1"]) == 0 and not capsys.readouterr().out
     # relaunch: nothing runs again
     assert sweep_main([sw, "--sweep", path]) == 0
@@ -189,12 +270,22 @@ def test_failed_jobs_are_listed_with_their_error_line_and_rerun_only_when_asked(
 def test_a_killed_job_resumes_from_its_train_state(tiny_release, tmp_path, empty_params, capsys):
     # 3 epochs of tiny's 117 images at batch 32 = 9 steps (3 per epoch, as a 1-epoch run counts), a train state after
     # each: killed once the first one is there
-    path = _sweep_file(tmp_path, empty_params, tiny_release,
-                       overrides={"data.release": tiny_release, **TINY, "optim.epochs": 3, "checkpoint_every": 1})
+    path = _sweep_file(
+        tmp_path,
+        empty_params,
+        tiny_release,
+        overrides={"data.release": tiny_release, **TINY, "optim.epochs": 3, "checkpoint_every": 1},
+    )
     sw = str(tmp_path / "sw")
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
-    launcher = subprocess.Popen([sys.executable, "-m", "harness.sweep", sw, "--sweep", path], cwd=REPO, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "harness.sweep", sw, "--sweep", path],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     state = lock = None
     deadline = time.time() + 240
     try:
@@ -222,8 +313,13 @@ def test_a_killed_job_resumes_from_its_train_state(tiny_release, tmp_path, empty
 
 
 def test_slurm_launcher_through_submitit_local_executor(tiny_release, tmp_path, empty_params, capsys):
-    path = _sweep_file(tmp_path, empty_params, tiny_release, launcher="slurm",
-                       slurm={"partition": "gpu", "gpus_per_node": 1, "time": 10})
+    path = _sweep_file(
+        tmp_path,
+        empty_params,
+        tiny_release,
+        launcher="slurm",
+        slurm={"partition": "gpu", "gpus_per_node": 1, "time": 10},
+    )
     sw = str(tmp_path / "sw")
     assert sweep_main([sw, "--sweep", path, "--submitit-local"]) == 0
     out = capsys.readouterr().out
@@ -244,9 +340,15 @@ def test_a_requeue_stops_the_run_cleanly_and_the_requeued_task_resumes(tiny_rele
     from harness.launch.plan import write_jobs
     from harness.launch.slurm import SweepTask
 
-    sweep = read_sweep(None, {"methods": ["source_only"], "params": empty_params,
-                              "overrides": {"data.release": tiny_release, **TINY, "optim.epochs": 3,
-                                            "checkpoint_every": 1}, "observer": str(tmp_path / "runs")})
+    sweep = read_sweep(
+        None,
+        {
+            "methods": ["source_only"],
+            "params": empty_params,
+            "overrides": {"data.release": tiny_release, **TINY, "optim.epochs": 3, "checkpoint_every": 1},
+            "observer": str(tmp_path / "runs"),
+        },
+    )
     (job,) = expand(sweep, str(tmp_path / "sw"))
     write_jobs(sweep, str(tmp_path / "sw"), [job], cwd=REPO)
     task, outcome = SweepTask(1), {}

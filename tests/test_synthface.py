@@ -229,7 +229,9 @@ def test_generation_is_byte_identical_for_the_same_seed_and_size(tmp_path):
     _, changed, missing = filecmp.cmpfiles(a, c, files, shallow=False)
     changed += missing  # file names that exist for one seed only (IJB-S frame numbers) changed too
     assert "faces_synthface/train.rec" in changed and "IJB_release/IJBB/loose_crop/1.jpg" in changed
-    assert any(f.startswith("IJB-S/aligned/") for f in changed) and any(f.startswith("tinyface/Testing_Set/Probe/") for f in changed)
+    assert any(f.startswith("IJB-S/aligned/") for f in changed) and any(
+        f.startswith("tinyface/Testing_Set/Probe/") for f in changed
+    )
 
 
 def test_generation_is_atomic_on_failure(tmp_path, monkeypatch):

@@ -22,7 +22,15 @@ import shutil
 import numpy as np
 import pytest
 
-from harness.report.bootstrap import Combined, IJBSTpirAtFpir, RankK, SubjectGroups, TarAtFar, paired_from_samples, subject_draws
+from harness.report.bootstrap import (
+    Combined,
+    IJBSTpirAtFpir,
+    RankK,
+    SubjectGroups,
+    TarAtFar,
+    paired_from_samples,
+    subject_draws,
+)
 from harness.eval.roc import DEFAULT_FARS, far_key
 from harness.tables import COLUMNS, CSV_COLUMNS, TABLE_FARS, TopTarAtFar, build_tables, main, render
 
@@ -51,16 +59,28 @@ def _rows_from_items(items: dict, knobs: dict) -> list[dict]:
         labels = items[f"{b}/labels"]
         tar = TarAtFar(items[f"{b}/scores"], labels, fars).on_counts(_ones(labels.size))
         top = tar["tar@0.001"]
-        gap = {"stills_only": {"tar_at_far": {"0.001": min(1.0, top + 0.125)}}, "with_video": {"tar_at_far": {"0.001": top - 0.125}}}
+        gap = {
+            "stills_only": {"tar_at_far": {"0.001": min(1.0, top + 0.125)}},
+            "with_video": {"tar_at_far": {"0.001": top - 0.125}},
+        }
         if f"{b}/probe_video" in items:  # the real split, as harness.eval.ijb_verification computes it
             video = items[f"{b}/probe_video"].astype(bool)
             for part, mask in (("stills_only", ~video), ("with_video", video)):
                 m = TarAtFar(items[f"{b}/scores"][mask], labels[mask], (1e-3,)).on_counts(_ones(int(mask.sum())))
                 gap[part]["tar_at_far"]["0.001"] = m["tar@0.001"]
-        rows.append({"benchmark": b, "tar_at_far": {far_key(x): tar[f"tar@{far_key(x)}"] for x in fars},
-                     "by_probe_media": gap,
-                     "counts": {"pairs": int(labels.size), "genuine": int(labels.sum()), "impostor": int((labels == 0).sum())},
-                     "knobs": {**knobs, "fars": [far_key(x) for x in fars]}})
+        rows.append(
+            {
+                "benchmark": b,
+                "tar_at_far": {far_key(x): tar[f"tar@{far_key(x)}"] for x in fars},
+                "by_probe_media": gap,
+                "counts": {
+                    "pairs": int(labels.size),
+                    "genuine": int(labels.sum()),
+                    "impostor": int((labels == 0).sum()),
+                },
+                "knobs": {**knobs, "fars": [far_key(x) for x in fars]},
+            }
+        )
         one_n = f"{b} 1:N"
         if f"{one_n}/joined/rank" in items:
             r = RankK(items[f"{one_n}/joined/rank"], (1, 5, 10)).on_counts(_ones(items[f"{one_n}/joined/rank"].size))
@@ -68,7 +88,10 @@ def _rows_from_items(items: dict, knobs: dict) -> list[dict]:
     if "IJB-S/V2S/mate_rank" in items:
         row = {"benchmark": "IJB-S", "knobs": {**knobs, "ranks": [1, 5, 10], "fpirs": ["0.01", "0.1"]}}
         for p in ("V2S", "V2B", "V2V"):
-            gal = [tuple(items[f"IJB-S/{p}/{g}/{a}"] for a in ("mated", "top1_correct", "top1_score")) for g in ("G1", "G2")]
+            gal = [
+                tuple(items[f"IJB-S/{p}/{g}/{a}"] for a in ("mated", "top1_correct", "top1_score"))
+                for g in ("G1", "G2")
+            ]
             m = Combined(RankK(items[f"IJB-S/{p}/mate_rank"], (1, 5, 10)), IJBSTpirAtFpir(gal, (0.01, 0.1)))
             row[p] = m.on_counts(_ones(items[f"IJB-S/{p}/mate_rank"].size))
         rows.append(row)
@@ -83,12 +106,24 @@ def synthface_data(rows: list[dict], release: str = "datasets/synthface/golden")
     from harness.eval.provenance import row_benchmark
 
     syn = {"kind": "synthface", "release": release, "synthface": {"format_version": 1, "size": "golden", "seed": 0}}
-    return {"root": release, "source": {"kind": "synthface", "rec": "faces_synthface", "train_set": "SynthFace"},
-            "benchmarks": {row_benchmark(r["benchmark"]): syn for r in rows}}
+    return {
+        "root": release,
+        "source": {"kind": "synthface", "rec": "faces_synthface", "train_set": "SynthFace"},
+        "benchmarks": {row_benchmark(r["benchmark"]): syn for r in rows},
+    }
 
 
-def write_run(folder: pathlib.Path, method: str, seed: int, items: dict, knobs: dict | None = None, edit=None,
-              train: dict | None = None, data="synthface", extra: dict | None = None) -> None:
+def write_run(
+    folder: pathlib.Path,
+    method: str,
+    seed: int,
+    items: dict,
+    knobs: dict | None = None,
+    edit=None,
+    train: dict | None = None,
+    data="synthface",
+    extra: dict | None = None,
+) -> None:
     """``<method>-s<seed>.json`` + ``.items.npz`` as ``harness.run`` writes them; ``edit(rows)`` may alter the rows;
     ``train``: the document's train info (seconds, images/s, device); ``data``: its ``data`` provenance entry
     (``"synthface"``: on a SynthFace release; None: none recorded); ``extra``: more document fields."""
@@ -98,7 +133,15 @@ def write_run(folder: pathlib.Path, method: str, seed: int, items: dict, knobs: 
         edit(rows)
     stem = f"{method}-s{seed}"
     np.savez_compressed(folder / f"{stem}.items.npz", **items)
-    doc = {"format": 1, "method": method, "seed": seed, "hparams": {}, "knobs": knobs, "items": f"{stem}.items.npz", "results": rows}
+    doc = {
+        "format": 1,
+        "method": method,
+        "seed": seed,
+        "hparams": {},
+        "knobs": knobs,
+        "items": f"{stem}.items.npz",
+        "results": rows,
+    }
     if data is not None:
         doc["data"] = synthface_data(rows) if data == "synthface" else data
     doc.update(extra or {})
@@ -107,7 +150,9 @@ def write_run(folder: pathlib.Path, method: str, seed: int, items: dict, knobs: 
     (folder / f"{stem}.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def fake_items(quality: float, noise_seed: int, benchmarks=("IJB-B", "IJB-C", "IJB-S", "TinyFace"), gap: bool = True) -> dict:
+def fake_items(
+    quality: float, noise_seed: int, benchmarks=("IJB-B", "IJB-C", "IJB-S", "TinyFace"), gap: bool = True
+) -> dict:
     """Made-up per-item arrays of one model: a shared 'benchmark' (fixed seed) plus model noise; ``quality`` moves
     genuine scores up and mate ranks down. ``gap``: with the per-pair ``probe_video`` flags (odd probe subjects hold
     video, with lower genuine scores); without, as items files written before the flag existed."""
@@ -119,13 +164,17 @@ def fake_items(quality: float, noise_seed: int, benchmarks=("IJB-B", "IJB-C", "I
         labels = np.tile(np.r_[np.ones(2, np.uint8), np.zeros(n_imp, np.uint8)], n_subj)
         latent = np.where(labels == 1, base.normal(0.55, 0.15, labels.size), base.normal(0.1, 0.1, labels.size))
         video = (subj % 2 == 1).astype(np.uint8)
-        scores = np.round(latent + quality * labels * (1 + video) - 0.2 * video * labels + rng.normal(0, 0.03, labels.size), 3)
+        scores = np.round(
+            latent + quality * labels * (1 + video) - 0.2 * video * labels + rng.normal(0, 0.03, labels.size), 3
+        )
         if b in benchmarks:
             items.update({f"{b}/scores": scores.astype(np.float64), f"{b}/labels": labels, f"{b}/probe_subject": subj})
             if gap:
                 items[f"{b}/probe_video"] = video
         probes = np.repeat(np.arange(100, 100 + n_subj, dtype=np.int32), 3)
-        rank = np.maximum(base.geometric(0.4, probes.size) - 1 - np.round(quality * 10) + rng.integers(-1, 2, probes.size), 0)
+        rank = np.maximum(
+            base.geometric(0.4, probes.size) - 1 - np.round(quality * 10) + rng.integers(-1, 2, probes.size), 0
+        )
         if b == "IJB-B" and b in benchmarks:  # no IJB-C 1:N: its R1/R5 cells stay empty
             items.update({"IJB-B 1:N/probe_subject": probes, "IJB-B 1:N/joined/rank": rank.astype(np.int32)})
     if "IJB-S" in benchmarks:
@@ -133,7 +182,12 @@ def fake_items(quality: float, noise_seed: int, benchmarks=("IJB-B", "IJB-C", "I
             subj = np.repeat(np.arange(200, 208, dtype=np.int32), 3)
             mated = np.ones(subj.size, bool)
             mated[::6] = False
-            r = np.minimum(np.maximum(base.geometric(0.3, subj.size) - 1 - round(quality * 10) + rng.integers(-1, 2, subj.size), 0), 10)
+            r = np.minimum(
+                np.maximum(
+                    base.geometric(0.3, subj.size) - 1 - round(quality * 10) + rng.integers(-1, 2, subj.size), 0
+                ),
+                10,
+            )
             mate_rank = np.where(mated, r, -1).astype(np.int16)
             items[f"IJB-S/{p}/probe_subject"] = subj
             items[f"IJB-S/{p}/mate_rank"] = mate_rank
@@ -141,11 +195,19 @@ def fake_items(quality: float, noise_seed: int, benchmarks=("IJB-B", "IJB-C", "I
                 mg = mated & (subj % 2 == parity)
                 ok = mg & (mate_rank == 0)
                 score = np.where(ok, 0.6, 0.4) + base.normal(0, 0.1, subj.size) + rng.normal(0, 0.02, subj.size)
-                items.update({f"IJB-S/{p}/{g}/mated": mg, f"IJB-S/{p}/{g}/top1_correct": ok,
-                              f"IJB-S/{p}/{g}/top1_score": score.astype(np.float32)})
+                items.update(
+                    {
+                        f"IJB-S/{p}/{g}/mated": mg,
+                        f"IJB-S/{p}/{g}/top1_correct": ok,
+                        f"IJB-S/{p}/{g}/top1_score": score.astype(np.float32),
+                    }
+                )
     if "TinyFace" in benchmarks:
         subj = np.repeat(np.arange(300, 310, dtype=np.int32), 4)
-        first = np.minimum(np.maximum(base.geometric(0.15, subj.size) - 1 - round(quality * 40) + rng.integers(-2, 3, subj.size), 0), 20)
+        first = np.minimum(
+            np.maximum(base.geometric(0.15, subj.size) - 1 - round(quality * 40) + rng.integers(-2, 3, subj.size), 0),
+            20,
+        )
         items.update({"TinyFace/probe_subject": subj, "TinyFace/first_mate": first.astype(np.int16)})
     return items
 
@@ -160,13 +222,30 @@ def write_golden_results(folder: pathlib.Path) -> None:
         f.unlink()
     cpu = {"device": "cpu"}
     write_run(folder, "source_only", 0, fake_items(0.0, 0), train={"seconds": 100.0, "images_per_second": 400.0, **cpu})
-    write_run(folder, "source_only", 1, fake_items(0.0, 1), edit=_none_v2v_tpir,
-              train={"seconds": 110.0, "images_per_second": 380.0, **cpu})
-    write_run(folder, "cfsm_random", 0, fake_items(0.05, 2), train={"seconds": 126.0, "images_per_second": 333.0, **cpu})
-    write_run(folder, "cfsm_guided", 0, fake_items(0.15, 3), train={"seconds": 168.0, "images_per_second": 250.0, **cpu})
-    write_run(folder, "cfsm_guided", 1, fake_items(0.15, 5), train={"seconds": 170.0, "images_per_second": 247.0, **cpu})
-    write_run(folder, "kornia_degrade", 0, fake_items(0.0, 4, ("IJB-B", "IJB-C", "TinyFace"), gap=False),
-              knobs={"flip": "none", "score": "cosine"})
+    write_run(
+        folder,
+        "source_only",
+        1,
+        fake_items(0.0, 1),
+        edit=_none_v2v_tpir,
+        train={"seconds": 110.0, "images_per_second": 380.0, **cpu},
+    )
+    write_run(
+        folder, "cfsm_random", 0, fake_items(0.05, 2), train={"seconds": 126.0, "images_per_second": 333.0, **cpu}
+    )
+    write_run(
+        folder, "cfsm_guided", 0, fake_items(0.15, 3), train={"seconds": 168.0, "images_per_second": 250.0, **cpu}
+    )
+    write_run(
+        folder, "cfsm_guided", 1, fake_items(0.15, 5), train={"seconds": 170.0, "images_per_second": 247.0, **cpu}
+    )
+    write_run(
+        folder,
+        "kornia_degrade",
+        0,
+        fake_items(0.0, 4, ("IJB-B", "IJB-C", "TinyFace"), gap=False),
+        knobs={"flip": "none", "score": "cosine"},
+    )
     # each row's knobs as its evaluator states them (what harness.run writes), by the one script that does it
     spec = importlib.util.spec_from_file_location("patch_row_knobs", GOLDEN.parent / "patch_row_knobs.py")
     patch = importlib.util.module_from_spec(spec)
@@ -175,19 +254,38 @@ def write_golden_results(folder: pathlib.Path) -> None:
 
 
 def _run_cli(results, out: pathlib.Path, *extra: str) -> int:
-    return main([*map(str, results), "--out-dir", str(out / "tables"), "--report", str(out / "REPORT.md"),
-                 "--paper", str(PAPER), "--n-boot", str(N_BOOT), "--seed", "0", *extra])
+    return main(
+        [
+            *map(str, results),
+            "--out-dir",
+            str(out / "tables"),
+            "--report",
+            str(out / "REPORT.md"),
+            "--paper",
+            str(PAPER),
+            "--n-boot",
+            str(N_BOOT),
+            "--seed",
+            "0",
+            *extra,
+        ]
+    )
 
 
 def _outputs(out: pathlib.Path) -> dict[str, str]:
-    return {name: (out / ("REPORT.md" if name == "REPORT.md" else f"tables/{name}")).read_text(encoding="utf-8") for name in OUTPUTS}
+    return {
+        name: (out / ("REPORT.md" if name == "REPORT.md" else f"tables/{name}")).read_text(encoding="utf-8")
+        for name in OUTPUTS
+    }
 
 
 # ---------------------------------------------------------------------------------------------------- golden files
 
 
 def test_golden_results_are_small():
-    assert sum(f.stat().st_size for f in GOLDEN.rglob("*") if f.is_file()) < 300_000  # six results whose rows state every evaluator knob
+    assert (
+        sum(f.stat().st_size for f in GOLDEN.rglob("*") if f.is_file()) < 300_000
+    )  # six results whose rows state every evaluator knob
 
 
 def test_tables_match_the_golden_files_byte_for_byte(tmp_path, capsys):
@@ -216,7 +314,11 @@ def test_golden_outputs_hold_the_promised_content():
     # reference first, then the rest sorted; the paper's methods only below the separator
     ijbb = synth.split("## IJB-B")[1].split("##")[0]
     assert [ln.split(" | ")[0] for ln in ijbb.splitlines() if ln.startswith("| ") and "---" not in ln][1:] == [
-        "| source_only", "| cfsm_guided", "| cfsm_random", "| kornia_degrade"]
+        "| source_only",
+        "| cfsm_guided",
+        "| cfsm_random",
+        "| kornia_degrade",
+    ]
     assert "Baseline" not in synth and "Baseline+CFSM" in paper and "fixture:paper-a" in paper
     assert "Also published: Baseline IJB-B 1:N open_set.rank1 90.00" in paper
     # mean ± std over 2 seeds, a cell defined for one seed only, missing metrics, significance marks
@@ -240,14 +342,25 @@ def test_csv_rows_carry_every_protocol_knob_of_their_result_row():
     for r in rows:
         knobs = next(x for x in docs[r["method"]]["results"] if x["benchmark"] == r["benchmark"])["knobs"]
         for k, v in knobs.items():
-            assert r[k] == (v if isinstance(v, str) else json.dumps(v, sort_keys=True)), (r["method"], r["benchmark"], k)
+            assert r[k] == (v if isinstance(v, str) else json.dumps(v, sort_keys=True)), (
+                r["method"],
+                r["benchmark"],
+                k,
+            )
     ref = [r for r in rows if r["method"] == "source_only" and r["ci_low"]]
     assert ref and all(r["diff_vs_reference"] == r["diff_ci_low"] == r["diff_ci_high"] == "0.0000" for r in ref)
     # significance is tested only with two or more seeds on both sides; the one-seed cells say why
     assert all((r["significant"] == "false") == (r["n_seeds"] == "2") for r in ref)
-    assert all(r["mark_note"] == "one seed: training randomness not covered, no marks" for r in rows
-               if r["method"] in ("cfsm_random", "kornia_degrade") and r["ci_low"])
-    assert all(r["ci_method"] == ("seeds+subjects" if r["n_seeds"] == "2" else "subjects (one seed)") for r in rows if r["ci_low"])
+    assert all(
+        r["mark_note"] == "one seed: training randomness not covered, no marks"
+        for r in rows
+        if r["method"] in ("cfsm_random", "kornia_degrade") and r["ci_low"]
+    )
+    assert all(
+        r["ci_method"] == ("seeds+subjects" if r["n_seeds"] == "2" else "subjects (one seed)")
+        for r in rows
+        if r["ci_low"]
+    )
     assert all(r["data"] == "synthface" and r["published"] == "" for r in rows)
     gap = [r for r in rows if r["metric"].startswith(("stills_only", "with_video"))]
     # the domain-gap split is bootstrapped where the items carry probe_video; kornia_degrade's (written without
@@ -292,7 +405,9 @@ def test_a_clearly_better_method_is_marked_and_noise_is_not(tmp_path):
         write_run(tmp_path, "source_only", seed, src)
         write_run(tmp_path, "better", seed, better)
         write_run(tmp_path, "noisy", seed, dict(src, **{"TinyFace/first_mate": noisy_fm}))
-        write_run(tmp_path, "silent", seed, src, edit=lambda rows: [r.clear() or r.update(benchmark="TinyFace") for r in rows])
+        write_run(
+            tmp_path, "silent", seed, src, edit=lambda rows: [r.clear() or r.update(benchmark="TinyFace") for r in rows]
+        )
     t = build_tables([str(tmp_path)], n_boot=300, paper=None)
     r1 = next(c for c in COLUMNS if c.benchmark == "TinyFace" and c.key == "rank1")
     assert t.cell("better", r1).mark == 1 and t.cell("better", r1).diff_ci[0] > 0
@@ -309,7 +424,9 @@ def test_a_clearly_better_method_is_marked_and_noise_is_not(tmp_path):
     assert better1.diff_ci[0] > 0 and better1.mark == 0 and not better1.two_level
     out = render(t1)
     rows = [ln for ln in (out["tables.md"] + out["REPORT.md"]).splitlines() if ln.startswith("| ")]
-    assert "| better | 1 | 100.00 | 100.00 | 100.00 |" in rows and not any("▲" in ln or "reproduced" in ln for ln in rows)
+    assert "| better | 1 | 100.00 | 100.00 | 100.00 |" in rows and not any(
+        "▲" in ln or "reproduced" in ln for ln in rows
+    )
     assert "every method has one seed here (one seed: training randomness not covered, no marks)" in out["tables.md"]
     assert r"$\uparrow$" not in out["tables.tex"].split("lies above/below 0")[-1]
 
@@ -370,7 +487,9 @@ def test_top_of_roc_tar_at_far_is_bit_identical_to_the_full_one(margin, extra):
     n_subj, per = 60, 400
     subj = np.repeat(np.arange(n_subj), per)
     labels = (rng.random(subj.size) < 0.02).astype(np.uint8)
-    scores = np.round(np.where(labels == 1, rng.normal(0.5, 0.2, subj.size), rng.normal(0.0, 0.15, subj.size)), 2)  # many ties
+    scores = np.round(
+        np.where(labels == 1, rng.normal(0.5, 0.2, subj.size), rng.normal(0.0, 0.15, subj.size)), 2
+    )  # many ties
     g = SubjectGroups.from_ids(subj)
     fast = TopTarAtFar(scores, labels, TABLE_FARS, margin=margin, extra=extra)
     assert not fast.complete
@@ -390,14 +509,46 @@ def test_params_selects_the_configured_results_and_ignores_stale_ones(tmp_path):
     shutil.copytree(RESULTS, folder)
     (folder / "kornia_degrade-s0.items.npz").unlink()  # stale: its items file is not there
     params = tmp_path / "params.yaml"
-    params.write_text("methods: [source_only, cfsm_random]\ncfsm_methods: [cfsm_guided]\nseeds: [0]\n", encoding="utf-8")
+    params.write_text(
+        "methods: [source_only, cfsm_random]\ncfsm_methods: [cfsm_guided]\nseeds: [0]\n", encoding="utf-8"
+    )
     out = tmp_path / "o"
-    assert main([str(folder), "--params", str(params), "--out-dir", str(out / "t"), "--report", str(out / "R.md"),
-                 "--no-paper", "--n-boot", "20"]) == 0
+    assert (
+        main(
+            [
+                str(folder),
+                "--params",
+                str(params),
+                "--out-dir",
+                str(out / "t"),
+                "--report",
+                str(out / "R.md"),
+                "--no-paper",
+                "--n-boot",
+                "20",
+            ]
+        )
+        == 0
+    )
     md = (out / "t" / "tables.md").read_text(encoding="utf-8")
     assert "| cfsm_guided |" in md and "| cfsm_random |" in md and "kornia_degrade" not in md
     assert "source_only 1 (0)" in md  # seed 1 of source_only is in the folder but not configured
     params.write_text("methods: [source_only, dann]\nseeds: [0]\n", encoding="utf-8")
-    assert main([str(folder), "--params", str(params), "--out-dir", str(out / "t2"), "--report", str(out / "R2.md"),
-                 "--no-paper", "--n-boot", "20"]) == 2
+    assert (
+        main(
+            [
+                str(folder),
+                "--params",
+                str(params),
+                "--out-dir",
+                str(out / "t2"),
+                "--report",
+                str(out / "R2.md"),
+                "--no-paper",
+                "--n-boot",
+                "20",
+            ]
+        )
+        == 2
+    )
     assert not (out / "t2").exists()

@@ -41,7 +41,11 @@ def real_data(benchmarks=("IJB-B", "TinyFace"), synthface=(), source="real") -> 
     """A ``data`` entry for a data root at /data/cfsm with MS1MV2; the benchmarks in ``synthface`` are SynthFace."""
     syn = {"kind": "synthface", "release": "/x/synthface/tiny", "synthface": {"format_version": 1}}
     src = {"kind": source, "rec": "faces_emore", "train_set": "MS1MV2" if source == "real" else "SynthFace"}
-    return {"root": ROOT, "source": src, "benchmarks": {b: syn if b in synthface else {"kind": "real"} for b in benchmarks}}
+    return {
+        "root": ROOT,
+        "source": src,
+        "benchmarks": {b: syn if b in synthface else {"kind": "real"} for b in benchmarks},
+    }
 
 
 def _write(folder: pathlib.Path, methods, seeds=(0, 1), data=None, benchmarks=("IJB-B", "TinyFace"), config=CONFIG):
@@ -49,8 +53,14 @@ def _write(folder: pathlib.Path, methods, seeds=(0, 1), data=None, benchmarks=("
     quality = {"source_only": 0.0, "cfsm_random": 0.05, "cfsm_guided": 0.15, "kornia_degrade": 0.02}
     for j, m in enumerate(methods):
         for s in seeds:
-            write_run(folder, m, s, fake_items(quality.get(m, 0.0), 10 * j + s, benchmarks),
-                      data=real_data(benchmarks) if data is None else data, extra={"config": config})
+            write_run(
+                folder,
+                m,
+                s,
+                fake_items(quality.get(m, 0.0), 10 * j + s, benchmarks),
+                data=real_data(benchmarks) if data is None else data,
+                extra={"config": config},
+            )
 
 
 def _paper(tmp_path: pathlib.Path) -> str:
@@ -78,8 +88,13 @@ def test_provenance_follows_symbolic_links_into_a_synthface_release(tmp_path):
     (root / "tinyface").mkdir()
     (root / "aligned_pad_0.1_pad_high").mkdir()
     d = data_provenance(str(root), "faces_emore", ["IJBB", "TinyFace", "IJBS"])
-    assert d["source"] == {"kind": "synthface", "release": str(syn.resolve()), "rec": "faces_emore", "train_set": "SynthFace",
-                           "synthface": d["source"]["synthface"]}
+    assert d["source"] == {
+        "kind": "synthface",
+        "release": str(syn.resolve()),
+        "rec": "faces_emore",
+        "train_set": "SynthFace",
+        "synthface": d["source"]["synthface"],
+    }
     assert d["source"]["synthface"]["size"] == "tiny" and d["source"]["synthface"]["seed"] == 3
     assert d["benchmarks"]["IJB-B"]["kind"] == "synthface" and d["benchmarks"]["TinyFace"] == {"kind": "real"}
     assert d["benchmarks"]["IJB-S"] == {"kind": "unknown"}
@@ -90,7 +105,9 @@ def test_provenance_follows_symbolic_links_into_a_synthface_release(tmp_path):
     (real / "faces_emore").mkdir(parents=True)
     (real / "IJB_release" / "IJBC").mkdir(parents=True)
     d = data_provenance(str(real), "faces_emore", ["IJB-C 1:N"])
-    assert d["source"] == {"kind": "real", "rec": "faces_emore", "train_set": "MS1MV2"} and d["benchmarks"] == {"IJB-C": {"kind": "real"}}
+    assert d["source"] == {"kind": "real", "rec": "faces_emore", "train_set": "MS1MV2"} and d["benchmarks"] == {
+        "IJB-C": {"kind": "real"}
+    }
     # a document without the entry: looked up now at config.data.release; without either: unknown
     doc = {"results": [{"benchmark": "IJB-B"}], "config": {"data": {"release": str(root), "rec": "faces_emore"}}}
     p = doc_provenance(doc, "x.json")
@@ -101,8 +118,21 @@ def test_provenance_follows_symbolic_links_into_a_synthface_release(tmp_path):
 
 def test_a_malformed_data_entry_is_a_one_line_error(tmp_path, capsys):
     _write(tmp_path / "r", ["source_only"], seeds=(0,), data={"root": ROOT, "benchmarks": {"IJB-B": {"kind": "fake"}}})
-    assert main([str(tmp_path / "r"), "--out-dir", str(tmp_path / "o"), "--report", str(tmp_path / "R.md"), "--no-paper",
-                 "--n-boot", "10"]) == 2
+    assert (
+        main(
+            [
+                str(tmp_path / "r"),
+                "--out-dir",
+                str(tmp_path / "o"),
+                "--report",
+                str(tmp_path / "R.md"),
+                "--no-paper",
+                "--n-boot",
+                "10",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "source_only-s0.json:field data.benchmarks.IJB-B: kind must be one of" in err
     assert not (tmp_path / "o").exists()
@@ -135,11 +165,18 @@ def test_real_data_is_labelled_real_and_published_numbers_stand_beside_the_same_
     sign = lambda x: f"{100 * x:+.2f}"  # noqa: E731
     assert "| ↳ published: ArcFace R50 MS1MV2 (fixture:pub) |  | 62.21 | 66.85 | - |" in md
     assert f"| ↳ ours − published |  | {sign(d)} [{sign(ci[0])}, {sign(ci[1])}] |" in md
-    assert "## Against the published numbers" in rep and f"{sign(d)} [{sign(ci[0])}, {sign(ci[1])}]" in rep.split("## Against")[1]
+    assert (
+        "## Against the published numbers" in rep
+        and f"{sign(d)} [{sign(ci[0])}, {sign(ci[1])}]" in rep.split("## Against")[1]
+    )
     assert "published: ArcFace R50 MS1MV2" in tex
     rows = list(csv.DictReader(io.StringIO(out["tables.csv"])))
     row = next(r for r in rows if r["method"] == "source_only" and r["metric"] == "rank1")
-    assert row["data"] == "real" and row["published"] == "62.21" and row["published_source"] == "fixture:pub: ArcFace R50 MS1MV2"
+    assert (
+        row["data"] == "real"
+        and row["published"] == "62.21"
+        and row["published_source"] == "fixture:pub: ArcFace R50 MS1MV2"
+    )
     assert float(row["diff_vs_published"]) == pytest.approx(100 * d, abs=1e-4)
     assert float(row["diff_vs_published_ci_low"]) == pytest.approx(100 * ci[0], abs=1e-4)
 
@@ -151,7 +188,9 @@ def test_synthface_rows_are_never_matched_with_published_numbers(tmp_path):
     assert md.startswith("# SynthFace results (a procedural stand-in benchmark; these are not the paper's numbers)")
     assert "↳" not in md and "## Against the published numbers" not in out["REPORT.md"]
     assert "# Published numbers (real datasets, not comparable with SynthFace)" in md
-    assert all(r["published"] == "" and r["data"] == "synthface" for r in csv.DictReader(io.StringIO(out["tables.csv"])))
+    assert all(
+        r["published"] == "" and r["data"] == "synthface" for r in csv.DictReader(io.StringIO(out["tables.csv"]))
+    )
     # a real training set with SynthFace benchmarks (an assembled root): still never matched
     _write(tmp_path / "r2", ["source_only"], data=real_data(synthface=("IJB-B", "TinyFace")))
     md2 = render(build_tables([str(tmp_path / "r2")], n_boot=20, paper=_paper(tmp_path)))["tables.md"]
@@ -187,7 +226,9 @@ def test_mixed_inputs_are_labelled_per_section(tmp_path):
 # ---------------------------------------------------------------------------------------------------- claims
 
 
-@pytest.mark.parametrize("subset", [s for k in range(4) for s in itertools.combinations(("source_only", "cfsm_random", "cfsm_guided"), k)])
+@pytest.mark.parametrize(
+    "subset", [s for k in range(4) for s in itertools.combinations(("source_only", "cfsm_random", "cfsm_guided"), k)]
+)
 def test_every_claim_is_assessed_exactly_when_both_methods_have_results(tmp_path, subset):
     methods = list(subset) + ["kornia_degrade"]  # always one more method, the reference when source_only is absent
     ref = "source_only" if "source_only" in subset else "kornia_degrade"
@@ -199,7 +240,9 @@ def test_every_claim_is_assessed_exactly_when_both_methods_have_results(tmp_path
         line = lines[f"- `{a}` {op} `{b}`"]
         missing = [m for m in dict.fromkeys((a, b)) if m not in methods]
         if missing:
-            assert line.endswith(f"not assessed: no results of {' and '.join(f'`{m}`' for m in missing)} in the inputs."), line
+            assert line.endswith(
+                f"not assessed: no results of {' and '.join(f'`{m}`' for m in missing)} in the inputs."
+            ), line
         else:
             assert "not assessed" not in line and any(w in line for w in ("reproduced", "inconclusive")), line
     # no sentence names a method without results as having them
@@ -211,7 +254,9 @@ def test_every_claim_is_assessed_exactly_when_both_methods_have_results(tmp_path
     others = rep.split("## Other methods against the reference")[1]
     if not [m for m in methods if m != ref and m not in ("cfsm_random", "cfsm_guided")]:
         besides = others.split("besides ")[1].split(")")[0]
-        assert sorted(x.strip("` ") for x in besides.split(",")) == sorted(m for m in methods if m == ref or m.startswith("cfsm"))
+        assert sorted(x.strip("` ") for x in besides.split(",")) == sorted(
+            m for m in methods if m == ref or m.startswith("cfsm")
+        )
 
 
 # ---------------------------------------------------------------------------------------------------- imported
@@ -221,19 +266,38 @@ def _imported(folder: pathlib.Path, with_data: bool = True) -> pathlib.Path:
     """A result as ``harness.import_weights --evaluate --result`` writes it (method ``--name``, seed 0, ``imported``)."""
     folder.mkdir(parents=True, exist_ok=True)
     imported = {"layout": "insightface", "arch": "r100", "path": "backbone.pth", "sha256": "0" * 64}
-    write_run(folder, "insightface-r100", 0, fake_items(0.1, 99, ("IJB-B", "TinyFace")),
-              data=real_data() if with_data else None, extra={"imported": imported})
+    write_run(
+        folder,
+        "insightface-r100",
+        0,
+        fake_items(0.1, 99, ("IJB-B", "TinyFace")),
+        data=real_data() if with_data else None,
+        extra={"imported": imported},
+    )
     return folder / "insightface-r100-s0.json"
 
 
 def test_an_imported_checkpoint_joins_a_params_table_and_alone_gets_a_reference_hint(tmp_path, capsys):
     _write(tmp_path / "eval", ["source_only", "cfsm_guided"], seeds=(0,))
-    write_run(tmp_path / "eval", "dann", 0, fake_items(0.0, 7, ("IJB-B", "TinyFace")), data=real_data())  # not configured
+    write_run(
+        tmp_path / "eval", "dann", 0, fake_items(0.0, 7, ("IJB-B", "TinyFace")), data=real_data()
+    )  # not configured
     params = tmp_path / "params.yaml"
     params.write_text("methods: [source_only]\ncfsm_methods: [cfsm_guided]\nseeds: [0]\n", encoding="utf-8")
     extra = _imported(tmp_path / "imported")
     out = tmp_path / "o"
-    args = ["--params", str(params), "--out-dir", str(out / "t"), "--report", str(out / "R.md"), "--paper", _paper(tmp_path), "--n-boot", "30"]
+    args = [
+        "--params",
+        str(params),
+        "--out-dir",
+        str(out / "t"),
+        "--report",
+        str(out / "R.md"),
+        "--paper",
+        _paper(tmp_path),
+        "--n-boot",
+        "30",
+    ]
     assert main([str(tmp_path / "eval"), str(extra), *args]) == 0
     md = (out / "t" / "tables.md").read_text(encoding="utf-8")
     assert "| insightface-r100 | 1 |" in md and "| dann |" not in md and "| cfsm_guided | 1 |" in md
@@ -244,11 +308,33 @@ def test_an_imported_checkpoint_joins_a_params_table_and_alone_gets_a_reference_
     # the folder must come first; the imported file alone: a one-line error naming --reference
     assert main([str(extra), str(tmp_path / "eval"), *args]) == 2
     assert "the first input must be the results folder" in capsys.readouterr().err
-    assert main([str(extra), "--out-dir", str(out / "t2"), "--report", str(out / "R2.md"), "--no-paper", "--n-boot", "10"]) == 2
+    assert (
+        main([str(extra), "--out-dir", str(out / "t2"), "--report", str(out / "R2.md"), "--no-paper", "--n-boot", "10"])
+        == 2
+    )
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "reference method 'source_only' has no results" in err and "--reference insightface-r100" in err
-    assert main([str(extra), "--reference", "insightface-r100", "--out-dir", str(out / "t2"), "--report", str(out / "R2.md"),
-                 "--no-paper", "--n-boot", "10"]) == 0
+    assert (
+        err.count("\n") == 1
+        and "reference method 'source_only' has no results" in err
+        and "--reference insightface-r100" in err
+    )
+    assert (
+        main(
+            [
+                str(extra),
+                "--reference",
+                "insightface-r100",
+                "--out-dir",
+                str(out / "t2"),
+                "--report",
+                str(out / "R2.md"),
+                "--no-paper",
+                "--n-boot",
+                "10",
+            ]
+        )
+        == 0
+    )
     # written before the provenance entry existed: labelled unknown, not real and not SynthFace
     old = _imported(tmp_path / "old", with_data=False)
     t = build_tables([str(old)], n_boot=10, reference="insightface-r100", paper=None)
@@ -264,7 +350,25 @@ def test_one_benchmark_from_two_releases_is_refused_naming_the_data(tmp_path, ca
     other = fake_items(0.1, 1, ("TinyFace",))
     other["TinyFace/probe_subject"] = other["TinyFace/probe_subject"] + 1000  # another release's subjects
     write_run(folder, "cfsm_guided", 0, other, data=real_data(("TinyFace",)))
-    assert main([str(folder), "--out-dir", str(tmp_path / "o"), "--report", str(tmp_path / "R.md"), "--no-paper", "--n-boot", "10"]) == 2
+    assert (
+        main(
+            [
+                str(folder),
+                "--out-dir",
+                str(tmp_path / "o"),
+                "--report",
+                str(tmp_path / "R.md"),
+                "--no-paper",
+                "--n-boot",
+                "10",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "source_only-s0.items.npz:array TinyFace/probe_subject" in err and "cfsm_guided-s0.items.npz" in err
+    assert (
+        err.count("\n") == 1
+        and "source_only-s0.items.npz:array TinyFace/probe_subject" in err
+        and "cfsm_guided-s0.items.npz" in err
+    )
     assert "this result's TinyFace is synthface data, that one's real" in err and not (tmp_path / "o").exists()

@@ -28,13 +28,22 @@ def _released_formula(rng, s):
     b, u = len(s), rng.uniform
     interlaced = u(0, 1, b) < 0.6 * s
     displacement = rng.choice([-2, -1, 1, 2], b)
-    return dict(blur_sigma=s * u(0.3, 1.2, b), motion_len=s * u(0.0, 4.0, b), motion_angle=u(0, np.pi, b),
-                vignette=s * u(0.15, 0.55, b), downscale=1.0 / (1.0 + s * u(1.0, 3.5, b)),
-                chroma_shift=s * u(0.3, 1.2, b), chroma_angle=u(0, 2 * np.pi, b), noise_sigma=s * u(0.02, 0.08, b),
-                contrast=1.0 - s * u(0.0, 0.35, b), gamma=2.0 ** (s * rng.normal(0, 0.35, b)),
-                cast_gain=np.exp(rng.normal(0, 0.10, (b, 3)) * s[:, None]),
-                cast_offset=rng.normal(0, 0.03, (b, 3)) * s[:, None], interlace=np.where(interlaced, displacement, 0),
-                jpeg_quality=np.clip(np.round(60 - 50 * s * u(0.6, 1.0, b)), 10, 60).astype(np.int64))
+    return dict(
+        blur_sigma=s * u(0.3, 1.2, b),
+        motion_len=s * u(0.0, 4.0, b),
+        motion_angle=u(0, np.pi, b),
+        vignette=s * u(0.15, 0.55, b),
+        downscale=1.0 / (1.0 + s * u(1.0, 3.5, b)),
+        chroma_shift=s * u(0.3, 1.2, b),
+        chroma_angle=u(0, 2 * np.pi, b),
+        noise_sigma=s * u(0.02, 0.08, b),
+        contrast=1.0 - s * u(0.0, 0.35, b),
+        gamma=2.0 ** (s * rng.normal(0, 0.35, b)),
+        cast_gain=np.exp(rng.normal(0, 0.10, (b, 3)) * s[:, None]),
+        cast_offset=rng.normal(0, 0.03, (b, 3)) * s[:, None],
+        interlace=np.where(interlaced, displacement, 0),
+        jpeg_quality=np.clip(np.round(60 - 50 * s * u(0.6, 1.0, b)), 10, 60).astype(np.int64),
+    )
 
 
 def test_default_camera_draws_exactly_what_the_release_drew():
@@ -46,8 +55,10 @@ def test_default_camera_draws_exactly_what_the_release_drew():
         assert np.array_equal(getattr(got, k), v), k
     assert a_rng.uniform() == b_rng.uniform()  # the stream is left where the release left it
     assert (got.min_side == 12).all() and not got.age.any()
-    assert degrade.sample_params(np.random.default_rng(7), s, degrade.CAMERAS["default"]).blur_sigma.tolist() == \
-        got.blur_sigma.tolist()
+    assert (
+        degrade.sample_params(np.random.default_rng(7), s, degrade.CAMERAS["default"]).blur_sigma.tolist()
+        == got.blur_sigma.tolist()
+    )
 
 
 def test_presets_differ_as_documented():
@@ -84,13 +95,15 @@ def test_camera_target_is_deterministic_and_cameras_differ(tmp_path):
     assert _files(again) == first["surveillance"]  # same seed: identical bytes
     other = tmp_path / "seed1"
     write_camera_target("surveillance", str(other), size="tiny", seed=1, images=12)
-    assert _files(other)["crops/" + min(os.listdir(other / "crops"))] != \
-        first["surveillance"]["crops/" + min(os.listdir(tmp_path / "surveillance" / "crops"))]
+    assert (
+        _files(other)["crops/" + min(os.listdir(other / "crops"))]
+        != first["surveillance"]["crops/" + min(os.listdir(tmp_path / "surveillance" / "crops"))]
+    )
     names = {cam: [n for n in f if n.startswith("crops/")] for cam, f in first.items()}
     assert all(len(v) == 12 for v in names.values())
     cams = list(first)
     for i, a in enumerate(cams):  # every pair of cameras: no crop is the same image
-        for b in cams[i + 1:]:
+        for b in cams[i + 1 :]:
             pa, pb = sorted(names[a]), sorted(names[b])
             assert all(first[a][x] != first[b][y] for x, y in zip(pa, pb)), (a, b)
     manifest = json.loads(first["ageing"]["synthface_target.json"])
@@ -133,15 +146,41 @@ def test_stage1_trains_on_a_camera_folder_named_relative_to_the_release(toy_rec_
     from harness.core.config import RunConfig, apply_overrides
     from harness.engine.train import train
 
-    train(apply_overrides(RunConfig(), {"data.release": toy_rec_release, "data.input_size": 32,
-                                        "model.widths": "8,16,16,32", "model.embedding_size": 32,
-                                        "optim.batch_size": 16, "optim.epochs": 1, "device": "cpu",
-                                        "checkpoint_every": 0}), checkpoint_path=str(identity), progress=False)
+    train(
+        apply_overrides(
+            RunConfig(),
+            {
+                "data.release": toy_rec_release,
+                "data.input_size": 32,
+                "model.widths": "8,16,16,32",
+                "model.embedding_size": 32,
+                "optim.batch_size": 16,
+                "optim.epochs": 1,
+                "device": "cpu",
+                "checkpoint_every": 0,
+            },
+        ),
+        checkpoint_path=str(identity),
+        progress=False,
+    )
     out = tmp_path / "stage1"
-    args = [f"data.release={release}", "data.target=../cams/surveillance", "data.pairs=", f"identity={identity}",
-            f"out={out}", f"figures={out / 'fig'}", "sacred=", "device=cpu", "train.batch_size=4",
-            "train.iterations=6", "log_every=1", "checkpoint_every=100", "analysis.figure_inputs=2",
-            "analysis.basis_inputs=1", *(f"{k}={v}" for k, v in TINY_MODEL.items())]
+    args = [
+        f"data.release={release}",
+        "data.target=../cams/surveillance",
+        "data.pairs=",
+        f"identity={identity}",
+        f"out={out}",
+        f"figures={out / 'fig'}",
+        "sacred=",
+        "device=cpu",
+        "train.batch_size=4",
+        "train.iterations=6",
+        "log_every=1",
+        "checkpoint_every=100",
+        "analysis.figure_inputs=2",
+        "analysis.basis_inputs=1",
+        *(f"{k}={v}" for k, v in TINY_MODEL.items()),
+    ]
     assert stage1_main(["--params", str(tmp_path / "none.yaml"), *args]) == 2  # a missing params file: one line
     params = tmp_path / "empty.yaml"
     params.write_text("{}\n")

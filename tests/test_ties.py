@@ -41,7 +41,9 @@ def _pfe_dir_far(score_mat: np.ndarray, label_mat: np.ndarray, ranks=(1,), fars=
         return out
     gt = s_m[l_m]
     for i, thr in enumerate(thresholds):
-        thr = score_mat.dtype.type(thr)  # NumPy 1.x value-based casting: a float64 scalar meets float32 scores as float32
+        thr = score_mat.dtype.type(
+            thr
+        )  # NumPy 1.x value-based casting: a float64 scalar meets float32 scores as float32
         for j, r in enumerate(ranks):
             out[i, j] = ((gt >= thr) & sorted_labels[:, :r].any(axis=1)).mean()
     return out
@@ -50,6 +52,7 @@ def _pfe_dir_far(score_mat: np.ndarray, label_mat: np.ndarray, ranks=(1,), fars=
 def _ijbs_reference(p, g1, g2, sp, s1, s2, ranks, fpirs):
     """PFE ``IJBSTest.identification``: closed set on ``hstack(S1, S2)``, open set per gallery averaged; each score
     matrix in the dtype ``np.dot`` gives (float64 if a template list holds AdaFace's float64 zero vector)."""
+
     def score(a, b):
         dt = np.float64 if (not a.any(axis=1).all() or not b.any(axis=1).all()) else np.float32
         return a.astype(dt) @ b.astype(dt).T
@@ -86,8 +89,10 @@ def test_chunked_topk_orders_ties_both_ways_and_ties_identical_rows_exactly():
     gallery = rng.integers(-2, 3, (40, 6)).astype(np.float32)  # small integers: exact products, many ties
     gallery[[5, 17, 33]] = gallery[11]
     s = probe @ gallery.T
-    for ties, want in (("high_index_first", np.argsort(s, axis=1, kind="stable")[:, ::-1]),
-                       ("low_index_first", np.argsort(-s, axis=1, kind="stable"))):
+    for ties, want in (
+        ("high_index_first", np.argsort(s, axis=1, kind="stable")[:, ::-1]),
+        ("low_index_first", np.argsort(-s, axis=1, kind="stable")),
+    ):
         for max_bytes in (4 * 7, 4 * 9 * 40, 1 << 20):
             got_s, got_i = chunked_topk(probe, gallery, 12, max_bytes=max_bytes, seed_cols=3, ties=ties)
             np.testing.assert_array_equal(got_i, want[:, :12], err_msg=f"{ties} {max_bytes}")
@@ -121,8 +126,17 @@ def test_ijbs_empty_templates_tie_at_zero_and_the_highest_column_wins():
     g2 = np.eye(d, dtype=np.float32)[[3, 0, 1]] * np.float32(0.5)  # G2: subjects 20, 21, 22 -> columns 3, 4, 5
     probe = np.zeros((4, d), np.float32)  # four empty probe templates
     probe_subjects = [10, 12, 20, 22]  # mates at columns 0, 2, 3, 5
-    out = identification_metrics(probe, g1, g2, probe_subjects, [10, 11, 12], [20, 21, 22], ranks=(1, 2, 3, 4, 5, 6),
-                                 fpirs=(0.5,), return_items=True)
+    out = identification_metrics(
+        probe,
+        g1,
+        g2,
+        probe_subjects,
+        [10, 11, 12],
+        [20, 21, 22],
+        ranks=(1, 2, 3, 4, 5, 6),
+        fpirs=(0.5,),
+        return_items=True,
+    )
     # 6 tied columns, highest first: column c ranks 5 - c (0-based)
     np.testing.assert_array_equal(out["items"]["mate_rank"], [5, 3, 2, 0])
     assert [out["metrics"][f"rank{r}"] for r in (1, 2, 3, 4)] == [0.25, 0.25, 0.5, 0.75]
@@ -139,7 +153,9 @@ def test_ijbs_threshold_compares_in_the_scores_dtype():
     g1 = np.array([[1, 0, 0], [0, 1, 0]], np.float32)  # subjects 1, 2
     g2 = np.array([[0, 0, 1]], np.float32)  # subject 3
     a = np.float32(0.6)
-    probe = np.array([[1, 0, 0], [a, 0, 0], [0, a, 0], [0, 0, 1]], np.float32)  # mate 1 (1.0), mate 1 (0.6), non-mated, mate 3
+    probe = np.array(
+        [[1, 0, 0], [a, 0, 0], [0, a, 0], [0, 0, 1]], np.float32
+    )  # mate 1 (1.0), mate 1 (0.6), non-mated, mate 3
     subjects = [1, 1, 9, 3]
     assert find_threshold_by_fpir(np.array([a], np.float32), 0.1) == a  # float32: 0.6 + 1e-8 == 0.6
     assert find_threshold_by_fpir(np.array([a], np.float64), 0.1) > a
@@ -149,11 +165,22 @@ def test_ijbs_threshold_compares_in_the_scores_dtype():
     assert g1_block["non_mated"] == 2 and g1_block["threshold@fpir=0.1"] == float(a)
     assert g1_block["tpir@fpir=0.1"] == 1.0  # both G1 mates (1.0 and exactly 0.6) pass
     closed, open_ = _ijbs_reference(probe, g1, g2, subjects, [1, 2], [3], (1,), (0.1,))
-    assert out["metrics"]["tpir@fpir=0.1"] == pytest.approx(open_[0]) and out["metrics"]["rank1"] == pytest.approx(closed[0])
+    assert out["metrics"]["tpir@fpir=0.1"] == pytest.approx(open_[0]) and out["metrics"]["rank1"] == pytest.approx(
+        closed[0]
+    )
     # the same with an empty (zero) probe template added: scores are float64 now and the equal mate fails
     probe_e = np.vstack([probe, np.zeros((1, 3), np.float32)])
-    out_e = identification_metrics(probe_e, g1, g2, subjects + [9], [1, 2], [3], ranks=(1,), fpirs=(0.1,),
-                                   empty=(np.array([0, 0, 0, 0, 1], bool), np.zeros(2, bool), np.zeros(1, bool)))
+    out_e = identification_metrics(
+        probe_e,
+        g1,
+        g2,
+        subjects + [9],
+        [1, 2],
+        [3],
+        ranks=(1,),
+        fpirs=(0.1,),
+        empty=(np.array([0, 0, 0, 0, 1], bool), np.zeros(2, bool), np.zeros(1, bool)),
+    )
     assert out_e["by_gallery"]["G1"]["tpir@fpir=0.1"] == 0.5
     closed, open_ = _ijbs_reference(probe_e, g1, g2, subjects + [9], [1, 2], [3], (1,), (0.1,))
     assert out_e["metrics"]["tpir@fpir=0.1"] == pytest.approx(open_[0])
@@ -179,7 +206,9 @@ def test_ijbs_matches_the_dense_pfe_reference_with_many_ties():
         out = identification_metrics(p, g1, g2, sp, s1, s2, ranks=(1, 2, 5), fpirs=(0.01, 0.1, 0.3), max_bytes=64)
         closed, open_ = _ijbs_reference(p, g1, g2, sp, s1, s2, (1, 2, 5), (0.01, 0.1, 0.3))
         assert [out["metrics"][f"rank{r}"] for r in (1, 2, 5)] == pytest.approx(closed.tolist()), trial
-        assert [out["metrics"][f"tpir@fpir={x}"] for x in ("0.01", "0.1", "0.3")] == pytest.approx(open_.tolist()), trial
+        assert [out["metrics"][f"tpir@fpir={x}"] for x in ("0.01", "0.1", "0.3")] == pytest.approx(open_.tolist()), (
+            trial
+        )
 
 
 def test_ijbs_booking_gallery_columns_in_pfe_set_order(tmp_path):
@@ -191,7 +220,11 @@ def test_ijbs_booking_gallery_columns_in_pfe_set_order(tmp_path):
     subjects = [9, 1, 17, 3, 2]  # file order; collisions in the 8-slot table: 9, 1 and 17 share slot 1
     proto = tmp_path / "protocols"
     (proto / "galleries").mkdir(parents=True)
-    meta = ["SUBJECT_ID,FILENAME,FRAME"] + [f"{s},img/{s}00.jpg," for s in subjects] + [f"{s},videos/1.mp4,{i}" for i, s in enumerate(subjects)]
+    meta = (
+        ["SUBJECT_ID,FILENAME,FRAME"]
+        + [f"{s},img/{s}00.jpg," for s in subjects]
+        + [f"{s},videos/1.mp4,{i}" for i, s in enumerate(subjects)]
+    )
     (proto / "cs6_metadata.csv").write_text("\n".join(meta) + "\n")
     for name in ("cs6_surveillance_to_single-booking_probe.csv", "cs6_surveillance_to_surveillance_probe.csv"):
         (proto / name).write_text("FILENAME\nvideos/1.mp4\n")
@@ -204,7 +237,8 @@ def test_ijbs_booking_gallery_columns_in_pfe_set_order(tmp_path):
             else:
                 rows = [f"1,{subjects[g - 1]},img/{subjects[g - 1]}00.jpg,0,0,1,1"]
             (proto / "galleries" / f"cs6_surveillance_to_{kind}_g{g}.csv").write_text(
-                "TEMPLATE_ID,SUBJECT_ID,FILENAME,FACE_X,FACE_Y,FACE_WIDTH,FACE_HEIGHT\n" + "\n".join(rows) + "\n")
+                "TEMPLATE_ID,SUBJECT_ID,FILENAME,FACE_X,FACE_Y,FACE_WIDTH,FACE_HEIGHT\n" + "\n".join(rows) + "\n"
+            )
     pr = read_ijbs(tmp_path)
     order = [pr.templates[t].subject for t in pr.galleries["booking"][0]]
     assert order == list(set(subjects)) and order != subjects
@@ -263,10 +297,14 @@ def test_ijb_open_set_rank_ties_higher_index_first_joined_lower_first():
     (larger template id) first. The joined-gallery 1:N (``ijb_1n.py`` ``evaluation``) ranks by
     ``np.argsort(-similarity)``: the LOWER index first. The open-set TPIR needs ``pos > max non-mate`` (strict), so
     a mate tied with a non-mate is never "correct" there, whatever its rank."""
-    sim = np.array([[0.5, 0.5, 0.5, 0.1],   # mate 1, tied with 0 and 2
-                    [0.3, 0.9, 0.9, 0.9],   # mate 3, tied with 1 and 2
-                    [0.7, 0.7, 0.2, 0.0],   # mate 0, tied with 1
-                    [0.0, 0.0, 0.0, 0.0]])  # mate 2: an all-zero row, every column tied
+    sim = np.array(
+        [
+            [0.5, 0.5, 0.5, 0.1],  # mate 1, tied with 0 and 2
+            [0.3, 0.9, 0.9, 0.9],  # mate 3, tied with 1 and 2
+            [0.7, 0.7, 0.2, 0.0],  # mate 0, tied with 1
+            [0.0, 0.0, 0.0, 0.0],
+        ]
+    )  # mate 2: an all-zero row, every column tied
     mate = np.array([1, 3, 0, 2])
     # features whose inner products are sim exactly: probe = identity, gallery = sim.T
     probe, gallery = np.eye(4), sim.T.copy()
@@ -286,6 +324,10 @@ def test_ijb_ranks_match_both_references_on_random_ties():
     sim = rng.integers(0, 4, (40, 12)).astype(np.float64) / 4
     mate = rng.integers(0, 12, 40)
     probe, gallery = np.eye(40), sim.T.copy()
-    np.testing.assert_array_equal(mate_rank_scan(probe, gallery, mate, high_first=True, block_bytes=8 * 12 * 3)[1],
-                                  _evaluation_1n_ranks(sim, mate))
-    np.testing.assert_array_equal(mate_rank_scan(probe, gallery, mate, block_bytes=8 * 12 * 3)[1], _ijb_1n_ranks(sim, mate))
+    np.testing.assert_array_equal(
+        mate_rank_scan(probe, gallery, mate, high_first=True, block_bytes=8 * 12 * 3)[1],
+        _evaluation_1n_ranks(sim, mate),
+    )
+    np.testing.assert_array_equal(
+        mate_rank_scan(probe, gallery, mate, block_bytes=8 * 12 * 3)[1], _ijb_1n_ranks(sim, mate)
+    )

@@ -95,13 +95,21 @@ def test_cmc_ties_straddling_k_inside_one_block(ties):
     probe_labels = rng.integers(0, 25, 40)
     p, g = _as_features(scores)
     got = closed_set_cmc(p, g, probe_labels, gallery_labels, (1, 5, 20), ties=ties)  # one block: argpartition path
-    want = _dir_far_reference(scores, probe_labels, gallery_labels, (1, 5, 20), stable_reversed=ties == "high_index_first")
+    want = _dir_far_reference(
+        scores, probe_labels, gallery_labels, (1, 5, 20), stable_reversed=ties == "high_index_first"
+    )
     assert [got[f"rank{r}"] for r in (1, 5, 20)] == pytest.approx(want, abs=1e-12)
 
 
 # ------------------------------------------------------------------------------------------------- reader
-def _layout(root, probe=("1_1.jpg", "2_1.jpg"), match=("1_2.jpg", "2_2.jpg", "2_3.jpg"), dis=("1.jpg", "2.jpg"),
-            aligned_skip=(), mats=True):
+def _layout(
+    root,
+    probe=("1_1.jpg", "2_1.jpg"),
+    match=("1_2.jpg", "2_2.jpg", "2_3.jpg"),
+    dis=("1.jpg", "2.jpg"),
+    aligned_skip=(),
+    mats=True,
+):
     for folder, names in (("Probe", probe), ("Gallery_Match", match), ("Gallery_Distractor", dis)):
         o = root / TESTING_SET / folder
         a = root / ALIGNED_DIR / folder
@@ -113,8 +121,20 @@ def _layout(root, probe=("1_1.jpg", "2_1.jpg"), match=("1_2.jpg", "2_2.jpg", "2_
                 (a / (os.path.splitext(n)[0] + ".jpg")).write_bytes(b"x")
     if mats:
         t = root / TESTING_SET
-        _save_mat(str(t / "probe_img_ID_pairs.mat"), list(probe), np.array([int(n.split("_")[0]) for n in probe]), "probe_set", "probe_ids")
-        _save_mat(str(t / "gallery_match_img_ID_pairs.mat"), list(match), np.array([int(n.split("_")[0]) for n in match]), "gallery_set", "gallery_ids")
+        _save_mat(
+            str(t / "probe_img_ID_pairs.mat"),
+            list(probe),
+            np.array([int(n.split("_")[0]) for n in probe]),
+            "probe_set",
+            "probe_ids",
+        )
+        _save_mat(
+            str(t / "gallery_match_img_ID_pairs.mat"),
+            list(match),
+            np.array([int(n.split("_")[0]) for n in match]),
+            "gallery_set",
+            "gallery_ids",
+        )
     return root
 
 
@@ -244,8 +264,12 @@ def test_end_to_end_random_model(tiny_tinyface):
     root, counts, _ = tiny_tinyface
     torch.manual_seed(0)
     model = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.Conv2d(8, 16, 3, stride=2),
-        torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(64, 32),
+        torch.nn.Conv2d(3, 8, 3, stride=2),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 16, 3, stride=2),
+        torch.nn.AdaptiveAvgPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 32),
     )
     ev = TinyFaceEvaluation(root, settings=TinyFaceSettings(input_size=32))
     with _one_torch_thread():
@@ -253,14 +277,21 @@ def test_end_to_end_random_model(tiny_tinyface):
     assert res["benchmark"] == "TinyFace"
     r = [res["rank1"], res["rank5"], res["rank20"]]
     assert all(np.isfinite(x) and 0 <= x <= 1 for x in r) and r[0] <= r[1] <= r[2]
-    assert res["counts"] == {"probes": counts["probes"], "mated_probes": counts["probes"], "gallery_match": counts["gallery_match"],
-                             "distractors": 40, "identities": 10}
+    assert res["counts"] == {
+        "probes": counts["probes"],
+        "mated_probes": counts["probes"],
+        "gallery_match": counts["gallery_match"],
+        "distractors": 40,
+        "identities": 10,
+    }
     assert res["knobs"]["flip"] == "sum" and res["knobs"]["input_size"] == 32
     # flip "sum" is the sum of the un-normalised outputs of the image and its mirror, then L2-normalised (AdaFace
     # pre_norm_vector_add + l2_norm); the scorer takes these unit features as given
     with _one_torch_thread():
         p_sum, g_sum = ev.extract_features(model, batch_size=64)
-        p_none, _ = TinyFaceEvaluation(root, settings=TinyFaceSettings(input_size=32, flip="none")).extract_features(model)
+        p_none, _ = TinyFaceEvaluation(root, settings=TinyFaceSettings(input_size=32, flip="none")).extract_features(
+            model
+        )
     x = ev._load(ev.protocol.probe_paths[:3]).float().div(255).sub(0.5).div(0.5)
     with torch.no_grad():
         want = (model(x) + model(torch.flip(x, dims=(3,)))).numpy()

@@ -42,10 +42,25 @@ def release(toy_rec_release, tmp_path_factory) -> str:
 def _cfg(release: str, method: str, **extra) -> RunConfig:
     """4 steps (48 images, batch 8: 6 per epoch) of a small IResNet at 32 px, one warm-up step, clipping at 0.5 so
     that it acts."""
-    return apply_overrides(RunConfig(), {
-        "data.release": release, "method": method, "model.widths": "8,16,16,32", "model.embedding_size": "32",
-        "data.input_size": "32", "optim.batch_size": "8", "optim.epochs": str(4 / 6), "optim.warmup_epochs": str(1 / 6),
-        "optim.grad_clip": "0.5", "device": "cpu", "threads": "1", "seed": "5", "resume": "none", **extra})
+    return apply_overrides(
+        RunConfig(),
+        {
+            "data.release": release,
+            "method": method,
+            "model.widths": "8,16,16,32",
+            "model.embedding_size": "32",
+            "data.input_size": "32",
+            "optim.batch_size": "8",
+            "optim.epochs": str(4 / 6),
+            "optim.warmup_epochs": str(1 / 6),
+            "optim.grad_clip": "0.5",
+            "device": "cpu",
+            "threads": "1",
+            "seed": "5",
+            "resume": "none",
+            **extra,
+        },
+    )
 
 
 def _replay(cfg: RunConfig, clip_scope: str | None = None) -> Stepper:
@@ -57,8 +72,14 @@ def _replay(cfg: RunConfig, clip_scope: str | None = None) -> Stepper:
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     amp = cfg.amp == "on"
-    source = SourceData(os.path.join(cfg.data.release, cfg.data.rec), cfg.data.input_size, o.batch_size, cfg.seed,
-                        cfg.data.flip, cfg.data.cache)
+    source = SourceData(
+        os.path.join(cfg.data.release, cfg.data.rec),
+        cfg.data.input_size,
+        o.batch_size,
+        cfg.seed,
+        cfg.data.flip,
+        cfg.data.cache,
+    )
     backbone, head = build_model(cfg, source.num_classes, amp=amp)
     fmt = torch.channels_last if cfg.model.channels_last else torch.contiguous_format
     backbone.to(memory_format=fmt)
@@ -68,13 +89,23 @@ def _replay(cfg: RunConfig, clip_scope: str | None = None) -> Stepper:
     target = None
     if stepper.method.uses_target:
         troot = os.path.join(cfg.data.release, cfg.data.target)
-        target = TargetData(os.path.join(troot, "crops"), os.path.join(troot, cfg.data.target_list),
-                            cfg.data.input_size, o.batch_size, cfg.seed)
+        target = TargetData(
+            os.path.join(troot, "crops"),
+            os.path.join(troot, cfg.data.target_list),
+            cfg.data.input_size,
+            o.batch_size,
+            cfg.seed,
+        )
     for step in range(total):
         x, y = source.next_batch()
         xt = to_model_input(target.next_batch()).contiguous(memory_format=fmt) if target is not None else None
-        stepper.step(to_model_input(x).contiguous(memory_format=fmt), y, xt, step,
-                     lr=poly_lr(step, o.lr, warmup, total, o.poly_power))
+        stepper.step(
+            to_model_input(x).contiguous(memory_format=fmt),
+            y,
+            xt,
+            step,
+            lr=poly_lr(step, o.lr, warmup, total, o.poly_power),
+        )
     return stepper
 
 
@@ -89,8 +120,10 @@ CASES = {
     "source_only, amp on the CPU, clip all": ("source_only", {"amp": "on", "optim.grad_clip_scope": "all"}),
     "dann, clip backbone": ("dann", {"hparams.disc_hidden": "16"}),
     "dann, clip all": ("dann", {"hparams.disc_hidden": "16", "optim.grad_clip_scope": "all"}),
-    "cfsm_guided": ("cfsm_guided", {"hparams.generator_size": "16", "hparams.latent_dim": "16",
-                                    "hparams.monitor_every": "2"}),
+    "cfsm_guided": (
+        "cfsm_guided",
+        {"hparams.generator_size": "16", "hparams.latent_dim": "16", "hparams.monitor_every": "2"},
+    ),
 }
 
 
@@ -103,8 +136,11 @@ def test_the_benchmark_stepper_takes_the_trainers_step(case, release, generator_
     trained = train(cfg, progress=False)
     assert trained.steps == 4
     stepper = _replay(cfg)
-    for name, a, b in (("backbone", trained.backbone, stepper.backbone), ("head", trained.head, stepper.head),
-                       ("method", trained.method, stepper.method)):
+    for name, a, b in (
+        ("backbone", trained.backbone, stepper.backbone),
+        ("head", trained.head, stepper.head),
+        ("method", trained.method, stepper.method),
+    ):
         assert _differences(a, b) == [], f"{case}: {name} differs"
     # the trainer moved: the comparison is between trained weights, not two copies of the initial ones
     torch.manual_seed(cfg.seed)

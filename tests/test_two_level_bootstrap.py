@@ -99,8 +99,9 @@ def test_paired_difference_pairs_seeds_by_number_and_cancels_a_shared_seed_effec
     rng = np.random.default_rng(2)
     xa = rng.normal(0.0, 0.1, (3, 1)) + rng.normal(0.5, 0.2, (1, 30)) + rng.normal(0, 0.03, (3, 30))
     g = SubjectGroups.from_ids(np.arange(30))
-    res = two_level_bootstrap(g, {"a": {s: MeanOf(xa[s]) for s in range(3)},
-                                  "b": {s: MeanOf(xa[s] + 0.02) for s in range(3)}}, 2000, 0)
+    res = two_level_bootstrap(
+        g, {"a": {s: MeanOf(xa[s]) for s in range(3)}, "b": {s: MeanOf(xa[s] + 0.02) for s in range(3)}}, 2000, 0
+    )
     d = paired_from_samples(res["b"], res["a"]).diff
     np.testing.assert_allclose(d.samples, 0.02, atol=1e-12)
     assert res["a"].samples["__value__"].std() > 0.02

@@ -32,12 +32,15 @@ def _vectors(table: dict) -> torch.Tensor:
 def test_validation_identities_are_no_test_or_training_identity(size):
     cfg = config_for(size, seed=0)
     val = _vectors(identity_table(cfg, DOMAIN_VALIDATION, validation_spec(cfg).subjects))
-    others = {"IJB-B/C": (DOMAIN_TEST, max(cfg.ijbb.subjects, cfg.ijbc.subjects)),
-              "IJB-S": (DOMAIN_IJBS, cfg.ijbs.subjects),
-              "TinyFace": (DOMAIN_TINYFACE, cfg.tinyface.identities),
-              "TinyFace distractors": (DOMAIN_TINYFACE_DISTRACTOR, min(cfg.tinyface.distractors, 2000)),
-              ".bin": (DOMAIN_BIN, 64), "source": (DOMAIN_SOURCE, cfg.source_identities),
-              "target": (DOMAIN_TARGET, cfg.target_identities)}
+    others = {
+        "IJB-B/C": (DOMAIN_TEST, max(cfg.ijbb.subjects, cfg.ijbc.subjects)),
+        "IJB-S": (DOMAIN_IJBS, cfg.ijbs.subjects),
+        "TinyFace": (DOMAIN_TINYFACE, cfg.tinyface.identities),
+        "TinyFace distractors": (DOMAIN_TINYFACE_DISTRACTOR, min(cfg.tinyface.distractors, 2000)),
+        ".bin": (DOMAIN_BIN, 64),
+        "source": (DOMAIN_SOURCE, cfg.source_identities),
+        "target": (DOMAIN_TARGET, cfg.target_identities),
+    }
     assert len({d for d, _ in others.values()} | {DOMAIN_VALIDATION}) == len(others) + 1
     for name, (domain, n) in others.items():
         other = _vectors(identity_table(cfg, domain, n))

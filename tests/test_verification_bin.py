@@ -17,8 +17,14 @@ from sklearn.model_selection import KFold
 from harness.data.images import encode_jpeg
 from harness.data.verification_bin import SafeUnpickler, bin_bytes, read_bin
 from harness.core.errors import DataFormatError
-from harness.eval.verification_bin import (THRESHOLDS, BinSettings, VerificationBinEvaluation, fold_slices,
-                                           fuse_embeddings, ten_fold_accuracy)
+from harness.eval.verification_bin import (
+    THRESHOLDS,
+    BinSettings,
+    VerificationBinEvaluation,
+    fold_slices,
+    fuse_embeddings,
+    ten_fold_accuracy,
+)
 from harness.evaluate import main as evaluate_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -94,8 +100,11 @@ def test_flip_fusion_is_sum_then_normalise():
     fused = fuse_embeddings(np.concatenate([a, b], axis=1), flip_concat=True, flip="sum")
     want = (a + b) / np.linalg.norm(a + b, axis=1, keepdims=True)
     np.testing.assert_allclose(fused, want, atol=1e-15)
-    np.testing.assert_allclose(fuse_embeddings(np.concatenate([a, b], axis=1), True, "none"),
-                               a / np.linalg.norm(a, axis=1, keepdims=True), atol=1e-15)
+    np.testing.assert_allclose(
+        fuse_embeddings(np.concatenate([a, b], axis=1), True, "none"),
+        a / np.linalg.norm(a, axis=1, keepdims=True),
+        atol=1e-15,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- the reader
@@ -133,8 +142,11 @@ def test_reads_insightface_numpy_layout(tmp_path):
     """As insightface's files: images as cv2.imencode's (N, 1) uint8 arrays, numpy bools, pickled by numpy."""
     imgs = [_jpeg(i) for i in range(4)]
     path = tmp_path / "lfw.bin"
-    path.write_bytes(pickle.dumps(([np.frombuffer(b, np.uint8).reshape(-1, 1) for b in imgs],
-                                   [np.bool_(True), np.bool_(False)]), protocol=2))
+    path.write_bytes(
+        pickle.dumps(
+            ([np.frombuffer(b, np.uint8).reshape(-1, 1) for b in imgs], [np.bool_(True), np.bool_(False)]), protocol=2
+        )
+    )
     b = read_bin(path)
     assert b.name == "lfw" and b.images == tuple(imgs) and b.issame.tolist() == [True, False]
     assert b.decode().shape == (4, 3, 112, 112) and b.decode(64, 1, 3).shape == (2, 3, 64, 64)
@@ -142,13 +154,16 @@ def test_reads_insightface_numpy_layout(tmp_path):
     assert read_bin(path).images == tuple(imgs)
 
 
-@pytest.mark.parametrize("obj,match", [
-    (([b"x"], [True]), "holds 1 images for 1 pairs"),
-    (([b"x", b"y"], "yes"), "issame_list: is a str"),
-    (([b"x", 3], [True]), "image 1: is a int"),
-    (([b"x", b"y"], [2]), r"issame_list\[0\]: is 2"),
-    ({"a": 1}, "expected the pair"),
-])
+@pytest.mark.parametrize(
+    "obj,match",
+    [
+        (([b"x"], [True]), "holds 1 images for 1 pairs"),
+        (([b"x", b"y"], "yes"), "issame_list: is a str"),
+        (([b"x", 3], [True]), "image 1: is a int"),
+        (([b"x", b"y"], [2]), r"issame_list\[0\]: is 2"),
+        ({"a": 1}, "expected the pair"),
+    ],
+)
 def test_malformed_bins_are_one_line_errors(tmp_path, obj, match):
     path = tmp_path / "bad.bin"
     path.write_bytes(pickle.dumps(obj))
@@ -188,7 +203,11 @@ def test_synthface_writer_reader_evaluator_round_trip(tiny_release, tmp_path):
     dist = np.sum((e[0::2] - e[1::2]) ** 2, axis=1)
     np.testing.assert_allclose(items["dist"], dist, rtol=1e-5, atol=1e-6)
     mean, std, accs = naive_ten_fold(items["dist"], data.issame)
-    assert row["benchmark"] == "synth_lfw" and row["accuracy"] == pytest.approx(mean) and row["accuracy_std"] == pytest.approx(std)
+    assert (
+        row["benchmark"] == "synth_lfw"
+        and row["accuracy"] == pytest.approx(mean)
+        and row["accuracy_std"] == pytest.approx(std)
+    )
     assert row["fold_accuracy"] == pytest.approx(accs) and row["counts"] == {"pairs": 40, "genuine": 20, "images": 80}
     assert row["knobs"]["flip"] == "sum" and row["knobs"]["folds"] == 10
     assert items["issame"].tolist() == data.issame.tolist() and items["fold"].tolist() == [k // 4 for k in range(40)]
@@ -206,8 +225,12 @@ def test_synthface_writer_reader_evaluator_round_trip(tiny_release, tmp_path):
     lines = order.read_text().splitlines()
     assert len(lines) == 80 and lines[3] == f"{os.path.abspath(path)}:3"
     assert evaluate_main([*argv[:4], "--features", str(feats), "--out", str(out)]) == 2  # no --bin-set
-    assert evaluate_main(["--benchmark", "tinyface", "--release", tiny_release, "--bin-set", "lfw",
-                          "--write-order", str(order)]) == 2  # not an argument of tinyface
+    assert (
+        evaluate_main(
+            ["--benchmark", "tinyface", "--release", tiny_release, "--bin-set", "lfw", "--write-order", str(order)]
+        )
+        == 2
+    )  # not an argument of tinyface
 
 
 def test_importing_the_bin_evaluator_first_keeps_the_registry_order():
@@ -218,8 +241,16 @@ def test_importing_the_bin_evaluator_first_keeps_the_registry_order():
     import sys
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    code = ("import harness.eval.verification_bin\nfrom harness.eval.registry import config_names, row_names\n"
-            "print(','.join(config_names())); print(row_names()[0])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root,
-                         env={**os.environ, "PYTHONPATH": root}).stdout.split("\n")
+    code = (
+        "import harness.eval.verification_bin\nfrom harness.eval.registry import config_names, row_names\n"
+        "print(','.join(config_names())); print(row_names()[0])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": root},
+    ).stdout.split("\n")
     assert out[:2] == ["IJBB,IJBC,IJBS,TinyFace,VerificationBins", "IJB-B"]

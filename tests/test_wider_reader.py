@@ -134,8 +134,19 @@ def test_parse_crop_name():
 
 @pytest.mark.parametrize(
     "name",
-    ["a_5_999", "a_5_999.txt", "5_999.jpg", "a_5.jpg", "a_x_999.jpg", "a_5_0.9.jpg", "a_5_1001.jpg", "a__999.jpg",
-     "_5_999.jpg", "a_5_-3.jpg", "a_５_999.jpg"],
+    [
+        "a_5_999",
+        "a_5_999.txt",
+        "5_999.jpg",
+        "a_5.jpg",
+        "a_x_999.jpg",
+        "a_5_0.9.jpg",
+        "a_5_1001.jpg",
+        "a__999.jpg",
+        "_5_999.jpg",
+        "a_5_-3.jpg",
+        "a_５_999.jpg",
+    ],
 )
 def test_parse_crop_name_malformed(name):
     with pytest.raises(ValueError) as ei:

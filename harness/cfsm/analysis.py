@@ -29,6 +29,7 @@ from harness.core.atomic import write_atomic
 from harness.cfsm.quality import FD_RATIO_MAX, IDENTITY_GAP_MIN, quality_targets
 from harness.models.cfsm import CFSMGenerator, magnitude_target, subspace_similarity
 
+
 def frechet_distance(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
     """``||mu_a - mu_b||^2 + Tr(C_a + C_b - 2 (C_a C_b)^(1/2))`` of two (N, d) samples (unbiased covariances, as
     in FID); the matrix square root's negligible imaginary part is dropped."""
@@ -55,7 +56,7 @@ def embed(f: torch.nn.Module, images: torch.Tensor, batch_size: int = 256, synth
     device = next(f.parameters()).device
     out = []
     for start in range(0, len(images), batch_size):
-        x = _to_input(images[start:start + batch_size]).to(device)
+        x = _to_input(images[start : start + batch_size]).to(device)
         if synth is not None:
             x = synth(x, start)
         out.append(F.normalize(f(x).float(), dim=1).cpu())
@@ -68,9 +69,17 @@ def _unit_directions(n: int, q: int, seed: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def analyse(G: CFSMGenerator, f: torch.nn.Module, source: torch.Tensor, target: torch.Tensor, acfg, seed: int = 0,
-            initial_basis: torch.Tensor | None = None, train=None,
-            pairs: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, Any]:
+def analyse(
+    G: CFSMGenerator,
+    f: torch.nn.Module,
+    source: torch.Tensor,
+    target: torch.Tensor,
+    acfg,
+    seed: int = 0,
+    initial_basis: torch.Tensor | None = None,
+    train=None,
+    pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> dict[str, Any]:
     """Every stage-1 figure on held-out source images and held-out target crops (uint8, generator size), which any
     data has; SynthFace's (clean, degraded) ``pairs`` add the true degradation's figures where present.
     Returns ``{"summary": {fd, identity, subspace, targets}, "n": {...}}``; ``summary`` is what ``dvc metrics``
@@ -89,7 +98,7 @@ def analyse(G: CFSMGenerator, f: torch.nn.Module, source: torch.Tensor, target: 
     half = len(emb_tgt) // 2
 
     def gen_with(o_all: torch.Tensor):
-        return lambda x, start: G(x, o_all[start:start + len(x)].to(device))
+        return lambda x, start: G(x, o_all[start : start + len(x)].to(device))
 
     def cos(a: torch.Tensor, b: torch.Tensor) -> float:
         return float((a * b).sum(1).mean())
@@ -143,10 +152,13 @@ def analyse(G: CFSMGenerator, f: torch.nn.Module, source: torch.Tensor, target: 
     fd, identity = _round(fd), _round(identity)
     targets.update(quality_targets(fd["synth_over_source"], identity.get("gap")))
     summary = {"fd": fd, "identity": identity, "subspace": _round(subspace), "targets": targets}
-    return {"summary": summary, "n": n,
-            "notes": "FD in the frozen FR model's L2-normalised embedding space between held-out source images and "
-                     "held-out target crops; images at the generator's size, resized to the FR input; FD is biased "
-                     "upward at small N (compare within this file)."}
+    return {
+        "summary": summary,
+        "n": n,
+        "notes": "FD in the frozen FR model's L2-normalised embedding space between held-out source images and "
+        "held-out target crops; images at the generator's size, resized to the FR input; FD is biased "
+        "upward at small N (compare within this file).",
+    }
 
 
 def _round(d: dict) -> dict:

@@ -33,5 +33,10 @@ def quality_targets(fd_ratio: float, identity_gap: float | None) -> dict[str, An
     met = None
     if identity_gap is not None:
         met = bool(math.isfinite(fd_ratio) and fd_ratio <= FD_RATIO_MAX) and bool(identity_gap >= IDENTITY_GAP_MIN)
-    return {"fd_ratio": fd_ratio, "fd_ratio_max": FD_RATIO_MAX, "identity_gap": identity_gap,
-            "identity_gap_min": IDENTITY_GAP_MIN, "met": met}
+    return {
+        "fd_ratio": fd_ratio,
+        "fd_ratio_max": FD_RATIO_MAX,
+        "identity_gap": identity_gap,
+        "identity_gap_min": IDENTITY_GAP_MIN,
+        "met": met,
+    }

@@ -90,15 +90,26 @@ def report(generators: dict[str, str]) -> dict[str, Any]:
         subspaces[name] = (U, mu)
         analysis = meta.get("analysis", {}) if isinstance(meta, dict) else {}
         fd = analysis.get("fd", {})
-        per[name] = {"path": path, "q": int(U.shape[0]), "d": int(U.shape[1]), "mu_norm": float(mu.norm()),
-                     "fd_source_target": fd.get("source_target"), "fd_synth_target": fd.get("synth_target"),
-                     "fd_synth_over_source": fd.get("synth_over_source"),
-                     "similarity_to_init": analysis.get("subspace", {}).get("similarity_to_init")}
+        per[name] = {
+            "path": path,
+            "q": int(U.shape[0]),
+            "d": int(U.shape[1]),
+            "mu_norm": float(mu.norm()),
+            "fd_source_target": fd.get("source_target"),
+            "fd_synth_target": fd.get("synth_target"),
+            "fd_synth_over_source": fd.get("synth_over_source"),
+            "similarity_to_init": analysis.get("subspace", {}).get("similarity_to_init"),
+        }
     if len({tuple(U.shape) for U, _ in subspaces.values()}) > 1:
         shapes = ", ".join(f"{n}={tuple(U.shape)}" for n, (U, _) in subspaces.items())
         raise ValueError(f"generators differ in subspace shape (q x d): {shapes}")
-    return {"format": FORMAT, "names": list(generators), "generators": per, **similarity_matrices(subspaces),
-            "measure": "S(A, B) = 1/q sum_i cos(u_A_i + mu_A, u_B_i + mu_B) (CFSM, ECCV 2022)"}
+    return {
+        "format": FORMAT,
+        "names": list(generators),
+        "generators": per,
+        **similarity_matrices(subspaces),
+        "measure": "S(A, B) = 1/q sum_i cos(u_A_i + mu_A, u_B_i + mu_B) (CFSM, ECCV 2022)",
+    }
 
 
 def _colour(v: float) -> tuple[int, int, int]:
@@ -148,8 +159,10 @@ def parse_generators(items: list[str]) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m harness.subspaces",
-                                 description="S(A, B) between stage-1 generators (CFSM's subspace similarity)")
+    ap = argparse.ArgumentParser(
+        prog="python -m harness.subspaces",
+        description="S(A, B) between stage-1 generators (CFSM's subspace similarity)",
+    )
     ap.add_argument("--generator", action="append", default=[], metavar="NAME=PATH", required=True)
     ap.add_argument("--out", required=True, help="folder for subspace_similarity.json and .png")
     args = ap.parse_args(argv)

@@ -73,8 +73,15 @@ from harness.core.errors import require_dir, require_file
 from harness.core.atomic import load_torch
 from harness.core.resume import read_state, save_checkpoint
 from harness.models.cfsm import (
-    CFSMConfig, CFSMGenerator, MultiScaleDiscriminator, identity_loss, lsgan_d_loss, lsgan_g_loss,
-    orthogonality_loss, reconstruction_loss, save_generator,
+    CFSMConfig,
+    CFSMGenerator,
+    MultiScaleDiscriminator,
+    identity_loss,
+    lsgan_d_loss,
+    lsgan_g_loss,
+    orthogonality_loss,
+    reconstruction_loss,
+    save_generator,
 )
 from harness.core.runtime import tune_malloc
 
@@ -163,8 +170,10 @@ def phase_bounds(cfg: Stage1Train, n_source: int) -> list[int]:
     that total, the boundaries at the same fractions of it (rounded half up), e.g. 220 iterations -> 50 / 40 / 130."""
     passes = [float(p) for p in cfg.phase_passes]
     if len(cfg.lambda_id) != len(passes) or not passes:
-        raise ValueError(f"config train.lambda_id {list(cfg.lambda_id)} and train.phase_passes {passes} must have "
-                         "the same, non-zero length (one lambda_id value per phase)")
+        raise ValueError(
+            f"config train.lambda_id {list(cfg.lambda_id)} and train.phase_passes {passes} must have "
+            "the same, non-zero length (one lambda_id value per phase)"
+        )
     if any(p <= 0 for p in passes):
         raise ValueError(f"config train.phase_passes {passes}: every phase needs > 0 passes")
     cum = np.cumsum(passes)
@@ -210,7 +219,7 @@ class EpochSampler:
             self._epoch_state = self.generator.get_state()
             self.perm = torch.randperm(self.n, generator=self.generator)
             self.position = 0
-        idx = self.perm[self.position:self.position + self.batch_size]
+        idx = self.perm[self.position : self.position + self.batch_size]
         self.position += self.batch_size
         return idx
 
@@ -350,7 +359,7 @@ class ParameterEMA:
         """The bias-corrected average (no update yet: empty, the module's own weights stand)."""
         if self.updates == 0:
             return {}
-        scale = 1.0 - self.decay ** self.updates
+        scale = 1.0 - self.decay**self.updates
         return {n: avg / scale for n, avg in zip(self.names, self.shadow)}
 
     def generator(self, G: CFSMGenerator) -> CFSMGenerator:
@@ -393,8 +402,12 @@ def _load_state(path: str, cfg: "Stage1Config") -> dict | None:
     return state
 
 
-def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | None = None,
-                 progress: bool = False, stop_after: int | None = None) -> Stage1Result:
+def train_stage1(
+    cfg: Stage1Config,
+    log: Callable[[str, float, int], None] | None = None,
+    progress: bool = False,
+    stop_after: int | None = None,
+) -> Stage1Result:
     """Train G and D as configured; returns the trained generator. ``stop_after`` ends the loop early after that
     many iterations (state saved), as a kill would, for resume tests."""
     from harness.data.loaders import SourceData, to_model_input
@@ -418,8 +431,14 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
     # Data and f first: every input problem fails before any training.
     target_train, held_out, _ = load_target(cfg)
     release = require_dir(cfg.data.release, "stage-1 data release")
-    source = SourceData(os.path.join(release, cfg.data.rec), cfg.model.image_size, t.batch_size, cfg.seed,
-                        flip=False, cache=cfg.data.cache)
+    source = SourceData(
+        os.path.join(release, cfg.data.rec),
+        cfg.model.image_size,
+        t.batch_size,
+        cfg.seed,
+        flip=False,
+        cache=cfg.data.cache,
+    )
     f = IdentityNet(cfg.identity, device)
 
     torch.manual_seed(cfg.seed)
@@ -438,8 +457,10 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
     total = bounds[-1]
 
     def fresh_optimizers() -> tuple[torch.optim.Adam, torch.optim.Adam]:
-        return (torch.optim.Adam(G.parameters(), lr=t.lr, betas=tuple(t.betas)),
-                torch.optim.Adam(D.parameters(), lr=t.lr, betas=tuple(t.betas)))
+        return (
+            torch.optim.Adam(G.parameters(), lr=t.lr, betas=tuple(t.betas)),
+            torch.optim.Adam(D.parameters(), lr=t.lr, betas=tuple(t.betas)),
+        )
 
     state_path = os.path.join(cfg.out, "train_state.pt")
     start = 0
@@ -455,12 +476,23 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
         print(f"stage1: resuming from {state_path} at step {start}/{total}", file=sys.stderr)
 
     def save_state(step: int) -> None:
-        save_checkpoint(state_path, {
-            "format": STATE_FORMAT, "key": _state_key(cfg), "step": step,
-            "G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-            "source": src_sampler.state_dict(), "target": tgt_sampler.state_dict(), "o_gen": o_gen.get_state(),
-            **({"G_ema": ema.state_dict()} if ema is not None else {}),
-        }, hint="lower train.lr or check the data")
+        save_checkpoint(
+            state_path,
+            {
+                "format": STATE_FORMAT,
+                "key": _state_key(cfg),
+                "step": step,
+                "G": G.state_dict(),
+                "D": D.state_dict(),
+                "opt_g": opt_g.state_dict(),
+                "opt_d": opt_d.state_dict(),
+                "source": src_sampler.state_dict(),
+                "target": tgt_sampler.state_dict(),
+                "o_gen": o_gen.get_state(),
+                **({"G_ema": ema.state_dict()} if ema is not None else {}),
+            },
+            hint="lower train.lr or check the data",
+        )
 
     def get_source() -> torch.Tensor:
         idx = train_idx[src_sampler.next()]
@@ -482,8 +514,12 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
             # resumed exactly here resets here too (the loaded states belong to the phase that ended).
             opt_g, opt_d = fresh_optimizers()
             if progress:
-                print(f"stage1: phase {phase + 1}/{len(bounds) - 1} (lambda_id {lam:g}) from step {step}: fresh "
-                      "Adam states for G and D", file=sys.stderr, flush=True)
+                print(
+                    f"stage1: phase {phase + 1}/{len(bounds) - 1} (lambda_id {lam:g}) from step {step}: fresh "
+                    "Adam states for G and D",
+                    file=sys.stderr,
+                    flush=True,
+                )
         x = get_source()
         xt = to_model_input(target_train[tgt_sampler.next()]).to(device)
         losses: dict[str, torch.Tensor] = {}
@@ -538,19 +574,33 @@ def train_stage1(cfg: Stage1Config, log: Callable[[str, float, int], None] | Non
         save_state(end)
     G.eval()
     saved, last_iterate = (ema.generator(G), G) if ema is not None else (G, None)
-    return Stage1Result(generator=saved, steps=end, seconds=seconds, resumed_from=start, losses=last,
-                        initial_basis=initial_basis, held_out=held_out, identity=f, held_out_source=held_source,
-                        phase_bounds=bounds, last_iterate=last_iterate)
+    return Stage1Result(
+        generator=saved,
+        steps=end,
+        seconds=seconds,
+        resumed_from=start,
+        losses=last,
+        initial_basis=initial_basis,
+        held_out=held_out,
+        identity=f,
+        held_out_source=held_source,
+        phase_bounds=bounds,
+        last_iterate=last_iterate,
+    )
 
 
 def _check_finite(losses: dict[str, torch.Tensor], step: int, state_path: str, start: int) -> None:
     for name, value in losses.items():
         v = float(value.detach())
         if not math.isfinite(v):
-            kept = f"last good state kept at {state_path}" if os.path.isfile(state_path) else (
-                "no state saved yet (lower checkpoint_every to keep one)")
-            raise Stage1Diverged(f"stage 1 step {step}: loss {name} is {v}; training stopped, {kept}; "
-                                 "lower train.lr or check the data")
+            kept = (
+                f"last good state kept at {state_path}"
+                if os.path.isfile(state_path)
+                else ("no state saved yet (lower checkpoint_every to keep one)")
+            )
+            raise Stage1Diverged(
+                f"stage 1 step {step}: loss {name} is {v}; training stopped, {kept}; lower train.lr or check the data"
+            )
 
 
 # ----------------------------------------------------------------------------------------------- the run
@@ -565,12 +615,20 @@ def run_stage1(cfg: Stage1Config, log=None, progress: bool = False) -> dict:
     device = next(G.parameters()).device
     devs = deviations(cfg)
     bounds = result.phase_bounds
-    train_info = {"steps": result.steps, "seconds": round(result.seconds, 1), "resumed_from": result.resumed_from,
-                  "final_losses": result.losses, "device": str(device),
-                  "phases": [{"lambda_id": float(lam), "from": a, "to": b}
-                             for lam, a, b in zip(cfg.train.lambda_id, bounds[:-1], bounds[1:])],
-                  "reset_optimizers": cfg.train.reset_optimizers, "ema_decay": cfg.train.ema_decay,
-                  "saved": "ema" if result.last_iterate is not None else "last_iterate"}
+    train_info = {
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "resumed_from": result.resumed_from,
+        "final_losses": result.losses,
+        "device": str(device),
+        "phases": [
+            {"lambda_id": float(lam), "from": a, "to": b}
+            for lam, a, b in zip(cfg.train.lambda_id, bounds[:-1], bounds[1:])
+        ],
+        "reset_optimizers": cfg.train.reset_optimizers,
+        "ema_decay": cfg.train.ema_decay,
+        "saved": "ema" if result.last_iterate is not None else "last_iterate",
+    }
     analysis: dict[str, Any] = {}
     figures: dict[str, str] = {}
     held_out, f = result.held_out, result.identity
@@ -578,29 +636,65 @@ def run_stage1(cfg: Stage1Config, log=None, progress: bool = False) -> dict:
     pairs = load_pairs(cfg)
     if len(held_source) >= 2 and len(held_out) >= 2:
         t0 = time.perf_counter()
-        analysis = analyse(G, f, held_source, held_out, cfg.analysis, seed=cfg.seed,
-                           initial_basis=result.initial_basis, train=cfg.train, pairs=pairs)
+        analysis = analyse(
+            G,
+            f,
+            held_source,
+            held_out,
+            cfg.analysis,
+            seed=cfg.seed,
+            initial_basis=result.initial_basis,
+            train=cfg.train,
+            pairs=pairs,
+        )
         if result.last_iterate is not None:  # what the run would have saved without the EMA, for comparison
-            last = analyse(result.last_iterate, f, held_source, held_out,
-                           dataclasses.replace(cfg.analysis, magnitudes=()), seed=cfg.seed, pairs=pairs)["summary"]
-            analysis["summary"]["last_iterate"] = quality_targets(last["fd"]["synth_over_source"],
-                                                                  last["identity"].get("gap"))
+            last = analyse(
+                result.last_iterate,
+                f,
+                held_source,
+                held_out,
+                dataclasses.replace(cfg.analysis, magnitudes=()),
+                seed=cfg.seed,
+                pairs=pairs,
+            )["summary"]
+            analysis["summary"]["last_iterate"] = quality_targets(
+                last["fd"]["synth_over_source"], last["identity"].get("gap")
+            )
         analysis["seconds"] = round(time.perf_counter() - t0, 1)
         figures = write_figures(G, held_source, cfg.analysis, cfg.figures, seed=cfg.seed)
     else:
-        analysis = {"skipped": f"needs >= 2 held-out source images and target crops, has {len(held_source)} and "
-                               f"{len(held_out)} (analysis.holdout_source / analysis.holdout_target, at most a fifth "
-                               "of each set)"}
+        analysis = {
+            "skipped": f"needs >= 2 held-out source images and target crops, has {len(held_source)} and "
+            f"{len(held_out)} (analysis.holdout_source / analysis.holdout_target, at most a fifth "
+            "of each set)"
+        }
         print(f"stage1: analysis skipped: {analysis['skipped']}", file=sys.stderr)
-    meta = {"config": cfg.to_dict(), "deviations": devs, "train": train_info, "identity": cfg.identity,
-            "analysis": analysis.get("summary", {})}
+    meta = {
+        "config": cfg.to_dict(),
+        "deviations": devs,
+        "train": train_info,
+        "identity": cfg.identity,
+        "analysis": analysis.get("summary", {}),
+    }
     save_generator(os.path.join(cfg.out, "generator.pt"), G, meta)
-    doc = {"format": 1, "stage": "cfsm_stage1", "config": cfg.to_dict(), "deviations": devs, "train": train_info,
-           "figures": figures, "analysis": analysis}
+    doc = {
+        "format": 1,
+        "stage": "cfsm_stage1",
+        "config": cfg.to_dict(),
+        "deviations": devs,
+        "train": train_info,
+        "figures": figures,
+        "analysis": analysis,
+    }
     write_json_atomic(doc, os.path.join(cfg.out, "analysis.json"))
-    metrics = {"train": {"seconds": train_info["seconds"], "steps": result.steps,
-                         **{f"loss_{k}": v for k, v in result.losses.items()}},
-               **analysis.get("summary", {})}
+    metrics = {
+        "train": {
+            "seconds": train_info["seconds"],
+            "steps": result.steps,
+            **{f"loss_{k}": v for k, v in result.losses.items()},
+        },
+        **analysis.get("summary", {}),
+    }
     write_json_atomic(metrics, os.path.join(cfg.out, "metrics.json"))
     state_path = os.path.join(cfg.out, "train_state.pt")
     if os.path.isfile(state_path):

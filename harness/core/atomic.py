@@ -149,7 +149,7 @@ def write_atomic(path: str, write: Callable[[Any], None], binary: bool = False) 
             raise DiskFullError(path, exc) from None
         raise
     try:
-        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")) as f:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -275,9 +275,26 @@ def _numpy_globals() -> list:
         from numpy._core.multiarray import _reconstruct
     except ImportError:  # numpy < 2
         from numpy.core.multiarray import _reconstruct
-    return [_reconstruct, np.ndarray, np.dtype] + sorted({type(np.dtype(t)) for t in (
-        np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.uint64, np.int64, np.float16, np.float32,
-        np.float64, np.bool_)}, key=lambda c: c.__name__)
+    return [_reconstruct, np.ndarray, np.dtype] + sorted(
+        {
+            type(np.dtype(t))
+            for t in (
+                np.uint8,
+                np.int8,
+                np.uint16,
+                np.int16,
+                np.uint32,
+                np.int32,
+                np.uint64,
+                np.int64,
+                np.float16,
+                np.float32,
+                np.float64,
+                np.bool_,
+            )
+        },
+        key=lambda c: c.__name__,
+    )
 
 
 def load_torch(path: str, what: str = "file", mmap: bool = False) -> Any:
@@ -295,10 +312,13 @@ def load_torch(path: str, what: str = "file", mmap: bool = False) -> Any:
     except pickle.UnpicklingError as exc:
         first = (str(exc).strip().splitlines() or [""])[0]
         if "Weights only load failed" in first or "weights_only" in str(exc):
-            detail = next((ln.strip() for ln in str(exc).splitlines() if ln.strip().startswith("WeightsUnpickler error")),
-                          first)
-            raise ValueError(f"{path}: refused: this {what} holds pickled objects other than tensors and plain data "
-                             f"(loaded with weights_only=True; {detail})") from None
+            detail = next(
+                (ln.strip() for ln in str(exc).splitlines() if ln.strip().startswith("WeightsUnpickler error")), first
+            )
+            raise ValueError(
+                f"{path}: refused: this {what} holds pickled objects other than tensors and plain data "
+                f"(loaded with weights_only=True; {detail})"
+            ) from None
         raise ValueError(f"{path}: unreadable {what} ({first})") from None
     except (RuntimeError, EOFError, AttributeError, ImportError, IndexError, KeyError) as exc:  # truncated, not torch
         first = (str(exc).strip().splitlines() or [""])[0]
@@ -340,7 +360,7 @@ def recover(folder: str) -> list[str]:
         if not name.startswith(JOURNAL_PREFIX) or not name.endswith(".json"):
             continue
         journal = os.path.join(folder, name)
-        pid = name[len(JOURNAL_PREFIX):].split("-", 1)[0]
+        pid = name[len(JOURNAL_PREFIX) :].split("-", 1)[0]
         if pid.isdigit() and (int(pid) == os.getpid() or pid_alive(int(pid))):
             continue  # a live writer's set
         try:

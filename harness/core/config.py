@@ -22,7 +22,9 @@ import yaml
 
 @dataclass(frozen=True)
 class DataConfig:
-    release: str = "datasets/synthface/default"  # folder with faces_synthface/ (or any insightface rec folder name below)
+    release: str = (
+        "datasets/synthface/default"  # folder with faces_synthface/ (or any insightface rec folder name below)
+    )
     rec: str = "faces_synthface"  # RecordIO folder inside the release (train.rec, train.idx, property)
     target: str = "target"  # unlabelled target crops: <release>/<target>/crops + <target_list>
     target_list: str = "target_list.txt"  # the crop list inside <release>/<target> (domain-adaptation methods)
@@ -67,10 +69,18 @@ class ModelConfig:
 
         _one_of("model.backbone", self.backbone, tuple(BACKBONES))
         _one_of("model.head", self.head, tuple(HEADS))
-        _check(len(self.widths) >= 1 and all(w >= 1 for w in self.widths), "model.widths", self.widths,
-               "integers >= 1, one per stage")
-        _check(len(self.layers) >= 1 and all(n >= 1 for n in self.layers), "model.layers", self.layers,
-               "integers >= 1, blocks per stage")
+        _check(
+            len(self.widths) >= 1 and all(w >= 1 for w in self.widths),
+            "model.widths",
+            self.widths,
+            "integers >= 1, one per stage",
+        )
+        _check(
+            len(self.layers) >= 1 and all(n >= 1 for n in self.layers),
+            "model.layers",
+            self.layers,
+            "integers >= 1, blocks per stage",
+        )
         _one_of("model.stem_stride", self.stem_stride, (1, 2))
         _check(self.embedding_size >= 1, "model.embedding_size", self.embedding_size, "an integer >= 1")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "0 <= dropout < 1")
@@ -95,7 +105,9 @@ class OptimConfig:
 
     def __post_init__(self):
         _one_of("optim.name", self.name, ("sgd", "adamw"))
-        _check(self.lr > 0 and self.lr == self.lr and self.lr != float("inf"), "optim.lr", self.lr, "a finite number > 0")
+        _check(
+            self.lr > 0 and self.lr == self.lr and self.lr != float("inf"), "optim.lr", self.lr, "a finite number > 0"
+        )
         _check(self.momentum >= 0, "optim.momentum", self.momentum, ">= 0")
         _check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, ">= 0")
         _check(self.batch_size >= 1, "optim.batch_size", self.batch_size, "an integer >= 1 (per process)")
@@ -141,7 +153,9 @@ class RunConfig:
     # Robustness (harness/engine/train.py "Checkpoints and resume"): the whole training state is saved atomically every
     # `checkpoint_every` optimiser steps (0 = never) to <checkpoint stem>.train_state.pt, beside `checkpoint`.
     checkpoint_every: int = 1000
-    resume: str = "auto"  # auto: that state file if its config matches, else fresh (says why) | none | PATH (must match)
+    resume: str = (
+        "auto"  # auto: that state file if its config matches, else fresh (says why) | none | PATH (must match)
+    )
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -149,17 +163,27 @@ class RunConfig:
 
     def __post_init__(self):
         _check(bool(self.method), "method", self.method, "a method name")
-        _check(self.device in ("auto", "cpu", "cuda") or _is_cuda_index(self.device), "device", self.device,
-               "auto, cpu, cuda or cuda:<index>")
+        _check(
+            self.device in ("auto", "cpu", "cuda") or _is_cuda_index(self.device),
+            "device",
+            self.device,
+            "auto, cpu, cuda or cuda:<index>",
+        )
         _one_of("amp", self.amp, ("auto", "on", "off"))
         _check(self.threads >= 0, "threads", self.threads, ">= 0 (0 = torch's default)")
         _check(self.log_every >= 1, "log_every", self.log_every, "an integer >= 1")
-        _check(self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every, ">= 0 (0 = no periodic train state)")
+        _check(
+            self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every, ">= 0 (0 = no periodic train state)"
+        )
         _check(bool(str(self.resume).strip()), "resume", self.resume, "auto, none or a train state path")
         reduction = self.model.stem_stride * 2 ** (len(self.model.layers) if self.model.backbone == "small" else 4)
-        _check(self.data.input_size % reduction == 0, "data.input_size", self.data.input_size,
-               f"a multiple of {reduction} for model.backbone={self.model.backbone} with model.stem_stride="
-               f"{self.model.stem_stride} (the stem stride x 2 per stage)")
+        _check(
+            self.data.input_size % reduction == 0,
+            "data.input_size",
+            self.data.input_size,
+            f"a multiple of {reduction} for model.backbone={self.model.backbone} with model.stem_stride="
+            f"{self.model.stem_stride} (the stem stride x 2 per stage)",
+        )
 
     def to_dict(self) -> dict:
         return plain(dataclasses.asdict(self))
@@ -222,7 +246,9 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
     if isinstance(current, bool):
         return parse_bool(value, f"config key {key!r}")
     if isinstance(current, tuple):
-        items = value if isinstance(value, (list, tuple)) else [v for v in str(value).strip("[]()").split(",") if v.strip()]
+        items = (
+            value if isinstance(value, (list, tuple)) else [v for v in str(value).strip("[]()").split(",") if v.strip()]
+        )
         kind = type(current[0]) if current else str
         return tuple(kind(v.strip() if isinstance(v, str) else v) for v in items)
     if isinstance(current, dict):
@@ -246,7 +272,9 @@ def apply_overrides(cfg, overrides: dict[str, Any]):
     keys = valid_keys(cls)
     tree = plain(dataclasses.asdict(cfg))
     for key, raw in overrides.items():
-        if key.startswith("hparams.") and "hparams" in tree:  # method hyperparameters are validated against the method's declaration
+        if (
+            key.startswith("hparams.") and "hparams" in tree
+        ):  # method hyperparameters are validated against the method's declaration
             tree["hparams"][key.split(".", 1)[1]] = _yaml_value(raw, key) if isinstance(raw, str) else raw
             continue
         if key not in keys:
@@ -360,7 +388,9 @@ def config_from_cli(argv: list[str], defaults, section: str, doc: str | None = N
             overrides[key] = value
         else:
             extra = ", hparams.<name>" if any(f.name == "hparams" for f in dataclasses.fields(type(defaults))) else ""
-            raise ValueError(f"argument {a!r}: expected key=value (valid keys: {', '.join(valid_keys(type(defaults)))}{extra})")
+            raise ValueError(
+                f"argument {a!r}: expected key=value (valid keys: {', '.join(valid_keys(type(defaults)))}{extra})"
+            )
     if params != "params.yaml" and not os.path.isfile(params):
         raise FileNotFoundError(f"{params}: params file not found")
     cfg = apply_overrides(defaults, load_params(params, section=section) | overrides)
@@ -378,14 +408,18 @@ def load_method_hparams(path: str | os.PathLike, method: str) -> dict[str, Any]:
     if section is None:
         return {}
     if not isinstance(section, dict):
-        raise ValueError(f"{os.fspath(path)}:method_hparams: expected a mapping of method names to their "
-                         f"hyperparameters, got {type(section).__name__}")
+        raise ValueError(
+            f"{os.fspath(path)}:method_hparams: expected a mapping of method names to their "
+            f"hyperparameters, got {type(section).__name__}"
+        )
     entry = section.get(method)
     if entry is None:
         return {}
     if not isinstance(entry, dict):
-        raise ValueError(f"{os.fspath(path)}:method_hparams.{method}: expected a mapping of hyperparameter names to "
-                         f"values ({{}} for none), got {type(entry).__name__}")
+        raise ValueError(
+            f"{os.fspath(path)}:method_hparams.{method}: expected a mapping of hyperparameter names to "
+            f"values ({{}} for none), got {type(entry).__name__}"
+        )
     return dict(entry)
 
 
@@ -409,8 +443,10 @@ def with_method_hparams(cfg, params: str | os.PathLike, hparams_of):
         return cfg
     for name in mapping:
         if name not in declared:
-            raise ValueError(f"{os.fspath(params)}:method_hparams.{cfg.method}.{name}: unknown hyperparameter of "
-                             f"method {cfg.method!r}; valid: {', '.join(sorted(declared)) or 'none'}")
+            raise ValueError(
+                f"{os.fspath(params)}:method_hparams.{cfg.method}.{name}: unknown hyperparameter of "
+                f"method {cfg.method!r}; valid: {', '.join(sorted(declared)) or 'none'}"
+            )
     changed = {k: v for k, v in mapping.items() if not _same(v, declared[k][0])}
     return dataclasses.replace(cfg, hparams={**changed, **cfg.hparams}) if changed else cfg
 

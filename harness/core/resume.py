@@ -60,8 +60,9 @@ def check_finite_state(payload: dict, path: str) -> None:
     bad = [n for part in WEIGHT_PARTS if part in payload for n in nonfinite_entries(payload[part], part)]
     if bad:
         shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-        raise NonFiniteStateError(f"{path}: the state at step {payload.get('step', '?')} holds non-finite values "
-                                  f"({shown})")
+        raise NonFiniteStateError(
+            f"{path}: the state at step {payload.get('step', '?')} holds non-finite values ({shown})"
+        )
 
 
 def save_checkpoint(path: str, payload: dict, hint: str = "lower optim.lr or check the data") -> None:
@@ -117,8 +118,9 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
-def read_state(path: str, state_format: str, key: dict, mmap: bool = False,
-               label: str = "train state") -> tuple[dict | None, str]:
+def read_state(
+    path: str, state_format: str, key: dict, mmap: bool = False, label: str = "train state"
+) -> tuple[dict | None, str]:
     """``resume=auto``: ``(state, "")`` when the file at ``path`` can continue this run, else ``(None, why)`` with
     ``why`` one line ending in ``starting fresh``. An unreadable file or one with non-finite weights is set aside
     (:func:`set_aside`); a state of another format or config stays where it is (the next save replaces it).

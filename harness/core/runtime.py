@@ -63,8 +63,10 @@ def store_kind(store: str) -> str:
     if scheme in ("mongodb",):
         return "mongo"
     if scheme:
-        raise ValueError(f"run store {store!r}: unknown URL scheme {scheme!r}; a folder, sqlite:///FILE, "
-                         "postgresql://HOST/DB or mongodb://HOST/DB")
+        raise ValueError(
+            f"run store {store!r}: unknown URL scheme {scheme!r}; a folder, sqlite:///FILE, "
+            "postgresql://HOST/DB or mongodb://HOST/DB"
+        )
     return "file"
 
 
@@ -100,16 +102,18 @@ def make_observer(store: str):
         try:
             import pymongo  # noqa: F401
         except ImportError:
-            raise ValueError(f"run store {redact_url(store)}: a MongoDB store needs pymongo "
-                             "(pip install pymongo)") from None
+            raise ValueError(
+                f"run store {redact_url(store)}: a MongoDB store needs pymongo (pip install pymongo)"
+            ) from None
         from sacred.observers import MongoObserver
 
         return MongoObserver(url=store)
     try:
         import sqlalchemy
     except ImportError:
-        raise ValueError(f"run store {redact_url(store)}: an SQL store needs SQLAlchemy "
-                         "(pip install sqlalchemy)") from None
+        raise ValueError(
+            f"run store {redact_url(store)}: an SQL store needs SQLAlchemy (pip install sqlalchemy)"
+        ) from None
     from sacred.observers import SqlObserver
 
     class NumericResultSqlObserver(SqlObserver):
@@ -182,8 +186,12 @@ class PathLock:
 
     def acquire(self) -> "PathLock":
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "start": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "argv": " ".join(sys.argv)[:300]}
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "start": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "argv": " ".join(sys.argv)[:300],
+        }
         for _ in range(20):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -204,7 +212,8 @@ class PathLock:
                     raise LockHeldError(
                         f"{self.target}: {self.what} in use by another run (pid {pid} on {holder.get('host')}, "
                         f"started {holder.get('start')}: {holder.get('argv', '')}); lock file {self.path} "
-                        "(remove it only if that run is gone)")
+                        "(remove it only if that run is gone)"
+                    )
                 stale = f"{self.path}.stale-{os.getpid()}"
                 try:
                     os.rename(self.path, stale)  # only one taker wins the rename

@@ -200,9 +200,7 @@ def transform_points(M: Tensor, pts: Tensor) -> Tensor:
     return pts @ A[..., :2, :2].transpose(-1, -2) + A[..., None, :2, 2]
 
 
-def warp_affine(
-    images: Tensor, M: Tensor, out_size: tuple[int, int], border_value: float = 0.0
-) -> Tensor:
+def warp_affine(images: Tensor, M: Tensor, out_size: tuple[int, int], border_value: float = 0.0) -> Tensor:
     """Batched equivalent of ``cv2.warpAffine(img, M[:2], (out_w, out_h), flags=INTER_LINEAR,
     borderMode=BORDER_CONSTANT, borderValue=border_value)``.
 

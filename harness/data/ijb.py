@@ -71,7 +71,9 @@ class IJBMeta:
 def meta_paths(root: str | os.PathLike, prefix: str) -> dict[str, str]:
     """The three meta file paths of a release, keyed ``face_tid_mid``, ``name_5pts_score``, ``template_pair_label``."""
     meta = os.path.join(os.fspath(root), "meta")
-    return {k: os.path.join(meta, f"{prefix}_{k}.txt") for k in ("face_tid_mid", "name_5pts_score", "template_pair_label")}
+    return {
+        k: os.path.join(meta, f"{prefix}_{k}.txt") for k in ("face_tid_mid", "name_5pts_score", "template_pair_label")
+    }
 
 
 def _infer_prefix(root: str) -> str:
@@ -86,7 +88,9 @@ def _infer_prefix(root: str) -> str:
         raise FileNotFoundError(
             f"{meta}: {WHAT} meta files not found (no ijbb_face_tid_mid.txt or ijbc_face_tid_mid.txt; pass prefix=)"
         )
-    raise ValueError(f"{meta}: both ijbb and ijbc meta files present and the folder name does not say which; pass prefix=")
+    raise ValueError(
+        f"{meta}: both ijbb and ijbc meta files present and the folder name does not say which; pass prefix="
+    )
 
 
 def read_ijb(root: str | os.PathLike, prefix: str | None = None, with_pairs: bool = True) -> IJBMeta:
@@ -178,12 +182,18 @@ def _raise_bad_line(path: str, lineno: int, line: str, fields: list[str], n_fiel
     if not line.strip():
         raise DataFormatError(path, f"line {lineno}", "blank line inside the file")
     if len(fields) == n_fields and "" in fields:
-        raise DataFormatError(path, f"line {lineno}", f"empty field (fields must be separated by single spaces: '{layout}')")
-    raise DataFormatError(path, f"line {lineno}", f"expected {n_fields} space-separated fields '{layout}', got {len(fields)}")
+        raise DataFormatError(
+            path, f"line {lineno}", f"empty field (fields must be separated by single spaces: '{layout}')"
+        )
+    raise DataFormatError(
+        path, f"line {lineno}", f"expected {n_fields} space-separated fields '{layout}', got {len(fields)}"
+    )
 
 
 def _empty_field(path: str, lineno: int, what: str) -> DataFormatError:
-    return DataFormatError(path, f"line {lineno}", f"empty field for {what} (fields must be separated by single spaces)")
+    return DataFormatError(
+        path, f"line {lineno}", f"empty field for {what} (fields must be separated by single spaces)"
+    )
 
 
 def _check_int_field(s: str, path: str, lineno: int, what: str) -> int:
@@ -231,7 +241,9 @@ def _float_columns(lines: list[str], path: str, whats: list[str]) -> np.ndarray:
             return arr
         i = int(np.flatnonzero(~finite.all(axis=1))[0])
         j = int(np.flatnonzero(~finite[i])[0])
-        raise DataFormatError(path, f"line {i + 1}", f"{whats[j]} {lines[i].split(' ')[j + 1]!r} is not a finite number")
+        raise DataFormatError(
+            path, f"line {i + 1}", f"{whats[j]} {lines[i].split(' ')[j + 1]!r} is not a finite number"
+        )
     for i, line in enumerate(lines):
         for s, what in zip(line.split(" ")[1:], whats):
             if not s:
@@ -316,8 +328,15 @@ def _fast_records(data: bytes, n_fields: int, numeric: bytes | None, dtype) -> t
     del in_name
     try:
         arr = pd.read_csv(
-            io.BytesIO(body), sep=" ", header=None, usecols=range(1, n_fields), dtype=dtype, engine="c",
-            quoting=csv.QUOTE_NONE, na_filter=False, skip_blank_lines=False,
+            io.BytesIO(body),
+            sep=" ",
+            header=None,
+            usecols=range(1, n_fields),
+            dtype=dtype,
+            engine="c",
+            quoting=csv.QUOTE_NONE,
+            na_filter=False,
+            skip_blank_lines=False,
         ).to_numpy()
     except (ValueError, OverflowError, pd.errors.ParserError, pd.errors.EmptyDataError):
         return None
@@ -385,7 +404,9 @@ def _check_same_rows(names: list[str], path: str, names5: list[str], path5: str)
         for i, (a, b) in enumerate(zip(names, names5)):
             if a != b:
                 raise DataFormatError(
-                    path5, f"line {i + 1}", f"face_tid_mid names {a} but name_5pts_score names {b} (face_tid_mid: {path})"
+                    path5,
+                    f"line {i + 1}",
+                    f"face_tid_mid names {a} but name_5pts_score names {b} (face_tid_mid: {path})",
                 )
         n, n5 = len(names), len(names5)
         raise DataFormatError(
@@ -421,8 +442,14 @@ def _pandas_pairs(body: bytes) -> tuple[np.ndarray, np.ndarray] | None:
 
     try:
         df = pd.read_csv(
-            io.BytesIO(body), sep=" ", header=None, dtype={0: np.int64, 1: np.int64, 2: np.int8}, engine="c",
-            skip_blank_lines=False, quoting=csv.QUOTE_NONE, na_filter=False,
+            io.BytesIO(body),
+            sep=" ",
+            header=None,
+            dtype={0: np.int64, 1: np.int64, 2: np.int8},
+            engine="c",
+            skip_blank_lines=False,
+            quoting=csv.QUOTE_NONE,
+            na_filter=False,
         )
     except (ValueError, OverflowError, pd.errors.ParserError, pd.errors.EmptyDataError):
         return None
@@ -481,5 +508,7 @@ def check_pairs_known(pairs: np.ndarray, templates: np.ndarray, pair_path: str |
     col = 0 if not known[row, 0] else 1
     tid = int(pairs[row, col])
     raise DataFormatError(
-        pair_path, f"line {row + 1}", f"tid{col + 1} {tid} is not a template of face_tid_mid (unknown template id {tid})"
+        pair_path,
+        f"line {row + 1}",
+        f"tid{col + 1} {tid} is not a template of face_tid_mid (unknown template id {tid})",
     )

@@ -79,10 +79,14 @@ def read_1n_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict]:
         found = [a for a in alts if a in header]
         if not found:
             label = " / ".join(alts)
-            raise DataFormatError(path, f"field {alts[0]}", f"header row has no {label} column (header: {lines[0][:120]!r})")
+            raise DataFormatError(
+                path, f"field {alts[0]}", f"header row has no {label} column (header: {lines[0][:120]!r})"
+            )
         key = found[0]
         if header.count(key) > 1:
-            raise DataFormatError(path, f"field {key}", f"column {key} appears {header.count(key)} times in the header row")
+            raise DataFormatError(
+                path, f"field {key}", f"column {key} appears {header.count(key)} times in the header row"
+            )
         col[key] = header.index(key)
     n_fields = len(header)
     body = lines[1:]
@@ -93,7 +97,11 @@ def read_1n_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict]:
         i = int(np.flatnonzero(counts != n_fields - 1)[0])
         if not body[i].strip():
             raise DataFormatError(path, f"line {i + 2}", "blank line inside the file")
-        raise DataFormatError(path, f"line {i + 2}", f"expected {n_fields} comma-separated fields (as the header row), got {counts[i] + 1}")
+        raise DataFormatError(
+            path,
+            f"line {i + 2}",
+            f"expected {n_fields} comma-separated fields (as the header row), got {counts[i] + 1}",
+        )
     line_no = np.arange(2, len(body) + 2, dtype=np.int64)
     last = max(col.values()) + 1
     fields = [ln.split(",", last) for ln in body]  # field counts are checked above; split only what is read
@@ -173,14 +181,18 @@ def read_ijb_1n(root: str | os.PathLike, prefix: str | None = None, meta=None) -
             if not ok.all():
                 i = int(np.flatnonzero(~ok)[0])
                 t = int(rows["TEMPLATE_ID"][i])
-                raise DataFormatError(p, f"line {int(rows['line'][i])}", f"TEMPLATE_ID {t} is not a template of face_tid_mid")
+                raise DataFormatError(
+                    p, f"line {int(rows['line'][i])}", f"TEMPLATE_ID {t} is not a template of face_tid_mid"
+                )
         _, first = np.unique(rows["TEMPLATE_ID"], return_index=True)
         lines = rows["line"][first]
         for t, ln in zip(tids.tolist(), lines.tolist()):
             if t in owner:
                 other, other_ln = owner[t]
                 raise DataFormatError(
-                    p, f"line {ln}", f"template {t} is also listed in {os.path.basename(paths[other])} (line {other_ln})"
+                    p,
+                    f"line {ln}",
+                    f"template {t} is also listed in {os.path.basename(paths[other])} (line {other_ln})",
                 )
         owner.update((t, (name, ln)) for t, ln in zip(tids.tolist(), lines.tolist()))
         lists[name] = (tids, subjects)

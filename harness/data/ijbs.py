@@ -137,7 +137,9 @@ def _column(path: str, header: list[str], names: tuple[str, ...], required: bool
         if n in upper:
             return upper.index(n)
     if required:
-        raise DataFormatError(path, f"field {names[0]}", f"header (line 1) has no {names[0]} column: {','.join(header)}")
+        raise DataFormatError(
+            path, f"field {names[0]}", f"header (line 1) has no {names[0]} column: {','.join(header)}"
+        )
     return None
 
 
@@ -163,7 +165,9 @@ def _split_name(path: str, lineno: int, filename: str) -> tuple[str, str]:
     """``videos/5004.mp4`` -> ("videos", "5004"); ``img/101146.jpg`` -> ("img", "101146")."""
     parts = filename.split("/")
     if len(parts) != 2 or parts[0] not in ("videos", "img") or not os.path.splitext(parts[1])[0]:
-        raise DataFormatError(path, f"line {lineno}", f"FILENAME {filename!r} is neither videos/<id>.<ext> nor img/<id>.<ext>")
+        raise DataFormatError(
+            path, f"line {lineno}", f"FILENAME {filename!r} is neither videos/<id>.<ext> nor img/<id>.<ext>"
+        )
     return parts[0], os.path.splitext(parts[1])[0]
 
 
@@ -222,7 +226,11 @@ def read_ijbs(root: str | os.PathLike) -> IJBSProtocol:
         kind, _ = _split_name(mpath, lineno, filename)
         if kind == "videos":
             if c_frame is None:
-                raise DataFormatError(mpath, "field FRAME", f"header (line 1) has no FRAME column, needed by video rows (first: line {lineno})")
+                raise DataFormatError(
+                    mpath,
+                    "field FRAME",
+                    f"header (line 1) has no FRAME column, needed by video rows (first: line {lineno})",
+                )
             frame = _int(mpath, lineno, _field(mpath, lineno, f, c_frame, "FRAME"), "FRAME")
             key = (subject, filename)
             if key not in video_frames:
@@ -250,7 +258,9 @@ def read_ijbs(root: str | os.PathLike) -> IJBSProtocol:
             name = _field(path, lineno, f, 0, "FILENAME")
             kind, _ = _split_name(path, lineno, name)
             if kind != "videos":
-                raise DataFormatError(path, f"line {lineno}", f"probe {name!r} is not a surveillance video (videos/<id>.mp4)")
+                raise DataFormatError(
+                    path, f"line {lineno}", f"probe {name!r} is not a surveillance video (videos/<id>.mp4)"
+                )
             if name not in videos_seen:
                 raise DataFormatError(path, f"line {lineno}", f"probe video {name!r} has no rows in {METADATA}")
             listed.add(name)
@@ -278,17 +288,25 @@ def read_ijbs(root: str | os.PathLike) -> IJBSProtocol:
                 mkind, _ = _split_name(path, lineno, name)
                 if kind == "video":
                     if mkind != "videos":
-                        raise DataFormatError(path, f"line {lineno}", f"surveillance gallery entry {name!r} is not a video")
+                        raise DataFormatError(
+                            path, f"line {lineno}", f"surveillance gallery entry {name!r} is not a video"
+                        )
                     if (subject, name) not in video_index:
-                        raise DataFormatError(path, f"line {lineno}", f"subject {subject} in {name!r} has no rows in {METADATA}")
+                        raise DataFormatError(
+                            path, f"line {lineno}", f"subject {subject} in {name!r} has no rows in {METADATA}"
+                        )
                     if (subject, name) not in seen_pairs:  # PFE: list(set(pairs))
                         seen_pairs.add((subject, name))
                         idx.append(video_index[(subject, name)])
                     continue
                 if mkind != "img":
-                    raise DataFormatError(path, f"line {lineno}", f"{kind} gallery entry {name!r} is not a still image (img/<id>.jpg)")
+                    raise DataFormatError(
+                        path, f"line {lineno}", f"{kind} gallery entry {name!r} is not a still image (img/<id>.jpg)"
+                    )
                 if (subject, name) not in stills:
-                    raise DataFormatError(path, f"line {lineno}", f"image {name!r} of subject {subject} is not in {METADATA}")
+                    raise DataFormatError(
+                        path, f"line {lineno}", f"image {name!r} of subject {subject} is not in {METADATA}"
+                    )
                 if kind == "single":
                     idx.append(len(templates))
                     templates.append(IJBSTemplate(subject, "single", name, (still_path(subject, name),), path, lineno))

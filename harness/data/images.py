@@ -26,7 +26,9 @@ def decode_image(data: bytes, path: str | os.PathLike, where: str | None = None)
                 im = im.convert("RGB")
             return np.asarray(im, dtype=np.uint8).copy()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataFormatError(path, where, f"undecodable image ({type(exc).__name__}: {exc})".replace("\n", " ")) from None
+        raise DataFormatError(
+            path, where, f"undecodable image ({type(exc).__name__}: {exc})".replace("\n", " ")
+        ) from None
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

@@ -21,6 +21,7 @@ from harness.data.wider import CropFolderDataset, read_crop_list
 #: Bumped when what a decoded-image cache file holds changes in a way its key does not see.
 DECODE_CACHE_FORMAT = "cfsm-decoded/1"
 
+
 def to_model_input(images_u8: torch.Tensor, channel_order: str = "RGB") -> torch.Tensor:
     """(B, 3, H, W) uint8 RGB -> float32 normalised to [-1, 1] as insightface does: (x / 255 - 0.5) / 0.5."""
     x = images_u8.float().div_(255.0).sub_(0.5).div_(0.5)
@@ -145,14 +146,28 @@ class SourceData:
     redraw its permutation), the current generator state, and the number of global samples consumed in the epoch.
     """
 
-    def __init__(self, root: str, input_size: int, batch_size: int, seed: int, flip: bool, cache: bool = True,
-                 rank: int = 0, world_size: int = 1, index_list: str = "", decode_cache: str = ""):
+    def __init__(
+        self,
+        root: str,
+        input_size: int,
+        batch_size: int,
+        seed: int,
+        flip: bool,
+        cache: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        index_list: str = "",
+        decode_cache: str = "",
+    ):
         self.dataset = FaceRecDataset(root)
         # the items trained on: every image, or the records an index list names (``data.index_list``)
-        self.items = read_index_list(index_list, self.dataset) if index_list else np.arange(len(self.dataset), dtype=np.int64)
+        self.items = (
+            read_index_list(index_list, self.dataset) if index_list else np.arange(len(self.dataset), dtype=np.int64)
+        )
         self.index_list = index_list
-        self.labels = torch.from_numpy(np.fromiter((self.dataset.label(int(i)) for i in self.items), dtype=np.int64,
-                                                   count=len(self.items)))
+        self.labels = torch.from_numpy(
+            np.fromiter((self.dataset.label(int(i)) for i in self.items), dtype=np.int64, count=len(self.items))
+        )
         self.num_classes = self.dataset.num_classes
         self.input_size, self.batch_size, self.flip = input_size, batch_size, flip
         self.rank, self.world_size = rank, world_size
@@ -160,17 +175,26 @@ class SourceData:
         self.generator = torch.Generator().manual_seed(seed)
         if len(self) < self.global_batch:
             per = f" ({world_size} x {batch_size})" if world_size > 1 else ""
-            where = f"{index_list} ({len(self)} of {len(self.dataset)} images of {root})" if index_list else f"{root}: {len(self)} images"
+            where = (
+                f"{index_list} ({len(self)} of {len(self.dataset)} images of {root})"
+                if index_list
+                else f"{root}: {len(self)} images"
+            )
             raise ValueError(f"{where}, fewer than one batch of {self.global_batch}{per}")
         self.decode_cache: dict = {"status": "off"}  # what the decoded-image cache did (data.decode_cache)
         self.images = None
         if cache:
+
             def decode() -> torch.Tensor:
                 return load_images(lambda i: self.dataset[int(self.items[i])][0], len(self), input_size)
 
-            key = {"kind": "source RecordIO", "input_size": int(input_size),
-                   "records": _sha256_files([self.dataset.rec_path, self.dataset.idx_path, self.dataset.property_path]),
-                   "items": hashlib.sha256(self.items.tobytes()).hexdigest(), "code": decoder_code_sha256()}
+            key = {
+                "kind": "source RecordIO",
+                "input_size": int(input_size),
+                "records": _sha256_files([self.dataset.rec_path, self.dataset.idx_path, self.dataset.property_path]),
+                "items": hashlib.sha256(self.items.tobytes()).hexdigest(),
+                "code": decoder_code_sha256(),
+            }
             if decode_cache:
                 self.images, self.decode_cache = cached_decode(decode_cache, key, decode)
             else:
@@ -205,11 +229,11 @@ class SourceData:
         if self.perm is None or self.position + self.global_batch > len(self):
             self._new_epoch()
         lo = self.position + self.rank * self.batch_size
-        idx = self.perm[lo:lo + self.batch_size]
+        idx = self.perm[lo : lo + self.batch_size]
         x = self.get(idx)
         if self.flip:
             mask = torch.rand(self.global_batch, generator=self.generator) < 0.5
-            mask = mask[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+            mask = mask[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
             x = torch.where(mask.view(-1, 1, 1, 1), x.flip(3), x)
         self.position += self.global_batch
         return x, self.labels[idx]
@@ -219,8 +243,13 @@ class SourceData:
             yield self.next_batch()
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "epoch_samples": self.position, "epoch_state": self._epoch_state,
-                "state": self.generator.get_state(), "global_batch": self.global_batch}
+        return {
+            "epoch": self.epoch,
+            "epoch_samples": self.position,
+            "epoch_state": self._epoch_state,
+            "state": self.generator.get_state(),
+            "global_batch": self.global_batch,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if state["epoch_state"] is None:  # saved before the first batch
@@ -239,16 +268,31 @@ class TargetData:
     as :class:`SourceData`: every rank draws the same global batch of indices and keeps its slice. The stream's
     position is its generator's state."""
 
-    def __init__(self, crops_root: str, list_file: str, input_size: int, batch_size: int, seed: int,
-                 rank: int = 0, world_size: int = 1, decode_cache: str = ""):
+    def __init__(
+        self,
+        crops_root: str,
+        list_file: str,
+        input_size: int,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        decode_cache: str = "",
+    ):
         crops = read_crop_list(crops_root, list_file)
         ds = CropFolderDataset(crops)
         self.decode_cache: dict = {"status": "off"}  # what the decoded-image cache did (data.decode_cache)
         if decode_cache:
-            key = {"kind": "target crops", "input_size": int(input_size), "names": list(ds.names),
-                   "crops": _sha256_files(os.path.join(ds.root, n) for n in ds.names), "code": decoder_code_sha256()}
-            self.images, self.decode_cache = cached_decode(decode_cache, key,
-                                                           lambda: load_images(ds.__getitem__, len(ds), input_size))
+            key = {
+                "kind": "target crops",
+                "input_size": int(input_size),
+                "names": list(ds.names),
+                "crops": _sha256_files(os.path.join(ds.root, n) for n in ds.names),
+                "code": decoder_code_sha256(),
+            }
+            self.images, self.decode_cache = cached_decode(
+                decode_cache, key, lambda: load_images(ds.__getitem__, len(ds), input_size)
+            )
         else:
             self.images = load_images(ds.__getitem__, len(ds), input_size)
         self.batch_size = batch_size
@@ -258,7 +302,7 @@ class TargetData:
 
     def next_batch(self) -> torch.Tensor:
         idx = torch.randint(len(self.images), (self.global_batch,), generator=self.generator)
-        return self.images[idx[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]]
+        return self.images[idx[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]]
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         while True:

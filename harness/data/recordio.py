@@ -120,8 +120,9 @@ def unpack_header(payload: bytes, path, key) -> tuple[IRHeader, bytes]:
     end = IR_SIZE + 4 * flag
     if end > n:
         raise DataFormatError(
-            path, f"record {key}", f"IRHeader flag {flag} announces {flag} float32 labels, which run past the "
-            f"{n}-byte payload"
+            path,
+            f"record {key}",
+            f"IRHeader flag {flag} announces {flag} float32 labels, which run past the {n}-byte payload",
         )
     labels = np.frombuffer(payload, dtype="<f4", count=flag, offset=IR_SIZE).astype(np.float32)
     return IRHeader(flag, labels, id_, id2), payload[end:]
@@ -365,8 +366,9 @@ class RecordIOReader:
             head = self._pread(fd, 8, pos)
             if len(head) < 8:
                 raise DataFormatError(
-                    self.rec_path, where, f"truncated: part header at offset {pos} runs past the end of the file "
-                    f"({self._size} bytes)"
+                    self.rec_path,
+                    where,
+                    f"truncated: part header at offset {pos} runs past the end of the file ({self._size} bytes)",
                 )
             magic, lrec = _PART_HEAD.unpack(head)
             if magic != MAGIC:
@@ -377,14 +379,17 @@ class RecordIOReader:
             if (part == 0 and cflag not in (0, 1)) or (part > 0 and cflag not in (2, 3)):
                 expected = "0 (whole) or 1 (first)" if part == 0 else "2 (middle) or 3 (last)"
                 raise DataFormatError(
-                    self.rec_path, where, f"bad continuation flag {cflag} in part {part} at offset {pos} "
-                    f"(expected {expected})"
+                    self.rec_path,
+                    where,
+                    f"bad continuation flag {cflag} in part {part} at offset {pos} (expected {expected})",
                 )
             padded = (length + 3) & ~3
             if pos + 8 + padded > self._size:
                 raise DataFormatError(
-                    self.rec_path, where, f"truncated: part at offset {pos} has length {length} (+padding), "
-                    f"past the end of the file ({self._size} bytes)"
+                    self.rec_path,
+                    where,
+                    f"truncated: part at offset {pos} has length {length} (+padding), "
+                    f"past the end of the file ({self._size} bytes)",
                 )
             have = 0 if out is None else len(out)
             want = length if limit is None else max(0, min(length, limit - have))
@@ -584,13 +589,17 @@ class FaceRecDataset:
             missing = next((k for k in range(1, b) if k not in self.reader), None)
             if missing is not None:
                 raise DataFormatError(
-                    self.rec_path, f"record {missing}", f"key not in the index {self.idx_path}, but record 0 "
-                    f"announces image keys 1..{a - 1} and identity keys {a}..{b - 1}"
+                    self.rec_path,
+                    f"record {missing}",
+                    f"key not in the index {self.idx_path}, but record 0 "
+                    f"announces image keys 1..{a - 1} and identity keys {a}..{b - 1}",
                 )
             if b - a != self.num_classes:
                 raise DataFormatError(
-                    self.property_path, "line 1", f"num_classes {self.num_classes}, but {self.rec_path} has "
-                    f"{b - a} identity records (record 0 label [{a}, {b}])"
+                    self.property_path,
+                    "line 1",
+                    f"num_classes {self.num_classes}, but {self.rec_path} has "
+                    f"{b - a} identity records (record 0 label [{a}, {b}])",
                 )
             self.index_label = (a, b)
             self.image_keys = np.arange(1, a, dtype=np.int64)
@@ -614,8 +623,9 @@ class FaceRecDataset:
         cls = _as_int_label(value, self.rec_path, key, "class label")
         if not 0 <= cls < self.num_classes:
             raise DataFormatError(
-                self.rec_path, f"record {key}", f"class label {cls} outside [0, {self.num_classes}) "
-                f"(num_classes from {self.property_path})"
+                self.rec_path,
+                f"record {key}",
+                f"class label {cls} outside [0, {self.num_classes}) (num_classes from {self.property_path})",
             )
         return cls
 
@@ -641,8 +651,9 @@ class FaceRecDataset:
         rgb = decode_image(img, self.rec_path, where=f"record {key}")
         if rgb.shape[:2] != self.image_size:
             raise DataFormatError(
-                self.rec_path, f"record {key}", f"image is {rgb.shape[0]}x{rgb.shape[1]}, property says "
-                f"{self.image_size[0]}x{self.image_size[1]}"
+                self.rec_path,
+                f"record {key}",
+                f"image is {rgb.shape[0]}x{rgb.shape[1]}, property says {self.image_size[0]}x{self.image_size[1]}",
             )
         return rgb, cls
 

@@ -108,7 +108,9 @@ def parse_label(path: str) -> int:
     try:
         label = int(head)
     except ValueError:
-        raise DataFormatError(path, "file name", f"cannot parse an identity from {base!r} (expected <identity>_<photo>.jpg)") from None
+        raise DataFormatError(
+            path, "file name", f"cannot parse an identity from {base!r} (expected <identity>_<photo>.jpg)"
+        ) from None
     if label == DISTRACTOR_LABEL:
         raise DataFormatError(path, "file name", f"identity {DISTRACTOR_LABEL} is reserved for distractors")
     return label
@@ -134,7 +136,9 @@ def _mat_strings(cell: np.ndarray, path: str, field: str) -> list[str]:
         if isinstance(v, np.ndarray) and v.dtype.kind == "U" and v.size == 1:
             v = v.reshape(-1)[0]
         if not isinstance(v, str):
-            raise DataFormatError(path, f"field {field}", f"row {i + 1}: expected a file name string, got {type(v).__name__}")
+            raise DataFormatError(
+                path, f"field {field}", f"row {i + 1}: expected a file name string, got {type(v).__name__}"
+            )
         names.append(str(v))
     return names
 
@@ -146,7 +150,9 @@ def check_mat(path: str, set_key: str, ids_key: str, walked: list[str]) -> None:
     try:
         mat = scipy.io.loadmat(path)
     except Exception as exc:  # scipy raises several types on corrupt input
-        raise DataFormatError(path, None, f"unreadable .mat file ({type(exc).__name__}: {exc})".replace("\n", " ")) from None
+        raise DataFormatError(
+            path, None, f"unreadable .mat file ({type(exc).__name__}: {exc})".replace("\n", " ")
+        ) from None
     for k in (set_key, ids_key):
         if k not in mat:
             raise DataFormatError(path, f"field {k}", "missing")
@@ -166,13 +172,21 @@ def check_mat(path: str, set_key: str, ids_key: str, walked: list[str]) -> None:
         if name not in by_name:
             raise DataFormatError(path, f"field {set_key}", f"row {i + 1}: {name!r} is not in the folder")
         if int(ident) != parse_label(by_name[name]):
-            raise DataFormatError(path, f"field {ids_key}", f"row {i + 1}: id {int(ident)} but file name {name!r} says {parse_label(by_name[name])}")
+            raise DataFormatError(
+                path,
+                f"field {ids_key}",
+                f"row {i + 1}: id {int(ident)} but file name {name!r} says {parse_label(by_name[name])}",
+            )
     missing = sorted(set(by_name) - seen)
     if missing:
-        raise DataFormatError(path, f"field {set_key}", f"{len(missing)} file(s) of the folder not listed, first {missing[0]!r}")
+        raise DataFormatError(
+            path, f"field {set_key}", f"{len(missing)} file(s) of the folder not listed, first {missing[0]!r}"
+        )
 
 
-def read_tinyface(root: str | os.PathLike, aligned: str = DEFAULT_ALIGNED, check_mat_files: bool = True) -> TinyFaceProtocol:
+def read_tinyface(
+    root: str | os.PathLike, aligned: str = DEFAULT_ALIGNED, check_mat_files: bool = True
+) -> TinyFaceProtocol:
     """Read the TinyFace test lists under ``root`` (AdaFace's ``tinyface_root``); ``aligned`` is the aligned copy's
     folder name under ``root`` (or a path)."""
     root = os.fspath(root)
@@ -184,7 +198,9 @@ def read_tinyface(root: str | os.PathLike, aligned: str = DEFAULT_ALIGNED, check
     for f in FOLDERS:  # an empty Gallery_Distractor would be scored against a 100x smaller gallery: refused too
         if not walked[f]:
             raise DataFormatError(os.path.join(testing, f), None, "no images (.jpg/.png/.jpeg)")
-    _unique_keys(walked["Probe"] + walked["Gallery_Match"] + walked["Gallery_Distractor"], "original Testing_Set images")
+    _unique_keys(
+        walked["Probe"] + walked["Gallery_Match"] + walked["Gallery_Distractor"], "original Testing_Set images"
+    )
     aligned_index = _unique_keys(_walk(aligned_root), f"aligned images under {aligned_root}")
 
     def join(paths: list[str]) -> list[str]:
@@ -192,7 +208,9 @@ def read_tinyface(root: str | os.PathLike, aligned: str = DEFAULT_ALIGNED, check
         for p in paths:
             a = aligned_index.get(_key(p))
             if a is None:
-                raise DataFormatError(p, "aligned copy", f"no aligned image with basename {_key(p)!r} under {aligned_root}")
+                raise DataFormatError(
+                    p, "aligned copy", f"no aligned image with basename {_key(p)!r} under {aligned_root}"
+                )
             out.append(a)
         return out
 

@@ -34,7 +34,9 @@ _SCALAR = np.bool_(True).__reduce__()[0]  # numpy's scalar reconstructor (a pick
 def _latin1_bytes(text: str, encoding: str) -> bytes:
     """``_codecs.encode`` as pickle protocols 0-2 use it for ``bytes`` written by Python 3 (latin-1 only)."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError(f"_codecs.encode({type(text).__name__}, {encoding!r}) is not allowed in a verification .bin")
+        raise pickle.UnpicklingError(
+            f"_codecs.encode({type(text).__name__}, {encoding!r}) is not allowed in a verification .bin"
+        )
     return text.encode("latin-1")
 
 
@@ -90,8 +92,11 @@ class VerificationBin:
 
                 rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR), dtype=np.uint8)
             if out and rgb.shape != out[0].shape:
-                raise DataFormatError(self.path, f"image {i}", f"is {rgb.shape[1]}x{rgb.shape[0]}, image {start} is "
-                                                               f"{out[0].shape[1]}x{out[0].shape[0]}")
+                raise DataFormatError(
+                    self.path,
+                    f"image {i}",
+                    f"is {rgb.shape[1]}x{rgb.shape[0]}, image {start} is {out[0].shape[1]}x{out[0].shape[0]}",
+                )
             out.append(rgb)
         return np.stack(out).transpose(0, 3, 1, 2).copy() if out else np.zeros((0, 3, 0, 0), np.uint8)
 
@@ -101,15 +106,21 @@ def _image_bytes(path: str, i: int, x) -> bytes:
         return bytes(x)
     if isinstance(x, np.ndarray) and x.dtype == np.uint8 and (x.ndim == 1 or (x.ndim == 2 and x.shape[1] == 1)):
         return x.tobytes()  # cv2.imencode's (N, 1) buffer, as in insightface's own files
-    raise DataFormatError(path, f"image {i}", f"is a {type(x).__name__}"
-                                              f"{f' {x.dtype} {x.shape}' if isinstance(x, np.ndarray) else ''}, expected "
-                                              "encoded image bytes (bytes, or a uint8 array of shape (N,) or (N, 1))")
+    raise DataFormatError(
+        path,
+        f"image {i}",
+        f"is a {type(x).__name__}"
+        f"{f' {x.dtype} {x.shape}' if isinstance(x, np.ndarray) else ''}, expected "
+        "encoded image bytes (bytes, or a uint8 array of shape (N,) or (N, 1))",
+    )
 
 
 def _issame(path: str, raw) -> np.ndarray:
     if isinstance(raw, np.ndarray):
         if raw.dtype == object or raw.ndim != 1:
-            raise DataFormatError(path, "issame_list", f"is a {raw.dtype} array of shape {raw.shape}, expected 1-D bools")
+            raise DataFormatError(
+                path, "issame_list", f"is a {raw.dtype} array of shape {raw.shape}, expected 1-D bools"
+            )
         values = list(raw.tolist())
     elif isinstance(raw, (list, tuple)):
         values = list(raw)
@@ -136,7 +147,9 @@ def read_bin(path: str | os.PathLike) -> VerificationBin:
     except pickle.UnpicklingError as exc:
         raise DataFormatError(path, None, f"not a verification .bin: {' '.join(str(exc).split())}") from None
     except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError, OverflowError) as exc:
-        raise DataFormatError(path, None, f"not a readable pickle ({type(exc).__name__}: {' '.join(str(exc).split())})") from None
+        raise DataFormatError(
+            path, None, f"not a readable pickle ({type(exc).__name__}: {' '.join(str(exc).split())})"
+        ) from None
     if not isinstance(obj, (tuple, list)) or len(obj) != 2:
         raise DataFormatError(path, None, f"holds a {type(obj).__name__}, expected the pair (bins, issame_list)")
     bins, raw_issame = obj

@@ -34,8 +34,6 @@ BBX_WHAT = "WIDER FACE bbx_gt annotation"
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
 
-
-
 # ------------------------------------------------------------------------------------------ (a) CFSM crop folder
 
 
@@ -75,10 +73,15 @@ def read_crop_list(root: str | os.PathLike, list_file: str | os.PathLike) -> Cro
         if name != name.strip():
             raise DataFormatError(list_path, where, f"crop name {name!r} has leading or trailing whitespace")
         if os.path.isabs(name) or name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
-            raise DataFormatError(list_path, where, f"crop name {name!r} is an absolute path (names are relative to {root})")
+            raise DataFormatError(
+                list_path, where, f"crop name {name!r} is an absolute path (names are relative to {root})"
+            )
         if ".." in name.replace("\\", "/").split("/"):
-            raise DataFormatError(list_path, where, f"crop name {name!r} has a '..' part: it would be read from outside "
-                                                    f"the crop folder {root}")
+            raise DataFormatError(
+                list_path,
+                where,
+                f"crop name {name!r} has a '..' part: it would be read from outside the crop folder {root}",
+            )
         if name in seen:
             raise DataFormatError(list_path, where, f"crop name {name!r} repeats line {seen[name]}")
         seen[name] = i
@@ -119,9 +122,12 @@ class CropFolderDataset:
             self._size = first.shape[:2]
         if image.shape[:2] != self._size:
             h, w = self._size
-            raise DataFormatError(self.crop_list.list_path, f"line {i + 1}",
-                                  f"crop {os.path.join(self.root, self.names[i])} is {image.shape[1]}x{image.shape[0]}, "
-                                  f"expected {w}x{h} like every crop of the list (line 1: {self.names[0]})")
+            raise DataFormatError(
+                self.crop_list.list_path,
+                f"line {i + 1}",
+                f"crop {os.path.join(self.root, self.names[i])} is {image.shape[1]}x{image.shape[0]}, "
+                f"expected {w}x{h} like every crop of the list (line 1: {self.names[0]})",
+            )
         return image
 
 
@@ -175,7 +181,9 @@ def _box_ints(line: str, path: str, lineno: int, context: str) -> list[int]:
         raise DataFormatError(path, f"line {lineno}", f"blank line inside the file ({context})")
     if len(fields) != 10:
         raise DataFormatError(
-            path, f"line {lineno}", f"expected 10 integer fields '{_BOX_FIELDS}', got {len(fields)} ({context}): {line.strip()!r}"
+            path,
+            f"line {lineno}",
+            f"expected 10 integer fields '{_BOX_FIELDS}', got {len(fields)} ({context}): {line.strip()!r}",
         )
     for s in fields:
         if not _INT_RE.match(s):
@@ -203,7 +211,9 @@ def read_wider_bbx_gt(path: str | os.PathLike) -> list[tuple[str, list[WiderBox]
             raise DataFormatError(path, f"line {i + 1}", "blank line inside the file (expected an image path)")
         if not img.lower().endswith(IMAGE_EXTS):
             raise DataFormatError(
-                path, f"line {i + 1}", f"expected an image path (ending {'/'.join(IMAGE_EXTS)}), got {img!r}; more box lines than the face count above?"
+                path,
+                f"line {i + 1}",
+                f"expected an image path (ending {'/'.join(IMAGE_EXTS)}), got {img!r}; more box lines than the face count above?",
             )
         path_line = i + 1
         i += 1
@@ -222,7 +232,9 @@ def read_wider_bbx_gt(path: str | os.PathLike) -> list[tuple[str, list[WiderBox]
                 raise DataFormatError(path, f"line {i + 1}", f"file ends before the {context}")
             vals = _box_ints(lines[i], path, i + 1, context)
             if any(vals):
-                raise DataFormatError(path, f"line {i + 1}", f"expected ten zeros ({context}), got {lines[i].strip()!r}")
+                raise DataFormatError(
+                    path, f"line {i + 1}", f"expected ten zeros ({context}), got {lines[i].strip()!r}"
+                )
             i += 1
         else:
             for k in range(n):

@@ -77,8 +77,12 @@ def env_context() -> DistContext:
 def current() -> DistContext:
     """The context of the initialised default process group, else that of a single process."""
     if dist.is_available() and dist.is_initialized():
-        return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(),
-                           local_rank=_env_int("LOCAL_RANK", dist.get_rank()), backend=str(dist.get_backend()))
+        return DistContext(
+            rank=dist.get_rank(),
+            world_size=dist.get_world_size(),
+            local_rank=_env_int("LOCAL_RANK", dist.get_rank()),
+            backend=str(dist.get_backend()),
+        )
     return DistContext()
 
 
@@ -142,18 +146,20 @@ def allreduce_gradients(params: Iterable[torch.nn.Parameter], world_size: int) -
     for p in params:
         by_key.setdefault((p.device, p.dtype), []).append(p)
     for (device, dtype), group in by_key.items():
-        grads = [p.grad.detach().reshape(-1) if p.grad is not None else torch.zeros(p.numel(), dtype=dtype, device=device)
-                 for p in group]
+        grads = [
+            p.grad.detach().reshape(-1) if p.grad is not None else torch.zeros(p.numel(), dtype=dtype, device=device)
+            for p in group
+        ]
         present = torch.tensor([float(p.grad is not None) for p in group], dtype=dtype, device=device)
         flat = torch.cat([*grads, present])
         flat.div_(world_size)
         dist.all_reduce(flat)
-        counts = flat[-len(group):].tolist()
+        counts = flat[-len(group) :].tolist()
         offset = 0
         for p, count in zip(group, counts):
             n = p.numel()
             if count > 0:
-                g = flat[offset:offset + n].view_as(p)
+                g = flat[offset : offset + n].view_as(p)
                 if p.grad is None:
                     p.grad = g.clone(memory_format=torch.preserve_format)
                 else:
@@ -172,7 +178,7 @@ def _broadcast_tensors(tensors: list[torch.Tensor], src: int) -> None:
             dist.broadcast(flat, src)
             offset = 0
             for t in group:
-                t.copy_(flat[offset:offset + t.numel()].view_as(t))
+                t.copy_(flat[offset : offset + t.numel()].view_as(t))
                 offset += t.numel()
 
 

@@ -46,8 +46,10 @@ FR_RECIPE: dict[str, tuple[Any, str]] = {
 
 #: The released FR training set: ``config:22-24``.
 TRAIN_SET = ("MS1MV2 subset 'v2_39m': 3,870,313 images, all 85,742 classes", "config:22-24")
-TRAIN_SET_WHY = ("the released subset's image list is not published (the config names only the folder 'v2_39m' "
-                 "and num_image 3,870,313); data.index_list trains on a list of record keys if one is obtained")
+TRAIN_SET_WHY = (
+    "the released subset's image list is not published (the config names only the folder 'v2_39m' "
+    "and num_image 3,870,313); data.index_list trains on a list of record keys if one is obtained"
+)
 
 #: Stage-2 CFSM hyperparameters of ``cfsm_guided`` / ``cfsm_random`` (``steps`` is the variant, not compared).
 CFSM_HPARAMS: dict[str, tuple[Any, str]] = {
@@ -70,8 +72,10 @@ STAGE1_RECIPE: dict[str, tuple[Any, str]] = {
     "train.lr": (1e-4, "S/train.py:36"),
     "train.betas": ([0.5, 0.999], "S/train.py:37-38"),
     "train.lambda_id": ([8.0, 5.0, 2.0], "S/README.md:37-68 (three runs, --lambda_identity 8 / 5 / 2)"),
-    "train.phase_passes": ([5.0, 4.0, 13.0], "S/README.md:37-68 (--n_epochs 5; --epoch 4 --n_epochs 8; "
-                           "--epoch 7 --n_epochs 20: epochs 4 and 7 run twice)"),
+    "train.phase_passes": (
+        [5.0, 4.0, 13.0],
+        "S/README.md:37-68 (--n_epochs 5; --epoch 4 --n_epochs 8; --epoch 7 --n_epochs 20: epochs 4 and 7 run twice)",
+    ),
     "train.reset_optimizers": (True, "S/train.py:98-99 (Adam built afresh by each run; saved states never reloaded)"),
     "train.recon_weight": (1.0, "S/train.py:151-156"),
     "train.ortho_weight": (1.0, "S/train.py:149,156 (loss_regu added with weight 1)"),
@@ -100,15 +104,15 @@ CPU_DEFAULT_REASONS: dict[tuple[str, Any], str] = {
     ("model.d_scales", 2): "CPU default: at 32 px a third scale puts instance norm on 1x1 or empty maps",
     ("model.d_layers", 3): "CPU default: 3 blocks (64/128/256) at 32 px, for the same reason",
     ("model.adain_scale", "one_plus_gamma"): "CPU default: 1+gamma starts the decoder as an identity map; with "
-                                             "gamma it did not learn on CPU",
+    "gamma it did not learn on CPU",
     ("train.lr", 5e-4): "CPU default: with 1e-4 the style code was ignored within the CPU budget",
     ("train.recon_weight", 10.0): "CPU default: the reconstruction weight that made the CPU run learn",
     ("train.batch_size", 16): "CPU default: twice the updates in the same CPU time (32 x 1500 iterations: FD ratio "
-                              "0.67; 16 x 3000: 0.60)",
+    "0.67; 16 x 3000: 0.60)",
     ("train.iterations", 3000): "CPU default: the CPU budget is fixed in iterations (about 10 minutes)",
     ("train.ema_decay", 0.998): "CPU default: the last iterate of the short CPU run is seed-fragile (FD ratios 0.505 "
-                                "to 1.03 over three seeds); an EMA of G's weights (about the last 500 of 3000 steps) "
-                                "is saved",
+    "to 1.03 over three seeds); an EMA of G's weights (about the last 500 of 3000 steps) "
+    "is saved",
 }
 USER = "set by the user"
 
@@ -190,8 +194,15 @@ def deviations(cfg, hparams: dict[str, Any], world_size: int = 1, device: str | 
                 why = _why(key, ours)
             out.append(_entry(key, ours, value, source, why))
     if flat["amp"] == "on" and on == "cpu":
-        out.append(_entry("amp.dtype", "bfloat16 (CPU autocast, no GradScaler)", "float16 + GradScaler",
-                          "config:12, G/train.py:126", "no CUDA device: the CPU autocasts to bfloat16"))
+        out.append(
+            _entry(
+                "amp.dtype",
+                "bfloat16 (CPU autocast, no GradScaler)",
+                "float16 + GradScaler",
+                "config:12, G/train.py:126",
+                "no CUDA device: the CPU autocasts to bfloat16",
+            )
+        )
     index = cfg.data.index_list
     ours_set = f"{cfg.data.rec}: " + (f"the records of index list {index}" if index else "every image of the RecordIO")
     out.append(_entry("data.train_set", ours_set, TRAIN_SET[0], TRAIN_SET[1], TRAIN_SET_WHY))
@@ -207,15 +218,24 @@ def _cfsm_deviations(method: str, hp: dict[str, Any]) -> list[dict[str, Any]]:
             key = f"hparams.{name}"
             why = _why(key, hp[name])
             if name == "synthesize" and hp[name] == "selected":
-                why = ("the method's default: G and the inner FR pass run on the 25 % kept only (about 4x less "
-                       "work); the inner pass's BatchNorm statistics then come from those rows")
+                why = (
+                    "the method's default: G and the inner FR pass run on the 25 % kept only (about 4x less "
+                    "work); the inner pass's BatchNorm statistics then come from those rows"
+                )
             out.append(_entry(key, hp[name], value, source, why))
     if method == "cfsm_guided" and "steps" in hp and not _same(hp["steps"], GUIDED_STEPS[0]):
         out.append(_entry("hparams.steps", hp["steps"], GUIDED_STEPS[0], GUIDED_STEPS[1], USER))
     described, released = generator_provenance(str(hp["generator"]))
     if not released:
-        out.append(_entry("hparams.generator", described, GENERATOR[0], GENERATOR[1],
-                          "the generator is this project's own stage-1 model unless the published one is imported"))
+        out.append(
+            _entry(
+                "hparams.generator",
+                described,
+                GENERATOR[0],
+                GENERATOR[1],
+                "the generator is this project's own stage-1 model unless the published one is imported",
+            )
+        )
     return out
 
 
@@ -239,23 +259,57 @@ def stage1_deviations(cfg) -> list[dict[str, Any]]:
         if not _same(ours, value):
             out.append(_entry(key, ours, value, source, _why(key, ours)))
     if cfg.train.iterations > 0:
-        out.append(_entry("train.iterations", cfg.train.iterations,
-                          "22 passes over data_list/source_list.txt (length unknown)", "S/README.md:37-68",
-                          _why("train.iterations", cfg.train.iterations,
-                               "set by the user: the released source list is not public, so its length (and the "
-                               "released run length) cannot be matched; the lambda_id phases scale with the cap")))
-    out.append(_entry("identity", f"{cfg.identity} (this project's harness.run FR model)",
-                      "TreB1eN IR-SE50, model_ir_se50.pth (MS1M)", "S/id_loss.py:10-12",
-                      "the released identity network is an external download; t(a) targets its cosine distances"))
-    out.append(_entry("data.source", f"{cfg.data.rec} RecordIO (minus the analysis hold-out)",
-                      "v2_39m_source + data_list/source_list.txt", "S/README.md:37-68, S/datasets.py:26-47",
-                      "the released source list is not public (data_list/source_list.txt is missing from the "
-                      "repository snapshot)"))
-    out.append(_entry("data.target", f"{cfg.data.target}/{cfg.data.target_list} (minus the analysis hold-out)",
-                      "70K WIDER FACE detector crops (the published WiderFace70K model)", "config:31, S/train.py:28 (target_list_wf_70k.txt, not shipped)",
-                      "the 70K list and the crop/alignment procedure are not released (CFSM ships a 12K list, "
-                      "target_list_wf_12k.txt)"))
-    out.append(_entry("train.g_step_parity", "step % 2", "(epoch + i) % 2", "S/train.py:138",
-                      "negligible: with an even number of batches per epoch two steps of one kind meet at each epoch "
-                      "boundary in the release; the published model predates that line and used i % 2"))
+        out.append(
+            _entry(
+                "train.iterations",
+                cfg.train.iterations,
+                "22 passes over data_list/source_list.txt (length unknown)",
+                "S/README.md:37-68",
+                _why(
+                    "train.iterations",
+                    cfg.train.iterations,
+                    "set by the user: the released source list is not public, so its length (and the "
+                    "released run length) cannot be matched; the lambda_id phases scale with the cap",
+                ),
+            )
+        )
+    out.append(
+        _entry(
+            "identity",
+            f"{cfg.identity} (this project's harness.run FR model)",
+            "TreB1eN IR-SE50, model_ir_se50.pth (MS1M)",
+            "S/id_loss.py:10-12",
+            "the released identity network is an external download; t(a) targets its cosine distances",
+        )
+    )
+    out.append(
+        _entry(
+            "data.source",
+            f"{cfg.data.rec} RecordIO (minus the analysis hold-out)",
+            "v2_39m_source + data_list/source_list.txt",
+            "S/README.md:37-68, S/datasets.py:26-47",
+            "the released source list is not public (data_list/source_list.txt is missing from the "
+            "repository snapshot)",
+        )
+    )
+    out.append(
+        _entry(
+            "data.target",
+            f"{cfg.data.target}/{cfg.data.target_list} (minus the analysis hold-out)",
+            "70K WIDER FACE detector crops (the published WiderFace70K model)",
+            "config:31, S/train.py:28 (target_list_wf_70k.txt, not shipped)",
+            "the 70K list and the crop/alignment procedure are not released (CFSM ships a 12K list, "
+            "target_list_wf_12k.txt)",
+        )
+    )
+    out.append(
+        _entry(
+            "train.g_step_parity",
+            "step % 2",
+            "(epoch + i) % 2",
+            "S/train.py:138",
+            "negligible: with an even number of batches per epoch two steps of one kind meet at each epoch "
+            "boundary in the release; the published model predates that line and used i % 2",
+        )
+    )
     return out

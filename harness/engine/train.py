@@ -94,7 +94,11 @@ from harness.core.config import OptimConfig, RunConfig, flatten
 from harness.data.loaders import SourceData, TargetData, to_model_input
 from harness.core.atomic import load_torch
 from harness.core.resume import (  # noqa: F401  (NonFiniteStateError, nonfinite_entries: this module's API too)
-    NonFiniteStateError, nonfinite_entries, read_state, require_state, save_checkpoint,
+    NonFiniteStateError,
+    nonfinite_entries,
+    read_state,
+    require_state,
+    save_checkpoint,
 )
 from harness.core.errors import require_dir
 from harness.core.runtime import LockHeldError, PathLock, tune_malloc
@@ -109,7 +113,9 @@ CHECKPOINT_FORMAT = "cfsm-checkpoint/1"  # the final model: weights and metadata
 #: insightface's arcface_torch do; "all" clips the backbone, the margin head and a method's modules together.
 GRAD_CLIP_SCOPES = ("backbone", "all")
 #: What AMP covers (recorded in the train info): as released, no autocast around the step.
-AMP_SCOPE = "backbone trunk only (conv/BN/PReLU under autocast); generator, fc/features, head and method modules float32"
+AMP_SCOPE = (
+    "backbone trunk only (conv/BN/PReLU under autocast); generator, fc/features, head and method modules float32"
+)
 
 
 class ProgressLine:
@@ -128,8 +134,11 @@ class ProgressLine:
         rate = steps / elapsed if elapsed > 0 else 0.0
         speed = f"{rate * self.images_per_step:.1f} {self.unit}" if self.images_per_step else f"{rate:.2f} it/s"
         eta = (self.total - done) / rate if rate > 0 else float("nan")
-        eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) and eta < 86400 else (
-            f"{eta / 86400:.1f} d" if math.isfinite(eta) else "?")
+        eta_text = (
+            time.strftime("%H:%M:%S", time.gmtime(eta))
+            if math.isfinite(eta) and eta < 86400
+            else (f"{eta / 86400:.1f} d" if math.isfinite(eta) else "?")
+        )
         shown = " ".join(f"{k} {v:.4g}" if k != "lr" else f"lr {v:.5f}" for k, v in values.items())
         line = f"{self.name} step {done}/{self.total} ({100 * done / max(1, self.total):.1f}%) {shown}  {speed}  ETA {eta_text}"
         print(line, file=stream or sys.stderr, flush=True)
@@ -145,7 +154,9 @@ def poly_lr(step: int, base_lr: float, warmup_steps: int, total_steps: int, powe
     return base_lr * max(0.0, 1.0 - progress) ** power
 
 
-def build_optimizer(o: OptimConfig, backbone: torch.nn.Module, head: torch.nn.Module, method: Method) -> torch.optim.Optimizer:
+def build_optimizer(
+    o: OptimConfig, backbone: torch.nn.Module, head: torch.nn.Module, method: Method
+) -> torch.optim.Optimizer:
     """The optimiser of ``optim.name`` (SGD with momentum, or AdamW; both with ``optim.weight_decay``) over three
     kinds of parameter groups, in this order: the backbone's trainable parameters, the margin head's, then the
     method's own (:meth:`methods.Method.param_groups`, which may carry an ``lr_scale``). Its learning rate is
@@ -163,13 +174,17 @@ def build_scaler(o: OptimConfig, device: torch.device, amp: bool) -> torch.amp.G
     """AMP's loss scaler: CFSM's release uses ``GradScaler(growth_interval=100)``
     (``GuidedFaceRecognition/train.py``; ``optim.amp_growth_interval``); enabled for AMP on CUDA only (bfloat16
     on the CPU needs none, and a disabled scaler's ``scale``/``unscale_``/``step`` are the plain operations)."""
-    return torch.amp.GradScaler(device.type, growth_interval=o.amp_growth_interval, enabled=amp and device.type == "cuda")
+    return torch.amp.GradScaler(
+        device.type, growth_interval=o.amp_growth_interval, enabled=amp and device.type == "cuda"
+    )
 
 
 def check_clip_scope(o: OptimConfig) -> None:
     """A one-line ValueError when ``optim.grad_clip_scope`` is not one of :data:`GRAD_CLIP_SCOPES`."""
     if o.grad_clip_scope not in GRAD_CLIP_SCOPES:
-        raise ValueError(f"config optim.grad_clip_scope={o.grad_clip_scope!r}: expected one of {', '.join(GRAD_CLIP_SCOPES)}")
+        raise ValueError(
+            f"config optim.grad_clip_scope={o.grad_clip_scope!r}: expected one of {', '.join(GRAD_CLIP_SCOPES)}"
+        )
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -195,16 +210,24 @@ class TrainStep:
     The learning rate is the caller's (:func:`set_lr`), as are logging and checkpoints.
     """
 
-    def __init__(self, fr: FRModel, method: Method, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                 o: OptimConfig, ctx: distributed.DistContext | None = None):
+    def __init__(
+        self,
+        fr: FRModel,
+        method: Method,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        o: OptimConfig,
+        ctx: distributed.DistContext | None = None,
+    ):
         check_clip_scope(o)
         self.fr, self.method, self.optimizer, self.scaler = fr, method, optimizer, scaler
         self.ctx = ctx or distributed.DistContext()
         self.grad_clip = o.grad_clip
         all_params = [p for g in optimizer.param_groups for p in g["params"]]
         # what the clipping norm covers: the backbone alone as released, or every trained parameter
-        self.clip_params = ([p for p in fr.raw.parameters() if p.requires_grad] if o.grad_clip_scope == "backbone"
-                            else all_params)
+        self.clip_params = (
+            [p for p in fr.raw.parameters() if p.requires_grad] if o.grad_clip_scope == "backbone" else all_params
+        )
         self.replicated = list(fr.head.parameters()) + [p for g in method.param_groups() for p in g["params"]]
         #: Profiling (``benchmarks/pipeline_profile.py``): a dict here accumulates the seconds of each phase of
         #: every step (``augment``, ``loss`` = the method's forward, ``backward``, ``optimizer`` = clipping and the
@@ -233,7 +256,9 @@ class TrainStep:
             torch.distributed.all_reduce(shown)
         if not torch.isfinite(shown):
             lr = optimizer.param_groups[0]["lr"]  # the backbone's group: the step's learning rate
-            raise FloatingPointError(f"step {step}: the training loss is {shown.item()} (lr {lr:g}); lower optim.lr or check the data")
+            raise FloatingPointError(
+                f"step {step}: the training loss is {shown.item()} (lr {lr:g}); lower optim.lr or check the data"
+            )
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if ctx.distributed:
@@ -276,9 +301,24 @@ def train_state_path(checkpoint_path: str) -> str:
 
 #: Config keys that do not change the training trajectory (paths, logging, evaluation, threads, the device
 #: name, the checkpoint knobs themselves): a state saved with other values of these is still resumable.
-NON_TRAJECTORY = ("device", "threads", "out", "train", "evaluate", "checkpoint", "result", "metrics", "log_every",
-                  "checkpoint_every", "resume", "data.cache", "data.decode_cache", "data.crop_cache", "hparams",
-                  "hparams_seed")
+NON_TRAJECTORY = (
+    "device",
+    "threads",
+    "out",
+    "train",
+    "evaluate",
+    "checkpoint",
+    "result",
+    "metrics",
+    "log_every",
+    "checkpoint_every",
+    "resume",
+    "data.cache",
+    "data.decode_cache",
+    "data.crop_cache",
+    "hparams",
+    "hparams_seed",
+)
 
 
 def trajectory_key(cfg: RunConfig, world_size: int = 1) -> dict[str, Any]:
@@ -288,8 +328,7 @@ def trajectory_key(cfg: RunConfig, world_size: int = 1) -> dict[str, Any]:
     from methods import resolve_hparams
     from methods.base import to_builtin
 
-    key = {k: v for k, v in flatten(cfg.to_dict()).items()
-           if k not in NON_TRAJECTORY and not k.startswith("eval.")}
+    key = {k: v for k, v in flatten(cfg.to_dict()).items() if k not in NON_TRAJECTORY and not k.startswith("eval.")}
     key["optim.global_batch"] = key.pop("optim.batch_size") * world_size
     for name, value in resolve_hparams(cfg.method, cfg.hparams_seed, cfg.hparams).items():
         key[f"hparams.{name}"] = to_builtin(value)
@@ -313,7 +352,10 @@ def resolve_resume(cfg: RunConfig, state_path: str | None, world_size: int = 1) 
         saved, why = read_state(state_path, STATE_FORMAT, key, mmap=True)
         if saved is None:
             return {"path": None, "message": why}
-        return {"path": state_path, "message": f"resuming from {state_path} at step {saved['step']}/{saved['total_steps']}"}
+        return {
+            "path": state_path,
+            "message": f"resuming from {state_path} at step {saved['step']}/{saved['total_steps']}",
+        }
     saved = require_state(mode, STATE_FORMAT, key, f"resume={mode}", mmap=True)
     return {"path": mode, "message": f"resuming from {mode} at step {saved['step']}/{saved['total_steps']}"}
 
@@ -324,10 +366,18 @@ def _rng_state(device: torch.device) -> dict:
     ``random`` as ``{version, state (list of ints), gauss_next}``."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss_next = random.getstate()
-    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-            "python": {"version": int(version), "state": [int(v) for v in internal], "gauss_next": gauss_next}}
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": {"version": int(version), "state": [int(v) for v in internal], "gauss_next": gauss_next},
+    }
 
 
 def _set_rng_state(state: dict, device: torch.device) -> None:
@@ -336,12 +386,21 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
     n = state["numpy"]
     if isinstance(n, dict):
-        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), int(n["pos"]), int(n["has_gauss"]),
-                             float(n["cached_gaussian"])))
+        np.random.set_state(
+            (
+                n["kind"],
+                n["keys"].numpy().astype(np.uint32),
+                int(n["pos"]),
+                int(n["has_gauss"]),
+                float(n["cached_gaussian"]),
+            )
+        )
     else:  # states written before the RNG states were stored as tensors
         np.random.set_state(n)
     p = state["python"]
-    random.setstate((int(p["version"]), tuple(int(v) for v in p["state"]), p["gauss_next"]) if isinstance(p, dict) else p)
+    random.setstate(
+        (int(p["version"]), tuple(int(v) for v in p["state"]), p["gauss_next"]) if isinstance(p, dict) else p
+    )
 
 
 def _seed_rank(seed: int, rank: int) -> None:
@@ -355,8 +414,14 @@ def _seed_rank(seed: int, rank: int) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- train
-def _train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None = None, progress: bool = True,
-           stop_after: int | None = None, _locks: list | None = None) -> TrainResult:
+def _train(
+    cfg: RunConfig,
+    checkpoint_path: str | None = None,
+    log: LogFn | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+    _locks: list | None = None,
+) -> TrainResult:
     """Train as ``cfg`` says and, with ``checkpoint_path``, write the final checkpoint there (rank 0).
 
     On N ranks (torchrun, or a process group initialised by the caller) each rank runs this on its shard; see
@@ -383,17 +448,33 @@ def _train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None
     release = require_dir(cfg.data.release, "SynthFace/insightface release")
     o = cfg.optim
     check_clip_scope(o)  # before the data are read
-    source = SourceData(os.path.join(release, cfg.data.rec), cfg.data.input_size, cfg.optim.batch_size, cfg.seed, cfg.data.flip,
-                        cfg.data.cache, rank=ctx.rank, world_size=ctx.world_size, index_list=cfg.data.index_list,
-                        decode_cache=cfg.data.decode_cache)
+    source = SourceData(
+        os.path.join(release, cfg.data.rec),
+        cfg.data.input_size,
+        cfg.optim.batch_size,
+        cfg.seed,
+        cfg.data.flip,
+        cfg.data.cache,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        index_list=cfg.data.index_list,
+        decode_cache=cfg.data.decode_cache,
+    )
     backbone, head = build_model(cfg, source.num_classes, amp=amp)
     method = build_method(cfg.method, cfg.model.embedding_size, source.num_classes, cfg.hparams_seed, cfg.hparams)
     target = None
     if method.uses_target:
         troot = os.path.join(release, cfg.data.target)
-        target = TargetData(os.path.join(troot, "crops"), os.path.join(troot, cfg.data.target_list), cfg.data.input_size,
-                            cfg.optim.batch_size, cfg.seed, rank=ctx.rank, world_size=ctx.world_size,
-                            decode_cache=cfg.data.decode_cache)
+        target = TargetData(
+            os.path.join(troot, "crops"),
+            os.path.join(troot, cfg.data.target_list),
+            cfg.data.input_size,
+            cfg.optim.batch_size,
+            cfg.seed,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            decode_cache=cfg.data.decode_cache,
+        )
     backbone.to(device), head.to(device), method.to(device)
     memory_format = torch.channels_last if cfg.model.channels_last else torch.contiguous_format
     backbone.to(memory_format=memory_format)
@@ -441,9 +522,12 @@ def _train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None
         else:
             _seed_rank(cfg.seed + start_step, ctx.rank)
         if saved_world != ctx.world_size and ctx.is_main:
-            print(f"harness.engine.train: the state was saved at world size {saved_world}, this run has {ctx.world_size}: "
-                  "same data order and schedule, not bit-identical (reduction order, per-rank BatchNorm statistics, "
-                  "per-rank method randomness)", file=sys.stderr)
+            print(
+                f"harness.engine.train: the state was saved at world size {saved_world}, this run has {ctx.world_size}: "
+                "same data order and schedule, not bit-identical (reduction order, per-rank BatchNorm statistics, "
+                "per-rank method randomness)",
+                file=sys.stderr,
+            )
         del state
     elif ctx.rank > 0:
         _seed_rank(cfg.seed, ctx.rank)
@@ -462,14 +546,26 @@ def _train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None
         """The one checkpoint format (module docstring). Every rank calls it (the RNG states are gathered)."""
         rngs = distributed.gather_objects(_rng_state(device), ctx)
         return {
-            "format": STATE_FORMAT, "config": cfg.to_dict(), "key": trajectory_key(cfg, ctx.world_size),
-            "num_classes": source.num_classes, "step": done, "total_steps": total_steps,
-            "epoch": source.epoch, "epoch_samples": source.position,
-            "world_size": ctx.world_size, "batch_size": o.batch_size, "global_batch": source.global_batch,
-            "backbone": backbone.state_dict(), "head": head.state_dict(), "method": method.state_dict(),
-            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            "source": source.state_dict(), "target": target.state_dict() if target is not None else None,
-            "rng": rngs, "running_loss": running,
+            "format": STATE_FORMAT,
+            "config": cfg.to_dict(),
+            "key": trajectory_key(cfg, ctx.world_size),
+            "num_classes": source.num_classes,
+            "step": done,
+            "total_steps": total_steps,
+            "epoch": source.epoch,
+            "epoch_samples": source.position,
+            "world_size": ctx.world_size,
+            "batch_size": o.batch_size,
+            "global_batch": source.global_batch,
+            "backbone": backbone.state_dict(),
+            "head": head.state_dict(),
+            "method": method.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "source": source.state_dict(),
+            "target": target.state_dict() if target is not None else None,
+            "rng": rngs,
+            "running_loss": running,
         }
 
     if device.type == "cuda":
@@ -477,18 +573,34 @@ def _train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None
     backbone.train(), head.train(), method.train()
     t0 = time.perf_counter()
     tty = progress and sys.stderr.isatty()
-    bar = tqdm(range(start_step, total_steps), desc=f"train {cfg.method}", disable=not tty, mininterval=5.0,
-               initial=start_step, total=total_steps)
-    plain = ProgressLine(f"train {cfg.method}", start_step, total_steps, source.global_batch) if progress and not tty else None
+    bar = tqdm(
+        range(start_step, total_steps),
+        desc=f"train {cfg.method}",
+        disable=not tty,
+        mininterval=5.0,
+        initial=start_step,
+        total=total_steps,
+    )
+    plain = (
+        ProgressLine(f"train {cfg.method}", start_step, total_steps, source.global_batch)
+        if progress and not tty
+        else None
+    )
     for step in bar:
         if ctx.distributed:
             distributed.broadcast_buffers([backbone, head, method])
         lr = poly_lr(step, o.lr, warmup_steps, total_steps, o.poly_power)
         set_lr(optimizer, lr)
         x_u8, y = source.next_batch()
-        batch = Batch(x=to_model_input(x_u8, cfg.data.channel_order).to(device, memory_format=memory_format), y=y.to(device), step=step)
+        batch = Batch(
+            x=to_model_input(x_u8, cfg.data.channel_order).to(device, memory_format=memory_format),
+            y=y.to(device),
+            step=step,
+        )
         if target is not None:
-            batch.xt = to_model_input(target.next_batch(), cfg.data.channel_order).to(device, memory_format=memory_format)
+            batch.xt = to_model_input(target.next_batch(), cfg.data.channel_order).to(
+                device, memory_format=memory_format
+            )
         shown, scalars = take_step(batch)
         value = shown.item()
         running = value if math.isnan(running) else 0.98 * running + 0.02 * value
@@ -513,20 +625,36 @@ def _train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None
     steps_run = total_steps - start_step
     ips = steps_run * source.global_batch / seconds if seconds > 0 else 0.0
     info: dict[str, Any] = {
-        "steps": total_steps, "seconds": round(seconds, 3), "images_per_second": round(ips, 1), "final_loss": running,
-        "device": str(device), "amp": amp, "world_size": ctx.world_size, "batch_size_per_rank": o.batch_size,
-        "global_batch": source.global_batch, "resumed_from": start_step, "start": decision["message"],
-        "train_images": len(source), "num_classes": source.num_classes,
-        "grad_clip": o.grad_clip, "grad_clip_scope": o.grad_clip_scope,
+        "steps": total_steps,
+        "seconds": round(seconds, 3),
+        "images_per_second": round(ips, 1),
+        "final_loss": running,
+        "device": str(device),
+        "amp": amp,
+        "world_size": ctx.world_size,
+        "batch_size_per_rank": o.batch_size,
+        "global_batch": source.global_batch,
+        "resumed_from": start_step,
+        "start": decision["message"],
+        "train_images": len(source),
+        "num_classes": source.num_classes,
+        "grad_clip": o.grad_clip,
+        "grad_clip_scope": o.grad_clip_scope,
         "head": {"name": cfg.model.head, **head.constants()},
         # speed levers, recorded in every run (none changes a number: docs/cpu_profile.md section 4)
-        "decode_cache": {"source": source.decode_cache,
-                         **({"target": target.decode_cache} if target is not None else {})},
+        "decode_cache": {
+            "source": source.decode_cache,
+            **({"target": target.decode_cache} if target is not None else {}),
+        },
     }
     if cfg.data.index_list:
         from harness.core.atomic import file_sha256
 
-        info["index_list"] = {"path": cfg.data.index_list, "sha256": file_sha256(cfg.data.index_list), "length": len(source)}
+        info["index_list"] = {
+            "path": cfg.data.index_list,
+            "sha256": file_sha256(cfg.data.index_list),
+            "length": len(source),
+        }
     if target is not None:
         info["target_list"] = os.path.join(release, cfg.data.target, cfg.data.target_list)
     if start_step and saved_world != ctx.world_size:
@@ -538,29 +666,57 @@ def _train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None
         if scaler.is_enabled():
             info["grad_scaler_growth_interval"] = o.amp_growth_interval
     if device.type == "cuda":
-        info.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
-                    peak_gpu_memory_mib=round(torch.cuda.max_memory_allocated(device) / 2**20, 1))
+        info.update(
+            gpu=torch.cuda.get_device_name(device),
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+            peak_gpu_memory_mib=round(torch.cuda.max_memory_allocated(device) / 2**20, 1),
+        )
     else:
         info["cpu_threads"] = torch.get_num_threads()
     if ctx.distributed:
         info["backend"] = ctx.backend
     result = TrainResult(
-        backbone=backbone, head=head, method=method, steps=total_steps, seconds=seconds, images_per_second=ips,
-        final_loss=running, device=str(device), amp=amp, resumed_from=start_step, world_size=ctx.world_size, info=info,
+        backbone=backbone,
+        head=head,
+        method=method,
+        steps=total_steps,
+        seconds=seconds,
+        images_per_second=ips,
+        final_loss=running,
+        device=str(device),
+        amp=amp,
+        resumed_from=start_step,
+        world_size=ctx.world_size,
+        info=info,
     )
     if decision["final"] and ctx.is_main:
-        save_checkpoint(checkpoint_path, {
-            "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "num_classes": source.num_classes,
-            "step": total_steps, "total_steps": total_steps, "world_size": ctx.world_size,
-            "global_batch": source.global_batch, "backbone": backbone.state_dict(), "train_info": info,
-        })
+        save_checkpoint(
+            checkpoint_path,
+            {
+                "format": CHECKPOINT_FORMAT,
+                "config": cfg.to_dict(),
+                "num_classes": source.num_classes,
+                "step": total_steps,
+                "total_steps": total_steps,
+                "world_size": ctx.world_size,
+                "global_batch": source.global_batch,
+                "backbone": backbone.state_dict(),
+                "train_info": info,
+            },
+        )
         if state_path and os.path.isfile(state_path):
             os.remove(state_path)  # the run is complete: nothing is left to resume
     return result
 
 
-def train(cfg: RunConfig, checkpoint_path: str | None = None, log: LogFn | None = None, progress: bool = True,
-          stop_after: int | None = None) -> TrainResult:
+def train(
+    cfg: RunConfig,
+    checkpoint_path: str | None = None,
+    log: LogFn | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> TrainResult:
     """Train as ``cfg`` says and, with ``checkpoint_path``, write the final checkpoint there (rank 0); see
     :func:`_train`. While it runs, rank 0 holds ``checkpoint_path`` (:class:`harness.core.runtime.PathLock`,
     ``<checkpoint>.lock``): a second run on the same path fails at once naming the holder."""

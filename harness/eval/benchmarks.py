@@ -60,8 +60,10 @@ def tinyface_metrics(row: dict) -> dict:
 
 # the keys the published-number CSVs may name (harness.eval.metric_keys writes them)
 VERIFICATION_KEYS = pattern((None, "stills_only", "with_video"), tar=DEFAULT_FARS)
-IDENTIFICATION_KEYS = any_of(pattern(("joined",), rank=True, tpir=[("far", x) for x in (0.01, 0.1)]),
-                             pattern(("open_set",), rank=True, tpir=[("fpir", x) for x in (1e-4, 1e-3, 0.01, 0.1, 1.0)]))
+IDENTIFICATION_KEYS = any_of(
+    pattern(("joined",), rank=True, tpir=[("far", x) for x in (0.01, 0.1)]),
+    pattern(("open_set",), rank=True, tpir=[("fpir", x) for x in (1e-4, 1e-3, 0.01, 0.1, 1.0)]),
+)
 IJBS_KEYS = pattern(IJBS_PROTOCOLS, rank=True, tpir=[("fpir", x) for x in (0.01, 0.1)])
 TINYFACE_KEYS = pattern(rank=True)
 
@@ -93,7 +95,9 @@ def _tar_metric(bench: str, part: str | None = None):
 
         fars = [c.arg for c in cols]
         if part is None:
-            return run.array(f"{bench}/probe_subject"), TopTarAtFar(run.array(f"{bench}/scores"), run.array(f"{bench}/labels"), fars)
+            return run.array(f"{bench}/probe_subject"), TopTarAtFar(
+                run.array(f"{bench}/scores"), run.array(f"{bench}/labels"), fars
+            )
         if not all(f"{b}/probe_video" in run.array_names() for b in ("IJB-B", "IJB-C") if b in run.rows):
             return None  # an items file from before probe_video: no CI for the gap cells
         mask = run.array(f"{bench}/probe_video").astype(bool) == (part == "with_video")
@@ -107,7 +111,9 @@ def _joined_rank_metric(row: str):
     def metric(run, cols):
         from harness.report.bootstrap import RankK
 
-        return run.array(f"{row}/probe_subject"), RankK(run.array(f"{row}/joined/rank"), [c.arg for c in cols], prefix="joined.")
+        return run.array(f"{row}/probe_subject"), RankK(
+            run.array(f"{row}/joined/rank"), [c.arg for c in cols], prefix="joined."
+        )
 
     return metric
 
@@ -124,11 +130,23 @@ def _ijbs_metric(proto: str):
         if ks:
             metrics.append(RankK(run.array(f"{base}/mate_rank"), ks, prefix=f"{proto}."))
         if fpirs:
-            gals = sorted({k.split("/")[2] for k in run.array_names() if k.startswith(f"{base}/") and k.endswith("/top1_score")})
+            gals = sorted(
+                {k.split("/")[2] for k in run.array_names() if k.startswith(f"{base}/") and k.endswith("/top1_score")}
+            )
             if not gals:
-                raise DataFormatError(run.items_path, f"array {base}/G1/top1_score", f"missing (needed for the IJB-S rows of {run.name})")
-            metrics.append(IJBSTpirAtFpir([tuple(run.array(f"{base}/{g}/{a}") for a in ("mated", "top1_correct", "top1_score"))
-                                           for g in gals], fpirs, prefix=f"{proto}."))
+                raise DataFormatError(
+                    run.items_path, f"array {base}/G1/top1_score", f"missing (needed for the IJB-S rows of {run.name})"
+                )
+            metrics.append(
+                IJBSTpirAtFpir(
+                    [
+                        tuple(run.array(f"{base}/{g}/{a}") for a in ("mated", "top1_correct", "top1_score"))
+                        for g in gals
+                    ],
+                    fpirs,
+                    prefix=f"{proto}.",
+                )
+            )
         return run.array(f"{base}/probe_subject"), Combined(*metrics)
 
     return metric
@@ -152,28 +170,52 @@ def _ijb_sections(b: str) -> tuple[Section, ...]:
     cols = [_col(b, tar_key(x), far_label(x), b, tar, x) for x in TABLE_FARS]
     rank = _joined_rank_metric(f"{b} 1:N")
     cols += [_col(f"{b} 1:N", rank_key(k, "joined"), f"R{k}", f"{b} 1:N", rank, k) for k in (1, 5)]
-    own = Section(b, f"{b}: 1:1 TAR@FAR and 1:N Rank-1/5 (joined gallery), %", tuple(cols),
-                  tuple(c.key for c in cols[: len(TABLE_FARS)]))
-    gap = tuple(_col(b, tar_key(GAP_FAR, part), f"{b} {label}", f"{b}/{part}", _tar_metric(b, part), GAP_FAR)
-                for part, label in (("stills_only", "stills only"), ("with_video", "with video")))
-    return own, Section("gap", f"Domain gap: IJB TAR@FAR={far_label(GAP_FAR)} for probe templates of clean stills "
-                               "only vs templates holding degraded video frames, %", gap, shared=True)
+    own = Section(
+        b,
+        f"{b}: 1:1 TAR@FAR and 1:N Rank-1/5 (joined gallery), %",
+        tuple(cols),
+        tuple(c.key for c in cols[: len(TABLE_FARS)]),
+    )
+    gap = tuple(
+        _col(b, tar_key(GAP_FAR, part), f"{b} {label}", f"{b}/{part}", _tar_metric(b, part), GAP_FAR)
+        for part, label in (("stills_only", "stills only"), ("with_video", "with video"))
+    )
+    return own, Section(
+        "gap",
+        f"Domain gap: IJB TAR@FAR={far_label(GAP_FAR)} for probe templates of clean stills "
+        "only vs templates holding degraded video frames, %",
+        gap,
+        shared=True,
+    )
 
 
 def _ijbs_sections() -> tuple[Section, ...]:
     cols = tuple(
         _col("IJB-S", with_block(key, p), f"{p} {label}", f"IJB-S/{p}", _ijbs_metric(p), arg)
         for p in IJBS_PROTOCOLS
-        for label, key, arg in (("R1", rank_key(1), ("rank", 1)), ("R5", rank_key(5), ("rank", 5)),
-                                ("1%", tpir_key(0.01), ("fpir", 0.01)), ("10%", tpir_key(0.1), ("fpir", 0.1)))
+        for label, key, arg in (
+            ("R1", rank_key(1), ("rank", 1)),
+            ("R5", rank_key(5), ("rank", 5)),
+            ("1%", tpir_key(0.01), ("fpir", 0.01)),
+            ("10%", tpir_key(0.1), ("fpir", 0.1)),
+        )
     )
-    return (Section("IJB-S", "IJB-S: Rank-1, Rank-5, TPIR at FPIR 1% and 10%; surveillance video to single image (V2S), "
-                             "to booking (V2B), to surveillance video (V2V), %", cols, tuple(c.key for c in cols)),)
+    return (
+        Section(
+            "IJB-S",
+            "IJB-S: Rank-1, Rank-5, TPIR at FPIR 1% and 10%; surveillance video to single image (V2S), "
+            "to booking (V2B), to surveillance video (V2V), %",
+            cols,
+            tuple(c.key for c in cols),
+        ),
+    )
 
 
 def _tinyface_sections() -> tuple[Section, ...]:
     cols = tuple(_col("TinyFace", rank_key(k), f"R{k}", "TinyFace", _tinyface_metric, k) for k in (1, 5, 20))
-    return (Section("TinyFace", "TinyFace: closed-set Rank-1/5/20 with distractors, %", cols, tuple(c.key for c in cols)),)
+    return (
+        Section("TinyFace", "TinyFace: closed-set Rank-1/5/20 with distractors, %", cols, tuple(c.key for c in cols)),
+    )
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -213,8 +255,13 @@ def _crop_key(cfg, benchmark: str, rels: tuple[str, ...], loading: dict, modules
     for name in ("harness.eval.features", "harness.data.images", "harness.data.align") + modules:
         with open(importlib.import_module(name).__file__, "rb") as f:
             code.update(f.read())
-    return {"benchmark": benchmark, "release": os.path.realpath(cfg.data.release),
-            "files": files_fingerprint(cfg.data.release, rels), "loading": loading, "code": code.hexdigest()}
+    return {
+        "benchmark": benchmark,
+        "release": os.path.realpath(cfg.data.release),
+        "files": files_fingerprint(cfg.data.release, rels),
+        "loading": loading,
+        "code": code.hexdigest(),
+    }
 
 
 def _with_crop_cache(cfg, benchmark: str, rels: tuple[str, ...], loading: dict, modules: tuple[str, ...], run) -> list:
@@ -234,8 +281,13 @@ def _with_crop_cache(cfg, benchmark: str, rels: tuple[str, ...], loading: dict, 
 def ijb_protocol(cfg):
     from harness.eval.ijb_verification import VerificationProtocol
 
-    return VerificationProtocol(flip=cfg.eval.flip, faceness=cfg.eval.faceness, image_norm=cfg.eval.image_norm,
-                                align_size=cfg.data.input_size, channel_order=cfg.data.channel_order)
+    return VerificationProtocol(
+        flip=cfg.eval.flip,
+        faceness=cfg.eval.faceness,
+        image_norm=cfg.eval.image_norm,
+        align_size=cfg.data.input_size,
+        channel_order=cfg.data.channel_order,
+    )
 
 
 def _evaluate_ijb(name: str):
@@ -250,12 +302,20 @@ def _evaluate_ijb(name: str):
         def run() -> list:
             verification = IJBVerification(root, protocol=protocol)
             feats = verification.extract_features(backbone, batch_size=cfg.eval.batch_size, device=device)
-            found = [verification.evaluate_features(feats, return_items=with_items),
-                     IJBIdentification(root, protocol=protocol).evaluate_features(feats, return_items=with_items)]
+            found = [
+                verification.evaluate_features(feats, return_items=with_items),
+                IJBIdentification(root, protocol=protocol).evaluate_features(feats, return_items=with_items),
+            ]
             return found if with_items else [(row, {}) for row in found]
 
-        return _with_crop_cache(cfg, name, (os.path.join("IJB_release", name),), {"align_size": protocol.align_size},
-                                ("harness.eval.ijb_verification", "harness.data.ijb"), run)
+        return _with_crop_cache(
+            cfg,
+            name,
+            (os.path.join("IJB_release", name),),
+            {"align_size": protocol.align_size},
+            ("harness.eval.ijb_verification", "harness.data.ijb"),
+            run,
+        )
 
     return evaluate
 
@@ -263,31 +323,44 @@ def _evaluate_ijb(name: str):
 def _evaluate_ijbs(cfg, backbone, device: str, with_items: bool) -> list:
     from harness.eval.ijbs import IJBSEvaluation, IJBSSettings
 
-    settings = IJBSSettings(channel_order=cfg.data.channel_order, input_size=cfg.data.input_size, frame_norm=cfg.eval.image_norm)
+    settings = IJBSSettings(
+        channel_order=cfg.data.channel_order, input_size=cfg.data.input_size, frame_norm=cfg.eval.image_norm
+    )
 
     def run() -> list:
         found = IJBSEvaluation(os.path.join(cfg.data.release, "IJB-S"), settings).evaluate(
-            backbone, batch_size=cfg.eval.batch_size, device=device, return_items=with_items)
+            backbone, batch_size=cfg.eval.batch_size, device=device, return_items=with_items
+        )
         return [found if with_items else (found, {})]
 
-    return _with_crop_cache(cfg, "IJBS", ("IJB-S",), {"input_size": settings.input_size},
-                            ("harness.eval.ijbs", "harness.data.ijbs"), run)
+    return _with_crop_cache(
+        cfg, "IJBS", ("IJB-S",), {"input_size": settings.input_size}, ("harness.eval.ijbs", "harness.data.ijbs"), run
+    )
 
 
 def _evaluate_tinyface(cfg, backbone, device: str, with_items: bool) -> list:
     from harness.eval.tinyface import TinyFaceEvaluation, TinyFaceSettings
 
-    settings = TinyFaceSettings(flip=cfg.eval.flip, channel_order=cfg.data.channel_order, input_size=cfg.data.input_size)
+    settings = TinyFaceSettings(
+        flip=cfg.eval.flip, channel_order=cfg.data.channel_order, input_size=cfg.data.input_size
+    )
 
     def run() -> list:
         found = TinyFaceEvaluation(cfg.data.release, settings=settings).evaluate(
-            backbone, batch_size=cfg.eval.batch_size, device=device, return_items=with_items)
+            backbone, batch_size=cfg.eval.batch_size, device=device, return_items=with_items
+        )
         return [found if with_items else (found, {})]
 
     from harness.data.tinyface import DEFAULT_ALIGNED, TESTING_SET
 
-    return _with_crop_cache(cfg, "TinyFace", (TESTING_SET, DEFAULT_ALIGNED), {"input_size": settings.input_size},
-                            ("harness.eval.tinyface", "harness.data.tinyface"), run)
+    return _with_crop_cache(
+        cfg,
+        "TinyFace",
+        (TESTING_SET, DEFAULT_ALIGNED),
+        {"input_size": settings.input_size},
+        ("harness.eval.tinyface", "harness.data.tinyface"),
+        run,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- command line
@@ -307,60 +380,141 @@ def _cli(name: str):
 
 _IJB_OPTIONS = ("prefix", "flip_concat", "flip", "no_faceness", "image_norm")
 _IJB_ARGUMENTS = _cli("add_ijb_arguments")  # one argument group for both IJB commands
-IJB11 = CliCommand("ijb11", "IJB-B/C 1:1", _cli("run_ijb11"), _cli("write_order_ijb"), _IJB_OPTIONS + ("exact",),
-                   add_arguments=_IJB_ARGUMENTS,
-                   order_help="ijb11, ijb1n  one .npy row per line of <prefix>_face_tid_mid.txt; FILE = its loose crops (absolute paths)")
-IJB1N = CliCommand("ijb1n", "IJB-B/C 1:N", _cli("run_ijb1n"), _cli("write_order_ijb"), _IJB_OPTIONS, add_arguments=_IJB_ARGUMENTS)
-IJBS_CLI = CliCommand("ijbs", "IJB-S", _cli("run_ijbs"), _cli("write_order_ijbs"), ("image_norm", "image_list"),
-                      required=(("image_list", "FILE (one aligned image path per feature row; --write-order writes one)"),),
-                      add_arguments=_cli("add_ijbs_arguments"),
-                      order_help="ijbs          one .npy row per line of --image-list; FILE = the protocol's aligned crops on disk, relative\n"
-                                 "                to the aligned root (e.g. 12/videos_5004_21750.jpg): FILE is itself a valid --image-list")
-TINYFACE_CLI = CliCommand("tinyface", "TinyFace", _cli("run_tinyface"), _cli("write_order_tinyface"), ("ties", "l2_normalize"),
-                          add_arguments=_cli("add_tinyface_arguments"),
-                          order_help="tinyface      .npz with arrays 'probe' and 'gallery'; writes FILE.probe.txt (probe rows) and\n"
-                                     "                FILE.gallery.txt (gallery rows: Gallery_Match then Gallery_Distractor), absolute aligned paths")
+IJB11 = CliCommand(
+    "ijb11",
+    "IJB-B/C 1:1",
+    _cli("run_ijb11"),
+    _cli("write_order_ijb"),
+    _IJB_OPTIONS + ("exact",),
+    add_arguments=_IJB_ARGUMENTS,
+    order_help="ijb11, ijb1n  one .npy row per line of <prefix>_face_tid_mid.txt; FILE = its loose crops (absolute paths)",
+)
+IJB1N = CliCommand(
+    "ijb1n", "IJB-B/C 1:N", _cli("run_ijb1n"), _cli("write_order_ijb"), _IJB_OPTIONS, add_arguments=_IJB_ARGUMENTS
+)
+IJBS_CLI = CliCommand(
+    "ijbs",
+    "IJB-S",
+    _cli("run_ijbs"),
+    _cli("write_order_ijbs"),
+    ("image_norm", "image_list"),
+    required=(("image_list", "FILE (one aligned image path per feature row; --write-order writes one)"),),
+    add_arguments=_cli("add_ijbs_arguments"),
+    order_help="ijbs          one .npy row per line of --image-list; FILE = the protocol's aligned crops on disk, relative\n"
+    "                to the aligned root (e.g. 12/videos_5004_21750.jpg): FILE is itself a valid --image-list",
+)
+TINYFACE_CLI = CliCommand(
+    "tinyface",
+    "TinyFace",
+    _cli("run_tinyface"),
+    _cli("write_order_tinyface"),
+    ("ties", "l2_normalize"),
+    add_arguments=_cli("add_tinyface_arguments"),
+    order_help="tinyface      .npz with arrays 'probe' and 'gallery'; writes FILE.probe.txt (probe rows) and\n"
+    "                FILE.gallery.txt (gallery rows: Gallery_Match then Gallery_Distractor), absolute aligned paths",
+)
 
 
 # ---------------------------------------------------------------------------------------------- data check
 
 _IJB_OBTAIN = {
     "ijbb": "NIST (gated: https://www.nist.gov/programs-projects/face-challenges), in insightface's IJB_release "
-            "packaging (recognition/_evaluation_/ijb)",
+    "packaging (recognition/_evaluation_/ijb)",
     "ijbc": "NIST (gated), in insightface's IJB_release packaging, as IJB-B",
 }
 
 
 def _ijb_data(t: str, title: str) -> DataEntry:
     up = t.upper()
-    return DataEntry(t, title, (f"IJB_release/{up}/meta/{t}_template_pair_label.txt", f"IJB_release/{up}/meta/{t}_face_tid_mid.txt",
-                                f"IJB_release/{up}/meta/{t}_name_5pts_score.txt", f"IJB_release/{up}/loose_crop"), _IJB_OBTAIN[t])
+    return DataEntry(
+        t,
+        title,
+        (
+            f"IJB_release/{up}/meta/{t}_template_pair_label.txt",
+            f"IJB_release/{up}/meta/{t}_face_tid_mid.txt",
+            f"IJB_release/{up}/meta/{t}_name_5pts_score.txt",
+            f"IJB_release/{up}/loose_crop",
+        ),
+        _IJB_OBTAIN[t],
+    )
 
 
 # ---------------------------------------------------------------------------------------------- registration
 
 _IJBB_SECTIONS = _ijb_sections("IJB-B")
 _IJBC_SECTIONS = _ijb_sections("IJB-C")
-register_benchmark(Benchmark(
-    "IJBB", ("IJB-B", "IJB-B 1:N"), _evaluate_ijb("IJBB"), ijb_metrics, _IJBB_SECTIONS, (IJB11, IJB1N),
-    (Curve("roc", "IJB-B", "roc_ijbb"),), (_ijb_data("ijbb", "IJB-B"),),
-    "IJB-B 1:1 verification (TAR@FAR) and 1:N identification",
-    metric_patterns={"IJB-B": VERIFICATION_KEYS, "IJB-B 1:N": IDENTIFICATION_KEYS}))
-register_benchmark(Benchmark(
-    "IJBC", ("IJB-C", "IJB-C 1:N"), _evaluate_ijb("IJBC"), ijb_metrics, _IJBC_SECTIONS, (IJB11, IJB1N),
-    (Curve("roc", "IJB-C", "roc_ijbc"),), (_ijb_data("ijbc", "IJB-C"),),
-    "IJB-C 1:1 verification (TAR@FAR) and 1:N identification",
-    metric_patterns={"IJB-C": VERIFICATION_KEYS, "IJB-C 1:N": IDENTIFICATION_KEYS}))
-register_benchmark(Benchmark(
-    "IJBS", ("IJB-S",), _evaluate_ijbs, ijbs_metrics, _ijbs_sections(), (IJBS_CLI,),
-    (Curve("cmc", "IJB-S", "cmc_ijbs"),),
-    (DataEntry("ijbs", "IJB-S", ("IJB-S/protocols", "IJB-S/aligned"),
-               "the IJB-S authors / NIST (gated); protocol files as used by PFE (seasonSH/Probabilistic-Face-Embeddings)"),),
-    "IJB-S V2S / V2B / V2V identification", metric_patterns={"IJB-S": IJBS_KEYS}))
-register_benchmark(Benchmark(
-    "TinyFace", ("TinyFace",), _evaluate_tinyface, tinyface_metrics, _tinyface_sections(), (TINYFACE_CLI,),
-    (Curve("cmc", "TinyFace", "cmc_tinyface"),),
-    (DataEntry("tinyface", "TinyFace", ("tinyface/Testing_Set/Probe", "tinyface/Testing_Set/Gallery_Match",
-                                        "tinyface/Testing_Set/Gallery_Distractor", "aligned_pad_0.1_pad_high"),
-               "https://qmul-tinyface.github.io/ (Testing_Set) and the aligned copy of AdaFace's validation_lq instructions"),),
-    "TinyFace closed-set Rank-1/5/20", metric_patterns={"TinyFace": TINYFACE_KEYS}))
+register_benchmark(
+    Benchmark(
+        "IJBB",
+        ("IJB-B", "IJB-B 1:N"),
+        _evaluate_ijb("IJBB"),
+        ijb_metrics,
+        _IJBB_SECTIONS,
+        (IJB11, IJB1N),
+        (Curve("roc", "IJB-B", "roc_ijbb"),),
+        (_ijb_data("ijbb", "IJB-B"),),
+        "IJB-B 1:1 verification (TAR@FAR) and 1:N identification",
+        metric_patterns={"IJB-B": VERIFICATION_KEYS, "IJB-B 1:N": IDENTIFICATION_KEYS},
+    )
+)
+register_benchmark(
+    Benchmark(
+        "IJBC",
+        ("IJB-C", "IJB-C 1:N"),
+        _evaluate_ijb("IJBC"),
+        ijb_metrics,
+        _IJBC_SECTIONS,
+        (IJB11, IJB1N),
+        (Curve("roc", "IJB-C", "roc_ijbc"),),
+        (_ijb_data("ijbc", "IJB-C"),),
+        "IJB-C 1:1 verification (TAR@FAR) and 1:N identification",
+        metric_patterns={"IJB-C": VERIFICATION_KEYS, "IJB-C 1:N": IDENTIFICATION_KEYS},
+    )
+)
+register_benchmark(
+    Benchmark(
+        "IJBS",
+        ("IJB-S",),
+        _evaluate_ijbs,
+        ijbs_metrics,
+        _ijbs_sections(),
+        (IJBS_CLI,),
+        (Curve("cmc", "IJB-S", "cmc_ijbs"),),
+        (
+            DataEntry(
+                "ijbs",
+                "IJB-S",
+                ("IJB-S/protocols", "IJB-S/aligned"),
+                "the IJB-S authors / NIST (gated); protocol files as used by PFE (seasonSH/Probabilistic-Face-Embeddings)",
+            ),
+        ),
+        "IJB-S V2S / V2B / V2V identification",
+        metric_patterns={"IJB-S": IJBS_KEYS},
+    )
+)
+register_benchmark(
+    Benchmark(
+        "TinyFace",
+        ("TinyFace",),
+        _evaluate_tinyface,
+        tinyface_metrics,
+        _tinyface_sections(),
+        (TINYFACE_CLI,),
+        (Curve("cmc", "TinyFace", "cmc_tinyface"),),
+        (
+            DataEntry(
+                "tinyface",
+                "TinyFace",
+                (
+                    "tinyface/Testing_Set/Probe",
+                    "tinyface/Testing_Set/Gallery_Match",
+                    "tinyface/Testing_Set/Gallery_Distractor",
+                    "aligned_pad_0.1_pad_high",
+                ),
+                "https://qmul-tinyface.github.io/ (Testing_Set) and the aligned copy of AdaFace's validation_lq instructions",
+            ),
+        ),
+        "TinyFace closed-set Rank-1/5/20",
+        metric_patterns={"TinyFace": TINYFACE_KEYS},
+    )
+)

@@ -106,11 +106,13 @@ def resolve_ijbs_root(release: str) -> str:
     for cand in (os.path.join(release, "IJB-S"), release):
         if os.path.isdir(os.path.join(cand, "protocols")):
             return cand
-    raise FileNotFoundError(f"{release}: no IJB-S folder found (expected {os.path.join(release, 'IJB-S', 'protocols')} or {os.path.join(release, 'protocols')})")
+    raise FileNotFoundError(
+        f"{release}: no IJB-S folder found (expected {os.path.join(release, 'IJB-S', 'protocols')} or {os.path.join(release, 'protocols')})"
+    )
 
 
 def _magic(path: str) -> str:
-    """"npy", "npz" (a zip archive) or "other", from the first bytes of the file."""
+    """ "npy", "npz" (a zip archive) or "other", from the first bytes of the file."""
     with open(path, "rb") as f:
         head = f.read(6)
     return "npy" if head == b"\x93NUMPY" else "npz" if head[:4] == b"PK\x03\x04" else "other"
@@ -125,7 +127,9 @@ def load_features(path: str) -> np.ndarray:
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)  # memory-mapped: the evaluators read each row once
     except (ValueError, OSError, EOFError) as exc:
-        raise DataFormatError(path, None, f"not a readable .npy array ({type(exc).__name__}: {exc})".replace("\n", " ")) from None
+        raise DataFormatError(
+            path, None, f"not a readable .npy array ({type(exc).__name__}: {exc})".replace("\n", " ")
+        ) from None
     if not isinstance(arr, np.ndarray):
         arr.close()
         raise DataFormatError(path, None, "expected a single .npy array, got an .npz archive")
@@ -137,23 +141,37 @@ def load_npz_arrays(path: str, keys=TINYFACE_ARRAYS) -> list[np.ndarray]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: features file not found")
     if _magic(path) == "other":
-        raise DataFormatError(path, None, f"not an .npz archive (unrecognised file format; save features with numpy.savez({', '.join(f'{k}=...' for k in keys)}))")
+        raise DataFormatError(
+            path,
+            None,
+            f"not an .npz archive (unrecognised file format; save features with numpy.savez({', '.join(f'{k}=...' for k in keys)}))",
+        )
     try:
         z = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataFormatError(path, None, f"not a readable .npz archive ({type(exc).__name__}: {exc})".replace("\n", " ")) from None
+        raise DataFormatError(
+            path, None, f"not a readable .npz archive ({type(exc).__name__}: {exc})".replace("\n", " ")
+        ) from None
     if isinstance(z, np.ndarray):
-        raise DataFormatError(path, None, f"expected an .npz archive with arrays {', '.join(map(repr, keys))}, got a single .npy array")
+        raise DataFormatError(
+            path, None, f"expected an .npz archive with arrays {', '.join(map(repr, keys))}, got a single .npy array"
+        )
     with z:
         out = []
         for key in keys:
             if key not in z.files:
                 held = ", ".join(map(repr, z.files)) or "no arrays"
-                raise DataFormatError(path, key, f"array {key!r} missing (the archive holds {held}; expected {', '.join(map(repr, keys))})")
+                raise DataFormatError(
+                    path,
+                    key,
+                    f"array {key!r} missing (the archive holds {held}; expected {', '.join(map(repr, keys))})",
+                )
             try:
                 out.append(z[key])
             except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-                raise DataFormatError(path, key, f"unreadable array ({type(exc).__name__}: {exc})".replace("\n", " ")) from None
+                raise DataFormatError(
+                    path, key, f"unreadable array ({type(exc).__name__}: {exc})".replace("\n", " ")
+                ) from None
     return out
 
 
@@ -171,7 +189,7 @@ def read_image_list(path: str, aligned_root: str | None = None) -> list[str]:
         if not p:
             raise DataFormatError(path, f"line {i}", "blank line (one image path per line)")
         if prefix is not None and os.path.isabs(p) and p.startswith(prefix):
-            p = p[len(prefix):]
+            p = p[len(prefix) :]
         p = p.replace(os.sep, "/")
         if p in seen:
             raise DataFormatError(path, f"line {i}", f"image {p!r} repeats line {seen[p]}")
@@ -186,12 +204,17 @@ def format_table(result: dict) -> str:
     """TAR@FAR lines, ``'%.2f' % (tar * 100)`` as insightface prints them, with the probe-media split."""
     split = result.get("by_probe_media", {})
     fmt = lambda v: "-" if v is None else "%.2f" % (v * 100)
-    lines = [f"{result['benchmark']} {result['protocol']}, TAR (%) at FAR", f"  {'FAR':<8} {'all':>8} {'stills_only':>12} {'with_video':>11}"]
+    lines = [
+        f"{result['benchmark']} {result['protocol']}, TAR (%) at FAR",
+        f"  {'FAR':<8} {'all':>8} {'stills_only':>12} {'with_video':>11}",
+    ]
     for key, tar in result["tar_at_far"].items():
         cols = [fmt(split[k]["tar_at_far"][key]) if k in split else "-" for k in ("stills_only", "with_video")]
         lines.append(f"  {key:<8} {fmt(tar):>8} {cols[0]:>12} {cols[1]:>11}")
     c = result["counts"]
-    lines.append(f"  AUC {result['auc']:.6f}; {c['pairs']} pairs ({c['genuine']} genuine), {c['templates']} templates, {c['rows']} images")
+    lines.append(
+        f"  AUC {result['auc']:.6f}; {c['pairs']} pairs ({c['genuine']} genuine), {c['templates']} templates, {c['rows']} images"
+    )
     return "\n".join(lines)
 
 
@@ -204,34 +227,43 @@ def format_ijb1n(result: dict) -> str:
     j, o, c = result["joined"], result["open_set"], result["counts"]
     jk = [k for k in j if k.startswith(("rank", "tpir"))]
     ok = [k for k in o if k.startswith("tpir")]
-    return "\n".join([
-        f"{result['benchmark']} identification (%)",
-        "  joined galleries (CFSM / AdaFace):  " + "  ".join(f"{display_name(k)} {_pct(j[k])}" for k in jk),
-        "  open set (mean of the galleries):   " + "  ".join(f"{display_name(k)} {_pct(o[k])}" for k in ok),
-        f"  {c['probes']} probes, joined gallery {c['joined_gallery']} templates, {c['templates']} templates, {c['rows']} images",
-    ])
+    return "\n".join(
+        [
+            f"{result['benchmark']} identification (%)",
+            "  joined galleries (CFSM / AdaFace):  " + "  ".join(f"{display_name(k)} {_pct(j[k])}" for k in jk),
+            "  open set (mean of the galleries):   " + "  ".join(f"{display_name(k)} {_pct(o[k])}" for k in ok),
+            f"  {c['probes']} probes, joined gallery {c['joined_gallery']} templates, {c['templates']} templates, {c['rows']} images",
+        ]
+    )
 
 
 def format_ijbs(result: dict) -> str:
     """One line per protocol (V2S, V2B, V2V), its metrics in percent."""
     keys = list(result["V2S"])
-    lines = [f"{result['benchmark']} identification (%)", "  " + f"{'':<4}" + "".join(f"{display_name(k):>16}" for k in keys)]
+    lines = [
+        f"{result['benchmark']} identification (%)",
+        "  " + f"{'':<4}" + "".join(f"{display_name(k):>16}" for k in keys),
+    ]
     for name in ("V2S", "V2B", "V2V"):
         lines.append("  " + f"{name:<4}" + "".join(f"{_pct(result[name].get(k)):>16}" for k in keys))
     c = result["counts"]
-    lines.append(f"  {c['features_given']} features ({c['features_unused']} unused), {c['images_listed']} protocol images "
-                 f"({c['frames_missing'] + c['stills_missing']} without a feature), {c['templates']} templates")
+    lines.append(
+        f"  {c['features_given']} features ({c['features_unused']} unused), {c['images_listed']} protocol images "
+        f"({c['frames_missing'] + c['stills_missing']} without a feature), {c['templates']} templates"
+    )
     return "\n".join(lines)
 
 
 def format_tinyface(result: dict) -> str:
     ranks = [k for k in result if k.startswith("rank")]
     c = result["counts"]
-    return "\n".join([
-        f"{result['benchmark']} closed-set identification (%)",
-        "  " + "  ".join(f"{display_name(k)} {_pct(result[k])}" for k in ranks),
-        f"  {c['probes']} probes ({c['mated_probes']} mated), gallery {c['gallery_match']} + {c['distractors']} distractors",
-    ])
+    return "\n".join(
+        [
+            f"{result['benchmark']} closed-set identification (%)",
+            "  " + "  ".join(f"{display_name(k)} {_pct(result[k])}" for k in ranks),
+            f"  {c['probes']} probes ({c['mated_probes']} mated), gallery {c['gallery_match']} + {c['distractors']} distractors",
+        ]
+    )
 
 
 def _check_out_folder(path: str, what: str) -> None:
@@ -241,6 +273,7 @@ def _check_out_folder(path: str, what: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- command line
+
 
 def _commands():
     """The ``--benchmark`` commands, from the benchmark registry (:mod:`harness.eval.registry`), in its order."""
@@ -259,20 +292,30 @@ def build_parser() -> argparse.ArgumentParser:
     commands = _commands()
     ap = _Parser(
         prog="python -m harness.evaluate",
-        description="Score precomputed features: " + ", ".join(f"{c.description} ({c.name})" for c in commands.values()) + ".",
+        description="Score precomputed features: "
+        + ", ".join(f"{c.description} ({c.name})" for c in commands.values())
+        + ".",
         epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--benchmark", choices=tuple(commands), default="ijb11", help="the evaluator (default: ijb11)")
-    ap.add_argument("--release", required=True,
-                    help="ijb11/ijb1n: IJB folder, IJB_release folder, or a release holding IJB_release/; "
-                         "ijbs: a folder holding IJB-S/ or the IJB-S folder; tinyface: the folder holding tinyface/ "
-                         "and aligned_pad_0.1_pad_high/; bin: the folder holding the .bin sets, or a release holding it")
-    ap.add_argument("--features", help="ijb11/ijb1n: .npy (N, D) in face_tid_mid row order; ijbs: .npy, one row per "
-                                       "--image-list line; tinyface: .npz with arrays probe and gallery; bin: .npy, one "
-                                       "row per image of the .bin set, in its order")
+    ap.add_argument(
+        "--release",
+        required=True,
+        help="ijb11/ijb1n: IJB folder, IJB_release folder, or a release holding IJB_release/; "
+        "ijbs: a folder holding IJB-S/ or the IJB-S folder; tinyface: the folder holding tinyface/ "
+        "and aligned_pad_0.1_pad_high/; bin: the folder holding the .bin sets, or a release holding it",
+    )
+    ap.add_argument(
+        "--features",
+        help="ijb11/ijb1n: .npy (N, D) in face_tid_mid row order; ijbs: .npy, one row per "
+        "--image-list line; tinyface: .npz with arrays probe and gallery; bin: .npy, one "
+        "row per image of the .bin set, in its order",
+    )
     ap.add_argument("--out", help="result JSON path (written atomically)")
-    ap.add_argument("--write-order", metavar="FILE", help="write the feature row order (see below) instead of evaluating")
+    ap.add_argument(
+        "--write-order", metavar="FILE", help="write the feature row order (see below) instead of evaluating"
+    )
     added = []
     for c in commands.values():  # each benchmark's own options, once per argument group
         if c.add_arguments is not None and c.add_arguments not in added:
@@ -285,11 +328,24 @@ def add_ijb_arguments(ap: argparse.ArgumentParser) -> None:
     g = ap.add_argument_group("ijb11 / ijb1n")
     g.add_argument("--prefix", choices=sorted(_FOLDERS), help="ijbb or ijbc (default: inferred)")
     g.add_argument("--flip-concat", action="store_true", default=None, help="features are (N, 2D) [orig | flip]")
-    g.add_argument("--flip", choices=["sum", "none"], help="with --flip-concat: add the halves or keep the first (default sum)")
-    g.add_argument("--no-faceness", action="store_true", default=None, help="do not weight image features by faceness (AdaFace)")
-    g.add_argument("--image-norm", action="store_true", default=None,
-                   help="L2-normalise each image feature before pooling (N0); ijbs: each frame feature (frame_norm)")
-    g.add_argument("--exact", action="store_true", default=None, help="ijb11 only: insightface's batched pair arithmetic instead of matmul (slow)")
+    g.add_argument(
+        "--flip", choices=["sum", "none"], help="with --flip-concat: add the halves or keep the first (default sum)"
+    )
+    g.add_argument(
+        "--no-faceness", action="store_true", default=None, help="do not weight image features by faceness (AdaFace)"
+    )
+    g.add_argument(
+        "--image-norm",
+        action="store_true",
+        default=None,
+        help="L2-normalise each image feature before pooling (N0); ijbs: each frame feature (frame_norm)",
+    )
+    g.add_argument(
+        "--exact",
+        action="store_true",
+        default=None,
+        help="ijb11 only: insightface's batched pair arithmetic instead of matmul (slow)",
+    )
 
 
 def add_ijbs_arguments(ap: argparse.ArgumentParser) -> None:
@@ -299,11 +355,18 @@ def add_ijbs_arguments(ap: argparse.ArgumentParser) -> None:
 
 def add_tinyface_arguments(ap: argparse.ArgumentParser) -> None:
     g = ap.add_argument_group("tinyface")
-    g.add_argument("--ties", choices=["high_index_first", "low_index_first"],
-                   help="order of exactly tied scores (default high_index_first: AdaFace's reversed argsort)")
-    g.add_argument("--l2-normalize", action="store_true", default=None,
-                   help="L2-normalise each feature row before scoring (default: scored as given, as AdaFace scores its "
-                        "already normalised features)")
+    g.add_argument(
+        "--ties",
+        choices=["high_index_first", "low_index_first"],
+        help="order of exactly tied scores (default high_index_first: AdaFace's reversed argsort)",
+    )
+    g.add_argument(
+        "--l2-normalize",
+        action="store_true",
+        default=None,
+        help="L2-normalise each feature row before scoring (default: scored as given, as AdaFace scores its "
+        "already normalised features)",
+    )
 
 
 def _only_for() -> dict[str, tuple[str, ...]]:
@@ -330,7 +393,9 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.write_order is not None:
         for dest in ("features", "out", *dict.fromkeys(needed)):
             if getattr(args, dest, None) is not None:
-                raise UsageError(f"{_option(dest)} is not used with --write-order (it writes the row order, it does not evaluate)")
+                raise UsageError(
+                    f"{_option(dest)} is not used with --write-order (it writes the row order, it does not evaluate)"
+                )
         return
     for dest in ("features", "out"):
         if getattr(args, dest) is None:
@@ -341,7 +406,9 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def _ijb_protocol(args) -> VerificationProtocol:
-    return VerificationProtocol(flip=args.flip or "sum", faceness=not args.no_faceness, image_norm=bool(args.image_norm))
+    return VerificationProtocol(
+        flip=args.flip or "sum", faceness=not args.no_faceness, image_norm=bool(args.image_norm)
+    )
 
 
 def write_order(args) -> list[str]:
@@ -383,7 +450,9 @@ def run_ijb11(args) -> tuple[dict, str]:
     root = resolve_ijb_root(args.release, args.prefix)
     feats = load_features(args.features)
     ev = IJBVerification(root, args.prefix, _ijb_protocol(args), defer_pairs=True)  # pair file read while pooling
-    result = ev.evaluate_features(feats, flip_concat=bool(args.flip_concat), features_path=args.features, exact=bool(args.exact))
+    result = ev.evaluate_features(
+        feats, flip_concat=bool(args.flip_concat), features_path=args.features, exact=bool(args.exact)
+    )
     result["ijb_root"] = os.path.abspath(root)
     return result, format_table(result)
 
@@ -407,13 +476,21 @@ def run_ijbs(args) -> tuple[dict, str]:
     paths = read_image_list(args.image_list, ev.aligned_root)
     feats = load_features(args.features)
     if feats.ndim != 2:
-        raise DataFormatError(args.features, "shape", f"features must be a 2-D (images, dim) array, got shape {feats.shape}")
+        raise DataFormatError(
+            args.features, "shape", f"features must be a 2-D (images, dim) array, got shape {feats.shape}"
+        )
     if feats.shape[0] != len(paths):
-        raise DataFormatError(args.features, "rows", f"{feats.shape[0]} feature rows but {args.image_list} lists {len(paths)} images")
+        raise DataFormatError(
+            args.features, "rows", f"{feats.shape[0]} feature rows but {args.image_list} lists {len(paths)} images"
+        )
     listed = set(ev.protocol.images())
     if not any(p in listed for p in paths):
-        raise DataFormatError(args.image_list, None, f"none of its {len(paths)} paths is an image of the IJB-S protocol "
-                                                     "(expected paths relative to the aligned root, e.g. 12/videos_5004_21750.jpg; --write-order writes them)")
+        raise DataFormatError(
+            args.image_list,
+            None,
+            f"none of its {len(paths)} paths is an image of the IJB-S protocol "
+            "(expected paths relative to the aligned root, e.g. 12/videos_5004_21750.jpg; --write-order writes them)",
+        )
     result = ev.evaluate_features((paths, feats), features_path=args.features)
     result["input"]["note"] = _PRECOMPUTED_NOTE
     result["image_list"] = os.path.abspath(args.image_list)
@@ -465,4 +542,3 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(f"wrote {args.out}")
     return 0
-

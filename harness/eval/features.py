@@ -106,7 +106,9 @@ def crop_cache(folder: str, key: dict) -> Iterator[CropCache | None]:
 def _as_feature(out):
     if isinstance(out, (tuple, list)):
         if len(out) != 2:
-            raise ValueError(f"model returned a {type(out).__name__} of {len(out)} items; expected a tensor or (emb, norm)")
+            raise ValueError(
+                f"model returned a {type(out).__name__} of {len(out)} items; expected a tensor or (emb, norm)"
+            )
         return out[0] * out[1]
     return out
 

@@ -39,8 +39,16 @@ def unique_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first[order].astype(np.int64), rank[inverse.reshape(-1)].astype(np.int64)
 
 
-def chunked_topk(probe: np.ndarray, gallery: np.ndarray, k: int, max_bytes: int = DEFAULT_BLOCK_BYTES, seed_cols: int = 2048,
-                 *, ties: str = "low_index_first", dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+def chunked_topk(
+    probe: np.ndarray,
+    gallery: np.ndarray,
+    k: int,
+    max_bytes: int = DEFAULT_BLOCK_BYTES,
+    seed_cols: int = 2048,
+    *,
+    ties: str = "low_index_first",
+    dtype=np.float32,
+) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` highest inner products of each probe row with the gallery rows, in descending order.
 
     Returns ``(scores (P, k) dtype, indices (P, k) int64)``; scores are ``probe @ gallery.T`` computed in ``dtype``
@@ -230,7 +238,9 @@ def gather_scores(probe: np.ndarray, gallery: np.ndarray, columns: np.ndarray) -
     out = np.full(len(probe), np.nan, dtype=np.float32)
     has = columns >= 0
     if has.any():
-        out[has] = np.einsum("ij,ij->i", np.asarray(probe, np.float32)[has], np.asarray(gallery, np.float32)[columns[has]])
+        out[has] = np.einsum(
+            "ij,ij->i", np.asarray(probe, np.float32)[has], np.asarray(gallery, np.float32)[columns[has]]
+        )
     return out
 
 

@@ -85,7 +85,9 @@ RANKS = (1, 5, 10)
 JOINED_FARS = (0.01, 0.1)  # ijb_1n.py ``Fars``
 _FPIR_GRID = [10**ii for ii in np.arange(-4, 0, 4 / 100)] + [1]  # ijb_evals.py run_model_test_1N, npoints=100
 # nominal name -> the grid value insightface actually uses (indices 0, 25, 50, 75, 100)
-OPEN_SET_FPIRS = {far_key(nominal): float(_FPIR_GRID[i]) for nominal, i in zip((1e-4, 1e-3, 1e-2, 1e-1, 1.0), range(0, 101, 25))}
+OPEN_SET_FPIRS = {
+    far_key(nominal): float(_FPIR_GRID[i]) for nominal, i in zip((1e-4, 1e-3, 1e-2, 1e-1, 1.0), range(0, 101, 25))
+}
 DEFAULT_BLOCK_BYTES = 64 << 20
 
 DEFINITIONS = {
@@ -115,7 +117,9 @@ class _View:
         self.n_g = n_g if self.cols is None else len(self.cols)
         self.mate = np.asarray(mate, dtype=np.int64)
         if self.mate.shape != (n_p,) or (self.mate >= self.n_g).any() or (self.mate < -1).any():
-            raise ValueError(f"mate must be (P,) = ({n_p},) gallery rows in [-1, {self.n_g}), got shape {self.mate.shape}")
+            raise ValueError(
+                f"mate must be (P,) = ({n_p},) gallery rows in [-1, {self.n_g}), got shape {self.mate.shape}"
+            )
         self.k = int(topk)
         self.pos = np.full(n_p, np.nan)
         self.rank = np.full(n_p, -1, dtype=np.int64)
@@ -179,7 +183,11 @@ def _check_feats(probe, gallery) -> tuple[np.ndarray, np.ndarray]:
 
 
 def mate_rank_scan(
-    probe: np.ndarray, gallery: np.ndarray, mate, topk_nonmated: int = 0, block_bytes: int = DEFAULT_BLOCK_BYTES,
+    probe: np.ndarray,
+    gallery: np.ndarray,
+    mate,
+    topk_nonmated: int = 0,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
     high_first: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One pass over the float64 scores ``probe @ gallery.T`` by blocks of probes.
@@ -251,7 +259,12 @@ def open_set_result(pos, rank, nonmate_max, mate, fpirs: dict, ranks) -> dict:
 
 
 def open_set_identification(
-    probe: np.ndarray, gallery: np.ndarray, mate, fpirs: dict | None = None, ranks=RANKS, block_bytes: int = DEFAULT_BLOCK_BYTES
+    probe: np.ndarray,
+    gallery: np.ndarray,
+    mate,
+    fpirs: dict | None = None,
+    ranks=RANKS,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
 ) -> dict:
     """Definition (b) (``ijb_evals.py`` ``evaluation_1N``) on one gallery; ``mate[i] = -1`` marks a non-mated probe.
 
@@ -276,7 +289,7 @@ def identification_knobs(protocol: VerificationProtocol) -> dict:
             "score": "cosine (inner product of L2-normalised template features)",
             "score_dtype": "float64",
             "ties": "joined: lower gallery index first (ijb_1n.py argsort(-s)); open_set: higher gallery index first "
-                    "(evaluation_1N argsort(s)[::-1]); gallery templates in template-id order",
+            "(evaluation_1N argsort(s)[::-1]); gallery templates in template-id order",
             "joined_fars": [far_key(f) for f in JOINED_FARS],
             "open_set_fpirs": dict(OPEN_SET_FPIRS),
         }
@@ -307,7 +320,12 @@ class IJBIdentification:
     CSV and the probe template's first line otherwise).
     """
 
-    def __init__(self, root: str | os.PathLike, prefix: str | None = None, protocol: VerificationProtocol = VerificationProtocol()):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        prefix: str | None = None,
+        protocol: VerificationProtocol = VerificationProtocol(),
+    ):
         self.meta: IJBMeta = read_ijb(root, prefix, with_pairs=False)
         self.root = self.meta.root
         self.prefix = self.meta.prefix
@@ -353,7 +371,13 @@ class IJBIdentification:
         per-image features exactly as the 1:1 protocol builds them (same checks and errors)."""
         where = os.fspath(features_path) if features_path is not None else "<features>"
         tids, tf, _ = pool_image_features(
-            feats, self.meta.templates, self.meta.medias, self.meta.faceness, self.protocol, flip_concat, where,
+            feats,
+            self.meta.templates,
+            self.meta.medias,
+            self.meta.faceness,
+            self.protocol,
+            flip_concat,
+            where,
             meta_paths(self.meta.root, self.meta.prefix)["name_5pts_score"],
         )
         return tids, tf
@@ -412,8 +436,14 @@ class IJBIdentification:
         for name, v in views.items():
             pos, rank, nonmate_max, _ = v.finish()
             r = open_set_result(pos, rank, nonmate_max, v.mate, OPEN_SET_FPIRS, RANKS)
-            items.update({f"{name}/pos": pos.astype(np.float64), f"{name}/rank": rank.astype(np.int32),
-                          f"{name}/nonmate_max": nonmate_max.astype(np.float64), f"{name}/mated": v.mate >= 0})
+            items.update(
+                {
+                    f"{name}/pos": pos.astype(np.float64),
+                    f"{name}/rank": rank.astype(np.int32),
+                    f"{name}/nonmate_max": nonmate_max.astype(np.float64),
+                    f"{name}/mated": v.mate >= 0,
+                }
+            )
             block = {"mated": r["mated"], "non_mated": r["non_mated"], "templates": int(v.n_g)}
             for k in RANKS:
                 hits_total[k] += r["hits"][k]
@@ -424,7 +454,8 @@ class IJBIdentification:
                 tpirs[f].append(r["tpir"][f])
             per_gallery[name] = block
         open_set: dict = {
-            f"tpir@fpir={f}": (None if any(v is None for v in vals) else float(np.mean(vals))) for f, vals in tpirs.items()
+            f"tpir@fpir={f}": (None if any(v is None for v in vals) else float(np.mean(vals)))
+            for f, vals in tpirs.items()
         }
         open_set.update({f"rank{k}": hits_total[k] / n_p for k in RANKS})
         open_set["per_gallery"] = per_gallery
@@ -455,4 +486,6 @@ class IJBIdentification:
 
     def evaluate(self, model, batch_size: int = 64, device="cpu", return_items: bool = False):
         """:meth:`extract_features` then :meth:`evaluate_features`."""
-        return self.evaluate_features(self.extract_features(model, batch_size=batch_size, device=device), return_items=return_items)
+        return self.evaluate_features(
+            self.extract_features(model, batch_size=batch_size, device=device), return_items=return_items
+        )

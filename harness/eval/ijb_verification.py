@@ -43,7 +43,16 @@ import numpy as np
 
 from harness.core.errors import DataFormatError
 from harness.data.ijb import IJBMeta, check_pairs_known, loose_crop_path, meta_paths, read_ijb, read_ijb_deferred
-from harness.eval.roc import DEFAULT_FARS, check_labels, check_roc_inputs, roc_sorted, auc_from_roc, far_key, roc_curve, tar_at_far_from_roc
+from harness.eval.roc import (
+    DEFAULT_FARS,
+    check_labels,
+    check_roc_inputs,
+    roc_sorted,
+    auc_from_roc,
+    far_key,
+    roc_curve,
+    tar_at_far_from_roc,
+)
 
 __all__ = [
     "VerificationProtocol",
@@ -98,8 +107,14 @@ class VerificationProtocol:
         if self.channel_order not in _CHANNEL_ORDERS:
             raise ValueError(f"channel_order must be one of {_CHANNEL_ORDERS}, got {self.channel_order!r}")
         if self.normalization != NORMALIZATION:
-            raise ValueError(f"normalization must be {NORMALIZATION!r} (the only one supported), got {self.normalization!r}")
-        if isinstance(self.align_size, bool) or not isinstance(self.align_size, (int, np.integer)) or self.align_size <= 0:
+            raise ValueError(
+                f"normalization must be {NORMALIZATION!r} (the only one supported), got {self.normalization!r}"
+            )
+        if (
+            isinstance(self.align_size, bool)
+            or not isinstance(self.align_size, (int, np.integer))
+            or self.align_size <= 0
+        ):
             raise ValueError(f"align_size must be a positive int, got {self.align_size!r}")
         fars = tuple(float(x) for x in self.fars)
         if not fars or not all(0.0 < x < 1.0 for x in fars):
@@ -132,7 +147,11 @@ class VerificationProtocol:
 
 
 def _sequential_group_sums(
-    get_rows: Callable[[np.ndarray, np.ndarray], np.ndarray], items: np.ndarray, starts: np.ndarray, sizes: np.ndarray, dim: int
+    get_rows: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    items: np.ndarray,
+    starts: np.ndarray,
+    sizes: np.ndarray,
+    dim: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per group, the float32 sum of its items' rows added one by one in order (NumPy's axis-0 order).
 
@@ -236,8 +255,12 @@ def image_to_template_features(feats: np.ndarray, templates, medias) -> tuple[np
     templates = _as_ids(templates, "templates")
     medias = _as_ids(medias, "medias")
     if not (templates.shape[0] == medias.shape[0] == feats.shape[0]):
-        raise ValueError(f"feats ({feats.shape[0]}), templates ({templates.shape[0]}) and medias ({medias.shape[0]}) differ in rows")
-    tids, tf, _ = _pool(lambda r, out: np.take(feats, r, axis=0, out=out, mode="clip"), templates, medias, feats.shape[1])
+        raise ValueError(
+            f"feats ({feats.shape[0]}), templates ({templates.shape[0]}) and medias ({medias.shape[0]}) differ in rows"
+        )
+    tids, tf, _ = _pool(
+        lambda r, out: np.take(feats, r, axis=0, out=out, mode="clip"), templates, medias, feats.shape[1]
+    )
     return tids, tf
 
 
@@ -303,8 +326,9 @@ def pair_scores(
     return out
 
 
-def _scores_from_rows(tf: np.ndarray, rows: np.ndarray, out: np.ndarray, exact: bool, batch: int = 100_000,
-                      block_bytes: int = 768 << 20) -> None:
+def _scores_from_rows(
+    tf: np.ndarray, rows: np.ndarray, out: np.ndarray, exact: bool, batch: int = 100_000, block_bytes: int = 768 << 20
+) -> None:
     if exact:
         batch = max(1, int(batch))
         for s in range(0, rows.shape[0], batch):
@@ -365,8 +389,9 @@ def _matmul_scores(tf: np.ndarray, rows: np.ndarray, out: np.ndarray, block_byte
 _PART_BLOCK_BYTES = 32 << 20
 
 
-def _scores_by_part(tf: np.ndarray, rows: np.ndarray, genuine: np.ndarray, video_probe: np.ndarray,
-                    block_bytes: int = _PART_BLOCK_BYTES) -> list[np.ndarray] | None:
+def _scores_by_part(
+    tf: np.ndarray, rows: np.ndarray, genuine: np.ndarray, video_probe: np.ndarray, block_bytes: int = _PART_BLOCK_BYTES
+) -> list[np.ndarray] | None:
     """The pairs' scores, as :func:`_matmul_scores` computes them, in four parts: ``[stills impostor, stills
     genuine, video impostor, video genuine]`` (``video_probe``: the pair's probe template holds a video), each in
     the (larger side, smaller side) order of the template product instead of pair order. None if a pair repeats.
@@ -548,13 +573,23 @@ def check_faceness(faceness, where: str) -> np.ndarray:
     bad = np.flatnonzero(~(w >= 0))  # NaN fails >= too
     if bad.size:
         i = int(bad[0])
-        raise DataFormatError(where, f"line {i + 1}", f"faceness score {float(w[i])!r} is {'NaN' if np.isnan(w[i]) else 'negative'} (must be >= 0)")
+        raise DataFormatError(
+            where,
+            f"line {i + 1}",
+            f"faceness score {float(w[i])!r} is {'NaN' if np.isnan(w[i]) else 'negative'} (must be >= 0)",
+        )
     return w
 
 
 def pool_image_features(
-    feats: np.ndarray, templates: np.ndarray, medias: np.ndarray, faceness, protocol: "VerificationProtocol",
-    flip_concat: bool, where: str, faceness_where: str = "<faceness>",
+    feats: np.ndarray,
+    templates: np.ndarray,
+    medias: np.ndarray,
+    faceness,
+    protocol: "VerificationProtocol",
+    flip_concat: bool,
+    where: str,
+    faceness_where: str = "<faceness>",
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Checked per-image features -> (template ids, L2-normalised float64 template features, largest media size).
 
@@ -572,7 +607,9 @@ def pool_image_features(
     if feats.shape[0] != n_rows:
         raise DataFormatError(where, "rows", f"{feats.shape[0]} feature rows but face_tid_mid has {n_rows}")
     if flip_concat and (feats.shape[1] == 0 or feats.shape[1] % 2):
-        raise DataFormatError(where, "shape", f"flip_concat needs an even feature width [orig | flip], got {feats.shape[1]}")
+        raise DataFormatError(
+            where, "shape", f"flip_concat needs an even feature width [orig | flip], got {feats.shape[1]}"
+        )
     if feats.shape[1] == 0:
         raise DataFormatError(where, "shape", "features have width 0")
     if feats.dtype != np.float32:  # model outputs are float32; insightface's arithmetic is float32 throughout
@@ -581,7 +618,9 @@ def pool_image_features(
         z = _first_zero_row(feats)
         if z is not None:
             if not feats.any():
-                raise DataFormatError(where, "rows", f"all {feats.shape[0]} feature rows are zero (no features were written)")
+                raise DataFormatError(
+                    where, "rows", f"all {feats.shape[0]} feature rows are zero (no features were written)"
+                )
             raise DataFormatError(where, f"row {z}", "all-zero feature row cannot be L2-normalised (image_norm)")
     w = check_faceness(faceness, faceness_where) if protocol.faceness else None
     get_rows = _image_row_fn(feats, w, protocol, flip_concat)
@@ -593,7 +632,9 @@ def pool_image_features(
     if not np.isfinite(tf).all():  # cheap check on T rows; scan the N rows only to name the culprit
         bad = _first_bad_row(feats)
         if bad is not None:
-            raise DataFormatError(where, f"row {bad}", f"feature row {bad} (0-based, image {bad + 1}) is not finite (NaN/inf)")
+            raise DataFormatError(
+                where, f"row {bad}", f"feature row {bad} (0-based, image {bad + 1}) is not finite (NaN/inf)"
+            )
         raise DataFormatError(where, None, "features give non-finite template vectors (float32 overflow)")
     return tids, tf, max_media
 
@@ -619,14 +660,40 @@ def evaluate_verification(
     ``feats``: (N, D) flip-fused features, or (N, 2D) ``[orig | flip]`` with ``flip_concat``; row i is image row i
     of face_tid_mid. Returns the result dict described in :meth:`IJBVerification.evaluate_features`.
     """
-    return _verification(feats, templates, medias, faceness, pairs, labels, protocol, flip_concat=flip_concat,
-                         features_path=features_path, pair_file=pair_file, benchmark=benchmark, exact=exact,
-                         faceness_file=faceness_file, need_scores=False)[0]
+    return _verification(
+        feats,
+        templates,
+        medias,
+        faceness,
+        pairs,
+        labels,
+        protocol,
+        flip_concat=flip_concat,
+        features_path=features_path,
+        pair_file=pair_file,
+        benchmark=benchmark,
+        exact=exact,
+        faceness_file=faceness_file,
+        need_scores=False,
+    )[0]
 
 
 def _verification(
-    feats, templates, medias, faceness, pairs, labels, protocol: VerificationProtocol, *, flip_concat: bool,
-    features_path, pair_file, benchmark: str, exact: bool, faceness_file="<faceness>", need_scores: bool = True,
+    feats,
+    templates,
+    medias,
+    faceness,
+    pairs,
+    labels,
+    protocol: VerificationProtocol,
+    *,
+    flip_concat: bool,
+    features_path,
+    pair_file,
+    benchmark: str,
+    exact: bool,
+    faceness_file="<faceness>",
+    need_scores: bool = True,
 ) -> tuple[dict, np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`evaluate_verification`, also returning the per-pair ``scores`` (float64, the ones the ROC is built
     from; None unless ``need_scores``), the template ``rows`` of each pair ((P, 2), into ``tids``), ``tids`` (sorted
@@ -636,14 +703,17 @@ def _verification(
     where = os.fspath(features_path) if features_path is not None else "<features>"
     templates = _as_ids(templates, "templates")
     medias = _as_ids(medias, "medias")
-    tids, tf, max_media = pool_image_features(feats, templates, medias, faceness, protocol, flip_concat, where,
-                                              os.fspath(faceness_file))
+    tids, tf, max_media = pool_image_features(
+        feats, templates, medias, faceness, protocol, flip_concat, where, os.fspath(faceness_file)
+    )
     if callable(pairs):  # IJBVerification(defer_pairs=True): the pair file was read while the templates were pooled
         pairs, labels = pairs()
     pairs = np.asarray(pairs)
     labels = np.asarray(labels)
     if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.dtype.kind not in "iu" or labels.shape != (pairs.shape[0],):
-        raise ValueError(f"pairs must be (P, 2) integers and labels (P,), got {pairs.dtype} {pairs.shape} and {labels.shape}")
+        raise ValueError(
+            f"pairs must be (P, 2) integers and labels (P,), got {pairs.dtype} {pairs.shape} and {labels.shape}"
+        )
     rows = _pair_rows(tids, pairs.astype(np.int64, copy=False), pair_file)
     fars = protocol.fars
     # domain-gap split by probe template (tid2): stills only vs. holding a video (a media with several rows)
@@ -672,30 +742,42 @@ def _verification(
     for name, block, is_video in (("stills_only", stills, False), ("with_video", video, True)):
         block["counts"]["probe_templates"] = int(np.count_nonzero(seen & (video_template == is_video)))
         by_media[name] = block
-    return {
-        "benchmark": benchmark,
-        "protocol": "1:1 verification",
-        "tar_at_far": main["tar_at_far"],
-        "auc": main["auc"],
-        "knobs": protocol.knobs(),
-        "scoring": "exact" if exact else "matmul",
-        "input": {"flip_concat": bool(flip_concat), "dim": int(np.shape(feats)[1])},
-        "counts": {
-            "rows": int(templates.shape[0]),
-            "templates": int(tids.shape[0]),
-            "pairs": main["counts"]["pairs"],
-            "genuine": main["counts"]["genuine"],
-            "impostor": main["counts"]["impostor"],
+    return (
+        {
+            "benchmark": benchmark,
+            "protocol": "1:1 verification",
+            "tar_at_far": main["tar_at_far"],
+            "auc": main["auc"],
+            "knobs": protocol.knobs(),
+            "scoring": "exact" if exact else "matmul",
+            "input": {"flip_concat": bool(flip_concat), "dim": int(np.shape(feats)[1])},
+            "counts": {
+                "rows": int(templates.shape[0]),
+                "templates": int(tids.shape[0]),
+                "pairs": main["counts"]["pairs"],
+                "genuine": main["counts"]["genuine"],
+                "impostor": main["counts"]["impostor"],
+            },
+            "by_probe_media": by_media,
         },
-        "by_probe_media": by_media,
-    }, scores, rows, tids, video_probe
+        scores,
+        rows,
+        tids,
+        video_probe,
+    )
 
 
 class IJBVerification:
     """IJB-B / IJB-C 1:1 verification on one release folder (``IJB_release/IJBB`` or ``IJB_release/IJBC``)."""
 
-    def __init__(self, root: str | os.PathLike, prefix: str | None = None, protocol: VerificationProtocol = VerificationProtocol(),
-                 *, defer_pairs: bool = False):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        prefix: str | None = None,
+        protocol: VerificationProtocol = VerificationProtocol(),
+        *,
+        defer_pairs: bool = False,
+    ):
         """``defer_pairs=True`` (for callers that evaluate right away, e.g. ``python -m harness.evaluate``): the pair
         file (IJB-C: 15.7 M lines) is read in a background thread while the template features are pooled; its
         errors are raised at the first use of :attr:`meta` or :meth:`evaluate_features` instead of here."""
@@ -752,13 +834,21 @@ class IJBVerification:
         bad = np.flatnonzero(probe_subject < 0)
         if bad.size:
             i = int(bad[0])
-            raise DataFormatError(self.pair_file, f"line {i + 1}",
-                                  f"probe template {int(self.meta.pairs[i, 1])} (tid2) is in none of the 1:N CSVs: no SUBJECT_ID "
-                                  "to group its pairs by")
+            raise DataFormatError(
+                self.pair_file,
+                f"line {i + 1}",
+                f"probe template {int(self.meta.pairs[i, 1])} (tid2) is in none of the 1:N CSVs: no SUBJECT_ID "
+                "to group its pairs by",
+            )
         return as_int32(probe_subject, "SUBJECT_ID")
 
     def evaluate_features(
-        self, feats: np.ndarray, flip_concat: bool = False, *, features_path: str | os.PathLike | None = None, exact: bool = False,
+        self,
+        feats: np.ndarray,
+        flip_concat: bool = False,
+        *,
+        features_path: str | os.PathLike | None = None,
+        exact: bool = False,
         return_items: bool = False,
     ) -> dict | tuple[dict, dict[str, np.ndarray]]:
         """TAR@FAR from per-image features; ``feats`` is (N, D) flip-fused or, with ``flip_concat``, (N, 2D)
@@ -780,15 +870,29 @@ class IJBVerification:
         """
         m = self._meta
         res, scores, rows, tids, video_probe = _verification(
-            feats, m.templates, m.medias, m.faceness, self._pairs, None, self.protocol,
-            flip_concat=flip_concat, features_path=features_path, pair_file=self.pair_file,
-            benchmark=self.benchmark, exact=exact, faceness_file=meta_paths(m.root, m.prefix)["name_5pts_score"],
+            feats,
+            m.templates,
+            m.medias,
+            m.faceness,
+            self._pairs,
+            None,
+            self.protocol,
+            flip_concat=flip_concat,
+            features_path=features_path,
+            pair_file=self.pair_file,
+            benchmark=self.benchmark,
+            exact=exact,
+            faceness_file=meta_paths(m.root, m.prefix)["name_5pts_score"],
             need_scores=return_items,
         )
         if not return_items:
             return res
-        items = {"scores": scores, "labels": m.labels.astype(np.uint8), "probe_subject": self._probe_subjects(tids, rows),
-                 "probe_video": video_probe.astype(np.uint8)}
+        items = {
+            "scores": scores,
+            "labels": m.labels.astype(np.uint8),
+            "probe_subject": self._probe_subjects(tids, rows),
+            "probe_video": video_probe.astype(np.uint8),
+        }
         return res, items
 
     def extract_features(self, model, batch_size: int = 64, device="cpu") -> np.ndarray:
@@ -815,5 +919,6 @@ class IJBVerification:
 
     def evaluate(self, model, batch_size: int = 64, device="cpu", exact: bool = False, return_items: bool = False):
         """:meth:`extract_features` then :meth:`evaluate_features`."""
-        return self.evaluate_features(self.extract_features(model, batch_size=batch_size, device=device), exact=exact,
-                                      return_items=return_items)
+        return self.evaluate_features(
+            self.extract_features(model, batch_size=batch_size, device=device), exact=exact, return_items=return_items
+        )

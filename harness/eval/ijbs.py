@@ -105,7 +105,9 @@ class IJBSSettings:
             raise ValueError(f"channel_order must be one of {_CHANNEL_ORDERS}, got {self.channel_order!r}")
         if self.normalization != NORMALIZATION:
             raise ValueError(f"normalization must be {NORMALIZATION!r}, got {self.normalization!r}")
-        if self.input_size is not None and (isinstance(self.input_size, bool) or int(self.input_size) != self.input_size or self.input_size <= 0):
+        if self.input_size is not None and (
+            isinstance(self.input_size, bool) or int(self.input_size) != self.input_size or self.input_size <= 0
+        ):
             raise ValueError(f"input_size must be None or a positive int, got {self.input_size!r}")
         ranks = tuple(int(r) for r in self.ranks)
         if not ranks or min(ranks) < 1:
@@ -216,8 +218,11 @@ def identification_metrics(
     ranks = [int(r) for r in ranks]
     fpirs = [float(x) for x in fpirs]
     n_p, n_1 = len(probe), len(g1)
-    joined_subjects = np.concatenate([np.asarray(g1_subjects, np.int64).reshape(-1), np.asarray(g2_subjects, np.int64).reshape(-1)])
+    joined_subjects = np.concatenate(
+        [np.asarray(g1_subjects, np.int64).reshape(-1), np.asarray(g2_subjects, np.int64).reshape(-1)]
+    )
     mates = _mate_columns(probe_subjects, joined_subjects)
+
     def locate(c: int) -> tuple[str, int | None]:
         path, lines = g1_where if c < n_1 else g2_where
         return path, (int(lines[c if c < n_1 else c - n_1]) if lines is not None else None)
@@ -226,9 +231,12 @@ def identification_metrics(
         if len(cols) > 1:
             (fa, la), (fb, lb) = locate(cols[0]), locate(cols[1])
             first = f"{fa}:line {la}" if la is not None else fa
-            raise DataFormatError(fb, f"line {lb}" if lb is not None else None,
-                                  f"subject {int(joined_subjects[cols[1]])} has a second template in G1+G2 (first: {first}); "
-                                  f"probe {i} would have two mates (PFE DIR_FAR allows at most one)")
+            raise DataFormatError(
+                fb,
+                f"line {lb}" if lb is not None else None,
+                f"subject {int(joined_subjects[cols[1]])} has a second template in G1+G2 (first: {first}); "
+                f"probe {i} would have two mates (PFE DIR_FAR allows at most one)",
+            )
     mated = np.array([len(c) == 1 for c in mates], bool)
     mate_col = np.array([c[0] if c else -1 for c in mates], np.int64)
 
@@ -310,7 +318,9 @@ def _as_int32(ids) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------- fusion
 
 
-def average_fuse(features: np.ndarray, groups: Sequence[Sequence[int]], eps: float = FUSE_EPS) -> tuple[np.ndarray, np.ndarray]:
+def average_fuse(
+    features: np.ndarray, groups: Sequence[Sequence[int]], eps: float = FUSE_EPS
+) -> tuple[np.ndarray, np.ndarray]:
     """AdaFace ``average_fuse``: per group, the mean of its rows (float64), divided by (L2 norm + ``eps``); an
     empty group gives a zero vector. Returns ``(templates (T, D) float32, empty mask (T,))``."""
     features = np.asarray(features)
@@ -332,7 +342,12 @@ class IJBSEvaluation:
     """IJB-S V2S / V2B / V2V on one IJB-S folder (``<root>/protocols`` CSVs, aligned crops in ``<root>/aligned``
     unless ``aligned_root`` says otherwise)."""
 
-    def __init__(self, root: str | os.PathLike, settings: IJBSSettings = IJBSSettings(), aligned_root: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        settings: IJBSSettings = IJBSSettings(),
+        aligned_root: str | os.PathLike | None = None,
+    ):
         self.root = os.fspath(root)
         self.protocol: IJBSProtocol = read_ijbs(self.root)
         self.settings = settings
@@ -369,11 +384,15 @@ class IJBSEvaluation:
                     crop_hw.append(im.shape[:2])
                 elif im.shape[:2] != crop_hw[0]:
                     h, w = crop_hw[0]
-                    raise DataFormatError(full, "shape", f"aligned crop is {im.shape[1]}x{im.shape[0]}, others are {w}x{h}")
+                    raise DataFormatError(
+                        full, "shape", f"aligned crop is {im.shape[1]}x{im.shape[0]}, others are {w}x{h}"
+                    )
                 imgs.append(im)
             x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2)
             if s.input_size is not None and tuple(x.shape[-2:]) != (s.input_size, s.input_size):
-                x = F.interpolate(x.float(), size=(s.input_size, s.input_size), mode="bilinear", align_corners=False, antialias=True)
+                x = F.interpolate(
+                    x.float(), size=(s.input_size, s.input_size), mode="bilinear", align_corners=False, antialias=True
+                )
                 x = x.round_().clamp_(0, 255).to(torch.uint8)
             return x
 
@@ -415,11 +434,15 @@ class IJBSEvaluation:
             norms = np.linalg.norm(mat, axis=1, keepdims=True)
             if (norms == 0).any():
                 i = int(np.flatnonzero(norms[:, 0] == 0)[0])
-                raise DataFormatError(where, f"row {i}", f"all-zero feature of {paths[i]!r} cannot be L2-normalised (frame_norm)")
+                raise DataFormatError(
+                    where, f"row {i}", f"all-zero feature of {paths[i]!r} cannot be L2-normalised (frame_norm)"
+                )
             mat = mat / norms
         return index, mat
 
-    def evaluate_features(self, features, *, features_path: str | os.PathLike | None = None, return_items: bool = False):
+    def evaluate_features(
+        self, features, *, features_path: str | os.PathLike | None = None, return_items: bool = False
+    ):
         """Metrics from per-image features: a ``{path: vector}`` dict or ``(paths, (N, D) matrix)``, paths relative
         to the aligned root (``<subject>/videos_<vid>_<frame>.jpg``, ``<subject>/img_<id>.jpg``). Protocol images
         without a feature are alignment failures (counted); features of other images are ignored (counted).
@@ -456,11 +479,18 @@ class IJBSEvaluation:
             rows_2 = [row_of[t] for t in g2]
             subj = lambda ts: np.array([proto.templates[t].subject for t in ts], np.int64)  # noqa: E731
             out = identification_metrics(
-                fused[rows_p], fused[rows_1], fused[rows_2], subj(probes), subj(g1), subj(g2),
-                ranks=self.settings.ranks, fpirs=self.settings.fpirs,
+                fused[rows_p],
+                fused[rows_1],
+                fused[rows_2],
+                subj(probes),
+                subj(g1),
+                subj(g2),
+                ranks=self.settings.ranks,
+                fpirs=self.settings.fpirs,
                 g1_where=(f1, [proto.templates[t].line for t in g1]),
                 g2_where=(f2, [proto.templates[t].line for t in g2]),
-                return_items=return_items, empty=(empty[rows_p], empty[rows_1], empty[rows_2]),
+                return_items=return_items,
+                empty=(empty[rows_p], empty[rows_1], empty[rows_2]),
             )
             for key, arr in out.pop("items", {}).items():
                 items[f"{name}/{key}"] = arr
@@ -470,8 +500,12 @@ class IJBSEvaluation:
             c["empty_probe_templates"] = int(empty[rows_p].sum()) if rows_p else 0
             for gname, rows in (("G1", rows_1), ("G2", rows_2)):
                 b = out["by_gallery"][gname]
-                c[gname] = {"templates": b["templates"], "empty_templates": int(empty[rows].sum()) if rows else 0,
-                            "mated": b["mated"], "non_mated": b["non_mated"]}
+                c[gname] = {
+                    "templates": b["templates"],
+                    "empty_templates": int(empty[rows].sum()) if rows else 0,
+                    "mated": b["mated"],
+                    "non_mated": b["non_mated"],
+                }
             per_protocol_counts[name] = c
         result["by_gallery"] = by_gallery
         n_frames = sum(map(is_frame, listed))
@@ -495,7 +529,9 @@ class IJBSEvaluation:
 
     def evaluate(self, model, batch_size: int = 64, device="cpu", return_items: bool = False):
         """:meth:`extract_features` then :meth:`evaluate_features` (missing crops counted as alignment failures)."""
-        out = self.evaluate_features(self.extract_features(model, batch_size=batch_size, device=device), return_items=return_items)
+        out = self.evaluate_features(
+            self.extract_features(model, batch_size=batch_size, device=device), return_items=return_items
+        )
         res = out[0] if return_items else out
         res["input"]["features"] = f"model on {self.aligned_root}"
         return out

@@ -79,7 +79,7 @@ def parse(key: str) -> MetricKey:
         raise ValueError(f"{key!r} is not a metric key")
     head = key.split("@")[0]
     block = head.rsplit(".", 1)[0] if "." in head else ""
-    metric = key[len(block) + 1:] if block else key
+    metric = key[len(block) + 1 :] if block else key
     m = _METRIC.fullmatch(metric)
     if m is None:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", metric):
@@ -110,8 +110,13 @@ def _alt(texts: Iterable[str]) -> str:
     return "(?:" + "|".join(re.escape(t) for t in texts) + ")"
 
 
-def pattern(blocks: Iterable[str | None] = (None,), tar: Iterable[float] = (), rank: bool = False,
-            tpir: Iterable[tuple[str, float | str]] = (), names: Iterable[str] = ()) -> re.Pattern:
+def pattern(
+    blocks: Iterable[str | None] = (None,),
+    tar: Iterable[float] = (),
+    rank: bool = False,
+    tpir: Iterable[tuple[str, float | str]] = (),
+    names: Iterable[str] = (),
+) -> re.Pattern:
     """The regex of the keys a benchmark's rows may have: any of ``blocks`` (None: no block) followed by
     ``tar@<far>`` for the FARs ``tar``, ``rank<k>`` for any k (``rank``), ``tpir@<at>=<x>`` for the ``(at, x)`` of
     ``tpir``, or one of ``names``. Written with the writers above, so that it matches exactly what they write."""

@@ -36,8 +36,17 @@ from dataclasses import dataclass
 
 from harness.core.errors import DataFormatError
 
-__all__ = ["KINDS", "BENCHMARK_PATHS", "REC_TRAIN_SETS", "data_provenance", "dataset_kind", "DataProvenance",
-           "doc_provenance", "row_benchmark", "data_label"]
+__all__ = [
+    "KINDS",
+    "BENCHMARK_PATHS",
+    "REC_TRAIN_SETS",
+    "data_provenance",
+    "dataset_kind",
+    "DataProvenance",
+    "doc_provenance",
+    "row_benchmark",
+    "data_label",
+]
 
 KINDS = ("synthface", "real", "mixed", "unknown")
 MANIFEST = "synthface.json"
@@ -95,8 +104,17 @@ def _manifest_summary(release: str) -> dict:
         return out
     if isinstance(m, dict):
         cfg = m.get("config") if isinstance(m.get("config"), dict) else {}
-        out.update({k: v for k, v in (("format_version", m.get("format_version")), ("size", cfg.get("size")),
-                                      ("seed", cfg.get("seed"))) if v is not None})
+        out.update(
+            {
+                k: v
+                for k, v in (
+                    ("format_version", m.get("format_version")),
+                    ("size", cfg.get("size")),
+                    ("seed", cfg.get("seed")),
+                )
+                if v is not None
+            }
+        )
     return out
 
 
@@ -122,7 +140,10 @@ def data_provenance(release: str, rec: str | None = None, benchmarks: Iterable[s
     if rec:
         src = dataset_kind(release, [rec])
         src["rec"] = str(rec)
-        src["train_set"] = {"synthface": "SynthFace", "real": REC_TRAIN_SETS.get(os.path.basename(os.path.normpath(rec)))}.get(src["kind"])
+        src["train_set"] = {
+            "synthface": "SynthFace",
+            "real": REC_TRAIN_SETS.get(os.path.basename(os.path.normpath(rec))),
+        }.get(src["kind"])
         out["source"] = src
     benches = {}
     for b in benchmarks:
@@ -157,19 +178,31 @@ class DataProvenance:
 
 
 def _check_entry(entry, path: str) -> None:
-    if not isinstance(entry, dict) or not isinstance(entry.get("root"), str) or not isinstance(entry.get("benchmarks"), dict):
+    if (
+        not isinstance(entry, dict)
+        or not isinstance(entry.get("root"), str)
+        or not isinstance(entry.get("benchmarks"), dict)
+    ):
         raise DataFormatError(path, "field data", "must be an object with root (text) and benchmarks (object)")
     parts = list(entry["benchmarks"].items()) + ([("source", entry["source"])] if "source" in entry else [])
     for name, d in parts:
         if not isinstance(d, dict) or d.get("kind") not in KINDS:
-            raise DataFormatError(path, f"field data.{'source' if name == 'source' else 'benchmarks.' + name}",
-                                  f"kind must be one of {', '.join(KINDS)}, got {d.get('kind') if isinstance(d, dict) else d!r}")
+            raise DataFormatError(
+                path,
+                f"field data.{'source' if name == 'source' else 'benchmarks.' + name}",
+                f"kind must be one of {', '.join(KINDS)}, got {d.get('kind') if isinstance(d, dict) else d!r}",
+            )
 
 
 def doc_provenance(doc: dict, path: str) -> DataProvenance:
     """The data provenance of the result document ``doc`` (read from ``path``; see the module docstring)."""
-    benches = sorted({row_benchmark(r["benchmark"]) for r in doc.get("results", []) if isinstance(r, dict)
-                      and isinstance(r.get("benchmark"), str)})
+    benches = sorted(
+        {
+            row_benchmark(r["benchmark"])
+            for r in doc.get("results", [])
+            if isinstance(r, dict) and isinstance(r.get("benchmark"), str)
+        }
+    )
     entry = doc.get("data")
     if entry is not None:
         _check_entry(entry, path)
@@ -179,27 +212,34 @@ def doc_provenance(doc: dict, path: str) -> DataProvenance:
         data = cfg.get("data") if isinstance(cfg, dict) else None
         release = data.get("release") if isinstance(data, dict) else None
         if not isinstance(release, str) or not release:
-            return DataProvenance(None, "unknown", None, {b: "unknown" for b in benches}, {},
-                                  "the result records no data release")
+            return DataProvenance(
+                None, "unknown", None, {b: "unknown" for b in benches}, {}, "the result records no data release"
+            )
         rec = data.get("rec") if isinstance(data.get("rec"), str) else None
         entry = data_provenance(release, rec, benches)
         how = f"looked up now at {release}" + ("" if os.path.isdir(release) else " (not found here)")
     src = entry.get("source", {})
     kinds = {b: entry["benchmarks"].get(b, {}).get("kind", "unknown") for b in benches}
-    releases = {b: entry["benchmarks"][b]["release"] for b in benches
-                if kinds[b] == "synthface" and isinstance(entry["benchmarks"][b].get("release"), str)}
+    releases = {
+        b: entry["benchmarks"][b]["release"]
+        for b in benches
+        if kinds[b] == "synthface" and isinstance(entry["benchmarks"][b].get("release"), str)
+    }
     train_set = src.get("train_set") if isinstance(src.get("train_set"), str) else None
     return DataProvenance(entry["root"], src.get("kind", "unknown"), train_set, kinds, releases, how)
 
 
 # ---------------------------------------------------------------------------------------------------- labels
 
+
 def _kind_text(kind: str, where: list[str]) -> str:
     at = f" at {', '.join(where)}" if where else ""
-    return {"synthface": f"SynthFace (a procedural stand-in benchmark; not the paper's data){at}",
-            "real": f"the real benchmark data{at}",
-            "mixed": f"a data root mixing SynthFace and real folders within one dataset{at}",
-            "unknown": "unknown data"}[kind]
+    return {
+        "synthface": f"SynthFace (a procedural stand-in benchmark; not the paper's data){at}",
+        "real": f"the real benchmark data{at}",
+        "mixed": f"a data root mixing SynthFace and real folders within one dataset{at}",
+        "unknown": "unknown data",
+    }[kind]
 
 
 def data_label(entries: Iterable[tuple[str, DataProvenance]], benchmarks: Iterable[str]) -> tuple[str, str]:

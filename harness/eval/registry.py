@@ -30,10 +30,34 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Column", "Section", "CliCommand", "Curve", "DataEntry", "Benchmark", "register_benchmark", "REGISTRY",
-           "MODULES", "load", "benchmarks", "get_benchmark", "config_names", "row_names", "benchmark_of_row",
-           "row_metrics", "metric_value", "MISSING", "check_eval_config", "sections", "cli_commands", "metric_patterns", "data_files", "curves", "data_entries",
-           "evaluate_all"]
+__all__ = [
+    "Column",
+    "Section",
+    "CliCommand",
+    "Curve",
+    "DataEntry",
+    "Benchmark",
+    "register_benchmark",
+    "REGISTRY",
+    "MODULES",
+    "load",
+    "benchmarks",
+    "get_benchmark",
+    "config_names",
+    "row_names",
+    "benchmark_of_row",
+    "row_metrics",
+    "metric_value",
+    "MISSING",
+    "check_eval_config",
+    "sections",
+    "cli_commands",
+    "metric_patterns",
+    "data_files",
+    "curves",
+    "data_entries",
+    "evaluate_all",
+]
 
 #: The modules whose import registers the benchmarks, in registration order (an explicit list, as
 #: ``methods/__init__.py`` lists the methods).

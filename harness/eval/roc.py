@@ -27,8 +27,19 @@ from collections.abc import Iterable
 
 import numpy as np
 
-__all__ = ["DEFAULT_FARS", "roc_curve", "roc_auc", "auc_from_roc", "tar_at_far", "tar_at_far_from_roc", "far_key",
-           "check_labels", "check_roc_inputs", "roc_sorted", "vertices_dense"]
+__all__ = [
+    "DEFAULT_FARS",
+    "roc_curve",
+    "roc_auc",
+    "auc_from_roc",
+    "tar_at_far",
+    "tar_at_far_from_roc",
+    "far_key",
+    "check_labels",
+    "check_roc_inputs",
+    "roc_sorted",
+    "vertices_dense",
+]
 
 #: The six FARs insightface prints for IJB-B/IJB-C.
 DEFAULT_FARS: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)

@@ -96,9 +96,15 @@ class TinyFaceSettings:
         if self.ties not in _TIES:
             raise ValueError(f"ties must be one of {_TIES}, got {self.ties!r}")
         if self.normalization != NORMALIZATION:
-            raise ValueError(f"normalization must be {NORMALIZATION!r} (the only one supported), got {self.normalization!r}")
+            raise ValueError(
+                f"normalization must be {NORMALIZATION!r} (the only one supported), got {self.normalization!r}"
+            )
         if self.input_size is not None:
-            if isinstance(self.input_size, bool) or not isinstance(self.input_size, (int, np.integer)) or self.input_size <= 0:
+            if (
+                isinstance(self.input_size, bool)
+                or not isinstance(self.input_size, (int, np.integer))
+                or self.input_size <= 0
+            ):
                 raise ValueError(f"input_size must be a positive int or None, got {self.input_size!r}")
             object.__setattr__(self, "input_size", int(self.input_size))
         ranks = tuple(int(r) for r in self.ranks)
@@ -119,7 +125,8 @@ class TinyFaceSettings:
             "feature_norm": "L2 per image in extraction (AdaFace l2_norm)",
             "faceness": False,
             "pooling": "none (one image per probe / gallery entry)",
-            "score": "float32 inner product of the features as given" + (", each row L2-normalised first" if self.l2_normalize else ""),
+            "score": "float32 inner product of the features as given"
+            + (", each row L2-normalised first" if self.l2_normalize else ""),
             "score_dtype": "float32",
             "l2_normalize": self.l2_normalize,
             "ties": self.ties,
@@ -151,7 +158,9 @@ def closed_set_cmc(
     gallery_labels = np.asarray(gallery_labels).reshape(-1)
     n_g = gallery.shape[0]
     if probe.shape[0] != probe_labels.shape[0] or n_g != gallery_labels.shape[0]:
-        raise ValueError(f"labels do not match features: {probe.shape[0]}/{probe_labels.shape[0]} probes, {n_g}/{gallery_labels.shape[0]} gallery")
+        raise ValueError(
+            f"labels do not match features: {probe.shape[0]}/{probe_labels.shape[0]} probes, {n_g}/{gallery_labels.shape[0]} gallery"
+        )
     ranks = [int(r) for r in ranks]
     k = min(max(ranks), n_g)
     _, idx = chunked_topk(probe, gallery, k, max_bytes=max_bytes, ties=ties)
@@ -167,7 +176,9 @@ def closed_set_cmc(
         return out
     k_max = max(ranks)
     first_mate = np.where(mated, np.where(first < k, first, k_max), -1)
-    if probe_labels.size and (probe_labels.min() < np.iinfo(np.int32).min or probe_labels.max() > np.iinfo(np.int32).max):
+    if probe_labels.size and (
+        probe_labels.min() < np.iinfo(np.int32).min or probe_labels.max() > np.iinfo(np.int32).max
+    ):
         raise ValueError(f"identity labels do not fit int32 (range {probe_labels.min()} .. {probe_labels.max()})")
     rank_dtype = np.int16 if k_max <= np.iinfo(np.int16).max else np.int32
     return out, {"probe_subject": probe_labels.astype(np.int32), "first_mate": first_mate.astype(rank_dtype)}
@@ -192,13 +203,21 @@ def _check_feats(x, n: int, what: str, where: str) -> np.ndarray:
 class TinyFaceEvaluation:
     """TinyFace identification on one dataset root (AdaFace's ``tinyface_root``; a SynthFace release folder)."""
 
-    def __init__(self, root: str | os.PathLike, aligned: str = DEFAULT_ALIGNED, settings: TinyFaceSettings = TinyFaceSettings()):
+    def __init__(
+        self, root: str | os.PathLike, aligned: str = DEFAULT_ALIGNED, settings: TinyFaceSettings = TinyFaceSettings()
+    ):
         self.protocol: TinyFaceProtocol = read_tinyface(root, aligned)
         self.root = self.protocol.root
         self.settings = settings
 
-    def evaluate_features(self, probe: np.ndarray, gallery: np.ndarray, *, features_path: str | os.PathLike | None = None,
-                          return_items: bool = False):
+    def evaluate_features(
+        self,
+        probe: np.ndarray,
+        gallery: np.ndarray,
+        *,
+        features_path: str | os.PathLike | None = None,
+        return_items: bool = False,
+    ):
         """Rank-k from flip-fused features, scored as given (``settings.l2_normalize``: each row L2-normalised
         first): ``probe`` (P, D) in the protocol's probe order, ``gallery`` (G, D) = Gallery_Match then
         Gallery_Distractor rows in the protocol's order.
@@ -217,8 +236,15 @@ class TinyFaceEvaluation:
             raise DataFormatError(where, "dim", f"probe width {probe.shape[1]} != gallery width {gallery.shape[1]}")
         if self.settings.l2_normalize:
             probe, gallery = l2_normalize(probe), l2_normalize(gallery)
-        cmc = closed_set_cmc(probe.astype(np.float32, copy=False), gallery.astype(np.float32, copy=False), pr.probe_labels, pr.gallery_labels,
-                             self.settings.ranks, self.settings.ties, return_items=return_items)
+        cmc = closed_set_cmc(
+            probe.astype(np.float32, copy=False),
+            gallery.astype(np.float32, copy=False),
+            pr.probe_labels,
+            pr.gallery_labels,
+            self.settings.ranks,
+            self.settings.ties,
+            return_items=return_items,
+        )
         if return_items:
             cmc, items = cmc
         counts = pr.counts()
@@ -244,7 +270,11 @@ class TinyFaceEvaluation:
         if len(groups) > 1:  # one size per aligned folder, as the IJB-S and target-crop readers require
             first = imgs[0].shape[:2]
             odd = next(i for i, im in enumerate(imgs) if im.shape[:2] != first)
-            raise DataFormatError(paths[odd], "size", f"aligned crop is {imgs[odd].shape[1]}x{imgs[odd].shape[0]}, expected {first[1]}x{first[0]} like {paths[0]}")
+            raise DataFormatError(
+                paths[odd],
+                "size",
+                f"aligned crop is {imgs[odd].shape[1]}x{imgs[odd].shape[0]}, expected {first[1]}x{first[0]} like {paths[0]}",
+            )
         h, w = (size, size) if size is not None else next(iter(groups))
         out = torch.empty((len(imgs), 3, h, w), dtype=torch.uint8)
         for (gh, gw), idx in groups.items():
@@ -268,7 +298,9 @@ class TinyFaceEvaluation:
 
         s = self.settings
         paths = self.protocol.probe_paths + self.protocol.gallery_paths
-        out = embed_batches(model, len(paths), lambda a, e: self._load(paths[a:e]), batch_size, device, s.channel_order, s.flip)
+        out = embed_batches(
+            model, len(paths), lambda a, e: self._load(paths[a:e]), batch_size, device, s.channel_order, s.flip
+        )
         out = np.asarray(out, np.float32)
         norm = np.sqrt(np.sum(out * out, axis=1, keepdims=True, dtype=np.float32))
         out = out / np.where(norm == 0, np.float32(1), norm)

@@ -43,11 +43,18 @@ def evaluate_validation(cfg, backbone, device: str, with_items: bool) -> list:
 
 _COLUMNS = tuple(Column(ROW, tar_key(x), far_label(x), None) for x in TABLE_FARS[2:] + (1e-2,))
 
-register_benchmark(Benchmark(
-    NAME, (ROW,), evaluate_validation, verification_metrics,
-    (Section("validation", f"{ROW} (model selection only, not a test set): TAR@FAR, %", _COLUMNS),),
-    (IJB11,), (),
-    (),  # no harness.check_data entry: not part of the default data (python -m harness.synthface --validation)
-    "validation 1:1 verification for model selection (not evaluated by default)",
-    data_files=lambda name, rec: {ROW: (FOLDER,)},
-    metric_patterns={ROW: VERIFICATION_KEYS}))
+register_benchmark(
+    Benchmark(
+        NAME,
+        (ROW,),
+        evaluate_validation,
+        verification_metrics,
+        (Section("validation", f"{ROW} (model selection only, not a test set): TAR@FAR, %", _COLUMNS),),
+        (IJB11,),
+        (),
+        (),  # no harness.check_data entry: not part of the default data (python -m harness.synthface --validation)
+        "validation 1:1 verification for model selection (not evaluated by default)",
+        data_files=lambda name, rec: {ROW: (FOLDER,)},
+        metric_patterns={ROW: VERIFICATION_KEYS},
+    )
+)

@@ -35,16 +35,33 @@ from harness.data.verification_bin import VerificationBin, read_bin
 from harness.core.errors import DataFormatError
 from harness.eval.registry import Benchmark, CliCommand, Column, DataEntry, Section, register_benchmark
 
-__all__ = ["THRESHOLDS", "FOLDS", "KNOWN_SETS", "fold_slices", "ten_fold_accuracy", "fuse_embeddings",
-           "BinSettings", "VerificationBinEvaluation", "find_bin"]
+__all__ = [
+    "THRESHOLDS",
+    "FOLDS",
+    "KNOWN_SETS",
+    "fold_slices",
+    "ten_fold_accuracy",
+    "fuse_embeddings",
+    "BinSettings",
+    "VerificationBinEvaluation",
+    "find_bin",
+]
 
 THRESHOLDS = np.arange(0, 4, 0.01)  # insightface evaluate(): np.arange(0, 4, 0.01)
 FOLDS = 10
 #: The sets a result row may be named after: insightface's dataset zoo (``faces_emore`` and friends ship lfw,
 #: cfp_fp, cfp_ff, agedb_30, calfw, cplfw, vgg2_fp) and SynthFace's stand-in.
 KNOWN_SETS = ("lfw", "cfp_fp", "cfp_ff", "agedb_30", "calfw", "cplfw", "vgg2_fp", "synth_lfw")
-_LABELS = {"lfw": "LFW", "cfp_fp": "CFP-FP", "cfp_ff": "CFP-FF", "agedb_30": "AgeDB-30", "calfw": "CALFW",
-           "cplfw": "CPLFW", "vgg2_fp": "VGG2-FP", "synth_lfw": "SynthFace LFW"}
+_LABELS = {
+    "lfw": "LFW",
+    "cfp_fp": "CFP-FP",
+    "cfp_ff": "CFP-FF",
+    "agedb_30": "AgeDB-30",
+    "calfw": "CALFW",
+    "cplfw": "CPLFW",
+    "vgg2_fp": "VGG2-FP",
+    "synth_lfw": "SynthFace LFW",
+}
 
 
 def fold_slices(n: int, folds: int = FOLDS) -> list[slice]:
@@ -88,8 +105,13 @@ def ten_fold_accuracy(dist, issame, thresholds=THRESHOLDS, folds: int = FOLDS) -
         t = thresholds[int(np.argmax(_accuracy(dist[train], issame[train], thresholds)))]
         accs.append(float(_accuracy(dist[test], issame[test], np.array([t]))[0]))
         best.append(float(t))
-    return {"accuracy": float(np.mean(accs)), "accuracy_std": float(np.std(accs)), "fold_accuracy": accs,
-            "fold_threshold": best, "fold": fold}
+    return {
+        "accuracy": float(np.mean(accs)),
+        "accuracy_std": float(np.std(accs)),
+        "fold_accuracy": accs,
+        "fold_threshold": best,
+        "fold": fold,
+    }
 
 
 def fuse_embeddings(feats: np.ndarray, flip_concat: bool = False, flip: str = "sum") -> np.ndarray:
@@ -115,9 +137,16 @@ class BinSettings:
     input_size: int = 112
 
     def knobs(self) -> dict:
-        return {"flip": self.flip, "channel_order": self.channel_order, "input_size": self.input_size,
-                "folds": FOLDS, "thresholds": "arange(0, 4, 0.01)", "distance": "squared L2 of L2-normalised embeddings",
-                "decision": "dist < threshold", "protocol": "insightface verification.py 10-fold accuracy"}
+        return {
+            "flip": self.flip,
+            "channel_order": self.channel_order,
+            "input_size": self.input_size,
+            "folds": FOLDS,
+            "thresholds": "arange(0, 4, 0.01)",
+            "distance": "squared L2 of L2-normalised embeddings",
+            "decision": "dist < threshold",
+            "protocol": "insightface verification.py 10-fold accuracy",
+        }
 
 
 class VerificationBinEvaluation:
@@ -140,13 +169,17 @@ class VerificationBinEvaluation:
         load = lambda a, b: torch.from_numpy(self.data.decode(s.input_size, a, b))  # noqa: E731
         return embed_batches(model, len(self.data.images), load, batch_size, device, s.channel_order, s.flip)
 
-    def evaluate_features(self, feats, flip_concat: bool = False, features_path: str | None = None,
-                          return_items: bool = False):
+    def evaluate_features(
+        self, feats, flip_concat: bool = False, features_path: str | None = None, return_items: bool = False
+    ):
         feats = np.asarray(feats)
         n = len(self.data.images)
         if feats.ndim != 2 or feats.shape[0] != n:
-            raise DataFormatError(features_path or self.data.path, "rows",
-                                  f"features of shape {feats.shape}, expected ({n}, D): one row per image of {self.data.path}")
+            raise DataFormatError(
+                features_path or self.data.path,
+                "rows",
+                f"features of shape {feats.shape}, expected ({n}, D): one row per image of {self.data.path}",
+            )
         if not np.all(np.isfinite(feats)):
             raise DataFormatError(features_path or self.data.path, "values", "features hold NaN or infinite values")
         emb = fuse_embeddings(feats, flip_concat, self.settings.flip)
@@ -155,11 +188,17 @@ class VerificationBinEvaluation:
         knobs = self.settings.knobs()
         if features_path is not None:
             knobs["flip"] = self.settings.flip if flip_concat else "as given"
-        row = {"benchmark": self.name, "protocol": "10-fold accuracy", "bin": os.path.abspath(self.data.path),
-               "accuracy": res["accuracy"], "accuracy_std": res["accuracy_std"], "fold_accuracy": res["fold_accuracy"],
-               "fold_threshold": res["fold_threshold"],
-               "counts": {"pairs": len(self.data), "genuine": int(self.data.issame.sum()), "images": n},
-               "knobs": knobs}
+        row = {
+            "benchmark": self.name,
+            "protocol": "10-fold accuracy",
+            "bin": os.path.abspath(self.data.path),
+            "accuracy": res["accuracy"],
+            "accuracy_std": res["accuracy_std"],
+            "fold_accuracy": res["fold_accuracy"],
+            "fold_threshold": res["fold_threshold"],
+            "counts": {"pairs": len(self.data), "genuine": int(self.data.issame.sum()), "images": n},
+            "knobs": knobs,
+        }
         if not return_items:
             return row
         return row, {"dist": dist, "issame": self.data.issame.copy(), "fold": res["fold"]}
@@ -221,10 +260,14 @@ def run_bin(args) -> tuple[dict, str]:
         raise ValueError("--benchmark bin needs --bin-set NAME (e.g. lfw: ROOT/lfw.bin)")
     ev = VerificationBinEvaluation(find_bin(args.release, args.bin_set), BinSettings(flip=args.flip or "sum"))
     row = ev.evaluate_features(load_features(args.features), bool(args.flip_concat), args.features)
-    row["input"] = {"note": "precomputed features: the extraction knobs (channel order, input size) describe the "
-                            "harness's own extractor and were not applied"}
-    text = (f"{row['benchmark']} 10-fold accuracy (%): {100 * row['accuracy']:.2f} +- {100 * row['accuracy_std']:.2f}\n"
-            f"  {row['counts']['pairs']} pairs ({row['counts']['genuine']} genuine), {row['counts']['images']} images")
+    row["input"] = {
+        "note": "precomputed features: the extraction knobs (channel order, input size) describe the "
+        "harness's own extractor and were not applied"
+    }
+    text = (
+        f"{row['benchmark']} 10-fold accuracy (%): {100 * row['accuracy']:.2f} +- {100 * row['accuracy_std']:.2f}\n"
+        f"  {row['counts']['pairs']} pairs ({row['counts']['genuine']} genuine), {row['counts']['images']} images"
+    )
     return row, text
 
 
@@ -241,8 +284,11 @@ def write_order_bin(args) -> list[str]:
 
 def add_bin_arguments(ap) -> None:
     g = ap.add_argument_group("bin")
-    g.add_argument("--bin-set", metavar="NAME", help="the verification set: ROOT/NAME.bin (lfw, cfp_fp, agedb_30, ...); "
-                                                    "also takes --flip-concat and --flip")
+    g.add_argument(
+        "--bin-set",
+        metavar="NAME",
+        help="the verification set: ROOT/NAME.bin (lfw, cfp_fp, agedb_30, ...); also takes --flip-concat and --flip",
+    )
 
 
 def _probe(root: str, rec: str) -> str | None:
@@ -255,19 +301,45 @@ def _probe(root: str, rec: str) -> str | None:
 
 
 _SECTION = Section(
-    "bins", "Verification sets (insightface .bin): 10-fold accuracy (flip-fused, best threshold of 9 folds applied to "
-            "the 10th), mean over folds, %",
-    tuple(Column(s, "accuracy", _LABELS[s], None) for s in KNOWN_SETS))
+    "bins",
+    "Verification sets (insightface .bin): 10-fold accuracy (flip-fused, best threshold of 9 folds applied to "
+    "the 10th), mean over folds, %",
+    tuple(Column(s, "accuracy", _LABELS[s], None) for s in KNOWN_SETS),
+)
 
-BIN_CLI = CliCommand("bin", "insightface .bin verification sets", run_bin, write_order_bin,
-                     ("bin_set", "flip_concat", "flip"), add_arguments=add_bin_arguments,
-                     order_help="bin           .npy, one row per image of --bin-set NAME (pair i = rows 2i, 2i+1); FILE = "
-                                "<bin path>:<index> per row")
+BIN_CLI = CliCommand(
+    "bin",
+    "insightface .bin verification sets",
+    run_bin,
+    write_order_bin,
+    ("bin_set", "flip_concat", "flip"),
+    add_arguments=add_bin_arguments,
+    order_help="bin           .npy, one row per image of --bin-set NAME (pair i = rows 2i, 2i+1); FILE = "
+    "<bin path>:<index> per row",
+)
 
-register_benchmark(Benchmark(
-    "VerificationBins", KNOWN_SETS, _evaluate, _metrics, (_SECTION,), (BIN_CLI,), (),
-    (DataEntry("bins", "verification sets (.bin)", ("{rec}",),
-               "insightface's dataset zoo (recognition/_datasets_): lfw.bin, cfp_fp.bin, agedb_30.bin in faces_emore",
-               probe=_probe, default=False),),
-    "insightface .bin verification sets, 10-fold accuracy", _check, _data_files,
-    {s: re.compile(r"accuracy(?:_std)?") for s in KNOWN_SETS}))
+register_benchmark(
+    Benchmark(
+        "VerificationBins",
+        KNOWN_SETS,
+        _evaluate,
+        _metrics,
+        (_SECTION,),
+        (BIN_CLI,),
+        (),
+        (
+            DataEntry(
+                "bins",
+                "verification sets (.bin)",
+                ("{rec}",),
+                "insightface's dataset zoo (recognition/_datasets_): lfw.bin, cfp_fp.bin, agedb_30.bin in faces_emore",
+                probe=_probe,
+                default=False,
+            ),
+        ),
+        "insightface .bin verification sets, 10-fold accuracy",
+        _check,
+        _data_files,
+        {s: re.compile(r"accuracy(?:_std)?") for s in KNOWN_SETS},
+    )
+)

@@ -75,16 +75,28 @@ def job_state(job_dir: str) -> tuple[str, str]:
 #: ``python -m harness.run`` with SIGINT restored to Python's KeyboardInterrupt: a process started in the background
 #: by a shell without job control (``cmd &``, ``nohup``) inherits SIGINT ignored, and then :meth:`JobRunner.interrupt`
 #: could not stop the run cleanly (its ``finally`` blocks release its locks)
-RUN_MODULE = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-              "runpy.run_module('harness.run', run_name='__main__', alter_sys=True)")
+RUN_MODULE = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('harness.run', run_name='__main__', alter_sys=True)"
+)
 
 
 def job_command(job_dir: str, gpus: int = 1) -> list[str]:
     """The command of a job: ``harness.run`` on its params file; under torchrun on ``gpus`` processes when > 1."""
     params = os.path.join(job_dir, "params.yaml")
     if gpus > 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(gpus),
-                "-m", "harness.run", "--params", params]
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(gpus),
+            "-m",
+            "harness.run",
+            "--params",
+            params,
+        ]
     return [sys.executable, "-c", RUN_MODULE, "--params", params]
 
 
@@ -120,8 +132,12 @@ class JobRunner:
             return {"hash": digest, "state": "done", "detail": "already done", "rc": 0}
         job = _read_json(os.path.join(self.job_dir, "job.json"))
         if job is None:
-            return {"hash": digest, "state": "failed", "detail": f"{self.job_dir}/job.json: missing or unreadable",
-                    "rc": 2}
+            return {
+                "hash": digest,
+                "state": "failed",
+                "detail": f"{self.job_dir}/job.json: missing or unreadable",
+                "rc": 2,
+            }
         self.lock = PathLock(os.path.join(self.job_dir, "job"), "sweep job")
         try:
             self.lock.acquire()
@@ -141,16 +157,25 @@ class JobRunner:
             log_path = os.path.join(self.job_dir, "log.txt")
             with open(log_path, "a", encoding="utf-8") as log:
                 shown = " ".join(f"{k}={v}" for k, v in self.env.items())
-                log.write(f"=== {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {socket.gethostname()} pid {os.getpid()}: "
-                          f"{shown + ' ' if shown else ''}{' '.join(cmd)}\n")
+                log.write(
+                    f"=== {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {socket.gethostname()} pid {os.getpid()}: "
+                    f"{shown + ' ' if shown else ''}{' '.join(cmd)}\n"
+                )
                 log.flush()
                 # its own session: a signal meant for the launcher (Ctrl-C, Slurm's USR2) reaches the run only
                 # through interrupt(), which asks it to stop cleanly
-                self.proc = subprocess.Popen(cmd, cwd=job["cwd"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL, start_new_session=True)
+                self.proc = subprocess.Popen(
+                    cmd,
+                    cwd=job["cwd"],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
                 try:
                     while (rc := self.proc.poll()) is None:  # polling, never a blocking wait: interrupt() may
-                        time.sleep(0.2)                      # run in a signal handler meanwhile (see there)
+                        time.sleep(0.2)  # run in a signal handler meanwhile (see there)
                 except BaseException:
                     self.interrupt()
                     raise
@@ -159,9 +184,10 @@ class JobRunner:
             if self.interrupted:  # stopped for a requeue: not a failure; the next attempt resumes
                 return {"hash": digest, "state": "missing", "detail": "stopped for a requeue", "rc": rc}
             line = error_line(log_path) if rc != 0 else "exited 0 without a result document"
-            write_json_atomic({"rc": rc, "error": line, "host": socket.gethostname(),
-                               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
-                              os.path.join(self.job_dir, "failed.json"))
+            write_json_atomic(
+                {"rc": rc, "error": line, "host": socket.gethostname(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+                os.path.join(self.job_dir, "failed.json"),
+            )
             return {"hash": digest, "state": "failed", "detail": line, "rc": rc}
         finally:
             self.lock.release()
@@ -187,8 +213,14 @@ class JobRunner:
             self.lock.release()
 
     def __getstate__(self) -> dict:  # pickled by submitit for a requeue: the child and the lock stay behind
-        return {"job_dir": self.job_dir, "gpus": self.gpus, "env": self.env, "proc": None, "lock": None,
-                "interrupted": False}
+        return {
+            "job_dir": self.job_dir,
+            "gpus": self.gpus,
+            "env": self.env,
+            "proc": None,
+            "lock": None,
+            "interrupted": False,
+        }
 
 
 def sweep_states(sweep_dir: str, plan: dict) -> list[dict]:

@@ -54,12 +54,33 @@ LAUNCHERS = ("local", "slurm")
 #: harness.run keys that say where outputs go or how often it logs: not part of a job's identity
 NOT_HASHED = ("out", "checkpoint", "result", "metrics", "log_every", "resume", "checkpoint_every")
 
-SLURM_KEYS = {"partition": str, "gpus_per_node": int, "cpus_per_task": int, "time": int, "mem_gb": (int, float),
-              "array_parallelism": int, "account": str, "qos": str, "constraint": str, "setup": list,
-              "max_requeue": int, "additional": dict, "job_name": str}
+SLURM_KEYS = {
+    "partition": str,
+    "gpus_per_node": int,
+    "cpus_per_task": int,
+    "time": int,
+    "mem_gb": (int, float),
+    "array_parallelism": int,
+    "account": str,
+    "qos": str,
+    "constraint": str,
+    "setup": list,
+    "max_requeue": int,
+    "additional": dict,
+    "job_name": str,
+}
 LOCAL_KEYS = {"gpus": (int, str)}
-TOP_KEYS = {"params": str, "methods": list, "seeds": list, "n_hparams": int, "overrides": dict, "observer": str,
-            "launcher": str, "local": dict, "slurm": dict}
+TOP_KEYS = {
+    "params": str,
+    "methods": list,
+    "seeds": list,
+    "n_hparams": int,
+    "overrides": dict,
+    "observer": str,
+    "launcher": str,
+    "local": dict,
+    "slurm": dict,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +103,9 @@ class Sweep:
 
 def _type_name(kind) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join({str: "a string", int: "an integer", float: "a number", list: "a list",
-                        dict: "a mapping"}[k] for k in kinds)
+    return " or ".join(
+        {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "a mapping"}[k] for k in kinds
+    )
 
 
 def _check_types(where: str, data: dict, spec: dict) -> None:
@@ -143,13 +165,20 @@ def read_sweep(path: str | None, cli: dict[str, Any]) -> Sweep:
             raise ValueError(f"{where}slurm.{key}: expected an integer >= 1, got {value!r}")
     for key, value in overrides.items():
         if key in ("method", "seed", "hparams_seed") + NOT_HASHED[:4]:
-            raise ValueError(f"{where}overrides.{key}: set by the sweep for each job (use methods, seeds, n_hparams, "
-                             "observer)")
-    return Sweep(methods=tuple(data["methods"]), seeds=tuple(data.get("seeds", (0,))),
-                 n_hparams=int(data.get("n_hparams", 1)), params=data.get("params", "params.yaml"),
-                 overrides=overrides, observer=data.get("observer", "results/runs"),
-                 launcher=data.get("launcher", "local"), local=dict(data.get("local") or {}),
-                 slurm=dict(data.get("slurm") or {}))
+            raise ValueError(
+                f"{where}overrides.{key}: set by the sweep for each job (use methods, seeds, n_hparams, observer)"
+            )
+    return Sweep(
+        methods=tuple(data["methods"]),
+        seeds=tuple(data.get("seeds", (0,))),
+        n_hparams=int(data.get("n_hparams", 1)),
+        params=data.get("params", "params.yaml"),
+        overrides=overrides,
+        observer=data.get("observer", "results/runs"),
+        launcher=data.get("launcher", "local"),
+        local=dict(data.get("local") or {}),
+        slurm=dict(data.get("slurm") or {}),
+    )
 
 
 def job_config(sweep: Sweep, method: str, seed: int, hparams_seed: int, where: str = "sweep") -> RunConfig:
@@ -163,8 +192,9 @@ def job_config(sweep: Sweep, method: str, seed: int, hparams_seed: int, where: s
         raise FileNotFoundError(f"{sweep.params}: params file not found ({where}params)")
     base = load_params(sweep.params, section="run")
     try:
-        cfg = apply_overrides(RunConfig(), base | dict(sweep.overrides)
-                              | {"method": method, "seed": seed, "hparams_seed": hparams_seed})
+        cfg = apply_overrides(
+            RunConfig(), base | dict(sweep.overrides) | {"method": method, "seed": seed, "hparams_seed": hparams_seed}
+        )
     except (KeyError, ValueError) as exc:
         raise ValueError(f"{where}overrides: {one_line(exc)}") from None
     return with_method_hparams(cfg, sweep.params, lambda m: get_method(m).hparams())
@@ -202,10 +232,23 @@ def expand(sweep: Sweep, sweep_dir: str, where: str = "sweep") -> list[dict]:
                 config = cfg.to_dict()
                 digest = job_hash(config, hparams)
                 folder = os.path.join(os.path.abspath(sweep_dir), "jobs", digest)
-                config.update(out=sweep.observer, checkpoint=os.path.join(folder, "model.pt"),
-                              result=os.path.join(folder, result_name(method, seed)), metrics="")
-                jobs.append({"hash": digest, "dir": folder, "method": method, "seed": seed, "hparams_seed": k,
-                             "hparams": hparams, "config": config})
+                config.update(
+                    out=sweep.observer,
+                    checkpoint=os.path.join(folder, "model.pt"),
+                    result=os.path.join(folder, result_name(method, seed)),
+                    metrics="",
+                )
+                jobs.append(
+                    {
+                        "hash": digest,
+                        "dir": folder,
+                        "method": method,
+                        "seed": seed,
+                        "hparams_seed": k,
+                        "hparams": hparams,
+                        "config": config,
+                    }
+                )
     return jobs
 
 
@@ -221,13 +264,22 @@ def write_jobs(sweep: Sweep, sweep_dir: str, jobs: list[dict], cwd: str | None =
     cwd = os.path.abspath(cwd or os.getcwd())
     for job in jobs:
         os.makedirs(job["dir"], exist_ok=True)
-        write_bytes_atomic(yaml.safe_dump({"run": job["config"]}, sort_keys=False).encode(),
-                           os.path.join(job["dir"], "params.yaml"))
-        write_json_atomic({"format": JOB_FORMAT, **{k: v for k, v in job.items() if k != "dir"}, "cwd": cwd},
-                          os.path.join(job["dir"], "job.json"))
-    write_json_atomic({"format": PLAN_FORMAT, "sweep": sweep.to_dict(), "cwd": cwd,
-                       "jobs": [{k: job[k] for k in ("hash", "method", "seed", "hparams_seed")} for job in jobs]},
-                      os.path.join(sweep_dir, "sweep.json"))
+        write_bytes_atomic(
+            yaml.safe_dump({"run": job["config"]}, sort_keys=False).encode(), os.path.join(job["dir"], "params.yaml")
+        )
+        write_json_atomic(
+            {"format": JOB_FORMAT, **{k: v for k, v in job.items() if k != "dir"}, "cwd": cwd},
+            os.path.join(job["dir"], "job.json"),
+        )
+    write_json_atomic(
+        {
+            "format": PLAN_FORMAT,
+            "sweep": sweep.to_dict(),
+            "cwd": cwd,
+            "jobs": [{k: job[k] for k in ("hash", "method", "seed", "hparams_seed")} for job in jobs],
+        },
+        os.path.join(sweep_dir, "sweep.json"),
+    )
 
 
 def read_plan(sweep_dir: str) -> dict:

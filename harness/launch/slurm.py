@@ -29,10 +29,19 @@ from typing import Any
 from harness.launch.jobs import JobRunner
 
 #: sweep file ``slurm.<key>`` -> submitit ``SlurmExecutor.update_parameters`` name
-SLURM_PARAMETERS = {"partition": "partition", "gpus_per_node": "gpus_per_node", "cpus_per_task": "cpus_per_task",
-                    "time": "time", "array_parallelism": "array_parallelism", "account": "account", "qos": "qos",
-                    "constraint": "constraint", "setup": "setup", "additional": "additional_parameters",
-                    "job_name": "job_name"}
+SLURM_PARAMETERS = {
+    "partition": "partition",
+    "gpus_per_node": "gpus_per_node",
+    "cpus_per_task": "cpus_per_task",
+    "time": "time",
+    "array_parallelism": "array_parallelism",
+    "account": "account",
+    "qos": "qos",
+    "constraint": "constraint",
+    "setup": "setup",
+    "additional": "additional_parameters",
+    "job_name": "job_name",
+}
 
 
 class SweepTask:
@@ -67,8 +76,13 @@ def slurm_parameters(slurm: dict, n_jobs: int) -> dict[str, Any]:
     (torchrun starts the per-GPU processes inside it), ``--gpus-per-node``, ``--cpus-per-task``, ``--time`` in
     minutes, ``--mem``, partition / account / qos / constraint, the array's parallelism; the job name says what
     runs."""
-    params: dict[str, Any] = {"nodes": 1, "ntasks_per_node": 1, "job_name": "cfsm-sweep", "time": 60,
-                              "array_parallelism": min(n_jobs, 256) or 1}
+    params: dict[str, Any] = {
+        "nodes": 1,
+        "ntasks_per_node": 1,
+        "job_name": "cfsm-sweep",
+        "time": 60,
+        "array_parallelism": min(n_jobs, 256) or 1,
+    }
     for key, value in slurm.items():
         if key in SLURM_PARAMETERS and value not in ("", None, [], {}):
             params[SLURM_PARAMETERS[key]] = value
@@ -95,8 +109,9 @@ def dry_run_script(folder: str, slurm: dict, n_jobs: int) -> str:
         def affinity(cls) -> int:  # submitit checks for `srun` here; a dry run only writes the script
             return 1
 
-    executor = PlanningExecutor(folder=os.path.join(folder, "submitit"),
-                                max_num_timeout=int(slurm.get("max_requeue", 3)))
+    executor = PlanningExecutor(
+        folder=os.path.join(folder, "submitit"), max_num_timeout=int(slurm.get("max_requeue", 3))
+    )
     executor.update_parameters(**slurm_parameters(slurm, n_jobs))
     executor.parameters["map_count"] = n_jobs  # what submitit sets for an array of n_jobs
     return executor._make_submission_file_text(executor._submitit_command_str, "dry-run")  # submitit's writer

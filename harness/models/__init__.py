@@ -4,6 +4,16 @@ from .heads import HEADS, AdaFaceHead, ArcFaceHead, CosFaceHead, MagFaceHead, Ma
 from .iresnet import BACKBONES, IResNet, build_backbone, iresnet, small_iresnet
 
 __all__ = [
-    "BACKBONES", "HEADS", "IResNet", "MarginHead", "ArcFaceHead", "CosFaceHead", "AdaFaceHead", "MagFaceHead",
-    "build_backbone", "build_head", "iresnet", "small_iresnet",
+    "BACKBONES",
+    "HEADS",
+    "IResNet",
+    "MarginHead",
+    "ArcFaceHead",
+    "CosFaceHead",
+    "AdaFaceHead",
+    "MagFaceHead",
+    "build_backbone",
+    "build_head",
+    "iresnet",
+    "small_iresnet",
 ]

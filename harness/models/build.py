@@ -36,8 +36,13 @@ def build_model(cfg: RunConfig, num_classes: int, amp: bool = False) -> tuple[to
     ``iresnet(fp16=True)`` inside ``train_v2.py``'s AMP); without it, the trunk stays float32 even inside the
     trainer's autocast, as ``IResNet(fp16=False)`` keeps it outside."""
     m = cfg.model
-    kw = dict(input_size=cfg.data.input_size, num_features=m.embedding_size, dropout=m.dropout, stem_stride=m.stem_stride,
-              fp16=bool(amp))
+    kw = dict(
+        input_size=cfg.data.input_size,
+        num_features=m.embedding_size,
+        dropout=m.dropout,
+        stem_stride=m.stem_stride,
+        fp16=bool(amp),
+    )
     if m.backbone == "small":
         kw.update(widths=tuple(m.widths), layers=tuple(m.layers))
     backbone = build_backbone(m.backbone, **kw)

@@ -37,12 +37,33 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
-    "CFSMConfig", "PAPER", "CPU_DEFAULT",
-    "SubspaceLayer", "AdaptiveInstanceNorm2d", "InstanceNorm2dAnySize", "LayerNorm", "ResidualBlock", "ContentEncoder", "AdaINDecoder",
-    "StyleMLP", "assign_adain_params", "num_adain_params", "CFSMGenerator", "MultiScaleDiscriminator",
-    "weights_init_normal", "lsgan_d_loss", "lsgan_g_loss", "magnitude_target", "identity_loss",
-    "orthogonality_loss", "reconstruction_loss", "subspace_similarity", "count_parameters",
-    "STAGE1_FORMAT", "save_generator", "load_generator",
+    "CFSMConfig",
+    "PAPER",
+    "CPU_DEFAULT",
+    "SubspaceLayer",
+    "AdaptiveInstanceNorm2d",
+    "InstanceNorm2dAnySize",
+    "LayerNorm",
+    "ResidualBlock",
+    "ContentEncoder",
+    "AdaINDecoder",
+    "StyleMLP",
+    "assign_adain_params",
+    "num_adain_params",
+    "CFSMGenerator",
+    "MultiScaleDiscriminator",
+    "weights_init_normal",
+    "lsgan_d_loss",
+    "lsgan_g_loss",
+    "magnitude_target",
+    "identity_loss",
+    "orthogonality_loss",
+    "reconstruction_loss",
+    "subspace_similarity",
+    "count_parameters",
+    "STAGE1_FORMAT",
+    "save_generator",
+    "load_generator",
 ]
 
 ADAIN_SCALES = ("gamma", "one_plus_gamma")
@@ -78,14 +99,17 @@ class CFSMConfig:
             raise ValueError(f"d_norm must be one of {D_NORMS}, got {self.d_norm!r}")
         if self.mlp_layers < 2:
             raise ValueError("mlp_layers must be >= 2")
-        if self.image_size % (2 ** self.n_downsample):
+        if self.image_size % (2**self.n_downsample):
             raise ValueError("image_size must be divisible by 2**n_downsample")
 
     def deviations(self) -> dict:
         """Fields that differ from the paper profile: ``{name: {"paper": value, "used": value}}``."""
         paper = CFSMConfig()
-        return {f.name: {"paper": getattr(paper, f.name), "used": getattr(self, f.name)}
-                for f in fields(self) if getattr(self, f.name) != getattr(paper, f.name)}
+        return {
+            f.name: {"paper": getattr(paper, f.name), "used": getattr(self, f.name)}
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(paper, f.name)
+        }
 
 
 PAPER = CFSMConfig()
@@ -93,6 +117,7 @@ CPU_DEFAULT = CFSMConfig(image_size=32, dim=16, d_scales=2, d_layers=3, adain_sc
 
 
 # ----------------------------------------------------------------------------------------------- init / helpers
+
 
 def weights_init_normal(m: nn.Module) -> None:
     """Released init (``CFSM/train.py`` ``weights_init_normal``, from eriklindernoren MUNIT): conv weights
@@ -108,6 +133,7 @@ def count_parameters(module: nn.Module) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ building blocks
+
 
 class SubspaceLayer(nn.Module):
     """Linear style subspace ``z = o U + mu`` (CFSM ``synthesis_network.py`` ``SubspaceLayer``).
@@ -206,8 +232,13 @@ class ResidualBlock(nn.Module):
             return nn.InstanceNorm2d(features)
 
         self.block = nn.Sequential(
-            nn.ReflectionPad2d(1), nn.Conv2d(features, features, 3), make_norm(), nn.ReLU(inplace=True),
-            nn.ReflectionPad2d(1), nn.Conv2d(features, features, 3), make_norm(),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(features, features, 3),
+            make_norm(),
+            nn.ReLU(inplace=True),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(features, features, 3),
+            make_norm(),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -220,11 +251,18 @@ class ContentEncoder(nn.Module):
 
     def __init__(self, in_channels: int = 3, dim: int = 64, n_downsample: int = 2, n_residual: int = 3):
         super().__init__()
-        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, dim, 7),
-                                   nn.InstanceNorm2d(dim), nn.ReLU(inplace=True)]
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(in_channels, dim, 7),
+            nn.InstanceNorm2d(dim),
+            nn.ReLU(inplace=True),
+        ]
         for _ in range(n_downsample):
-            layers += [nn.Conv2d(dim, dim * 2, 4, stride=2, padding=1), nn.InstanceNorm2d(dim * 2),
-                       nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(dim, dim * 2, 4, stride=2, padding=1),
+                nn.InstanceNorm2d(dim * 2),
+                nn.ReLU(inplace=True),
+            ]
             dim *= 2
         layers += [ResidualBlock(dim, norm="in") for _ in range(n_residual)]
         self.model = nn.Sequential(*layers)
@@ -238,14 +276,23 @@ class AdaINDecoder(nn.Module):
     """MUNIT decoder (CFSM ``Decoder``): ``n_residual`` AdaIN residual blocks, ``n_upsample`` x [nearest x2,
     5x5 conv halving the width, :class:`LayerNorm`, ReLU], reflect-pad 3, 7x7 conv to 3 channels, tanh."""
 
-    def __init__(self, out_channels: int = 3, dim: int = 256, n_upsample: int = 2, n_residual: int = 3,
-                 adain_scale: str = "gamma"):
+    def __init__(
+        self,
+        out_channels: int = 3,
+        dim: int = 256,
+        n_upsample: int = 2,
+        n_residual: int = 3,
+        adain_scale: str = "gamma",
+    ):
         super().__init__()
-        layers: list[nn.Module] = [ResidualBlock(dim, norm="adain", adain_scale=adain_scale)
-                                   for _ in range(n_residual)]
+        layers: list[nn.Module] = [ResidualBlock(dim, norm="adain", adain_scale=adain_scale) for _ in range(n_residual)]
         for _ in range(n_upsample):
-            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(dim, dim // 2, 5, padding=2),
-                       LayerNorm(dim // 2), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(dim, dim // 2, 5, padding=2),
+                LayerNorm(dim // 2),
+                nn.ReLU(inplace=True),
+            ]
             dim //= 2
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(dim, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
@@ -283,14 +330,15 @@ def assign_adain_params(params: Tensor, module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, AdaptiveInstanceNorm2d):
             c = m.num_features
-            m.beta = params[:, offset:offset + c]
-            m.gamma = params[:, offset + c:offset + 2 * c]
+            m.beta = params[:, offset : offset + c]
+            m.gamma = params[:, offset + c : offset + 2 * c]
             offset += 2 * c
     if offset != params.size(1):
         raise ValueError(f"expected {offset} AdaIN parameters, got {params.size(1)}")
 
 
 # --------------------------------------------------------------------------------------------------- generator
+
 
 class CFSMGenerator(nn.Module):
     """CFSM generator ``G(x, o)`` (CFSM ``synthesis_network.py`` ``Generator``): content encoder on x, style code
@@ -331,8 +379,14 @@ class CFSMGenerator(nn.Module):
         o[:, index] = value
         return self(x, o)
 
-    def sample_coefficients(self, batch: int, magnitude: float, generator: torch.Generator | None = None,
-                            demo_scaling: bool = False, device=None) -> Tensor:
+    def sample_coefficients(
+        self,
+        batch: int,
+        magnitude: float,
+        generator: torch.Generator | None = None,
+        demo_scaling: bool = False,
+        device=None,
+    ) -> Tensor:
         """``o ~ N(0, I_q)`` scaled to unit length, then times ``magnitude`` so ``||o|| = magnitude``.
 
         With ``demo_scaling=True`` the factor is ``magnitude / 2``, as the official demo (``CFSM/interface.py``,
@@ -344,8 +398,14 @@ class CFSMGenerator(nn.Module):
         o = o * (magnitude / 2.0 if demo_scaling else magnitude)
         return o.to(device if device is not None else self.subspace.U.device)
 
-    def with_magnitude(self, x: Tensor, magnitude: float, generator: torch.Generator | None = None,
-                       demo_scaling: bool = False, return_o: bool = False):
+    def with_magnitude(
+        self,
+        x: Tensor,
+        magnitude: float,
+        generator: torch.Generator | None = None,
+        demo_scaling: bool = False,
+        return_o: bool = False,
+    ):
         """Random direction at a fixed magnitude (see :meth:`sample_coefficients`); returns the image, or
         ``(image, o)`` with ``return_o=True``."""
         o = self.sample_coefficients(x.size(0), magnitude, generator, demo_scaling, device=x.device).to(x.dtype)
@@ -358,6 +418,7 @@ class CFSMGenerator(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------- discriminator
+
 
 class MultiScaleDiscriminator(nn.Module):
     """Multi-scale PatchGAN (eriklindernoren MUNIT / CFSM ``MultiDiscriminator``): ``d_scales`` networks of
@@ -378,7 +439,7 @@ class MultiScaleDiscriminator(nn.Module):
         layers: list[nn.Module] = []
         cin = in_channels
         for i in range(c.d_layers):
-            cout = c.d_base * 2 ** i
+            cout = c.d_base * 2**i
             layers.append(nn.Conv2d(cin, cout, 4, stride=2, padding=1))
             if i > 0 and c.d_norm == "instance":
                 layers.append(InstanceNorm2dAnySize(cout))
@@ -398,10 +459,11 @@ class MultiScaleDiscriminator(nn.Module):
 
 # ------------------------------------------------------------------------------------------------------- losses
 
+
 def lsgan_d_loss(d_real: list[Tensor], d_fake: list[Tensor]) -> Tensor:
     """LSGAN discriminator loss ``sum_s [mean((D_s(real) - 1)^2) + mean(D_s(fake)^2)]`` (CFSM ``train.py`` /
     eriklindernoren MUNIT ``compute_loss`` with targets 1 and 0, summed over scales; no 1/2 factor)."""
-    return sum(((r - 1) ** 2).mean() + (f ** 2).mean() for r, f in zip(d_real, d_fake, strict=True))
+    return sum(((r - 1) ** 2).mean() + (f**2).mean() for r, f in zip(d_real, d_fake, strict=True))
 
 
 def lsgan_g_loss(d_fake: list[Tensor]) -> Tensor:
@@ -430,7 +492,7 @@ def orthogonality_loss(U: Tensor, form: str = "squared_mean") -> Tensor:
     gram = U @ U.t()
     diff = gram - torch.eye(U.size(0), dtype=U.dtype, device=U.device)
     if form == "squared_mean":
-        return (diff ** 2).mean()
+        return (diff**2).mean()
     if form == "l1":
         return diff.abs().mean()
     raise ValueError(f"form must be 'squared_mean' or 'l1', got {form!r}")
@@ -462,8 +524,15 @@ def save_generator(path: str, generator: CFSMGenerator, meta: dict | None = None
     "meta"}``; ``meta`` holds the training config, the deviations and the analysis figures."""
     from harness.core.atomic import save_torch_atomic
 
-    save_torch_atomic({"format": STAGE1_FORMAT, "model_config": asdict(generator.config),
-                       "generator": generator.state_dict(), "meta": meta or {}}, path)
+    save_torch_atomic(
+        {
+            "format": STAGE1_FORMAT,
+            "model_config": asdict(generator.config),
+            "generator": generator.state_dict(),
+            "meta": meta or {},
+        },
+        path,
+    )
 
 
 def load_generator(path: str, map_location: str | torch.device = "cpu", **expect) -> tuple[CFSMGenerator, dict]:
@@ -471,7 +540,9 @@ def load_generator(path: str, map_location: str | torch.device = "cpu", **expect
     (``image_size=32, style_dim=10``); any difference is one ValueError that lists every differing field.
     Returns ``(generator, meta)``."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: stage-1 generator not found (run `dvc repro stage1` or `python -m harness.stage1`)")
+        raise FileNotFoundError(
+            f"{path}: stage-1 generator not found (run `dvc repro stage1` or `python -m harness.stage1`)"
+        )
     from harness.core.atomic import load_torch
 
     state = load_torch(path, "stage-1 generator")  # weights_only=True: a crafted file cannot run code

@@ -77,8 +77,9 @@ class MarginHead(nn.Module):
         labels = labels.view(-1).long()
         bad = (labels < -1) | (labels >= self.num_classes)
         if bad.any():
-            raise ValueError(f"label {labels[bad][0].item()} out of range for {self.num_classes} classes "
-                             "(use -1 to ignore a sample)")
+            raise ValueError(
+                f"label {labels[bad][0].item()} out of range for {self.num_classes} classes (use -1 to ignore a sample)"
+            )
         rows = (labels >= 0).nonzero(as_tuple=True)[0]
         return rows, labels[rows]
 
@@ -92,8 +93,9 @@ class MarginHead(nn.Module):
         """Margin-adjusted (unscaled) cosine matrix; implemented by each head."""
         raise NotImplementedError(f"{type(self).__name__} must implement margin()")
 
-    def logits(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None,
-               norms: torch.Tensor | None = None) -> torch.Tensor:
+    def logits(
+        self, embeddings: torch.Tensor, labels: torch.Tensor | None = None, norms: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Scaled logits ``s * margin(cos)``; without ``labels`` no margin is applied (plain ``s * cos``)."""
         cos = self.cosine(embeddings)
         if labels is None:
@@ -102,8 +104,9 @@ class MarginHead(nn.Module):
             norms = torch.linalg.vector_norm(embeddings.float(), dim=1)
         return self.margin(cos, labels.view(-1).long(), norms) * self.s
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor,
-                norms: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, norms: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Mean cross-entropy over the margin logits; samples labelled ``-1`` are ignored.
 
         If every label is ``-1`` the loss is a zero that still depends on the graph (so ``backward`` works).
@@ -120,8 +123,11 @@ class MarginHead(nn.Module):
 
     def constants(self) -> dict[str, float | bool]:
         """The head's hyperparameters as applied (recorded in the train info): ``s`` and each head's own."""
-        names = [p for p in inspect.signature(type(self).__init__).parameters
-                 if p not in ("self", "embedding_size", "num_classes")]
+        names = [
+            p
+            for p in inspect.signature(type(self).__init__).parameters
+            if p not in ("self", "embedding_size", "num_classes")
+        ]
         return {n: getattr(self, n) for n in names}
 
     def extra_repr(self) -> str:
@@ -203,8 +209,15 @@ class AdaFaceHead(MarginHead):
 
     uses_norms = True
 
-    def __init__(self, embedding_size: int, num_classes: int, s: float = 64.0, m: float = 0.4,
-                 h: float = 0.333, t_alpha: float = 0.01):
+    def __init__(
+        self,
+        embedding_size: int,
+        num_classes: int,
+        s: float = 64.0,
+        m: float = 0.4,
+        h: float = 0.333,
+        t_alpha: float = 0.01,
+    ):
         super().__init__(embedding_size, num_classes, s)
         if not 0.0 <= t_alpha <= 1.0:
             raise ValueError(f"t_alpha must be in [0, 1], got {t_alpha}")
@@ -238,8 +251,10 @@ class AdaFaceHead(MarginHead):
 
     def margin(self, cos, labels, norms=None):
         if norms is None:
-            raise ValueError("AdaFaceHead needs the embedding norms (pass norms= or call logits/forward with "
-                             "un-normalised embeddings)")
+            raise ValueError(
+                "AdaFaceHead needs the embedding norms (pass norms= or call logits/forward with "
+                "un-normalised embeddings)"
+            )
         if norms.numel() != cos.size(0):
             raise ValueError(f"norms has {norms.numel()} entries for {cos.size(0)} samples")
         z = self.margin_scaler(norms)
@@ -281,8 +296,18 @@ class MagFaceHead(MarginHead):
 
     uses_norms = True
 
-    def __init__(self, embedding_size: int, num_classes: int, s: float = 64.0, l_a: float = 10.0, u_a: float = 110.0,
-                 l_m: float = 0.45, u_m: float = 0.8, lambda_g: float = 35.0, easy_margin: bool = True):
+    def __init__(
+        self,
+        embedding_size: int,
+        num_classes: int,
+        s: float = 64.0,
+        l_a: float = 10.0,
+        u_a: float = 110.0,
+        l_m: float = 0.45,
+        u_m: float = 0.8,
+        lambda_g: float = 35.0,
+        easy_margin: bool = True,
+    ):
         super().__init__(embedding_size, num_classes, s)
         if not 0.0 < l_a < u_a:
             raise ValueError(f"MagFace needs 0 < l_a < u_a, got l_a={l_a}, u_a={u_a}")
@@ -295,7 +320,7 @@ class MagFaceHead(MarginHead):
     def min_lambda_g(self) -> float:
         """``s * k * u_a^2 * l_a^2 / (u_a^2 - l_a^2)``, ``k = (u_m - l_m) / (u_a - l_a)`` (release ``trainer.py``)."""
         k = (self.u_m - self.l_m) / (self.u_a - self.l_a)
-        return self.s * k * self.u_a ** 2 * self.l_a ** 2 / (self.u_a ** 2 - self.l_a ** 2)
+        return self.s * k * self.u_a**2 * self.l_a**2 / (self.u_a**2 - self.l_a**2)
 
     def magnitude(self, norms: torch.Tensor) -> torch.Tensor:
         """``a = clip(||f||, l_a, u_a)`` per sample (B,)."""
@@ -307,7 +332,7 @@ class MagFaceHead(MarginHead):
 
     def regulariser(self, a: torch.Tensor) -> torch.Tensor:
         """``g(a) = 1 / a + a / u_a^2`` per sample."""
-        return 1.0 / a + a / self.u_a ** 2
+        return 1.0 / a + a / self.u_a**2
 
     def target_logit(self, cos: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         """Margin-adjusted cosine for target entries (elementwise, unscaled) given each sample's margin ``m``."""
@@ -319,15 +344,18 @@ class MagFaceHead(MarginHead):
 
     def margin(self, cos, labels, norms=None):
         if norms is None:
-            raise ValueError("MagFaceHead needs the embedding norms (pass norms= or call logits/forward with "
-                             "un-normalised embeddings)")
+            raise ValueError(
+                "MagFaceHead needs the embedding norms (pass norms= or call logits/forward with "
+                "un-normalised embeddings)"
+            )
         if norms.numel() != cos.size(0):
             raise ValueError(f"norms has {norms.numel()} entries for {cos.size(0)} samples")
         m = self.margin_of(self.magnitude(norms))
         return self.replace_targets(cos, labels, lambda t, rows: self.target_logit(t, m[rows]))
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor,
-                norms: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, norms: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``cross_entropy + lambda_g * mean g(a)`` over the samples with a label (``-1`` rows are ignored)."""
         labels = labels.view(-1).long()
         if norms is None:
@@ -338,10 +366,13 @@ class MagFaceHead(MarginHead):
         if self.training:
             with torch.no_grad():
                 raw = norms.detach().float().view(-1)
-                self._stats = {"feature_norm_mean": raw.mean().item(), "feature_norm_min": raw.min().item(),
-                               "feature_norm_max": raw.max().item(),
-                               "magface_margin_mean": self.margin_of(a.detach()).mean().item(),
-                               "magface_g_mean": self.regulariser(a.detach()).mean().item()}
+                self._stats = {
+                    "feature_norm_mean": raw.mean().item(),
+                    "feature_norm_min": raw.min().item(),
+                    "feature_norm_max": raw.max().item(),
+                    "magface_margin_mean": self.margin_of(a.detach()).mean().item(),
+                    "magface_g_mean": self.regulariser(a.detach()).mean().item(),
+                }
         if not valid.any():
             return loss
         return loss + self.lambda_g * self.regulariser(a[valid]).mean()
@@ -350,12 +381,18 @@ class MagFaceHead(MarginHead):
         return dict(self._stats)
 
     def extra_repr(self) -> str:
-        return (super().extra_repr() + f", l_a={self.l_a}, u_a={self.u_a}, l_m={self.l_m}, u_m={self.u_m}, "
-                f"lambda_g={self.lambda_g}, easy_margin={self.easy_margin}")
+        return (
+            super().extra_repr() + f", l_a={self.l_a}, u_a={self.u_a}, l_m={self.l_m}, u_m={self.u_m}, "
+            f"lambda_g={self.lambda_g}, easy_margin={self.easy_margin}"
+        )
 
 
-HEADS: dict[str, type[MarginHead]] = {"arcface": ArcFaceHead, "cosface": CosFaceHead, "adaface": AdaFaceHead,
-                                      "magface": MagFaceHead}
+HEADS: dict[str, type[MarginHead]] = {
+    "arcface": ArcFaceHead,
+    "cosface": CosFaceHead,
+    "adaface": AdaFaceHead,
+    "magface": MagFaceHead,
+}
 
 
 def build_head(name: str, embedding_size: int, num_classes: int, **kw) -> MarginHead:
@@ -365,10 +402,13 @@ def build_head(name: str, embedding_size: int, num_classes: int, **kw) -> Margin
         cls = HEADS[name]
     except KeyError:
         raise ValueError(f"unknown head {name!r}; valid names: {', '.join(HEADS)}") from None
-    accepted = [p for p in inspect.signature(cls.__init__).parameters
-                if p not in ("self", "embedding_size", "num_classes")]
+    accepted = [
+        p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "embedding_size", "num_classes")
+    ]
     unknown = [k for k in kw if k not in accepted]
     if unknown:
-        raise TypeError(f"head {name!r} got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
-                        f"accepted: {', '.join(accepted)}")
+        raise TypeError(
+            f"head {name!r} got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
+            f"accepted: {', '.join(accepted)}"
+        )
     return cls(embedding_size, num_classes, **kw)

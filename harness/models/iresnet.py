@@ -115,8 +115,10 @@ class IResNet(nn.Module):
         if len(layers) != len(widths) or not layers:
             raise ValueError(f"layers {layers} and widths {widths} must be non-empty and of the same length")
         if any(n < 1 for n in layers) or any(w < 1 for w in widths) or stem_width < 1 or num_features < 1:
-            raise ValueError(f"block counts, widths, stem_width and num_features must be >= 1 "
-                             f"(layers={layers}, widths={widths}, stem_width={stem_width}, num_features={num_features})")
+            raise ValueError(
+                f"block counts, widths, stem_width and num_features must be >= 1 "
+                f"(layers={layers}, widths={widths}, stem_width={stem_width}, num_features={num_features})"
+            )
         if stem_stride not in (1, 2):
             raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
         reduction = stem_stride * 2 ** len(layers)
@@ -171,8 +173,9 @@ class IResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != (self.input_size, self.input_size):
-            raise ValueError(f"expected input of spatial size {self.input_size}x{self.input_size}, "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"expected input of spatial size {self.input_size}x{self.input_size}, got {tuple(x.shape)}"
+            )
         with torch.autocast(device_type=x.device.type, enabled=self.fp16):
             x = self.conv1(x)
             x = self.bn1(x)

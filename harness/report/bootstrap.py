@@ -254,9 +254,17 @@ class BootstrapCI:
 
     def as_dict(self) -> dict:
         """JSON-ready (no samples)."""
-        return {"estimate": self.estimate, "low": self.low, "high": self.high, "level": 1 - self.alpha,
-                "method": "percentile, subject-level bootstrap", "n_boot": self.n_boot, "n_valid": self.n_valid,
-                "seed": self.seed, "n_subjects": self.n_subjects}
+        return {
+            "estimate": self.estimate,
+            "low": self.low,
+            "high": self.high,
+            "level": 1 - self.alpha,
+            "method": "percentile, subject-level bootstrap",
+            "n_boot": self.n_boot,
+            "n_valid": self.n_valid,
+            "seed": self.seed,
+            "n_subjects": self.n_subjects,
+        }
 
 
 @dataclass(frozen=True)
@@ -325,7 +333,9 @@ def bootstrap_samples(groups, metrics: Mapping[str, Callable], n_boot: int = 100
         for name, f in fns.items():
             v = f(draws[b])
             if v.keys() != est[name].keys():
-                raise ValueError(f"metric {name!r} returned keys {sorted(v)} on resample {b}, {sorted(est[name])} on the full data")
+                raise ValueError(
+                    f"metric {name!r} returned keys {sorted(v)} on resample {b}, {sorted(est[name])} on the full data"
+                )
             for k, x in v.items():
                 out[name][k][b] = x
     return {name: Samples(est[name], out[name], seed, g.n_subjects, _SCALAR in est[name]) for name in metrics}
@@ -385,7 +395,9 @@ def two_level_samples(per_seed: Sequence[Samples], seeds: Sequence[int]) -> Samp
     return Samples(est, out, first.seed, first.n_subjects, first.scalar)
 
 
-def two_level_bootstrap(groups, metrics: Mapping[str, Mapping[int, Callable]], n_boot: int = 1000, seed: int = 0) -> dict[str, Samples]:
+def two_level_bootstrap(
+    groups, metrics: Mapping[str, Mapping[int, Callable]], n_boot: int = 1000, seed: int = 0
+) -> dict[str, Samples]:
     """:func:`two_level_samples` of every ``{name: {training seed: metric_fn}}`` (e.g. one entry per method, one
     metric per seed's model) on one set of subject draws. Returns ``{name: Samples}`` of the seed mean; methods with
     the same seed numbers share the seed draws, so :func:`paired_from_samples` pairs them seed by seed."""
@@ -402,8 +414,17 @@ def _ci(estimate: float, samples: np.ndarray, alpha: float, seed: int, n_subject
         low, high = np.quantile(valid, [alpha / 2, 1 - alpha / 2])
     else:
         low = high = float("nan")
-    return BootstrapCI(float(estimate), float(low), float(high), float(alpha), int(samples.size), int(valid.size),
-                       seed, n_subjects, samples)
+    return BootstrapCI(
+        float(estimate),
+        float(low),
+        float(high),
+        float(alpha),
+        int(samples.size),
+        int(valid.size),
+        seed,
+        n_subjects,
+        samples,
+    )
 
 
 def _check_alpha(alpha: float) -> float:
@@ -449,7 +470,9 @@ def bootstrap_ci(groups, metric_fn: Callable, n_boot: int = 1000, seed: int = 0,
     return ci_from_samples(bootstrap_samples(groups, {"m": metric_fn}, n_boot, seed)["m"], alpha)
 
 
-def paired_bootstrap_ci(groups, metric_a: Callable, metric_b: Callable, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05):
+def paired_bootstrap_ci(
+    groups, metric_a: Callable, metric_b: Callable, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+):
     """Paired bootstrap of ``metric_a - metric_b`` (e.g. a method and the baseline on the same benchmark items) on
     the same subject draws. Returns a :class:`PairedBootstrap` (or ``{key: PairedBootstrap}``)."""
     alpha = _check_alpha(alpha)
@@ -555,7 +578,9 @@ class RankK(_Metric):
     ``{prefix}rank{k}``; NaN where the denominator is 0.
     """
 
-    def __init__(self, mate_rank, ranks: Sequence[int] = (1, 5), mated=None, denominator: str = "mated", prefix: str = ""):
+    def __init__(
+        self, mate_rank, ranks: Sequence[int] = (1, 5), mated=None, denominator: str = "mated", prefix: str = ""
+    ):
         r = np.asarray(mate_rank).reshape(-1)
         if r.dtype.kind not in "iu":
             raise ValueError(f"mate_rank must be integers, got {r.dtype}")
@@ -601,7 +626,9 @@ class IJBSTpirAtFpir(_Metric):
             if not (mated.shape == ok.shape == score.shape) or (n is not None and mated.shape[0] != n):
                 raise ValueError("every gallery needs mated, top1_correct and top1_score arrays of one length (probes)")
             n = mated.shape[0]
-            s = score if score.dtype in (np.float32, np.float64) else score.astype(np.float64)  # thresholds compare in the scores' dtype
+            s = (
+                score if score.dtype in (np.float32, np.float64) else score.astype(np.float64)
+            )  # thresholds compare in the scores' dtype
             self._g.append((np.flatnonzero(mated), (ok & mated)[mated], s[mated], np.flatnonzero(~mated), s[~mated]))
         self.n = int(n)
         self.fpirs = tuple(float(x) for x in fpirs)
@@ -623,7 +650,13 @@ class IJBSTpirAtFpir(_Metric):
         out = {}
         for k, x in zip(self.keys, self.fpirs):
             vals = per[x]
-            out[k] = float("nan") if any(v is None for v in vals) else (vals[0] + vals[1]) / 2.0 if len(vals) == 2 else float(np.mean(vals))
+            out[k] = (
+                float("nan")
+                if any(v is None for v in vals)
+                else (vals[0] + vals[1]) / 2.0
+                if len(vals) == 2
+                else float(np.mean(vals))
+            )
         return out
 
 
@@ -643,8 +676,12 @@ class IJBOpenSetTpir(_Metric):
         self._g = []
         n = None
         for pos, rank, nonmate_max, mated in galleries:
-            arrs = (np.asarray(pos, np.float64).reshape(-1), np.asarray(rank, np.int64).reshape(-1),
-                    np.asarray(nonmate_max, np.float64).reshape(-1), np.where(np.asarray(mated, bool).reshape(-1), 0, -1))
+            arrs = (
+                np.asarray(pos, np.float64).reshape(-1),
+                np.asarray(rank, np.int64).reshape(-1),
+                np.asarray(nonmate_max, np.float64).reshape(-1),
+                np.where(np.asarray(mated, bool).reshape(-1), 0, -1),
+            )
             if len({a.shape for a in arrs}) != 1 or (n is not None and arrs[0].shape[0] != n):
                 raise ValueError("every gallery needs pos, rank, nonmate_max and mated arrays of one length (probes)")
             n = arrs[0].shape[0]
@@ -659,8 +696,10 @@ class IJBOpenSetTpir(_Metric):
             r = open_set_result(pos[idx], rank[idx], nonmate_max[idx], mate[idx], self.fpirs, ())
             for name in self.fpirs:
                 tpirs[name].append(r["tpir"][name])
-        return {self.keys[name]: (float("nan") if any(v is None for v in vals) else float(np.mean(vals)))
-                for name, vals in tpirs.items()}
+        return {
+            self.keys[name]: (float("nan") if any(v is None for v in vals) else float(np.mean(vals)))
+            for name, vals in tpirs.items()
+        }
 
     def on_counts(self, counts) -> dict:
         c = _counts_arg(counts, self.n)

@@ -6,8 +6,24 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["UP", "DOWN", "ONE_SEED", "VERDICT", "pct", "signed", "n_note", "md_cell", "md_table", "md_pub_diff",
-           "diff_text", "tex", "tex_num", "tex_cell", "tex_table", "csv_num"]
+__all__ = [
+    "UP",
+    "DOWN",
+    "ONE_SEED",
+    "VERDICT",
+    "pct",
+    "signed",
+    "n_note",
+    "md_cell",
+    "md_table",
+    "md_pub_diff",
+    "diff_text",
+    "tex",
+    "tex_num",
+    "tex_cell",
+    "tex_table",
+    "csv_num",
+]
 
 UP, DOWN = "▲", "▼"
 ONE_SEED = "one seed: training randomness not covered, no marks"
@@ -48,9 +64,27 @@ def diff_text(d: tuple[float, float, float]) -> str:
     return f"{signed(d[0])} [{signed(d[1])}, {signed(d[2])}]"
 
 
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-        "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "—": "---", "–": "--", "−": "-",
-        "↳": r"$\hookrightarrow$", "≤": r"$\leq$", "≥": r"$\geq$", "<": "$<$", ">": "$>$"}
+_TEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "—": "---",
+    "–": "--",
+    "−": "-",
+    "↳": r"$\hookrightarrow$",
+    "≤": r"$\leq$",
+    "≥": r"$\geq$",
+    "<": "$<$",
+    ">": "$>$",
+}
 
 
 def tex(s: str) -> str:
@@ -67,14 +101,31 @@ def tex_cell(t, m: str, cell) -> tuple[str, str]:
     v = pct(cell.mean) + (rf" \pm {pct(cell.std)}" if cell.std is not None else "")
     mark = {1: r"^{\uparrow}", -1: r"^{\downarrow}"}.get(cell.mark, "")
     main = f"${v}{mark}$" + tex(n_note(t, m, cell))
-    ci = rf"{{\tiny [{tex_num(cell.ci[0])}, {tex_num(cell.ci[1])}]}}" if cell.ci and all(map(math.isfinite, cell.ci)) else ""
+    ci = (
+        rf"{{\tiny [{tex_num(cell.ci[0])}, {tex_num(cell.ci[1])}]}}"
+        if cell.ci and all(map(math.isfinite, cell.ci))
+        else ""
+    )
     return main, ci
 
 
 def tex_table(caption: str, head: list[str], rows: list[list[str]]) -> list[str]:
-    return [r"\begin{table}[ht]", r"\centering", r"\scriptsize", r"\setlength{\tabcolsep}{3pt}",
-            r"\begin{tabular}{l" + "c" * (len(head) - 1) + "}", r"\toprule", " & ".join(head) + r" \\", r"\midrule",
-            *[" & ".join(r) + r" \\" for r in rows], r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}", r"\end{table}", ""]
+    return [
+        r"\begin{table}[ht]",
+        r"\centering",
+        r"\scriptsize",
+        r"\setlength{\tabcolsep}{3pt}",
+        r"\begin{tabular}{l" + "c" * (len(head) - 1) + "}",
+        r"\toprule",
+        " & ".join(head) + r" \\",
+        r"\midrule",
+        *[" & ".join(r) + r" \\" for r in rows],
+        r"\bottomrule",
+        r"\end{tabular}",
+        rf"\caption{{{caption}}}",
+        r"\end{table}",
+        "",
+    ]
 
 
 def csv_num(x: float | None) -> str:

@@ -14,9 +14,29 @@ from harness.report.summary import Tables
 __all__ = ["CSV_COLUMNS", "tables_csv"]
 
 
-CSV_COLUMNS = ("method", "n_seeds", "seeds", "benchmark", "metric", "mean", "std", "ci_low", "ci_high",
-               "diff_vs_reference", "diff_ci_low", "diff_ci_high", "significant", "ci_method", "mark_note", "data",
-               "published", "published_source", "diff_vs_published", "diff_vs_published_ci_low", "diff_vs_published_ci_high")
+CSV_COLUMNS = (
+    "method",
+    "n_seeds",
+    "seeds",
+    "benchmark",
+    "metric",
+    "mean",
+    "std",
+    "ci_low",
+    "ci_high",
+    "diff_vs_reference",
+    "diff_ci_low",
+    "diff_ci_high",
+    "significant",
+    "ci_method",
+    "mark_note",
+    "data",
+    "published",
+    "published_source",
+    "diff_vs_published",
+    "diff_vs_published_ci_low",
+    "diff_vs_published_ci_high",
+)
 
 
 def tables_csv(t: Tables) -> str:
@@ -38,16 +58,34 @@ def tables_csv(t: Tables) -> str:
                 one_seed = has_dci and not (cell.two_level and ref is not None and ref.two_level)
                 sig = "" if not has_dci or one_seed else ("true" if cell.mark else "false")
                 method = "" if cell.samples is None else "seeds+subjects" if cell.two_level else "subjects (one seed)"
-                kinds = sorted({r.data.kind(c.benchmark) for r in t.runs if r.method == m and c.benchmark in r.rows and r.data})
+                kinds = sorted(
+                    {r.data.kind(c.benchmark) for r in t.runs if r.method == m and c.benchmark in r.rows and r.data}
+                )
                 pub = cell.published
-                w.writerow([m, len(cell.values), ";".join(map(str, cell.seeds)), c.benchmark, c.key, csv_num(cell.mean),
-                            csv_num(cell.std), csv_num(ci[0]), csv_num(ci[1]), csv_num(cell.diff), csv_num(dci[0]),
-                            csv_num(dci[1]), sig, method, ONE_SEED if one_seed else "", " | ".join(kinds),
-                            " | ".join(n.value_text for n, _, _ in pub),
-                            " | ".join(f"{n.source}: {n.method} {n.backbone} {n.train_set}" for n, _, _ in pub),
-                            " | ".join(csv_num(d) for _, d, _ in pub),
-                            " | ".join(csv_num(ci[0]) if ci else "" for _, _, ci in pub),
-                            " | ".join(csv_num(ci[1]) if ci else "" for _, _, ci in pub)]
-                           + [cell.knobs.get(k, "") for k in knobs])
+                w.writerow(
+                    [
+                        m,
+                        len(cell.values),
+                        ";".join(map(str, cell.seeds)),
+                        c.benchmark,
+                        c.key,
+                        csv_num(cell.mean),
+                        csv_num(cell.std),
+                        csv_num(ci[0]),
+                        csv_num(ci[1]),
+                        csv_num(cell.diff),
+                        csv_num(dci[0]),
+                        csv_num(dci[1]),
+                        sig,
+                        method,
+                        ONE_SEED if one_seed else "",
+                        " | ".join(kinds),
+                        " | ".join(n.value_text for n, _, _ in pub),
+                        " | ".join(f"{n.source}: {n.method} {n.backbone} {n.train_set}" for n, _, _ in pub),
+                        " | ".join(csv_num(d) for _, d, _ in pub),
+                        " | ".join(csv_num(ci[0]) if ci else "" for _, _, ci in pub),
+                        " | ".join(csv_num(ci[1]) if ci else "" for _, _, ci in pub),
+                    ]
+                    + [cell.knobs.get(k, "") for k in knobs]
+                )
     return buf.getvalue()
-

@@ -25,8 +25,17 @@ from harness.core.errors import DataFormatError
 from harness.eval.provenance import DataProvenance
 from harness.eval.results import items_path as default_items_path
 
-__all__ = ["RESULT_NAME", "DEFAULT_RELEASE", "ResultDocument", "one_line", "result_files", "read_document",
-           "load_documents", "load_named", "check_unique"]
+__all__ = [
+    "RESULT_NAME",
+    "DEFAULT_RELEASE",
+    "ResultDocument",
+    "one_line",
+    "result_files",
+    "read_document",
+    "load_documents",
+    "load_named",
+    "check_unique",
+]
 
 #: ``<method>-s<seed>.json``: the name ``harness.run`` gives a result in ``results/eval``
 RESULT_NAME = re.compile(r"^(?P<method>.+)-s(?P<seed>\d+)\.json$")
@@ -100,14 +109,16 @@ class ResultDocument:
             return self._items[key]
         z = self._open()
         if key not in z.files:
-            raise DataFormatError(self.items_path, f"array {key}",
-                                  f"missing (needed for the {key.split('/')[0]} rows of {self.name})")
+            raise DataFormatError(
+                self.items_path, f"array {key}", f"missing (needed for the {key.split('/')[0]} rows of {self.name})"
+            )
         try:
             arr = z[key]
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error) as exc:
             reason = one_line(exc) or type(exc).__name__
-            raise DataFormatError(self.items_path, f"array {key}",
-                                  f"not a readable items file ({type(exc).__name__}: {reason})") from None
+            raise DataFormatError(
+                self.items_path, f"array {key}", f"not a readable items file ({type(exc).__name__}: {reason})"
+            ) from None
         self._items[key] = arr
         return arr
 
@@ -124,12 +135,17 @@ def result_files(paths: Sequence[str], recursive: bool = False) -> list[str]:
     for p in paths:
         if os.path.isdir(p):
             if recursive:
-                found = sorted(os.path.join(d, f) for d, dirs, names in os.walk(p) for f in names
-                               if RESULT_NAME.match(f) and not f.startswith("."))
+                found = sorted(
+                    os.path.join(d, f)
+                    for d, dirs, names in os.walk(p)
+                    for f in names
+                    if RESULT_NAME.match(f) and not f.startswith(".")
+                )
                 what = "<method>-s<seed>.json"
             else:
-                found = sorted(os.path.join(p, f) for f in os.listdir(p)
-                               if f.endswith(".json") and not f.startswith("."))
+                found = sorted(
+                    os.path.join(p, f) for f in os.listdir(p) if f.endswith(".json") and not f.startswith(".")
+                )
                 what = "*.json"
             if not found:
                 raise FileNotFoundError(f"{p}: no result files ({what}) in this folder")
@@ -160,8 +176,9 @@ def read_document(path: str) -> ResultDocument:
         raise DataFormatError(path, "field method", f"{method!r} is not a method name")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise DataFormatError(path, "field seed", f"{seed!r} is not an integer")
-    if not isinstance(results, list) or not all(isinstance(r, dict) and isinstance(r.get("benchmark"), str)
-                                                for r in results):
+    if not isinstance(results, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("benchmark"), str) for r in results
+    ):
         raise DataFormatError(path, "field results", "must be a list of rows, each with a benchmark name")
     rows: dict[str, dict] = {}
     for r in results:
@@ -173,8 +190,9 @@ def read_document(path: str) -> ResultDocument:
         raise DataFormatError(path, "field items", f"{items!r} is not a file name beside the result")
     items_path = os.path.join(os.path.dirname(path), items)
     if not os.path.isfile(items_path):
-        raise DataFormatError(items_path, None,
-                              f"items file of {path} not found (the per-item arrays the bootstrap needs)")
+        raise DataFormatError(
+            items_path, None, f"items file of {path} not found (the per-item arrays the bootstrap needs)"
+        )
     return ResultDocument(method, seed, path, items_path, doc, rows)
 
 
@@ -196,16 +214,21 @@ def load_named(results_dir: str, only: Sequence[str] | None = None) -> list[Resu
             continue
         d = read_document(os.path.join(results_dir, name))
         if d.method != m["method"] or d.seed != int(m["seed"]):
-            raise DataFormatError(d.path, "field method", f"document says method={d.method!r} seed={d.seed!r}, "
-                                                          f"the file name {m['method']!r} seed {int(m['seed'])}")
+            raise DataFormatError(
+                d.path,
+                "field method",
+                f"document says method={d.method!r} seed={d.seed!r}, "
+                f"the file name {m['method']!r} seed {int(m['seed'])}",
+            )
         docs.append(d)
     if not docs:
         raise FileNotFoundError(f"{results_dir}: no <method>-s<seed>.json result files")
     return docs
 
 
-def check_unique(docs: Sequence[ResultDocument], key: Callable[[ResultDocument], tuple],
-                 what: Callable[[tuple], str]) -> None:
+def check_unique(
+    docs: Sequence[ResultDocument], key: Callable[[ResultDocument], tuple], what: Callable[[tuple], str]
+) -> None:
     """No two documents with the same ``key`` (e.g. method and seed): a one-line error naming both files."""
     seen: dict[tuple, str] = {}
     for d in docs:

@@ -29,9 +29,20 @@ from dataclasses import dataclass
 from harness.cfsm.quality import FD_RATIO_MAX, IDENTITY_GAP_MIN, quality_targets
 from harness.core.errors import DataFormatError
 
-__all__ = ["FD_RATIO_MAX", "IDENTITY_GAP_MIN", "Targets", "GeneratorUse", "targets_of", "generator_of",
-           "metrics_path_of", "read_targets", "generator_uses", "quality_text", "fd_text", "gap_text"]
-
+__all__ = [
+    "FD_RATIO_MAX",
+    "IDENTITY_GAP_MIN",
+    "Targets",
+    "GeneratorUse",
+    "targets_of",
+    "generator_of",
+    "metrics_path_of",
+    "read_targets",
+    "generator_uses",
+    "quality_text",
+    "fd_text",
+    "gap_text",
+]
 
 
 @dataclass(frozen=True)
@@ -83,18 +94,22 @@ def targets_of(metrics: dict, path: str = "metrics.json") -> Targets:
     if isinstance(block, dict) and "met" in block:
         if block["met"] is not None and not isinstance(block["met"], bool):
             raise DataFormatError(path, "targets.met", f"{block['met']!r} is not true, false or null")
-        return Targets(_number(block, "fd_ratio", "targets.fd_ratio", path),
-                       _number(block, "identity_gap", "targets.identity_gap", path),
-                       _number(block, "fd_ratio_max", "targets.fd_ratio_max", path) or FD_RATIO_MAX,
-                       _number(block, "identity_gap_min", "targets.identity_gap_min", path) or IDENTITY_GAP_MIN,
-                       block["met"], path)
+        return Targets(
+            _number(block, "fd_ratio", "targets.fd_ratio", path),
+            _number(block, "identity_gap", "targets.identity_gap", path),
+            _number(block, "fd_ratio_max", "targets.fd_ratio_max", path) or FD_RATIO_MAX,
+            _number(block, "identity_gap_min", "targets.identity_gap_min", path) or IDENTITY_GAP_MIN,
+            block["met"],
+            path,
+        )
     fd = metrics.get("fd") if isinstance(metrics.get("fd"), dict) else {}
     identity = metrics.get("identity") if isinstance(metrics.get("identity"), dict) else {}
     ratio = _number(fd, "synth_over_source", "fd.synth_over_source", path)
     gap = _number(identity, "gap", "identity.gap", path)
     if ratio is None:
-        raise DataFormatError(path, "fd.synth_over_source", "missing: not a harness.stage1 metrics file (no targets "
-                                                            "block either)")
+        raise DataFormatError(
+            path, "fd.synth_over_source", "missing: not a harness.stage1 metrics file (no targets block either)"
+        )
     return Targets(ratio, gap, FD_RATIO_MAX, IDENTITY_GAP_MIN, quality_targets(ratio, gap)["met"], path, derived=True)
 
 
@@ -179,10 +194,14 @@ def quality_text(t: Targets) -> str:
     if t.met is None and t.fd_ratio is None:
         return "quality not measured (no stage-1 metrics.json beside it)"
     if t.met is None:  # real data: no clean/degraded pairs, so the identity gap and the targets are not assessed
-        return (f"targets not assessed (FD ratio {_num(t.fd_ratio)}, target {_bound(t.fd_ratio_max)}; identity gap "
-                "not measured: no clean/degraded pairs)")
-    parts = [f"FD ratio {_num(t.fd_ratio)} {'≤' if t.fd_ratio is not None and t.fd_ratio <= t.fd_ratio_max else '>'} "
-             f"{_bound(t.fd_ratio_max)}"]
+        return (
+            f"targets not assessed (FD ratio {_num(t.fd_ratio)}, target {_bound(t.fd_ratio_max)}; identity gap "
+            "not measured: no clean/degraded pairs)"
+        )
+    parts = [
+        f"FD ratio {_num(t.fd_ratio)} {'≤' if t.fd_ratio is not None and t.fd_ratio <= t.fd_ratio_max else '>'} "
+        f"{_bound(t.fd_ratio_max)}"
+    ]
     if t.identity_gap is not None:
         ok = t.identity_gap >= t.identity_gap_min
         parts.append(f"identity gap {_num(t.identity_gap)} {'≥' if ok else '<'} {_bound(t.identity_gap_min)}")

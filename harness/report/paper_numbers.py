@@ -40,13 +40,33 @@ from dataclasses import dataclass
 from harness.core.errors import DataFormatError
 from harness.eval.registry import metric_patterns
 
-__all__ = ["PaperNumber", "REQUIRED_COLUMNS", "KEY_COLUMNS", "DEFAULT_DIR", "load_paper_csv", "load_paper_numbers", "select",
-           "published_model", "matching"]
+__all__ = [
+    "PaperNumber",
+    "REQUIRED_COLUMNS",
+    "KEY_COLUMNS",
+    "DEFAULT_DIR",
+    "load_paper_csv",
+    "load_paper_numbers",
+    "select",
+    "published_model",
+    "matching",
+]
 
-DEFAULT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "results", "paper")
+DEFAULT_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "results", "paper"
+)
 REQUIRED_COLUMNS = (
-    "source", "source_version", "method", "backbone", "train_set", "benchmark", "protocol", "metric", "value",
-    "metric_definition", "notes",
+    "source",
+    "source_version",
+    "method",
+    "backbone",
+    "train_set",
+    "benchmark",
+    "protocol",
+    "metric",
+    "value",
+    "metric_definition",
+    "notes",
 )
 OPTIONAL_EMPTY = ("source_version", "notes")
 KEY_COLUMNS = ("source", "method", "backbone", "train_set", "benchmark", "metric")
@@ -103,7 +123,11 @@ def load_paper_csv(path: str | os.PathLike, _seen: dict | None = None) -> list[P
                 raise DataFormatError(path, "line 1", "empty file (expected a header row)")
             missing = [c for c in REQUIRED_COLUMNS if c not in header]
             if missing:
-                raise DataFormatError(path, "line 1", f"header lacks column(s) {', '.join(missing)}; required: {', '.join(REQUIRED_COLUMNS)}")
+                raise DataFormatError(
+                    path,
+                    "line 1",
+                    f"header lacks column(s) {', '.join(missing)}; required: {', '.join(REQUIRED_COLUMNS)}",
+                )
             dup = sorted({c for c in header if header.count(c) > 1})
             if dup:
                 raise DataFormatError(path, "line 1", f"header repeats column(s) {', '.join(dup)}")
@@ -141,9 +165,15 @@ def _validate(row: dict[str, str], path: str, line: int, seen: dict) -> PaperNum
     if bench not in METRIC_PATTERNS:
         raise DataFormatError(path, where, f"benchmark {bench!r} is not one of {', '.join(METRIC_PATTERNS)}")
     if not METRIC_PATTERNS[bench].fullmatch(metric):
-        raise DataFormatError(path, where, f"metric {metric!r} is not a key harness.run.compact_metrics gives for {bench} "
-                                           f"(e.g. tar@1e-05, joined.rank1, V2S.tpir@fpir=0.01, rank1)")
-    num = PaperNumber(**{c: row[c] for c in REQUIRED_COLUMNS if c != "value"}, value=value, value_text=text, file=path, line=line)
+        raise DataFormatError(
+            path,
+            where,
+            f"metric {metric!r} is not a key harness.run.compact_metrics gives for {bench} "
+            f"(e.g. tar@1e-05, joined.rank1, V2S.tpir@fpir=0.01, rank1)",
+        )
+    num = PaperNumber(
+        **{c: row[c] for c in REQUIRED_COLUMNS if c != "value"}, value=value, value_text=text, file=path, line=line
+    )
     if num.key in seen:
         raise DataFormatError(path, where, f"duplicate of {seen[num.key]} (same {', '.join(KEY_COLUMNS)})")
     seen[num.key] = num.where
@@ -189,19 +219,29 @@ HEAD_NAMES = {"arcface": "ArcFace", "cosface": "CosFace", "adaface": "AdaFace"}
 BACKBONE_NAMES = {"r18": "R18", "r34": "R34", "r50": "R50", "r100": "R100", "r200": "R200"}
 
 
-def published_model(method: str, head: str | None, backbone: str | None, train_set: str | None) -> tuple[str, str, str] | None:
+def published_model(
+    method: str, head: str | None, backbone: str | None, train_set: str | None
+) -> tuple[str, str, str] | None:
     """``(method, backbone, train_set)`` as the published tables name the model our run of ``method`` trained
     (e.g. ``source_only`` with an r50 ArcFace head on MS1MV2 -> ``("ArcFace", "R50", "MS1MV2")``), or None when no
     published row can be the same model: another method, a backbone or head the tables do not use, or a training
     set that is not a published one (SynthFace, unknown). A published ``unstated`` backbone or training set never
     matches."""
     pattern = PUBLISHED_METHODS.get(method)
-    if pattern is None or head not in HEAD_NAMES or backbone not in BACKBONE_NAMES or not train_set or train_set in ("SynthFace", "unstated"):
+    if (
+        pattern is None
+        or head not in HEAD_NAMES
+        or backbone not in BACKBONE_NAMES
+        or not train_set
+        or train_set in ("SynthFace", "unstated")
+    ):
         return None
     return pattern.format(head=HEAD_NAMES[head]), BACKBONE_NAMES[backbone], train_set
 
 
-def matching(numbers: Iterable[PaperNumber], model: tuple[str, str, str] | None, benchmark: str, metric: str) -> list[PaperNumber]:
+def matching(
+    numbers: Iterable[PaperNumber], model: tuple[str, str, str] | None, benchmark: str, metric: str
+) -> list[PaperNumber]:
     """The published numbers of ``model`` (:func:`published_model`) for one result-row ``benchmark`` and
     ``compact_metrics`` key ``metric``, one per source."""
     if model is None:

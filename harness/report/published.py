@@ -16,7 +16,7 @@ def published_groups(t, m: str, s: Section) -> dict:
     out: dict = {}
     for c in s.columns:
         cell = t.cell(m, c)
-        for n, d, ci in (cell.published if cell else []):
+        for n, d, ci in cell.published if cell else []:
             out.setdefault((n.source, n.method, n.backbone, n.train_set), {})[c.name] = (n, d, ci)
     return out
 
@@ -24,8 +24,13 @@ def published_groups(t, m: str, s: Section) -> dict:
 def published_rows(t, m: str, s: Section, diff_fmt) -> list[list[str]]:
     rows = []
     for (source, pm, bb, ts), got in published_groups(t, m, s).items():
-        rows.append([f"↳ published: {pm} {bb} {ts} ({source})", ""] + [got[c.name][0].value_text if c.name in got else "-" for c in s.columns])
-        rows.append(["↳ ours − published", ""] + [diff_fmt(*got[c.name][1:]) if c.name in got else "-" for c in s.columns])
+        rows.append(
+            [f"↳ published: {pm} {bb} {ts} ({source})", ""]
+            + [got[c.name][0].value_text if c.name in got else "-" for c in s.columns]
+        )
+        rows.append(
+            ["↳ ours − published", ""] + [diff_fmt(*got[c.name][1:]) if c.name in got else "-" for c in s.columns]
+        )
     return rows
 
 
@@ -57,17 +62,25 @@ PAPER_TITLE = "Published numbers (real datasets, not comparable with SynthFace)"
 def paper_title(t) -> tuple[str, str]:
     """The published block's title and the sentence under it, by what our results are on."""
     kind = t.data_label(t.present)[0]
-    printed = ("As printed by each source (in %), on the real IJB-B/C, IJB-S and TinyFace with full-size models trained "
-               "on real data.")
+    printed = (
+        "As printed by each source (in %), on the real IJB-B/C, IJB-S and TinyFace with full-size models trained "
+        "on real data."
+    )
     if kind == "real":
-        return ("Published numbers (as printed by each source)",
-                f"{printed} The numbers of the same model, benchmark and metric as one of our rows also stand beside that "
-                f"row above, with the difference.")
+        return (
+            "Published numbers (as printed by each source)",
+            f"{printed} The numbers of the same model, benchmark and metric as one of our rows also stand beside that "
+            f"row above, with the difference.",
+        )
     if kind == "synthface":
         return PAPER_TITLE, f"{printed} Never compare these with the SynthFace tables above."
     if kind == "unknown":
-        return ("Published numbers (real datasets)",
-                f"{printed} Our results do not record their data (see above), so none of them is matched with these.")
-    return (PAPER_TITLE, f"{printed} Never compare these with the SynthFace results above; the published numbers of the "
-                         f"same model as a row on real data stand beside that row.")
-
+        return (
+            "Published numbers (real datasets)",
+            f"{printed} Our results do not record their data (see above), so none of them is matched with these.",
+        )
+    return (
+        PAPER_TITLE,
+        f"{printed} Never compare these with the SynthFace results above; the published numbers of the "
+        f"same model as a row on real data stand beside that row.",
+    )

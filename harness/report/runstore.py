@@ -27,8 +27,12 @@ from harness.core.errors import DataFormatError
 from harness.core.runtime import redact_url, store_kind
 
 #: (benchmark, compact metric key, column title) shown by default: one headline number per benchmark.
-KEY_METRICS = (("IJB-B", "tar@0.001", "IJB-B TAR@1e-3"), ("IJB-C", "tar@0.001", "IJB-C TAR@1e-3"),
-               ("IJB-S", "V2S.rank1", "IJB-S V2S R1"), ("TinyFace", "rank1", "TinyFace R1"))
+KEY_METRICS = (
+    ("IJB-B", "tar@0.001", "IJB-B TAR@1e-3"),
+    ("IJB-C", "tar@0.001", "IJB-C TAR@1e-3"),
+    ("IJB-S", "V2S.rank1", "IJB-S V2S R1"),
+    ("TinyFace", "rank1", "TinyFace R1"),
+)
 
 
 def _time(value: Any) -> dt.datetime | None:
@@ -81,9 +85,18 @@ def file_runs(folder: str) -> list[dict]:
         config = _read_json(os.path.join(folder, name, "config.json"))
         info = _read_json(os.path.join(folder, name, "info.json"))
         host = (run.get("host") or {}).get("hostname", "") if isinstance(run, dict) else ""
-        rows.append(_row(name, config if isinstance(config, dict) else {}, info if isinstance(info, dict) else {},
-                         run.get("status", "?"), run.get("start_time"), run.get("stop_time"), run.get("heartbeat"),
-                         host))
+        rows.append(
+            _row(
+                name,
+                config if isinstance(config, dict) else {},
+                info if isinstance(info, dict) else {},
+                run.get("status", "?"),
+                run.get("start_time"),
+                run.get("stop_time"),
+                run.get("heartbeat"),
+                host,
+            )
+        )
     return rows
 
 
@@ -96,9 +109,12 @@ def sql_runs(url: str) -> list[dict]:
         with engine.connect() as conn:
             if not sa.inspect(conn).has_table("run"):
                 raise ValueError(f"{redact_url(url)}: no Sacred runs in this database (no table 'run')")
-            result = conn.execute(sa.text(
-                "SELECT r.run_id, r.status, r.start_time, r.stop_time, r.heartbeat, r.config, r.info, h.hostname "
-                "FROM run r LEFT JOIN host h ON r.host_id = h.host_id ORDER BY r.id"))
+            result = conn.execute(
+                sa.text(
+                    "SELECT r.run_id, r.status, r.start_time, r.stop_time, r.heartbeat, r.config, r.info, h.hostname "
+                    "FROM run r LEFT JOIN host h ON r.host_id = h.host_id ORDER BY r.id"
+                )
+            )
             records = result.fetchall()
     except sa.exc.SQLAlchemyError as exc:
         raise ValueError(f"{redact_url(url)}: {' '.join(str(exc).split())[:300]}") from None
@@ -107,8 +123,11 @@ def sql_runs(url: str) -> list[dict]:
             engine.dispose()
     rows = []
     for run_id, status, start, stop, heartbeat, config, info, host in records:
-        rows.append(_row(run_id, json.loads(config or "{}"), json.loads(info or "{}"), status, start, stop, heartbeat,
-                         host or ""))
+        rows.append(
+            _row(
+                run_id, json.loads(config or "{}"), json.loads(info or "{}"), status, start, stop, heartbeat, host or ""
+            )
+        )
     return rows
 
 
@@ -122,10 +141,19 @@ def mongo_runs(url: str) -> list[dict]:
     client = pymongo.MongoClient(url)
     try:
         db = client.get_default_database(default="sacred")
-        return [_row(doc.get("_id"), doc.get("config") or {}, doc.get("info") or {}, doc.get("status", "?"),
-                     doc.get("start_time"), doc.get("stop_time"), doc.get("heartbeat"),
-                     (doc.get("host") or {}).get("hostname", ""))
-                for doc in db.runs.find({}, {"captured_out": 0}).sort("_id")]
+        return [
+            _row(
+                doc.get("_id"),
+                doc.get("config") or {},
+                doc.get("info") or {},
+                doc.get("status", "?"),
+                doc.get("start_time"),
+                doc.get("stop_time"),
+                doc.get("heartbeat"),
+                (doc.get("host") or {}).get("hostname", ""),
+            )
+            for doc in db.runs.find({}, {"captured_out": 0}).sort("_id")
+        ]
     finally:
         client.close()
 
@@ -153,8 +181,16 @@ def format_runs(rows: list[dict], metrics=KEY_METRICS) -> str:
     head = ["id", "method", "seed", "hp", "status", "start", "duration", "host"] + [m[2] for m in metrics]
     body = []
     for r in rows:
-        cells = [r["id"], r["method"] or "?", _cell(r["seed"]), _cell(r["hparams_seed"]), r["status"],
-                 r["start"] or "-", f"{r['duration']:.0f}s" if r["duration"] is not None else "-", r["host"] or "-"]
+        cells = [
+            r["id"],
+            r["method"] or "?",
+            _cell(r["seed"]),
+            _cell(r["hparams_seed"]),
+            r["status"],
+            r["start"] or "-",
+            f"{r['duration']:.0f}s" if r["duration"] is not None else "-",
+            r["host"] or "-",
+        ]
         for bench, key, _ in metrics:
             v = metric_value(r, bench, key)
             cells.append(f"{100 * v:.2f}" if v is not None else "-")

@@ -10,8 +10,20 @@ from harness.eval import benchmarks as builtin
 from harness.eval.registry import MISSING, Column, Section, metric_value, row_names, sections
 from harness.eval.roc import far_key
 
-__all__ = ["TABLE_FARS", "GAP_FAR", "far_label", "SECTIONS", "COLUMNS", "MISSING", "row_value", "present_sections",
-           "claim_columns", "column_text", "bench_order", "CLAIM_METHODS"]
+__all__ = [
+    "TABLE_FARS",
+    "GAP_FAR",
+    "far_label",
+    "SECTIONS",
+    "COLUMNS",
+    "MISSING",
+    "row_value",
+    "present_sections",
+    "claim_columns",
+    "column_text",
+    "bench_order",
+    "CLAIM_METHODS",
+]
 
 TABLE_FARS = builtin.TABLE_FARS
 GAP_FAR = far_key(builtin.GAP_FAR)

@@ -28,8 +28,19 @@ from harness.report.cells import md_table, pct, signed
 from harness.report.documents import ResultDocument
 from harness.report.sections import MISSING, row_value
 
-__all__ = ["Draw", "Selection", "draw_key", "group_draws", "draw_mean", "select", "parse_metric", "selection_markdown",
-           "selection_csv", "DEFAULT_VALIDATION", "DEFAULT_ORACLE"]
+__all__ = [
+    "Draw",
+    "Selection",
+    "draw_key",
+    "group_draws",
+    "draw_mean",
+    "select",
+    "parse_metric",
+    "selection_markdown",
+    "selection_csv",
+    "DEFAULT_VALIDATION",
+    "DEFAULT_ORACLE",
+]
 
 DEFAULT_VALIDATION = "Validation 1:1:tar@0.001"
 DEFAULT_ORACLE = "IJB-C:tar@0.001"
@@ -73,8 +84,9 @@ def group_draws(runs: Sequence[ResultDocument]) -> dict[str, list[Draw]]:
         d = found.setdefault(k, Draw(r.method, r.hparams_seed, r.hparams, []))
         other = next((x for x in d.runs if x.seed == r.seed), None)
         if other is not None:
-            raise ValueError(f"{r.path}: method {r.method} seed {r.seed} with the same hyperparameters is also in "
-                             f"{other.path}")
+            raise ValueError(
+                f"{r.path}: method {r.method} seed {r.seed} with the same hyperparameters is also in {other.path}"
+            )
         d.runs.append(r)
     out: dict[str, list[Draw]] = {}
     for d in found.values():
@@ -128,9 +140,11 @@ def select(runs: Sequence[ResultDocument], validation: tuple[str, str], oracle: 
     for method, draws in group_draws(runs).items():
         chosen, val, ties = _best(draws, *validation)
         if chosen is None:
-            raise ValueError(f"method {method}: none of its {len(draws)} draws reports {validation[0]} {validation[1]} "
-                             f"(evaluate the validation benchmark, e.g. eval.benchmarks=...,val11, or name another "
-                             f"with --select-metric ROW:KEY)")
+            raise ValueError(
+                f"method {method}: none of its {len(draws)} draws reports {validation[0]} {validation[1]} "
+                f"(evaluate the validation benchmark, e.g. eval.benchmarks=...,val11, or name another "
+                f"with --select-metric ROW:KEY)"
+            )
         best, best_test, _ = _best(draws, *oracle)
         out.append(Selection(method, draws, chosen, val, best, draw_mean(chosen, *oracle)[0], best_test, ties))
     return out
@@ -140,32 +154,62 @@ def _num(x: float | None) -> str:
     return "-" if x is None else pct(x)
 
 
-def selection_markdown(sel: list[Selection], validation: tuple[str, str], oracle: tuple[str, str], level: str = "##"
-                       ) -> list[str]:
+def selection_markdown(
+    sel: list[Selection], validation: tuple[str, str], oracle: tuple[str, str], level: str = "##"
+) -> list[str]:
     """The selection: per method the draws, the selected one and its validation number, and the oracle contrast."""
     budget = {s.method: len(s.draws) for s in sel}
     equal = len(set(budget.values())) <= 1
-    head = (f"Each method's hyperparameter draw selected on `{validation[0]}` `{validation[1]}` (mean over the draw's "
-            f"training seeds; a validation release sharing no identity with any test set); the tables show the "
-            f"selected draws' test numbers only. **Oracle** (for contrast only, never a result): the draw best on the "
-            f"test metric `{oracle[0]}` `{oracle[1]}`, which selection on test data would have picked.")
+    head = (
+        f"Each method's hyperparameter draw selected on `{validation[0]}` `{validation[1]}` (mean over the draw's "
+        f"training seeds; a validation release sharing no identity with any test set); the tables show the "
+        f"selected draws' test numbers only. **Oracle** (for contrast only, never a result): the draw best on the "
+        f"test metric `{oracle[0]}` `{oracle[1]}`, which selection on test data would have picked."
+    )
     out = [f"{level} Model selection on validation", "", head, ""]
     if not equal:
         counts = ", ".join(f"`{m}` {n} draw{'s' if n != 1 else ''}" for m, n in budget.items())
-        out += [f"**Unequal tuning budget**: {counts} (the protocol gives every method the same number of draws; "
-                f"compare with care).", ""]
+        out += [
+            f"**Unequal tuning budget**: {counts} (the protocol gives every method the same number of draws; "
+            f"compare with care).",
+            "",
+        ]
     rows = []
     for s in sel:
         diff = "-" if s.selected_test is None or s.oracle_test is None else signed(s.selected_test - s.oracle_test)
-        rows.append([s.method, str(len(s.draws)), s.selected.label + (f" ({s.ties}-way tie)" if s.ties > 1 else ""),
-                     ", ".join(map(str, s.selected.seeds)), pct(s.validation), _num(s.selected_test),
-                     f"{s.oracle.label} (oracle)" if s.oracle else "-", _num(s.oracle_test), diff])
-    out += md_table(["method", "draws", "selected draw", "seeds", f"validation {validation[1]} %",
-                     f"test {oracle[0]} {oracle[1]} %", "oracle draw", f"oracle test {oracle[1]} %",
-                     "selected − oracle"], rows)
+        rows.append(
+            [
+                s.method,
+                str(len(s.draws)),
+                s.selected.label + (f" ({s.ties}-way tie)" if s.ties > 1 else ""),
+                ", ".join(map(str, s.selected.seeds)),
+                pct(s.validation),
+                _num(s.selected_test),
+                f"{s.oracle.label} (oracle)" if s.oracle else "-",
+                _num(s.oracle_test),
+                diff,
+            ]
+        )
+    out += md_table(
+        [
+            "method",
+            "draws",
+            "selected draw",
+            "seeds",
+            f"validation {validation[1]} %",
+            f"test {oracle[0]} {oracle[1]} %",
+            "oracle draw",
+            f"oracle test {oracle[1]} %",
+            "selected − oracle",
+        ],
+        rows,
+    )
     out += ["", "Selected hyperparameters:", ""]
-    out += [f"- `{s.method}` {s.selected.label} (hparams_seed {s.selected.hparams_seed}): "
-            f"`{json.dumps(s.selected.hparams, sort_keys=True)}`" for s in sel]
+    out += [
+        f"- `{s.method}` {s.selected.label} (hparams_seed {s.selected.hparams_seed}): "
+        f"`{json.dumps(s.selected.hparams, sort_keys=True)}`"
+        for s in sel
+    ]
     return out + [""]
 
 
@@ -175,14 +219,27 @@ def selection_csv(sel: list[Selection], validation: tuple[str, str], oracle: tup
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["method", "selection", "draws", "draw", "hparams_seed", "hparams", "seeds", "metric_row", "metric",
-                "value"])
+    w.writerow(
+        ["method", "selection", "draws", "draw", "hparams_seed", "hparams", "seeds", "metric_row", "metric", "value"]
+    )
     for s in sel:
         picks = [("validation", s.selected, validation, s.validation)]
         picks.append(("validation", s.selected, oracle, s.selected_test))
         if s.oracle is not None:
             picks.append(("oracle", s.oracle, oracle, s.oracle_test))
         for kind, d, (row, key), v in picks:
-            w.writerow([s.method, kind, len(s.draws), d.label, d.hparams_seed, json.dumps(d.hparams, sort_keys=True),
-                        ";".join(map(str, d.seeds)), row, key, "" if v is None else f"{100 * v:.4f}"])
+            w.writerow(
+                [
+                    s.method,
+                    kind,
+                    len(s.draws),
+                    d.label,
+                    d.hparams_seed,
+                    json.dumps(d.hparams, sort_keys=True),
+                    ";".join(map(str, d.seeds)),
+                    row,
+                    key,
+                    "" if v is None else f"{100 * v:.4f}",
+                ]
+            )
     return buf.getvalue()

@@ -91,9 +91,16 @@ def _bootstrap(runs: list[Run], n_boot: int, seed: int) -> dict[tuple[int, str],
             elif batch[1].subjects != first[0]:
                 bench = group.split("/")[0]
                 kinds = [runs[k].data.kind(bench) if runs[k].data else "unknown" for k in (i, first[2])]
-                why = f" (this result's {bench} is {kinds[0]} data, that one's {kinds[1]})" if kinds[0] != kinds[1] else ""
-                raise DataFormatError(run.items_path, f"array {group}/probe_subject",
-                                      f"holds other subjects than {first[1]}{why}: results of different benchmark releases cannot share one table")
+                why = (
+                    f" (this result's {bench} is {kinds[0]} data, that one's {kinds[1]})"
+                    if kinds[0] != kinds[1]
+                    else ""
+                )
+                raise DataFormatError(
+                    run.items_path,
+                    f"array {group}/probe_subject",
+                    f"holds other subjects than {first[1]}{why}: results of different benchmark releases cannot share one table",
+                )
             batch[2][i] = (metric, values, keys)
         for _, g, members in batches:
             try:
@@ -105,8 +112,11 @@ def _bootstrap(runs: list[Run], n_boot: int, seed: int) -> dict[tuple[int, str],
                 for k in keys:
                     want, got = values[k], s.estimate.get(k, math.nan)
                     if want is not None and not (math.isfinite(got) and abs(got - want) <= 1e-9):
-                        raise DataFormatError(runs[i].items_path, f"arrays {group}",
-                                              f"give {k} = {got!r} on the full data, {runs[i].name} says {want!r}: the items file does not belong to this result")
+                        raise DataFormatError(
+                            runs[i].items_path,
+                            f"arrays {group}",
+                            f"give {k} = {got!r} on the full data, {runs[i].name} says {want!r}: the items file does not belong to this result",
+                        )
                 out[(i, group)] = s
     return out
 
@@ -174,7 +184,9 @@ def published_numbers(cell: Cell, runs: list[Run], numbers: list[PaperNumber], c
         return []
     out = []
     for n in matching(numbers, models.pop(), col.benchmark, col.key):
-        ci = (cell.ci[0] - n.fraction, cell.ci[1] - n.fraction) if cell.ci and all(map(math.isfinite, cell.ci)) else None
+        ci = (
+            (cell.ci[0] - n.fraction, cell.ci[1] - n.fraction) if cell.ci and all(map(math.isfinite, cell.ci)) else None
+        )
         out.append((n, cell.mean - n.fraction, ci))
     return out
 
@@ -202,8 +214,14 @@ def _cell_knobs(knob_dicts: list[dict]) -> dict[str, str]:
     return {k: _knob_text([d[k] for d in knob_dicts if k in d]) for k in names}
 
 
-def build_tables(paths: Sequence[str], n_boot: int = 1000, seed: int = 0, reference: str = "source_only",
-                 paper: str | Sequence[str] | None = PAPER_DIR, runs: list[Run] | None = None) -> Tables:
+def build_tables(
+    paths: Sequence[str],
+    n_boot: int = 1000,
+    seed: int = 0,
+    reference: str = "source_only",
+    paper: str | Sequence[str] | None = PAPER_DIR,
+    runs: list[Run] | None = None,
+) -> Tables:
     """Read the results (and the published numbers unless ``paper`` is None), bootstrap every run on the shared
     subject draws, and summarise each (method, column) as a :class:`Cell`. ``runs``: documents already read
     (:func:`load_runs`), instead of reading ``paths``."""
@@ -212,8 +230,10 @@ def build_tables(paths: Sequence[str], n_boot: int = 1000, seed: int = 0, refere
     runs = load_runs(paths) if runs is None else runs
     methods_all = sorted({r.method for r in runs})
     if reference not in methods_all:
-        raise ValueError(f"reference method {reference!r} has no results (methods: {', '.join(methods_all)}); compare "
-                         f"with one of these instead (--reference {methods_all[0]}) or add the {reference} results to the inputs")
+        raise ValueError(
+            f"reference method {reference!r} has no results (methods: {', '.join(methods_all)}); compare "
+            f"with one of these instead (--reference {methods_all[0]}) or add the {reference} results to the inputs"
+        )
     paper_numbers = None if paper is None else load_paper_numbers(paper)
     samples = _bootstrap(runs, n_boot, seed)
     methods = [reference] + [m for m in methods_all if m != reference]
@@ -224,18 +244,28 @@ def build_tables(paths: Sequence[str], n_boot: int = 1000, seed: int = 0, refere
     cells: dict[tuple[str, str], Cell] = {}
     for col in COLUMNS:
         for m in methods:
-            have = [(i, row_value(runs[i].rows[col.benchmark], col.key)) for i in by_method[m] if col.benchmark in runs[i].rows]
+            have = [
+                (i, row_value(runs[i].rows[col.benchmark], col.key))
+                for i in by_method[m]
+                if col.benchmark in runs[i].rows
+            ]
             defined = [(i, v) for i, v in have if v is not MISSING and v is not None]
             if not defined:
                 continue
             vals = [v for _, v in defined]
-            cell = Cell(vals, [runs[i].seed for i, _ in defined], float(np.mean(vals)),
-                        float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
-                        knobs=_cell_knobs([runs[i].rows[col.benchmark].get("knobs", {}) for i, _ in have]))
+            cell = Cell(
+                vals,
+                [runs[i].seed for i, _ in defined],
+                float(np.mean(vals)),
+                float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
+                knobs=_cell_knobs([runs[i].rows[col.benchmark].get("knobs", {}) for i, _ in have]),
+            )
             if col.group and all((i, col.group) in samples for i, _ in defined):
                 per_seed = [samples[(i, col.group)] for i, _ in defined]
-                per_seed = [Samples({col.key: s.estimate[col.key]}, {col.key: s.samples[col.key]}, s.seed, s.n_subjects, False)
-                            for s in per_seed]
+                per_seed = [
+                    Samples({col.key: s.estimate[col.key]}, {col.key: s.samples[col.key]}, s.seed, s.n_subjects, False)
+                    for s in per_seed
+                ]
                 cell.samples = two_level_samples(per_seed, [runs[i].seed for i, _ in defined])
                 ci = ci_from_samples(cell.samples, ALPHA)[col.key]
                 cell.ci = (ci.low, ci.high)
@@ -254,6 +284,6 @@ def build_tables(paths: Sequence[str], n_boot: int = 1000, seed: int = 0, refere
             else:
                 cell.diff = cell.mean - ref.mean
     present = {b for r in runs for b in r.rows}
-    return Tables(runs, methods, reference, seeds, cells, int(n_boot), int(seed), paper_numbers, present,
-                  generator_uses(runs))
-
+    return Tables(
+        runs, methods, reference, seeds, cells, int(n_boot), int(seed), paper_numbers, present, generator_uses(runs)
+    )

@@ -48,8 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="release folder (written atomically)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], type=_parse_override, metavar="KEY=VALUE")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--validation", action="store_true", help="only write the validation release IJB_release/VAL "
-                    "(model selection; no test identity) into the existing release --out")
+    ap.add_argument(
+        "--validation",
+        action="store_true",
+        help="only write the validation release IJB_release/VAL "
+        "(model selection; no test identity) into the existing release --out",
+    )
     args = ap.parse_args(argv)
     tune_malloc()
     # SIGTERM (a killed `dvc repro`) unwinds like Ctrl-C, so the temporary release folder is removed.
@@ -76,12 +80,17 @@ def _validation(cfg: SynthFaceConfig, out: str, t0: float) -> int:
         print(f"harness.synthface: {path}: not a SynthFace release ({' '.join(str(exc).split())})", file=sys.stderr)
         return 2
     if (made.get("size"), made.get("seed")) != (cfg.size, cfg.seed):
-        print(f"harness.synthface: {path}: the release is size {made.get('size')} seed {made.get('seed')}, not "
-              f"--size {cfg.size} --seed {cfg.seed}", file=sys.stderr)
+        print(
+            f"harness.synthface: {path}: the release is size {made.get('size')} seed {made.get('seed')}, not "
+            f"--size {cfg.size} --seed {cfg.seed}",
+            file=sys.stderr,
+        )
         return 2
     counts = write_validation(cfg, out)
-    print(f"synthface[{cfg.size}] validation release written to {os.path.join(out, 'IJB_release', 'VAL')} in "
-          f"{time.perf_counter() - t0:.1f} s: {counts}")
+    print(
+        f"synthface[{cfg.size}] validation release written to {os.path.join(out, 'IJB_release', 'VAL')} in "
+        f"{time.perf_counter() - t0:.1f} s: {counts}"
+    )
     return 0
 
 

@@ -84,23 +84,76 @@ class Camera:
 
 
 #: The named target cameras (module docstring, "Target cameras"); ``default`` is the release's.
-CAMERAS: dict[str, Camera] = {c.name: c for c in (
-    Camera("default"),
-    Camera("webphoto", blur_sigma=(0.0, 0.4), motion_len=(0.0, 0.5), vignette=(0.0, 0.2), downscale=(0.0, 0.6),
-           chroma_shift=(0.0, 0.3), noise_sigma=(0.005, 0.02), contrast_drop=(0.0, 0.1), gamma_sd=0.15,
-           cast_gain_sd=0.05, cast_offset_sd=0.01, interlace_prob=0.0, jpeg_best=92.0, jpeg_drop=25.0,
-           jpeg_drop_range=(0.0, 1.0)),
-    Camera("surveillance", blur_sigma=(0.8, 2.0), motion_len=(1.0, 6.0), vignette=(0.2, 0.6), downscale=(2.0, 4.5),
-           chroma_shift=(0.5, 1.5), noise_sigma=(0.05, 0.12), contrast_drop=(0.1, 0.4), interlace_prob=1.6,
-           jpeg_best=45.0, jpeg_drop=40.0, jpeg_drop_range=(0.5, 1.0)),
-    Camera("tiny", blur_sigma=(0.2, 0.6), motion_len=(0.0, 1.0), vignette=(0.0, 0.2), downscale=(3.0, 8.0), min_side=8,
-           chroma_shift=(0.0, 0.3), noise_sigma=(0.01, 0.03), contrast_drop=(0.0, 0.15), gamma_sd=0.15,
-           interlace_prob=0.0, jpeg_best=85.0, jpeg_drop=30.0),
-    Camera("ageing", blur_sigma=(0.0, 0.3), motion_len=(0.0, 0.3), vignette=(0.0, 0.1), downscale=(0.0, 0.3),
-           chroma_shift=(0.0, 0.2), noise_sigma=(0.0, 0.01), contrast_drop=(0.0, 0.05), gamma_sd=0.1,
-           cast_gain_sd=0.03, cast_offset_sd=0.01, interlace_prob=0.0, jpeg_best=92.0, jpeg_drop=10.0,
-           jpeg_drop_range=(0.0, 1.0), age=(0.7, 1.0)),
-)}
+CAMERAS: dict[str, Camera] = {
+    c.name: c
+    for c in (
+        Camera("default"),
+        Camera(
+            "webphoto",
+            blur_sigma=(0.0, 0.4),
+            motion_len=(0.0, 0.5),
+            vignette=(0.0, 0.2),
+            downscale=(0.0, 0.6),
+            chroma_shift=(0.0, 0.3),
+            noise_sigma=(0.005, 0.02),
+            contrast_drop=(0.0, 0.1),
+            gamma_sd=0.15,
+            cast_gain_sd=0.05,
+            cast_offset_sd=0.01,
+            interlace_prob=0.0,
+            jpeg_best=92.0,
+            jpeg_drop=25.0,
+            jpeg_drop_range=(0.0, 1.0),
+        ),
+        Camera(
+            "surveillance",
+            blur_sigma=(0.8, 2.0),
+            motion_len=(1.0, 6.0),
+            vignette=(0.2, 0.6),
+            downscale=(2.0, 4.5),
+            chroma_shift=(0.5, 1.5),
+            noise_sigma=(0.05, 0.12),
+            contrast_drop=(0.1, 0.4),
+            interlace_prob=1.6,
+            jpeg_best=45.0,
+            jpeg_drop=40.0,
+            jpeg_drop_range=(0.5, 1.0),
+        ),
+        Camera(
+            "tiny",
+            blur_sigma=(0.2, 0.6),
+            motion_len=(0.0, 1.0),
+            vignette=(0.0, 0.2),
+            downscale=(3.0, 8.0),
+            min_side=8,
+            chroma_shift=(0.0, 0.3),
+            noise_sigma=(0.01, 0.03),
+            contrast_drop=(0.0, 0.15),
+            gamma_sd=0.15,
+            interlace_prob=0.0,
+            jpeg_best=85.0,
+            jpeg_drop=30.0,
+        ),
+        Camera(
+            "ageing",
+            blur_sigma=(0.0, 0.3),
+            motion_len=(0.0, 0.3),
+            vignette=(0.0, 0.1),
+            downscale=(0.0, 0.3),
+            chroma_shift=(0.0, 0.2),
+            noise_sigma=(0.0, 0.01),
+            contrast_drop=(0.0, 0.05),
+            gamma_sd=0.1,
+            cast_gain_sd=0.03,
+            cast_offset_sd=0.01,
+            interlace_prob=0.0,
+            jpeg_best=92.0,
+            jpeg_drop=10.0,
+            jpeg_drop_range=(0.0, 1.0),
+            age=(0.7, 1.0),
+        ),
+    )
+}
 
 
 def camera_named(name: str) -> Camera:
@@ -139,8 +192,9 @@ class DegradationParams:
         return DegradationParams(**{k: np.asarray(v)[index] for k, v in self.__dict__.items()})
 
 
-def sample_params(rng: np.random.Generator, strength: np.ndarray,
-                  camera: Camera = CAMERAS["default"]) -> DegradationParams:
+def sample_params(
+    rng: np.random.Generator, strength: np.ndarray, camera: Camera = CAMERAS["default"]
+) -> DegradationParams:
     """Draw camera parameters for images of the given strengths (an array in [0, 1]). Every camera draws the same
     random numbers in the same order (only the ranges differ), except the ageing style's two extra draws at the end,
     made only by a camera with ``age``; so the ``default`` camera draws exactly what the release always drew."""
@@ -165,8 +219,9 @@ def sample_params(rng: np.random.Generator, strength: np.ndarray,
         cast_gain=np.exp(rng.normal(0, c.cast_gain_sd, (b, 3)) * s[:, None]),
         cast_offset=rng.normal(0, c.cast_offset_sd, (b, 3)) * s[:, None],
         interlace=np.where(interlaced, displacement, 0),
-        jpeg_quality=np.clip(np.round(c.jpeg_best - c.jpeg_drop * s * u(*c.jpeg_drop_range, b)), c.jpeg_floor,
-                             c.jpeg_best).astype(np.int64),
+        jpeg_quality=np.clip(
+            np.round(c.jpeg_best - c.jpeg_drop * s * u(*c.jpeg_drop_range, b)), c.jpeg_floor, c.jpeg_best
+        ).astype(np.int64),
         min_side=np.full(b, c.min_side, dtype=np.int64),
     )
     if c.age[1] > 0:
@@ -191,7 +246,7 @@ def _age(x: torch.Tensor, p: DegradationParams) -> torch.Tensor:
     freq = torch.as_tensor(p.age_freq, dtype=torch.float32).view(b, 1, 1, 1)
     phase = torch.as_tensor(p.age_phase, dtype=torch.float32).view(b, 1, 1, 1)
     crease = torch.relu(torch.cos(freq * math.pi * rows + phase)) ** 8
-    face = torch.sigmoid((0.6 - (rows ** 2 + cols ** 2).sqrt()) * 20)  # the face's disc of the loose crop
+    face = torch.sigmoid((0.6 - (rows**2 + cols**2).sqrt()) * 20)  # the face's disc of the loose crop
     y = y * (1 - 0.3 * a * crease * face)
     mean = y.mean((2, 3), keepdim=True)
     y = (y - mean) * (1 - 0.2 * a) + mean

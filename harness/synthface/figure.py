@@ -24,7 +24,9 @@ from harness.data.recordio import FaceRecDataset
 from harness.data.wider import CropFolderDataset, read_crop_list
 
 
-def sample_grid(release: str, identities: int = 4, per_row: int = 8, target_rows: int = 2, ijb_rows: int = 2, zoom: int = 2) -> Image.Image:
+def sample_grid(
+    release: str, identities: int = 4, per_row: int = 8, target_rows: int = 2, ijb_rows: int = 2, zoom: int = 2
+) -> Image.Image:
     src = FaceRecDataset(os.path.join(release, "faces_synthface"))
     size = src.image_size[0]
     rows: list[tuple[str, list[np.ndarray]]] = []
@@ -35,7 +37,9 @@ def sample_grid(release: str, identities: int = 4, per_row: int = 8, target_rows
     tgt_root = os.path.join(release, "target")
     tgt = CropFolderDataset(read_crop_list(os.path.join(tgt_root, "crops"), os.path.join(tgt_root, "target_list.txt")))
     for r in range(target_rows):
-        rows.append(("target (unlabelled)", [tgt[r * per_row + j] for j in range(min(per_row, len(tgt) - r * per_row))]))
+        rows.append(
+            ("target (unlabelled)", [tgt[r * per_row + j] for j in range(min(per_row, len(tgt) - r * per_row))])
+        )
     meta = read_ijb(os.path.join(release, "IJB_release", "IJBB"))
     # Probe templates (the pair file's second column) that mix several media, to show stills beside frames.
     probe_tids = [int(t) for t in dict.fromkeys(meta.pairs[:, 1].tolist())]

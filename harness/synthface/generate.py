@@ -346,7 +346,9 @@ def write_ijb_release(cfg: SynthFaceConfig, root: str, prefix: str, ijb: IJBSpec
         stills = idx[~is_frame[idx]]
         if len(frames):
             local = frames - sl.start
-            jpegs, lm, _ = degrade_frames(images[local], landmarks[local], frame_params.take(frames), noise_rng, det_rng)
+            jpegs, lm, _ = degrade_frames(
+                images[local], landmarks[local], frame_params.take(frames), noise_rng, det_rng
+            )
             for j, k in enumerate(frames):
                 write_staged(os.path.join(crop_dir, f"{k + 1}.jpg"), jpegs[j])
                 landmarks_out[k] = lm[j]
@@ -357,11 +359,17 @@ def write_ijb_release(cfg: SynthFaceConfig, root: str, prefix: str, ijb: IJBSpec
                 write_staged(os.path.join(crop_dir, f"{k + 1}.jpg"), encode_jpeg(u8[j], cfg.jpeg_quality))
             landmarks_out[stills] = landmarks[local].double().numpy()
 
-    write_staged(os.path.join(meta_dir, f"{prefix}_face_tid_mid.txt"),
-                 "".join(f"{i + 1}.jpg {r.template} {r.media}\n" for i, r in enumerate(rows)))
-    write_staged(os.path.join(meta_dir, f"{prefix}_name_5pts_score.txt"),
-                 "".join(f"{i + 1}.jpg {' '.join(f'{v:.3f}' for v in landmarks_out[i].reshape(-1))} {faceness[i]:.3f}\n"
-                         for i in range(n)))
+    write_staged(
+        os.path.join(meta_dir, f"{prefix}_face_tid_mid.txt"),
+        "".join(f"{i + 1}.jpg {r.template} {r.media}\n" for i, r in enumerate(rows)),
+    )
+    write_staged(
+        os.path.join(meta_dir, f"{prefix}_name_5pts_score.txt"),
+        "".join(
+            f"{i + 1}.jpg {' '.join(f'{v:.3f}' for v in landmarks_out[i].reshape(-1))} {faceness[i]:.3f}\n"
+            for i in range(n)
+        ),
+    )
 
     # Pairs (gallery tid, probe tid, label): every probe against its mate and against impostor galleries.
     pair_rng = stream_rng(cfg, stream, 7)
@@ -379,7 +387,9 @@ def write_ijb_release(cfg: SynthFaceConfig, root: str, prefix: str, ijb: IJBSpec
         n_imp += len(others)
     write_staged(os.path.join(meta_dir, f"{prefix}_template_pair_label.txt"), "".join(lines))
     # The NIST 1:N protocol CSVs (two galleries splitting the subjects, and the mixed probe set).
-    one_n = write_1n_csvs(meta_dir, prefix, rows, template_subject, gallery, probes, stream_rng(cfg, stream, 8), landmarks=landmarks_out)
+    one_n = write_1n_csvs(
+        meta_dir, prefix, rows, template_subject, gallery, probes, stream_rng(cfg, stream, 8), landmarks=landmarks_out
+    )
     return {
         **one_n,
         "subjects": ijb.subjects,

@@ -53,7 +53,11 @@ HEADERS = {"ijbb": HEADER_V1, "ijbc": HEADER_V2}
 def csv_names(prefix: str) -> dict[str, str]:
     """File names of the three 1:N CSVs, keyed by gallery name (``S1``/``S2`` or ``G1``/``G2``) and ``probe_mixed``."""
     g1, g2 = GALLERY_NAMES[prefix]
-    return {g1: f"{prefix}_1N_gallery_{g1}.csv", g2: f"{prefix}_1N_gallery_{g2}.csv", "probe_mixed": f"{prefix}_1N_probe_mixed.csv"}
+    return {
+        g1: f"{prefix}_1N_gallery_{g1}.csv",
+        g2: f"{prefix}_1N_gallery_{g2}.csv",
+        "probe_mixed": f"{prefix}_1N_probe_mixed.csv",
+    }
 
 
 def _geometry(landmarks: np.ndarray | None, i: int) -> str:
@@ -124,7 +128,9 @@ def write_1n_csvs(
     for t in gallery_tids:
         s = int(template_subject[t])
         if s in gallery_of_subject:
-            raise ValueError(f"subject {s} has two gallery templates ({gallery_of_subject[s]} and {t}); the 1:N protocol needs one")
+            raise ValueError(
+                f"subject {s} has two gallery templates ({gallery_of_subject[s]} and {t}); the 1:N protocol needs one"
+            )
         gallery_of_subject[s] = t
     for t in probe_tids:
         if int(template_subject[t]) not in gallery_of_subject:

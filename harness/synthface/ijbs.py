@@ -141,8 +141,11 @@ def _plan(spec: IJBSSpec, rng: np.random.Generator):
     probe_videos: list[list[int]] = []
     i = 0
     while i < len(appearances):
-        if (i + 1 < len(appearances) and appearances[i + 1] != appearances[i]
-                and rng.uniform() < spec.two_subject_fraction):
+        if (
+            i + 1 < len(appearances)
+            and appearances[i + 1] != appearances[i]
+            and rng.uniform() < spec.two_subject_fraction
+        ):
             probe_videos.append([appearances[i], appearances[i + 1]])
             i += 2
         else:
@@ -168,8 +171,15 @@ def _plan(spec: IJBSSpec, rng: np.random.Generator):
             for t in range(_count(rng, spec.frames_per_video)):
                 faces.append(_Face(s, "frame", video=v, pair=len(pairs) - 1, frame=start + step * (offset + t), step=t))
     return {
-        "g1": g1, "g2": g2, "unenrolled": unenrolled, "booking": booking, "faces": faces, "videos": videos,
-        "video_id": video_id, "n_probe_videos": n_probe_videos, "pairs": pairs,
+        "g1": g1,
+        "g2": g2,
+        "unenrolled": unenrolled,
+        "booking": booking,
+        "faces": faces,
+        "videos": videos,
+        "video_id": video_id,
+        "n_probe_videos": n_probe_videos,
+        "pairs": pairs,
     }
 
 
@@ -278,7 +288,9 @@ def write_ijbs(cfg: SynthFaceConfig, out: str, spec: IJBSSpec) -> dict:
         return f"videos/{video_id[f.video]}.mp4" if f.kind == "frame" else f"img/{f.image}.jpg"
 
     still_rows = [k for k in range(n) if not is_frame[k]]
-    frame_rows = sorted((k for k in range(n) if is_frame[k]), key=lambda k: (video_id[video_of[k]], faces[k].frame, subject[k]))
+    frame_rows = sorted(
+        (k for k in range(n) if is_frame[k]), key=lambda k: (video_id[video_of[k]], faces[k].frame, subject[k])
+    )
     rows = [METADATA_HEADER + "\n"]
     for k in still_rows + frame_rows:
         f = faces[k]
@@ -313,10 +325,14 @@ def write_ijbs(cfg: SynthFaceConfig, out: str, spec: IJBSSpec) -> dict:
             book.extend(f"{tid},{s + 1},img/{i}.jpg,{box(still_box[i])}" for i in plan["booking"][s])
         for s in members:
             tid += 1
-            surv.append(f"{tid},{s + 1},videos/{video_id[gallery_video[s]]}.mp4,{box(video_box[(gallery_video[s], s)])}")
+            surv.append(
+                f"{tid},{s + 1},videos/{video_id[gallery_video[s]]}.mp4,{box(video_box[(gallery_video[s], s)])}"
+            )
         for kind, lines in (("single", single), ("booking", book), ("surveillance", surv)):
-            write_staged(os.path.join(proto_dir, "galleries", GALLERY_FILES[kind].format(g)),
-                         GALLERY_HEADER + "\n" + "".join(line + "\n" for line in lines))
+            write_staged(
+                os.path.join(proto_dir, "galleries", GALLERY_FILES[kind].format(g)),
+                GALLERY_HEADER + "\n" + "".join(line + "\n" for line in lines),
+            )
 
     n_frames = int(is_frame.sum())
     n_failed = int(fails.sum())

@@ -26,12 +26,30 @@ import torch
 import torch.nn.functional as F
 
 # Depth of each layer in face units: how far it moves horizontally per unit of sin(yaw).
-DEPTH = {"hair_back": -0.35, "neck": -0.25, "face": 0.0, "eyes": 0.45, "brows": 0.5, "nose": 0.85, "mouth": 0.5, "hair": 0.05}
+DEPTH = {
+    "hair_back": -0.35,
+    "neck": -0.25,
+    "face": 0.0,
+    "eyes": 0.45,
+    "brows": 0.5,
+    "nose": 0.85,
+    "mouth": 0.5,
+    "hair": 0.05,
+}
 
 HAIR_PALETTE = np.array(
-    [[0.08, 0.06, 0.05], [0.25, 0.15, 0.08], [0.45, 0.30, 0.15], [0.75, 0.60, 0.35], [0.55, 0.18, 0.08], [0.55, 0.55, 0.55]]
+    [
+        [0.08, 0.06, 0.05],
+        [0.25, 0.15, 0.08],
+        [0.45, 0.30, 0.15],
+        [0.75, 0.60, 0.35],
+        [0.55, 0.18, 0.08],
+        [0.55, 0.55, 0.55],
+    ]
 )
-IRIS_PALETTE = np.array([[0.25, 0.15, 0.08], [0.40, 0.28, 0.12], [0.20, 0.35, 0.55], [0.30, 0.45, 0.30], [0.35, 0.35, 0.38]])
+IRIS_PALETTE = np.array(
+    [[0.25, 0.15, 0.08], [0.40, 0.28, 0.12], [0.20, 0.35, 0.55], [0.30, 0.45, 0.30], [0.35, 0.35, 0.38]]
+)
 SKIN_LIGHT = np.array([0.96, 0.80, 0.68])
 SKIN_DARK = np.array([0.36, 0.22, 0.14])
 TEXTURE_COARSE = 6
@@ -182,7 +200,11 @@ def _ellipse_sdf(u: torch.Tensor, v: torch.Tensor, cu, cv, a, b, power: float | 
     """Approximate signed distance to a (super)ellipse with half-axes a, b (good near the boundary)."""
     x = (u - cu).abs() / a
     y = (v - cv).abs() / b
-    r = (x.pow(power) + y.pow(power)).pow(1.0 / power) if not isinstance(power, float) or power != 2.0 else torch.sqrt(x * x + y * y)
+    r = (
+        (x.pow(power) + y.pow(power)).pow(1.0 / power)
+        if not isinstance(power, float) or power != 2.0
+        else torch.sqrt(x * x + y * y)
+    )
     return (r - 1.0) * torch.minimum(torch.as_tensor(a), torch.as_tensor(b))
 
 
@@ -193,7 +215,9 @@ def _over(canvas: torch.Tensor, color: torch.Tensor, alpha: torch.Tensor) -> tor
     return torch.lerp(canvas, color.expand_as(canvas), alpha.unsqueeze(1).expand_as(canvas))
 
 
-def landmarks_face_space(idp: dict[str, torch.Tensor], spec: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def landmarks_face_space(
+    idp: dict[str, torch.Tensor], spec: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The 5 landmarks in face space, before pose: returns (u, v, depth), each (B, 5)."""
     eye_u, eye_v = idp["eye_u"], idp["eye_dv"]
     nose_v = idp["nose_len"]
@@ -227,7 +251,9 @@ class PoseMap:
     def grid(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Face-space coordinates (yawed u, v) of every pixel centre, each (B, H, W)."""
         s = self.size
-        ys, xs = torch.meshgrid(torch.arange(s, dtype=torch.float32), torch.arange(s, dtype=torch.float32), indexing="ij")
+        ys, xs = torch.meshgrid(
+            torch.arange(s, dtype=torch.float32), torch.arange(s, dtype=torch.float32), indexing="ij"
+        )
         dx = xs[None] - _col(self.cx)
         dy = ys[None] - _col(self.cy)
         uy = (_col(self.cos_r) * dx + _col(self.sin_r) * dy) / _col(self.px)
@@ -238,7 +264,9 @@ class PoseMap:
         return (uy - depth * _col(self.sin_y)) / _col(self.cos_y)
 
 
-def _sample_field(field: torch.Tensor, u: torch.Tensor, v: torch.Tensor, half_w: torch.Tensor, top: float, bottom: float) -> torch.Tensor:
+def _sample_field(
+    field: torch.Tensor, u: torch.Tensor, v: torch.Tensor, half_w: torch.Tensor, top: float, bottom: float
+) -> torch.Tensor:
     """Bicubic lookup of a per-image (B, C, h, w) noise field spread over the face box, in face coordinates."""
     gx = u / _col(half_w)
     gy = (v - (top + bottom) / 2) / ((bottom - top) / 2)
@@ -292,7 +320,9 @@ def render(idtable: dict[str, torch.Tensor], spec: ImageSpec, size: int) -> tupl
     half_w = fa * (1 - _col(idp["jaw_taper"]) * below * below).clamp(min=0.15)
     sdf_face = _ellipse_sdf(u_f, v, 0.0, fcv, half_w, fb, power=_col(idp["face_power"]))
     face_alpha = _soft(sdf_face, px)
-    tex = _sample_field(idp["tex_coarse"], u_f, v, fa, -1.4, 1.9) + _sample_field(idp["tex_fine"], u_f, v, fa, -1.4, 1.9)
+    tex = _sample_field(idp["tex_coarse"], u_f, v, fa, -1.4, 1.9) + _sample_field(
+        idp["tex_fine"], u_f, v, fa, -1.4, 1.9
+    )
     face_col = skin * (1 + tex)
     for k in range(MAX_MOLES):
         m = idp["moles"][:, k]
@@ -342,9 +372,13 @@ def render(idtable: dict[str, torch.Tensor], spec: ImageSpec, size: int) -> tupl
         bcv = _col(idp["eye_dv"]) - _col(idp["brow_dv"]) - _col(sp["brow_raise"])
         t_along = (u_b - bcu) * side_sign
         half_len = _col(idp["brow_len"]) / 2
-        centre_line = bcv - _col(idp["brow_slant"]) * t_along + _col(idp["brow_arch"]) * ((t_along / half_len) ** 2 - 1) * -0.5
+        centre_line = (
+            bcv - _col(idp["brow_slant"]) * t_along + _col(idp["brow_arch"]) * ((t_along / half_len) ** 2 - 1) * -0.5
+        )
         taper = 1 - 0.5 * ((t_along / half_len).clamp(-1, 1) + 1) / 2
-        sdf_brow = torch.maximum((v - centre_line).abs() - _col(idp["brow_thick"]) * taper / 2, t_along.abs() - half_len)
+        sdf_brow = torch.maximum(
+            (v - centre_line).abs() - _col(idp["brow_thick"]) * taper / 2, t_along.abs() - half_len
+        )
         img = _over(img, hair_col * 0.9 + skin * 0.1, _soft(sdf_brow, px) * 0.9)
 
     # Nose: a shaded bridge, a tip highlight and the nostril base.
@@ -356,7 +390,8 @@ def render(idtable: dict[str, torch.Tensor], spec: ImageSpec, size: int) -> tupl
     img = img * (1 - _col(idp["nose_shade"]).unsqueeze(1) * bridge.unsqueeze(1))
     base = _ellipse_sdf(u_no, v, 0.0, tip_v + 0.02, nw, 0.05)
     nostrils = torch.minimum(
-        _ellipse_sdf(u_no, v, -0.45 * nw, tip_v + 0.03, 0.22 * nw, 0.03), _ellipse_sdf(u_no, v, 0.45 * nw, tip_v + 0.03, 0.22 * nw, 0.03)
+        _ellipse_sdf(u_no, v, -0.45 * nw, tip_v + 0.03, 0.22 * nw, 0.03),
+        _ellipse_sdf(u_no, v, 0.45 * nw, tip_v + 0.03, 0.22 * nw, 0.03),
     )
     img = _over(img, skin * 0.7, _soft(base, px) * 0.6)
     img = _over(img, skin * 0.3, _soft(nostrils, px) * 0.9)
@@ -391,7 +426,9 @@ def render(idtable: dict[str, torch.Tensor], spec: ImageSpec, size: int) -> tupl
         img = _over(img, oc, a)
 
     # Illumination: directional gradient, brightness and white balance over the whole frame.
-    shade = 1 + _col(sp["light_strength"]) * 0.5 * (xs[None] * _col(sp["light_dir"][:, 0]) + ys[None] * _col(sp["light_dir"][:, 1]))
+    shade = 1 + _col(sp["light_strength"]) * 0.5 * (
+        xs[None] * _col(sp["light_dir"][:, 0]) + ys[None] * _col(sp["light_dir"][:, 1])
+    )
     img = img * shade.unsqueeze(1) * _col(sp["brightness"]).unsqueeze(1) * sp["white_balance"].view(b, 3, 1, 1)
     img = img.clamp(0.0, 1.0)
 

@@ -64,8 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     manifest = write_camera_target(args.camera, args.out, args.size, args.seed, args.images)
-    print(f"synthface[{args.size}] target camera {args.camera} written to {args.out} in "
-          f"{time.perf_counter() - t0:.1f} s: {manifest['counts']}")
+    print(
+        f"synthface[{args.size}] target camera {args.camera} written to {args.out} in "
+        f"{time.perf_counter() - t0:.1f} s: {manifest['counts']}"
+    )
     return 0
 
 

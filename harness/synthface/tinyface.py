@@ -148,11 +148,20 @@ def write_tinyface(cfg: SynthFaceConfig, out: str, spec: TinyFaceSpec = TinyFace
     is_probe = np.array([f == "Probe" for f in folders])
 
     cam_rng = stream_rng(cfg, STREAM_TINYFACE, 2)
-    strength = np.where(is_probe, cam_rng.uniform(*spec.probe_strength, len(who)), cam_rng.uniform(*spec.gallery_strength, len(who)))
+    strength = np.where(
+        is_probe, cam_rng.uniform(*spec.probe_strength, len(who)), cam_rng.uniform(*spec.gallery_strength, len(who))
+    )
     params = camera.sample_params(cam_rng, strength)
     widths = _write_images(
-        cfg, out, identity_table(cfg, DOMAIN_TINYFACE, n_id), sample_image_specs(stream_rng(cfg, STREAM_TINYFACE, 1), who),
-        params, folders, names, stream_rng(cfg, STREAM_TINYFACE, 3), stream_rng(cfg, STREAM_TINYFACE, 4),
+        cfg,
+        out,
+        identity_table(cfg, DOMAIN_TINYFACE, n_id),
+        sample_image_specs(stream_rng(cfg, STREAM_TINYFACE, 1), who),
+        params,
+        folders,
+        names,
+        stream_rng(cfg, STREAM_TINYFACE, 3),
+        stream_rng(cfg, STREAM_TINYFACE, 4),
     )
 
     n_d = spec.distractors
@@ -160,10 +169,15 @@ def write_tinyface(cfg: SynthFaceConfig, out: str, spec: TinyFaceSpec = TinyFace
         d_rng = stream_rng(cfg, STREAM_TINYFACE, 6)
         d_params = camera.sample_params(d_rng, d_rng.uniform(*spec.gallery_strength, n_d))
         widths += _write_images(
-            cfg, out, identity_table(cfg, DOMAIN_TINYFACE_DISTRACTOR, n_d),
-            sample_image_specs(stream_rng(cfg, STREAM_TINYFACE, 5), np.arange(n_d)), d_params,
-            ["Gallery_Distractor"] * n_d, [f"{k + 1}.jpg" for k in range(n_d)],
-            stream_rng(cfg, STREAM_TINYFACE, 7), stream_rng(cfg, STREAM_TINYFACE, 8),
+            cfg,
+            out,
+            identity_table(cfg, DOMAIN_TINYFACE_DISTRACTOR, n_d),
+            sample_image_specs(stream_rng(cfg, STREAM_TINYFACE, 5), np.arange(n_d)),
+            d_params,
+            ["Gallery_Distractor"] * n_d,
+            [f"{k + 1}.jpg" for k in range(n_d)],
+            stream_rng(cfg, STREAM_TINYFACE, 7),
+            stream_rng(cfg, STREAM_TINYFACE, 8),
         )
 
     testing = os.path.join(out, TESTING_SET)

@@ -25,17 +25,26 @@ import os
 from harness.core.atomic import StagedFolder, write_staged
 from harness.synthface.generate import IJBSpec, SynthFaceConfig, write_ijb_release
 
-__all__ = ["DOMAIN_VALIDATION", "STREAM_VALIDATION", "FOLDER", "PREFIX", "VALIDATION_SPECS", "validation_spec",
-           "write_validation"]
+__all__ = [
+    "DOMAIN_VALIDATION",
+    "STREAM_VALIDATION",
+    "FOLDER",
+    "PREFIX",
+    "VALIDATION_SPECS",
+    "validation_spec",
+    "write_validation",
+]
 
 DOMAIN_VALIDATION = 8  # identities of their own: no test benchmark's identity
 STREAM_VALIDATION = 19
 FOLDER = os.path.join("IJB_release", "VAL")
 PREFIX = "ijbb"  # the meta file names of insightface's IJB layout that the IJB readers accept
 #: subjects per release size (the IJB-B spec's composition)
-VALIDATION_SPECS = {"tiny": IJBSpec(subjects=6, gallery_stills=2, probe_templates=2),
-                    "default": IJBSpec(subjects=150), "large": IJBSpec(subjects=600, probe_templates=5,
-                                                                        impostors_per_probe=400)}
+VALIDATION_SPECS = {
+    "tiny": IJBSpec(subjects=6, gallery_stills=2, probe_templates=2),
+    "default": IJBSpec(subjects=150),
+    "large": IJBSpec(subjects=600, probe_templates=5, impostors_per_probe=400),
+}
 
 
 def validation_spec(cfg: SynthFaceConfig) -> IJBSpec:
@@ -48,8 +57,13 @@ def write_validation(cfg: SynthFaceConfig, release: str, spec: IJBSpec | None = 
     spec = spec or validation_spec(cfg)
     with StagedFolder(os.path.join(release, FOLDER)) as staged:  # a killed run's staging folder is removed later
         counts = write_ijb_release(cfg, staged.tmp, PREFIX, spec, STREAM_VALIDATION, DOMAIN_VALIDATION)
-        info = {"domain": DOMAIN_VALIDATION, "seed": cfg.seed, "size": cfg.size, "spec": dataclasses.asdict(spec),
-                "counts": counts}
+        info = {
+            "domain": DOMAIN_VALIDATION,
+            "seed": cfg.seed,
+            "size": cfg.size,
+            "spec": dataclasses.asdict(spec),
+            "counts": counts,
+        }
         write_staged(staged.path("validation.json"), json.dumps(info, indent=2, sort_keys=True) + "\n")
         staged.publish()
     return counts

@@ -40,8 +40,11 @@ class BinSpec:
 
 
 #: by release size; small (LFW has 6,000 pairs of 5,749 identities)
-SPECS = {"tiny": BinSpec(identities=8, pairs_per_fold=4), "default": BinSpec(identities=100, pairs_per_fold=40),
-         "large": BinSpec(identities=1000, pairs_per_fold=600)}
+SPECS = {
+    "tiny": BinSpec(identities=8, pairs_per_fold=4),
+    "default": BinSpec(identities=100, pairs_per_fold=40),
+    "large": BinSpec(identities=1000, pairs_per_fold=600),
+}
 
 
 def _pairs(spec: BinSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +73,11 @@ def write_verification_bin(cfg: SynthFaceConfig, out: str) -> dict:
     ids, same = _pairs(spec, stream_rng(cfg, STREAM_BIN, 0))
     table = identity_table(cfg, DOMAIN_BIN, spec.identities)
     images: list[bytes] = []
-    for _, rendered, landmarks in render_chunks(table, sample_image_specs(stream_rng(cfg, STREAM_BIN, 1), ids), cfg.loose_size):
-        images += [encode_jpeg(rgb, cfg.jpeg_quality) for rgb in to_uint8(align_faces(rendered, landmarks, cfg.aligned_size))]
+    for _, rendered, landmarks in render_chunks(
+        table, sample_image_specs(stream_rng(cfg, STREAM_BIN, 1), ids), cfg.loose_size
+    ):
+        images += [
+            encode_jpeg(rgb, cfg.jpeg_quality) for rgb in to_uint8(align_faces(rendered, landmarks, cfg.aligned_size))
+        ]
     write_bin(os.path.join(out, "faces_synthface", f"{NAME}.bin"), images, same)
     return {"name": NAME, "identities": spec.identities, "pairs": len(same), "genuine": int(same.sum())}

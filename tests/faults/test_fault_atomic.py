@@ -15,7 +15,11 @@ import pytest
 from faultlib import SMALL
 
 from harness.core.atomic import (
-    DiskFullError, recover, save_torch_atomic, write_files_atomic, write_json_atomic,
+    DiskFullError,
+    recover,
+    save_torch_atomic,
+    write_files_atomic,
+    write_json_atomic,
 )
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -25,20 +29,23 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 def _tmpfs_works() -> bool:
     if not shutil.which("unshare"):
         return False
-    r = subprocess.run(["unshare", "-rm", "sh", "-c", "d=$(mktemp -d) && mount -t tmpfs -o size=16k tmpfs $d"],
-                       capture_output=True)
+    r = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", "d=$(mktemp -d) && mount -t tmpfs -o size=16k tmpfs $d"], capture_output=True
+    )
     return r.returncode == 0
 
 
 TMPFS = _tmpfs_works()
 
 
-def _in_small_disk(folder: str, argv: list[str], size: str = "64k", fsize: int = 64 << 10) -> subprocess.CompletedProcess:
+def _in_small_disk(
+    folder: str, argv: list[str], size: str = "64k", fsize: int = 64 << 10
+) -> subprocess.CompletedProcess:
     """Run ``argv`` with ``folder`` on a full-able file system: a private tmpfs of ``size`` mounted there (user and
     mount namespace) where the machine allows it, else the process's file-size limit (RLIMIT_FSIZE: EFBIG)."""
     env = {**os.environ, "PYTHONPATH": ROOT}
     if TMPFS:
-        cmd = f"mount -t tmpfs -o size={size} tmpfs {folder} && exec \"$@\""
+        cmd = f'mount -t tmpfs -o size={size} tmpfs {folder} && exec "$@"'
         return subprocess.run(["unshare", "-rm", "sh", "-c", cmd, "sh", *argv], capture_output=True, text=True, env=env)
 
     def limit():
@@ -77,8 +84,18 @@ def test_disk_full_in_a_run_is_one_line(tiny_release, tmp_path):
     folder.mkdir()
     params = tmp_path / "p.yaml"
     params.write_text("{}\n")
-    argv = [sys.executable, "-m", "harness.run", "--params", str(params), f"data.release={tiny_release}",
-            f"out={tmp_path / 'runs'}", f"checkpoint={folder}/m.pt", "checkpoint_every=1", *SMALL]
+    argv = [
+        sys.executable,
+        "-m",
+        "harness.run",
+        "--params",
+        str(params),
+        f"data.release={tiny_release}",
+        f"out={tmp_path / 'runs'}",
+        f"checkpoint={folder}/m.pt",
+        "checkpoint_every=1",
+        *SMALL,
+    ]
     r = _in_small_disk(str(folder), argv, size="32k")
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("harness.run: ")]
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
@@ -114,7 +131,9 @@ def test_a_file_set_killed_mid_rename_is_completed_next_time(tmp_path):
         os.replace = replace
         atomic.write_files_atomic({{p: "new " + os.path.basename(p) + chr(10) for p in {sorted(files)!r}}})
     """)
-    r = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True
+    )
     assert r.returncode == 9, r.stderr
     contents = {p: open(p).read().split()[0] for p in files}
     assert sorted(contents.values()) == ["new", "new", "old", "old"], "killed mid-set: a mix on disk"

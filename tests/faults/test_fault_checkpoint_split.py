@@ -20,8 +20,17 @@ from harness.run import main as run_main
 def test_final_checkpoint_is_weights_and_metadata(trained_ckpt):
     state = torch.load(trained_ckpt, weights_only=True)
     assert state["format"] == "cfsm-checkpoint/1"
-    assert set(state) == {"format", "config", "num_classes", "step", "total_steps", "world_size", "global_batch",
-                          "backbone", "train_info"}
+    assert set(state) == {
+        "format",
+        "config",
+        "num_classes",
+        "step",
+        "total_steps",
+        "world_size",
+        "global_batch",
+        "backbone",
+        "train_info",
+    }
     assert not os.path.exists(trained_ckpt.replace(".pt", ".train_state.pt")), "a completed run keeps no state"
 
 
@@ -30,8 +39,10 @@ def test_the_run_records_path_and_hash_not_a_copy(tiny_release, tmp_path, empty_
     assert run_main(run_args(tiny_release, runs, empty_params, "train=false", f"checkpoint={trained_ckpt}")) == 0
     (run_id,) = [d for d in os.listdir(runs) if d.isdigit()]
     info = json.loads((runs / run_id / "info.json").read_text())["checkpoint"]
-    assert info == {"path": os.path.abspath(trained_ckpt),
-                    "sha256": hashlib.sha256(open(trained_ckpt, "rb").read()).hexdigest()}
+    assert info == {
+        "path": os.path.abspath(trained_ckpt),
+        "sha256": hashlib.sha256(open(trained_ckpt, "rb").read()).hexdigest(),
+    }
     assert not [f for f in os.listdir(runs / run_id) if f.endswith(".pt")]
 
 
@@ -39,17 +50,45 @@ def test_old_format_checkpoints_are_still_evaluated(tiny_release, tmp_path, empt
     """The old final checkpoint: the train state (optimizer, numpy and python RNG states as pickled numpy arrays and
     tuples) plus train_info. Read with weights_only=True (numpy arrays allowed), only the weights keys are used."""
     new = torch.load(trained_ckpt, weights_only=True)
-    old = {**new, "format": "cfsm-train-state/1", "head": {"weight": torch.randn(24, 32)}, "optimizer": {"state": {}},
-           "rng": [{"torch": torch.get_rng_state(), "cuda": None, "numpy": np.random.get_state(),
-                    "python": random.getstate()}], "source": {"epoch": 0}, "target": None, "running_loss": 1.0}
+    old = {
+        **new,
+        "format": "cfsm-train-state/1",
+        "head": {"weight": torch.randn(24, 32)},
+        "optimizer": {"state": {}},
+        "rng": [
+            {"torch": torch.get_rng_state(), "cuda": None, "numpy": np.random.get_state(), "python": random.getstate()}
+        ],
+        "source": {"epoch": 0},
+        "target": None,
+        "running_loss": 1.0,
+    }
     path = tmp_path / "old.pt"
     torch.save(old, path)
-    rc = run_main(run_args(tiny_release, tmp_path / "runs", empty_params, "train=false", f"checkpoint={path}",
-                           f"result={tmp_path / 'r.json'}"))
+    rc = run_main(
+        run_args(
+            tiny_release,
+            tmp_path / "runs",
+            empty_params,
+            "train=false",
+            f"checkpoint={path}",
+            f"result={tmp_path / 'r.json'}",
+        )
+    )
     assert rc == 0, capsys.readouterr().err
     ref = tmp_path / "ref.json"
-    assert run_main(run_args(tiny_release, tmp_path / "runs", empty_params, "train=false", f"checkpoint={trained_ckpt}",
-                             f"result={ref}")) == 0
+    assert (
+        run_main(
+            run_args(
+                tiny_release,
+                tmp_path / "runs",
+                empty_params,
+                "train=false",
+                f"checkpoint={trained_ckpt}",
+                f"result={ref}",
+            )
+        )
+        == 0
+    )
     a, b = (json.loads(p.read_text())["results"][0] for p in (tmp_path / "r.json", ref))
     assert a["rank1"] == b["rank1"] and a["rank5"] == b["rank5"]
 

@@ -74,8 +74,15 @@ def test_two_concurrent_runs_on_one_checkpoint(tiny_release, tmp_path, empty_par
     """The issue's case: two runs with different learning rates on one path. The second fails; the file holds the
     first run's model."""
     ckpt = tmp_path / "m.pt"
-    args = run_args(tiny_release, tmp_path / "runs_a", empty_params, f"checkpoint={ckpt}", "optim.lr=0.05",
-                    "optim.epochs=6", "evaluate=false")
+    args = run_args(
+        tiny_release,
+        tmp_path / "runs_a",
+        empty_params,
+        f"checkpoint={ckpt}",
+        "optim.lr=0.05",
+        "optim.epochs=6",
+        "evaluate=false",
+    )
     first = subprocess.Popen([sys.executable, "-m", "harness.run", *args], stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not os.path.exists(f"{ckpt}.lock") and time.time() < deadline and first.poll() is None:
@@ -94,7 +101,9 @@ def test_a_stale_lock_is_taken_over(tiny_release, tmp_path, empty_params, capsys
     ckpt = tmp_path / "m.pt"
     dead = _dead_pid()
     _hold(ckpt, dead)
-    assert run_main(run_args(tiny_release, tmp_path / "runs", empty_params, f"checkpoint={ckpt}", "evaluate=false")) == 0
+    assert (
+        run_main(run_args(tiny_release, tmp_path / "runs", empty_params, f"checkpoint={ckpt}", "evaluate=false")) == 0
+    )
     err = capsys.readouterr().err
     assert f"taking over a stale lock (pid {dead} on {socket.gethostname()} no longer runs)" in err
     assert ckpt.exists() and not os.path.exists(f"{ckpt}.lock")
@@ -103,9 +112,17 @@ def test_a_stale_lock_is_taken_over(tiny_release, tmp_path, empty_params, capsys
 def test_stage1_holds_its_output_folder(tiny_release, tmp_path, empty_params, capsys, sleeper):
     out = tmp_path / "s1"
     _hold(out, sleeper.pid)
-    rc = stage1_main(["--params", empty_params, f"data.release={tiny_release}", f"identity={tmp_path / 'x.pt'}",
-                      f"out={out}", "sacred=", *STAGE1_TINY])
+    rc = stage1_main(
+        [
+            "--params",
+            empty_params,
+            f"data.release={tiny_release}",
+            f"identity={tmp_path / 'x.pt'}",
+            f"out={out}",
+            "sacred=",
+            *STAGE1_TINY,
+        ]
+    )
     line = one_error_line(capsys.readouterr().err, "harness.stage1")
     assert rc == 2 and f"pid {sleeper.pid}" in line and "stage-1 output folder" in line
     assert not out.exists()
-

@@ -20,8 +20,16 @@ def test_divergence_keeps_the_last_good_state(tiny_release, tmp_path, empty_para
     its state is refused and the step-2 state stays. (The issue's case ran with the head clipped too, scope ``all``:
     then the weights overflow while the loss is still finite; clipping the backbone only, the loss turns NaN first.)"""
     ckpt = tmp_path / "m.pt"
-    args = run_args(tiny_release, tmp_path / "runs", empty_params, f"checkpoint={ckpt}", "optim.lr=1e9",
-                    "checkpoint_every=1", "optim.epochs=3", "optim.grad_clip_scope=all")
+    args = run_args(
+        tiny_release,
+        tmp_path / "runs",
+        empty_params,
+        f"checkpoint={ckpt}",
+        "optim.lr=1e9",
+        "checkpoint_every=1",
+        "optim.epochs=3",
+        "optim.grad_clip_scope=all",
+    )
     assert run_main(args) == 2
     line = one_error_line(capsys.readouterr().err, "harness.run")
     state_file = train_state_path(str(ckpt))
@@ -38,9 +46,19 @@ def test_divergence_keeps_the_last_good_state(tiny_release, tmp_path, empty_para
 
 @pytest.fixture
 def poisoned(tiny_release, tmp_path):
-    cfg = apply_overrides(RunConfig(), {"data.release": tiny_release, "data.input_size": 32, "model.widths": "8,16,16,32",
-                                        "model.embedding_size": 32, "optim.batch_size": 32, "optim.epochs": 1,
-                                        "checkpoint_every": 1, "evaluate": False})
+    cfg = apply_overrides(
+        RunConfig(),
+        {
+            "data.release": tiny_release,
+            "data.input_size": 32,
+            "model.widths": "8,16,16,32",
+            "model.embedding_size": 32,
+            "optim.batch_size": 32,
+            "optim.epochs": 1,
+            "checkpoint_every": 1,
+            "evaluate": False,
+        },
+    )
     ckpt = str(tmp_path / "m.pt")
     with pytest.raises(TrainingStopped):
         train(cfg, checkpoint_path=ckpt, progress=False, stop_after=1)
@@ -63,8 +81,9 @@ def test_auto_resume_sets_a_nonfinite_state_aside(poisoned, capsys):
 
 def test_resume_path_refuses_a_nonfinite_state(poisoned, tiny_release, tmp_path, empty_params, capsys):
     _, ckpt, path, name = poisoned
-    rc = run_main(run_args(tiny_release, tmp_path / "runs", empty_params, f"checkpoint={tmp_path / 'other.pt'}",
-                           f"resume={path}"))
+    rc = run_main(
+        run_args(tiny_release, tmp_path / "runs", empty_params, f"checkpoint={tmp_path / 'other.pt'}", f"resume={path}")
+    )
     line = one_error_line(capsys.readouterr().err, "harness.run")
     assert rc == 2 and f"resume={path}" in line and "non-finite" in line and name in line
     assert os.path.exists(path), "a state the user named is left where it is"

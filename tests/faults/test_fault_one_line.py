@@ -21,7 +21,7 @@ def corrupt_release(tiny_release, tmp_path):
     shutil.copytree(tiny_release, dst)
     rec = dst / "faces_synthface" / "train.rec"
     data = bytearray(rec.read_bytes())
-    data[len(data) // 2:len(data) // 2 + 64] = b"\xff" * 64  # damage a record in the middle
+    data[len(data) // 2 : len(data) // 2 + 64] = b"\xff" * 64  # damage a record in the middle
     rec.write_bytes(bytes(data))
     return str(dst)
 
@@ -53,8 +53,17 @@ def test_yaml_syntax_errors_name_file_line_and_column(tmp_path, capsys, prog):
         rc = stage1_main(["--params", str(params)])
     else:
         (tmp_path / "eval").mkdir()
-        rc = tables_main([str(tmp_path / "eval"), "--params", str(params), "--out-dir", str(tmp_path / "t"),
-                          "--report", str(tmp_path / "R.md")])
+        rc = tables_main(
+            [
+                str(tmp_path / "eval"),
+                "--params",
+                str(params),
+                "--out-dir",
+                str(tmp_path / "t"),
+                "--report",
+                str(tmp_path / "R.md"),
+            ]
+        )
     line = one_error_line(capsys.readouterr().err, prog)
     assert rc == 2
     assert line.startswith(f"{prog}: {params}:line 4, column 4: YAML syntax error"), line
@@ -75,8 +84,13 @@ def test_under_torchrun_one_line_from_rank_zero_and_quiet_workers(tiny_release, 
         ckpt = tmp_path / "m.pt"
         (tmp_path / "m.pt.lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "start": "t"}))
         args = run_args(tiny_release, tmp_path / "runs", empty_params, f"checkpoint={ckpt}", "optim.batch_size=16")
-        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "harness.run", *args], capture_output=True,
-                           text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        r = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "harness.run", *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
     finally:
         holder.kill()
         holder.wait()
@@ -84,6 +98,7 @@ def test_under_torchrun_one_line_from_rank_zero_and_quiet_workers(tiny_release, 
     assert r.returncode != 0
     assert [ln for ln in text.splitlines() if ln.startswith("harness.run: ")] == [
         f"harness.run: {ckpt}: checkpoint in use by another run (pid {holder.pid} on {socket.gethostname()}, "
-        f"started t: ); lock file {ckpt}.lock (remove it only if that run is gone)"], text
+        f"started t: ); lock file {ckpt}.lock (remove it only if that run is gone)"
+    ], text
     assert "/harness/" not in text, "no traceback through the harness"
     assert "exitcode  : 2" in text

@@ -32,7 +32,9 @@ def test_evaluate_checkpoint(tiny_release, tmp_path, empty_params, payload, caps
 
 def test_resume_path(tiny_release, tmp_path, empty_params, payload, capsys):
     path, marker = payload
-    rc = run_main(run_args(tiny_release, tmp_path / "runs", empty_params, f"checkpoint={tmp_path / 'm.pt'}", f"resume={path}"))
+    rc = run_main(
+        run_args(tiny_release, tmp_path / "runs", empty_params, f"checkpoint={tmp_path / 'm.pt'}", f"resume={path}")
+    )
     line = one_error_line(capsys.readouterr().err, "harness.run")
     assert rc == 2 and not os.path.exists(marker) and f"resume={path}" in line and "refused" in line
     assert not os.path.exists(tmp_path / "runs"), "nothing started"
@@ -52,8 +54,18 @@ def test_automatic_resume_state_is_set_aside(tiny_release, tmp_path, empty_param
 
 def test_stage1_identity_network(tiny_release, tmp_path, empty_params, payload, capsys):
     path, marker = payload
-    rc = stage1_main(["--params", empty_params, f"data.release={tiny_release}", f"identity={path}",
-                      f"out={tmp_path / 's1'}", f"figures={tmp_path / 'fig'}", "sacred=", *STAGE1_TINY])
+    rc = stage1_main(
+        [
+            "--params",
+            empty_params,
+            f"data.release={tiny_release}",
+            f"identity={path}",
+            f"out={tmp_path / 's1'}",
+            f"figures={tmp_path / 'fig'}",
+            "sacred=",
+            *STAGE1_TINY,
+        ]
+    )
     line = one_error_line(capsys.readouterr().err, "harness.stage1")
     assert rc == 2 and not os.path.exists(marker) and path in line and "refused" in line
 
@@ -63,8 +75,18 @@ def test_stage1_own_state_is_set_aside(tiny_release, tmp_path, empty_params, tra
     out.mkdir()
     marker = tmp_path / "PWNED"
     write_payload(str(out / "train_state.pt"), str(marker))
-    rc = stage1_main(["--params", empty_params, f"data.release={tiny_release}", f"identity={trained_ckpt}",
-                      f"out={out}", f"figures={tmp_path / 'fig'}", "sacred=", *STAGE1_TINY])
+    rc = stage1_main(
+        [
+            "--params",
+            empty_params,
+            f"data.release={tiny_release}",
+            f"identity={trained_ckpt}",
+            f"out={out}",
+            f"figures={tmp_path / 'fig'}",
+            "sacred=",
+            *STAGE1_TINY,
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 0, err
     assert not marker.exists() and (out / "generator.pt").exists()
@@ -74,8 +96,17 @@ def test_stage1_own_state_is_set_aside(tiny_release, tmp_path, empty_params, tra
 
 def test_cfsm_generator(tiny_release, tmp_path, empty_params, payload, capsys):
     path, marker = payload
-    rc = run_main(run_args(tiny_release, tmp_path / "runs", empty_params, "method=cfsm_guided",
-                           f"hparams.generator={path}", "hparams.generator_size=16", "hparams.latent_dim=16"))
+    rc = run_main(
+        run_args(
+            tiny_release,
+            tmp_path / "runs",
+            empty_params,
+            "method=cfsm_guided",
+            f"hparams.generator={path}",
+            "hparams.generator_size=16",
+            "hparams.latent_dim=16",
+        )
+    )
     line = one_error_line(capsys.readouterr().err, "harness.run")
     assert rc == 2 and not os.path.exists(marker) and path in line and "refused" in line
     assert "generator_size / style_dim" not in line, "not blamed on the size knobs"

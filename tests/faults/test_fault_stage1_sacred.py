@@ -13,8 +13,18 @@ from harness.stage1 import main as stage1_main
 
 
 def _stage1(tiny_release, trained_ckpt, tmp_path, params, *extra):
-    return stage1_main(["--params", params, f"data.release={tiny_release}", f"identity={trained_ckpt}",
-                        f"out={tmp_path / 's1'}", f"figures={tmp_path / 'fig'}", *STAGE1_TINY, *extra])
+    return stage1_main(
+        [
+            "--params",
+            params,
+            f"data.release={tiny_release}",
+            f"identity={trained_ckpt}",
+            f"out={tmp_path / 's1'}",
+            f"figures={tmp_path / 'fig'}",
+            *STAGE1_TINY,
+            *extra,
+        ]
+    )
 
 
 def test_stage1_metrics_are_in_the_sacred_run(tiny_release, trained_ckpt, tmp_path, empty_params, capsys):

@@ -60,31 +60,50 @@ def _config(doc: dict) -> RunConfig:
         return dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, flip=flip))
     return dataclasses.replace(
         cfg,
-        data=dataclasses.replace(cfg.data, release=c["data"]["release"], input_size=c["data"]["input_size"],
-                                 channel_order=c["data"]["channel_order"]),
-        eval=dataclasses.replace(cfg.eval, flip=c["eval"]["flip"], faceness=c["eval"]["faceness"],
-                                 image_norm=c["eval"]["image_norm"]),
+        data=dataclasses.replace(
+            cfg.data,
+            release=c["data"]["release"],
+            input_size=c["data"]["input_size"],
+            channel_order=c["data"]["channel_order"],
+        ),
+        eval=dataclasses.replace(
+            cfg.eval, flip=c["eval"]["flip"], faceness=c["eval"]["faceness"], image_norm=c["eval"]["image_norm"]
+        ),
     )
 
 
 def row_knobs(cfg: RunConfig, row: dict, mode: str) -> dict:
     b, old = row["benchmark"], row.get("knobs", {})
-    protocol = VerificationProtocol(flip=cfg.eval.flip, faceness=cfg.eval.faceness, image_norm=cfg.eval.image_norm,
-                                    align_size=cfg.data.input_size, channel_order=cfg.data.channel_order,
-                                    **({"fars": tuple(float(x) for x in old["fars"])} if "fars" in old else {}))
+    protocol = VerificationProtocol(
+        flip=cfg.eval.flip,
+        faceness=cfg.eval.faceness,
+        image_norm=cfg.eval.image_norm,
+        align_size=cfg.data.input_size,
+        channel_order=cfg.data.channel_order,
+        **({"fars": tuple(float(x) for x in old["fars"])} if "fars" in old else {}),
+    )
     if b in ("IJB-B", "IJB-C"):
         knobs = protocol.knobs()
     elif b.endswith(" 1:N"):
         knobs = identification_knobs(protocol) | (BEFORE_ISSUE_15["1:N"] if mode == "committed" else {})
     elif b == "IJB-S":
         extra = {k: tuple(old[k]) for k in ("ranks", "fpirs") if k in old}
-        knobs = IJBSSettings(channel_order=cfg.data.channel_order, input_size=cfg.data.input_size,
-                             frame_norm=cfg.eval.image_norm, **extra).knobs()
+        knobs = IJBSSettings(
+            channel_order=cfg.data.channel_order,
+            input_size=cfg.data.input_size,
+            frame_norm=cfg.eval.image_norm,
+            **extra,
+        ).knobs()
         knobs |= BEFORE_ISSUE_15["IJB-S"] if mode == "committed" else {}
     elif b == "TinyFace":
         extra = {"ranks": tuple(old["ranks"])} if "ranks" in old else {}
-        knobs = TinyFaceSettings(flip=cfg.eval.flip, channel_order=cfg.data.channel_order, input_size=cfg.data.input_size,
-                                 ties=old.get("ties", "high_index_first"), **extra).knobs()
+        knobs = TinyFaceSettings(
+            flip=cfg.eval.flip,
+            channel_order=cfg.data.channel_order,
+            input_size=cfg.data.input_size,
+            ties=old.get("ties", "high_index_first"),
+            **extra,
+        ).knobs()
         knobs |= BEFORE_ISSUE_15["TinyFace"] if mode == "committed" else {}
     else:
         raise ValueError(f"unknown benchmark {b!r}")
