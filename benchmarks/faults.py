@@ -322,7 +322,7 @@ class Catalogue:
                 lambda d, _: [
                     "sh",
                     "-c",
-                    f'ulimit -f 64 && exec "$@"',
+                    'ulimit -f 64 && exec "$@"',
                     "sh",
                     *self.run_argv("checkpoint=m.pt", "checkpoint_every=1"),
                 ],

@@ -46,10 +46,10 @@ sys.path.insert(0, HERE)
 
 from train_throughput import PAPER_MODEL, Stepper  # noqa: E402
 
-from harness.core.config import RunConfig, apply_overrides  # noqa: E402
 from harness.core.atomic import write_json_atomic  # noqa: E402
-from harness.models.cfsm import PAPER, CFSMConfig, CFSMGenerator, save_generator  # noqa: E402
+from harness.core.config import RunConfig, apply_overrides  # noqa: E402
 from harness.models.build import build_model  # noqa: E402
+from harness.models.cfsm import PAPER, CFSMConfig, CFSMGenerator, save_generator  # noqa: E402
 
 METHODS = ("source_only", "cfsm_guided")
 
@@ -280,8 +280,8 @@ def identity_checkpoint(sizes: Sizes, tmp: str) -> str:
 
 def stage1_rows(sizes: Sizes, device: torch.device, tmp: str) -> list[dict]:
     """Row 3: stage 1 at the released size, on the SynthFace release."""
-    from harness.core.config import from_dict
     from harness.cfsm.train import Stage1Config, run_stage1
+    from harness.core.config import from_dict
 
     release = synthface_release(sizes, tmp)
     base = Stage1Config().to_dict()

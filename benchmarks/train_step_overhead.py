@@ -37,9 +37,9 @@ from train_throughput import Stepper  # noqa: E402
 
 from harness.core.atomic import load_torch  # noqa: E402
 from harness.core.config import RunConfig  # noqa: E402
-from harness.models.cfsm import CPU_DEFAULT, CFSMGenerator, save_generator  # noqa: E402
 from harness.core.runtime import tune_malloc  # noqa: E402
 from harness.models.build import build_model  # noqa: E402
+from harness.models.cfsm import CPU_DEFAULT, CFSMGenerator, save_generator  # noqa: E402
 from methods import REGISTRY  # noqa: E402
 from methods.cfsm_guided import decode, encode, fgsm_step, mix_batch, mix_indices, resize  # noqa: E402
 

@@ -46,10 +46,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from harness.core.atomic import load_torch  # noqa: E402
 from harness.core.config import RunConfig, apply_overrides  # noqa: E402
-from harness.models.cfsm import PAPER, CFSMGenerator, save_generator  # noqa: E402
 from harness.core.runtime import tune_malloc  # noqa: E402
-from harness.models.build import build_model  # noqa: E402
 from harness.engine.train import TrainStep, build_optimizer, build_scaler, set_lr  # noqa: E402
+from harness.models.build import build_model  # noqa: E402
+from harness.models.cfsm import PAPER, CFSMGenerator, save_generator  # noqa: E402
 from methods import REGISTRY, Batch, FRModel, build_method  # noqa: E402
 
 LR = 0.01  # the timed steps' learning rate (the trainer's schedule starts at 0 in warm-up)

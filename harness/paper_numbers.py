@@ -8,6 +8,7 @@ import sys
 
 from harness.core.errors import DataFormatError
 from harness.report.paper_numbers import DEFAULT_DIR, PaperNumber, load_paper_numbers  # results/paper/README.md shows
+
 # harness.paper_numbers.load_paper_numbers(): it stays importable here
 
 

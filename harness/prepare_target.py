@@ -103,11 +103,11 @@ import numpy as np
 import torch
 
 from harness.core.atomic import StagedFolder, write_bytes_atomic, write_staged
+from harness.core.errors import DataFormatError, require_dir, require_file
 from harness.data.align import arcface_template, umeyama_similarity, warp_affine
 from harness.data.images import encode_jpeg, read_image
 from harness.data.text import read_lines
 from harness.data.wider import BBX_WHAT, WiderBox, read_wider_bbx_gt
-from harness.core.errors import DataFormatError, require_dir, require_file
 
 __all__ = [
     "GT_SCORE_FIELD",

@@ -39,12 +39,11 @@ import sys
 import tempfile
 from typing import Any
 
-import numpy as np
 import torch
 
+from harness.core.atomic import file_sha256, write_json_atomic
 from harness.core.config import RunConfig, config_from_cli
 from harness.eval.provenance import data_provenance
-from harness.core.atomic import file_sha256, write_json_atomic
 from harness.eval.results import RESULT_FORMAT, compact_metrics, items_path
 
 ALIGNMENT = "arcface-5pt-umeyama-similarity"
@@ -110,8 +109,8 @@ def run(cfg: RunConfig, _run=None) -> dict:
     Under torchrun every rank trains its shard; only rank 0 writes (checkpoint, train state, result, metrics, the
     Sacred run) and evaluates; the other ranks return a document with their train info and no results."""
     from harness.engine import distributed, release
-    from harness.models.build import build_model, resolve_device
     from harness.engine.train import train
+    from harness.models.build import build_model, resolve_device
     from methods import resolve_hparams
 
     ctx = distributed.current()
@@ -206,8 +205,8 @@ def run(cfg: RunConfig, _run=None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """The command line; under ``torchrun --nproc_per_node N -m harness.run ...`` every rank runs this, rank 0 with
     Sacred, the others without (see :mod:`harness.engine.distributed`)."""
-    from harness.engine import distributed
     from harness.core.runtime import report_error
+    from harness.engine import distributed
 
     argv = sys.argv[1:] if argv is None else argv
     try:

@@ -56,10 +56,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from methods import degradations as D
-from methods.base import Batch, FRModel, Method, register
 from harness.core.config import parse_bool
 from harness.data.images import memory_format_of
+from methods import degradations as D
+from methods.base import Batch, FRModel, Method, register
 from methods.guidance import check_guidance, guided_search, mix_batch, mix_indices, probe_losses
 
 ADV_OPS = ("color", "blur", "motion", "resize", "noise", "jpeg")  # every differentiable op; no crop

@@ -30,8 +30,8 @@ from __future__ import annotations
 import torch
 
 from harness.data.images import memory_format_of
-from methods.policy_augment import augmix_view, jensen_shannon
 from methods.base import Batch, FRModel, Method, register
+from methods.policy_augment import augmix_view, jensen_shannon
 
 VIEWS = ("augmix.view1", "augmix.view2")
 

@@ -11,8 +11,8 @@ and application: :mod:`methods.policy_augment`.
 
 from __future__ import annotations
 
-from methods.policy_augment import apply_policy, autoaugment_plan, check_interpolation
 from methods.base import Batch, FRModel, Method, register
+from methods.policy_augment import apply_policy, autoaugment_plan, check_interpolation
 
 
 @register

@@ -51,7 +51,7 @@ class Batch:
     step: int = 0
     extras: dict[str, Tensor] = field(default_factory=dict)
 
-    def replace(self, **changes) -> "Batch":
+    def replace(self, **changes) -> Batch:
         return replace(self, **changes)
 
 

@@ -65,6 +65,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from harness.core.config import parse_bool
+from harness.data.images import memory_format_of
+from harness.models.cfsm import CFSMGenerator, assign_adain_params, load_generator
+from methods.base import Batch, FRModel, Method, register
 from methods.guidance import (  # noqa: F401  (re-exported: the step and the mixing are part of this method)
     check_guidance,
     eval_mode,
@@ -76,10 +80,6 @@ from methods.guidance import (  # noqa: F401  (re-exported: the step and the mix
     norm_summary,
     probe_losses,
 )
-from harness.core.config import parse_bool
-from harness.data.images import memory_format_of
-from harness.models.cfsm import CFSMGenerator, assign_adain_params, load_generator
-from methods.base import Batch, FRModel, Method, register
 
 SYNTHESIZE = ("selected", "all")
 

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from methods.da_losses import FEATURE_MODES, coral_loss, da_features, joint_embeddings
 from methods.base import Batch, FRModel, Method, register
+from methods.da_losses import FEATURE_MODES, coral_loss, da_features, joint_embeddings
 
 
 @register

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from methods.base import Batch, FRModel, Method, register
 from methods.da_losses import (
     FEATURE_MODES,
     binary_domain_loss,
@@ -53,7 +54,6 @@ from methods.da_losses import (
     grl_coefficient,
     joint_embeddings,
 )
-from methods.base import Batch, FRModel, Method, register
 
 FALLBACK_SCHEDULE_STEPS = 10_000  # gamma = 10 over 10k steps == TLlib's alpha = 1 over max_iters = 1000
 

@@ -26,8 +26,8 @@ Logged: ``mmd.fr_loss``, ``mmd.loss`` (the unweighted MK-MMD^2).
 
 from __future__ import annotations
 
-from methods.da_losses import FEATURE_MODES, MMD_ESTIMATORS, da_features, joint_embeddings, mk_mmd
 from methods.base import Batch, FRModel, Method, register
+from methods.da_losses import FEATURE_MODES, MMD_ESTIMATORS, da_features, joint_embeddings, mk_mmd
 
 
 @register

@@ -12,8 +12,8 @@ bins is 0.3 of it. ``num_bins=11, m=9`` gives the paper's scale. Op tables and t
 
 from __future__ import annotations
 
-from methods.policy_augment import apply_policy, check_interpolation, randaugment_plan
 from methods.base import Batch, FRModel, Method, register
+from methods.policy_augment import apply_policy, check_interpolation, randaugment_plan
 
 
 @register

@@ -10,8 +10,8 @@ reaches half the image. Tables and application: :mod:`methods.policy_augment`.
 
 from __future__ import annotations
 
-from methods.policy_augment import apply_policy, check_interpolation, trivialaugment_plan
 from methods.base import Batch, FRModel, Method, register
+from methods.policy_augment import apply_policy, check_interpolation, trivialaugment_plan
 
 
 @register

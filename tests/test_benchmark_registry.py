@@ -18,11 +18,11 @@ import torch
 
 from harness import check_data, plots, tables
 from harness.eval import registry
-from harness.eval.registry import Benchmark, benchmarks, config_names, metric_value
 from harness.eval.cli import build_parser
 from harness.eval.provenance import row_benchmark
-from harness.run import compact_metrics, make_config, run
+from harness.eval.registry import Benchmark, benchmarks, config_names, metric_value
 from harness.models.build import build_model
+from harness.run import compact_metrics, make_config, run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -6,6 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from harness.eval.identification import chunked_topk
+from harness.eval.ijb_identification import joined_identification, mate_rank_scan, open_set_identification
+from harness.eval.ijb_verification import VerificationProtocol, evaluate_verification, pair_scores, pool_image_features
+from harness.eval.ijbs import identification_metrics
+from harness.eval.roc import far_key, tar_at_far
+from harness.eval.tinyface import closed_set_cmc
 from harness.report.bootstrap import (
     Combined,
     IJBOpenSetTpir,
@@ -20,12 +26,6 @@ from harness.report.bootstrap import (
     paired_from_samples,
     subject_draws,
 )
-from harness.eval.identification import chunked_topk
-from harness.eval.ijb_identification import joined_identification, mate_rank_scan, open_set_identification
-from harness.eval.ijb_verification import VerificationProtocol, evaluate_verification, pair_scores, pool_image_features
-from harness.eval.ijbs import identification_metrics
-from harness.eval.roc import far_key, tar_at_far
-from harness.eval.tinyface import closed_set_cmc
 
 
 class Mean:

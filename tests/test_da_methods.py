@@ -14,6 +14,8 @@ import methods.coral  # noqa: F401  (registers itself)
 import methods.dann  # noqa: F401
 import methods.mmd  # noqa: F401
 from harness.core.config import RunConfig, apply_overrides
+from harness.models import build_head
+from methods import Batch, FRModel, build_method, resolve_hparams
 from methods.da_losses import (
     binary_domain_loss,
     coral_loss,
@@ -23,8 +25,6 @@ from methods.da_losses import (
     grl_coefficient,
     mk_mmd,
 )
-from harness.models import build_head
-from methods import Batch, FRModel, build_method, resolve_hparams
 
 DA_METHODS = ("dann", "coral", "mmd")
 EMB, CLASSES, B, SIZE = 8, 4, 6, 8
@@ -245,8 +245,8 @@ def toy_target(tmp_path_factory) -> str:
 
 @pytest.mark.parametrize("name", DA_METHODS)
 def test_trainer_passes_target_batches(name, toy_rec_release, toy_target, monkeypatch):
-    from methods import da_losses
     from harness.engine.train import train
+    from methods import da_losses
 
     module = {"dann": methods.dann, "coral": methods.coral, "mmd": methods.mmd}[name]
     seen = []

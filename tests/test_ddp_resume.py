@@ -31,9 +31,9 @@ import torch
 
 import harness.engine.train as trainer
 from harness.core.config import RunConfig, apply_overrides
+from harness.engine.train import CHECKPOINT_FORMAT, TrainingStopped, train, train_state_path
 from harness.run import compact_metrics, run
 from harness.run import main as run_main
-from harness.engine.train import CHECKPOINT_FORMAT, TrainingStopped, train, train_state_path
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,9 +11,9 @@ import torch
 
 import methods.adv_degrade  # noqa: F401  (registers)
 import methods.kornia_degrade  # noqa: F401  (registers)
-from methods import degradations as D
 from harness.models import build_backbone, build_head
 from methods import Batch, FRModel, build_method, resolve_hparams
+from methods import degradations as D
 from methods.cfsm_guided import mix_indices
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,8 +18,8 @@ from harness.eval.ijb_identification import identification_knobs
 from harness.eval.ijb_verification import VerificationProtocol
 from harness.eval.ijbs import IJBSSettings
 from harness.eval.tinyface import TinyFaceSettings
-from harness.run import make_config, result_knobs, run
 from harness.models.build import build_model
+from harness.run import make_config, result_knobs, run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -16,7 +16,7 @@ import os
 import numpy as np
 import pytest
 
-from harness.data import ijb
+from harness.core.errors import DataFormatError
 from harness.data.ijb import (
     _fast_records,
     _read_face_tid_mid_lines,
@@ -29,7 +29,6 @@ from harness.data.ijb import (
     read_name_5pts_score,
     read_template_pairs,
 )
-from harness.core.errors import DataFormatError
 from harness.eval import identification as idn
 from harness.eval.ijb_verification import IJBVerification, VerificationProtocol, _tar_block, _tar_blocks_split
 

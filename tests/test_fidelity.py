@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import harness.engine.train as trainer
-from harness.engine import release
 from harness.core.config import RunConfig, apply_overrides
 from harness.core.errors import DataFormatError
+from harness.engine import release
 from methods import resolve_hparams
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from harness.core.errors import DataFormatError
 from harness.data.ijb import read_ijb
 from harness.data.ijb1n import one_n_paths, read_1n_csv, read_ijb_1n
-from harness.core.errors import DataFormatError
 from harness.eval.identification import chunked_topk
 from harness.eval.ijb_identification import (
     OPEN_SET_FPIRS,
@@ -222,9 +222,9 @@ def test_read_csv_both_schemas(tmp_path):
 @pytest.mark.parametrize(
     "text, where, what",
     [
-        (f"TEMPLATE_ID,SUBJECT_ID,FILE\n1,1,a.jpg\n", "field SIGHTING_ID", "SIGHTING_ID"),
-        (f"TEMPLATE_ID,SUBJECT_ID,NAME,SIGHTING_ID\n1,1,a.jpg,3\n", "field FILE", "FILENAME"),
-        (f"SUBJECT_ID,FILE,SIGHTING_ID\n1,a.jpg,3\n", "field TEMPLATE_ID", "TEMPLATE_ID"),
+        ("TEMPLATE_ID,SUBJECT_ID,FILE\n1,1,a.jpg\n", "field SIGHTING_ID", "SIGHTING_ID"),
+        ("TEMPLATE_ID,SUBJECT_ID,NAME,SIGHTING_ID\n1,1,a.jpg,3\n", "field FILE", "FILENAME"),
+        ("SUBJECT_ID,FILE,SIGHTING_ID\n1,a.jpg,3\n", "field TEMPLATE_ID", "TEMPLATE_ID"),
         (f"{V1}\n1,1,a.jpg,3{ZEROS_V1}\n2,x,b.jpg,4{ZEROS_V1}\n", "line 3", "SUBJECT_ID 'x'"),
         (f"{V1}\n1,1,a.jpg,3{ZEROS_V1}\n2.0,1,b.jpg,4{ZEROS_V1}\n", "line 3", "TEMPLATE_ID '2.0'"),
         (

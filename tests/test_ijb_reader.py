@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from harness.data.images import encode_jpeg, read_image
+from harness.core.errors import DataFormatError
 from harness.data.ijb import (
     IJBMeta,
     check_pairs_known,
@@ -20,7 +20,7 @@ from harness.data.ijb import (
     read_name_5pts_score,
     read_template_pairs,
 )
-from harness.core.errors import DataFormatError
+from harness.data.images import encode_jpeg, read_image
 
 FTM = [
     "1.jpg 1 69544",

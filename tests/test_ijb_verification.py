@@ -11,8 +11,8 @@ import pytest
 import torch
 from sklearn.preprocessing import normalize
 
-from harness.data.ijb import read_ijb
 from harness.core.errors import DataFormatError
+from harness.data.ijb import read_ijb
 from harness.eval import ijb_verification as iv
 from harness.eval.ijb_verification import (
     IJBVerification,

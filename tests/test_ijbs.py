@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness.data.ijbs import read_ijbs
 from harness.core.errors import DataFormatError
+from harness.data.ijbs import read_ijbs
 from harness.eval.ijbs import IJBSEvaluation, IJBSSettings, average_fuse, find_threshold_by_fpir, identification_metrics
 from harness.synthface.generate import config_for
 from harness.synthface.ijbs import TINY_IJBS, IJBSSpec, write_ijbs

@@ -12,6 +12,11 @@ import shutil
 import numpy as np
 import pytest
 
+from harness.core.errors import DataFormatError
+from harness.eval.ijb_identification import RANKS, IJBIdentification
+from harness.eval.ijb_verification import IJBVerification
+from harness.eval.ijbs import IJBSEvaluation, identification_metrics
+from harness.eval.tinyface import TinyFaceEvaluation
 from harness.report.bootstrap import (
     Combined,
     IJBOpenSetTpir,
@@ -21,11 +26,6 @@ from harness.report.bootstrap import (
     TarAtFar,
     bootstrap_ci,
 )
-from harness.core.errors import DataFormatError
-from harness.eval.ijb_identification import RANKS, IJBIdentification
-from harness.eval.ijb_verification import IJBVerification
-from harness.eval.ijbs import IJBSEvaluation, identification_metrics
-from harness.eval.tinyface import TinyFaceEvaluation
 from harness.run import compact_metrics, items_path, make_config, run, write_npz_atomic
 
 pytestmark = pytest.mark.usefixtures("one_thread")

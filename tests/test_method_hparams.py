@@ -70,8 +70,8 @@ def test_the_cpu_pipelines_restate_the_declared_defaults(profile):
 def test_paper_profile_cfsm_entries_name_its_stage1_generator():
     """A params file is not templated, so the profile writes the generator's path out; it must be the path of the
     stage-1 output that train_cfsm depends on (`${stage1.out}/generator.pt`), at the stage-1 model's size."""
-    from harness.core.config import config_from_cli
     from harness.cfsm.train import Stage1Config
+    from harness.core.config import config_from_cli
 
     params = _yaml(PARAMS["paper"])
     stages = _yaml(PIPELINES["paper"])["stages"]

@@ -12,7 +12,6 @@ import shutil
 import numpy as np
 import pytest
 
-from harness.report.bootstrap import RankK
 from harness.core.errors import DataFormatError
 from harness.eval.roc import DEFAULT_FARS, far_key, tar_at_far
 from harness.plots import (
@@ -27,6 +26,7 @@ from harness.plots import (
     tar_on_grid,
     write_plots,
 )
+from harness.report.bootstrap import RankK
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

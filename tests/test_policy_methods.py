@@ -15,7 +15,9 @@ import methods.autoaugment  # noqa: F401
 import methods.randaugment  # noqa: F401
 import methods.trivialaugment  # noqa: F401
 from harness.core.config import RunConfig, apply_overrides
+from harness.data.loaders import to_model_input
 from harness.models import build_head, small_iresnet
+from methods import Batch, FRModel, build_method
 from methods.policy_augment import (
     IMAGENET_POLICY,
     OP_ID,
@@ -32,8 +34,6 @@ from methods.policy_augment import (
     to_uint8,
     trivialaugment_plan,
 )
-from harness.data.loaders import to_model_input
-from methods import Batch, FRModel, build_method
 
 POLICIES = ("randaugment", "trivialaugment", "autoaugment")
 INPUT, EMB, CLASSES = 32, 16, 4
@@ -297,8 +297,8 @@ def test_augmix_loss_is_the_clean_margin_loss_plus_lambda_js_and_reaches_the_bac
 # ------------------------------------------------------------------------------------------------ trainer
 @pytest.mark.parametrize("name", [*POLICIES, "augmix"])
 def test_trainer_runs_the_policy_methods(toy_rec_release, name):
-    from harness.models.build import build_model
     from harness.engine.train import train
+    from harness.models.build import build_model
 
     cfg = apply_overrides(
         RunConfig(),

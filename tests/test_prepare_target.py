@@ -9,10 +9,10 @@ import os
 import numpy as np
 import pytest
 
+from harness.core.errors import DataFormatError
 from harness.data.align import ARCFACE_TEMPLATE_112
 from harness.data.images import encode_jpeg, read_image
 from harness.data.wider import CropFolderDataset, parse_crop_name, read_crop_list
-from harness.core.errors import DataFormatError
 from harness.prepare_target import main, read_retinaface_labels
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -44,8 +44,8 @@ def test_paper_profile_is_the_released_fr_recipe():
 
 
 def test_paper_profile_stage1_has_no_deviation_from_the_release():
-    from harness.core.config import config_from_cli
     from harness.cfsm.train import Stage1Config, deviations
+    from harness.core.config import config_from_cli
 
     cfg = config_from_cli(["--params", str(PAPER)], Stage1Config(), section="stage1")
     # only what no knob can match (the release's identity network, unpublished data, the G-step parity) and the
@@ -95,9 +95,9 @@ def test_paper_profile_holds_one_absolute_data_path_the_root():
     stages = yaml.safe_load((REPO / "profiles" / "paper" / "dvc.yaml").read_text())
     assert {k: v for k, v in _strings(stages) if any(os.path.isabs(w) for w in v.split())} == {}
     # and a run configured from the profile plus the pipeline's override reads the root, in stage 1 and stage 2
+    from harness.cfsm.train import Stage1Config
     from harness.core.config import config_from_cli
     from harness.run import make_config
-    from harness.cfsm.train import Stage1Config
 
     assert make_config(["--params", str(PAPER), "data.release=/elsewhere"]).data.release == "/elsewhere"
     s1 = config_from_cli(["--params", str(PAPER), "data.release=/elsewhere"], Stage1Config(), section="stage1")
@@ -105,9 +105,9 @@ def test_paper_profile_holds_one_absolute_data_path_the_root():
 
 
 def test_paper_profile_uses_auto_device_and_the_released_synthesis_of_the_whole_batch():
+    from harness.cfsm.train import Stage1Config
     from harness.core.config import config_from_cli
     from harness.run import make_config
-    from harness.cfsm.train import Stage1Config
     from methods.base import resolve_hparams
 
     params = yaml.safe_load(PAPER.read_text())

@@ -13,17 +13,17 @@ import struct
 import numpy as np
 import pytest
 
+from harness.core.errors import DataFormatError
 from harness.data.images import decode_image, encode_jpeg
 from harness.data.recordio import (
-    IRHeader,
     FaceRecDataset,
+    IRHeader,
     RecordIOReader,
     RecordIOWriter,
     pack_header,
     unpack_header,
     write_face_rec,
 )
-from harness.core.errors import DataFormatError
 
 M = bytes.fromhex("0A23D7CE")  # 0xCED7230A little-endian
 

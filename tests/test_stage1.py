@@ -14,11 +14,11 @@ from PIL import Image
 
 import harness.cfsm.train as stage1_train
 import harness.stage1 as stage1
+from harness.cfsm.analysis import basis_grid, frechet_distance, magnitude_grid
+from harness.cfsm.train import Stage1Config, deviations, lambda_id_at, run_stage1, train_stage1
 from harness.core.config import apply_overrides
 from harness.core.errors import DataFormatError
 from harness.models.cfsm import load_generator
-from harness.cfsm.train import Stage1Config, deviations, lambda_id_at, run_stage1, train_stage1
-from harness.cfsm.analysis import basis_grid, frechet_distance, magnitude_grid
 
 TINY_MODEL = {
     "model.image_size": 16,

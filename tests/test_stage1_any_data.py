@@ -16,9 +16,9 @@ from stage1_toy import stage1_cfg, toy_identity, toy_stage1_release  # noqa: F40
 
 import harness.cfsm.train as stage1_train
 import harness.stage1 as stage1
-from harness.models.cfsm import load_generator
 from harness.cfsm.train import run_stage1, split_source, train_stage1
 from harness.data.loaders import SourceData
+from harness.models.cfsm import load_generator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

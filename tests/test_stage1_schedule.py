@@ -9,8 +9,8 @@ import torch
 from stage1_toy import stage1_cfg, toy_identity, toy_stage1_release  # noqa: F401  (fixtures)
 
 import harness.cfsm.train as stage1
-from harness.core.config import apply_overrides
 from harness.cfsm.train import Stage1Config, lambda_id_at, phase_bounds, train_stage1
+from harness.core.config import apply_overrides
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

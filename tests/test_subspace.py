@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from harness.cfsm.subspace import mean_cosine, projection_overlap, similarity_matrices
 from harness.cfsm.subspace import main as subspaces_main
+from harness.cfsm.subspace import mean_cosine, projection_overlap, similarity_matrices
 from harness.models.cfsm import CFSMConfig, CFSMGenerator, save_generator, subspace_similarity
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import ast
-import json
 import filecmp
+import json
 import os
 import pathlib
 

@@ -22,6 +22,7 @@ import shutil
 import numpy as np
 import pytest
 
+from harness.eval.roc import DEFAULT_FARS, far_key
 from harness.report.bootstrap import (
     Combined,
     IJBSTpirAtFpir,
@@ -31,7 +32,6 @@ from harness.report.bootstrap import (
     paired_from_samples,
     subject_draws,
 )
-from harness.eval.roc import DEFAULT_FARS, far_key
 from harness.tables import COLUMNS, CSV_COLUMNS, TABLE_FARS, TopTarAtFar, build_tables, main, render
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import scipy.io
 
-from harness.data.tinyface import DISTRACTOR_LABEL, read_tinyface
 from harness.core.errors import DataFormatError
+from harness.data.tinyface import DISTRACTOR_LABEL, read_tinyface
 from harness.eval.tinyface import TinyFaceEvaluation, TinyFaceSettings, closed_set_cmc
 from harness.synthface.tinyface import ALIGNED_DIR, TESTING_SET, TINY_TINYFACE, _save_mat, write_tinyface
 

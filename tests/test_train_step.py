@@ -19,12 +19,12 @@ import torch
 
 from harness.core.config import RunConfig, apply_overrides
 from harness.data.loaders import SourceData, TargetData, to_model_input
-from harness.models.build import build_model
 from harness.engine.train import poly_lr, train
+from harness.models.build import build_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from train_throughput import Stepper  # noqa: E402
 from stage1_toy import toy_release_with_target  # noqa: E402
+from train_throughput import Stepper  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

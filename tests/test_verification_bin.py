@@ -14,9 +14,9 @@ import pytest
 import torch
 from sklearn.model_selection import KFold
 
+from harness.core.errors import DataFormatError
 from harness.data.images import encode_jpeg
 from harness.data.verification_bin import SafeUnpickler, bin_bytes, read_bin
-from harness.core.errors import DataFormatError
 from harness.eval.verification_bin import (
     THRESHOLDS,
     BinSettings,

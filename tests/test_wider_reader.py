@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
+from harness.core.errors import DataFormatError
 from harness.data.images import encode_jpeg
 from harness.data.wider import (
     CropFolderDataset,
@@ -16,7 +15,6 @@ from harness.data.wider import (
     read_crop_list,
     read_wider_bbx_gt,
 )
-from harness.core.errors import DataFormatError
 
 NAMES = [
     "12_Group_Large_Group_12_Group_Large_Group_12_27_5_999.jpg",

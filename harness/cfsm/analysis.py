@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from scipy import linalg
 
-from harness.core.atomic import write_atomic
 from harness.cfsm.quality import FD_RATIO_MAX, IDENTITY_GAP_MIN, quality_targets
+from harness.core.atomic import write_atomic
 from harness.models.cfsm import CFSMGenerator, magnitude_target, subspace_similarity
 
 

@@ -67,11 +67,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.core.config import RunConfig, plain, from_dict
-from harness.data.wider import CropFolderDataset, read_crop_list
-from harness.core.errors import require_dir, require_file
 from harness.core.atomic import load_torch
+from harness.core.config import RunConfig, from_dict, plain
+from harness.core.errors import require_dir, require_file
 from harness.core.resume import read_state, save_checkpoint
+from harness.core.runtime import tune_malloc
+from harness.data.wider import CropFolderDataset, read_crop_list
 from harness.models.cfsm import (
     CFSMConfig,
     CFSMGenerator,
@@ -83,7 +84,6 @@ from harness.models.cfsm import (
     reconstruction_loss,
     save_generator,
 )
-from harness.core.runtime import tune_malloc
 
 STATE_FORMAT = "cfsm-stage1-state/1"
 
@@ -249,8 +249,8 @@ def load_target(cfg: Stage1Config) -> tuple[torch.Tensor, torch.Tensor, str]:
 def load_pairs(cfg: Stage1Config) -> tuple[torch.Tensor, torch.Tensor] | None:
     """SynthFace's ``stage1_pairs`` (clean, degraded) uint8 at the model's size, or None when not configured."""
     from harness.data.images import read_image
-    from harness.data.text import read_lines
     from harness.data.loaders import load_images
+    from harness.data.text import read_lines
 
     if not cfg.data.pairs:
         return None
@@ -319,7 +319,7 @@ class Stage1Result:
     losses: dict[str, float]
     initial_basis: torch.Tensor  # U at initialisation (for how far the subspace moved)
     held_out: torch.Tensor  # target crops kept out of training, for the analysis
-    identity: "IdentityNet"
+    identity: IdentityNet
     held_out_source: torch.Tensor | None = None  # source images kept out of training, for the analysis
     phase_bounds: list[int] = field(default_factory=list)
     last_iterate: CFSMGenerator | None = None  # with train.ema_decay > 0: G's last iterate (``generator`` is the EMA)
@@ -392,7 +392,7 @@ def _state_key(cfg: Stage1Config) -> dict:
     return {"seed": d["seed"], "identity": d["identity"], "data": d["data"], "model": d["model"], "train": d["train"]}
 
 
-def _load_state(path: str, cfg: "Stage1Config") -> dict | None:
+def _load_state(path: str, cfg: Stage1Config) -> dict | None:
     """The resumable state at ``path`` when it can continue this run; else None, saying why on stderr
     (:func:`harness.core.resume.read_state`: a file that cannot be read or holds non-finite weights is set aside as
     ``<path>.unreadable-<time>`` / ``<path>.nonfinite-<time>``, as ``harness.run`` does)."""
@@ -411,8 +411,8 @@ def train_stage1(
     """Train G and D as configured; returns the trained generator. ``stop_after`` ends the loop early after that
     many iterations (state saved), as a kill would, for resume tests."""
     from harness.data.loaders import SourceData, to_model_input
-    from harness.models.build import resolve_device
     from harness.engine.train import ProgressLine
+    from harness.models.build import resolve_device
 
     log = log or (lambda name, value, step: None)
     tune_malloc()
@@ -607,8 +607,8 @@ def _check_finite(losses: dict[str, torch.Tensor], step: int, state_path: str, s
 def run_stage1(cfg: Stage1Config, log=None, progress: bool = False) -> dict:
     """Train, analyse, write ``generator.pt``, ``analysis.json``, ``metrics.json`` and the figures; returns the
     metrics document. The resume state is removed once everything is written."""
-    from harness.core.atomic import write_json_atomic
     from harness.cfsm.analysis import analyse, quality_targets, write_figures
+    from harness.core.atomic import write_json_atomic
 
     result = train_stage1(cfg, log=log, progress=progress)
     G = result.generator

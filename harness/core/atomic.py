@@ -244,7 +244,7 @@ class StagedFolder:
     def discard(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def __enter__(self) -> "StagedFolder":
+    def __enter__(self) -> StagedFolder:
         return self
 
     def __exit__(self, kind, value, tb) -> None:

@@ -184,7 +184,7 @@ class PathLock:
         except (OSError, ValueError):
             return None
 
-    def acquire(self) -> "PathLock":
+    def acquire(self) -> PathLock:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         me = {
             "pid": os.getpid(),
@@ -242,7 +242,7 @@ class PathLock:
             except FileNotFoundError:
                 pass
 
-    def __enter__(self) -> "PathLock":
+    def __enter__(self) -> PathLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -37,13 +37,13 @@ import io
 import os
 import re
 from concurrent.futures import Future, ThreadPoolExecutor
-from itertools import repeat
 from dataclasses import dataclass, field
+from itertools import repeat
 
 import numpy as np
 
-from harness.data.text import read_lines, split_lines
 from harness.core.errors import DataFormatError, require_dir, require_file
+from harness.data.text import read_lines, split_lines
 
 WHAT = "IJB-B/IJB-C release"
 PREFIXES = ("ijbb", "ijbc")

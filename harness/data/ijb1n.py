@@ -27,8 +27,8 @@ from itertools import repeat
 
 import numpy as np
 
-from harness.data.text import read_lines
 from harness.core.errors import DataFormatError, require_dir, require_file
+from harness.data.text import read_lines
 
 WHAT = "IJB 1:N protocol CSV"
 GALLERY_NAMES = {"ijbb": ("S1", "S2"), "ijbc": ("G1", "G2")}

@@ -40,8 +40,8 @@ import csv
 import os
 from dataclasses import dataclass, field
 
-from harness.data.text import read_lines
 from harness.core.errors import DataFormatError, require_dir, require_file
+from harness.data.text import read_lines
 
 WHAT = "IJB-S"
 METADATA = "cs6_metadata.csv"

@@ -104,8 +104,8 @@ def read_index_list(path: str, dataset: FaceRecDataset) -> np.ndarray:
     ignored, blank lines and ``#`` comments are skipped). Returned in the list's order. A line that is not an
     integer, a key that is not an image of the RecordIO, a repeated key or an empty list is a one-line
     :class:`~harness.core.errors.DataFormatError` naming the file and line."""
-    from harness.data.text import read_lines
     from harness.core.errors import DataFormatError, require_file
+    from harness.data.text import read_lines
 
     require_file(path, "data.index_list (record keys to train on)")
     position = {int(k): i for i, k in enumerate(dataset.image_keys)}

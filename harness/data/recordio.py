@@ -51,8 +51,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.data.images import decode_image
 from harness.core.errors import DataFormatError, require_dir, require_file
+from harness.data.images import decode_image
 
 __all__ = [
     "MAGIC",

@@ -16,5 +16,5 @@ def split_lines(text: str) -> list[str]:
 
 def read_lines(path: str) -> list[str]:
     """``split_lines`` of a UTF-8 file; undecodable bytes survive (surrogateescape) for the reader to report."""
-    with open(path, "r", encoding="utf-8", errors="surrogateescape", newline="") as f:
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
         return split_lines(f.read())

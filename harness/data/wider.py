@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness.core.errors import DataFormatError, require_dir, require_file
 from harness.data.images import read_image
 from harness.data.text import read_lines
-from harness.core.errors import DataFormatError, require_dir, require_file
 
 CROP_WHAT = "WIDER FACE target-domain crop folder"
 CROP_LIST_WHAT = "WIDER FACE target-domain crop list"

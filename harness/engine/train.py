@@ -89,10 +89,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from harness.engine import distributed
-from harness.core.config import OptimConfig, RunConfig, flatten
-from harness.data.loaders import SourceData, TargetData, to_model_input
 from harness.core.atomic import load_torch
+from harness.core.config import OptimConfig, RunConfig, flatten
+from harness.core.errors import require_dir
 from harness.core.resume import (  # noqa: F401  (NonFiniteStateError, nonfinite_entries: this module's API too)
     NonFiniteStateError,
     nonfinite_entries,
@@ -100,8 +99,9 @@ from harness.core.resume import (  # noqa: F401  (NonFiniteStateError, nonfinite
     require_state,
     save_checkpoint,
 )
-from harness.core.errors import require_dir
 from harness.core.runtime import LockHeldError, PathLock, tune_malloc
+from harness.data.loaders import SourceData, TargetData, to_model_input
+from harness.engine import distributed
 from harness.models.build import build_model, resolve_device
 from methods import Batch, FRModel, Method, build_method
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import os
 
-from harness.eval.registry import Benchmark, CliCommand, Column, Curve, DataEntry, Section, register_benchmark
 from harness.eval.metric_keys import any_of, pattern, rank_key, tar_key, tpir_key, with_block
+from harness.eval.registry import Benchmark, CliCommand, Column, Curve, DataEntry, Section, register_benchmark
 from harness.eval.roc import DEFAULT_FARS, far_key
 
 TABLE_FARS = (1e-6, 1e-5, 1e-4, 1e-3)
@@ -120,8 +120,8 @@ def _joined_rank_metric(row: str):
 
 def _ijbs_metric(proto: str):
     def metric(run, cols):
-        from harness.report.bootstrap import Combined, IJBSTpirAtFpir, RankK
         from harness.core.errors import DataFormatError
+        from harness.report.bootstrap import Combined, IJBSTpirAtFpir, RankK
 
         base = f"IJB-S/{proto}"
         ks = [c.arg[1] for c in cols if c.arg[0] == "rank"]

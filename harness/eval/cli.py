@@ -53,7 +53,6 @@ one-line message naming the file or field.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import zipfile

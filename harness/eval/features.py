@@ -116,7 +116,7 @@ def _as_feature(out):
 def embed_batches(
     model,
     n: int,
-    load: Callable[[int, int], "torch.Tensor"],
+    load: Callable[[int, int], torch.Tensor],
     batch_size: int = 64,
     device="cpu",
     channel_order: str = "RGB",

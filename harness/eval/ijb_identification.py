@@ -58,9 +58,9 @@ import os
 
 import numpy as np
 
+from harness.core.errors import DataFormatError
 from harness.data.ijb import IJBMeta, meta_paths, read_ijb
 from harness.data.ijb1n import PROBE, IJB1NProtocol, read_ijb_1n
-from harness.core.errors import DataFormatError
 from harness.eval.ijb_verification import (
     BENCHMARK_NAMES,
     IJBVerification,

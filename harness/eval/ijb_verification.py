@@ -33,7 +33,6 @@ Pair scoring has two paths (``exact`` argument):
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -45,12 +44,12 @@ from harness.core.errors import DataFormatError
 from harness.data.ijb import IJBMeta, check_pairs_known, loose_crop_path, meta_paths, read_ijb, read_ijb_deferred
 from harness.eval.roc import (
     DEFAULT_FARS,
+    auc_from_roc,
     check_labels,
     check_roc_inputs,
-    roc_sorted,
-    auc_from_roc,
     far_key,
     roc_curve,
+    roc_sorted,
     tar_at_far_from_roc,
 )
 
@@ -586,7 +585,7 @@ def pool_image_features(
     templates: np.ndarray,
     medias: np.ndarray,
     faceness,
-    protocol: "VerificationProtocol",
+    protocol: VerificationProtocol,
     flip_concat: bool,
     where: str,
     faceness_where: str = "<faceness>",

@@ -52,8 +52,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.data.ijbs import PROTOCOLS, IJBSProtocol, image_list, read_ijbs
 from harness.core.errors import DataFormatError
+from harness.data.ijbs import PROTOCOLS, IJBSProtocol, image_list, read_ijbs
 from harness.eval.identification import DEFAULT_BLOCK_BYTES, chunked_topk
 from harness.eval.roc import far_key
 

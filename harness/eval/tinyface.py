@@ -53,8 +53,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.data.tinyface import DEFAULT_ALIGNED, TinyFaceProtocol, read_tinyface
 from harness.core.errors import DataFormatError
+from harness.data.tinyface import DEFAULT_ALIGNED, TinyFaceProtocol, read_tinyface
 from harness.eval.identification import DEFAULT_BLOCK_BYTES, chunked_topk, l2_normalize
 
 __all__ = ["TinyFaceSettings", "TinyFaceEvaluation", "closed_set_cmc", "BENCHMARK"]
@@ -292,7 +292,6 @@ class TinyFaceEvaluation:
         Model in eval mode under ``torch.inference_mode`` (inputs moved to ``device``; the model must be there);
         the training mode is restored afterwards.
         """
-        import torch
 
         from harness.eval.features import embed_batches
 

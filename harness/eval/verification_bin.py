@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.data.verification_bin import VerificationBin, read_bin
 from harness.core.errors import DataFormatError
+from harness.data.verification_bin import VerificationBin, read_bin
 from harness.eval.registry import Benchmark, CliCommand, Column, DataEntry, Section, register_benchmark
 
 __all__ = [

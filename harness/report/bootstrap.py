@@ -106,7 +106,7 @@ import numpy as np
 from harness.eval.ijb_identification import OPEN_SET_FPIRS, open_set_result
 from harness.eval.ijbs import find_threshold_by_fpir
 from harness.eval.metric_keys import rank_key, tar_key, tpir_key
-from harness.eval.roc import DEFAULT_FARS, check_roc_inputs, roc_sorted, vertices_dense, roc_curve, tar_at_far_from_roc
+from harness.eval.roc import DEFAULT_FARS, check_roc_inputs, roc_curve, roc_sorted, tar_at_far_from_roc, vertices_dense
 
 __all__ = [
     "SubjectGroups",
@@ -159,7 +159,7 @@ class SubjectGroups:
         self._init(keys, np.concatenate(arrays), np.array([a.size for a in arrays], np.int64), n_items)
 
     @classmethod
-    def from_ids(cls, subject_of_item) -> "SubjectGroups":
+    def from_ids(cls, subject_of_item) -> SubjectGroups:
         """Groups from a per-item subject id array: item i belongs to ``subject_of_item[i]``."""
         ids = np.asarray(subject_of_item).reshape(-1)
         if ids.size == 0:
@@ -553,7 +553,7 @@ class TarAtFar(_Metric):
         c = _counts_arg(counts, self.n)
         return self._from_sorted_counts(c[self._order], c[self._gen_order])
 
-    def bind(self, groups: "SubjectGroups") -> Callable[[np.ndarray], dict]:
+    def bind(self, groups: SubjectGroups) -> Callable[[np.ndarray], dict]:
         """Per-resample function of the subject counts: the item multiplicities in sorted-score order are read
         from a per-sorted-item subject table (a gather from the small subject-count array, not from n items)."""
         if not groups.partition or groups.n_items != self.n:

@@ -45,8 +45,8 @@ def seed_text(t: Tables) -> str:
 def _legend(t: Tables, where: str) -> list[str]:
     multi = any(len(t.seeds[m]) >= 2 for m in t.methods)
     text = (
-        f"Cells: mean ± sample std over seeds (n = seeds), in %; `-`: not reported or undefined; `(n=k)`: defined "
-        f"for k seeds only. "
+        "Cells: mean ± sample std over seeds (n = seeds), in %; `-`: not reported or undefined; `(n=k)`: defined "
+        "for k seeds only. "
     )
     if multi:
         text += (

@@ -23,8 +23,8 @@ from harness.report.bootstrap import (
     paired_from_samples,
     two_level_samples,
 )
-from harness.report.generators import GeneratorUse, generator_uses
 from harness.report.documents import ResultDocument, check_unique, load_documents, one_line
+from harness.report.generators import GeneratorUse, generator_uses
 from harness.report.paper_numbers import DEFAULT_DIR as PAPER_DIR
 from harness.report.paper_numbers import PaperNumber, load_paper_numbers, matching, published_model
 from harness.report.sections import COLUMNS, MISSING, row_value

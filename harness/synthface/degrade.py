@@ -187,7 +187,7 @@ class DegradationParams:
     age_freq: np.ndarray  # creases over the image height
     age_phase: np.ndarray
 
-    def take(self, index: np.ndarray) -> "DegradationParams":
+    def take(self, index: np.ndarray) -> DegradationParams:
         """Rows ``index`` (e.g. one camera's parameters repeated for every frame of a video)."""
         return DegradationParams(**{k: np.asarray(v)[index] for k, v in self.__dict__.items()})
 

@@ -44,7 +44,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from harness.core.atomic import StagedFolder, write_staged
 from harness.data.align import align_faces

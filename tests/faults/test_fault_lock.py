@@ -15,8 +15,8 @@ import pytest
 import torch
 from faultlib import STAGE1_TINY, one_error_line, run_args
 
-from harness.run import main as run_main
 from harness.core.runtime import LockHeldError, PathLock
+from harness.run import main as run_main
 from harness.stage1 import main as stage1_main
 
 

@@ -11,8 +11,8 @@ import torch
 from faultlib import one_error_line, run_args
 
 from harness.core.config import RunConfig, apply_overrides
-from harness.run import main as run_main
 from harness.engine.train import TrainingStopped, nonfinite_entries, train, train_state_path
+from harness.run import main as run_main
 
 
 def test_divergence_keeps_the_last_good_state(tiny_release, tmp_path, empty_params, capsys):

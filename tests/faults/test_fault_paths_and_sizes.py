@@ -12,8 +12,8 @@ import pytest
 from faultlib import one_error_line, run_args
 from PIL import Image
 
-from harness.data.wider import CropFolderDataset, read_crop_list
 from harness.core.errors import DataFormatError
+from harness.data.wider import CropFolderDataset, read_crop_list
 from harness.run import main as run_main
 
 

@@ -24,12 +24,12 @@ import json
 import os
 import sys
 
+from harness.core.atomic import write_json_atomic
 from harness.core.config import RunConfig
 from harness.eval.ijb_identification import identification_knobs
 from harness.eval.ijb_verification import VerificationProtocol
 from harness.eval.ijbs import IJBSSettings
 from harness.eval.tinyface import TinyFaceSettings
-from harness.core.atomic import write_json_atomic
 from harness.run import result_knobs
 
 #: what ran before issue 15, where it differs from the current evaluators (mode "committed")
