@@ -6,8 +6,8 @@ Synthesises meta arrays in memory with the real counts (insightface IJB_release)
   (10,270 genuine + 8,000,000 impostor);
 - IJB-C: 469,375 rows, 23,124 templates (3,531 gallery + 19,593 probe), 15,658,489 pairs (19,557 genuine);
 
-distinct pairs, media groups of 1-10 rows (60 % stills), random 512-d float32 features with a weak identity signal, faceness in
-[0.1, 1]. Times template pooling, pair scoring (fast matmul path), TAR@FAR (ROC on all pairs and on the two
+distinct pairs, media groups of 1-10 rows (60 % stills), random 512-d float32 features with a weak identity signal,
+faceness in [0.1, 1]. Times template pooling, pair scoring (fast matmul path), TAR@FAR (ROC on all pairs and on the two
 probe-media subsets) and the end-to-end ``evaluate_verification`` separately (best and median of ``--repeat``
 runs), with peak memory. Each scale runs in its own subprocess so the peaks are separate.
 
@@ -35,6 +35,7 @@ prints the ratio and asserts that the TAR@FAR of both (and of the CLI's JSON) ar
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -157,22 +158,27 @@ def run_scale(name: str, frac: float, repeat: int) -> dict:
     get_rows = _image_row_fn(feats, faceness, protocol, False)
     res["pool"] = _times(lambda: _pool(get_rows, templates, medias, DIM), repeat)[:2]
     tids, tf, max_media = _pool(get_rows, templates, medias, DIM)
-    b, m, scores = _times(lambda: pair_scores(tids, tf, pairs), repeat)
+    # functools.partial rather than closures over ``tf`` / ``scores``: the ``del`` below frees them before the
+    # end-to-end runs, and no function object is left holding them.
+    b, m, scores = _times(functools.partial(pair_scores, tids, tf, pairs), repeat)
     res["score"] = (b, m)
     video = max_media[np.searchsorted(tids, pairs[:, 1])] > 1
 
-    def tar():
+    def tar(scores):
         out = []
         for mask in (None, ~video, video):
-            s, l = (scores, labels) if mask is None else (scores[mask], labels[mask])
-            fpr, tpr, _ = roc_curve(l, s)
+            s, lab = (scores, labels) if mask is None else (scores[mask], labels[mask])
+            fpr, tpr, _ = roc_curve(lab, s)
             out.append(tar_at_far_from_roc(fpr, tpr, protocol.fars))
         return out
 
-    b, m, tars = _times(tar, repeat)
+    b, m, tars = _times(functools.partial(tar, scores), repeat)
     res["tar"] = (b, m)
     del scores, tf
-    run = lambda: evaluate_verification(feats, templates, medias, faceness, pairs, labels, protocol, benchmark=name)
+
+    def run():
+        return evaluate_verification(feats, templates, medias, faceness, pairs, labels, protocol, benchmark=name)
+
     b, m, result = _times(run, repeat)
     res["end_to_end"] = (b, m)
     res["maxrss_mb"] = _maxrss_mb()
@@ -329,7 +335,8 @@ def run_from_files(name: str, frac: float, repeat: int, workdir: str | None, ref
             ]
         }
         print(
-            f"{name} {'1/10 scale' if frac != 1 else 'full scale'} from files: {rel['rows']} rows, {rel['templates']} templates, "
+            f"{name} {'1/10 scale' if frac != 1 else 'full scale'} from files: {rel['rows']} rows, "
+            f"{rel['templates']} templates, "
             f"{rel['pairs']} pairs ({rel['genuine']} genuine); written in {write_s:.1f} s: "
             + ", ".join(f"{k} {v:.0f} MB" for k, v in sizes.items()),
             flush=True,
@@ -433,17 +440,25 @@ def main(argv=None) -> int:
         f"IJB 1:1 verification evaluator, {'1/10 scale' if args.quick else 'full scale'}, "
         f"{os.cpu_count()} CPUs, best / median of {args.repeat} runs (s)"
     )
-    hdr = f"{'scale':6} {'rows':>8} {'tmpl':>6} {'pairs':>10} {'pool':>11} {'score':>11} {'tar@far':>11} {'end2end':>11} {'inputs':>8} {'synthRSS':>8} {'maxRSS':>8} {'evalpk':>8}"
+    hdr = (
+        f"{'scale':6} {'rows':>8} {'tmpl':>6} {'pairs':>10} {'pool':>11} {'score':>11} {'tar@far':>11} "
+        f"{'end2end':>11} {'inputs':>8} {'synthRSS':>8} {'maxRSS':>8} {'evalpk':>8}"
+    )
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
-        f = lambda k: f"{r[k][0]:.2f}/{r[k][1]:.2f}"
+
+        def f(k, r=r):
+            return f"{r[k][0]:.2f}/{r[k][1]:.2f}"
+
         print(
             f"{r['scale']:6} {r['rows']:>8} {r['templates']:>6} {r['pairs']:>10} {f('pool'):>11} {f('score'):>11} "
-            f"{f('tar'):>11} {f('end_to_end'):>11} {r['inputs_mb']:>6.0f}MB {r['maxrss_after_synth_mb']:>6.0f}MB {r['maxrss_mb']:>6.0f}MB {r['eval_traced_peak_mb']:>6.0f}MB"
+            f"{f('tar'):>11} {f('end_to_end'):>11} {r['inputs_mb']:>6.0f}MB {r['maxrss_after_synth_mb']:>6.0f}MB "
+            f"{r['maxrss_mb']:>6.0f}MB {r['eval_traced_peak_mb']:>6.0f}MB"
         )
     print(
-        "inputs = features + meta arrays; synthRSS / maxRSS = process peak RSS after synthesis / after all runs (inputs included); evalpk = tracemalloc peak of one "
+        "inputs = features + meta arrays; synthRSS / maxRSS = process peak RSS after synthesis / after all runs "
+        "(inputs included); evalpk = tracemalloc peak of one "
         "end-to-end evaluation above its inputs"
     )
     for r in rows:

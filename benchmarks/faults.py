@@ -6,10 +6,10 @@ the files left behind in the case's folder (beyond its inputs and Sacred's run r
 
 Every case runs in a fresh folder as a new user would: ``python -m harness.run|harness.stage1|harness.tables``
 with a tiny model (32 px, widths 8-16-16-32, one epoch). "first line" is, for a failed case, the program's own
-error line (``harness.run: ...``), else the first stderr line that is not Sacred's INFO log; expected outcomes are in the "expect" column (2 = refused in one line; 0 = handled and
-said so). The crafted payload is a ``.pt`` whose unpickling would create the file ``PWNED``: "PWNED" in the
-files column would mean code ran. Disk full uses a private 64 KiB tmpfs (user + mount namespace) where the
-machine allows one, else the file-size limit (RLIMIT_FSIZE).
+error line (``harness.run: ...``), else the first stderr line that is not Sacred's INFO log; expected outcomes are
+in the "expect" column (2 = refused in one line; 0 = handled and said so). The crafted payload is a ``.pt`` whose
+unpickling would create the file ``PWNED``: "PWNED" in the files column would mean code ran. Disk full uses a
+private 64 KiB tmpfs (user + mount namespace) where the machine allows one, else the file-size limit (RLIMIT_FSIZE).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def payload(path: str, marker: str) -> str:
 
 def snapshot(folder: str) -> set[str]:
     out = set()
-    for root, dirs, files in os.walk(folder):
+    for root, _dirs, files in os.walk(folder):
         if os.path.relpath(root, folder).split(os.sep)[0] in ("runs", "rel"):
             continue
         out |= {os.path.relpath(os.path.join(root, f), folder) for f in files}
@@ -476,7 +476,8 @@ class Catalogue:
             first = r["first_line"].replace("|", "\\|").replace(self.work + "/", "")
             left = ", ".join(r["left"]) or "-"
             out.append(
-                f"| {r['case']} | {r['expect']} | {r['exit']} | `{first[:230]}` | {'yes' if r['traceback'] else 'no'} | {left} |"
+                f"| {r['case']} | {r['expect']} | {r['exit']} | `{first[:230]}` | "
+                f"{'yes' if r['traceback'] else 'no'} | {left} |"
             )
         return "\n".join(out)
 

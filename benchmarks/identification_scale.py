@@ -193,10 +193,11 @@ def main(argv=None) -> int:
             cmd += ["--quick"] if args.quick else []
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
-    print(f"identification search, 512-d float32, {os.cpu_count()} CPUs{' (quick: 1/10 size)' if args.quick else ''}")
+    quick = " (quick: 1/10 size)" if args.quick else ""
+    print(f"identification search, 512-d float32, {os.cpu_count()} CPUs{quick}")
     head = (
-        f"{'scale':<10} {'top-k':<13} {'probes':>7} {'gallery':>8} {'k':>3} {'search s':>9} {'median':>7} {'synth s':>8} "
-        f"{'peak GB':>8}  {'ok':<3} metrics"
+        f"{'scale':<10} {'top-k':<13} {'probes':>7} {'gallery':>8} {'k':>3} {'search s':>9} {'median':>7} "
+        f"{'synth s':>8} {'peak GB':>8}  {'ok':<3} metrics"
     )
     print(head)
     print("-" * len(head))
@@ -204,12 +205,14 @@ def main(argv=None) -> int:
         ok = r["search_s"] < TARGET_S and r["peak_gb"] < TARGET_GB
         m = " ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items())
         print(
-            f"{r['scale']:<10} {r['method']:<13} {r['probes']:>7} {r['gallery']:>8} {r['k']:>3} {r['search_s']:>9.2f} {r['search_median_s']:>7.2f} "
+            f"{r['scale']:<10} {r['method']:<13} {r['probes']:>7} {r['gallery']:>8} {r['k']:>3} {r['search_s']:>9.2f} "
+            f"{r['search_median_s']:>7.2f} "
             f"{r['synth_s']:>8.2f} {r['peak_gb']:>8.2f}  {'yes' if ok else 'NO':<3} {m}"
         )
     print(f"search s = best of {args.repeat}, median = median of {args.repeat}; load average {os.getloadavg()[0]:.2f}")
     print(
-        f"targets: search < {TARGET_S:.0f} s and peak < {TARGET_GB:.0f} GB per scale (peak = ru_maxrss of the scale's process)"
+        f"targets: search < {TARGET_S:.0f} s and peak < {TARGET_GB:.0f} GB per scale "
+        "(peak = ru_maxrss of the scale's process)"
     )
     return 0
 

@@ -147,9 +147,9 @@ def main(argv=None) -> int:
     ]
     for r in range(args.warmup + args.steps):
         for s in steppers:
-            dt = s.step(
-                x, y, x.flip(0), step=r + 1
-            )  # an unlabelled batch of the same size; step 0 would run cfsm_guided's monitoring probe; time ordinary steps
+            # an unlabelled batch of the same size; step 0 would run cfsm_guided's monitoring probe; time ordinary
+            # steps
+            dt = s.step(x, y, x.flip(0), step=r + 1)
             if r >= args.warmup:
                 s.times.append(dt)
 

@@ -219,7 +219,9 @@ def _main(argv, tmpdir: str) -> int:
         f"batch {B}; channels_last {cfg.model.channels_last}; {where}; torch {torch.__version__}"
     )
     print(
-        f"AMP {'on' if amp else 'off'}{' (GradScaler only, the trunk in float32: --no-trunk-fp16)' if amp and args.no_trunk_fp16 else (' (the backbone trunk, as the trainer)' if amp else '')}; "
+        f"AMP {'on' if amp else 'off'}"
+        f"{' (GradScaler only, the trunk in float32: --no-trunk-fp16)' if amp and args.no_trunk_fp16 else ''}"
+        f"{' (the backbone trunk, as the trainer)' if amp and not args.no_trunk_fp16 else ''}; "
         f"median of {steps} timed steps after {warmup} warm-up, one method at a time"
     )
     print(gen_line)

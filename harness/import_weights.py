@@ -97,7 +97,8 @@ the un-normalised feature, as AdaFace's ``pre_norm_vector_add`` does.
 Strictness: every key of the file must map to a parameter or buffer of the model, every parameter and buffer must
 be present (only ``num_batches_tracked`` may be absent: it is unused in eval mode and missing from checkpoints
 converted from other frameworks), every shape must match and every value must be finite; otherwise
-:class:`CheckpointError` (a :class:`~harness.core.errors.DataFormatError`: ``<file>:key '<name>': <problem>``, one line).
+:class:`CheckpointError` (a :class:`~harness.core.errors.DataFormatError`: ``<file>:key '<name>': <problem>``, one
+line).
 Files are read with ``torch.load(weights_only=True)``; a Lightning checkpoint that pickles other objects (e.g.
 hyper-parameters as an ``argparse.Namespace``) needs ``trust_pickle=True`` / ``--trust-pickle`` (only for files
 from a source you trust: unpickling can run code).
@@ -105,9 +106,9 @@ from a source you trust: unpickling can run code).
 Evaluating an imported checkpoint with the existing evaluators
 --------------------------------------------------------------
 
-:func:`evaluate_imported` runs :func:`harness.eval.registry.evaluate_all` (the pipeline's own evaluation, as ``harness.run`` runs it: IJB-B/C 1:1 and
-1:N, IJB-S, TinyFace) with the import's input size, channel order and its source's protocol defaults
-(:attr:`ImportedModel.eval_defaults`). By hand, with the evaluator classes::
+:func:`evaluate_imported` runs :func:`harness.eval.registry.evaluate_all` (the pipeline's own evaluation, as
+``harness.run`` runs it: IJB-B/C 1:1 and 1:N, IJB-S, TinyFace) with the import's input size, channel order and its
+source's protocol defaults (:attr:`ImportedModel.eval_defaults`). By hand, with the evaluator classes::
 
     import os
     from harness.import_weights import load_public_checkpoint, evaluate_imported
@@ -556,9 +557,10 @@ def evaluate_imported(
     items: dict | None = None,
     **overrides,
 ) -> list[dict]:
-    """Result rows of ``imported`` on the benchmarks of ``release``, computed by :func:`harness.eval.registry.evaluate_all`
-    (the pipeline's evaluation) with :func:`run_overrides`; ``overrides`` (``flip=``, ``faceness=``,
-    ``image_norm=``) replace the source's protocol defaults. Each row gets ``"imported"`` (:meth:`ImportedModel.describe`).
+    """Result rows of ``imported`` on the benchmarks of ``release``, computed by
+    :func:`harness.eval.registry.evaluate_all` (the pipeline's evaluation) with :func:`run_overrides`; ``overrides``
+    (``flip=``, ``faceness=``, ``image_norm=``) replace the source's protocol defaults. Each row gets ``"imported"``
+    (:meth:`ImportedModel.describe`).
     """
     from harness.core.config import RunConfig, apply_overrides
     from harness.eval.registry import evaluate_all

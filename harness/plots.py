@@ -33,13 +33,13 @@ Definitions (all from the evaluator, so that the plots agree with ``results/tabl
   FAR nearer to the next vertex, insightface reports that vertex's TAR). Before plotting, the TAR@FAR recomputed
   from the items must equal the result document's ``tar_at_far`` (else the pair is rejected as mismatched).
 - CMC: ``rate(k)`` = share of *mated* probes whose mate is among the k best-scored gallery entries
-  (AdaFace/PFE ``DIR_FAR`` at FAR = 1, as :class:`harness.report.bootstrap.RankK` with ``denominator="mated"``), from the
-  0-based mate rank arrays the evaluators save: ``TinyFace/first_mate`` (:func:`harness.eval.tinyface.closed_set_cmc`)
-  and ``IJB-S/<protocol>/mate_rank`` (:func:`harness.eval.ijbs.identification_metrics`); ``-1`` = unmated probe
-  (left out of the denominator), a value ``>= cap`` = mate not in the top ``cap``, where ``cap`` = the largest rank
-  the evaluator reported (``knobs.ranks`` of the row: 20 for TinyFace, 10 for IJB-S by default). Rates beyond
-  ``cap`` are unknown from the items, so a CMC is drawn to ``min(20, cap)`` only. The recomputed rates at the
-  reported ranks must equal the document's ``rank<k>``.
+  (AdaFace/PFE ``DIR_FAR`` at FAR = 1, as :class:`harness.report.bootstrap.RankK` with ``denominator="mated"``), from
+  the 0-based mate rank arrays the evaluators save: ``TinyFace/first_mate``
+  (:func:`harness.eval.tinyface.closed_set_cmc`) and ``IJB-S/<protocol>/mate_rank``
+  (:func:`harness.eval.ijbs.identification_metrics`); ``-1`` = unmated probe (left out of the denominator), a value
+  ``>= cap`` = mate not in the top ``cap``, where ``cap`` = the largest rank the evaluator reported (``knobs.ranks`` of
+  the row: 20 for TinyFace, 10 for IJB-S by default). Rates beyond ``cap`` are unknown from the items, so a CMC is drawn
+  to ``min(20, cap)`` only. The recomputed rates at the reported ranks must equal the document's ``rank<k>``.
 - Several seeds of one method: one curve, the *mean over seeds* of TAR at each grid FAR (vertical averaging,
   Fawcett 2006, "An introduction to ROC analysis", section 7.1) and of the rate at each rank; the legend says how
   many seeds. The CSVs hold the same means, under the method's name. With one seed it is that seed's curve.
@@ -132,8 +132,8 @@ def far_grid(n_impostor: int, fars: Sequence[float] = (), points: int = CSV_POIN
 
 def cmc(ranks, max_rank: int) -> np.ndarray:
     """Cumulative match characteristic: ``out[k - 1]`` = share of mated probes whose 0-based mate rank is ``< k``,
-    for k = 1..``max_rank`` (Rank-k as :class:`harness.report.bootstrap.RankK`). ``ranks``: integers, ``-1`` (any negative)
-    for an unmated probe, left out of the denominator. All NaN when no probe is mated. Non-decreasing in k."""
+    for k = 1..``max_rank`` (Rank-k as :class:`harness.report.bootstrap.RankK`). ``ranks``: integers, ``-1`` (any
+    negative) for an unmated probe, left out of the denominator. All NaN when no probe is mated. Non-decreasing in k."""
     r = np.asarray(ranks)
     if r.ndim != 1:
         raise ValueError(f"ranks must be 1-D, got shape {r.shape}")
@@ -268,7 +268,10 @@ def roc_series(runs: list[Run], benchmark: str) -> list[RocSeries]:
         eval_far = np.array(sorted({f for *_, fs in rocs for f in fs}))
         csv_far = far_grid(n_imp, eval_far, CSV_POINTS)
         png_far = far_grid(n_imp, eval_far, PNG_POINTS)
-        mean = lambda grid: np.mean([tar_on_grid(fpr, tpr, grid) for fpr, tpr, *_ in rocs], axis=0)  # noqa: E731
+
+        def mean(grid, rocs=rocs):
+            return np.mean([tar_on_grid(fpr, tpr, grid) for fpr, tpr, *_ in rocs], axis=0)
+
         out.append(
             RocSeries(
                 method,
@@ -525,7 +528,8 @@ def write_dvc_templates(folder: str) -> list[str]:
 
 
 def _install(out_dir: str, files: dict[str, bytes]) -> list[str]:
-    """Every ``{name relative to out_dir: bytes}`` written as one step (:func:`harness.core.atomic.write_files_atomic`)."""
+    """Every ``{name relative to out_dir: bytes}`` written as one step
+    (:func:`harness.core.atomic.write_files_atomic`)."""
     return write_files_atomic({os.path.join(out_dir, rel): data for rel, data in files.items()})
 
 

@@ -34,12 +34,12 @@ here is read back by :func:`harness.data.wider.read_crop_list` / :class:`harness
   ``max(w, h)`` left of and 0.05 above the box centre (quartiles -0.17..+0.02 vertically). Hence the default
   ``--margin 0.1`` and no shift: a small sample, and the shift is within its spread.
 - With ``--landmarks label.txt`` (RetinaFace's WIDER annotation, ``retinaface_gt_v1.1``; format below), faces with
-  all five landmarks are aligned with :func:`harness.data.align.umeyama_similarity` + :func:`harness.data.align.warp_affine` to
-  :func:`harness.data.align.arcface_template` (``--size``), i.e. insightface ``norm_crop`` as CFSM's pipeline. Faces
-  whose landmarks are missing (``-1``, no matching line, or degenerate points) are skipped (``--missing-landmarks
-  skip``, the default: the target then holds only aligned crops, like CFSM's) or box-cropped (``box``).
-  Landmark lines are matched to the ground-truth faces of the same image by their box ``x y w h`` (rounded to
-  integers; repeated boxes are matched in order).
+  all five landmarks are aligned with :func:`harness.data.align.umeyama_similarity` +
+  :func:`harness.data.align.warp_affine` to :func:`harness.data.align.arcface_template` (``--size``), i.e. insightface
+  ``norm_crop`` as CFSM's pipeline. Faces whose landmarks are missing (``-1``, no matching line, or degenerate points)
+  are skipped (``--missing-landmarks skip``, the default: the target then holds only aligned crops, like CFSM's) or
+  box-cropped (``box``). Landmark lines are matched to the ground-truth faces of the same image by their box ``x y w h``
+  (rounded to integers; repeated boxes are matched in order).
 - Names: ``<stem>_<face index>_999.jpg`` where ``stem`` is the image's file name without folder and extension (the
   reading of CFSM's example name, whose event folder ``12--Group/`` is dropped; WIDER's file names start with their
   event, so they are unique; whitespace becomes ``_``), ``face index`` the 0-based position of the box in the
@@ -59,13 +59,13 @@ here is read back by :func:`harness.data.wider.read_crop_list` / :class:`harness
 ``--images``, recursively, in sorted order of the relative path (``/``-separated). Each image is centre-cropped to
 its central ``min(h, w)`` square (integer offset ``floor((w - side) / 2)``, like torchvision ``CenterCrop`` up to
 rounding, so that a non-square crop is not distorted) and resampled to ``--size`` (edge pixels replicated, as
-``cv2.resize(INTER_LINEAR)``, since the whole image is resized and nothing lies outside it). Names: the relative path without
-extension, ``/`` and whitespace replaced by ``_``, then ``_<k>_999.jpg`` with ``k = 0``, or the smallest ``k`` that
-makes the name unique (``a/b.png`` and ``a_b.jpg``).
+``cv2.resize(INTER_LINEAR)``, since the whole image is resized and nothing lies outside it). Names: the relative path
+without extension, ``/`` and whitespace replaced by ``_``, then ``_<k>_999.jpg`` with ``k = 0``, or the smallest ``k``
+that makes the name unique (``a/b.png`` and ``a_b.jpg``).
 
-Resampling (both commands): bilinear with a black constant border (``folder``: replicated edges) and no antialiasing, i.e.
-``cv2.warpAffine(INTER_LINEAR)`` as in insightface's ``norm_crop`` (via :func:`harness.data.align.warp_affine`), so that
-box crops and aligned crops share the resampling of CFSM's aligned crops. Crops are baseline JPEG, quality 95
+Resampling (both commands): bilinear with a black constant border (``folder``: replicated edges) and no antialiasing,
+i.e. ``cv2.warpAffine(INTER_LINEAR)`` as in insightface's ``norm_crop`` (via :func:`harness.data.align.warp_affine`), so
+that box crops and aligned crops share the resampling of CFSM's aligned crops. Crops are baseline JPEG, quality 95
 (:func:`harness.data.images.encode_jpeg`; 95 is ``cv2.imwrite``'s default).
 
 Output: ``--out`` is the crop folder; ``--list`` (default ``target_list.txt``) is a bare file name, written inside
@@ -541,7 +541,8 @@ def prepare_wider(
     if o.landmarks:
         summary["landmark_images_not_annotated"] = info["landmark_images_not_annotated"]
     log(
-        f"wider: images annotated {summary['images_annotated']}, read {images_read}; faces seen {summary['faces_seen']}, "
+        f"wider: images annotated {summary['images_annotated']}, read {images_read}; "
+        f"faces seen {summary['faces_seen']}, "
         f"kept {len(names)} (aligned {aligned}, box crops {len(names) - aligned}); skipped: {_fmt(skipped)}"
     )
     log(f"wrote {len(names)} crops of {o.size}x{o.size} to {summary['out']} and the list {summary['list']}")

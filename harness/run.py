@@ -21,8 +21,8 @@ per-rank and global batch, the step resumed from, and on CUDA the GPU name, CUDA
 memory (on CPU the thread count).
 
 Data parallel: ``torchrun --nproc_per_node N -m harness.run key=value ...`` runs the same trainer on N processes
-(:mod:`harness.engine.distributed`, :mod:`harness.engine.train`); ``optim.batch_size`` is per process; rank 0 alone records,
-writes and evaluates. Resume: ``resume=auto`` (default) continues a killed run from the train state beside
+(:mod:`harness.engine.distributed`, :mod:`harness.engine.train`); ``optim.batch_size`` is per process; rank 0 alone
+records, writes and evaluates. Resume: ``resume=auto`` (default) continues a killed run from the train state beside
 ``checkpoint`` when its config matches; ``resume=PATH`` / ``resume=none`` (see :mod:`harness.engine.train`).
 
 With ``result=PATH``, the evaluators' per-item arrays (per IJB pair, per probe: what the subject-level bootstrap of
@@ -76,16 +76,18 @@ def evaluate_model(cfg: RunConfig, backbone: torch.nn.Module, device: str, items
     flip and faceness go to the evaluators whose protocol has them: IJB-S has neither, TinyFace no faceness) and
     states them in its row's ``knobs``.
 
-    With ``items`` (a dict), the evaluators' per-item arrays for the subject-level bootstrap (:mod:`harness.report.bootstrap`)
-    are added to it, keyed ``<row benchmark>/<array>`` (``IJB-B/scores``, ``IJB-B 1:N/joined/rank``,
-    ``IJB-S/V2S/mate_rank``, ``TinyFace/first_mate``, ...; the arrays each evaluator's ``return_items`` documents)."""
+    With ``items`` (a dict), the evaluators' per-item arrays for the subject-level bootstrap
+    (:mod:`harness.report.bootstrap`) are added to it, keyed ``<row benchmark>/<array>`` (``IJB-B/scores``,
+    ``IJB-B 1:N/joined/rank``, ``IJB-S/V2S/mate_rank``, ``TinyFace/first_mate``, ...; the arrays each evaluator's
+    ``return_items`` documents)."""
     from harness.eval.registry import evaluate_all
 
     return evaluate_all(cfg, backbone, device, items)
 
 
 def write_npz_atomic(arrays: dict, path: str) -> None:
-    """``np.savez_compressed`` written atomically (:func:`harness.core.atomic.write_npz_atomic`; kept importable here)."""
+    """``np.savez_compressed`` written atomically (:func:`harness.core.atomic.write_npz_atomic`; kept importable
+    here)."""
     from harness.core.atomic import write_npz_atomic as write
 
     write(arrays, path)

@@ -19,8 +19,8 @@ failed ones are listed with their error line (and rerun with ``--retry-failed``)
 job (done / running / failed / missing) and the counts; ``--results`` prints the done jobs' result paths instead
 (``--hparams-seed K``: one draw's), for ``harness.tables``.
 
-Each job's result document is ``SWEEP_DIR/jobs/<hash>/<method>-s<seed>.json`` (with its items file beside it), recording the
-method, seed, hparams_seed and the resolved hparams: ``python -m harness.tables SWEEP_DIR/jobs/*/*-s*.json``
+Each job's result document is ``SWEEP_DIR/jobs/<hash>/<method>-s<seed>.json`` (with its items file beside it), recording
+the method, seed, hparams_seed and the resolved hparams: ``python -m harness.tables SWEEP_DIR/jobs/*/*-s*.json``
 (one draw's table: ``python -m harness.tables $(python -m harness.sweep status SWEEP_DIR --results --hparams-seed
 0)``).
 Every job's run is also recorded in the Sacred store ``--observer`` (default ``results/runs``; a database URL

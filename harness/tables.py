@@ -41,9 +41,9 @@ Each result's data comes from its provenance (:mod:`harness.eval.provenance`: th
 look-up at its ``config.data.release``): a dataset inside a SynthFace release (a ``synthface.json`` at the release
 root, found through symbolic links) is SynthFace, anything else the real benchmark. The title says what all inputs
 are on; when they differ (or some are unknown), every section names the data of each of its results. On real data,
-a cell whose model is a published one (:func:`harness.report.paper_numbers.published_model`: ``source_only`` = "ArcFace",
-``cfsm_guided`` = "ArcFace+CFSM" with an r50 ArcFace head trained on MS1MV2 = ``faces_emore``, and so on) gets the
-published number of the same benchmark and metric beside it, with ours - published and our CI shifted by it.
+a cell whose model is a published one (:func:`harness.report.paper_numbers.published_model`: ``source_only`` =
+"ArcFace", ``cfsm_guided`` = "ArcFace+CFSM" with an r50 ArcFace head trained on MS1MV2 = ``faces_emore``, and so on)
+gets the published number of the same benchmark and metric beside it, with ours - published and our CI shifted by it.
 SynthFace results are never matched; imported checkpoints neither (their documents do not say how they were trained).
 
 Statistics
@@ -79,9 +79,9 @@ README (``mk-minchul/AdaFace``) print one number per model, with no seeds, sprea
   resamples (and, where the seeds are the same, the same seed draws), resample by resample; its percentile interval
   is the CI of the difference. A method against itself gives exactly 0 on every resample, CI [0, 0].
 - **Marks** (both sides with two or more seeds): ``▲`` (LaTeX ``$\\uparrow$``) when the difference's CI lies
-  entirely above 0, ``▼`` (``$\\downarrow$``) when it lies entirely below 0; no mark when it includes 0 (an endpoint at exactly 0 counts as including it). At
-  95 % per cell, about one cell in twenty is marked by chance when nothing differs: there is no multiple-comparison
-  correction.
+  entirely above 0, ``▼`` (``$\\downarrow$``) when it lies entirely below 0; no mark when it includes 0 (an endpoint at
+  exactly 0 counts as including it). At 95 % per cell, about one cell in twenty is marked by chance when nothing
+  differs: there is no multiple-comparison correction.
 - **Domain gap** (IJB TAR@1e-3, probes of clean stills vs probes holding video frames): each split is its own item
   group (the pairs with ``probe_video`` 0 or 1 and their probe subjects), bootstrapped like the full list. Items
   files written before ``probe_video`` existed give these cells means and stds only, no CIs or marks.

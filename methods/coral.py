@@ -17,10 +17,10 @@ adds the ``||mu_s - mu_t||^2 / d`` term of DomainBed's / TLlib's CORAL (off: the
   would be another d^2 times smaller.) ``"raw"``: the embedding as is.
 - **trade_off = 1.0.** The paper sets the weight "so that at the end of training the classification loss and the
   CORAL loss are roughly the same"; that needs a finished run per setting, so the default is the weight DomainBed
-  (``mmd_gamma`` 1.0 for its CORAL) and TLlib's CORAL example (domain generalisation, ``--trade-off 1``) use. Magnitudes to keep in mind:
-  on unit-RMS features the term's sampling-noise floor is about ``1 / (2n)`` (0.004 at batch 128, measured), and a
-  coordinate-variance mismatch of 0.5x..1.5x adds only ~0.0006, while an ArcFace loss (s = 64) is O(10); the
-  paper's rule would therefore pick weights of order 10^2..10^3. The sampler, 10^U(-1, 3), covers both
+  (``mmd_gamma`` 1.0 for its CORAL) and TLlib's CORAL example (domain generalisation, ``--trade-off 1``) use. Magnitudes
+  to keep in mind: on unit-RMS features the term's sampling-noise floor is about ``1 / (2n)`` (0.004 at batch 128,
+  measured), and a coordinate-variance mismatch of 0.5x..1.5x adds only ~0.0006, while an ArcFace loss (s = 64) is
+  O(10); the paper's rule would therefore pick weights of order 10^2..10^3. The sampler, 10^U(-1, 3), covers both
   conventions (DomainBed searches 10^U(-1, 1)).
 
 Logged: ``coral.fr_loss``, ``coral.loss`` (the unweighted CORAL term).

@@ -76,16 +76,17 @@ class _GradientReverse(torch.autograd.Function):
 
 
 def grad_reverse(x: Tensor, coeff: float = 1.0) -> Tensor:
-    """Gradient-reversal layer R_lambda: identity forward, ``-coeff * grad`` backward (Ganin & Lempitsky 2015, Eq. 9)."""
+    """Gradient-reversal layer R_lambda: identity forward, ``-coeff * grad`` backward (Ganin & Lempitsky 2015,
+    Eq. 9)."""
     return _GradientReverse.apply(x, coeff)
 
 
 def grl_coefficient(progress: float, gamma: float = 10.0, hi: float = 1.0) -> float:
     """DANN's warm-up ``lambda_p = hi * (2 / (1 + exp(-gamma * p)) - 1)``, ``p`` in [0, 1] the training progress.
 
-    Ganin & Lempitsky (2015) and Ganin et al. (JMLR 2016) use gamma = 10 "in all experiments" and hi = 1: 0 at
-    p = 0, 0.987 at p = 0.5, 0.9999 at p = 1. TLlib's ``WarmStartGradientReverseLayer(alpha=1, lo=0, hi=1, max_iters=1000)`` is the
-    same curve with ``gamma * p = alpha * i / max_iters``, i.e. it equals the paper only for a 10,000-step run.
+    Ganin & Lempitsky (2015) and Ganin et al. (JMLR 2016) use gamma = 10 "in all experiments" and hi = 1: 0 at p = 0,
+    0.987 at p = 0.5, 0.9999 at p = 1. TLlib's ``WarmStartGradientReverseLayer(alpha=1, lo=0, hi=1, max_iters=1000)`` is
+    the same curve with ``gamma * p = alpha * i / max_iters``, i.e. it equals the paper only for a 10,000-step run.
     ``p`` is clamped to [0, 1]."""
     p = min(max(float(progress), 0.0), 1.0)
     return hi * (2.0 / (1.0 + math.exp(-gamma * p)) - 1.0)

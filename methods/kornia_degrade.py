@@ -19,12 +19,12 @@ a random choice among five OpenCV interpolations for each resize; the photometri
 resize (see :mod:`methods.degradations` on the order; the ops commute up to clipping); the images are already at
 the FR input size (64 px on SynthFace) rather than 112 px, so the crop and the side ratio are fractions of it.
 
-**Extra degradations**, each with AdaFace's per-op probability 0.2 (AdaFace's augmenter has no blur, noise or
-JPEG; the baseline is meant to cover the usual camera degradations, so they are on; ``*_prob=0`` gives AdaFace's
-augmenter exactly): Gaussian blur, motion blur, additive Gaussian noise and JPEG, with the ranges of :class:`methods.degradations.DegradationSpace` (GFPGAN's face degradation model for blur sigma, noise
-and JPEG quality, ImageNet-C for motion blur; sources in that docstring). A random-search point
-(``hparams_seed > 0``) draws each extra probability from ``U(0, 0.5)`` and each AdaFace probability from
-``U(0, 0.5)``; the ranges are fixed.
+**Extra degradations**, each with AdaFace's per-op probability 0.2 (AdaFace's augmenter has no blur, noise or JPEG; the
+baseline is meant to cover the usual camera degradations, so they are on; ``*_prob=0`` gives AdaFace's augmenter
+exactly): Gaussian blur, motion blur, additive Gaussian noise and JPEG, with the ranges of
+:class:`methods.degradations.DegradationSpace` (GFPGAN's face degradation model for blur sigma, noise and JPEG quality,
+ImageNet-C for motion blur; sources in that docstring). A random-search point (``hparams_seed > 0``) draws each extra
+probability from ``U(0, 0.5)`` and each AdaFace probability from ``U(0, 0.5)``; the ranges are fixed.
 
 Labels, batch size, dtype and memory format are unchanged; the trainer's random horizontal flip stays as it is
 (AdaFace's flip is the same 0.5 flip). Randomness: every draw comes from torch's global generator on the CPU

@@ -255,7 +255,10 @@ def augmix_chain_plan(
         k = torch.randint(len(AUGMIX_OPS), (batch,), generator=generator)
         level = 0.1 + (severity - 0.1) * torch.rand(batch, generator=generator, dtype=torch.float64)
         sign = torch.where(torch.rand(batch, generator=generator) > 0.5, -1.0, 1.0).double()  # release: > 0.5 negates
-        int_p = lambda maxval: torch.floor(level * maxval / 10)  # noqa: E731  (int_parameter; level > 0)
+
+        def int_p(maxval, level=level):  # int_parameter; level > 0
+            return torch.floor(level * maxval / 10)
+
         per_op = {
             "AutoContrast": torch.zeros_like(level),
             "Equalize": torch.zeros_like(level),
@@ -410,7 +413,8 @@ def to_uint8(x: Tensor) -> Tensor:
 
 
 def from_uint8(images: Tensor, like: Tensor) -> Tensor:
-    """uint8 -> [-1, 1] float exactly as ``harness.data.loaders.to_model_input``, in ``like``'s dtype and memory format."""
+    """uint8 -> [-1, 1] float exactly as ``harness.data.loaders.to_model_input``, in ``like``'s dtype and memory
+    format."""
     x = images.float().div_(255.0).sub_(0.5).div_(0.5).to(like.dtype)
     return x.contiguous(memory_format=memory_format_of(like))
 

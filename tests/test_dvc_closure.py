@@ -1,10 +1,10 @@
 """Every DVC stage depends on every module its command can import.
 
-For each stage of ``dvc.yaml``, ``profiles/paper/dvc.yaml`` and ``profiles/analyses/dvc.yaml`` that runs ``python -m harness.X`` (or
-``torchrun ... -m harness.X``), the import closure of ``harness.X`` is computed from the source (``ast``; see
-``importgraph.py``: lazy imports and registry plugins loaded by name included), and each module in it must lie in
-one of the stage's ``deps`` (a file, or a folder holding it). A few modules are reached only on code paths the
-stage's command turns off; they are listed below per stage, with the reason and the flag that turns them off.
+For each stage of ``dvc.yaml``, ``profiles/paper/dvc.yaml`` and ``profiles/analyses/dvc.yaml`` that runs
+``python -m harness.X`` (or ``torchrun ... -m harness.X``), the import closure of ``harness.X`` is computed from the
+source (``ast``; see ``importgraph.py``: lazy imports and registry plugins loaded by name included), and each module in
+it must lie in one of the stage's ``deps`` (a file, or a folder holding it). A few modules are reached only on code
+paths the stage's command turns off; they are listed below per stage, with the reason and the flag that turns them off.
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ _TRAIN_ONLY = (
 _EVAL_ONLY = (
     "train=false",
     {
-        "harness.engine.train": "the training loop: run.py imports it but calls it only when training (train=false here)",
+        "harness.engine.train": (
+            "the training loop: run.py imports it but calls it only when training (train=false here)"
+        ),
     },
 )
 _STAGE1 = (

@@ -90,7 +90,8 @@ def test_fast_meta_readers_equal_line_readers_on_clean_files(tmp_path):
 
 
 def test_fast_decimal_parse_is_bitwise_the_line_readers_on_random_tokens(tmp_path):
-    """Correct rounding: random decimals with up to 20 significant digits, exponents, signs, leading zeros, '.5', '5.'."""
+    """Correct rounding: random decimals with up to 20 significant digits, exponents, signs, leading zeros, '.5',
+    '5.'."""
     rng = np.random.default_rng(1)
     forms = []
     for _ in range(4000):

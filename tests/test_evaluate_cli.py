@@ -458,7 +458,7 @@ def test_usage_errors_are_one_line(tiny_release, tmp_path, capsys):
     assert os.listdir(tmp_path) == []
 
 
-# ------------------------------------------------------------------------------------------------ silently accepted before
+# ----------------------------------------------------------------------------------------- silently accepted before
 
 
 def test_inputs_once_silently_scored_are_one_line_errors(tiny_release, tmp_path, capsys):

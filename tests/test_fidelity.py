@@ -47,6 +47,12 @@ class LoudHead(torch.nn.Module):
         w = self.inner.weight
         return self.inner(embeddings, labels) + 1e6 * (w.sum() - w.sum().detach())
 
+    def scalars(self) -> dict[str, float]:  # the margin head's interface, for the trainer's logging
+        return self.inner.scalars()
+
+    def constants(self) -> dict:
+        return self.inner.constants()
+
 
 def _one_step(toy_rec_release, monkeypatch, loud: bool, **extra):
     original = BUILD_MODEL

@@ -84,11 +84,9 @@ def test_open_set_hand_worked():
     s = np.array(
         [
             [0.8, 0.3, 0.2],  # mate 0: pos 0.8 > non-mate max 0.3 -> correct; rank 0
-            [
-                0.6,
-                0.6,
-                0.1,
-            ],  # mate 1: pos 0.6 == non-mate max 0.6 -> NOT correct (strict); rank 0 (tie: argsort(s)[::-1], higher index first)
+            # mate 1: pos 0.6 == non-mate max 0.6 -> NOT correct (strict); rank 0 (tie: argsort(s)[::-1], higher index
+            # first)
+            [0.6, 0.6, 0.1],
             [0.1, 0.2, 0.5],  # mate 2: pos 0.5 > 0.2 -> correct; rank 0
             [0.45, 0.1, 0.0],  # non-mated: m = 0.45
             [0.2, 0.55, 0.3],  # non-mated: m = 0.55

@@ -109,7 +109,7 @@ def test_faceness_is_string_to_float32_bit_exact(tmp_path):
 
 def test_faceness_bit_exact_on_many_strings(tmp_path):
     rng = np.random.default_rng(0)
-    scores = ["%.3f" % v for v in np.arange(1001) / 1000] + [repr(float(v)) for v in rng.uniform(0, 1, 2000)]
+    scores = [f"{v:.3f}" for v in np.arange(1001) / 1000] + [repr(float(v)) for v in rng.uniform(0, 1, 2000)]
     lines = [f"{i}.jpg 1 2 3 4 5 6 7 8 9 10 {s}" for i, s in enumerate(scores)]
     names, lmk, faceness = read_name_5pts_score(_write(tmp_path / "s.txt", lines))
     want = np.array(scores).astype(np.float32)
@@ -246,7 +246,7 @@ def test_blank_line_inside(tmp_path):
         lines = list(base)
         lines.insert(2, "")
         p = _write(tmp_path / f"{reader.__name__}.txt", lines)
-        _raises(lambda: reader(p), p, 3, "blank line")
+        _raises(lambda reader=reader, p=p: reader(p), p, 3, "blank line")
 
 
 def test_non_integer_template_and_media(tmp_path):

@@ -375,7 +375,10 @@ def test_flip_concat_split(ijbb_root, tiny_feats):
     b = (rng.standard_normal(a.shape) * a.std()).astype(np.float32)
     both = np.hstack([a, b])
     ev = IJBVerification(ijbb_root, protocol=VerificationProtocol(align_size=ALIGN))
-    drop = lambda r: {k: v for k, v in r.items() if k != "input"}
+
+    def drop(r):
+        return {k: v for k, v in r.items() if k != "input"}
+
     concat = ev.evaluate_features(both, flip_concat=True)
     assert concat["input"] == {"flip_concat": True, "dim": 32}
     assert drop(concat) == drop(ev.evaluate_features(a + b))

@@ -1,4 +1,5 @@
-"""IJB-S: the SynthFace writer, the cs6 protocol reader (PFE template rules) and the PFE/AdaFace identification metrics."""
+"""IJB-S: the SynthFace writer, the cs6 protocol reader (PFE template rules) and the PFE/AdaFace identification
+metrics."""
 
 from __future__ import annotations
 
@@ -158,9 +159,15 @@ FILES = {
     "cs6_surveillance_to_surveillance_probe.csv": "FILENAME\nvideos/5004.mp4\n",
     "galleries/cs6_surveillance_to_single_g1.csv": "TEMPLATE_ID,SUBJECT_ID,FILENAME\n1,1,img/100.jpg\n",
     "galleries/cs6_surveillance_to_single_g2.csv": "TEMPLATE_ID,SUBJECT_ID,FILENAME\n2,3,img/300.jpg\n",
-    "galleries/cs6_surveillance_to_booking_g1.csv": "TEMPLATE_ID,SUBJECT_ID,FILENAME\n5,1,img/100.jpg\n5,1,img/101.jpg\n",
-    "galleries/cs6_surveillance_to_booking_g2.csv": "TEMPLATE_ID,SUBJECT_ID,FILENAME\n6,3,img/300.jpg\n7,2,img/200.jpg\n",
-    "galleries/cs6_surveillance_to_surveillance_g1.csv": "TEMPLATE_ID,SUBJECT_ID,FILENAME\n8,1,videos/5006.mp4\n8,1,videos/5006.mp4\n",
+    "galleries/cs6_surveillance_to_booking_g1.csv": (
+        "TEMPLATE_ID,SUBJECT_ID,FILENAME\n5,1,img/100.jpg\n5,1,img/101.jpg\n"
+    ),
+    "galleries/cs6_surveillance_to_booking_g2.csv": (
+        "TEMPLATE_ID,SUBJECT_ID,FILENAME\n6,3,img/300.jpg\n7,2,img/200.jpg\n"
+    ),
+    "galleries/cs6_surveillance_to_surveillance_g1.csv": (
+        "TEMPLATE_ID,SUBJECT_ID,FILENAME\n8,1,videos/5006.mp4\n8,1,videos/5006.mp4\n"
+    ),
     "galleries/cs6_surveillance_to_surveillance_g2.csv": "TEMPLATE_ID,SUBJECT_ID,FILENAME\n9,3,videos/5007.mp4\n",
 }
 
@@ -234,7 +241,9 @@ def test_two_mates_in_a_gallery_csv_is_an_error(tmp_path):
     root = write_protocol(
         tmp_path,
         **{
-            "galleries/cs6_surveillance_to_single_g1.csv": "TEMPLATE_ID,SUBJECT_ID,FILENAME\n1,1,img/100.jpg\n2,1,img/101.jpg\n"
+            "galleries/cs6_surveillance_to_single_g1.csv": (
+                "TEMPLATE_ID,SUBJECT_ID,FILENAME\n1,1,img/100.jpg\n2,1,img/101.jpg\n"
+            )
         },
     )
     ev = IJBSEvaluation(root)
@@ -262,9 +271,12 @@ def test_two_mates_in_a_gallery_csv_is_an_error(tmp_path):
         ),
         (
             {
-                "galleries/cs6_surveillance_to_booking_g2.csv": "TEMPLATE_ID,SUBJECT_ID,FILENAME\n6,3,img/300.jpg\n6,3,img/999.jpg\n"
+                "galleries/cs6_surveillance_to_booking_g2.csv": (
+                    "TEMPLATE_ID,SUBJECT_ID,FILENAME\n6,3,img/300.jpg\n6,3,img/999.jpg\n"
+                )
             },
-            r"cs6_surveillance_to_booking_g2\.csv:line 3: image 'img/999\.jpg' of subject 3 is not in cs6_metadata\.csv",
+            r"cs6_surveillance_to_booking_g2\.csv:line 3: image 'img/999\.jpg' of subject 3 "
+            r"is not in cs6_metadata\.csv",
         ),
         (
             {"galleries/cs6_surveillance_to_single_g1.csv": "TEMPLATE_ID,SUBJECT_ID,FILENAME\n1,2,img/100.jpg\n"},
@@ -272,7 +284,9 @@ def test_two_mates_in_a_gallery_csv_is_an_error(tmp_path):
         ),
         (
             {
-                "galleries/cs6_surveillance_to_surveillance_g2.csv": "TEMPLATE_ID,SUBJECT_ID,FILENAME\n9,1,videos/5007.mp4\n"
+                "galleries/cs6_surveillance_to_surveillance_g2.csv": (
+                    "TEMPLATE_ID,SUBJECT_ID,FILENAME\n9,1,videos/5007.mp4\n"
+                )
             },
             r"cs6_surveillance_to_surveillance_g2\.csv:line 2: subject 1 in 'videos/5007\.mp4' has no rows",
         ),

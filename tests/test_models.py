@@ -21,7 +21,9 @@ WIDTHS = [64, 128, 256, 512]
 
 
 def _expected_params(layers, widths=WIDTHS, stem=64, final_hw=7, emb=512):
-    bn = lambda c: 2 * c  # weight + bias (running stats are buffers)
+    def bn(c):
+        return 2 * c  # weight + bias (running stats are buffers)
+
     total = 3 * 3 * 3 * stem + bn(stem) + stem  # conv1, bn1, prelu
     inplanes = stem
     for n_blocks, planes in zip(layers, widths):

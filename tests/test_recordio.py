@@ -106,7 +106,7 @@ def test_round_trip_and_raw_layout(tmp_path):
         assert M.join(datas) == payload
     # records are contiguous, in write order
     ends = [o for _, o in index][1:] + [len(raw)]
-    for (k, o), end in zip(index, ends):
+    for (_k, o), end in zip(index, ends):
         assert sum(8 + (len(d) + 3) // 4 * 4 for _, d in _parts(raw, o)) == end - o
 
     with RecordIOReader(rec, idx) as r:

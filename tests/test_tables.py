@@ -102,7 +102,8 @@ def _rows_from_items(items: dict, knobs: dict) -> list[dict]:
 
 
 def synthface_data(rows: list[dict], release: str = "datasets/synthface/golden") -> dict:
-    """The ``data`` provenance entry (:func:`harness.eval.provenance.data_provenance`) of a result on a SynthFace release."""
+    """The ``data`` provenance entry (:func:`harness.eval.provenance.data_provenance`) of a result on a SynthFace
+    release."""
     from harness.eval.provenance import row_benchmark
 
     syn = {"kind": "synthface", "release": release, "synthface": {"format_version": 1, "size": "golden", "seed": 0}}

@@ -263,7 +263,8 @@ def test_every_claim_is_assessed_exactly_when_both_methods_have_results(tmp_path
 
 
 def _imported(folder: pathlib.Path, with_data: bool = True) -> pathlib.Path:
-    """A result as ``harness.import_weights --evaluate --result`` writes it (method ``--name``, seed 0, ``imported``)."""
+    """A result as ``harness.import_weights --evaluate --result`` writes it (method ``--name``, seed 0,
+    ``imported``)."""
     folder.mkdir(parents=True, exist_ok=True)
     imported = {"layout": "insightface", "arch": "r100", "path": "backbone.pth", "sha256": "0" * 64}
     write_run(

@@ -64,8 +64,8 @@ def _cfg(release: str, method: str, **extra) -> RunConfig:
 
 
 def _replay(cfg: RunConfig, clip_scope: str | None = None) -> Stepper:
-    """What :func:`harness.engine.train.train` does around its steps, with a benchmark Stepper taking them: the same seeds,
-    model, data streams and learning-rate schedule (one process, no checkpoint)."""
+    """What :func:`harness.engine.train.train` does around its steps, with a benchmark Stepper taking them: the same
+    seeds, model, data streams and learning-rate schedule (one process, no checkpoint)."""
     if clip_scope is not None:
         cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, grad_clip_scope=clip_scope))
     o = cfg.optim

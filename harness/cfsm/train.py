@@ -37,10 +37,10 @@ thresholds (:data:`harness.cfsm.analysis.FD_RATIO_MAX`, :data:`harness.cfsm.anal
 both were met.
 
 Robustness: the run checkpoints its whole state (G, D, both optimisers, step, every RNG) atomically every
-``checkpoint_every`` iterations (0: only when stopped early) to ``<out>/train_state.pt`` and resumes from it when the config matches. A NaN or
-inf in any loss stops the run before the optimiser step with a one-line message; the last good state stays on
-disk; a state whose weights are not finite is never saved. A state that cannot be read (truncated, foreign,
-or pickling anything beyond tensors and plain data: files load with ``weights_only=True``) or holds non-finite
+``checkpoint_every`` iterations (0: only when stopped early) to ``<out>/train_state.pt`` and resumes from it when the
+config matches. A NaN or inf in any loss stops the run before the optimiser step with a one-line message; the last good
+state stays on disk; a state whose weights are not finite is never saved. A state that cannot be read (truncated,
+foreign, or pickling anything beyond tensors and plain data: files load with ``weights_only=True``) or holds non-finite
 weights is set aside as ``train_state.pt.unreadable-<time>`` / ``.nonfinite-<time>`` and the run starts fresh,
 saying so, as ``harness.run`` does. The target list is checked before training (the first missing crop is
 named). While it runs, the stage holds ``out`` (``<out>.lock``; a second stage on it fails at once naming the

@@ -213,7 +213,7 @@ class PathLock:
                         f"{self.target}: {self.what} in use by another run (pid {pid} on {holder.get('host')}, "
                         f"started {holder.get('start')}: {holder.get('argv', '')}); lock file {self.path} "
                         "(remove it only if that run is gone)"
-                    )
+                    ) from None
                 stale = f"{self.path}.stale-{os.getpid()}"
                 try:
                     os.rename(self.path, stale)  # only one taker wins the rename

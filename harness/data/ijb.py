@@ -412,7 +412,8 @@ def _check_same_rows(names: list[str], path: str, names5: list[str], path5: str)
         raise DataFormatError(
             path5,
             f"line {min(n, n5) + 1}",
-            f"name_5pts_score has {n5} rows but face_tid_mid has {n} ({path}); the files must have the same rows in the same order",
+            f"name_5pts_score has {n5} rows but face_tid_mid has {n} ({path}); "
+            "the files must have the same rows in the same order",
         )
 
 
@@ -420,8 +421,8 @@ def read_template_pairs(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
     """``<t>_template_pair_label.txt`` -> (pairs (P, 2) int64, labels (P,) int8), parsed as integers.
 
     Fast path: only ASCII digits, spaces and LF in the file, then pandas' C parser (which rejects lines with a
-    different field count) into int64 (labels int8), then labels checked to be 0/1. Anything else goes to a line-by-line scan that
-    raises on the first bad line (field count, non-integer, label not 0/1, blank line inside).
+    different field count) into int64 (labels int8), then labels checked to be 0/1. Anything else goes to a
+    line-by-line scan that raises on the first bad line (field count, non-integer, label not 0/1, blank line inside).
     """
     path = os.fspath(path)
     require_file(path, f"{WHAT} meta file")

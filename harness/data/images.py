@@ -43,7 +43,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 95) -> bytes:
-    """Encode an RGB uint8 (H, W, 3) array as baseline JPEG (4:2:0, no optimisation: byte-stable for a pinned Pillow)."""
+    """Encode an RGB uint8 (H, W, 3) array as baseline JPEG (4:2:0, no optimisation: byte-stable for a pinned
+    Pillow)."""
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"encode_jpeg expects uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}")
     buf = io.BytesIO()
@@ -54,7 +55,8 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 95) -> bytes:
 def memory_format_of(x: torch.Tensor) -> torch.memory_format:
     """The memory format an image batch (B, C, H, W) is laid out in: ``channels_last`` when it is stored so (and
     not also plain contiguous, as a 1x1 image or a batch of one can be), else ``contiguous_format``. Transforms
-    give their output their input's layout with it (the trainer feeds channels_last batches: ``model.channels_last``)."""
+    give their output their input's layout with it (the trainer feeds channels_last batches:
+    ``model.channels_last``)."""
     if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
         return torch.channels_last
     return torch.contiguous_format

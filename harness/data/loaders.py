@@ -1,7 +1,8 @@
 """The training streams: the labelled source set (an insightface RecordIO, or the records an index list names) and the
 unlabelled target crops (CFSM's WIDER FACE folder + list), decoded once into uint8 tensors and served as seeded,
 resumable, rank-sharded batches; and the uint8 -> model input conversion insightface uses. The trainer
-(:mod:`harness.engine.train`), CFSM stage 1 (:mod:`harness.cfsm.train`) and the benchmarks read their data through these."""
+(:mod:`harness.engine.train`), CFSM stage 1 (:mod:`harness.cfsm.train`) and the benchmarks read their data through
+these."""
 
 from __future__ import annotations
 

@@ -5,9 +5,9 @@ Format (insightface ``recognition/arcface_torch/eval/verification.py``, ``load_b
 ``(bins, issame_list)``; insightface loads it with ``pickle.load(f, encoding='bytes')``. ``bins`` holds the
 encoded images (JPEG or PNG of 112x112 aligned faces), two per pair, pair ``i`` being images ``2i`` and
 ``2i + 1``; ``issame_list`` one bool per pair. In the released files each image is a ``bytes`` object or a ``uint8``
-numpy array, ``cv2.imencode``'s (N, 1) buffer (``small_lfw.bin`` of insightface's ``arcface_paddle/test_tipc/data`` pickles
-``numpy.core.multiarray._reconstruct``, ``numpy.ndarray`` and ``numpy.dtype``); ``issame_list`` is a list of Python
-or numpy bools, or a bool array.
+numpy array, ``cv2.imencode``'s (N, 1) buffer (``small_lfw.bin`` of insightface's ``arcface_paddle/test_tipc/data``
+pickles ``numpy.core.multiarray._reconstruct``, ``numpy.ndarray`` and ``numpy.dtype``); ``issame_list`` is a list of
+Python or numpy bools, or a bool array.
 
 :class:`SafeUnpickler` resolves no global except numpy's array and scalar reconstructors, so a ``.bin`` file
 cannot run code (and ``_codecs.encode`` of latin-1 text, which protocols 0-2 use for Python 3 ``bytes``); anything
@@ -53,8 +53,9 @@ _ALLOWED = {
 
 class SafeUnpickler(pickle.Unpickler):
     """A ``pickle.Unpickler`` whose ``find_class`` returns only numpy's array / scalar / dtype reconstructors (and a
-    latin-1-only ``_codecs.encode``) and refuses every other global (``os.system``, ``builtins.eval``, ...), so unpickling builds plain data and runs no
-    code. Arrays of dtype ``object`` are refused after loading (:func:`read_bin` checks every leaf)."""
+    latin-1-only ``_codecs.encode``) and refuses every other global (``os.system``, ``builtins.eval``, ...), so
+    unpickling builds plain data and runs no code. Arrays of dtype ``object`` are refused after loading
+    (:func:`read_bin` checks every leaf)."""
 
     def find_class(self, module: str, name: str):
         try:

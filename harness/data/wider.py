@@ -4,7 +4,8 @@ Sources:
 
 - CFSM (liuf1990/CFSM) ``CFSM/data_list/target_list_wf_12k.txt``: the synthesis model reads a flat folder of aligned
   ~112x112 face crops and a list file with one crop file name per line (12,000 lines), e.g.
-  ``12_Group_Large_Group_12_Group_Large_Group_12_27_5_999.jpg`` = ``<original image stem>_<face index>_<score*1000>.jpg``.
+  ``12_Group_Large_Group_12_Group_Large_Group_12_27_5_999.jpg`` =
+  ``<original image stem>_<face index>_<score*1000>.jpg``.
   That reading of the name is inferred (the last field lies in 500..999, a detector score above 0.5); see
   ``docs/benchmark_formats.md`` section 4.1. The published Stage-2 model used a 70K list that is not shipped.
 - WIDER FACE ``wider_face_split/readme`` (``wider_face_{train,val}_bbx_gt.txt``): per image, a line with the relative
@@ -12,8 +13,8 @@ Sources:
   occlusion pose`` (ten integers; the real files end each box line with a space). An image with no faces has ``0``
   followed by one dummy line of ten zeros.
 
-Every problem raises :class:`harness.core.errors.DataFormatError` naming the file and the 1-based line. Blank lines at the
-end of a file are tolerated; blank lines inside are errors.
+Every problem raises :class:`harness.core.errors.DataFormatError` naming the file and the 1-based line. Blank lines at
+the end of a file are tolerated; blank lines inside are errors.
 """
 
 from __future__ import annotations
@@ -54,9 +55,9 @@ def read_crop_list(root: str | os.PathLike, list_file: str | os.PathLike) -> Cro
     """Read a CFSM-style list file (one crop file name per line) and check every named crop exists under ``root``.
 
     ``list_file`` is used as given when it exists (absolute, or relative to the working directory), else it is
-    taken relative to ``root`` (CFSM passes bare list names such as ``target_list_wf_12k.txt``). Errors (``DataFormatError`` naming the list file and
-    line): blank line inside, leading/trailing whitespace, absolute path, a ``..`` part (reading outside ``root``),
-    duplicate name, missing crop file; an empty list is an error too.
+    taken relative to ``root`` (CFSM passes bare list names such as ``target_list_wf_12k.txt``). Errors
+    (``DataFormatError`` naming the list file and line): blank line inside, leading/trailing whitespace, absolute
+    path, a ``..`` part (reading outside ``root``), duplicate name, missing crop file; an empty list is an error too.
     """
     root = require_dir(os.fspath(root), CROP_WHAT)
     list_file = os.fspath(list_file)
@@ -213,7 +214,8 @@ def read_wider_bbx_gt(path: str | os.PathLike) -> list[tuple[str, list[WiderBox]
             raise DataFormatError(
                 path,
                 f"line {i + 1}",
-                f"expected an image path (ending {'/'.join(IMAGE_EXTS)}), got {img!r}; more box lines than the face count above?",
+                f"expected an image path (ending {'/'.join(IMAGE_EXTS)}), got {img!r}; "
+                "more box lines than the face count above?",
             )
         path_line = i + 1
         i += 1

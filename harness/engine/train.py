@@ -23,20 +23,20 @@ randomness all come from generators seeded by the run seed).
 The same loop on N processes (NCCL on GPUs, one per ``LOCAL_RANK``; gloo on CPU). ``optim.batch_size`` is per
 process, as in insightface; the global batch is ``N x optim.batch_size`` and the step count and schedule follow
 it (``steps_per_epoch = images // global batch``). Every rank draws the same seeded global permutation and flip
-mask per step and keeps its contiguous slice (:class:`harness.data.loaders.SourceData`; target batches alike, :class:`~harness.data.loaders.TargetData`),
-so one step's data over all ranks is exactly the one-process batch of the global size. The backbone is wrapped in
-``DistributedDataParallel`` (``FRModel.backbone``; ``FRModel.raw`` stays unwrapped for methods' inner gradient
-probes); the margin head and a method's trainable modules stay replicated and their gradients are averaged by one
-all-reduce after backward (insightface instead shards the head, PartialFC); every module's buffers are broadcast
-from rank 0 at the start of each step. BatchNorm normalises with per-rank batch statistics (no SyncBatchNorm, as
-in insightface and CFSM's released training), so N ranks x B equals one process x N*B exactly in data and
-schedule but not in BatchNorm's batch statistics: the N-rank run equals a one-process run whose BatchNorm sees
-the batch in N chunks ("ghost batches"), up to floating-point reduction order (tested). Method randomness drawn
-from the global generators (CFSM's o0 and mixing permutations, degradation parameters) is per rank: rank 0 keeps
+mask per step and keeps its contiguous slice (:class:`harness.data.loaders.SourceData`; target batches alike,
+:class:`~harness.data.loaders.TargetData`), so one step's data over all ranks is exactly the one-process batch of the
+global size. The backbone is wrapped in ``DistributedDataParallel`` (``FRModel.backbone``; ``FRModel.raw`` stays
+unwrapped for methods' inner gradient probes); the margin head and a method's trainable modules stay replicated and
+their gradients are averaged by one all-reduce after backward (insightface instead shards the head, PartialFC); every
+module's buffers are broadcast from rank 0 at the start of each step. BatchNorm normalises with per-rank batch
+statistics (no SyncBatchNorm, as in insightface and CFSM's released training), so N ranks x B equals one process x N*B
+exactly in data and schedule but not in BatchNorm's batch statistics: the N-rank run equals a one-process run whose
+BatchNorm sees the batch in N chunks ("ghost batches"), up to floating-point reduction order (tested). Method randomness
+drawn from the global generators (CFSM's o0 and mixing permutations, degradation parameters) is per rank: rank 0 keeps
 the run seed, rank r > 0 gets its own (:func:`harness.engine.distributed.rank_seed`). The logged loss is the mean over
-ranks; a method's logged scalars are rank 0's. Rank 0 alone writes (checkpoints, train states, Sacred records,
-results) and evaluates; one process (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``) is the single-process trainer, draw
-for draw and bit for bit.
+ranks; a method's logged scalars are rank 0's. Rank 0 alone writes (checkpoints, train states, Sacred records, results)
+and evaluates; one process (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``) is the single-process trainer, draw for draw and bit
+for bit.
 
 **Checkpoints and resume.** One format, ``STATE_FORMAT = "cfsm-train-state/1"``: a ``torch.save`` dict with
 ``format``; ``config`` (``RunConfig.to_dict()``) and ``key`` (:func:`trajectory_key`: what a resumed run must
@@ -60,11 +60,11 @@ never written (the last good one stays) and never resumed from (``resume=auto`` 
 ``<state>.nonfinite-<time>``; an unreadable one as ``<state>.unreadable-<time>``; both then start fresh). While
 training, rank 0 holds the checkpoint path (``<checkpoint>.lock``, :class:`harness.core.runtime.PathLock`): a second
 run on the same path fails at once naming the holder; the lock of a killed run is taken over.
-``resume=auto`` (default) continues from that file when its ``key`` matches this run's (every knob except paths, logging, evaluation,
-threads, device, ``data.cache`` and the checkpoint knobs; the method's resolved hyperparameters; the *global*
-batch instead of the per-rank one), else starts fresh and says why on stderr; ``resume=PATH`` continues from PATH
-and fails with a one-line error naming the differing fields; ``resume=none`` always starts fresh. (Saving, reading
-and checking states: :mod:`harness.core.resume`, shared with stage 1.)
+``resume=auto`` (default) continues from that file when its ``key`` matches this run's (every knob except paths,
+logging, evaluation, threads, device, ``data.cache`` and the checkpoint knobs; the method's resolved hyperparameters;
+the *global* batch instead of the per-rank one), else starts fresh and says why on stderr; ``resume=PATH`` continues
+from PATH and fails with a one-line error naming the differing fields; ``resume=none`` always starts fresh. (Saving,
+reading and checking states: :mod:`harness.core.resume`, shared with stage 1.)
 
 Exactness: on CPU, a run killed after any step and resumed at the same world size ends with bit-identical weights
 and metrics (everything that determines the next step is in the state; tested). At another world size with the
@@ -140,7 +140,10 @@ class ProgressLine:
             else (f"{eta / 86400:.1f} d" if math.isfinite(eta) else "?")
         )
         shown = " ".join(f"{k} {v:.4g}" if k != "lr" else f"lr {v:.5f}" for k, v in values.items())
-        line = f"{self.name} step {done}/{self.total} ({100 * done / max(1, self.total):.1f}%) {shown}  {speed}  ETA {eta_text}"
+        line = (
+            f"{self.name} step {done}/{self.total} ({100 * done / max(1, self.total):.1f}%) {shown}  {speed}  "
+            f"ETA {eta_text}"
+        )
         print(line, file=stream or sys.stderr, flush=True)
         return line
 
@@ -523,7 +526,8 @@ def _train(
             _seed_rank(cfg.seed + start_step, ctx.rank)
         if saved_world != ctx.world_size and ctx.is_main:
             print(
-                f"harness.engine.train: the state was saved at world size {saved_world}, this run has {ctx.world_size}: "
+                f"harness.engine.train: the state was saved at world size {saved_world}, "
+                f"this run has {ctx.world_size}: "
                 "same data order and schedule, not bit-identical (reduction order, per-rank BatchNorm statistics, "
                 "per-rank method randomness)",
                 file=sys.stderr,

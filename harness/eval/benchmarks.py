@@ -387,7 +387,8 @@ IJB11 = CliCommand(
     _cli("write_order_ijb"),
     _IJB_OPTIONS + ("exact",),
     add_arguments=_IJB_ARGUMENTS,
-    order_help="ijb11, ijb1n  one .npy row per line of <prefix>_face_tid_mid.txt; FILE = its loose crops (absolute paths)",
+    order_help="ijb11, ijb1n  one .npy row per line of <prefix>_face_tid_mid.txt; "
+    "FILE = its loose crops (absolute paths)",
 )
 IJB1N = CliCommand(
     "ijb1n", "IJB-B/C 1:N", _cli("run_ijb1n"), _cli("write_order_ijb"), _IJB_OPTIONS, add_arguments=_IJB_ARGUMENTS
@@ -400,7 +401,8 @@ IJBS_CLI = CliCommand(
     ("image_norm", "image_list"),
     required=(("image_list", "FILE (one aligned image path per feature row; --write-order writes one)"),),
     add_arguments=_cli("add_ijbs_arguments"),
-    order_help="ijbs          one .npy row per line of --image-list; FILE = the protocol's aligned crops on disk, relative\n"
+    order_help="ijbs          one .npy row per line of --image-list; "
+    "FILE = the protocol's aligned crops on disk, relative\n"
     "                to the aligned root (e.g. 12/videos_5004_21750.jpg): FILE is itself a valid --image-list",
 )
 TINYFACE_CLI = CliCommand(
@@ -485,7 +487,8 @@ register_benchmark(
                 "ijbs",
                 "IJB-S",
                 ("IJB-S/protocols", "IJB-S/aligned"),
-                "the IJB-S authors / NIST (gated); protocol files as used by PFE (seasonSH/Probabilistic-Face-Embeddings)",
+                "the IJB-S authors / NIST (gated); "
+                "protocol files as used by PFE (seasonSH/Probabilistic-Face-Embeddings)",
             ),
         ),
         "IJB-S V2S / V2B / V2V identification",
@@ -511,7 +514,8 @@ register_benchmark(
                     "tinyface/Testing_Set/Gallery_Distractor",
                     "aligned_pad_0.1_pad_high",
                 ),
-                "https://qmul-tinyface.github.io/ (Testing_Set) and the aligned copy of AdaFace's validation_lq instructions",
+                "https://qmul-tinyface.github.io/ (Testing_Set) "
+                "and the aligned copy of AdaFace's validation_lq instructions",
             ),
         ),
         "TinyFace closed-set Rank-1/5/20",

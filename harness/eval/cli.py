@@ -11,7 +11,8 @@ features on every benchmark (IJB-B/C 1:1 and 1:N, IJB-S, TinyFace, .bin sets).
         [--ties high_index_first|low_index_first] [--l2-normalize] --out result.json
     python -m harness.evaluate --benchmark bin --release ROOT --bin-set lfw --features feats.npy [--flip-concat]
         [--flip none|sum] --out result.json
-    python -m harness.evaluate --benchmark {ijb11,ijb1n,ijbs,tinyface,bin} --release ROOT [--prefix ijbb] --write-order FILE
+    python -m harness.evaluate --benchmark {ijb11,ijb1n,ijbs,tinyface,bin} --release ROOT [--prefix ijbb]
+        --write-order FILE
 
 Benchmarks and feature files (features from any framework; ``--write-order`` writes the order they must follow):
 
@@ -33,8 +34,8 @@ Benchmarks and feature files (features from any framework; ``--write-order`` wri
   ``tinyface/Testing_Set`` and ``aligned_pad_0.1_pad_high``. ``feats.npz`` holds two arrays, ``probe`` (P, D) and
   ``gallery`` (G, D) (flip-fused), in protocol order: probes, then Gallery_Match followed by Gallery_Distractor.
   They are scored as given, as AdaFace scores its L2-normalised features; ``--l2-normalize`` normalises each row
-  first, for features that are not unit vectors. ``--write-order FILE`` writes two files, ``FILE.probe.txt`` and ``FILE.gallery.txt``
-  (absolute aligned image paths), the row orders of ``probe`` and ``gallery``.
+  first, for features that are not unit vectors. ``--write-order FILE`` writes two files, ``FILE.probe.txt`` and
+  ``FILE.gallery.txt`` (absolute aligned image paths), the row orders of ``probe`` and ``gallery``.
 - ``bin``: insightface's verification sets (:mod:`harness.eval.verification_bin`): 10-fold accuracy, mean ± std.
   ``ROOT`` holds ``NAME.bin`` (``--bin-set NAME``: lfw, cfp_fp, agedb_30, ...) or one subfolder holding it
   (``faces_emore/``). ``feats.npy`` holds one row per image of the set, in its order (pair i = rows 2i and 2i+1):
@@ -69,7 +70,10 @@ from harness.eval.metric_keys import display_name
 
 _FOLDERS = {"ijbb": "IJBB", "ijbc": "IJBC"}
 TINYFACE_ARRAYS = ("probe", "gallery")
-_PRECOMPUTED_NOTE = "precomputed features: the extraction knobs (channel order, input size, flip) describe the harness's own extractor and were not applied"
+_PRECOMPUTED_NOTE = (
+    "precomputed features: the extraction knobs (channel order, input size, flip) "
+    "describe the harness's own extractor and were not applied"
+)
 
 
 class UsageError(ValueError):
@@ -106,7 +110,8 @@ def resolve_ijbs_root(release: str) -> str:
         if os.path.isdir(os.path.join(cand, "protocols")):
             return cand
     raise FileNotFoundError(
-        f"{release}: no IJB-S folder found (expected {os.path.join(release, 'IJB-S', 'protocols')} or {os.path.join(release, 'protocols')})"
+        f"{release}: no IJB-S folder found (expected {os.path.join(release, 'IJB-S', 'protocols')} "
+        f"or {os.path.join(release, 'protocols')})"
     )
 
 
@@ -143,7 +148,8 @@ def load_npz_arrays(path: str, keys=TINYFACE_ARRAYS) -> list[np.ndarray]:
         raise DataFormatError(
             path,
             None,
-            f"not an .npz archive (unrecognised file format; save features with numpy.savez({', '.join(f'{k}=...' for k in keys)}))",
+            "not an .npz archive (unrecognised file format; "
+            f"save features with numpy.savez({', '.join(f'{k}=...' for k in keys)}))",
         )
     try:
         z = np.load(path, allow_pickle=False)
@@ -202,7 +208,10 @@ def read_image_list(path: str, aligned_root: str | None = None) -> list[str]:
 def format_table(result: dict) -> str:
     """TAR@FAR lines, ``'%.2f' % (tar * 100)`` as insightface prints them, with the probe-media split."""
     split = result.get("by_probe_media", {})
-    fmt = lambda v: "-" if v is None else "%.2f" % (v * 100)
+
+    def fmt(v):
+        return "-" if v is None else "%.2f" % (v * 100)
+
     lines = [
         f"{result['benchmark']} {result['protocol']}, TAR (%) at FAR",
         f"  {'FAR':<8} {'all':>8} {'stills_only':>12} {'with_video':>11}",
@@ -212,7 +221,8 @@ def format_table(result: dict) -> str:
         lines.append(f"  {key:<8} {fmt(tar):>8} {cols[0]:>12} {cols[1]:>11}")
     c = result["counts"]
     lines.append(
-        f"  AUC {result['auc']:.6f}; {c['pairs']} pairs ({c['genuine']} genuine), {c['templates']} templates, {c['rows']} images"
+        f"  AUC {result['auc']:.6f}; {c['pairs']} pairs ({c['genuine']} genuine), "
+        f"{c['templates']} templates, {c['rows']} images"
     )
     return "\n".join(lines)
 
@@ -231,7 +241,8 @@ def format_ijb1n(result: dict) -> str:
             f"{result['benchmark']} identification (%)",
             "  joined galleries (CFSM / AdaFace):  " + "  ".join(f"{display_name(k)} {_pct(j[k])}" for k in jk),
             "  open set (mean of the galleries):   " + "  ".join(f"{display_name(k)} {_pct(o[k])}" for k in ok),
-            f"  {c['probes']} probes, joined gallery {c['joined_gallery']} templates, {c['templates']} templates, {c['rows']} images",
+            f"  {c['probes']} probes, joined gallery {c['joined_gallery']} templates, "
+            f"{c['templates']} templates, {c['rows']} images",
         ]
     )
 
@@ -260,7 +271,8 @@ def format_tinyface(result: dict) -> str:
         [
             f"{result['benchmark']} closed-set identification (%)",
             "  " + "  ".join(f"{display_name(k)} {_pct(result[k])}" for k in ranks),
-            f"  {c['probes']} probes ({c['mated_probes']} mated), gallery {c['gallery_match']} + {c['distractors']} distractors",
+            f"  {c['probes']} probes ({c['mated_probes']} mated), "
+            f"gallery {c['gallery_match']} + {c['distractors']} distractors",
         ]
     )
 

@@ -1,9 +1,9 @@
 """The one embedding loop every evaluator uses: batches of uint8 images -> model -> float32 features.
 
 Conventions (insightface ``eval_ijbc.py``, AdaFace ``validation_*``): RGB uint8 NCHW in, optional channel swap
-to BGR, ``(x / 255 - 0.5) / 0.5`` (fed channels-last), the model in eval mode under ``torch.inference_mode`` (its training mode is
-restored afterwards), optional flip fusion by *adding* the features of the mirrored batch. A model returning
-``(embedding, norm)`` (AdaFace) gives ``embedding * norm``, i.e. the unnormalised feature.
+to BGR, ``(x / 255 - 0.5) / 0.5`` (fed channels-last), the model in eval mode under ``torch.inference_mode`` (its
+training mode is restored afterwards), optional flip fusion by *adding* the features of the mirrored batch. A model
+returning ``(embedding, norm)`` (AdaFace) gives ``embedding * norm``, i.e. the unnormalised feature.
 
 **Crop cache** (``data.crop_cache``; speed only, the inputs are bit-identical). Reading, decoding and aligning the
 crops is the same work for every model evaluated on a release. Inside ``with crop_cache(folder, key):`` (entered
@@ -23,8 +23,12 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 CROP_CACHE_FORMAT = "cfsm-crops/1"
 

@@ -194,9 +194,10 @@ def mate_rank_scan(
 
     ``mate[i]``: gallery row of probe i's mate, or -1 (non-mated). Returns ``(pos, rank, nonmate_max, top)``:
     ``pos`` the mate score (NaN if none); ``rank`` the 0-based rank of the mate (#scores above it + #equal scores
-    at a lower gallery index, or at a higher one with ``high_first``; -1 if none); ``nonmate_max`` the max over the gallery without the mate (-inf if the
-    gallery has nothing else); ``top`` the ``topk_nonmated`` largest non-mated scores of all probes, flattened,
-    descending (fewer if there are fewer). Memory: one (block, G) float64 score block (``block_bytes``).
+    at a lower gallery index, or at a higher one with ``high_first``; -1 if none); ``nonmate_max`` the max over the
+    gallery without the mate (-inf if the gallery has nothing else); ``top`` the ``topk_nonmated`` largest non-mated
+    scores of all probes, flattened, descending (fewer if there are fewer). Memory: one (block, G) float64 score block
+    (``block_bytes``).
     """
     probe, gallery = _check_feats(probe, gallery)
     view = _View(probe.shape[0], gallery.shape[0], None, mate, topk_nonmated, high_first)
@@ -324,7 +325,7 @@ class IJBIdentification:
         self,
         root: str | os.PathLike,
         prefix: str | None = None,
-        protocol: VerificationProtocol = VerificationProtocol(),
+        protocol: VerificationProtocol = VerificationProtocol(),  # noqa: B008 (frozen dataclass, safe to share)
     ):
         self.meta: IJBMeta = read_ijb(root, prefix, with_pairs=False)
         self.root = self.meta.root
@@ -357,7 +358,8 @@ class IJBIdentification:
             raise DataFormatError(
                 self.lists.paths[PROBE],
                 f"line {int(self.lists.first_lines[PROBE][i])}",
-                f"probe template {int(p_tids[i])} (SUBJECT_ID {int(p_subs[i])}) has {int(n[i])} gallery templates of its "
+                f"probe template {int(p_tids[i])} (SUBJECT_ID {int(p_subs[i])}) "
+                f"has {int(n[i])} gallery templates of its "
                 f"subject in {names}; the 1:N protocol needs exactly one (ijb_1n.py gen_mask)",
             )
         return _first_row_of(subs, p_subs)
@@ -401,9 +403,9 @@ class IJBIdentification:
         probes, tpir@fpir=..., threshold@fpir=...}), ``counts``, ``knobs`` and ``input``.
 
         ``return_items=True`` returns ``(result, items)``, ``items`` the per-probe arrays of the subject-level
-        bootstrap (:mod:`harness.report.bootstrap`), in probe order (sorted probe template ids): ``probe_subject`` int32;
-        ``joined/rank`` int32 (0-based mate rank, ties as above) and ``joined/pos`` float64 (mate score); per gallery
-        ``<name>/pos`` float64 (NaN if not mated there), ``<name>/rank`` int32 (-1 if not mated there),
+        bootstrap (:mod:`harness.report.bootstrap`), in probe order (sorted probe template ids): ``probe_subject``
+        int32; ``joined/rank`` int32 (0-based mate rank, ties as above) and ``joined/pos`` float64 (mate score); per
+        gallery ``<name>/pos`` float64 (NaN if not mated there), ``<name>/rank`` int32 (-1 if not mated there),
         ``<name>/nonmate_max`` float64 and ``<name>/mated`` bool (``<name>``: S1/S2 or G1/G2, ``gallery_names``).
         ``RankK(items["joined/rank"], RANKS, prefix="joined.")`` and ``IJBOpenSetTpir`` on the galleries'
         ``(pos, rank, nonmate_max, mated)`` give ``joined`` rank-k and ``open_set`` TPIR exactly.

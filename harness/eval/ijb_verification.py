@@ -214,7 +214,8 @@ def _pool(
     max_media = np.maximum.reduceat(g_size, t_start)
 
     def media_rows(idx: np.ndarray, out: np.ndarray) -> np.ndarray:
-        return np.take(media, slot[idx], axis=0, out=out, mode="clip")  # indices valid; "clip" avoids a buffered copy
+        # indices valid; "clip" avoids a buffered copy. F821: `del media` below runs after the last call
+        return np.take(media, slot[idx], axis=0, out=out, mode="clip")  # noqa: F821
 
     tsum, _, t_by_size = _sequential_group_sums(media_rows, np.arange(n_g), t_start, t_size, dim)
     del media

@@ -137,11 +137,14 @@ class IJBSSettings:
             "pooling": f"mean of frame features, then L2 with eps {FUSE_EPS:g} (AdaFace average_fuse)",
             "empty_template": "zero vector (scores 0)",
             "score": "inner product",
-            "score_dtype": "float32; float64 where the probe or gallery list holds an empty template (AdaFace's float64 zero vector)",
+            "score_dtype": "float32; float64 where the probe or gallery list holds an empty template "
+            "(AdaFace's float64 zero vector)",
             "ranks": list(self.ranks),
             "fpirs": [far_key(x) for x in self.fpirs],
-            "threshold_rule": f"non-mated max scores descending; k = int(n * fpir); thr = s[k-1], or s[0] + {THRESHOLD_EPS:g} if k == 0; compared in the scores' dtype",
-            "open_set": "TPIR = mean over mated probes of (mate score >= thr and mate at rank 1); reported = (G1 + G2) / 2",
+            "threshold_rule": "non-mated max scores descending; k = int(n * fpir); "
+            f"thr = s[k-1], or s[0] + {THRESHOLD_EPS:g} if k == 0; compared in the scores' dtype",
+            "open_set": "TPIR = mean over mated probes of (mate score >= thr and mate at rank 1); "
+            "reported = (G1 + G2) / 2",
             "ties": "higher gallery column first (reversed stable argsort; hstack(G1, G2): G2 before G1)",
             "gallery_order": "single: file order; booking: list(set(subjects)); video: file order",
         }
@@ -264,7 +267,7 @@ def identification_metrics(
         gm, gn = np.flatnonzero(in_g), np.flatnonzero(~in_g)
         block: dict = {"templates": int(len(g)), "mated": int(len(gm)), "non_mated": int(len(gn))}
         dt = dt_g[name]
-        topk = lambda q: chunked_topk(q, g, 1, max_bytes, ties="high_index_first", dtype=dt)  # noqa: E731
+        topk = lambda q, g=g, dt=dt: chunked_topk(q, g, 1, max_bytes, ties="high_index_first", dtype=dt)  # noqa: E731
         top1_correct = np.zeros(n_p, bool)
         top1_score = np.full(n_p, np.nan, dt)
         items.update({f"{name}/mated": in_g, f"{name}/top1_correct": top1_correct, f"{name}/top1_score": top1_score})

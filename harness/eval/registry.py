@@ -102,8 +102,9 @@ class CliCommand:
 
     ``options``: the benchmark-specific options it takes (argparse dests; the options themselves are added by
     ``add_arguments(parser)``, called once per distinct function); ``required``: ``(dest, what)`` of the options it
-    needs besides ``--features`` and ``--out`` to evaluate (not taken with ``--write-order``); ``run(args) -> (result row, printed text)``; ``write_order(args) -> files written``;
-    ``order_help``: its line(s) of the ``--help`` epilog."""
+    needs besides ``--features`` and ``--out`` to evaluate (not taken with ``--write-order``);
+    ``run(args) -> (result row, printed text)``; ``write_order(args) -> files written``; ``order_help``: its line(s)
+    of the ``--help`` epilog."""
 
     name: str
     description: str
@@ -285,8 +286,8 @@ def cli_commands() -> dict[str, CliCommand]:
 
 
 def metric_patterns() -> dict[str, re.Pattern]:
-    """``{row name: regex of its compact metric keys}`` over every benchmark (``harness.report.paper_numbers`` checks the
-    published numbers' metric names with it)."""
+    """``{row name: regex of its compact metric keys}`` over every benchmark (``harness.report.paper_numbers`` checks
+    the published numbers' metric names with it)."""
     return {row: p for b in benchmarks() for row, p in b.metric_patterns.items()}
 
 

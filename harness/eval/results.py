@@ -11,7 +11,8 @@ RESULT_FORMAT = 1
 
 
 def items_path(result_path: str) -> str:
-    """Where the per-item arrays of ``result_path`` go: ``<dir>/<stem>.items.npz`` (``x/a.json`` -> ``x/a.items.npz``)."""
+    """Where the per-item arrays of ``result_path`` go: ``<dir>/<stem>.items.npz`` (``x/a.json`` ->
+    ``x/a.items.npz``)."""
     return os.path.splitext(result_path)[0] + ".items.npz"
 
 

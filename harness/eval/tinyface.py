@@ -148,9 +148,9 @@ def closed_set_cmc(
     "mated_probes": n}``; Rank-k is None when no probe is mated. Scores are ``probe @ gallery.T``.
 
     ``return_items=True`` returns ``(result, items)``, ``items`` the per-probe arrays of the subject-level bootstrap
-    (:mod:`harness.report.bootstrap`): ``probe_subject`` (the identity label) int32 and ``first_mate`` int16, the 0-based
-    position of the first same-identity gallery image in the top ``max(ranks)`` (``max(ranks)`` if none there, -1
-    for a probe with no same-identity gallery image at all, which ``DIR_FAR`` leaves out). ``RankK(first_mate,
+    (:mod:`harness.report.bootstrap`): ``probe_subject`` (the identity label) int32 and ``first_mate`` int16, the
+    0-based position of the first same-identity gallery image in the top ``max(ranks)`` (``max(ranks)`` if none there,
+    -1 for a probe with no same-identity gallery image at all, which ``DIR_FAR`` leaves out). ``RankK(first_mate,
     ranks)`` gives the rank-k above exactly."""
     if ties not in _TIES:
         raise ValueError(f"ties must be one of {_TIES}, got {ties!r}")
@@ -159,7 +159,8 @@ def closed_set_cmc(
     n_g = gallery.shape[0]
     if probe.shape[0] != probe_labels.shape[0] or n_g != gallery_labels.shape[0]:
         raise ValueError(
-            f"labels do not match features: {probe.shape[0]}/{probe_labels.shape[0]} probes, {n_g}/{gallery_labels.shape[0]} gallery"
+            f"labels do not match features: {probe.shape[0]}/{probe_labels.shape[0]} probes, "
+            f"{n_g}/{gallery_labels.shape[0]} gallery"
         )
     ranks = [int(r) for r in ranks]
     k = min(max(ranks), n_g)
@@ -273,7 +274,8 @@ class TinyFaceEvaluation:
             raise DataFormatError(
                 paths[odd],
                 "size",
-                f"aligned crop is {imgs[odd].shape[1]}x{imgs[odd].shape[0]}, expected {first[1]}x{first[0]} like {paths[0]}",
+                f"aligned crop is {imgs[odd].shape[1]}x{imgs[odd].shape[0]}, "
+                f"expected {first[1]}x{first[0]} like {paths[0]}",
             )
         h, w = (size, size) if size is not None else next(iter(groups))
         out = torch.empty((len(imgs), 3, h, w), dtype=torch.uint8)

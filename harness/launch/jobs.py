@@ -6,7 +6,8 @@ A job runs ``python -m harness.run --params <job>/params.yaml`` (under ``python 
 
 States (:func:`job_state`):
 
-- ``done``: the result document (:func:`result_path`) is there (``harness.run`` writes it last, atomically); a relaunch skips the job;
+- ``done``: the result document (:func:`result_path`) is there (``harness.run`` writes it last, atomically); a relaunch
+  skips the job;
 - ``running``: the lock is held by a live process on this host, or by a process on another host (a Slurm node);
 - ``failed``: the last attempt exited non-zero; ``failed.json`` holds its exit code and its one error line (the
   ``harness.run: ...`` line, else the log's last line); a relaunch lists it and reruns it only with

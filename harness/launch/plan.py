@@ -163,7 +163,7 @@ def read_sweep(path: str | None, cli: dict[str, Any]) -> Sweep:
         value = (data.get("slurm") or {}).get(key)
         if value is not None and value < 1:
             raise ValueError(f"{where}slurm.{key}: expected an integer >= 1, got {value!r}")
-    for key, value in overrides.items():
+    for key, _value in overrides.items():
         if key in ("method", "seed", "hparams_seed") + NOT_HASHED[:4]:
             raise ValueError(
                 f"{where}overrides.{key}: set by the sweep for each job (use methods, seeds, n_hparams, observer)"

@@ -1,4 +1,5 @@
-"""Face-recognition models: insightface-layout IResNet backbones and margin heads (ArcFace, CosFace, AdaFace, MagFace)."""
+"""Face-recognition models: insightface-layout IResNet backbones and margin heads (ArcFace, CosFace, AdaFace,
+MagFace)."""
 
 from .heads import HEADS, AdaFaceHead, ArcFaceHead, CosFaceHead, MagFaceHead, MarginHead, build_head
 from .iresnet import BACKBONES, IResNet, build_backbone, iresnet, small_iresnet

@@ -1,1 +1,2 @@
-"""Reporting downstream of the evaluators: bootstrap confidence intervals over the per-item arrays, the published numbers."""
+"""Reporting downstream of the evaluators: bootstrap confidence intervals over the per-item arrays, the published
+numbers."""

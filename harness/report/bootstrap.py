@@ -75,12 +75,14 @@ What each evaluator must save (per model, per seed, per benchmark; arrays in the
 - **IJB-S** (:mod:`harness.eval.ijbs`), per protocol V2S/V2B/V2V, one entry per probe template (mated or not):
   ``probe_subject`` int32; ``mate_rank`` int16: 0-based position of the mate in the top ``max(ranks)`` of
   ``hstack(G1, G2)``, ``max(ranks)`` if not there, -1 if the probe has no mate; per gallery G1/G2: ``mated`` bool,
-  ``top1_correct`` bool (top-1 index is the mate), ``top1_score`` float32 or float64 (the top-1 score in the dtype IJB-S scored in: the mate
-  score where ``top1_correct``, the non-mated max where not mated). Thousands of probes: well under 1 MB.
+  ``top1_correct`` bool (top-1 index is the mate), ``top1_score`` float32 or float64 (the top-1 score in the dtype IJB-S
+  scored in: the mate score where ``top1_correct``, the non-mated max where not mated). Thousands of probes: well under
+  1 MB.
 - **TinyFace** (:mod:`harness.eval.tinyface`), one entry per probe: ``probe_subject`` (the identity label) int32 and
   ``first_mate`` int16, the 0-based position of the first same-identity gallery image in the top ``max(ranks)``
   (``first`` inside ``closed_set_cmc``; ``max(ranks)`` if not in the top, -1 for a probe with no same-identity
-  gallery image, which ``RankK``'s default ``mated`` then leaves out of the denominator as the evaluator does). 3,728 probes = 22 KB.
+  gallery image, which ``RankK``'s default ``mated`` then leaves out of the denominator as the evaluator does). 3,728
+  probes = 22 KB.
 
 Cost (measured on this 2-core machine under a load average of ~4, one thread, 1,000 resamples)
 -----------------------------------------------------------------------------------------------
@@ -206,7 +208,8 @@ class SubjectGroups:
         return self._item_subject
 
     def item_counts(self, subject_counts: np.ndarray) -> np.ndarray:
-        """Multiplicity of every item (int64, length ``n_items``) when subject j is drawn ``subject_counts[j]`` times."""
+        """Multiplicity of every item (int64, length ``n_items``) when subject j is drawn ``subject_counts[j]``
+        times."""
         per_item = np.repeat(np.asarray(subject_counts, np.int64), self.sizes)
         if self.partition:
             out = np.zeros(self.n_items, np.int64)
@@ -608,10 +611,11 @@ class IJBSTpirAtFpir(_Metric):
     """IJB-S open-set TPIR at FPIR (PFE ``DIR_FAR`` as :func:`harness.eval.ijbs.identification_metrics`).
 
     ``galleries``: per gallery (G1, G2) a tuple ``(mated, top1_correct, top1_score)`` of per-probe arrays: the probe
-    has a mate in this gallery; its top-1 gallery index is the mate; its top-1 score (float32 or float64, the dtype the evaluator scored in).
-    Per gallery: ``thr = find_threshold_by_fpir(top-1 scores of the non-mated probes, fpir)``; TPIR = share of mated
-    probes with ``top1_correct and top1_score >= thr`` (in the scores' dtype); reported = mean of the galleries (NaN if a gallery
-    has no mated or no non-mated probe in the resample: the evaluator's None). Keys ``{prefix}tpir@fpir={far_key}``.
+    has a mate in this gallery; its top-1 gallery index is the mate; its top-1 score (float32 or float64, the dtype the
+    evaluator scored in). Per gallery: ``thr = find_threshold_by_fpir(top-1 scores of the non-mated probes, fpir)``;
+    TPIR = share of mated probes with ``top1_correct and top1_score >= thr`` (in the scores' dtype); reported = mean of
+    the galleries (NaN if a gallery has no mated or no non-mated probe in the resample: the evaluator's None). Keys
+    ``{prefix}tpir@fpir={far_key}``.
     """
 
     def __init__(self, galleries: Sequence[tuple], fpirs: Sequence[float] = (0.01, 0.1), prefix: str = ""):

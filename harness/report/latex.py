@@ -74,7 +74,8 @@ def tables_tex(t: Tables) -> str:
                     continue
                 mark = {1: r"$^{\uparrow}$", -1: r"$^{\downarrow}$"}.get(cell.mark, "")
                 cells.append(
-                    f"{tex_num(cell.diff, True)}{mark} {{\\tiny [{tex_num(cell.diff_ci[0], True)}, {tex_num(cell.diff_ci[1], True)}]}}"
+                    f"{tex_num(cell.diff, True)}{mark} "
+                    f"{{\\tiny [{tex_num(cell.diff_ci[0], True)}, {tex_num(cell.diff_ci[1], True)}]}}"
                 )
             drows.append([tex(m)] + cells)
         out += tex_table(

@@ -51,7 +51,8 @@ def _legend(t: Tables, where: str) -> list[str]:
     if multi:
         text += (
             f"{UP} / {DOWN}: the 95% CI of the paired difference from `{t.reference}` lies above / below 0; no "
-            f"mark: the CI includes 0. CIs: two-level bootstrap ({t.n_boot} resamples, seed {t.seed}): the training seeds resampled with "
+            f"mark: the CI includes 0. CIs: two-level bootstrap ({t.n_boot} resamples, seed {t.seed}): "
+            f"the training seeds resampled with "
             f"replacement (two methods with the same seeds paired seed by seed), then the probe subjects with all "
             f"their items (one subject draw per resample, shared by every seed and method), so they cover training "
             f"randomness as well as the test subjects. Marks only where both methods have two or more seeds in the "
@@ -59,7 +60,8 @@ def _legend(t: Tables, where: str) -> list[str]:
         )
     else:
         text += (
-            f"No significance marks ({UP} / {DOWN}): every method has one seed here ({ONE_SEED}). The CIs are subject-bootstrap intervals of one training "
+            f"No significance marks ({UP} / {DOWN}): every method has one seed here ({ONE_SEED}). "
+            f"The CIs are subject-bootstrap intervals of one training "
             f"run each ({t.n_boot} resamples, seed {t.seed}: probe subjects resampled with all their items, every "
             f"method on the same resamples); they do not cover training randomness. "
         )
@@ -277,8 +279,8 @@ def tables_markdown(t: Tables) -> str:
 
 
 def _compare(t: Tables, a: str, b: str, c) -> tuple[tuple[float, float, float] | None, int | str | None]:
-    """(difference and CI, verdict): +1 / -1 / 0 as :func:`harness.report.summary.mark_of`, ``"one seed"`` when a side has one seed in the
-    cell (no verdict), None when a side has no result or no CI."""
+    """(difference and CI, verdict): +1 / -1 / 0 as :func:`harness.report.summary.mark_of`, ``"one seed"`` when a side
+    has one seed in the cell (no verdict), None when a side has no result or no CI."""
     ca, cb = t.cell(a, c), t.cell(b, c)
     if ca is None or cb is None:
         return None, None
@@ -406,11 +408,12 @@ def _claims(t: Tables) -> list[str]:
             continue
         if missing:
             out.append(
-                f"- `{a}` {claim} `{b}`: not assessed: no results of {' and '.join(f'`{m}`' for m in missing)} in the inputs."
+                f"- `{a}` {claim} `{b}`: not assessed: "
+                f"no results of {' and '.join(f'`{m}`' for m in missing)} in the inputs."
             )
             continue
         tl = tally[(a, b)]
-        names = lambda k: ", ".join(column_text(c) for c, _ in tl[k])  # noqa: E731
+        names = lambda k, tl=tl: ", ".join(column_text(c) for c, _ in tl[k])  # noqa: E731
         n = len(tl[1]) + len(tl[-1]) + len(tl[0])  # cells tested (two or more seeds on both sides)
         if n == 0 and not tl["one seed"]:
             overall = "not assessed (no cell has both methods)"

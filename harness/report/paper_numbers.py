@@ -21,7 +21,8 @@ Our evaluators report fractions in [0, 1]; :attr:`PaperNumber.fraction` is ``val
 Validation (:func:`load_paper_csv`): header present with every required column, every row with the header's
 number of fields, required fields non-empty, ``value`` a plain decimal in [0, 100], ``benchmark`` one of ours and
 ``metric`` a key of that benchmark, and ``(source, method, backbone, train_set, benchmark, metric)`` unique across
-all files loaded together. Errors are one line, ``<file>:line <n>: <what>`` (:class:`~harness.core.errors.DataFormatError`).
+all files loaded together. Errors are one line, ``<file>:line <n>: <what>``
+(:class:`~harness.core.errors.DataFormatError`).
 
 ``python -m harness.paper_numbers [DIR_OR_CSV ...]`` (:mod:`harness.paper_numbers`) validates the files and prints
 one line per file.
@@ -205,7 +206,8 @@ def load_paper_numbers(paths: str | os.PathLike | Iterable[str | os.PathLike] = 
 
 
 def select(numbers: Iterable[PaperNumber], **where: str) -> list[PaperNumber]:
-    """The numbers whose fields equal every ``field=value`` given, e.g. ``select(n, method="ArcFace", benchmark="IJB-S")``."""
+    """The numbers whose fields equal every ``field=value`` given, e.g. ``select(n, method="ArcFace",
+    benchmark="IJB-S")``."""
     bad = [k for k in where if k not in REQUIRED_COLUMNS]
     if bad:
         raise KeyError(f"unknown field(s) {', '.join(bad)}; fields: {', '.join(REQUIRED_COLUMNS)}")

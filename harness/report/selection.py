@@ -91,7 +91,7 @@ def group_draws(runs: Sequence[ResultDocument]) -> dict[str, list[Draw]]:
     out: dict[str, list[Draw]] = {}
     for d in found.values():
         out.setdefault(d.method, []).append(d)
-    for method, draws in out.items():
+    for _method, draws in out.items():
         draws.sort(key=lambda d: (d.hparams_seed is None, d.hparams_seed if isinstance(d.hparams_seed, int) else 0))
         seeds = [d.hparams_seed for d in draws]
         for d in draws:

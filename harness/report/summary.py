@@ -99,7 +99,8 @@ def _bootstrap(runs: list[Run], n_boot: int, seed: int) -> dict[tuple[int, str],
                 raise DataFormatError(
                     run.items_path,
                     f"array {group}/probe_subject",
-                    f"holds other subjects than {first[1]}{why}: results of different benchmark releases cannot share one table",
+                    f"holds other subjects than {first[1]}{why}: "
+                    "results of different benchmark releases cannot share one table",
                 )
             batch[2][i] = (metric, values, keys)
         for _, g, members in batches:
@@ -115,7 +116,8 @@ def _bootstrap(runs: list[Run], n_boot: int, seed: int) -> dict[tuple[int, str],
                         raise DataFormatError(
                             runs[i].items_path,
                             f"arrays {group}",
-                            f"give {k} = {got!r} on the full data, {runs[i].name} says {want!r}: the items file does not belong to this result",
+                            f"give {k} = {got!r} on the full data, {runs[i].name} says {want!r}: "
+                            "the items file does not belong to this result",
                         )
                 out[(i, group)] = s
     return out
@@ -161,7 +163,8 @@ class Tables:
         return self.cells.get((method, col.name))
 
     def data_label(self, benchmarks) -> tuple[str, str]:
-        """``(kind, text)`` of the data of ``benchmarks`` over every run (:func:`harness.eval.provenance.data_label`)."""
+        """``(kind, text)`` of the data of ``benchmarks`` over every run
+        (:func:`harness.eval.provenance.data_label`)."""
         return data_label([(r.name.removesuffix(".json"), r.data) for r in self.runs if r.data is not None], benchmarks)
 
     def multi_seed(self) -> bool:

@@ -234,7 +234,8 @@ def sample_params(
 def _age(x: torch.Tensor, p: DegradationParams) -> torch.Tensor:
     """The ageing-like style on (B, 3, L, L) images in [0, 1]: greying (desaturation by ``age / 2``), a sallow tint,
     thin horizontal creases over the face (``age_freq`` of them over the height, dark by up to ``0.3 age``, inside
-    the central disc where the loose crop holds the face) and softer local contrast. Images with ``age == 0`` are returned unchanged."""
+    the central disc where the loose crop holds the face) and softer local contrast. Images with ``age == 0`` are
+    returned unchanged."""
     b, _, size, _ = x.shape
     a = torch.as_tensor(p.age, dtype=torch.float32).view(b, 1, 1, 1)
     grey = x.mean(1, keepdim=True)

@@ -167,7 +167,10 @@ def write_1n_csvs(
             t = int(r.template)
             if t not in tids:
                 continue
-            line = f"{t},{int(template_subject[t]) + 1},loose_crop/{i + 1}.jpg,{int(r.media)},{_geometry(landmarks, i)},{frame_no[i]}"
+            line = (
+                f"{t},{int(template_subject[t]) + 1},loose_crop/{i + 1}.jpg,{int(r.media)},"
+                f"{_geometry(landmarks, i)},{frame_no[i]}"
+            )
             lines.append(line + (",0\n" if prefix == "ijbb" else "\n"))
         write_staged(os.path.join(meta_dir, fname), "".join(lines))
         key = f"gallery_{name}" if name != "probe_mixed" else name

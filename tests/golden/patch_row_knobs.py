@@ -36,16 +36,27 @@ from harness.run import result_knobs
 BEFORE_ISSUE_15 = {
     "IJB-S": {
         "score_dtype": "float32 (thresholds and comparisons in float64)",
-        "threshold_rule": "non-mated max scores descending; k = int(n * fpir); thr = s[k-1], or s[0] + 1e-08 if k == 0; compared in float64",
+        "threshold_rule": (
+            "non-mated max scores descending; k = int(n * fpir); thr = s[k-1], or s[0] + 1e-08 if k == 0; "
+            "compared in float64"
+        ),
         "ties": "lower gallery column first (G1 before G2; evaluated before issue 15)",
         "gallery_order": "single: file order; booking: first appearance; video: file order",
     },
     "1:N": {
-        "ties": "joined and open_set: lower gallery index first (evaluated before issue 15); gallery templates in template-id order",
+        "ties": (
+            "joined and open_set: lower gallery index first (evaluated before issue 15); "
+            "gallery templates in template-id order"
+        ),
     },
     "TinyFace": {
-        "feature_norm": "none in extraction; the evaluator L2-normalised the given features (evaluated before issue 15)",
-        "score": "float32 inner product of the given features, each row L2-normalised first; identical rows not forced to tie",
+        "feature_norm": (
+            "none in extraction; the evaluator L2-normalised the given features (evaluated before issue 15)"
+        ),
+        "score": (
+            "float32 inner product of the given features, each row L2-normalised first; "
+            "identical rows not forced to tie"
+        ),
         "l2_normalize": True,
     },
 }
