@@ -219,7 +219,7 @@ def test_write_npz_atomic_replaces_or_leaves_the_old_file(tmp_path, monkeypatch)
         f.write(b"PK partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr("harness.run.np.savez_compressed", broken)
+    monkeypatch.setattr(np, "savez_compressed", broken)  # write_npz_atomic imports numpy when it runs
     with pytest.raises(OSError, match="disk full"):
         write_npz_atomic({"A/x": np.zeros(5)}, path)
     assert os.listdir(tmp_path) == ["r.items.npz"]

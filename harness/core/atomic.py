@@ -265,6 +265,26 @@ def write_staged(path: str, data: bytes | str) -> None:
         raise
 
 
+def load_json_object(path: str, what: str) -> dict:
+    """The JSON object in ``path``; bad JSON, a file that is not UTF-8 text or a value that is not an object is a
+    one-line :class:`harness.core.errors.DataFormatError` naming ``path`` (and the line), ``what`` saying what the
+    file should have been (e.g. ``"a harness.run result document"``)."""
+    import json
+
+    from harness.core.errors import DataFormatError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(path, f"line {exc.lineno}", f"not valid JSON ({exc.msg})") from None
+    except UnicodeDecodeError:
+        raise DataFormatError(path, None, "not a UTF-8 text file") from None
+    if not isinstance(doc, dict):
+        raise DataFormatError(path, None, f"not {what} (not a JSON object)")
+    return doc
+
+
 def _numpy_globals() -> list:
     """What reading a numpy array needs (files written before the RNG states were stored as tensors held numpy's
     RNG state, a ``uint32`` array): the array reconstructor, ``ndarray`` and the dtype classes; nothing callable

@@ -11,7 +11,6 @@ The arrays are read on demand (``allow_pickle=False``) and kept.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import zipfile
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from harness.core.atomic import load_json_object
 from harness.core.errors import DataFormatError
 from harness.eval.provenance import DataProvenance
 from harness.eval.results import items_path as default_items_path
@@ -159,15 +159,7 @@ def result_files(paths: Sequence[str], recursive: bool = False) -> list[str]:
 
 def read_document(path: str) -> ResultDocument:
     """Read and check one result document (see the module docstring); its items file must exist."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(path, f"line {exc.lineno}", f"not valid JSON ({exc.msg})") from None
-    except UnicodeDecodeError:
-        raise DataFormatError(path, None, "not a UTF-8 text file") from None
-    if not isinstance(doc, dict):
-        raise DataFormatError(path, None, "not a harness.run result document (not a JSON object)")
+    doc = load_json_object(path, "a harness.run result document")
     for key in ("method", "seed", "results"):
         if key not in doc:
             raise DataFormatError(path, f"field {key}", "missing; not a harness.run result document")

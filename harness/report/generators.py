@@ -20,13 +20,13 @@ the block existed it derives it from ``fd.synth_over_source`` and ``identity.gap
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from harness.cfsm.quality import FD_RATIO_MAX, IDENTITY_GAP_MIN, quality_targets
+from harness.core.atomic import load_json_object
 from harness.core.errors import DataFormatError
 
 __all__ = [
@@ -144,16 +144,7 @@ def metrics_path_of(generator: str, result_path: str) -> str | None:
 
 def read_targets(path: str) -> Targets:
     """:func:`targets_of` of the file ``path`` (bad JSON: a one-line error)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            metrics = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(path, f"line {exc.lineno}", f"not valid JSON ({exc.msg})") from None
-    except UnicodeDecodeError:
-        raise DataFormatError(path, None, "not a UTF-8 text file") from None
-    if not isinstance(metrics, dict):
-        raise DataFormatError(path, None, "not a harness.stage1 metrics file (not a JSON object)")
-    return targets_of(metrics, path)
+    return targets_of(load_json_object(path, "a harness.stage1 metrics file"), path)
 
 
 @dataclass(frozen=True)
