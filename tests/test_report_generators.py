@@ -175,3 +175,20 @@ def test_a_generator_without_metrics_is_said_to_be_unmeasured(tmp_path, monkeypa
     md = (tmp_path / "out" / "tables" / "tables.md").read_text()
     assert "| ↳ generator `stage1_bad/generator.pt`: quality not measured (no stage-1 metrics.json beside it)" in md
     assert "missed its stage-1 targets" not in md and "Not measured: `stage1_bad/generator.pt` (cfsm_random)" in md
+
+
+def test_a_generator_without_an_identity_gap_is_said_to_be_not_assessed(tmp_path, monkeypatch):
+    """Stage 1 on data without clean/degraded pairs (the paper profile's root) writes ``met: null``: the tables say
+    "not assessed" with the FD ratio, never that the metrics file is missing."""
+    monkeypatch.chdir(tmp_path)
+    ev = _results_with_generators(tmp_path / "run")
+    block = {"fd_ratio": 2.23, "fd_ratio_max": 0.6, "identity_gap": None, "identity_gap_min": -0.05, "met": None}
+    (tmp_path / "run" / "stage1_bad" / "metrics.json").write_text(
+        json.dumps({"fd": {"synth_over_source": 2.23}, "targets": block})
+    )
+    assert _cli(ev, tmp_path / "out") == 0
+    md = (tmp_path / "out" / "tables" / "tables.md").read_text()
+    table = md.split("## CFSM generators")[1].split("##")[0]
+    assert "| cfsm_random | 0 | `stage1_bad/generator.pt` | 2.230 | - | not assessed |" in table
+    assert "Not assessed: `stage1_bad/generator.pt` (cfsm_random)" in table
+    assert "Not measured" not in md and "missed its stage-1 targets" not in md

@@ -201,6 +201,14 @@ def quality_text(t: Targets) -> str:
     return f"{'targets met' if t.met else 'MISSED its targets'} ({', '.join(parts)})"
 
 
+def verdict_text(t: Targets) -> str:
+    """The targets column: ``met``, ``**missed**``, ``not assessed`` (a metrics file without an identity gap) or
+    ``-`` (no metrics file)."""
+    if t.met is None:
+        return "not assessed" if t.source else "-"
+    return "met" if t.met else "**missed**"
+
+
 def fd_text(t: Targets) -> str:
     return _num(t.fd_ratio)
 

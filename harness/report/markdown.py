@@ -12,7 +12,7 @@ import numpy as np
 
 from harness.eval.registry import Section
 from harness.report.cells import DOWN, ONE_SEED, UP, VERDICT, diff_text, md_cell, md_pub_diff, md_table, pct
-from harness.report.generators import FD_RATIO_MAX, IDENTITY_GAP_MIN, fd_text, gap_text, quality_text
+from harness.report.generators import FD_RATIO_MAX, IDENTITY_GAP_MIN, fd_text, gap_text, quality_text, verdict_text
 from harness.report.published import paper_blocks, paper_tables, paper_title, published_rows
 from harness.report.sections import (
     CLAIM_METHODS,
@@ -164,7 +164,7 @@ def generators_markdown(t: Tables, level: str) -> list[str]:
             f"`{u.generator}`",
             fd_text(u.targets),
             gap_text(u.targets),
-            "-" if u.targets.met is None else "met" if u.targets.met else "**missed**",
+            verdict_text(u.targets),
         ]
         for u in t.generators
     ]
@@ -179,9 +179,17 @@ def generators_markdown(t: Tables, level: str) -> list[str]:
         "",
     ]
     missed = missed_generators(t)
-    unknown = [u for u in t.generators if u.targets.met is None]
+    unknown = [u for u in t.generators if u.targets.met is None and not u.targets.source]
+    unassessed = [u for u in t.generators if u.targets.met is None and u.targets.source]
     if missed:
         out += [*missed, ""]
+    if unassessed:
+        out += [
+            f"Not assessed: {', '.join(f'`{u.generator}` ({u.method})' for u in unassessed)}: its data had no "
+            f"clean/degraded pairs, so the identity gap, and with it the targets, could not be measured (the FD "
+            f"ratio is shown).",
+            "",
+        ]
     if unknown:
         out += [
             f"Not measured: {', '.join(f'`{u.generator}` ({u.method})' for u in unknown)} has no stage-1 "
