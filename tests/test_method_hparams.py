@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -248,7 +249,9 @@ def test_dvc_sees_a_change_of_cfsm_guided_eps_in_the_cfsm_guided_train_stages_on
         shutil.copytree(REPO / rel, work / rel, ignore=shutil.ignore_patterns("__pycache__"))
     params = _yaml(work / "params.yaml")
     seeds = [0, 1]
-    text = (work / "params.yaml").read_text().replace("seeds: [0]\n", f"seeds: {seeds}\n", 1)
+    text = (work / "params.yaml").read_text()
+    text = re.sub(r"(?m)^seeds: \[[0-9, ]*\]\n", f"seeds: {seeds}\n", text, count=1)
+    assert f"seeds: {seeds}\n" in text
     (work / "params.yaml").write_text(text)
     subprocess.run(["git", "init", "-q"], cwd=work, check=True, env=DVC_ENV)
     _dvc(["init", "-q"], work)

@@ -115,5 +115,5 @@ def test_params_yaml_run_section_is_a_valid_full_config():
     from methods import REGISTRY
 
     assert sorted(params["methods"] + params["cfsm_methods"]) == sorted(REGISTRY)
-    assert params["methods"][0] == "source_only" and params["seeds"] == [0]
+    assert params["methods"][0] == "source_only" and params["seeds"] == [0, 1, 2]  # issue 19: three seeds by default
     assert all(name.startswith("cfsm_") for name in params["cfsm_methods"])
