@@ -22,7 +22,7 @@ from harness.data.align import align_faces
 from harness.data.ijb import loose_crop_path, read_ijb
 from harness.data.images import read_image
 from harness.eval.features import embed_batches
-from harness.eval.norm_quality import main
+from harness.eval.norm_quality import faceness_bins, main
 from harness.models.build import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -140,6 +140,17 @@ def test_spearman_and_bins_recomputed_from_the_norms(result, own):
             q25, med, q75 = np.quantile(n[inside], [0.25, 0.5, 0.75])
             assert (b["norm_q25"], b["norm_median"], b["norm_q75"]) == pytest.approx((q25, med, q75), rel=1e-6)
             assert b["relative_median"] == pytest.approx(med / overall, rel=1e-6)
+
+
+def test_bins_never_split_tied_scores():
+    """Lower sample quantiles of 10 scores at 0, 1/4, ..., 1 are the sorted scores 0, 2, 4, 6, 9 (0-based):
+    0.2, 0.2, 0.2, 0.5, 0.9; merged, two bins: the six tied 0.2 in one, the rest (top edge included) in the other."""
+    f = np.array([0.9, 0.2, 0.2, 0.5, 0.2, 0.2, 0.6, 0.2, 0.9, 0.2])
+    edges, index = faceness_bins(f, 4)
+    assert edges.tolist() == [0.2, 0.5, 0.9]
+    assert index.tolist() == [1, 0, 0, 1, 0, 0, 1, 0, 1, 0]
+    edges, index = faceness_bins(np.full(5, 0.7), 10)  # one score: one bin
+    assert edges.tolist() == [0.7] and index.tolist() == [0] * 5
 
 
 def test_figure_written(result):
