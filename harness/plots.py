@@ -66,6 +66,7 @@ import numpy as np
 
 from harness.core.atomic import write_files_atomic
 from harness.core.errors import DataFormatError
+from harness.core.figures import png_bytes, series_styles
 from harness.eval.registry import curves as registry_curves
 from harness.eval.roc import roc_curve, tar_at_far_from_roc
 from harness.report.documents import ResultDocument, load_named
@@ -361,24 +362,6 @@ def _label(method: str, seeds: list[int]) -> str:
     return method if len(seeds) == 1 else f"{method} (mean of {len(seeds)} seeds)"
 
 
-def _styles(methods: Sequence[str]) -> dict[str, dict]:
-    """One colour (and, past 10 methods, dash) per method, the same in every figure."""
-    import matplotlib
-
-    colours = matplotlib.colormaps["tab10"].colors
-    dashes = ["-", "--", ":", "-."]
-    return {m: {"color": colours[i % 10], "linestyle": dashes[(i // 10) % 4]} for i, m in enumerate(sorted(methods))}
-
-
-def _png_bytes(fig) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
-    return buf.getvalue()
-
-
 def _roc_png(series: list[RocSeries], benchmark: str, label: str, styles: dict) -> bytes:
     from matplotlib.figure import Figure
 
@@ -400,7 +383,7 @@ def _roc_png(series: list[RocSeries], benchmark: str, label: str, styles: dict) 
     ax.grid(True, which="major", alpha=0.4)
     ax.grid(True, which="minor", alpha=0.12)
     ax.legend(loc="lower right", fontsize=9, title="dots: reported TAR@FAR", title_fontsize=8)
-    return _png_bytes(fig)
+    return png_bytes(fig, DPI)
 
 
 def _cmc_axes(ax, series: list[CmcSeries], styles: dict, title: str) -> None:
@@ -431,7 +414,7 @@ def _cmc_tinyface_png(series: list[CmcSeries], label: str, styles: dict) -> byte
     _ylim(ax, series)
     ax.set_ylabel("identification rate (mated probes)")
     ax.legend(loc="lower right", fontsize=9)
-    return _png_bytes(fig)
+    return png_bytes(fig, DPI)
 
 
 def _cmc_ijbs_png(series: list[CmcSeries], label: str, styles: dict) -> bytes:
@@ -447,7 +430,7 @@ def _cmc_ijbs_png(series: list[CmcSeries], label: str, styles: dict) -> bytes:
     cap = max(len(s.rates) for s in series)
     note = f" (ranks beyond {cap} not saved by the evaluator)" if cap < CMC_MAX_RANK else ""
     fig.suptitle(f"IJB-S closed-set identification CMC{note} - {label}", fontsize=11)
-    return _png_bytes(fig)
+    return png_bytes(fig, DPI)
 
 
 def _render(runs: list[Run]) -> dict[str, bytes]:
@@ -455,7 +438,7 @@ def _render(runs: list[Run]) -> dict[str, bytes]:
     figure is drawn."""
     roc = {stem: (bench, roc_series(runs, bench)) for bench, stem in VERIFICATION}
     cmcs = {stem: (bench, cmc_series(runs, bench)) for bench, stem in CMC}
-    styles = _styles({r.method for r in runs})
+    styles = series_styles({r.method for r in runs})
     label = lambda bench: data_label([r for r in runs if r.row(bench) is not None])  # noqa: E731
     files: dict[str, bytes] = {}
     for stem, (bench, series) in roc.items():

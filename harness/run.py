@@ -45,6 +45,7 @@ from harness.core.atomic import file_sha256, write_json_atomic
 from harness.core.config import RunConfig, config_from_cli
 from harness.eval.provenance import data_provenance
 from harness.eval.results import RESULT_FORMAT, compact_metrics, items_path
+from harness.models.build import load_checkpoint  # the one checkpoint reader (kept importable from here)
 
 ALIGNMENT = "arcface-5pt-umeyama-similarity"
 
@@ -91,18 +92,6 @@ def write_npz_atomic(arrays: dict, path: str) -> None:
     from harness.core.atomic import write_npz_atomic as write
 
     write(arrays, path)
-
-
-def load_checkpoint(path: str) -> dict:
-    """A ``harness.run`` checkpoint (``weights_only=True``: a file that pickles code is refused unrun). Only the
-    weights keys are required (``backbone``, ``num_classes``); checkpoints of the old format, which also hold the
-    train state, are read the same way."""
-    from harness.core.atomic import load_torch
-
-    state = load_torch(path, "checkpoint")
-    if not isinstance(state, dict) or "backbone" not in state or "num_classes" not in state:
-        raise ValueError(f"{path}: not a harness.run checkpoint (needs 'backbone' and 'num_classes')")
-    return state
 
 
 def run(cfg: RunConfig, _run=None) -> dict:

@@ -20,7 +20,7 @@ CALLBACK_WRITERS = {"write_atomic"}
 #: (file, enclosing function, call) -> why this raw write is fine. Each entry must still exist (no stale entry).
 ALLOWED = {
     ("harness/data/images.py", "encode_jpeg", "save"): "Image.save into an in-memory buffer (the JPEG's bytes)",
-    ("harness/plots.py", "_png_bytes", "savefig"): "into an in-memory buffer; the bytes go to write_files_atomic",
+    ("harness/core/figures.py", "png_bytes", "savefig"): "into an in-memory buffer; the bytes go to write_files_atomic",
     ("harness/synthface/tinyface.py", "_save_mat", "savemat"): "into an in-memory buffer, then write_staged",
     (
         "harness/data/recordio.py",

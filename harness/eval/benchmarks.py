@@ -245,7 +245,7 @@ def files_fingerprint(release: str, rels) -> str:
     return h.hexdigest()
 
 
-def _crop_key(cfg, benchmark: str, rels: tuple[str, ...], loading: dict, modules: tuple[str, ...]) -> dict:
+def _crop_key(release: str, benchmark: str, rels: tuple[str, ...], loading: dict, modules: tuple[str, ...]) -> dict:
     """Everything a benchmark's crops depend on: its files (:func:`files_fingerprint` of its folders ``rels`` in
     the release), the release folder, the loading knobs and the source of the modules that read and align them."""
     import hashlib
@@ -257,8 +257,8 @@ def _crop_key(cfg, benchmark: str, rels: tuple[str, ...], loading: dict, modules
             code.update(f.read())
     return {
         "benchmark": benchmark,
-        "release": os.path.realpath(cfg.data.release),
-        "files": files_fingerprint(cfg.data.release, rels),
+        "release": os.path.realpath(release),
+        "files": files_fingerprint(release, rels),
         "loading": loading,
         "code": code.hexdigest(),
     }
@@ -269,7 +269,7 @@ def _with_crop_cache(cfg, benchmark: str, rels: tuple[str, ...], loading: dict, 
     records it (``crop_cache``: the folder and, per feature pass, ``hit`` / ``written``), or ``off``."""
     from harness.eval.features import crop_cache
 
-    key = _crop_key(cfg, benchmark, rels, loading, modules) if cfg.data.crop_cache else {}
+    key = _crop_key(cfg.data.release, benchmark, rels, loading, modules) if cfg.data.crop_cache else {}
     with crop_cache(cfg.data.crop_cache, key) as cache:
         found = run()
     record = {"folder": cfg.data.crop_cache, "passes": list(cache.status)} if cache is not None else "off"
@@ -308,16 +308,28 @@ def _evaluate_ijb(name: str):
             ]
             return found if with_items else [(row, {}) for row in found]
 
-        return _with_crop_cache(
-            cfg,
-            name,
-            (os.path.join("IJB_release", name),),
-            {"align_size": protocol.align_size},
-            ("harness.eval.ijb_verification", "harness.data.ijb"),
-            run,
-        )
+        return _with_crop_cache(cfg, name, *_ijb_crops(name, protocol.align_size), run)
 
     return evaluate
+
+
+def _ijb_crops(name: str, align_size: int) -> tuple[tuple[str, ...], dict, tuple[str, ...]]:
+    """``(folders in the release, loading knobs, modules)`` of the crop cache key of IJB benchmark ``name``."""
+    return (os.path.join("IJB_release", name),), {"align_size": align_size}, IJB_CROP_MODULES
+
+
+#: the modules that read and align the IJB-B/C crops (:meth:`IJBVerification.extract_features`)
+IJB_CROP_MODULES = ("harness.eval.ijb_verification", "harness.data.ijb")
+
+
+def ijb_crop_cache(folder: str, release: str, name: str, align_size: int):
+    """The crop cache (:func:`harness.eval.features.crop_cache`, "" = none) of IJB benchmark ``name`` (``IJBB`` /
+    ``IJBC``) of ``release`` at ``align_size``, with the key ``harness.run``'s evaluation of that benchmark uses: a
+    command that embeds the same crops (``harness.norm_quality``) reads the crops a run wrote, and the other way."""
+    from harness.eval.features import crop_cache
+
+    key = _crop_key(release, name, *_ijb_crops(name, align_size)) if folder else {}
+    return crop_cache(folder, key)
 
 
 def _evaluate_ijbs(cfg, backbone, device: str, with_items: bool) -> list:

@@ -57,3 +57,41 @@ def head_kwargs(cfg: RunConfig) -> dict:
     if "m" in inspect.signature(HEADS[m.head].__init__).parameters:
         kw["m"] = m.m
     return kw
+
+
+def load_checkpoint(path: str) -> dict:
+    """A ``harness.run`` checkpoint (``weights_only=True``: a file that pickles code is refused unrun). Only the
+    weights keys are required (``backbone``, ``num_classes``); checkpoints of the old format, which also hold the
+    train state, are read the same way."""
+    from harness.core.atomic import load_torch
+
+    state = load_torch(path, "checkpoint")
+    if not isinstance(state, dict) or "backbone" not in state or "num_classes" not in state:
+        raise ValueError(f"{path}: not a harness.run checkpoint (needs 'backbone' and 'num_classes')")
+    return state
+
+
+def load_backbone(path: str) -> tuple[torch.nn.Module, RunConfig, dict]:
+    """``(backbone with the checkpoint's weights, the run config it was trained with, the checkpoint)`` of a
+    ``harness.run`` checkpoint, built from the config it records (``config``: backbone, widths, embedding size,
+    input size, channel order, head), so that a model is evaluated as it was trained. A missing file, a foreign
+    file, a checkpoint without ``config`` or weights that do not fit the recorded model are one-line errors naming
+    ``path``."""
+    from harness.core.config import from_dict
+    from harness.core.errors import require_file
+
+    require_file(path, "checkpoint")
+    state = load_checkpoint(path)
+    if not isinstance(state.get("config"), dict):
+        raise ValueError(f"{path}:config: the checkpoint records no run config (written by an old harness.run?)")
+    try:
+        cfg = from_dict(state["config"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ValueError(f"{path}:config: {str(exc.args[0] if exc.args else exc)}") from None
+    backbone, _ = build_model(cfg, int(state["num_classes"]))
+    try:
+        backbone.load_state_dict(state["backbone"])
+    except RuntimeError as exc:
+        first = " ".join(str(exc).split())[:300]
+        raise ValueError(f"{path}:backbone: the weights do not fit the recorded model ({first})") from None
+    return backbone, cfg, state
