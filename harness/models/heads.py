@@ -265,7 +265,7 @@ class AdaFaceHead(MarginHead):
 
 
 class MagFaceHead(MarginHead):
-    """Magnitude-aware angular margin and magnitude regulariser (MagFace: Meng, Zhao, Huang, Xu, Xie & Wang,
+    """Magnitude-aware angular margin and magnitude regulariser (MagFace: Meng, Zhao, Huang & Zhou,
     "MagFace: A Universal Representation for Face Recognition and Quality Assessment", CVPR 2021; the official
     ``IrvingMeng/MagFace``: ``models/magface.py`` ``MagLinear`` / ``MagLoss`` / ``SoftmaxBuilder._margin`` and
     ``run/trainer.py``, whose ``loss = loss_id + lambda_g * loss_g``).
