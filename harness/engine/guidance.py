@@ -23,12 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from harness.core.atomic import load_torch
-from harness.core.config import RunConfig, from_dict
+from harness.core.config import RunConfig
 from harness.core.errors import DataFormatError
 from harness.data.loaders import load_images, to_model_input
 from harness.data.recordio import FaceRecDataset
-from harness.models.build import build_model
+from harness.models.build import build_model, load_backbone
 from harness.models.cfsm import load_generator
 from methods import FRModel, build_method
 from methods.cfsm_guided import decode, encode, fr_input, resize
@@ -57,14 +56,10 @@ class FRCheckpoint:
 
 
 def load_fr_checkpoint(path: str) -> FRCheckpoint:
-    """A checkpoint in the trainer's format (``backbone``, ``num_classes``, ``config``) that also holds the margin
-    ``head`` (a ``snapshot_every`` snapshot); read with ``weights_only=True``. One-line errors otherwise."""
-    state = load_torch(path, "checkpoint")
-    if not isinstance(state, dict):
-        raise DataFormatError(path, None, "not a harness.run checkpoint (expected a dict)")
-    for key in ("backbone", "num_classes", "config"):
-        if key not in state:
-            raise DataFormatError(path, key, "missing: not a harness.run checkpoint")
+    """A ``harness.run`` checkpoint read by the harness's one reader (:func:`harness.models.build.load_backbone`:
+    weights only, the model built from the recorded config) that also holds the margin ``head`` (a
+    ``snapshot_every`` snapshot). One-line errors otherwise."""
+    backbone, cfg, state = load_backbone(path)
     if "head" not in state:
         raise DataFormatError(
             path,
@@ -72,14 +67,14 @@ def load_fr_checkpoint(path: str) -> FRCheckpoint:
             "missing: the FGSM step needs the FR margin head, which only the trainer's weight snapshots hold "
             "(train with snapshot_every=N and pass <checkpoint stem>.step<N>.pt)",
         )
-    try:
-        cfg = from_dict(state["config"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DataFormatError(path, "config", str(exc)) from None
     num_classes = int(state["num_classes"])
-    backbone, head = build_model(cfg, num_classes)
-    backbone.load_state_dict(state["backbone"])
-    head.load_state_dict(state["head"])
+    _, head = build_model(cfg, num_classes)
+    try:
+        head.load_state_dict(state["head"])
+    except RuntimeError as exc:
+        raise DataFormatError(
+            path, "head", f"does not fit the recorded head ({' '.join(str(exc).split())[:300]})"
+        ) from None
     step, total = state.get("step"), state.get("total_steps")
     return FRCheckpoint(
         path, cfg, num_classes, int(step) if step is not None else None, total and int(total), backbone, head

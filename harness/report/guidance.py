@@ -23,8 +23,8 @@ import os
 from typing import Any
 
 from harness.core.errors import DataFormatError
-from harness.core.runtime import store_kind
 from harness.core.figures import png_bytes
+from harness.core.runtime import store_kind
 from harness.report.runstore import file_run_metrics, file_runs
 
 CURVES_FORMAT = "cfsm-guidance-curves/1"
