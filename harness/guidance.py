@@ -1,7 +1,8 @@
 """The effect of CFSM's guidance (issue 20, item 2): ``python -m harness.guidance curves|faces``.
 
-``curves --runs results/runs [--method cfsm_guided] --out DIR``: from the scalars every ``cfsm_guided`` run logged
-into its FileStorage run folder (``<runs>/<id>/metrics.json``), ``guidance_curves.png`` (against the training step:
+``curves --runs results/runs [--method cfsm_guided] --out DIR [--any-status]``: from the scalars every completed
+``cfsm_guided`` run (Sacred status COMPLETED; ``--any-status``: every run, a killed one included) logged into its
+FileStorage run folder (``<runs>/<id>/metrics.json``), ``guidance_curves.png`` (against the training step:
 (a) ``||o||`` median and q10-q90 band, random ``o0`` vs guided ``o_adv``; (b) the FR loss at each; (c) the mean
 ``|G(x, o) - x|`` at each) and ``guidance_curves.json`` (per run and over seeds: the means over the logged monitor
 steps and the shares of monitor steps where the guided synthesis is less degraded / harder). Definitions:
@@ -26,12 +27,17 @@ import sys
 PROG = "harness.guidance"
 
 
-def curves(runs: str, method: str, out: str) -> list[str]:
+def curves(runs: str, method: str, out: str, any_status: bool = False) -> list[str]:
     from harness.core.atomic import write_files_atomic
     from harness.report.guidance import curves_png, guidance_runs, summarise
 
-    found = guidance_runs(runs, method)
-    summary = summarise(found, runs, method)
+    found, skipped = guidance_runs(runs, method, None if any_status else ("COMPLETED",))
+    for s in skipped:
+        print(
+            f"{PROG}: skipped run {s['run']} (seed {s['seed']}, status {s['status']}; --any-status reads it)",
+            file=sys.stderr,
+        )
+    summary = summarise(found, runs, method, skipped)
     return write_files_atomic(
         {
             os.path.join(out, "guidance_curves.png"): curves_png(found, method),
@@ -65,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--runs", default="results/runs", help="a FileStorage run folder (default results/runs)")
     c.add_argument("--method", default="cfsm_guided", help="the method whose runs are read (default cfsm_guided)")
     c.add_argument("--out", required=True, help="output folder (guidance_curves.png, guidance_curves.json)")
+    c.add_argument(
+        "--any-status", action="store_true", help="also read runs that did not complete (default: COMPLETED only)"
+    )
     f = sub.add_parser("faces", help="the same faces with random and guided o, per FR checkpoint")
     f.add_argument("--generator", required=True, help="the stage-1 generator (results/stage1/generator.pt)")
     f.add_argument(
@@ -77,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         if args.command == "curves":
-            written = curves(args.runs, args.method, args.out)
+            written = curves(args.runs, args.method, args.out, args.any_status)
         else:
             written = [faces(args.generator, args.checkpoint, args.release, args.out, args.faces, args.seed)]
     except Exception as exc:  # noqa: BLE001 - one line, exit 2 (CFSM_TRACEBACK=1 shows the traceback)

@@ -52,10 +52,11 @@ def _values(seed: int) -> dict[str, dict[int, float]]:
 def store(tmp_path):
     root = tmp_path / "runs"
     truth = {}
-    for run_id, seed in ((1, 0), (2, 1), (3, 2)):
+    for run_id, seed in ((1, 0), (10, 2), (3, 1)):  # run 10 after run 3: ids are numbers
         truth[seed] = _values(seed + 10)
         _write_run(root, run_id, "cfsm_guided", seed, truth[seed])
     _write_run(root, 4, "source_only", 0, {"train.loss": {0: 1.0}})
+    _write_run(root, 11, "cfsm_guided", 0, {"train.loss": {0: 1.0}}, status="FAILED")  # killed before step 0
     (root / "_sources").mkdir()
     return root, truth
 
@@ -68,7 +69,9 @@ def test_curves_summary_and_figure(store, tmp_path, capsys):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert Image.open(out / "guidance_curves.png").size[0] > 600
     summary = json.loads((out / "guidance_curves.json").read_text())
-    assert [r["seed"] for r in summary["runs"]] == [0, 1, 2] and [r["run"] for r in summary["runs"]] == ["1", "2", "3"]
+    assert [r["seed"] for r in summary["runs"]] == [0, 1, 2] and [r["run"] for r in summary["runs"]] == ["1", "3", "10"]
+    assert summary["skipped"] == [{"run": "11", "seed": 0, "status": "FAILED"}]
+    assert "skipped run 11 (seed 0, status FAILED" in capsys.readouterr().err
     per_means, per_less, per_harder = [], [], []
     for run in summary["runs"]:
         t = {k.removeprefix("train.cfsm."): v for k, v in truth[run["seed"]].items()}
@@ -106,6 +109,12 @@ def test_curves_errors_are_one_line(store, tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert os.path.join(str(root), "7", "metrics.json") in err and "train.cfsm.probe_l1_adv" in err
     assert not (tmp_path / "o").exists()
+
+    # --any-status also reads the failed run, which logged no guidance scalar
+    (root / "7" / "run.json").write_text(json.dumps({"status": "FAILED"}))
+    assert main(["curves", "--runs", str(root), "--out", str(tmp_path / "o"), "--any-status"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and os.path.join(str(root), "11", "metrics.json:train.cfsm.o0_norm.mean") in err
 
     assert main(["curves", "--runs", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
     assert "no such run store folder" in capsys.readouterr().err

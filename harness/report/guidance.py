@@ -25,7 +25,7 @@ from typing import Any
 from harness.core.errors import DataFormatError
 from harness.core.figures import png_bytes
 from harness.core.runtime import store_kind
-from harness.report.runstore import file_run_metrics, file_runs
+from harness.report.runstore import file_run_metrics, list_runs
 
 CURVES_FORMAT = "cfsm-guidance-curves/1"
 PREFIX = "train.cfsm."
@@ -36,17 +36,32 @@ QUANTITIES = tuple(f"{c}_norm.{s}" for c in ("o0", "oadv") for s in NORM_STATS) 
 DPI = 120
 
 
-def guidance_runs(store: str, method: str = "cfsm_guided") -> list[dict]:
-    """Every run of ``method`` in the FileStorage run store ``store``: ``{"id", "seed", "release", "steps",
-    "series"}`` with ``series[quantity]`` the values at ``steps`` (the logged steps that hold every quantity).
-    One-line errors: no such run, a run without a guidance scalar (naming its ``metrics.json`` and the key)."""
+def guidance_runs(
+    store: str, method: str = "cfsm_guided", statuses: tuple[str, ...] | None = ("COMPLETED",)
+) -> tuple[list[dict], list[dict]]:
+    """``(runs, skipped)``: every run of ``method`` in the FileStorage run store ``store`` whose Sacred status is in
+    ``statuses`` (None: any status), by seed then run id, as ``{"id", "seed", "release", "steps", "series"}`` with
+    ``series[quantity]`` the values at ``steps`` (the logged steps that hold every quantity); ``skipped``: the runs
+    of ``method`` left out for their status (``{"run", "seed", "status"}``). One-line errors: no such run, a run
+    without a guidance scalar (naming its ``metrics.json`` and the key)."""
     if store_kind(store) != "file":
         raise ValueError(f"{store}: the guidance curves read a FileStorage run folder (metrics.json), not a database")
-    rows = [r for r in file_runs(store) if r["method"] == method]
+    every = list_runs(store)  # by run id
+    rows = [r for r in every if r["method"] == method]
+    skipped = [
+        {"run": r["id"], "seed": r["seed"], "status": r["status"]}
+        for r in rows
+        if statuses is not None and r["status"] not in statuses
+    ]
+    rows = [r for r in rows if statuses is None or r["status"] in statuses]
     if not rows:
-        found = sorted({str(r["method"]) for r in file_runs(store)})
-        raise ValueError(f"{store}: no run of method {method!r} (methods found: {', '.join(found) or 'none'})")
-    rows.sort(key=lambda r: (r["seed"] if isinstance(r["seed"], int) else 0, r["id"]))
+        found = sorted({str(r["method"]) for r in every})
+        status = f" with status {'/'.join(statuses)}" if statuses is not None else ""
+        raise ValueError(
+            f"{store}: no run of method {method!r}{status} (methods found: {', '.join(found) or 'none'}"
+            f"{f'; {len(skipped)} {method} run(s) of another status' if skipped else ''})"
+        )
+    rows.sort(key=lambda r: r["seed"] if isinstance(r["seed"], int) else 0)  # stable: run id within a seed
     runs = []
     for row in rows:
         path = os.path.join(store, row["id"], "metrics.json")
@@ -71,7 +86,7 @@ def guidance_runs(store: str, method: str = "cfsm_guided") -> list[dict]:
                 "series": {q: [metrics[PREFIX + q][s] for s in steps] for q in QUANTITIES},
             }
         )
-    return runs
+    return runs, skipped
 
 
 def _release(store: str, run_id: str) -> str | None:
@@ -87,8 +102,11 @@ def _mean(values) -> float:
     return sum(values) / len(values)
 
 
-def summarise(runs: list[dict], store: str = "", method: str = "cfsm_guided") -> dict[str, Any]:
-    """The JSON summary (module docstring): per run, and the mean over runs (seeds)."""
+def summarise(
+    runs: list[dict], store: str = "", method: str = "cfsm_guided", skipped: list[dict] | None = None
+) -> dict[str, Any]:
+    """The JSON summary (module docstring): per run, and the mean over runs (seeds); ``skipped`` as
+    :func:`guidance_runs` returns it."""
     per_run = []
     for r in runs:
         s = r["series"]
@@ -116,6 +134,7 @@ def summarise(runs: list[dict], store: str = "", method: str = "cfsm_guided") ->
             "over_seeds": "mean over runs of the per-run values",
         },
         "runs": per_run,
+        "skipped": skipped or [],
         "over_seeds": {
             "n_runs": len(per_run),
             "seeds": [r["seed"] for r in per_run],
