@@ -196,12 +196,15 @@ def basis_grid(G: CFSMGenerator, input_u8: torch.Tensor, values) -> np.ndarray:
     return np.stack(rows)
 
 
-def tile(grid: np.ndarray, scale: int = 2, gap: int = 2, col_labels=None, row_labels=None) -> Image.Image:
-    """A (rows, cols, H, W, 3) tile array as one image, nearest-upscaled, with optional text labels."""
+def tile(
+    grid: np.ndarray, scale: int = 2, gap: int = 2, col_labels=None, row_labels=None, label_width: int = 22
+) -> Image.Image:
+    """A (rows, cols, H, W, 3) tile array as one image, nearest-upscaled, with optional text labels (row labels in
+    a left margin ``label_width`` pixels wide)."""
     rows, cols, h, w, _ = grid.shape
     h, w = h * scale, w * scale
     top = 14 if col_labels else 0
-    left = 22 if row_labels else 0
+    left = label_width if row_labels else 0
     img = Image.new("RGB", (left + cols * (w + gap) + gap, top + rows * (h + gap) + gap), (255, 255, 255))
     draw = ImageDraw.Draw(img)
     for r in range(rows):

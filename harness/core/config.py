@@ -153,6 +153,9 @@ class RunConfig:
     # Robustness (harness/engine/train.py "Checkpoints and resume"): the whole training state is saved atomically every
     # `checkpoint_every` optimiser steps (0 = never) to <checkpoint stem>.train_state.pt, beside `checkpoint`.
     checkpoint_every: int = 1000
+    # FR weights at several points of training (issue 20, the effect of guidance): every `snapshot_every` optimiser
+    # steps (0 = never; not after the last, which is `checkpoint`) to <checkpoint stem>.step<N>.pt, beside `checkpoint`.
+    snapshot_every: int = 0
     resume: str = (
         "auto"  # auto: that state file if its config matches, else fresh (says why) | none | PATH (must match)
     )
@@ -175,6 +178,7 @@ class RunConfig:
         _check(
             self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every, ">= 0 (0 = no periodic train state)"
         )
+        _check(self.snapshot_every >= 0, "snapshot_every", self.snapshot_every, ">= 0 (0 = no weight snapshots)")
         _check(bool(str(self.resume).strip()), "resume", self.resume, "auto, none or a train state path")
         reduction = self.model.stem_stride * 2 ** (len(self.model.layers) if self.model.backbone == "small" else 4)
         _check(

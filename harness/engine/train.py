@@ -55,7 +55,12 @@ model is stored once. (Checkpoints written before the split also hold the state 
 keys only.) The resumable state is every ``checkpoint_every`` steps (default 1000; 0 = never; not after the last
 step) written atomically (:func:`harness.core.atomic.save_torch_atomic`) to ``<checkpoint stem>.train_state.pt``
 (:func:`train_state_path`), and deleted once the final checkpoint is written: a completed run has nothing left
-to resume (rerunning it starts fresh and overwrites the checkpoint). A state whose weights are not finite is
+to resume (rerunning it starts fresh and overwrites the checkpoint). With ``snapshot_every`` N > 0, rank 0 also
+leaves the weights after every N optimiser steps (not after the last: that is the checkpoint) in the final
+checkpoint's format plus the margin head's state dict (``head``, for probes of the FR loss such as
+``python -m harness.guidance faces``) at ``<checkpoint stem>.step<N>.pt`` (:func:`snapshot_path`); writing them
+reads state dicts only (no random draw), so training is unchanged (tested); the train info lists them
+(``snapshots``). A state whose weights are not finite is
 never written (the last good one stays) and never resumed from (``resume=auto`` sets it aside as
 ``<state>.nonfinite-<time>``; an unreadable one as ``<state>.unreadable-<time>``; both then start fresh). While
 training, rank 0 holds the checkpoint path (``<checkpoint>.lock``, :class:`harness.core.runtime.PathLock`): a second
@@ -302,6 +307,18 @@ def train_state_path(checkpoint_path: str) -> str:
     return os.path.splitext(checkpoint_path)[0] + ".train_state.pt"
 
 
+def snapshot_path(checkpoint_path: str, step: int) -> str:
+    """Where the weight snapshot after ``step`` optimiser steps goes (``snapshot_every``):
+    ``<dir>/<stem>.step<step>.pt``."""
+    return os.path.splitext(checkpoint_path)[0] + f".step{step}.pt"
+
+
+def snapshot_steps(every: int, total_steps: int) -> list[int]:
+    """The steps after which ``snapshot_every = every`` writes a snapshot: every multiple of ``every`` below
+    ``total_steps`` (the last step's weights are the final checkpoint)."""
+    return list(range(every, total_steps, every)) if every > 0 else []
+
+
 #: Config keys that do not change the training trajectory (paths, logging, evaluation, threads, the device
 #: name, the checkpoint knobs themselves): a state saved with other values of these is still resumable.
 NON_TRAJECTORY = (
@@ -315,6 +332,7 @@ NON_TRAJECTORY = (
     "metrics",
     "log_every",
     "checkpoint_every",
+    "snapshot_every",
     "resume",
     "data.cache",
     "data.decode_cache",
@@ -447,6 +465,8 @@ def _train(
     amp = device.type == "cuda" if cfg.amp == "auto" else cfg.amp == "on"
     if cfg.checkpoint_every < 0:
         raise ValueError(f"config checkpoint_every={cfg.checkpoint_every}: expected >= 0 (0 = no periodic train state)")
+    if cfg.snapshot_every < 0:
+        raise ValueError(f"config snapshot_every={cfg.snapshot_every}: expected >= 0 (0 = no weight snapshots)")
 
     release = require_dir(cfg.data.release, "SynthFace/insightface release")
     o = cfg.optim
@@ -500,6 +520,7 @@ def _train(
             decision = {"error": (type(exc).__name__, str(exc))}
         decision["save_states"] = bool(state_path) and cfg.checkpoint_every > 0
         decision["final"] = bool(checkpoint_path)
+        decision["snapshots"] = bool(checkpoint_path) and cfg.snapshot_every > 0
     decision = distributed.broadcast_object(decision, ctx)
     if "error" in decision:
         kind, message = decision["error"]
@@ -572,6 +593,20 @@ def _train(
             "running_loss": running,
         }
 
+    def weights_payload(done: int, info: dict) -> dict:
+        """The final checkpoint's format (``CHECKPOINT_FORMAT``: weights and metadata) after ``done`` steps."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": cfg.to_dict(),
+            "num_classes": source.num_classes,
+            "step": done,
+            "total_steps": total_steps,
+            "world_size": ctx.world_size,
+            "global_batch": source.global_batch,
+            "backbone": backbone.state_dict(),
+            "train_info": info,
+        }
+
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     backbone.train(), head.train(), method.train()
@@ -623,6 +658,14 @@ def _train(
             payload = state_payload(done)
             if ctx.is_main:
                 save_checkpoint(state_path, payload)
+        if decision["snapshots"] and ctx.is_main and done % cfg.snapshot_every == 0 and done < total_steps:
+            # The weights after `done` steps in the final checkpoint's format, plus the margin head (additive: a
+            # guidance probe needs the FR loss). Reads state dicts only: no random draw, no state change.
+            snap = weights_payload(
+                done, {"snapshot": True, "steps_done": done, "head": {"name": cfg.model.head, **head.constants()}}
+            )
+            snap["head"] = head.state_dict()
+            save_checkpoint(snapshot_path(checkpoint_path, done), snap)
         if stop_after is not None and done >= stop_after:
             raise TrainingStopped(f"stopped after step {done} of {total_steps} (stop_after={stop_after})")
     seconds = time.perf_counter() - t0
@@ -651,6 +694,13 @@ def _train(
             **({"target": target.decode_cache} if target is not None else {}),
         },
     }
+    if decision["snapshots"]:  # those on disk: a resumed run's earlier snapshots were written before the restart
+        info["snapshot_every"] = cfg.snapshot_every
+        info["snapshots"] = [
+            p
+            for p in (snapshot_path(checkpoint_path, n) for n in snapshot_steps(cfg.snapshot_every, total_steps))
+            if os.path.isfile(p)
+        ]
     if cfg.data.index_list:
         from harness.core.atomic import file_sha256
 
@@ -695,20 +745,7 @@ def _train(
         info=info,
     )
     if decision["final"] and ctx.is_main:
-        save_checkpoint(
-            checkpoint_path,
-            {
-                "format": CHECKPOINT_FORMAT,
-                "config": cfg.to_dict(),
-                "num_classes": source.num_classes,
-                "step": total_steps,
-                "total_steps": total_steps,
-                "world_size": ctx.world_size,
-                "global_batch": source.global_batch,
-                "backbone": backbone.state_dict(),
-                "train_info": info,
-            },
-        )
+        save_checkpoint(checkpoint_path, weights_payload(total_steps, info))
         if state_path and os.path.isfile(state_path):
             os.remove(state_path)  # the run is complete: nothing is left to resume
     return result

@@ -52,7 +52,7 @@ JOB_FORMAT = "cfsm-bench-sweep-job/1"
 PLAN_FORMAT = "cfsm-bench-sweep/1"
 LAUNCHERS = ("local", "slurm")
 #: harness.run keys that say where outputs go or how often it logs: not part of a job's identity
-NOT_HASHED = ("out", "checkpoint", "result", "metrics", "log_every", "resume", "checkpoint_every")
+NOT_HASHED = ("out", "checkpoint", "result", "metrics", "log_every", "resume", "checkpoint_every", "snapshot_every")
 
 SLURM_KEYS = {
     "partition": str,

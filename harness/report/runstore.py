@@ -100,6 +100,27 @@ def file_runs(folder: str) -> list[dict]:
     return rows
 
 
+def file_run_metrics(folder: str, run_id: str) -> dict[str, dict[int, float]]:
+    """The logged scalars of one run of a FileStorageObserver folder: ``{name: {step: value}}`` from its
+    ``metrics.json`` (Sacred's ``{name: {"steps": [...], "values": [...], "timestamps": [...]}}``); ``{}`` when the
+    run logged nothing. A malformed file is one :class:`DataFormatError` naming the file and the metric."""
+    path = os.path.join(folder, str(run_id), "metrics.json")
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise DataFormatError(path, None, "not a Sacred metrics file (expected a JSON object)")
+    out = {}
+    for name, series in data.items():
+        steps = series.get("steps") if isinstance(series, dict) else None
+        values = series.get("values") if isinstance(series, dict) else None
+        if not isinstance(steps, list) or not isinstance(values, list) or len(steps) != len(values):
+            raise DataFormatError(path, name, "expected equally long 'steps' and 'values' lists")
+        try:
+            out[name] = {int(k): float(v) for k, v in zip(steps, values)}
+        except (TypeError, ValueError):
+            raise DataFormatError(path, name, "a step or value is not a number") from None
+    return out
+
+
 def sql_runs(url: str) -> list[dict]:
     """The runs of a database written by Sacred's SqlObserver (read with plain SQL through SQLAlchemy)."""
     import sqlalchemy as sa
