@@ -99,7 +99,7 @@ def test_cli_writes_markdown_and_json(profile, capsys):
     assert json.loads((root / "results" / "analyses" / "summary.json").read_text())["cameras"][0]["camera"] == "default"
     mean = statistics.fmean(v for v, _ in seeds.values())
     std = statistics.stdev(v for v, _ in seeds.values())
-    assert f"| 100 | 0.750 | 0.700 | 40.00 | 50.00 | 30.00 | 5.00 | 35.00 |" in md
+    assert "| 100 | 0.750 | 0.700 | 40.00 | 50.00 | 30.00 | 5.00 | 35.00 |" in md
     assert "| 500 | - | 0.900 | - | - | - | - | - |" in md
     assert f"{100 * mean:.2f} ± {100 * std:.2f}" in md
     assert "| magface (seed 0) | 50.00 | 60.00 | 30.00 |" in md
