@@ -149,7 +149,9 @@ def test_device_cuda_without_cuda_is_one_line_before_anything_starts(module, tmp
 
 def test_check_data_passes_on_a_release_in_the_real_layouts(tiny_release, tmp_path):
     record = tmp_path / "check.txt"
-    assert check_data.check(tiny_release, list(check_data.BY_KEY), rec="faces_synthface") == []
+    # every entry but the validation release, which `harness.synthface --validation` writes on request (tested below)
+    keys = [k for k in check_data.BY_KEY if k != "val11"]
+    assert check_data.check(tiny_release, keys, rec="faces_synthface") == []
     assert check_data.main(["--root", tiny_release, "--rec", "faces_synthface", "--record", str(record)]) == 0
     assert record.read_text().endswith("found\n")
 
@@ -228,3 +230,19 @@ def test_a_fresh_clone_hears_nothing_of_the_paper_profile(tmp_path):
     assert metrics.returncode == 0, metrics.stderr
     assert "failed to load" not in (metrics.stdout + metrics.stderr).lower()
     assert "profile_paper" not in metrics.stdout
+
+
+def test_check_data_validation_release_on_request(tiny_release, tmp_path, capsys):
+    """`val11`'s data (the validation release) is checked with --need val11 only; missing, it names its folder and how
+    to write it; written by `python -m harness.synthface --validation`, it passes."""
+    from harness.synthface.__main__ import main as synthface_main
+
+    root = tmp_path / "release"
+    shutil.copytree(tiny_release, root)  # --validation adds IJB_release/VAL to an existing release
+    assert check_data.main(["--root", str(root), "--need", "val11"]) == 2
+    err = capsys.readouterr().err
+    assert "IJB_release/VAL/meta/ijbb_template_pair_label.txt not found" in err
+    assert "harness.synthface --validation" in err
+    assert synthface_main(["--size", "tiny", "--seed", "0", "--validation", "--out", str(root)]) == 0
+    capsys.readouterr()
+    assert check_data.main(["--root", str(root), "--need", "val11"]) == 0

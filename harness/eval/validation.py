@@ -16,7 +16,7 @@ import os
 
 from harness.eval.benchmarks import IJB11, TABLE_FARS, VERIFICATION_KEYS, far_label, verification_metrics
 from harness.eval.metric_keys import tar_key
-from harness.eval.registry import Benchmark, Column, Section, register_benchmark
+from harness.eval.registry import Benchmark, Column, DataEntry, Section, register_benchmark
 
 __all__ = ["NAME", "ROW", "FOLDER", "SELECTION_KEY", "evaluate_validation"]
 
@@ -52,7 +52,21 @@ register_benchmark(
         (Section("validation", f"{ROW} (model selection only, not a test set): TAR@FAR, %", _COLUMNS),),
         (IJB11,),
         (),
-        (),  # no harness.check_data entry: not part of the default data (python -m harness.synthface --validation)
+        (
+            DataEntry(
+                "val11",
+                "validation release (model selection)",
+                tuple(
+                    f"{FOLDER}/meta/{PREFIX}_{f}.txt"
+                    for f in ("template_pair_label", "face_tid_mid", "name_5pts_score")
+                )
+                + (f"{FOLDER}/loose_crop",),
+                "SynthFace: python -m harness.synthface --validation; real data: a labelled split of your own, "
+                "disjoint from the test subjects, in insightface's IJB_release layout with IJB-B's file names",
+                needed_by="model selection (eval.benchmarks=...,val11; harness.tables --select validation)",
+                default=False,  # not part of the default runs' data: checked with --need val11
+            ),
+        ),
         "validation 1:1 verification for model selection (not evaluated by default)",
         data_files=lambda name, rec: {ROW: (FOLDER,)},
         metric_patterns={ROW: VERIFICATION_KEYS},
