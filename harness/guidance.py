@@ -34,7 +34,8 @@ def curves(runs: str, method: str, out: str, any_status: bool = False) -> list[s
     found, skipped = guidance_runs(runs, method, None if any_status else ("COMPLETED",))
     for s in skipped:
         print(
-            f"{PROG}: skipped run {s['run']} (seed {s['seed']}, status {s['status']}; --any-status reads it)",
+            f"{PROG}: skipped run {s['run']} (seed {s['seed']}, {s['reason']}"
+            + ("; --any-status reads it)" if s["reason"].startswith("status") else ")"),
             file=sys.stderr,
         )
     summary = summarise(found, runs, method, skipped)

@@ -24,12 +24,14 @@ PROBES = ["probe_loss_o0", "probe_loss_adv", "probe_l1_o0", "probe_l1_adv"]
 STEPS = [0, 50, 100, 150]
 
 
-def _write_run(store, run_id, method, seed, values: dict[str, dict[int, float]], status="COMPLETED"):
+def _write_run(
+    store, run_id, method, seed, values: dict[str, dict[int, float]], status="COMPLETED", train: bool = True
+):
     d = store / str(run_id)
     d.mkdir(parents=True)
     (d / "run.json").write_text(json.dumps({"status": status, "start_time": "2026-01-01T00:00:00"}))
     (d / "config.json").write_text(
-        json.dumps({"method": method, "seed": seed, "data": {"release": "datasets/synthface/tiny"}})
+        json.dumps({"method": method, "seed": seed, "train": train, "data": {"release": "datasets/synthface/tiny"}})
     )
     metrics = {
         name: {"steps": list(series), "values": list(series.values()), "timestamps": ["t"] * len(series)}
@@ -57,6 +59,7 @@ def store(tmp_path):
         _write_run(root, run_id, "cfsm_guided", seed, truth[seed])
     _write_run(root, 4, "source_only", 0, {"train.loss": {0: 1.0}})
     _write_run(root, 11, "cfsm_guided", 0, {"train.loss": {0: 1.0}}, status="FAILED")  # killed before step 0
+    _write_run(root, 12, "cfsm_guided", 1, {}, train=False)  # the pipeline's evaluate stage: no training scalar
     (root / "_sources").mkdir()
     return root, truth
 
@@ -70,8 +73,13 @@ def test_curves_summary_and_figure(store, tmp_path, capsys):
     assert Image.open(out / "guidance_curves.png").size[0] > 600
     summary = json.loads((out / "guidance_curves.json").read_text())
     assert [r["seed"] for r in summary["runs"]] == [0, 1, 2] and [r["run"] for r in summary["runs"]] == ["1", "3", "10"]
-    assert summary["skipped"] == [{"run": "11", "seed": 0, "status": "FAILED"}]
-    assert "skipped run 11 (seed 0, status FAILED" in capsys.readouterr().err
+    assert summary["skipped"] == [
+        {"run": "11", "seed": 0, "status": "FAILED", "reason": "status FAILED"},
+        {"run": "12", "seed": 1, "status": "COMPLETED", "reason": "evaluation only (train=false)"},
+    ]
+    err = capsys.readouterr().err
+    assert "skipped run 11 (seed 0, status FAILED; --any-status reads it)" in err
+    assert "skipped run 12 (seed 1, evaluation only (train=false))" in err
     per_means, per_less, per_harder = [], [], []
     for run in summary["runs"]:
         t = {k.removeprefix("train.cfsm."): v for k, v in truth[run["seed"]].items()}

@@ -49,11 +49,18 @@ def guidance_runs(
     every = list_runs(store)  # by run id
     rows = [r for r in every if r["method"] == method]
     skipped = [
-        {"run": r["id"], "seed": r["seed"], "status": r["status"]}
+        {"run": r["id"], "seed": r["seed"], "status": r["status"], "reason": f"status {r['status']}"}
         for r in rows
         if statuses is not None and r["status"] not in statuses
     ]
     rows = [r for r in rows if statuses is None or r["status"] in statuses]
+    # an evaluation-only run (train=false: the pipeline's evaluate stages) logged no training scalar
+    evaluation_only = [r for r in rows if not _trained(store, r["id"])]
+    skipped += [
+        {"run": r["id"], "seed": r["seed"], "status": r["status"], "reason": "evaluation only (train=false)"}
+        for r in evaluation_only
+    ]
+    rows = [r for r in rows if r not in evaluation_only]
     if not rows:
         found = sorted({str(r["method"]) for r in every})
         status = f" with status {'/'.join(statuses)}" if statuses is not None else ""
@@ -87,6 +94,15 @@ def guidance_runs(
             }
         )
     return runs, skipped
+
+
+def _trained(store: str, run_id: str) -> bool:
+    """False for a run whose recorded config says ``train: false`` (it only evaluated a checkpoint)."""
+    try:
+        with open(os.path.join(store, run_id, "config.json"), encoding="utf-8") as f:
+            return (json.load(f) or {}).get("train", True) is not False
+    except (OSError, ValueError, AttributeError):
+        return True
 
 
 def _release(store: str, run_id: str) -> str | None:
