@@ -465,8 +465,6 @@ def _train(
     amp = device.type == "cuda" if cfg.amp == "auto" else cfg.amp == "on"
     if cfg.checkpoint_every < 0:
         raise ValueError(f"config checkpoint_every={cfg.checkpoint_every}: expected >= 0 (0 = no periodic train state)")
-    if cfg.snapshot_every < 0:
-        raise ValueError(f"config snapshot_every={cfg.snapshot_every}: expected >= 0 (0 = no weight snapshots)")
 
     release = require_dir(cfg.data.release, "SynthFace/insightface release")
     o = cfg.optim
