@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-SMALL = [
-    "model.widths=8,16,16,32",
-    "model.embedding_size=32",
-    "data.input_size=32",
-    "optim.batch_size=32",
-    "optim.epochs=1",
-    "log_every=1",
-    "eval.benchmarks=TinyFace",
-]
-STAGE1_TINY = [
-    "model.image_size=16",
-    "model.dim=8",
-    "model.d_scales=2",
-    "model.d_layers=2",
-    "model.adain_scale=one_plus_gamma",
-    "model.mlp_dim=32",
-    "model.latent_dim=16",
-    "train.batch_size=8",
-    "train.iterations=4",
-    "train.lr=5e-4",
-    "log_every=2",
-    "checkpoint_every=2",
-    "analysis.holdout_target=10",
-    "analysis.figure_inputs=3",
-]
+
+def _benchmark_configs():
+    """The tiny run and stage-1 configs of ``benchmarks/faults.py`` (one list each, shared with the fault suite)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "faults.py"
+    spec = importlib.util.spec_from_file_location("_benchmark_faults", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SMALL, module.STAGE1
+
+
+SMALL, STAGE1_TINY = _benchmark_configs()
 
 
 class _Payload:
