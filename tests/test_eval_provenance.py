@@ -74,7 +74,8 @@ def test_row_knobs_are_the_evaluators(evaluated, benchmark):
     want = _expected(cfg, benchmark)
     run_level = result_knobs(cfg)
     assert not set(run_level) & set(want), "a run-level fact shadows an evaluator knob"
-    assert knobs == {**run_level, **want}
+    # eval_amp: the embedding pass's precision, stated by harness.eval.registry.evaluate_all, which applies it
+    assert knobs == {**run_level, **want, "eval_amp": "float32"}
 
 
 def test_ijbs_row_says_what_ijbs_ran(evaluated):

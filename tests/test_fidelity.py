@@ -285,20 +285,20 @@ def test_the_released_recipe_on_8_processes_deviates_only_in_the_unpublished_tra
 
 
 def test_each_changed_knob_is_a_deviation_with_its_source_and_a_reason_from_the_value():
-    cfg = _released_cfg(**{"optim.grad_clip_scope": "all", "optim.amp_growth_interval": 2000, "optim.lr": 0.05})
+    cfg = _released_cfg(**{"optim.momentum": 0.8, "optim.amp_growth_interval": 2000, "optim.lr": 0.05})
     devs = {d["key"]: d for d in release.deviations(cfg, {}, world_size=1)}
     assert set(devs) == {
-        "optim.grad_clip_scope",
+        "optim.momentum",
         "optim.amp_growth_interval",
         "optim.lr",
         "optim.global_batch",
         "data.train_set",
     }
-    assert devs["optim.grad_clip_scope"] == {
-        "key": "optim.grad_clip_scope",
-        "ours": "all",
-        "release": "backbone",
-        "source": release.FR_RECIPE["optim.grad_clip_scope"][1],
+    assert devs["optim.momentum"] == {
+        "key": "optim.momentum",
+        "ours": 0.8,
+        "release": 0.9,
+        "source": release.FR_RECIPE["optim.momentum"][1],
         "why": "set by the user",
     }
     assert devs["optim.global_batch"]["ours"] == 256 and devs["optim.global_batch"]["release"] == 2048
@@ -313,6 +313,12 @@ def test_the_cpu_default_pipeline_gets_its_documented_reasons():
     assert devs["model.backbone"]["ours"] == "small" and devs["model.backbone"]["why"].startswith("CPU default")
     assert devs["data.input_size"]["why"].startswith("CPU default")
     assert devs["optim.epochs"]["why"].startswith("CPU default")
+    # the clipping scope: everything trained on the CPU default, the backbone alone as released (the paper profile)
+    assert cfg.optim.grad_clip_scope == "all" and devs["optim.grad_clip_scope"]["release"] == "backbone"
+    assert devs["optim.grad_clip_scope"]["why"].startswith("CPU default") and "ArcFace" in devs["optim.grad_clip_scope"]["why"]
+    paper = make_config(["--params", "profiles/paper/params.yaml"])
+    assert paper.optim.grad_clip_scope == "backbone"
+    assert "optim.grad_clip_scope" not in {d["key"] for d in release.deviations(paper, {}, world_size=8)}
     cpu_amp = release.deviations(apply_overrides(cfg, {"device": "cpu", "amp": "on"}), {}, world_size=1)
     assert any(d["key"] == "amp.dtype" and "bfloat16" in d["ours"] for d in cpu_amp)
 

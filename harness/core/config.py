@@ -125,12 +125,17 @@ class EvalConfig:
     faceness: bool = True
     image_norm: bool = False
     batch_size: int = 256
+    # off: the embedding pass in float32, as the published evaluation scripts run it; on: the backbone's
+    # convolutional trunk under autocast (bfloat16 on the CPU, float16 on CUDA), fc/features float32, whatever the
+    # training's `amp` was (harness.eval.registry.evaluate_all applies it and states it in each row's knobs).
+    amp: str = "off"
 
     def __post_init__(self):
         from harness.eval.registry import check_eval_config  # the registered benchmarks and their own knobs
 
         check_eval_config(self)
         _one_of("eval.flip", self.flip, EVAL_FLIPS)
+        _one_of("eval.amp", self.amp, EVAL_AMPS)
         _check(self.batch_size >= 1, "eval.batch_size", self.batch_size, "an integer >= 1")
 
 
@@ -195,6 +200,7 @@ class RunConfig:
 
 #: The allowed values of the enumerated knobs (checked when a config is built, before anything runs).
 CHANNEL_ORDERS = ("RGB", "BGR")
+EVAL_AMPS = ("off", "on")  # harness.eval.registry.evaluate_all
 EVAL_FLIPS = ("sum", "none")  # harness.eval.ijb_verification / harness.eval.tinyface protocols
 
 

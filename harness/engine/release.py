@@ -97,6 +97,9 @@ CPU_DEFAULT_REASONS: dict[tuple[str, Any], str] = {
     ("optim.global_batch", (128, 1)): "CPU default: batch 128 on one process",
     ("optim.epochs", 3.0): "CPU default: 3 epochs keep the 12-method pipeline near its time budget (params.yaml)",
     ("optim.warmup_epochs", 0.75): "CPU default: a quarter of the 3 epochs",
+    ("optim.grad_clip_scope", "all"): "CPU default: with the backbone's gradients alone clipped, the unclipped ArcFace "
+    "head (s = 64, lr 0.1) ruined every method trained on augmented images in the 3-epoch CPU recipe (kornia_degrade "
+    "seed 0 IJB-C TAR@1e-4 25.8 vs 61.7 with all; docs/cpu_profile.md section 5)",
     ("amp", "off"): "no CUDA device: amp 'auto' is off on the CPU (bf16 autocast is amp=on)",
     ("hparams.generator_size", 32): "CPU default: stage 1 trains its generator at 32 px",
     ("model.image_size", 32): "CPU default: 112 px does not train in ~10 min on 2 cores; 32 px did",

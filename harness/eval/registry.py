@@ -22,6 +22,8 @@ Registration order is the order everywhere (CLI choices, table sections, plots).
 
 from __future__ import annotations
 
+import contextlib
+
 import importlib
 import re
 import sys
@@ -308,21 +310,50 @@ def data_entries() -> tuple[DataEntry, ...]:
 
 def evaluate_all(cfg, backbone, device: str, items: dict | None = None) -> list[dict]:
     """Every benchmark of ``cfg.eval.benchmarks``, in that order, through its registered ``evaluate``; each row gets
-    ``seconds`` (the benchmark's wall time divided over its rows). With ``items`` (a dict), the per-item arrays are
-    added to it as ``<row benchmark>/<array>``."""
+    ``seconds`` (the benchmark's wall time divided over its rows) and, in its ``knobs``, ``eval_amp``: the precision
+    of the embedding pass this function applied (:func:`eval_precision`, from ``eval.amp``). With ``items`` (a dict),
+    the per-item arrays are added to it as ``<row benchmark>/<array>``."""
     check_eval_config(cfg.eval)  # every name and knob, before the first evaluation starts
     want = items is not None
     rows: list[dict] = []
-    for name in cfg.eval.benchmarks:
-        bench = get_benchmark(name)
-        t0 = time.perf_counter()
-        found = bench.evaluate(cfg, backbone, device, want)
-        if want:
-            for row, arrays in found:
-                items.update({f"{row['benchmark']}/{key}": arr for key, arr in arrays.items()})
-        found = [row for row, _ in found]
-        seconds = (time.perf_counter() - t0) / max(len(found), 1)
-        for row in found:
-            row["seconds"] = seconds
-        rows += found
+    with eval_precision(backbone, getattr(cfg.eval, "amp", "off") == "on", device) as precision:
+        for name in cfg.eval.benchmarks:
+            bench = get_benchmark(name)
+            t0 = time.perf_counter()
+            found = bench.evaluate(cfg, backbone, device, want)
+            if want:
+                for row, arrays in found:
+                    items.update({f"{row['benchmark']}/{key}": arr for key, arr in arrays.items()})
+            found = [row for row, _ in found]
+            seconds = (time.perf_counter() - t0) / max(len(found), 1)
+            for row in found:
+                row["seconds"] = seconds
+                row["knobs"] = {**row.get("knobs", {}), "eval_amp": precision}
+            rows += found
     return rows
+
+
+@contextlib.contextmanager
+def eval_precision(backbone, amp: bool, device: str):
+    """The embedding pass's precision, set on ``backbone`` for the duration and restored afterwards; yields its name
+    (``"float32"``, ``"bfloat16"`` on the CPU, ``"float16"`` on CUDA).
+
+    ``amp`` on: the convolutional trunk runs under autocast and ``fc`` / ``features`` in float32, the backbone's own
+    ``fp16`` switch (insightface's ``iresnet(fp16=True)``, which arcface_torch's verification callbacks evaluate
+    with during training); off: float32 throughout, as the published IJB / TinyFace / IJB-S scripts run it, even for
+    a model trained with AMP (the trainer hands over its backbone with ``fp16`` set). A backbone without that switch
+    (not an IResNet) runs float32 when off and raises a one-line ``ValueError`` when on."""
+    has = hasattr(backbone, "fp16")
+    if amp and not has:
+        raise ValueError(f"config eval.amp='on': {type(backbone).__name__} has no fp16 trunk switch; use eval.amp=off")
+    before = backbone.fp16 if has else False
+    if has:
+        backbone.fp16 = bool(amp)
+    try:
+        if not amp:
+            yield "float32"
+        else:
+            yield "float16" if str(device).startswith("cuda") else "bfloat16"
+    finally:
+        if has:
+            backbone.fp16 = before
