@@ -315,7 +315,10 @@ def test_the_cpu_default_pipeline_gets_its_documented_reasons():
     assert devs["optim.epochs"]["why"].startswith("CPU default")
     # the clipping scope: everything trained on the CPU default, the backbone alone as released (the paper profile)
     assert cfg.optim.grad_clip_scope == "all" and devs["optim.grad_clip_scope"]["release"] == "backbone"
-    assert devs["optim.grad_clip_scope"]["why"].startswith("CPU default") and "ArcFace" in devs["optim.grad_clip_scope"]["why"]
+    assert (
+        devs["optim.grad_clip_scope"]["why"].startswith("CPU default")
+        and "ArcFace" in devs["optim.grad_clip_scope"]["why"]
+    )
     paper = make_config(["--params", "profiles/paper/params.yaml"])
     assert paper.optim.grad_clip_scope == "backbone"
     assert "optim.grad_clip_scope" not in {d["key"] for d in release.deviations(paper, {}, world_size=8)}

@@ -23,7 +23,6 @@ Registration order is the order everywhere (CLI choices, table sections, plots).
 from __future__ import annotations
 
 import contextlib
-
 import importlib
 import re
 import sys
