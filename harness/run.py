@@ -120,8 +120,10 @@ def run(cfg: RunConfig, _run=None) -> dict:
             "train": train_info,
             "results": [],
         }
-    workdir = tempfile.mkdtemp(prefix="cfsm-run-")
-    ckpt = cfg.checkpoint or os.path.join(workdir, "model.pt")
+    # A model trained without `checkpoint=` goes to a temporary folder that is kept (named on stderr; the Sacred run
+    # records its path); nothing else of a run is left in the temporary folders.
+    model_dir = tempfile.mkdtemp(prefix="cfsm-run-") if cfg.train and not cfg.checkpoint else None
+    ckpt = cfg.checkpoint or os.path.join(model_dir, "model.pt")
     if cfg.train:
         result = train(cfg, checkpoint_path=ckpt, log=log, progress=True)  # tqdm on a tty, else plain lines
         backbone = result.backbone
@@ -176,7 +178,19 @@ def run(cfg: RunConfig, _run=None) -> dict:
                 for key, value in values.items():
                     if value is not None and bench != "train":
                         log(f"{bench.replace('-', '').replace(' ', '').lower()}.{key}", value, 0)
-    path = cfg.result or os.path.join(workdir, "result.json")
+    if cfg.result or model_dir:
+        _write_result(cfg, doc, cfg.result or os.path.join(model_dir, "result.json"), items, _run)
+    else:  # the result goes to the Sacred run (and `metrics=`) only: staged in a folder removed afterwards
+        with tempfile.TemporaryDirectory(prefix="cfsm-run-") as tmp:
+            _write_result(cfg, doc, os.path.join(tmp, "result.json"), items, _run)
+    if model_dir:
+        print(f"harness.run: no checkpoint= given; the model is {ckpt}", file=sys.stderr)
+    return doc
+
+
+def _write_result(cfg: RunConfig, doc: dict, path: str, items: dict | None, _run) -> None:
+    """The result document (and its per-item arrays) at ``path``, the compact metrics at ``cfg.metrics``, and both
+    as artifacts of the Sacred run."""
     for target in (path, cfg.metrics):
         if target:
             os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
@@ -188,9 +202,10 @@ def run(cfg: RunConfig, _run=None) -> dict:
         write_json_atomic(compact_metrics(doc), cfg.metrics)
     if _run is not None:
         _run.add_artifact(path, "result.json")
+        if items:
+            _run.add_artifact(items_path(path), os.path.basename(items_path(path)))
         _run.info["result"] = compact_metrics(doc)
         _run.info["deviations"] = doc["deviations"]
-    return doc
 
 
 def main(argv: list[str] | None = None) -> int:

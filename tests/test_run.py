@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import os
+import tempfile
 
 import pytest
 
@@ -105,6 +106,34 @@ def test_evaluate_only_from_a_saved_checkpoint_matches(tiny_release, tmp_path, e
     m1, m2 = compact_metrics(json.loads(r1.read_text())), compact_metrics(json.loads(r2.read_text()))
     m1.pop("train"), m2.pop("train", None)
     assert m1 == m2
+
+
+def test_no_temporary_folder_is_left_behind(tiny_release, tmp_path, empty_params, monkeypatch, capsys):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    ckpt, result = tmp_path / "m.pt", tmp_path / "r.json"
+    assert (
+        _run(tiny_release, tmp_path / "runs1", empty_params, f"checkpoint={ckpt}", f"result={result}", "evaluate=false")
+        == 0
+    )
+    assert os.listdir(scratch) == [] and ckpt.is_file() and result.is_file()
+    # evaluation without result=: the result goes to the Sacred run only, staged in a folder that is removed
+    assert (
+        _run(
+            tiny_release, tmp_path / "runs2", empty_params, f"checkpoint={ckpt}", "train=false", "eval.benchmarks=IJBB"
+        )
+        == 0
+    )
+    assert os.listdir(scratch) == []
+    with open(os.path.join(_only_run_dir(tmp_path / "runs2"), "result.json")) as f:
+        assert [r["benchmark"] for r in json.load(f)["results"]] == ["IJB-B", "IJB-B 1:N"]
+    # training without checkpoint=: the model is kept in its temporary folder, and named
+    capsys.readouterr()
+    assert _run(tiny_release, tmp_path / "runs3", empty_params, "evaluate=false") == 0
+    (kept,) = os.listdir(scratch)
+    assert sorted(os.listdir(scratch / kept)) == ["model.pt", "result.json"]
+    assert f"the model is {scratch / kept / 'model.pt'}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
