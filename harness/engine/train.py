@@ -107,7 +107,7 @@ from harness.core.resume import (  # noqa: F401  (NonFiniteStateError, nonfinite
 from harness.core.runtime import LockHeldError, PathLock, tune_malloc
 from harness.data.loaders import SourceData, TargetData, to_model_input
 from harness.engine import distributed
-from harness.models.build import build_model, resolve_device
+from harness.models.build import autocast_dtype, build_model, resolve_device
 from methods import Batch, FRModel, Method, build_method
 
 LogFn = Callable[[str, float, int], None]
@@ -714,7 +714,7 @@ def _train(
     if amp:  # build_model(amp=True): the trunk runs under autocast (insightface's iresnet(fp16=True)), nothing else
         info["amp_backbone_trunk"] = bool(getattr(backbone, "fp16", False))
         info["amp_scope"] = AMP_SCOPE
-        info["amp_dtype"] = "float16" if device.type == "cuda" else "bfloat16"
+        info["amp_dtype"] = autocast_dtype(device)
         if scaler.is_enabled():
             info["grad_scaler_growth_interval"] = o.amp_growth_interval
     if device.type == "cuda":

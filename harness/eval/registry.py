@@ -315,7 +315,7 @@ def evaluate_all(cfg, backbone, device: str, items: dict | None = None) -> list[
     check_eval_config(cfg.eval)  # every name and knob, before the first evaluation starts
     want = items is not None
     rows: list[dict] = []
-    with eval_precision(backbone, getattr(cfg.eval, "amp", "off") == "on", device) as precision:
+    with eval_precision(backbone, cfg.eval.amp == "on", device) as precision:
         for name in cfg.eval.benchmarks:
             bench = get_benchmark(name)
             t0 = time.perf_counter()
@@ -342,6 +342,8 @@ def eval_precision(backbone, amp: bool, device: str):
     with during training); off: float32 throughout, as the published IJB / TinyFace / IJB-S scripts run it, even for
     a model trained with AMP (the trainer hands over its backbone with ``fp16`` set). A backbone without that switch
     (not an IResNet) runs float32 when off and raises a one-line ``ValueError`` when on."""
+    from harness.models.build import autocast_dtype
+
     has = hasattr(backbone, "fp16")
     if amp and not has:
         raise ValueError(f"config eval.amp='on': {type(backbone).__name__} has no fp16 trunk switch; use eval.amp=off")
@@ -349,10 +351,7 @@ def eval_precision(backbone, amp: bool, device: str):
     if has:
         backbone.fp16 = bool(amp)
     try:
-        if not amp:
-            yield "float32"
-        else:
-            yield "float16" if str(device).startswith("cuda") else "bfloat16"
+        yield autocast_dtype(device) if amp else "float32"
     finally:
         if has:
             backbone.fp16 = before

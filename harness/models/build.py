@@ -59,6 +59,12 @@ def head_kwargs(cfg: RunConfig) -> dict:
     return kw
 
 
+def autocast_dtype(device) -> str:
+    """The dtype the backbone's ``fp16`` trunk autocasts to on ``device`` (a ``torch.device`` or its name):
+    ``"float16"`` on CUDA (insightface's ``iresnet(fp16=True)``), ``"bfloat16"`` on the CPU."""
+    return "float16" if str(device).startswith("cuda") else "bfloat16"
+
+
 def load_checkpoint(path: str) -> dict:
     """A ``harness.run`` checkpoint (``weights_only=True``: a file that pickles code is refused unrun). Only the
     weights keys are required (``backbone``, ``num_classes``); checkpoints of the old format, which also hold the

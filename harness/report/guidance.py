@@ -18,7 +18,6 @@ steps: ``less_degraded`` (``probe_l1_adv < probe_l1_o0``) and ``harder`` (``prob
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -55,7 +54,7 @@ def guidance_runs(
     ]
     rows = [r for r in rows if statuses is None or r["status"] in statuses]
     # an evaluation-only run (train=false: the pipeline's evaluate stages) logged no training scalar
-    evaluation_only = [r for r in rows if not _trained(store, r["id"])]
+    evaluation_only = [r for r in rows if not r["train"]]
     skipped += [
         {"run": r["id"], "seed": r["seed"], "status": r["status"], "reason": "evaluation only (train=false)"}
         for r in evaluation_only
@@ -88,29 +87,12 @@ def guidance_runs(
             {
                 "id": row["id"],
                 "seed": row["seed"],
-                "release": _release(store, row["id"]),
+                "release": row["release"],
                 "steps": steps,
                 "series": {q: [metrics[PREFIX + q][s] for s in steps] for q in QUANTITIES},
             }
         )
     return runs, skipped
-
-
-def _trained(store: str, run_id: str) -> bool:
-    """False for a run whose recorded config says ``train: false`` (it only evaluated a checkpoint)."""
-    try:
-        with open(os.path.join(store, run_id, "config.json"), encoding="utf-8") as f:
-            return (json.load(f) or {}).get("train", True) is not False
-    except (OSError, ValueError, AttributeError):
-        return True
-
-
-def _release(store: str, run_id: str) -> str | None:
-    try:
-        with open(os.path.join(store, run_id, "config.json"), encoding="utf-8") as f:
-            return ((json.load(f) or {}).get("data") or {}).get("release")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def _mean(values) -> float:

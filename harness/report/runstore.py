@@ -54,6 +54,8 @@ def _row(run_id: Any, config: dict, info: dict, status: str, start, stop, heartb
         "method": config.get("method"),
         "seed": config.get("seed"),
         "hparams_seed": config.get("hparams_seed"),
+        "train": config.get("train", True) is not False,  # False: an evaluation-only run (train=false)
+        "release": config["data"].get("release") if isinstance(config.get("data"), dict) else None,
         "status": status,
         "start": start_t.strftime("%Y-%m-%d %H:%M:%S") if start_t else None,
         "duration": (end_t - start_t).total_seconds() if start_t and end_t else None,
