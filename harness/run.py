@@ -33,6 +33,7 @@ atomically before the result document, which names it (``"items": "<stem>.items.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import sys
@@ -125,7 +126,13 @@ def run(cfg: RunConfig, _run=None) -> dict:
     model_dir = tempfile.mkdtemp(prefix="cfsm-run-") if cfg.train and not cfg.checkpoint else None
     ckpt = cfg.checkpoint or os.path.join(model_dir, "model.pt")
     if cfg.train:
-        result = train(cfg, checkpoint_path=ckpt, log=log, progress=True)  # tqdm on a tty, else plain lines
+        try:
+            result = train(cfg, checkpoint_path=ckpt, log=log, progress=True)  # tqdm on a tty, else plain lines
+        except BaseException:
+            if model_dir:  # a failed run leaves no empty folder behind (a train state in it is kept)
+                with contextlib.suppress(OSError):
+                    os.rmdir(model_dir)
+            raise
         backbone = result.backbone
         train_info = dict(result.info)
         if _run is not None:  # the checkpoint is recorded by path and hash, not copied into the run folder

@@ -108,6 +108,11 @@ def test_evaluate_only_from_a_saved_checkpoint_matches(tiny_release, tmp_path, e
     assert m1 == m2
 
 
+def _ours(folder) -> list[str]:
+    """harness.run's temporary folders in ``folder`` (other libraries may put their own caches there)."""
+    return sorted(n for n in os.listdir(folder) if n.startswith("cfsm-run-"))
+
+
 def test_no_temporary_folder_is_left_behind(tiny_release, tmp_path, empty_params, monkeypatch, capsys):
     scratch = tmp_path / "tmp"
     scratch.mkdir()
@@ -117,7 +122,7 @@ def test_no_temporary_folder_is_left_behind(tiny_release, tmp_path, empty_params
         _run(tiny_release, tmp_path / "runs1", empty_params, f"checkpoint={ckpt}", f"result={result}", "evaluate=false")
         == 0
     )
-    assert os.listdir(scratch) == [] and ckpt.is_file() and result.is_file()
+    assert _ours(scratch) == [] and ckpt.is_file() and result.is_file()
     # evaluation without result=: the result goes to the Sacred run only, staged in a folder that is removed
     assert (
         _run(
@@ -125,15 +130,18 @@ def test_no_temporary_folder_is_left_behind(tiny_release, tmp_path, empty_params
         )
         == 0
     )
-    assert os.listdir(scratch) == []
+    assert _ours(scratch) == []
     with open(os.path.join(_only_run_dir(tmp_path / "runs2"), "result.json")) as f:
         assert [r["benchmark"] for r in json.load(f)["results"]] == ["IJB-B", "IJB-B 1:N"]
     # training without checkpoint=: the model is kept in its temporary folder, and named
     capsys.readouterr()
     assert _run(tiny_release, tmp_path / "runs3", empty_params, "evaluate=false") == 0
-    (kept,) = os.listdir(scratch)
+    (kept,) = _ours(scratch)
     assert sorted(os.listdir(scratch / kept)) == ["model.pt", "result.json"]
     assert f"the model is {scratch / kept / 'model.pt'}" in capsys.readouterr().err
+    # a training that fails before anything is written leaves no empty folder
+    assert _run(tiny_release, tmp_path / "runs4", empty_params, "evaluate=false", "data.rec=no_such_rec") == 2
+    assert _ours(scratch) == [kept]
 
 
 @pytest.mark.parametrize(
