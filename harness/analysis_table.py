@@ -1,6 +1,6 @@
 """``python -m harness.analysis_table [--params profiles/analyses/params.yaml] [--metrics results/metrics]``: the
-`analyses` profile's summary (target cameras, target count, q, MagFace) as ``<out>/summary.md`` and
-``summary.json``, from the profile's outputs alone (:mod:`harness.report.analyses`)."""
+`analyses` profile's summary (target cameras, target count, q, MagFace) as ``<out>/summary.md``,
+``summary.json`` and the figure ``summary.png``, from the profile's outputs alone (:mod:`harness.report.analyses`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import os
 from harness.core.atomic import write_atomic, write_json_atomic
 from harness.core.config import read_yaml
 from harness.core.runtime import report_error
-from harness.report.analyses import collect, markdown
+from harness.report.analyses import collect, figure, markdown
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(params["out"], exist_ok=True)
         write_json_atomic(doc, os.path.join(params["out"], "summary.json"))
         text = markdown(doc)
+        png = figure(doc)
+        if png is not None:
+            write_atomic(os.path.join(params["out"], "summary.png"), lambda f: f.write(png), binary=True)
         write_atomic(os.path.join(params["out"], "summary.md"), lambda f: f.write(text))
     except (ValueError, OSError) as exc:
         return report_error("harness.analysis_table", exc)

@@ -17,10 +17,13 @@ def _write(path, obj):
     path.write_text(json.dumps(obj), encoding="utf-8")
 
 
-def _stage1(root, run, synth, source):
+def _stage1(root, run, synth, source, cos=0.5):
     _write(
         root / "stage1" / run / "metrics.json",
-        {"fd": {"synth_target": synth, "source_target": source, "synth_over_source": synth / source}},
+        {
+            "fd": {"synth_target": synth, "source_target": source, "synth_over_source": synth / source},
+            "identity": {"cos_synth": cos},
+        },
     )
 
 
@@ -50,7 +53,7 @@ def profile(tmp_path, monkeypatch):
     _stage1(out, "camera-default", 0.1, 0.2)
     _stage1(out, "camera-tiny", 0.3, 0.4)
     _stage1(out, "count-100", 0.15, 0.2)  # count-500 has no stage-1 output: its cells stay "-"
-    _stage1(out, "q-5", 0.12, 0.2)
+    _stage1(out, "q-5", 0.12, 0.2, cos=0.625)
     _stage1(out, "q-20", 0.08, 0.2)
     _write(
         out / "subspaces" / "subspace_similarity.json",
@@ -83,6 +86,7 @@ def test_summary_rows_come_from_the_stage_outputs(profile):
     assert "fd_ratio" not in counts[500] and counts[500]["downstream"] is None  # missing, not invented
     assert [r["q"] for r in doc["style_dim"]] == [5, 10, 20]
     assert doc["style_dim"][1]["fd_ratio"] == pytest.approx(0.5)  # q = 10 is the default camera's run
+    assert doc["style_dim"][0]["identity_cos"] == 0.625
     ref = doc["reference"]["cfsm_guided"]
     v2s = [v for v, _ in seeds.values()]
     assert ref["seeds"] == 3
@@ -99,10 +103,23 @@ def test_cli_writes_markdown_and_json(profile, capsys):
     assert json.loads((root / "results" / "analyses" / "summary.json").read_text())["cameras"][0]["camera"] == "default"
     mean = statistics.fmean(v for v, _ in seeds.values())
     std = statistics.stdev(v for v, _ in seeds.values())
-    assert "| 100 | 0.750 | 0.700 | 40.00 | 50.00 | 30.00 | 5.00 | 35.00 |" in md
-    assert "| 500 | - | 0.900 | - | - | - | - | - |" in md
+    assert "| 100 | 0.750 | 0.500 | 0.700 | 40.00 | 50.00 | 30.00 | 5.00 | 35.00 |" in md
+    assert "| 500 | - | - | 0.900 | - | - | - | - | - |" in md
+    assert "| 5 | 0.600 | 0.625 | 45.00 | 55.00 | 35.00 | 7.00 | 37.00 |" in md
     assert f"{100 * mean:.2f} ± {100 * std:.2f}" in md
     assert "| magface (seed 0) | 50.00 | 60.00 | 30.00 |" in md
+    png = (root / "results" / "analyses" / "summary.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    assert main(["--params", "params.yaml"]) == 0  # the same inputs give the same bytes
+    assert (root / "results" / "analyses" / "summary.png").read_bytes() == png
+
+
+def test_no_figure_without_a_point(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = {"out": "out", "cameras": ["default"], "target_counts": [100], "style_dims": [5]}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    assert main(["--params", "params.yaml"]) == 0
+    assert (tmp_path / "out" / "summary.md").exists() and not (tmp_path / "out" / "summary.png").exists()
 
 
 def test_malformed_output_is_one_line(profile, capsys):
@@ -113,3 +130,4 @@ def test_malformed_output_is_one_line(profile, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "q-5/metrics.json" in err[0] and "line 1" in err[0]
     assert not (root / "results" / "analyses" / "summary.md").exists()
+    assert not (root / "results" / "analyses" / "summary.png").exists()

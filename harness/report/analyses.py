@@ -57,6 +57,8 @@ def _stage1(out: str, run: str) -> dict[str, Any] | None:
         "fd_synth_target": fd.get("synth_target"),
         "fd_source_target": fd.get("source_target"),
         "fd_ratio": fd.get("synth_over_source"),
+        # mean cosine of the FR embeddings of x and G(x, o), o ~ N(0, I) (harness.cfsm.analysis)
+        "identity_cos": doc.get("identity", {}).get("cos_synth"),
         "seconds": doc.get("train", {}).get("seconds"),
     }
 
@@ -151,26 +153,27 @@ def markdown(doc: dict[str, Any]) -> str:
         "# Analyses on SynthFace (profiles/analyses)",
         "",
         "SynthFace numbers, never the paper's. FD ratio = FD(G(source), target) / FD(source, target) of each",
-        "stage-1 run (lower: closer to its target). Downstream: `cfsm_guided` trained with that generator, one seed,",
+        "stage-1 run (lower: closer to its target); identity cos = mean cosine of the stage-1 identity network's",
+        "embeddings of x and G(x, o), o ~ N(0, I) (higher: identity kept). Downstream: `cfsm_guided` trained with that generator, one seed,",
         "in %; the reference rows are the default pipeline's seeds (mean ± sample std).",
         "",
         "## Target domains (one stage-1 run per SynthFace camera)",
         "",
-        "| camera | FD(G(src), target) | FD(src, target) | FD ratio | S(camera, default) |",
-        "|---|---|---|---|---|",
+        "| camera | FD(G(src), target) | FD(src, target) | FD ratio | identity cos | S(camera, default) |",
+        "|---|---|---|---|---|---|",
     ]
     for r in doc["cameras"]:
         lines.append(
             f"| {r['camera']} | {_num(r.get('fd_synth_target'))} | {_num(r.get('fd_source_target'))} | "
-            f"{_num(r.get('fd_ratio'))} | {_num(r.get('S_to_default'))} |"
+            f"{_num(r.get('fd_ratio'))} | {_num(r.get('identity_cos'))} | {_num(r.get('S_to_default'))} |"
         )
 
     def downstream_table(title: str, key: str, rows: list[dict], extra: str | None) -> None:
-        cols = [key, "FD ratio"] + ([extra] if extra else []) + heads
+        cols = [key, "FD ratio", "identity cos"] + ([extra] if extra else []) + heads
         lines.extend(["", f"## {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)])
         for r in rows:
             d = r.get("downstream") or {}
-            cells = [str(r[key]), _num(r.get("fd_ratio"))]
+            cells = [str(r[key]), _num(r.get("fd_ratio")), _num(r.get("identity_cos"))]
             if extra:
                 cells.append(_num(r.get("S_to_all")))
             cells += [_num(d.get(h), pct=True) for h in heads]
@@ -178,7 +181,7 @@ def markdown(doc: dict[str, Any]) -> str:
         for m in ("source_only", "cfsm_guided"):
             ref = doc["reference"].get(m)
             if ref:
-                cells = [f"{m} (default pipeline, {ref['seeds']} seeds)", "-"] + (["-"] if extra else [])
+                cells = [f"{m} (default pipeline, {ref['seeds']} seeds)", "-", "-"] + (["-"] if extra else [])
                 lines.append("| " + " | ".join(cells + [_ref_cell(ref, h) for h in heads]) + " |")
 
     downstream_table("How much unlabelled target data", "n", doc["target_count"], "S(n, all)")
@@ -193,3 +196,61 @@ def markdown(doc: dict[str, Any]) -> str:
         row = [f"arcface (default pipeline, {ref['seeds']} seeds)"] + [_ref_cell(ref, h) for h in mag_heads]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def figure(doc: dict[str, Any]) -> bytes | None:
+    """``summary.png``: stage-1 quality (FD ratio, identity cos, S to the all-crops generator) and the downstream
+    numbers against the target count (log scale) and against q, each downstream column with the default pipeline's
+    ``cfsm_guided`` seeds as a band (mean ± sample std) and ``source_only``'s mean as a dotted line. None when no
+    point has a number."""
+    rows = {"n": doc.get("target_count", []), "q": doc.get("style_dim", [])}
+    if not any(r.get("fd_ratio") is not None or r.get("downstream") for rs in rows.values() for r in rs):
+        return None
+    import matplotlib.figure
+
+    from harness.core.figures import png_bytes, series_styles
+
+    heads = [h for _, _, h in DOWNSTREAM]
+    styles = series_styles(heads)
+    quality = (("fd_ratio", "FD ratio"), ("identity_cos", "identity cos"), ("S_to_all", "S(n, all crops)"))
+    qstyles = series_styles(k for k, _ in quality)
+    fig = matplotlib.figure.Figure(figsize=(11, 8))
+    axes = fig.subplots(2, 2)
+    labels = {"n": "unlabelled target crops (stage 1)", "q": "subspace dimension q"}
+    for col, key in enumerate(("n", "q")):
+        pts = sorted(rows[key], key=lambda r: r[key])
+        xs = [r[key] for r in pts]
+        ax = axes[0][col]
+        for k, name in quality:
+            ys = [r.get(k) for r in pts]
+            if any(y is not None for y in ys):
+                ax.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", label=name, **qstyles[k])
+        ax.axhline(0.6, color="grey", linewidth=0.8, linestyle="--", label="FD ratio target 0.6")
+        ax.set_title(f"stage 1 vs {key}")
+        ax.legend(fontsize=8)
+        ax = axes[1][col]
+        ref = doc.get("reference", {})
+        for h in heads:
+            ys = [(r.get("downstream") or {}).get(h) for r in pts]
+            ax.plot(xs, [float("nan") if y is None else 100 * y for y in ys], marker="o", label=h, **styles[h])
+            g = (ref.get("cfsm_guided") or {}).get(h)
+            if g and g.get("std") is not None:
+                lo, hi = 100 * (g["mean"] - g["std"]), 100 * (g["mean"] + g["std"])
+                ax.axhspan(lo, hi, color=styles[h]["color"], alpha=0.12, linewidth=0)
+            s = (ref.get("source_only") or {}).get(h)
+            if s:
+                ax.axhline(100 * s["mean"], color=styles[h]["color"], linestyle=":", linewidth=1)
+        ax.set_title(f"cfsm_guided seed 0 vs {key} (band: default seeds, dotted: source_only)")
+        ax.title.set_fontsize(9)
+        ax.set_ylabel("%")
+        ax.legend(fontsize=7, ncol=2)
+        for ax in (axes[0][col], axes[1][col]):
+            ax.set_xlabel(labels[key])
+            if key == "n":
+                ax.set_xscale("log")
+            ax.set_xticks(xs)
+            ax.set_xticklabels([str(x) for x in xs])
+            ax.minorticks_off()
+    fig.suptitle("Analyses on SynthFace (not the paper's data): target count and q")
+    fig.tight_layout()
+    return png_bytes(fig)
