@@ -67,8 +67,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from kornia.enhance import adjust_hue, jpeg_codec_differentiable
-from kornia.filters import filter2d, filter2d_separable
 from torch import Tensor
 
 from harness.data.images import memory_format_of
@@ -375,6 +373,8 @@ def color_jitter(
         satur = (s * u + (1 - s) * grey).clamp(0, 1)
         u = torch.where(which == 0, bright, torch.where(which == 1, contr, satur))
     if hue is not None and bool((hue != 0).any()):
+        from kornia.enhance import adjust_hue  # kornia on first use: not every process that imports methods needs it
+
         u = adjust_hue(u, hue * (2 * math.pi)).clamp(0, 1)
     return u
 
@@ -387,6 +387,8 @@ def gaussian_blur(u: Tensor, sigma: Tensor) -> Tensor:
     t = torch.arange(-r, r + 1, dtype=u.dtype, device=u.device)
     k = torch.exp(-(t[None] ** 2) / (2 * sigma[:, None] ** 2))
     k = k / k.sum(1, keepdim=True)
+    from kornia.filters import filter2d_separable
+
     return filter2d_separable(u, k, k, border_type="reflect")
 
 
@@ -409,6 +411,8 @@ def motion_kernel(length: Tensor, angle_deg: Tensor, radius: int, samples_per_px
 def motion_blur(u: Tensor, length: Tensor, angle_deg: Tensor) -> Tensor:
     H, W = u.shape[-2:]
     r = max(1, min(math.ceil(float(length.detach().max()) / 2 + 1), min(H, W) // 2 - 1))
+    from kornia.filters import filter2d
+
     return filter2d(u, motion_kernel(length.to(u.dtype), angle_deg.to(u.dtype), r), border_type="reflect")
 
 
@@ -456,6 +460,8 @@ def add_noise(u: Tensor, sigma: Tensor, field: Tensor | None) -> Tensor:
 
 
 def jpeg(u: Tensor, quality: Tensor) -> Tensor:
+    from kornia.enhance import jpeg_codec_differentiable
+
     return jpeg_codec_differentiable(u.clamp(0, 1), quality.to(u.dtype).clamp(1, 100))
 
 

@@ -50,9 +50,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.transforms.v2 import functional as TF
 
 from harness.data.images import memory_format_of
+
+
+def _tv():
+    """torchvision's ``transforms.v2.functional``, imported on first use: importing torchvision costs about a second
+    on the 2-core VM (its ``ops`` pull in torch's compiler stack), which every process that imports the method
+    registry (each training and evaluation stage) would otherwise pay without using it."""
+    from torchvision.transforms.v2 import functional
+
+    return functional
 
 OPS = (
     "Identity",
@@ -331,6 +339,7 @@ def _warp_affine(images: Tensor, theta: Tensor, mode: str) -> Tensor:
 
 def _apply_grouped(images: Tensor, op: str, mag: float, interpolation: str) -> Tensor:
     """One op at one magnitude on a sub-batch, through torchvision's public kernels (torchvision's semantics)."""
+    TF = _tv()
     if op == "Rotate":  # only the fast-path angles (0/90/180/270) come here
         return TF.rotate(images, angle=mag, interpolation=interpolation)
     if op == "Brightness":
