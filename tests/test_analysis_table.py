@@ -63,6 +63,17 @@ def profile(tmp_path, monkeypatch):
         out / "subspaces_count" / "subspace_similarity.json",
         {"names": ["n100", "n500", "n4000"], "S": [[1, 0.5, 0.7], [0.5, 1, 0.9], [0.7, 0.9, 1]]},
     )
+    _write(
+        out / "target_fd" / "target_fd.json",
+        {
+            "target": {"folder": "results/analyses/targets/reference", "crops": 1000},
+            "generators": {
+                "n100": {"fd_synth_over_source": 0.8},
+                "n4000": {"fd_synth_over_source": 0.4},
+                "q5": {"fd_synth_over_source": 0.45},
+            },
+        },
+    )
     _down(out / "downstream" / "count-100" / "metrics.json", 0.40, 0.05)
     _down(out / "downstream" / "full" / "metrics.json", 0.50, 0.10)
     _down(out / "downstream" / "q-5" / "metrics.json", 0.45, 0.07)
@@ -84,6 +95,8 @@ def test_summary_rows_come_from_the_stage_outputs(profile):
     assert counts[100]["S_to_all"] == 0.7 and counts[500]["S_to_all"] == 0.9 and counts[4000]["S_to_all"] == 1
     assert counts[100]["downstream"]["IJB-S V2S R1"] == 0.40 and counts[4000]["downstream"]["TinyFace R1"] == 0.10
     assert "fd_ratio" not in counts[500] and counts[500]["downstream"] is None  # missing, not invented
+    assert counts[100]["fd_ratio_common"] == 0.8 and counts[4000]["fd_ratio_common"] == 0.4
+    assert counts[500]["fd_ratio_common"] is None and doc["common_target"]["crops"] == 1000
     assert [r["q"] for r in doc["style_dim"]] == [5, 10, 20]
     assert doc["style_dim"][1]["fd_ratio"] == pytest.approx(0.5)  # q = 10 is the default camera's run
     assert doc["style_dim"][0]["identity_cos"] == 0.625
@@ -103,9 +116,10 @@ def test_cli_writes_markdown_and_json(profile, capsys):
     assert json.loads((root / "results" / "analyses" / "summary.json").read_text())["cameras"][0]["camera"] == "default"
     mean = statistics.fmean(v for v, _ in seeds.values())
     std = statistics.stdev(v for v, _ in seeds.values())
-    assert "| 100 | 0.750 | 0.500 | 0.700 | 40.00 | 50.00 | 30.00 | 5.00 | 35.00 |" in md
-    assert "| 500 | - | - | 0.900 | - | - | - | - | - |" in md
-    assert "| 5 | 0.600 | 0.625 | 45.00 | 55.00 | 35.00 | 7.00 | 37.00 |" in md
+    assert "| 100 | 0.750 | 0.800 | 0.500 | 0.700 | 40.00 | 50.00 | 30.00 | 5.00 | 35.00 |" in md
+    assert "| 500 | - | - | - | 0.900 | - | - | - | - | - |" in md
+    assert "| 5 | 0.600 | 0.450 | 0.625 | 45.00 | 55.00 | 35.00 | 7.00 | 37.00 |" in md
+    assert "| 10 | 0.500 | 0.400 |" in md  # q = 10 is the default camera's run, n4000 in the common sample
     assert f"{100 * mean:.2f} ± {100 * std:.2f}" in md
     assert "| magface (seed 0) | 50.00 | 60.00 | 30.00 |" in md
     png = (root / "results" / "analyses" / "summary.png").read_bytes()

@@ -31,28 +31,6 @@ TINY_MODEL = {
 }
 
 
-@pytest.fixture(scope="module")
-def identity_ckpt(tiny_release, tmp_path_factory) -> str:
-    """A tiny source_only FR model (the frozen identity network f)."""
-    from harness.core.config import RunConfig
-    from harness.engine.train import train
-
-    path = str(tmp_path_factory.mktemp("idnet") / "source_only.pt")
-    cfg = apply_overrides(
-        RunConfig(),
-        {
-            "data.release": tiny_release,
-            "data.input_size": 32,
-            "model.widths": "8,16,16,32",
-            "model.embedding_size": 32,
-            "optim.batch_size": 16,
-            "optim.epochs": 1,
-        },
-    )
-    train(cfg, checkpoint_path=path, progress=False)
-    return path
-
-
 def _cfg(tiny_release, identity_ckpt, out, **extra) -> Stage1Config:
     values = {
         "data.release": tiny_release,

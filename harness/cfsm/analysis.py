@@ -161,6 +161,38 @@ def analyse(
     }
 
 
+@torch.no_grad()
+def common_target_fd(
+    generators, f: torch.nn.Module, source: torch.Tensor, target: torch.Tensor, batch_size: int = 256, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """``{name: {fd_synth_target, fd_source_target, fd_synth_over_source, identity_cos}}`` of each generator on the
+    same uint8 ``source`` images and ``target`` crops (:mod:`harness.cfsm.target_fd`). ``o ~ N(0, I)`` is drawn as
+    :func:`analyse` draws it (``seed + 101``), so a run's own analysis and this one differ only in the target."""
+    emb_src = embed(f, source, batch_size)
+    emb_tgt = embed(f, target, batch_size)
+    fd_src = frechet_distance(emb_src, emb_tgt)
+    out = {}
+    for name, G in generators.items():
+        G.eval()
+        device = next(G.parameters()).device
+        o = torch.randn(len(source), G.config.style_dim, generator=torch.Generator().manual_seed(seed + 101))
+
+        def synth(x, start, G=G, o=o, device=device):
+            return G(x, o[start : start + len(x)].to(device))
+
+        emb = embed(f, source, batch_size, synth=synth)
+        fd = frechet_distance(emb, emb_tgt)
+        out[name] = _round(
+            {
+                "fd_synth_target": fd,
+                "fd_source_target": fd_src,
+                "fd_synth_over_source": fd / fd_src if fd_src > 0 else float("nan"),
+                "identity_cos": float((emb_src * emb).sum(1).mean()),
+            }
+        )
+    return out
+
+
 def _round(d: dict) -> dict:
     return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in d.items()}
 
