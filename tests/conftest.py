@@ -73,25 +73,3 @@ def generator_path(tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp("stage1") / "generator.pt")
     save_generator(path, g)
     return path
-
-
-@pytest.fixture(scope="session")
-def identity_ckpt(tiny_release, tmp_path_factory) -> str:
-    """A tiny source_only FR model on the tiny release (stage 1's frozen identity network f)."""
-    from harness.core.config import RunConfig, apply_overrides
-    from harness.engine.train import train
-
-    path = str(tmp_path_factory.mktemp("idnet") / "source_only.pt")
-    cfg = apply_overrides(
-        RunConfig(),
-        {
-            "data.release": tiny_release,
-            "data.input_size": 32,
-            "model.widths": "8,16,16,32",
-            "model.embedding_size": 32,
-            "optim.batch_size": 16,
-            "optim.epochs": 1,
-        },
-    )
-    train(cfg, checkpoint_path=path, progress=False)
-    return path

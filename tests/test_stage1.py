@@ -19,16 +19,29 @@ from harness.cfsm.train import Stage1Config, deviations, lambda_id_at, run_stage
 from harness.core.config import apply_overrides
 from harness.core.errors import DataFormatError
 from harness.models.cfsm import load_generator
+from stage1_toy import TINY_MODEL
 
-TINY_MODEL = {
-    "model.image_size": 16,
-    "model.dim": 8,
-    "model.d_scales": 2,
-    "model.d_layers": 2,
-    "model.adain_scale": "one_plus_gamma",
-    "model.mlp_dim": 32,
-    "model.latent_dim": 16,
-}
+
+@pytest.fixture(scope="module")
+def identity_ckpt(tiny_release, tmp_path_factory) -> str:
+    """A tiny source_only FR model (the frozen identity network f)."""
+    from harness.core.config import RunConfig
+    from harness.engine.train import train
+
+    path = str(tmp_path_factory.mktemp("idnet") / "source_only.pt")
+    cfg = apply_overrides(
+        RunConfig(),
+        {
+            "data.release": tiny_release,
+            "data.input_size": 32,
+            "model.widths": "8,16,16,32",
+            "model.embedding_size": 32,
+            "optim.batch_size": 16,
+            "optim.epochs": 1,
+        },
+    )
+    train(cfg, checkpoint_path=path, progress=False)
+    return path
 
 
 def _cfg(tiny_release, identity_ckpt, out, **extra) -> Stage1Config:
