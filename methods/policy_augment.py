@@ -62,6 +62,7 @@ def _tv():
 
     return functional
 
+
 OPS = (
     "Identity",
     "ShearX",

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from stage1_toy import TINY_MODEL
 
 import harness.cfsm.train as stage1_train
 import harness.stage1 as stage1
@@ -19,7 +20,6 @@ from harness.cfsm.train import Stage1Config, deviations, lambda_id_at, run_stage
 from harness.core.config import apply_overrides
 from harness.core.errors import DataFormatError
 from harness.models.cfsm import load_generator
-from stage1_toy import TINY_MODEL
 
 
 @pytest.fixture(scope="module")

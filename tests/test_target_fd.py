@@ -20,7 +20,8 @@ SMALL = {"analysis.basis_values": [-1.0, 1.0], "analysis.magnitudes": [0.0, 2.0]
 def runs(toy_stage1_release, toy_identity, tmp_path_factory):
     root = tmp_path_factory.mktemp("target_fd")
     for name, iterations in (("short", 4), ("long", 8)):
-        run_stage1(stage1_cfg(toy_stage1_release, toy_identity, root / name, **SMALL, **{"train.iterations": iterations}))
+        cfg = stage1_cfg(toy_stage1_release, toy_identity, root / name, **SMALL, **{"train.iterations": iterations})
+        run_stage1(cfg)
     # a generator recorded with another seed (its held-out source images would differ): the short one's file with
     # that one setting changed, as another run would record it
     state = torch.load(root / "short" / "generator.pt", weights_only=True)
