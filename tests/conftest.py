@@ -4,8 +4,26 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def system_temp_in_pytest_tree(tmp_path_factory):
+    """The system temporary directory of the tests (``tempfile`` here, ``TMPDIR`` for the commands they start) is a
+    folder of pytest's own temporary tree, which pytest prunes: what the code under test leaves there on purpose
+    (``harness.run`` keeps the model of a run trained without ``checkpoint=`` and names it on stderr) no longer
+    piles up in /tmp run after run (128 such folders had)."""
+    folder = str(tmp_path_factory.mktemp("system_temp"))
+    before_env, before = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = folder, folder
+    yield folder
+    tempfile.tempdir = before
+    if before_env is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before_env
 
 
 @pytest.fixture(scope="module")
