@@ -142,8 +142,10 @@ def postgres(tmp_path):
         import psycopg  # noqa: F401
     except ImportError:
         pytest.skip("psycopg (SQLAlchemy's PostgreSQL driver) is not installed: pip install -e '.[postgres]'")
-    # a short folder of its own: a Unix socket path has a ~100-character limit (pytest's tmp_path can exceed it)
-    base = os.path.join(tempfile.gettempdir(), "cfsm-pg-" + os.urandom(4).hex())
+    # a short folder of its own that the `postgres` user can reach: a Unix socket path has a ~100-character limit, and
+    # the tests' temporary directory (a folder of pytest's tree, conftest.py) is long and private to this user
+    top = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
+    base = os.path.join(top, "cfsm-pg-" + os.urandom(4).hex())
     data, sock = os.path.join(base, "data"), os.path.join(base, "sock")
     os.makedirs(sock)
     run_as: list[str] = []
