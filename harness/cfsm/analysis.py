@@ -63,6 +63,25 @@ def embed(f: torch.nn.Module, images: torch.Tensor, batch_size: int = 256, synth
     return torch.cat(out)
 
 
+def _synth_with(G: CFSMGenerator, o_all: torch.Tensor, device):
+    """``synth(x, start)`` for :func:`embed`: ``G(x, o)`` with the rows of ``o_all`` that belong to the batch."""
+    return lambda x, start: G(x, o_all[start : start + len(x)].to(device))
+
+
+def _mean_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a * b).sum(1).mean())
+
+
+def random_style_embeddings(
+    G: CFSMGenerator, f: torch.nn.Module, source: torch.Tensor, batch_size: int, seed: int
+) -> torch.Tensor:
+    """``f``'s embeddings of ``G(x, o)``, ``o ~ N(0, I)`` drawn from ``seed + 101``: the synthesis behind every FD
+    and identity figure of a generator, in its own analysis (:func:`analyse`) and on a common sample
+    (:func:`common_target_fd`)."""
+    o = torch.randn(len(source), G.config.style_dim, generator=torch.Generator().manual_seed(seed + 101))
+    return embed(f, source, batch_size, synth=_synth_with(G, o, next(G.parameters()).device))
+
+
 def _unit_directions(n: int, q: int, seed: int) -> torch.Tensor:
     o = torch.randn(n, q, generator=torch.Generator().manual_seed(seed))
     return o / o.norm(dim=1, keepdim=True)
@@ -98,13 +117,10 @@ def analyse(
     half = len(emb_tgt) // 2
 
     def gen_with(o_all: torch.Tensor):
-        return lambda x, start: G(x, o_all[start : start + len(x)].to(device))
+        return _synth_with(G, o_all, device)
 
-    def cos(a: torch.Tensor, b: torch.Tensor) -> float:
-        return float((a * b).sum(1).mean())
-
-    o_rand = torch.randn(len(source), q, generator=torch.Generator().manual_seed(seed + 101))
-    emb_synth = embed(f, source, bs, synth=gen_with(o_rand))
+    cos = _mean_cosine
+    emb_synth = random_style_embeddings(G, f, source, bs, seed)
     fd_src = frechet_distance(emb_src, emb_tgt)
     fd = {"source_target": fd_src, "synth_target": frechet_distance(emb_synth, emb_tgt)}
     if half >= 2:
@@ -174,20 +190,14 @@ def common_target_fd(
     out = {}
     for name, G in generators.items():
         G.eval()
-        device = next(G.parameters()).device
-        o = torch.randn(len(source), G.config.style_dim, generator=torch.Generator().manual_seed(seed + 101))
-
-        def synth(x, start, G=G, o=o, device=device):
-            return G(x, o[start : start + len(x)].to(device))
-
-        emb = embed(f, source, batch_size, synth=synth)
+        emb = random_style_embeddings(G, f, source, batch_size, seed)
         fd = frechet_distance(emb, emb_tgt)
         out[name] = _round(
             {
                 "fd_synth_target": fd,
                 "fd_source_target": fd_src,
                 "fd_synth_over_source": fd / fd_src if fd_src > 0 else float("nan"),
-                "identity_cos": float((emb_src * emb).sum(1).mean()),
+                "identity_cos": _mean_cosine(emb_src, emb),
             }
         )
     return out
