@@ -258,6 +258,7 @@ def test_dvc_sees_a_change_of_cfsm_guided_eps_in_the_cfsm_guided_train_stages_on
     size = params["synthface"]["size"]
     (work / "datasets" / "synthface" / size).mkdir(parents=True)
     (work / "datasets" / "synthface" / size / "placeholder").write_text("x")
+    (work / "datasets" / "synthface" / f"{size}.sha256").write_text("x")  # the release's digest: the stages' dep
     (work / "results" / "stage1").mkdir(parents=True)
     (work / "results" / "stage1" / "generator.pt").write_text("g")
     (work / "results" / "checkpoints").mkdir(parents=True)

@@ -246,6 +246,35 @@ def test_generation_is_atomic_on_failure(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # neither the release nor its temp folder is left behind
 
 
+def test_release_digest_lists_every_file_in_sha256sum_format(tmp_path):
+    """``<release>.sha256`` (what the pipeline's stages depend on instead of the folder) covers every file of the
+    release with its SHA-256, sorted, in coreutils' format; it changes when one byte of the release does."""
+    import hashlib
+    import shutil
+    import subprocess
+
+    out = str(tmp_path / "rel")
+    gen.generate(gen.config_for("tiny", seed=1, **MICRO), out, log=lambda *_: None)
+    digest = gen.digest_path(out + "/")
+    assert digest == out + ".sha256"
+    lines = pathlib.Path(digest).read_text().splitlines()
+    paths = [ln[66:] for ln in lines]
+    assert paths == sorted(_tree(out)) and len(paths) > 20
+    for ln in lines:
+        want = hashlib.sha256(pathlib.Path(out, ln[66:]).read_bytes()).hexdigest()
+        assert ln == f"{want}  {ln[66:]}"
+    if shutil.which("sha256sum"):
+        run = subprocess.run(["sha256sum", "--quiet", "-c", digest], cwd=out, capture_output=True, text=True)
+        assert run.returncode == 0, run.stdout + run.stderr
+    before = pathlib.Path(digest).read_text()
+    rec = pathlib.Path(out, "faces_synthface", "property")
+    rec.write_text(rec.read_text() + " ")
+    gen.write_digest(out)
+    after = pathlib.Path(digest).read_text()
+    changed = [b for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
+    assert changed == [f"{hashlib.sha256(rec.read_bytes()).hexdigest()}  faces_synthface/property"]
+
+
 def test_cli_writes_a_release_and_rejects_unknown_overrides(tmp_path, capsys):
     out = tmp_path / "cli"
     args = ["--size", "tiny", "--out", str(out), "--seed", "3"]

@@ -21,7 +21,7 @@ import time
 import torch
 
 from harness.core.runtime import tune_malloc
-from harness.synthface.generate import SIZES, SynthFaceConfig, config_for, generate
+from harness.synthface.generate import SIZES, SynthFaceConfig, config_for, generate, write_digest
 
 
 def _parse_override(text: str) -> tuple[str, object]:
@@ -87,6 +87,7 @@ def _validation(cfg: SynthFaceConfig, out: str, t0: float) -> int:
         )
         return 2
     counts = write_validation(cfg, out)
+    write_digest(out)  # the release's files changed: its digest follows
     print(
         f"synthface[{cfg.size}] validation release written to {os.path.join(out, 'IJB_release', 'VAL')} in "
         f"{time.perf_counter() - t0:.1f} s: {counts}"
