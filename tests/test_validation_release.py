@@ -71,6 +71,9 @@ def test_the_release_reads_as_ijb_1to1_and_the_cli_writes_it_into_a_release(tmp_
     pairs = (root / "meta" / "ijbb_template_pair_label.txt").read_text().split("\n")
     assert sum(1 for p in pairs if p.endswith(" 1")) == info["counts"]["genuine_pairs"]
     assert not [p for p in os.listdir(release / "IJB_release") if p != "VAL"]  # nothing else written
+    # the release's digest (what the pipeline's stages depend on) now lists the validation files too
+    digest = (tmp_path / "rel.sha256").read_text().splitlines()
+    assert "IJB_release/VAL/meta/ijbb_template_pair_label.txt" in [ln[66:] for ln in digest]
     before = sorted(os.listdir(root / "loose_crop"))
     write_validation(cfg, str(release))  # rewritten in place: the same files
     assert sorted(os.listdir(root / "loose_crop")) == before
