@@ -53,3 +53,21 @@ def test_dvc_pipeline_starts_with_synthface_on_the_params_file_size():
     assert "python -m harness.synthface" in stages["synthface"]["cmd"]
     config = (REPO / ".dvc" / "config").read_text()
     assert "analytics = false" in config
+
+
+def test_stages_reading_the_release_depend_on_its_digest_not_its_folder():
+    """DVC walks a folder dependency several times per stage it runs: the 33,000-file release cost 6-7 s a stage. Every
+    stage that reads the release depends on ``<release>.sha256``, which the ``synthface`` stage writes beside it."""
+    main = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert main["synthface"]["outs"] == [
+        "datasets/synthface/${synthface.size}",
+        "datasets/synthface/${synthface.size}.sha256",
+    ]
+    folders = {"datasets/synthface/${synthface.size}", "${release}"}
+    readers = 0
+    for path in ("dvc.yaml", "profiles/analyses/dvc.yaml"):
+        for name, stage in yaml.safe_load((REPO / path).read_text())["stages"].items():
+            deps = [d for d in stage.get("deps", []) if isinstance(d, str)]
+            assert not folders & set(deps), f"{path}: stage {name} depends on the release folder, not its digest"
+            readers += any(d in {f + ".sha256" for f in folders} for d in deps)
+    assert readers >= 10
