@@ -441,9 +441,9 @@ def write_digest(release: str) -> str:
 
     The default pipeline's stages depend on this small file instead of the release folder (about 33,000 files):
     DVC hashes a folder dependency by walking it, several times per stage it runs (its change check, the run-cache
-    lookup, the lock entry), about 0.7 s a time on two cores: 6-7 s a stage. The folder stays the ``synthface`` stage's output, so a
-    changed or missing release reruns that stage, which writes the digest again; the digest changes exactly when a
-    byte of the release does."""
+    lookup, the lock entry), about 0.7 s a time on two cores: 6-7 s a stage. The folder stays the ``synthface``
+    stage's output, so a changed or missing release reruns that stage, which writes the digest again; the digest
+    changes exactly when a byte of the release does."""
     root = os.path.normpath(release)
     lines = []
     for folder, dirs, files in os.walk(root):
