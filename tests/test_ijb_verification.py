@@ -480,10 +480,10 @@ def test_cli_errors(tiny_release, ijbb_root, tiny_feats, tmp_path, capsys):
 
 
 def test_scores_by_part_give_the_result_of_the_pair_order_scores():
-    """``evaluate_verification`` scores by product blocks and sorts part by part (``_scores_by_part``, pair order
+    """``evaluate_verification`` scores by product blocks and sorts part by part (``scores_by_kind``, pair order
     never built); ``need_scores=True`` scores every pair in pair order. Same result dict, key for key, with both
     media kinds, tid1 on either side, blocks of a few rows; a pair listed twice falls back to pair order."""
-    from harness.eval.ijb_verification import _scores_by_part, _verification
+    from harness.eval.ijb_verification import _verification, pair_layout, scores_by_kind
 
     rng = np.random.default_rng(11)
     n_t, d = 60, 16
@@ -505,24 +505,24 @@ def test_scores_by_part_give_the_result_of_the_pair_order_scores():
             feats, templates, medias, faceness, p, lab, proto, need_scores=True, **kw
         )
         assert scores is not None and fast == ref
-    # the four parts hold exactly the pair-order scores of each (media kind, label) group
+    # the two parts hold exactly the pair-order scores of each media kind (all, genuine)
     ref, scores, rows, tids, video = _verification(
         feats, templates, medias, faceness, pairs, labels, proto, need_scores=True, **kw
     )
     from harness.eval.ijb_verification import pool_image_features
 
-    _, tf, _ = pool_image_features(feats, templates, medias, faceness, proto, False, "<f>")
+    _, tf, max_media = pool_image_features(feats, templates, medias, faceness, proto, False, "<f>")
+    video_template = max_media > 1
     for block_bytes in (8 * 40, 1 << 20):
-        parts = _scores_by_part(tf, rows, labels == 1, video, block_bytes=block_bytes)
-        for part, (v, g) in zip(parts, ((False, 0), (False, 1), (True, 0), (True, 1))):
-            want = np.sort(scores[(video == v) & (labels == g)])
-            np.testing.assert_allclose(np.sort(part), want, rtol=0, atol=1e-12)  # another block shape: a few ulps
-    assert (
-        _scores_by_part(
-            tf,
-            np.concatenate([rows, rows[:1]]),
-            np.concatenate([labels, labels[:1]]) == 1,
-            np.concatenate([video, video[:1]]),
-        )
-        is None
-    )
+        for r in (rows, rows[:, ::-1]):  # probe side = product rows, and (more probes than galleries) = columns
+            parts = scores_by_kind(tf, pair_layout(r, labels == 1, video_template), block_bytes=block_bytes)
+            kind = video_template[r[:, 1]]  # reversed pairs: the same cosines, the kind of the other template
+            assert 0 < np.count_nonzero(kind) < kind.shape[0]
+            for (all_, gen), v in zip(parts, (False, True)):
+                # another block shape, another operand order: a few ulps
+                np.testing.assert_allclose(np.sort(all_), np.sort(scores[kind == v]), rtol=0, atol=1e-12)
+                np.testing.assert_allclose(
+                    np.sort(gen), np.sort(scores[(kind == v) & (labels == 1)]), rtol=0, atol=1e-12
+                )
+    twice = np.concatenate([rows, rows[:1]])
+    assert pair_layout(twice, np.concatenate([labels, labels[:1]]) == 1, video_template) is None

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -176,14 +176,23 @@ def _sequential_group_sums(
     return acc, slot, by_size
 
 
-def _pool(
-    get_rows: Callable[[np.ndarray, np.ndarray], np.ndarray], templates: np.ndarray, medias: np.ndarray, dim: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Core of :func:`image_to_template_features` on image rows written by ``get_rows(row_indices, out)`` into a
-    float32 (k, D) ``out`` (which it returns).
+@dataclass
+class MediaGroups:
+    """The image rows grouped as insightface's ``image2template_feature`` walks them: ``order`` (rows by template,
+    then media, then file row), media groups (``g_start``, ``g_size`` into ``order``) and per template (sorted ids
+    ``template_ids``, ``t_start`` / ``t_size`` into the media groups, ``max_media``: its largest media group)."""
 
-    Returns ``(template_ids, template_feats float64 L2-normalised, media_group_sizes_max_per_template)``.
-    """
+    order: np.ndarray
+    g_start: np.ndarray
+    g_size: np.ndarray
+    t_start: np.ndarray
+    t_size: np.ndarray
+    template_ids: np.ndarray
+    max_media: np.ndarray
+
+
+def media_groups(templates: np.ndarray, medias: np.ndarray) -> MediaGroups:
+    """:class:`MediaGroups` of per-row template and media ids (both int64, same length, not empty)."""
     n = templates.shape[0]
     if n == 0:
         raise ValueError("no image rows")
@@ -196,22 +205,45 @@ def _pool(
     g_start = np.flatnonzero(new)
     del new, m_s
     g_size = np.diff(np.append(g_start, n))
-    # media vectors: sequential float32 sum, then np.mean's division (float32 / intp computed in float64, cast back)
-    media, slot, by_size = _sequential_group_sums(get_rows, order, g_start, g_size, dim)
-    del order
-    np.true_divide(media, g_size[by_size][:, None], out=media, casting="unsafe")
     # templates: media groups are contiguous per template, media ascending
     g_tid = t_s[g_start]
     del t_s
-    n_g = g_tid.shape[0]
-    tnew = np.empty(n_g, dtype=bool)
+    tnew = np.empty(g_tid.shape[0], dtype=bool)
     tnew[0] = True
     np.not_equal(g_tid[1:], g_tid[:-1], out=tnew[1:])
     t_start = np.flatnonzero(tnew)
-    t_size = np.diff(np.append(t_start, n_g))
-    template_ids = g_tid[t_start]
-    # largest media group per template (for the stills / video split)
-    max_media = np.maximum.reduceat(g_size, t_start)
+    t_size = np.diff(np.append(t_start, g_tid.shape[0]))
+    return MediaGroups(
+        order=order,
+        g_start=g_start,
+        g_size=g_size,
+        t_start=t_start,
+        t_size=t_size,
+        template_ids=g_tid[t_start].astype(np.int64, copy=False),
+        max_media=np.maximum.reduceat(g_size, t_start),
+    )
+
+
+def _pool(
+    get_rows: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    templates: np.ndarray,
+    medias: np.ndarray,
+    dim: int,
+    groups: MediaGroups | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Core of :func:`image_to_template_features` on image rows written by ``get_rows(row_indices, out)`` into a
+    float32 (k, D) ``out`` (which it returns); ``groups``: :func:`media_groups` of ``templates`` / ``medias`` if
+    already computed.
+
+    Returns ``(template_ids, template_feats float64 L2-normalised, media_group_sizes_max_per_template)``.
+    """
+    if groups is None:
+        groups = media_groups(templates, medias)
+    g_start, g_size, t_start, t_size = groups.g_start, groups.g_size, groups.t_start, groups.t_size
+    n_g = g_start.shape[0]
+    # media vectors: sequential float32 sum, then np.mean's division (float32 / intp computed in float64, cast back)
+    media, slot, by_size = _sequential_group_sums(get_rows, groups.order, g_start, g_size, dim)
+    np.true_divide(media, g_size[by_size][:, None], out=media, casting="unsafe")
 
     def media_rows(idx: np.ndarray, out: np.ndarray) -> np.ndarray:
         # indices valid; "clip" avoids a buffered copy. F821: `del media` below runs after the last call
@@ -223,7 +255,7 @@ def _pool(
     feats[t_by_size] = tsum  # float32 -> float64 (exact), back in template order
     del tsum
     _l2_normalize_rows(feats)
-    return template_ids.astype(np.int64, copy=False), feats, max_media
+    return groups.template_ids, feats, groups.max_media
 
 
 def _l2_normalize_rows(x: np.ndarray) -> None:
@@ -384,60 +416,99 @@ def _matmul_scores(tf: np.ndarray, rows: np.ndarray, out: np.ndarray, block_byte
         out[sel] = prod.reshape(-1)[flat]
 
 
-#: :func:`_scores_by_part`: bytes of one product block (rows of the larger side x the smaller side, float64), about
+#: :func:`scores_by_kind`: bytes of one product block (rows of the larger side x the smaller side, float64), about
 #: the L3 cache (32 MiB on the 2-core VM): fewer BLAS calls than 8 MiB blocks, for the same CPU time
 _PART_BLOCK_BYTES = 32 << 20
 
 
-def _scores_by_part(
-    tf: np.ndarray, rows: np.ndarray, genuine: np.ndarray, video_probe: np.ndarray, block_bytes: int = _PART_BLOCK_BYTES
-) -> list[np.ndarray] | None:
-    """The pairs' scores, as :func:`_matmul_scores` computes them, in four parts: ``[stills impostor, stills
-    genuine, video impostor, video genuine]`` (``video_probe``: the pair's probe template holds a video), each in
-    the (larger side, smaller side) order of the template product instead of pair order. None if a pair repeats.
+@dataclass
+class ProductLayout:
+    """Where each pair sits in the template product ``tf[large] @ tf[small].T`` (:func:`pair_layout`): ``marked``
+    (flat bool, rows x columns) marks the pairs, ``gen_flat`` the sorted flat indices of the genuine ones; the probe
+    side (rows, or columns if ``probe_cols``) lists its stills templates first, ``k_still`` of them."""
 
-    What the ROC needs without the cost of pair order: each pair's part code (1 + genuine + 2 * video) is written
-    into an int8 matrix over (larger side x smaller side) templates; the product is then computed by cache-sized
-    blocks of the larger side into one reused buffer and each part's entries are picked out of the block by its
-    code, in order. No full product (IJB-C: 550 MB of fresh pages) and no random gather from it.
-    """
-    n_t = tf.shape[0]
+    small: np.ndarray
+    large: np.ndarray
+    probe_cols: bool
+    k_still: int
+    marked: np.ndarray
+    gen_flat: np.ndarray
+
+
+def pair_layout(rows: np.ndarray, genuine: np.ndarray, video_template: np.ndarray) -> ProductLayout | None:
+    """:class:`ProductLayout` of the pairs ``rows`` ((P, 2) rows into the templates; the probe is ``rows[:, 1]``,
+    ``video_template`` per template row); None if a pair repeats. Needs no features: it is built while they are
+    pooled. The side with fewer templates gives the columns."""
+    n_t = video_template.shape[0]
     r0, r1 = rows[:, 0], rows[:, 1]
     used0 = np.zeros(n_t, dtype=bool)
     used0[r0] = True
     used1 = np.zeros(n_t, dtype=bool)
     used1[r1] = True
-    if np.count_nonzero(used0) > np.count_nonzero(used1):  # the side with fewer templates gives the columns
+    probe_cols = np.count_nonzero(used0) > np.count_nonzero(used1)
+    if probe_cols:
         r0, r1, used0, used1 = r1, r0, used1, used0
     small = np.flatnonzero(used0)
     large = np.flatnonzero(used1)
+    probe = small if probe_cols else large
+    v = video_template[probe]
+    probe = np.concatenate((probe[~v], probe[v]))  # stills probes first
+    k_still = int(probe.shape[0] - np.count_nonzero(v))
+    if probe_cols:
+        small = probe
+    else:
+        large = probe
     ns, nl = small.shape[0], large.shape[0]
-    pos = np.zeros(n_t, dtype=np.int64)
-    pos[small] = np.arange(ns)
+    itype = np.int32 if nl * ns < 2**31 else np.int64
+    pos = np.zeros(n_t, dtype=itype)
+    pos[small] = np.arange(ns, dtype=itype)
     flat = np.take(pos, r0)
-    pos[large] = np.arange(0, nl * ns, ns)
+    pos[large] = np.arange(0, nl * ns, ns, dtype=itype)
     flat += np.take(pos, r1)  # row * ns + column of each pair
     del pos
-    code = genuine.view(np.int8) + np.int8(1)
-    v = video_probe.view(np.int8)
-    code += v
-    code += v
-    codes = np.zeros(nl * ns, dtype=np.int8)
-    codes[flat] = code
-    del flat, code
-    if np.count_nonzero(codes) != rows.shape[0]:  # two pairs on one entry: the same pair twice
+    marked = np.zeros(nl * ns, dtype=bool)
+    marked[flat] = True
+    if np.count_nonzero(marked) != rows.shape[0]:  # two pairs on one entry: the same pair twice
         return None
+    return ProductLayout(small, large, bool(probe_cols), k_still, marked, np.sort(flat[genuine]))
+
+
+def scores_by_kind(
+    tf: np.ndarray, layout: ProductLayout, block_bytes: int = _PART_BLOCK_BYTES
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The pairs' scores, as :func:`_matmul_scores` computes them, by probe media kind: ``((stills all, stills
+    genuine), (video all, video genuine))``, each in the order of the template product, not in pair order.
+
+    What the ROC needs without the cost of pair order: the product is computed by cache-sized blocks of the larger
+    side into one reused buffer; each kind's marked entries (a contiguous range of rows or columns, see
+    :func:`pair_layout`) are picked out of the block in one pass, and the (few) genuine ones by their flat index.
+    No full product (IJB-C: 550 MB of fresh pages) and no random gather from it.
+    """
+    small, large, k, marked, gen_flat = layout.small, layout.large, layout.k_still, layout.marked, layout.gen_flat
+    ns, nl = small.shape[0], large.shape[0]
     gal = np.ascontiguousarray(tf[small].T)  # (D, ns)
     per_block = max(1, min(nl, int(block_bytes // (8 * ns))))
     buf = np.empty((per_block, ns), dtype=np.float64)
-    parts: list[list[np.ndarray]] = [[], [], [], []]
+    kinds: list[list[np.ndarray]] = [[], []]  # stills, video
+    gens: list[list[np.ndarray]] = [[], []]
     for b0 in range(0, nl, per_block):
         b1 = min(nl, b0 + per_block)
         prod = np.matmul(tf[large[b0:b1]], gal, out=buf[: b1 - b0])
-        blk = codes[b0 * ns : b1 * ns].reshape(b1 - b0, ns)
-        for c in range(4):
-            parts[c].append(prod[blk == c + 1])
-    return [np.concatenate(p) for p in parts]
+        blk = marked[b0 * ns : b1 * ns].reshape(b1 - b0, ns)
+        g = gen_flat[np.searchsorted(gen_flat, b0 * ns) : np.searchsorted(gen_flat, b1 * ns)] - b0 * ns
+        g_val = prod.reshape(-1)[g]
+        if layout.probe_cols:
+            kinds[0].append(prod[:, :k][blk[:, :k]])
+            kinds[1].append(prod[:, k:][blk[:, k:]])
+            g_video = g % ns >= k
+        else:
+            cut = min(max(k - b0, 0), b1 - b0)  # block rows [0, cut): stills probes
+            kinds[0].append(prod[:cut][blk[:cut]])
+            kinds[1].append(prod[cut:][blk[cut:]])
+            g_video = g >= cut * ns
+        gens[0].append(g_val[~g_video])
+        gens[1].append(g_val[g_video])
+    return tuple((np.concatenate(kinds[i]), np.concatenate(gens[i])) for i in range(2))
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -517,52 +588,57 @@ def _block_from_sorted(asc: np.ndarray, gen_asc: np.ndarray, fars) -> dict:
 
 def _tar_blocks_split(scores: np.ndarray, labels: np.ndarray, split: np.ndarray, fars) -> tuple[dict, dict, dict]:
     """:func:`_tar_block` of all pairs, of the pairs with ``split`` False and of those with ``split`` True, the
-    same dicts, with two sorts instead of three: each part's scores are sorted (the two in two threads), and the
-    sorted whole is the merge of the two sorted parts (a stable sort of their concatenation: timsort merges two
-    runs in linear time). A sorted array of the same numbers is the same array (-0.0 and 0.0 compare equal and
-    only their counts are used), so the ROCs are those of ``roc_curve`` bit for bit.
+    same dicts, from one parallel sort of each part and their merge (:func:`_tar_blocks_two`). A sorted array of the
+    same numbers is the same array (-0.0 and 0.0 compare equal and only their counts are used), so the ROCs are those
+    of ``roc_curve`` bit for bit.
     """
     n_gen = int(np.count_nonzero(labels))
     if n_gen == 0 or n_gen == labels.shape[0]:  # the caller raises; no ROC to build
         return _tar_block(scores, labels, fars), None, None
     genuine, scores = check_roc_inputs(labels, scores)  # 0/1 labels, finite scores (roc_curve's checks)
-
-    def sort_part(mask):
+    parts = []
+    for mask in (~split, split):
         s = scores[mask]
-        return np.sort(s), np.sort(s[genuine[mask]])
+        parts.append((s, s[genuine[mask]]))
+    return _tar_blocks_two(parts, fars)
 
-    return _blocks_from_sorted_parts(lambda: sort_part(~split), lambda: sort_part(split), fars)
+
+#: :func:`_tar_blocks_two`: every n-th score goes into the sample whose median splits the sort between two threads
+_PIVOT_STRIDE = 64
 
 
-def _blocks_from_sorted_parts(part0: Callable, part1: Callable, fars) -> tuple[dict, dict, dict]:
-    """The three :func:`_block_from_sorted` dicts (all, part 0, part 1) from two callables returning each part's
-    ``(scores sorted ascending, genuine scores sorted ascending)``, run in two threads (NumPy's sorts release the
-    GIL); the whole is the merge of the two sorted parts, built and measured in the second thread while the first
-    measures the parts."""
+def _tar_blocks_two(parts, fars) -> tuple[dict, dict, dict]:
+    """The three :func:`_block_from_sorted` dicts (all, part 0, part 1) from each part's ``(all scores, genuine
+    scores)`` in any order (the genuine ones are also among the part's all scores).
+
+    The sort, which is most of the time, is split by value instead of by part, so that the two threads sort about
+    as many numbers whatever the parts' sizes (IJB-C's stills part is a few % of the pairs): below / from a pivot
+    (the median of a strided sample) in each part, each range sorted in its own thread (NumPy's sorts release the
+    GIL); a part's sorted scores are its two ranges end to end, and the whole's are, per range, the merge of the
+    two parts' (a stable sort of two sorted runs: timsort merges them in linear time).
+    """
+    (a0, g0), (a1, g1) = parts
+    sample = np.sort(np.concatenate((a0[::_PIVOT_STRIDE], a1[::_PIVOT_STRIDE])))
+    pivot = sample[sample.shape[0] // 2] if sample.shape[0] else 0.0
+
+    def sort_range(upper: bool):
+        out = []
+        for a in (a0, a1):
+            r = a[a >= pivot] if upper else a[a < pivot]
+            r.sort()
+            out.append(r)
+        return out[0], out[1], np.sort(np.concatenate(out), kind="stable")
+
     with ThreadPoolExecutor(1) as pool:
-        job = pool.submit(part1)
-        a0, g0 = part0()
-        a1, g1 = job.result()
-
-        def whole():
-            asc = np.sort(np.concatenate((a0, a1)), kind="stable")
-            gen_asc = np.sort(np.concatenate((g0, g1)), kind="stable")
-            return _block_from_sorted(asc, gen_asc, fars)
-
-        job = pool.submit(whole)
-        b0, b1 = _block_from_sorted(a0, g0, fars), _block_from_sorted(a1, g1, fars)
+        job = pool.submit(sort_range, True)
+        lo = sort_range(False)
+        hi = job.result()
+        job = pool.submit(
+            lambda: _block_from_sorted(np.concatenate((lo[2], hi[2])), np.sort(np.concatenate((g0, g1))), fars)
+        )
+        b0 = _block_from_sorted(np.concatenate((lo[0], hi[0])), np.sort(g0), fars)
+        b1 = _block_from_sorted(np.concatenate((lo[1], hi[1])), np.sort(g1), fars)
         return job.result(), b0, b1
-
-
-def _tar_blocks_parts(parts: list[np.ndarray], fars) -> tuple[dict, dict, dict]:
-    """:func:`_tar_blocks_split` from the four parts of :func:`_scores_by_part` (stills impostor, stills genuine,
-    video impostor, video genuine; any order inside each)."""
-    si, sg, vi, vg = parts
-
-    def sort_part(imp, gen):
-        return lambda: (np.sort(np.concatenate((imp, gen))), np.sort(gen))
-
-    return _blocks_from_sorted_parts(sort_part(si, sg), sort_part(vi, vg), fars)
 
 
 def check_faceness(faceness, where: str) -> np.ndarray:
@@ -590,13 +666,15 @@ def pool_image_features(
     flip_concat: bool,
     where: str,
     faceness_where: str = "<faceness>",
+    groups: MediaGroups | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Checked per-image features -> (template ids, L2-normalised float64 template features, largest media size).
 
     Shared by the 1:1 and 1:N protocols: shape/dtype/row-count checks naming ``where``, optional flip split,
     per-image normalisation and faceness weighting (``protocol``; a NaN or negative faceness score is an error
-    naming ``faceness_where``), insightface's media-mean-then-sum pooling, and a non-finite check that names the
-    first bad image row. An all-zero feature matrix (nothing was extracted) is an error.
+    naming ``faceness_where``), insightface's media-mean-then-sum pooling (``groups``: :func:`media_groups` of
+    ``templates`` / ``medias`` if already computed), and a non-finite check that names the first bad image row. An
+    all-zero feature matrix (nothing was extracted) is an error.
     """
     n_rows = templates.shape[0]
     feats = np.asarray(feats)
@@ -624,7 +702,8 @@ def pool_image_features(
             raise DataFormatError(where, f"row {z}", "all-zero feature row cannot be L2-normalised (image_norm)")
     w = check_faceness(faceness, faceness_where) if protocol.faceness else None
     get_rows = _image_row_fn(feats, w, protocol, flip_concat)
-    tids, tf, max_media = _pool(get_rows, templates, medias, feats.shape[1] // 2 if flip_concat else feats.shape[1])
+    dim = feats.shape[1] // 2 if flip_concat else feats.shape[1]
+    tids, tf, max_media = _pool(get_rows, templates, medias, dim, groups)
     # all-zero features give all-zero templates, so the full scan (a second pass over a memory-mapped file) is only
     # needed when every template vector is zero (or non-finite)
     if feats.size and not (tf != 0).any() and not feats.any():
@@ -637,6 +716,40 @@ def pool_image_features(
             )
         raise DataFormatError(where, None, "features give non-finite template vectors (float32 overflow)")
     return tids, tf, max_media
+
+
+@dataclass
+class PairPlan:
+    """The pair list as the 1:1 scoring uses it, features aside (:func:`plan_pairs`): ``pairs`` (P, 2) and
+    ``labels`` (P,) as read, ``rows`` their template rows (into :attr:`MediaGroups.template_ids`), ``video_probe``
+    (the probe template ``tid2`` holds a media with several rows: the ``with_video`` split) and the product
+    ``layout`` (:func:`pair_layout`; None if not asked for, if a pair repeats or if one label is missing)."""
+
+    pairs: np.ndarray
+    labels: np.ndarray
+    rows: np.ndarray
+    video_probe: np.ndarray
+    layout: ProductLayout | None
+
+
+def plan_pairs(pairs, labels, groups: MediaGroups, pair_file, layout: bool) -> PairPlan:
+    """:class:`PairPlan` of ``pairs`` / ``labels`` on the templates of ``groups``; a pair naming a template without
+    images raises ``DataFormatError(pair_file, "line <i+1>", ...)``."""
+    pairs = np.asarray(pairs)
+    labels = np.asarray(labels)
+    if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.dtype.kind not in "iu" or labels.shape != (pairs.shape[0],):
+        raise ValueError(
+            f"pairs must be (P, 2) integers and labels (P,), got {pairs.dtype} {pairs.shape} and {labels.shape}"
+        )
+    rows = _pair_rows(groups.template_ids, pairs.astype(np.int64, copy=False), pair_file)
+    # domain-gap split by probe template (tid2): stills only vs. holding a video (a media with several rows)
+    video_template = groups.max_media > 1
+    lay = None
+    if layout:
+        genuine = check_labels(labels)
+        if 0 < np.count_nonzero(genuine) < genuine.shape[0]:
+            lay = pair_layout(rows, genuine, video_template)
+    return PairPlan(pairs, labels, rows, video_template[rows[:, 1]], lay)
 
 
 def evaluate_verification(
@@ -699,40 +812,33 @@ def _verification(
     from; None unless ``need_scores``), the template ``rows`` of each pair ((P, 2), into ``tids``), ``tids`` (sorted
     template ids) and the per-pair ``video_probe`` flags (bool: the probe template holds a video, the ``with_video``
     split). Without ``need_scores`` (and without ``exact``) the scores are computed by product blocks and sorted
-    part by part, never put in pair order (:func:`_scores_by_part`): the same numbers, the same ROC."""
+    part by part, never put in pair order (:func:`scores_by_kind`): the same numbers, the same ROC."""
     where = os.fspath(features_path) if features_path is not None else "<features>"
     templates = _as_ids(templates, "templates")
     medias = _as_ids(medias, "medias")
+    groups = media_groups(templates, medias)
+    want_layout = not exact and not need_scores  # the ROC needs each kind's scores in any order: no pair order
+    # IJBVerification: `pairs` starts building the pair plan in a background thread, while the features are pooled
+    plan_job = pairs(groups, want_layout) if callable(pairs) else None
     tids, tf, max_media = pool_image_features(
-        feats, templates, medias, faceness, protocol, flip_concat, where, os.fspath(faceness_file)
+        feats, templates, medias, faceness, protocol, flip_concat, where, os.fspath(faceness_file), groups
     )
-    if callable(pairs):  # IJBVerification(defer_pairs=True): the pair file was read while the templates were pooled
-        pairs, labels = pairs()
-    pairs = np.asarray(pairs)
-    labels = np.asarray(labels)
-    if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.dtype.kind not in "iu" or labels.shape != (pairs.shape[0],):
-        raise ValueError(
-            f"pairs must be (P, 2) integers and labels (P,), got {pairs.dtype} {pairs.shape} and {labels.shape}"
-        )
-    rows = _pair_rows(tids, pairs.astype(np.int64, copy=False), pair_file)
+    if plan_job is not None:
+        plan = plan_job.result()
+    else:
+        plan = plan_pairs(pairs, labels, groups, pair_file, want_layout)
+    pairs, labels, rows, video_probe = plan.pairs, plan.labels, plan.rows, plan.video_probe
     fars = protocol.fars
-    # domain-gap split by probe template (tid2): stills only vs. holding a video (a media with several rows)
     probe_row = rows[:, 1]
     video_template = max_media > 1
-    video_probe = video_template[probe_row]
-    parts = None
-    if not exact and not need_scores:  # the ROC needs each part's scores in any order: no per-pair gather
-        genuine = check_labels(labels)
-        n_gen = int(np.count_nonzero(genuine))
-        if 0 < n_gen < genuine.shape[0]:
-            parts = _scores_by_part(tf, rows, genuine, video_probe)
+    parts = scores_by_kind(tf, plan.layout) if plan.layout is not None else None
     if parts is None:
         scores = np.empty(pairs.shape[0], dtype=np.float64)
         _scores_from_rows(tf, rows, scores, exact)
         main, stills, video = _tar_blocks_split(scores, labels, video_probe, fars)
     else:
         scores = None
-        main, stills, video = _tar_blocks_parts(parts, fars)
+        main, stills, video = _tar_blocks_two(parts, fars)
         del parts
     if main["auc"] is None:
         raise ValueError(f"{os.fspath(pair_file)}: needs both genuine and impostor pairs, got {main['counts']}")
@@ -801,6 +907,14 @@ class IJBVerification:
             self._meta.pairs, self._meta.labels = pairs, labels
             self._pair_job = None
         return self._meta.pairs, self._meta.labels
+
+    def _start_plan(self, groups: MediaGroups, layout: bool) -> Future:
+        """A :class:`PairPlan` built in a background thread (after a deferred pair read finishes, and its check),
+        while the caller pools the features; its errors come with ``result()``."""
+        pool = ThreadPoolExecutor(1)
+        job = pool.submit(lambda: plan_pairs(*self._pairs(), groups, self.pair_file, layout))
+        pool.shutdown(wait=False)  # the worker finishes its one job and exits
+        return job
 
     @property
     def meta(self) -> IJBMeta:
@@ -874,7 +988,7 @@ class IJBVerification:
             m.templates,
             m.medias,
             m.faceness,
-            self._pairs,
+            self._start_plan,
             None,
             self.protocol,
             flip_concat=flip_concat,
