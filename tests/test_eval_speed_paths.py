@@ -1,8 +1,9 @@
 """The fast paths of the evaluators give exactly what the reference paths give.
 
-- IJB meta files: the byte-level reader (layout checked with NumPy, numbers by pandas' C parser) against the
-  line-by-line reader it falls back to, on clean files, on random decimal tokens, and on tricky inputs (CRLF, trailing
-  spaces and blank lines, signs / decimals / exponents in integer columns, ``#`` and quotes in names, non-UTF-8 names).
+- IJB meta files: the byte-level reader (layout checked with NumPy, numbers by pandas' C parser) and the pair file's
+  SWAR reader against the line-by-line readers they fall back to, on clean files, on random decimal tokens, and on
+  tricky inputs (CRLF, trailing spaces and blank lines, signs / decimals / exponents in integer columns, ``#`` and
+  quotes in names, non-UTF-8 names).
 - IJB 1:1: the pair file read in the background (``defer_pairs``), the probe-media split ROCs from one merge, the
   lookup-table check of pair template ids.
 - ``chunked_topk``'s float32 path (torch blocks in threads) against a dense sort and against the general path, exact
@@ -192,6 +193,72 @@ def test_pair_reader_fast_equals_scan(tmp_path):
         np.testing.assert_array_equal(fast[0], ref[0])
         np.testing.assert_array_equal(fast[1], ref[1])
         assert fast[0].dtype == np.int64 and fast[1].dtype == np.int8
+
+
+@pytest.mark.parametrize("chunk", [1 << 22, 64, 36])
+def test_swar_pair_parser_equals_scan(tmp_path, monkeypatch, chunk):
+    """The SWAR reader (ids of 1-16 digits) against the line scan: every length 1-16, leading zeros, 99999999 and the
+    largest 16-digit id, chunks that end anywhere (36 bytes, the longest line: about one line per chunk), with and
+    without the last LF."""
+    from harness.data import ijb
+
+    monkeypatch.setattr(ijb, "_SWAR_CHUNK", chunk)
+    rng = np.random.default_rng(5)
+    n = 3000
+    digits = rng.integers(1, 17, (n, 2))
+    ids = rng.integers(0, 10**16, (n, 2)) % (10**digits)
+    tokens = [[str(v).zfill(int(d)) for v, d in zip(row, drow)] for row, drow in zip(ids, digits)]
+    tokens[0] = ["99999999", "0"]
+    tokens[1] = ["00000007", "12345678"]
+    tokens[2] = ["9999999999999999", "0000000000000001"]
+    tokens[3] = ["100000000", "1234567890123456"]
+    lab = rng.integers(0, 2, n)
+    text = "\n".join(f"{a} {b} {c}" for (a, b), c in zip(tokens, lab))
+    for end in ("\n", ""):
+        data = (text + end).encode()
+        path = _write_bytes(tmp_path / f"pairs{len(end)}.txt", data)
+        fast = ijb._swar_pairs(data)
+        assert fast is not None
+        ref = _scan_template_pairs(data, path)
+        for a, b in zip(fast, ref):
+            np.testing.assert_array_equal(a, b)
+        assert fast[0].dtype == np.int64 and fast[1].dtype == np.int8
+        got = read_template_pairs(path)
+        np.testing.assert_array_equal(got[0], ref[0])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1 2 0\n12345678901234567 2 1\n",  # a 17-digit id
+        "1 2 0\n1 2 1\n\n",  # a blank last line: the scan
+        "1 2 0\r\n1 2 1\r\n",  # CRLF
+        "1  2 0\n",  # two spaces
+        "1\t2 0\n",  # a tab
+        "1 2 0 \n",  # a trailing space
+        "1 2 2\n",  # label 2
+        "1 2 01\n",  # a 2-byte label
+        "1 2\n3 4 0 1\n",  # 2 and 4 fields: 6 separators in all
+        "+1 2 0\n",
+        "1 2 0\n\n3 4 1\n",  # a blank line inside
+    ],
+)
+def test_swar_pair_parser_leaves_anything_else_to_the_other_readers(tmp_path, text):
+    from harness.data import ijb
+
+    data = text.encode()
+    assert ijb._swar_pairs(data) is None
+    path = _write_bytes(tmp_path / "p.txt", data)
+    try:
+        ref = _scan_template_pairs(data, path)
+    except DataFormatError as e:
+        with pytest.raises(DataFormatError) as got:
+            read_template_pairs(path)
+        assert str(got.value) == str(e)
+    else:
+        got = read_template_pairs(path)
+        np.testing.assert_array_equal(got[0], ref[0])
+        np.testing.assert_array_equal(got[1], ref[1])
 
 
 def test_check_pairs_known_table_and_isin_paths_agree():

@@ -137,8 +137,10 @@ def test_pooling_hand_checked():
     np.testing.assert_allclose(s, [-0.8, 1.0], atol=1e-15)
 
 
-@pytest.mark.parametrize("dim", [512, 7])
-def test_pooling_bit_exact_vs_loop_reference(dim):
+@pytest.mark.parametrize("dim,chunk_groups", [(512, 1 << 13), (7, 1 << 13), (7, 5), (7, 1)])
+def test_pooling_bit_exact_vs_loop_reference(dim, chunk_groups, monkeypatch):
+    # chunk_groups: templates pooled a few media groups at a time (one template per chunk with 1) in reused buffers
+    monkeypatch.setattr(iv, "_POOL_CHUNK_GROUPS", chunk_groups)
     rng = np.random.default_rng(dim)
     feats, templates, medias = random_meta(rng, dim=dim)
     tids, tf = image_to_template_features(feats, templates, medias)
@@ -518,11 +520,14 @@ def test_scores_by_part_give_the_result_of_the_pair_order_scores():
             parts = scores_by_kind(tf, pair_layout(r, labels == 1, video_template), block_bytes=block_bytes)
             kind = video_template[r[:, 1]]  # reversed pairs: the same cosines, the kind of the other template
             assert 0 < np.count_nonzero(kind) < kind.shape[0]
-            for (all_, gen), v in zip(parts, (False, True)):
+            below = [part.buf[: part.n_lo] for part in parts]
+            above = [part.buf[part.n_lo :] for part in parts]
+            pivot = min(np.concatenate(above))  # one pivot for both kinds, both sides used
+            assert max(np.concatenate(below)) < pivot and all(b.size for b in below) and all(a.size for a in above)
+            for part, v in zip(parts, (False, True)):
                 # another block shape, another operand order: a few ulps
-                np.testing.assert_allclose(np.sort(all_), np.sort(scores[kind == v]), rtol=0, atol=1e-12)
-                np.testing.assert_allclose(
-                    np.sort(gen), np.sort(scores[(kind == v) & (labels == 1)]), rtol=0, atol=1e-12
-                )
+                np.testing.assert_allclose(np.sort(part.buf), np.sort(scores[kind == v]), rtol=0, atol=1e-12)
+                want_gen = np.sort(scores[(kind == v) & (labels == 1)])
+                np.testing.assert_allclose(np.sort(part.gen), want_gen, rtol=0, atol=1e-12)
     twice = np.concatenate([rows, rows[:1]])
     assert pair_layout(twice, np.concatenate([labels, labels[:1]]) == 1, video_template) is None

@@ -151,12 +151,15 @@ def _sequential_group_sums(
     starts: np.ndarray,
     sizes: np.ndarray,
     dim: int,
+    acc: np.ndarray | None = None,
+    scratch: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per group, the float32 sum of its items' rows added one by one in order (NumPy's axis-0 order).
 
     Group ``g`` is ``items[starts[g] : starts[g] + sizes[g]]``; ``get_rows(item_indices, out)`` writes the float32
     rows of those items into ``out``. Groups are processed sorted by size (largest first), rank by rank:
     ``acc = row_0; acc += row_1; acc += row_2; ...``, the active groups always being a prefix of the accumulator.
+    ``acc`` / ``scratch``: float32 buffers of at least (groups, dim) rows to work in (allocated if None).
     Returns ``(acc, slot, by_size)``: ``acc[slot[g]]`` is the sum of group ``g``; ``acc[j]`` that of ``by_size[j]``.
     """
     n_groups = sizes.shape[0]
@@ -164,10 +167,11 @@ def _sequential_group_sums(
     starts_s = starts[by_size]
     # active[p] = number of groups with more than p items
     active = n_groups - np.cumsum(np.bincount(sizes, minlength=int(sizes.max()) + 1))
-    acc = np.empty((n_groups, dim), dtype=np.float32)
+    acc = np.empty((n_groups, dim), dtype=np.float32) if acc is None else acc[:n_groups]
     get_rows(items[starts_s], acc)
     if sizes.max() > 1:
-        scratch = np.empty((int(active[1]), dim), dtype=np.float32)  # reused: no fresh pages per rank
+        if scratch is None:
+            scratch = np.empty((int(active[1]), dim), dtype=np.float32)  # reused: no fresh pages per rank
         for p in range(1, int(sizes.max())):
             n = int(active[p])
             acc[:n] += get_rows(items[starts_s[:n] + p], scratch[:n])
@@ -240,22 +244,47 @@ def _pool(
     if groups is None:
         groups = media_groups(templates, medias)
     g_start, g_size, t_start, t_size = groups.g_start, groups.g_size, groups.t_start, groups.t_size
-    n_g = g_start.shape[0]
-    # media vectors: sequential float32 sum, then np.mean's division (float32 / intp computed in float64, cast back)
-    media, slot, by_size = _sequential_group_sums(get_rows, groups.order, g_start, g_size, dim)
-    np.true_divide(media, g_size[by_size][:, None], out=media, casting="unsafe")
-
-    def media_rows(idx: np.ndarray, out: np.ndarray) -> np.ndarray:
-        # indices valid; "clip" avoids a buffered copy. F821: `del media` below runs after the last call
-        return np.take(media, slot[idx], axis=0, out=out, mode="clip")  # noqa: F821
-
-    tsum, _, t_by_size = _sequential_group_sums(media_rows, np.arange(n_g), t_start, t_size, dim)
-    del media
-    feats = np.empty(tsum.shape, dtype=np.float64)
-    feats[t_by_size] = tsum  # float32 -> float64 (exact), back in template order
-    del tsum
+    n_g, n_t = g_start.shape[0], t_start.shape[0]
+    # templates in chunks of at most _POOL_CHUNK_GROUPS media groups (or one template), worked in reused buffers:
+    # the same sums (each group's and template's own order), without a fresh (groups, dim) accumulator
+    ends = np.append(t_start, n_g)  # media groups of template t: [ends[t], ends[t + 1])
+    bounds = [0]
+    while bounds[-1] < n_t:
+        ta = bounds[-1]
+        tb = int(np.searchsorted(ends, ends[ta] + _POOL_CHUNK_GROUPS, side="right")) - 1
+        bounds.append(min(n_t, max(tb, ta + 1)))
+    most = int(max(ends[b] - ends[a] for a, b in zip(bounds[:-1], bounds[1:])))
+    media_buf = np.empty((most, dim), dtype=np.float32)
+    scratch = np.empty((most, dim), dtype=np.float32)
+    tsum_buf = np.empty((most, dim), dtype=np.float32)
+    feats = np.empty((n_t, dim), dtype=np.float64)
+    for ta, tb in zip(bounds[:-1], bounds[1:]):
+        ga, gb = int(ends[ta]), int(ends[tb])
+        # media vectors: sequential float32 sum, then np.mean's division (float32 / intp in float64, cast back)
+        media, slot, by_size = _sequential_group_sums(
+            get_rows, groups.order, g_start[ga:gb], g_size[ga:gb], dim, media_buf, scratch
+        )
+        np.true_divide(media, g_size[ga:gb][by_size][:, None], out=media, casting="unsafe")
+        # templates: the sum of their media vectors, in media order
+        tsum, _, t_by_size = _sequential_group_sums(
+            _rows_of(media, slot), np.arange(gb - ga), t_start[ta:tb] - ga, t_size[ta:tb], dim, tsum_buf, scratch
+        )
+        feats[ta + t_by_size] = tsum  # float32 -> float64 (exact), back in template order
     _l2_normalize_rows(feats)
     return groups.template_ids, feats, groups.max_media
+
+
+#: :func:`_pool` pools the templates in chunks of about this many media groups (8 k x 512-d float32: 16 MB buffers)
+_POOL_CHUNK_GROUPS = 1 << 13
+
+
+def _rows_of(src: np.ndarray, slot: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """``get_rows`` over the rows of ``src`` (group ``g`` at ``src[slot[g]]``)."""
+
+    def rows(idx: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return np.take(src, slot[idx], axis=0, out=out, mode="clip")  # indices valid; "clip" avoids a buffered copy
+
+    return rows
 
 
 def _l2_normalize_rows(x: np.ndarray) -> None:
@@ -425,7 +454,8 @@ _PART_BLOCK_BYTES = 32 << 20
 class ProductLayout:
     """Where each pair sits in the template product ``tf[large] @ tf[small].T`` (:func:`pair_layout`): ``marked``
     (flat bool, rows x columns) marks the pairs, ``gen_flat`` the sorted flat indices of the genuine ones; the probe
-    side (rows, or columns if ``probe_cols``) lists its stills templates first, ``k_still`` of them."""
+    side (rows, or columns if ``probe_cols``) lists its stills templates first, ``k_still`` of them; ``n_still`` /
+    ``n_video`` pairs have a stills / video probe; ``sample``: template rows of a strided sample of the pairs."""
 
     small: np.ndarray
     large: np.ndarray
@@ -433,6 +463,9 @@ class ProductLayout:
     k_still: int
     marked: np.ndarray
     gen_flat: np.ndarray
+    n_still: int
+    n_video: int
+    sample: np.ndarray
 
 
 def pair_layout(rows: np.ndarray, genuine: np.ndarray, video_template: np.ndarray) -> ProductLayout | None:
@@ -470,27 +503,55 @@ def pair_layout(rows: np.ndarray, genuine: np.ndarray, video_template: np.ndarra
     marked[flat] = True
     if np.count_nonzero(marked) != rows.shape[0]:  # two pairs on one entry: the same pair twice
         return None
-    return ProductLayout(small, large, bool(probe_cols), k_still, marked, np.sort(flat[genuine]))
+    grid = marked.reshape(nl, ns)
+    n_still = int(np.count_nonzero(grid[:, :k_still] if probe_cols else grid[:k_still]))
+    sample = np.ascontiguousarray(rows[:: max(1, rows.shape[0] // _PIVOT_PAIRS)])
+    return ProductLayout(
+        small,
+        large,
+        bool(probe_cols),
+        k_still,
+        marked,
+        np.sort(flat[genuine]),
+        n_still,
+        rows.shape[0] - n_still,
+        sample,
+    )
 
 
 def scores_by_kind(
     tf: np.ndarray, layout: ProductLayout, block_bytes: int = _PART_BLOCK_BYTES
-) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """The pairs' scores, as :func:`_matmul_scores` computes them, by probe media kind: ``((stills all, stills
-    genuine), (video all, video genuine))``, each in the order of the template product, not in pair order.
+) -> tuple[SplitScores, SplitScores]:
+    """The pairs' scores, as :func:`_matmul_scores` computes them, by probe media kind (stills, video), each split
+    at a pivot (the median of a sample of pair scores) as :func:`_tar_blocks_two` sorts them; not in pair order.
 
     What the ROC needs without the cost of pair order: the product is computed by cache-sized blocks of the larger
     side into one reused buffer; each kind's marked entries (a contiguous range of rows or columns, see
-    :func:`pair_layout`) are picked out of the block in one pass, and the (few) genuine ones by their flat index.
-    No full product (IJB-C: 550 MB of fresh pages) and no random gather from it.
+    :func:`pair_layout`) are picked out of the block in one pass and written, below the pivot from the front of the
+    kind's buffer and the others from its back; the (few) genuine ones are gathered by their flat index. No full
+    product (IJB-C: 550 MB of fresh pages), no random gather from it, no copy of the scores.
     """
     small, large, k, marked, gen_flat = layout.small, layout.large, layout.k_still, layout.marked, layout.gen_flat
     ns, nl = small.shape[0], large.shape[0]
+    sample = layout.sample
+    pivot = _median_of(np.einsum("ij,ij->i", tf[sample[:, 0]], tf[sample[:, 1]]))
     gal = np.ascontiguousarray(tf[small].T)  # (D, ns)
     per_block = max(1, min(nl, int(block_bytes // (8 * ns))))
     buf = np.empty((per_block, ns), dtype=np.float64)
-    kinds: list[list[np.ndarray]] = [[], []]  # stills, video
+    bufs = [np.empty(layout.n_still, dtype=np.float64), np.empty(layout.n_video, dtype=np.float64)]
+    lo = [0, 0]  # next free slot from the front, per kind
+    hi = [b.shape[0] for b in bufs]  # end of the free slots (the back is filled downwards)
     gens: list[list[np.ndarray]] = [[], []]
+
+    def put(kind: int, vals: np.ndarray) -> None:
+        below = vals < pivot
+        n_b = int(np.count_nonzero(below))
+        out = bufs[kind]
+        out[lo[kind] : lo[kind] + n_b] = vals[below]
+        out[hi[kind] - (vals.shape[0] - n_b) : hi[kind]] = vals[~below]
+        lo[kind] += n_b
+        hi[kind] -= vals.shape[0] - n_b
+
     for b0 in range(0, nl, per_block):
         b1 = min(nl, b0 + per_block)
         prod = np.matmul(tf[large[b0:b1]], gal, out=buf[: b1 - b0])
@@ -498,17 +559,18 @@ def scores_by_kind(
         g = gen_flat[np.searchsorted(gen_flat, b0 * ns) : np.searchsorted(gen_flat, b1 * ns)] - b0 * ns
         g_val = prod.reshape(-1)[g]
         if layout.probe_cols:
-            kinds[0].append(prod[:, :k][blk[:, :k]])
-            kinds[1].append(prod[:, k:][blk[:, k:]])
+            put(0, prod[:, :k][blk[:, :k]])
+            put(1, prod[:, k:][blk[:, k:]])
             g_video = g % ns >= k
         else:
             cut = min(max(k - b0, 0), b1 - b0)  # block rows [0, cut): stills probes
-            kinds[0].append(prod[:cut][blk[:cut]])
-            kinds[1].append(prod[cut:][blk[cut:]])
+            put(0, prod[:cut][blk[:cut]])
+            put(1, prod[cut:][blk[cut:]])
             g_video = g >= cut * ns
         gens[0].append(g_val[~g_video])
         gens[1].append(g_val[g_video])
-    return tuple((np.concatenate(kinds[i]), np.concatenate(gens[i])) for i in range(2))
+    assert lo == hi, (lo, hi)  # every slot written once
+    return SplitScores(bufs[0], lo[0], np.concatenate(gens[0])), SplitScores(bufs[1], lo[1], np.concatenate(gens[1]))
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -596,48 +658,69 @@ def _tar_blocks_split(scores: np.ndarray, labels: np.ndarray, split: np.ndarray,
     if n_gen == 0 or n_gen == labels.shape[0]:  # the caller raises; no ROC to build
         return _tar_block(scores, labels, fars), None, None
     genuine, scores = check_roc_inputs(labels, scores)  # 0/1 labels, finite scores (roc_curve's checks)
+    pivot = _median_of(scores[:: max(1, scores.shape[0] // _PIVOT_SAMPLE)])
     parts = []
     for mask in (~split, split):
         s = scores[mask]
-        parts.append((s, s[genuine[mask]]))
+        below = s < pivot
+        n_lo = int(np.count_nonzero(below))
+        buf = np.empty_like(s)
+        buf[:n_lo] = s[below]
+        buf[n_lo:] = s[~below]
+        parts.append(SplitScores(buf, n_lo, s[genuine[mask]]))
     return _tar_blocks_two(parts, fars)
 
 
-#: :func:`_tar_blocks_two`: every n-th score goes into the sample whose median splits the sort between two threads
-_PIVOT_STRIDE = 64
+#: about how many scores the median that splits the ROC's sort between two threads is taken from
+_PIVOT_SAMPLE = 1 << 16
+#: the same when the scores are not computed yet: pairs scored for the sample (two (n, D) float64 gathers)
+_PIVOT_PAIRS = 1 << 12
 
 
-def _tar_blocks_two(parts, fars) -> tuple[dict, dict, dict]:
-    """The three :func:`_block_from_sorted` dicts (all, part 0, part 1) from each part's ``(all scores, genuine
-    scores)`` in any order (the genuine ones are also among the part's all scores).
+def _median_of(sample: np.ndarray) -> float:
+    """The (upper) median of a sample, 0.0 if empty: a pivot that splits the scores about in half."""
+    return float(np.partition(sample, sample.shape[0] // 2)[sample.shape[0] // 2]) if sample.shape[0] else 0.0
+
+
+@dataclass
+class SplitScores:
+    """One part's scores for :func:`_tar_blocks_two`: ``buf`` holds those below a pivot in ``[0, n_lo)`` and the
+    others in ``[n_lo, len)``, each range in any order (sorted in place later); ``gen`` its genuine scores."""
+
+    buf: np.ndarray
+    n_lo: int
+    gen: np.ndarray
+
+
+def _tar_blocks_two(parts: list[SplitScores], fars) -> tuple[dict, dict, dict]:
+    """The three :func:`_block_from_sorted` dicts (all, part 0, part 1) from two parts split at a common pivot.
 
     The sort, which is most of the time, is split by value instead of by part, so that the two threads sort about
-    as many numbers whatever the parts' sizes (IJB-C's stills part is a few % of the pairs): below / from a pivot
-    (the median of a strided sample) in each part, each range sorted in its own thread (NumPy's sorts release the
-    GIL); a part's sorted scores are its two ranges end to end, and the whole's are, per range, the merge of the
-    two parts' (a stable sort of two sorted runs: timsort merges them in linear time).
+    as many numbers whatever the parts' sizes (IJB-C's stills part is a few % of the pairs): each thread sorts one
+    range (below / from the pivot) of both parts in place (NumPy's sorts release the GIL), so each part's buffer
+    ends up sorted as a whole, and merges the two parts' ranges into its range of the whole (a stable sort of two
+    sorted runs: timsort merges them in linear time). No copy of the scores but the whole's.
     """
-    (a0, g0), (a1, g1) = parts
-    sample = np.sort(np.concatenate((a0[::_PIVOT_STRIDE], a1[::_PIVOT_STRIDE])))
-    pivot = sample[sample.shape[0] // 2] if sample.shape[0] else 0.0
+    p0, p1 = parts
+    n0, n1 = p0.buf.shape[0], p1.buf.shape[0]
+    whole = np.empty(n0 + n1, dtype=np.float64)
 
-    def sort_range(upper: bool):
-        out = []
-        for a in (a0, a1):
-            r = a[a >= pivot] if upper else a[a < pivot]
-            r.sort()
-            out.append(r)
-        return out[0], out[1], np.sort(np.concatenate(out), kind="stable")
+    def sort_range(upper: bool) -> None:
+        r0 = p0.buf[p0.n_lo :] if upper else p0.buf[: p0.n_lo]
+        r1 = p1.buf[p1.n_lo :] if upper else p1.buf[: p1.n_lo]
+        r0.sort()
+        r1.sort()
+        w = whole[p0.n_lo + p1.n_lo :] if upper else whole[: p0.n_lo + p1.n_lo]
+        np.concatenate((r0, r1), out=w)
+        w.sort(kind="stable")
 
     with ThreadPoolExecutor(1) as pool:
         job = pool.submit(sort_range, True)
-        lo = sort_range(False)
-        hi = job.result()
-        job = pool.submit(
-            lambda: _block_from_sorted(np.concatenate((lo[2], hi[2])), np.sort(np.concatenate((g0, g1))), fars)
-        )
-        b0 = _block_from_sorted(np.concatenate((lo[0], hi[0])), np.sort(g0), fars)
-        b1 = _block_from_sorted(np.concatenate((lo[1], hi[1])), np.sort(g1), fars)
+        sort_range(False)
+        job.result()
+        job = pool.submit(_block_from_sorted, whole, np.sort(np.concatenate((p0.gen, p1.gen))), fars)
+        b0 = _block_from_sorted(p0.buf, np.sort(p0.gen), fars)
+        b1 = _block_from_sorted(p1.buf, np.sort(p1.gen), fars)
         return job.result(), b0, b1
 
 
