@@ -238,9 +238,11 @@ def test_unknown_template_names_pair_file_and_line():
     for exact in (True, False):
         with pytest.raises(DataFormatError) as ei:
             pair_scores(tids, tf, pairs, pair_file="/x/ijbb_template_pair_label.txt", exact=exact)
-        assert str(ei.value) == "/x/ijbb_template_pair_label.txt:line 3: template 77 has no images in face_tid_mid"
+        assert str(ei.value) == (
+            "/x/ijbb_template_pair_label.txt:line 3: tid2 77 is not a template of face_tid_mid (unknown template id 77)"
+        )
     for bad in (-4, 10**15):  # outside any lookup table
-        with pytest.raises(DataFormatError, match=f"line 2: template {bad} has no images"):
+        with pytest.raises(DataFormatError, match=f"line 2: tid1 {bad} is not a template of face_tid_mid"):
             pair_scores(tids, tf, np.array([[1, 2], [bad, 2]]), pair_file="p.txt")
 
 
@@ -515,11 +517,15 @@ def test_scores_by_part_give_the_result_of_the_pair_order_scores():
 
     _, tf, max_media = pool_image_features(feats, templates, medias, faceness, proto, False, "<f>")
     video_template = max_media > 1
+    groups = iv.media_groups(templates, medias)
     for block_bytes in (8 * 40, 1 << 20):
         for r in (rows, rows[:, ::-1]):  # probe side = product rows, and (more probes than galleries) = columns
-            parts = scores_by_kind(tf, pair_layout(r, labels == 1, video_template), block_bytes=block_bytes)
+            layout = pair_layout(tids[r], labels == 1, groups)
+            parts = scores_by_kind(tf, layout, block_bytes=block_bytes)
             kind = video_template[r[:, 1]]  # reversed pairs: the same cosines, the kind of the other template
             assert 0 < np.count_nonzero(kind) < kind.shape[0]
+            assert layout.probe_cols == (r is not rows)
+            np.testing.assert_array_equal(layout.probe_used, np.isin(np.arange(tids.shape[0]), r[:, 1]))
             below = [part.buf[: part.n_lo] for part in parts]
             above = [part.buf[part.n_lo :] for part in parts]
             pivot = min(np.concatenate(above))  # one pivot for both kinds, both sides used
@@ -529,5 +535,8 @@ def test_scores_by_part_give_the_result_of_the_pair_order_scores():
                 np.testing.assert_allclose(np.sort(part.buf), np.sort(scores[kind == v]), rtol=0, atol=1e-12)
                 want_gen = np.sort(scores[(kind == v) & (labels == 1)])
                 np.testing.assert_allclose(np.sort(part.gen), want_gen, rtol=0, atol=1e-12)
-    twice = np.concatenate([rows, rows[:1]])
-    assert pair_layout(twice, np.concatenate([labels, labels[:1]]) == 1, video_template) is None
+    twice = tids[np.concatenate([rows, rows[:1]])]
+    assert pair_layout(twice, np.concatenate([labels, labels[:1]]) == 1, groups) is None
+    unknown = tids[rows].copy()
+    unknown[5, 1] = tids.max() + 1
+    assert pair_layout(unknown, labels == 1, groups) is None  # left to the row mapping, which names the line

@@ -347,7 +347,10 @@ def _pair_rows(template_ids: np.ndarray, pairs: np.ndarray, pair_file) -> np.nda
     if bad.any():
         i = int(np.flatnonzero(bad.any(axis=1))[0])
         tid = int(pairs[i, 0] if bad[i, 0] else pairs[i, 1])
-        raise DataFormatError(pair_file, f"line {i + 1}", f"template {tid} has no images in face_tid_mid")
+        col = 1 if bad[i, 0] else 2
+        raise DataFormatError(
+            pair_file, f"line {i + 1}", f"tid{col} {tid} is not a template of face_tid_mid (unknown template id {tid})"
+        )
     return rows
 
 
@@ -455,7 +458,8 @@ class ProductLayout:
     """Where each pair sits in the template product ``tf[large] @ tf[small].T`` (:func:`pair_layout`): ``marked``
     (flat bool, rows x columns) marks the pairs, ``gen_flat`` the sorted flat indices of the genuine ones; the probe
     side (rows, or columns if ``probe_cols``) lists its stills templates first, ``k_still`` of them; ``n_still`` /
-    ``n_video`` pairs have a stills / video probe; ``sample``: template rows of a strided sample of the pairs."""
+    ``n_video`` pairs have a stills / video probe; ``sample``: template rows of a strided sample of the pairs;
+    ``probe_used``: per template, whether it is some pair's probe ``tid2``."""
 
     small: np.ndarray
     large: np.ndarray
@@ -466,25 +470,39 @@ class ProductLayout:
     n_still: int
     n_video: int
     sample: np.ndarray
+    probe_used: np.ndarray
 
 
-def pair_layout(rows: np.ndarray, genuine: np.ndarray, video_template: np.ndarray) -> ProductLayout | None:
-    """:class:`ProductLayout` of the pairs ``rows`` ((P, 2) rows into the templates; the probe is ``rows[:, 1]``,
-    ``video_template`` per template row); None if a pair repeats. Needs no features: it is built while they are
-    pooled. The side with fewer templates gives the columns."""
-    n_t = video_template.shape[0]
-    r0, r1 = rows[:, 0], rows[:, 1]
-    used0 = np.zeros(n_t, dtype=bool)
-    used0[r0] = True
-    used1 = np.zeros(n_t, dtype=bool)
-    used1[r1] = True
+def pair_layout(pairs: np.ndarray, genuine: np.ndarray, groups: MediaGroups) -> ProductLayout | None:
+    """:class:`ProductLayout` of ``pairs`` ((P, 2) template ids, the probe ``tid2`` second) on the templates of
+    ``groups``, straight from the ids by lookup tables (no (P, 2) array of template rows); None if a pair repeats, an
+    id is negative or above the tables' range, or a template has no images (the caller's row mapping then names the
+    line). Needs no features: it is built while they are pooled. The side with fewer templates gives the columns."""
+    tids = groups.template_ids
+    n_t = tids.shape[0]
+    ids0, ids1 = pairs[:, 0], pairs[:, 1]
+    lo = min(int(ids0.min()), int(ids1.min()), int(tids[0]))
+    hi = max(int(ids0.max()), int(ids1.max()), int(tids[-1]))
+    if lo < 0 or hi >= _LUT_MAX:
+        return None
+    known = np.zeros(hi + 1, dtype=bool)
+    known[tids] = True
+    used_id = []
+    for ids in (ids0, ids1):
+        u = np.zeros(hi + 1, dtype=bool)
+        u[ids] = True
+        if (u & ~known).any():  # a template without images
+            return None
+        used_id.append(u[tids])  # per template row
+    used0, used1 = used_id
+    probe_used = used1.copy()
     probe_cols = np.count_nonzero(used0) > np.count_nonzero(used1)
     if probe_cols:
-        r0, r1, used0, used1 = r1, r0, used1, used0
+        ids0, ids1, used0, used1 = ids1, ids0, used1, used0
     small = np.flatnonzero(used0)
     large = np.flatnonzero(used1)
     probe = small if probe_cols else large
-    v = video_template[probe]
+    v = groups.max_media[probe] > 1
     probe = np.concatenate((probe[~v], probe[v]))  # stills probes first
     k_still = int(probe.shape[0] - np.count_nonzero(v))
     if probe_cols:
@@ -493,29 +511,32 @@ def pair_layout(rows: np.ndarray, genuine: np.ndarray, video_template: np.ndarra
         large = probe
     ns, nl = small.shape[0], large.shape[0]
     itype = np.int32 if nl * ns < 2**31 else np.int64
-    pos = np.zeros(n_t, dtype=itype)
-    pos[small] = np.arange(ns, dtype=itype)
-    flat = np.take(pos, r0)
-    pos[large] = np.arange(0, nl * ns, ns, dtype=itype)
-    flat += np.take(pos, r1)  # row * ns + column of each pair
+    pos = np.zeros(hi + 1, dtype=itype)
+    pos[tids[small]] = np.arange(ns, dtype=itype)
+    flat = np.take(pos, ids0)
+    pos[tids[large]] = np.arange(0, nl * ns, ns, dtype=itype)
+    flat += np.take(pos, ids1)  # row * ns + column of each pair
     del pos
     marked = np.zeros(nl * ns, dtype=bool)
     marked[flat] = True
-    if np.count_nonzero(marked) != rows.shape[0]:  # two pairs on one entry: the same pair twice
+    if np.count_nonzero(marked) != pairs.shape[0]:  # two pairs on one entry: the same pair twice
         return None
     grid = marked.reshape(nl, ns)
     n_still = int(np.count_nonzero(grid[:, :k_still] if probe_cols else grid[:k_still]))
-    sample = np.ascontiguousarray(rows[:: max(1, rows.shape[0] // _PIVOT_PAIRS)])
+    row_of = np.zeros(hi + 1, dtype=np.int64)
+    row_of[tids] = np.arange(n_t)
+    sample = row_of[pairs[:: max(1, pairs.shape[0] // _PIVOT_PAIRS)]]
     return ProductLayout(
-        small,
-        large,
-        bool(probe_cols),
-        k_still,
-        marked,
-        np.sort(flat[genuine]),
-        n_still,
-        rows.shape[0] - n_still,
-        sample,
+        small=small,
+        large=large,
+        probe_cols=bool(probe_cols),
+        k_still=k_still,
+        marked=marked,
+        gen_flat=np.sort(flat[genuine]),
+        n_still=n_still,
+        n_video=pairs.shape[0] - n_still,
+        sample=sample,
+        probe_used=probe_used,
     )
 
 
@@ -526,10 +547,11 @@ def scores_by_kind(
     at a pivot (the median of a sample of pair scores) as :func:`_tar_blocks_two` sorts them; not in pair order.
 
     What the ROC needs without the cost of pair order: the product is computed by cache-sized blocks of the larger
-    side into one reused buffer; each kind's marked entries (a contiguous range of rows or columns, see
-    :func:`pair_layout`) are picked out of the block in one pass and written, below the pivot from the front of the
-    kind's buffer and the others from its back; the (few) genuine ones are gathered by their flat index. No full
-    product (IJB-C: 550 MB of fresh pages), no random gather from it, no copy of the scores.
+    side into two reused buffers (a worker picks one block while the next is computed); each kind's marked entries
+    (a contiguous range of rows or columns, see :func:`pair_layout`) are picked out of the block in one pass and
+    written, below the pivot from the front of the kind's buffer and the others from its back; the (few) genuine
+    ones are gathered by their flat index. No full product (IJB-C: 550 MB of fresh pages), no random gather from
+    it, no copy of the scores.
     """
     small, large, k, marked, gen_flat = layout.small, layout.large, layout.k_still, layout.marked, layout.gen_flat
     ns, nl = small.shape[0], large.shape[0]
@@ -537,7 +559,7 @@ def scores_by_kind(
     pivot = _median_of(np.einsum("ij,ij->i", tf[sample[:, 0]], tf[sample[:, 1]]))
     gal = np.ascontiguousarray(tf[small].T)  # (D, ns)
     per_block = max(1, min(nl, int(block_bytes // (8 * ns))))
-    buf = np.empty((per_block, ns), dtype=np.float64)
+    blocks = [np.empty((per_block, ns), dtype=np.float64) for _ in range(2)]  # one computed while one is picked
     bufs = [np.empty(layout.n_still, dtype=np.float64), np.empty(layout.n_video, dtype=np.float64)]
     lo = [0, 0]  # next free slot from the front, per kind
     hi = [b.shape[0] for b in bufs]  # end of the free slots (the back is filled downwards)
@@ -552,9 +574,7 @@ def scores_by_kind(
         lo[kind] += n_b
         hi[kind] -= vals.shape[0] - n_b
 
-    for b0 in range(0, nl, per_block):
-        b1 = min(nl, b0 + per_block)
-        prod = np.matmul(tf[large[b0:b1]], gal, out=buf[: b1 - b0])
+    def pick(prod: np.ndarray, b0: int, b1: int) -> None:
         blk = marked[b0 * ns : b1 * ns].reshape(b1 - b0, ns)
         g = gen_flat[np.searchsorted(gen_flat, b0 * ns) : np.searchsorted(gen_flat, b1 * ns)] - b0 * ns
         g_val = prod.reshape(-1)[g]
@@ -569,6 +589,19 @@ def scores_by_kind(
             g_video = g >= cut * ns
         gens[0].append(g_val[~g_video])
         gens[1].append(g_val[g_video])
+
+    # block i + 1's product (BLAS, both cores) while a worker picks block i (memory-bound, one core): the jobs run
+    # one after the other, in block order
+    with ThreadPoolExecutor(1) as pool:
+        job = None
+        for i, b0 in enumerate(range(0, nl, per_block)):
+            b1 = min(nl, b0 + per_block)
+            prod = np.matmul(tf[large[b0:b1]], gal, out=blocks[i % 2][: b1 - b0])
+            if job is not None:
+                job.result()
+            job = pool.submit(pick, prod, b0, b1)
+        if job is not None:
+            job.result()
     assert lo == hi, (lo, hi)  # every slot written once
     return SplitScores(bufs[0], lo[0], np.concatenate(gens[0])), SplitScores(bufs[1], lo[1], np.concatenate(gens[1]))
 
@@ -804,15 +837,17 @@ def pool_image_features(
 @dataclass
 class PairPlan:
     """The pair list as the 1:1 scoring uses it, features aside (:func:`plan_pairs`): ``pairs`` (P, 2) and
-    ``labels`` (P,) as read, ``rows`` their template rows (into :attr:`MediaGroups.template_ids`), ``video_probe``
-    (the probe template ``tid2`` holds a media with several rows: the ``with_video`` split) and the product
-    ``layout`` (:func:`pair_layout`; None if not asked for, if a pair repeats or if one label is missing)."""
+    ``labels`` (P,) as read; ``probe_used`` per template (some pair's probe ``tid2``); then either the product
+    ``layout`` (:func:`pair_layout`) or, when it was not asked for or could not be built, ``rows`` (the pairs'
+    template rows, into :attr:`MediaGroups.template_ids`) and ``video_probe`` (the probe template holds a media with
+    several rows: the ``with_video`` split)."""
 
     pairs: np.ndarray
     labels: np.ndarray
-    rows: np.ndarray
-    video_probe: np.ndarray
-    layout: ProductLayout | None
+    probe_used: np.ndarray
+    layout: ProductLayout | None = None
+    rows: np.ndarray | None = None
+    video_probe: np.ndarray | None = None
 
 
 def plan_pairs(pairs, labels, groups: MediaGroups, pair_file, layout: bool) -> PairPlan:
@@ -824,15 +859,19 @@ def plan_pairs(pairs, labels, groups: MediaGroups, pair_file, layout: bool) -> P
         raise ValueError(
             f"pairs must be (P, 2) integers and labels (P,), got {pairs.dtype} {pairs.shape} and {labels.shape}"
         )
-    rows = _pair_rows(groups.template_ids, pairs.astype(np.int64, copy=False), pair_file)
-    # domain-gap split by probe template (tid2): stills only vs. holding a video (a media with several rows)
-    video_template = groups.max_media > 1
-    lay = None
-    if layout:
+    pairs = pairs.astype(np.int64, copy=False)
+    if layout and pairs.shape[0]:
         genuine = check_labels(labels)
         if 0 < np.count_nonzero(genuine) < genuine.shape[0]:
-            lay = pair_layout(rows, genuine, video_template)
-    return PairPlan(pairs, labels, rows, video_template[rows[:, 1]], lay)
+            lay = pair_layout(pairs, genuine, groups)
+            if lay is not None:
+                return PairPlan(pairs, labels, lay.probe_used, layout=lay)
+    rows = _pair_rows(groups.template_ids, pairs, pair_file)
+    probe_used = np.zeros(groups.template_ids.shape[0], dtype=bool)
+    probe_used[rows[:, 1]] = True
+    # domain-gap split by probe template (tid2): stills only vs. holding a video (a media with several rows)
+    video_probe = (groups.max_media > 1)[rows[:, 1]]
+    return PairPlan(pairs, labels, probe_used, rows=rows, video_probe=video_probe)
 
 
 def evaluate_verification(
@@ -912,7 +951,6 @@ def _verification(
         plan = plan_pairs(pairs, labels, groups, pair_file, want_layout)
     pairs, labels, rows, video_probe = plan.pairs, plan.labels, plan.rows, plan.video_probe
     fars = protocol.fars
-    probe_row = rows[:, 1]
     video_template = max_media > 1
     parts = scores_by_kind(tf, plan.layout) if plan.layout is not None else None
     if parts is None:
@@ -925,8 +963,7 @@ def _verification(
         del parts
     if main["auc"] is None:
         raise ValueError(f"{os.fspath(pair_file)}: needs both genuine and impostor pairs, got {main['counts']}")
-    seen = np.zeros(tids.shape[0], dtype=bool)
-    seen[probe_row] = True  # probe templates; a template's pairs all fall in one part (video is per template)
+    seen = plan.probe_used  # probe templates; a template's pairs all fall in one part (video is per template)
     by_media = {}
     for name, block, is_video in (("stills_only", stills, False), ("with_video", video, True)):
         block["counts"]["probe_templates"] = int(np.count_nonzero(seen & (video_template == is_video)))
@@ -982,11 +1019,13 @@ class IJBVerification:
         self.benchmark = BENCHMARK_NAMES[self.prefix]
         self._template_subjects: tuple[np.ndarray, np.ndarray] | None = None
 
-    def _pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(pairs, labels)`` of the release, waiting for (and checking) a deferred read first."""
+    def _pairs(self, check: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """``(pairs, labels)`` of the release, waiting for (and, unless the caller maps every id itself, checking
+        with :func:`~harness.data.ijb.check_pairs_known`) a deferred read first."""
         if self._pair_job is not None:
             pairs, labels = self._pair_job.result()
-            check_pairs_known(pairs, self._meta.templates, self.pair_file)
+            if check:
+                check_pairs_known(pairs, self._meta.templates, self.pair_file)
             self._meta.pairs, self._meta.labels = pairs, labels
             self._pair_job = None
         return self._meta.pairs, self._meta.labels
@@ -995,7 +1034,8 @@ class IJBVerification:
         """A :class:`PairPlan` built in a background thread (after a deferred pair read finishes, and its check),
         while the caller pools the features; its errors come with ``result()``."""
         pool = ThreadPoolExecutor(1)
-        job = pool.submit(lambda: plan_pairs(*self._pairs(), groups, self.pair_file, layout))
+        # plan_pairs maps every id (an unknown one raises check_pairs_known's error, same line and words)
+        job = pool.submit(lambda: plan_pairs(*self._pairs(check=False), groups, self.pair_file, layout))
         pool.shutdown(wait=False)  # the worker finishes its one job and exits
         return job
 
