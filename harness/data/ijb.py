@@ -21,11 +21,12 @@ All three are single-space separated, no header, one record per line. Sources:
   face_tid_mid silently scores template row 0. :func:`check_pairs_known` raises instead.
 
 Two parsers give the same numbers: a fast one for files in the exact release layout (LF line ends, single spaces,
-no empty field, only digits in integer columns, finite decimals elsewhere; the layout is checked on the
-bytes with NumPy, the name column is cut out of the bytes, the number columns go to pandas' C parser, whose
-integers are exact and whose decimals (``fast_float``) are correctly rounded, as ``float()`` and NumPy's text
-reader), and the line-by-line reader it falls back to for anything else (CRLF, trailing blank lines, bad fields),
-which is the reference and names the first bad line. ``tests/test_eval_speed_paths.py`` checks they agree.
+no empty field, only digits in integer columns, finite decimals elsewhere; for the two per-image files the layout is
+checked on the bytes with NumPy, the name column is cut out of the bytes, the number columns go to pandas' C parser,
+whose integers are exact and whose decimals (``fast_float``) are correctly rounded, as ``float()`` and NumPy's text
+reader; the all-integer pair file is parsed by :func:`_swar_pairs`), and the line-by-line reader it falls back to
+for anything else (CRLF, trailing blank lines, bad fields), which is the reference and names the first bad line.
+``tests/test_eval_speed_paths.py`` checks they agree.
 
 Every problem raises :class:`harness.errors.DataFormatError` naming the file and the 1-based line; nothing is skipped.
 Blank lines at the end of a file are tolerated, blank lines inside are errors.
@@ -138,8 +139,8 @@ def _release_paths(root: str, prefix: str | None, with_pairs: bool) -> dict[str,
 
 
 def _read_ijb(paths: dict[str, str], with_pairs: bool) -> tuple[IJBMeta, Future | None]:
-    # the pair file (IJB-C: 15.7 M lines) is parsed in a second thread (pandas' C tokenizer and NumPy release the
-    # GIL) while the two per-image files are read here; errors keep their order (per-image files first)
+    # the pair file (IJB-C: 15.7 M lines) is parsed in a second thread (NumPy releases the GIL) while the two
+    # per-image files are read here; errors keep their order (per-image files first)
     pool = ThreadPoolExecutor(1) if with_pairs else None
     pair_job = pool.submit(read_template_pairs, paths["template_pair_label"]) if pool is not None else None
     if pool is not None:
