@@ -14,9 +14,8 @@ Two scales, each in its own subprocess so that the peak memory (``ru_maxrss``) i
 Features are Gaussian noise plus a weak identity direction (so the ranks are neither 0 nor 1). The time reported
 is the search only; feature synthesis is timed separately. Target on 2 cores: < 20 s and < 4 GB per scale.
 
-Each scale runs twice, once with ``harness.eval.identification.chunked_topk`` (what the evaluators use) and once with
-:func:`prefilter_topk` below, a proposed drop-in replacement (same blocks, same results; the metrics columns of
-the two rows must agree).
+Each scale runs with ``harness.eval.identification.chunked_topk``, what the evaluators use (``--methods`` names the
+top-k functions to compare, one row each; the metrics columns of the rows must agree).
 
     python benchmarks/identification_scale.py             # both scales
     python benchmarks/identification_scale.py --quick     # 1/10 of the probes and of the gallery

@@ -27,7 +27,9 @@ Metric (``DIR_FAR(score, label, ranks=[1, 5, 20])`` with its default FAR = 1.0, 
 
 - score = float32 inner product of the given features (AdaFace: ``np.dot`` of its float32 features), probes x
   gallery, the gallery being every Gallery_Match image followed by every Gallery_Distractor image (label -100);
-  ``label[i, j]`` = same identity.
+  ``label[i, j]`` = same identity. Here each score is the float32 value nearest the exact inner product
+  (:func:`harness.eval.identification.chunked_topk`); a float32 GEMM such as AdaFace's ``np.dot`` rounds in its
+  BLAS kernel's own way, which changes the last bit from machine to machine.
 - only *mated* probes count (a probe with no same-identity Gallery_Match image is dropped from the denominator, as
   ``DIR_FAR`` does; TinyFace has none).
 - Rank-k = fraction of mated probes with *any* same-identity gallery image among the k highest scores.
