@@ -1,6 +1,6 @@
-"""Process-level pieces shared by the command-line entry points: CPU tuning (:func:`tune_malloc`), the Sacred
-experiment (:func:`sacred_experiment`), exclusive output paths (:class:`PathLock`) and one-line errors
-(:func:`report_error`; ``CFSM_TRACEBACK=1`` shows the traceback too).
+"""Process-level pieces shared by the command-line entry points: CPU tuning (:func:`tune_malloc`), one job in a
+background thread (:func:`in_background`), the Sacred experiment (:func:`sacred_experiment`), exclusive output paths
+(:class:`PathLock`) and one-line errors (:func:`report_error`; ``CFSM_TRACEBACK=1`` shows the traceback too).
 
 glibc serves every allocation above its (dynamic) mmap threshold with a fresh ``mmap``, and returns freed heap
 memory above its trim threshold to the kernel. A training step allocates and frees tens of MB of activations
@@ -20,8 +20,19 @@ import os
 import socket
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from harness.core.atomic import pid_alive
+
+
+def in_background(fn, *args) -> Future:
+    """``fn(*args)`` started in a thread of its own: a :class:`~concurrent.futures.Future` whose ``result()`` waits
+    for it and raises its error. For NumPy work that releases the GIL while the caller does other work."""
+    pool = ThreadPoolExecutor(1)
+    job = pool.submit(fn, *args)
+    pool.shutdown(wait=False)  # the worker finishes its one job and exits
+    return job
+
 
 M_TRIM_THRESHOLD = -1
 M_TOP_PAD = -2

@@ -39,13 +39,14 @@ import io
 import mmap
 import os
 import re
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from itertools import repeat
 
 import numpy as np
 
 from harness.core.errors import DataFormatError, require_dir, require_file
+from harness.core.runtime import in_background
 from harness.data.text import read_lines, split_lines
 
 WHAT = "IJB-B/IJB-C release"
@@ -141,10 +142,7 @@ def _release_paths(root: str, prefix: str | None, with_pairs: bool) -> dict[str,
 def _read_ijb(paths: dict[str, str], with_pairs: bool) -> tuple[IJBMeta, Future | None]:
     # the pair file (IJB-C: 15.7 M lines) is parsed in a second thread (NumPy releases the GIL) while the two
     # per-image files are read here; errors keep their order (per-image files first)
-    pool = ThreadPoolExecutor(1) if with_pairs else None
-    pair_job = pool.submit(read_template_pairs, paths["template_pair_label"]) if pool is not None else None
-    if pool is not None:
-        pool.shutdown(wait=False)  # the worker finishes its one job and exits
+    pair_job = in_background(read_template_pairs, paths["template_pair_label"]) if with_pairs else None
     names, tids, mids = read_face_tid_mid(paths["face_tid_mid"])
     names5, landmarks, faceness = read_name_5pts_score(paths["name_5pts_score"])
     _check_same_rows(names, paths["face_tid_mid"], names5, paths["name_5pts_score"])

@@ -302,8 +302,6 @@ def _topk_float32(probe: np.ndarray, gallery: np.ndarray, k: int, sign: int, see
                 if found and (b % _MERGE_EVERY == 0 or g1 == n_g):
                     best_s, best_i = _merge_found(best_s, best_i, found, k, sign)
                     found = []
-            if found:
-                best_s, best_i = _merge_found(best_s, best_i, found, k, sign)
             rows = np.concatenate([c[0] for c in cand])
             cols = np.concatenate([c[1] for c in cand])
             vals = np.concatenate([c[2] for c in cand])

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.core.errors import DataFormatError
+from harness.core.runtime import in_background
 from harness.data.ijb import IJBMeta, check_pairs_known, loose_crop_path, meta_paths, read_ijb, read_ijb_deferred
 from harness.eval.roc import (
     DEFAULT_FARS,
@@ -479,7 +480,6 @@ def pair_layout(pairs: np.ndarray, genuine: np.ndarray, groups: MediaGroups) -> 
     id is negative or above the tables' range, or a template has no images (the caller's row mapping then names the
     line). Needs no features: it is built while they are pooled. The side with fewer templates gives the columns."""
     tids = groups.template_ids
-    n_t = tids.shape[0]
     ids0, ids1 = pairs[:, 0], pairs[:, 1]
     lo = min(int(ids0.min()), int(ids1.min()), int(tids[0]))
     hi = max(int(ids0.max()), int(ids1.max()), int(tids[-1]))
@@ -523,9 +523,7 @@ def pair_layout(pairs: np.ndarray, genuine: np.ndarray, groups: MediaGroups) -> 
         return None
     grid = marked.reshape(nl, ns)
     n_still = int(np.count_nonzero(grid[:, :k_still] if probe_cols else grid[:k_still]))
-    row_of = np.zeros(hi + 1, dtype=np.int64)
-    row_of[tids] = np.arange(n_t)
-    sample = row_of[pairs[:: max(1, pairs.shape[0] // _PIVOT_PAIRS)]]
+    sample = np.searchsorted(tids, pairs[:: max(1, pairs.shape[0] // _PIVOT_PAIRS)])  # template rows (ids known)
     return ProductLayout(
         small=small,
         large=large,
@@ -1031,13 +1029,10 @@ class IJBVerification:
         return self._meta.pairs, self._meta.labels
 
     def _start_plan(self, groups: MediaGroups, layout: bool) -> Future:
-        """A :class:`PairPlan` built in a background thread (after a deferred pair read finishes, and its check),
-        while the caller pools the features; its errors come with ``result()``."""
-        pool = ThreadPoolExecutor(1)
-        # plan_pairs maps every id (an unknown one raises check_pairs_known's error, same line and words)
-        job = pool.submit(lambda: plan_pairs(*self._pairs(check=False), groups, self.pair_file, layout))
-        pool.shutdown(wait=False)  # the worker finishes its one job and exits
-        return job
+        """A :class:`PairPlan` built in a background thread (after a deferred pair read finishes) while the caller
+        pools the features; its errors come with ``result()``. No separate id check: plan_pairs maps every id, and
+        an unknown one raises check_pairs_known's error (same line, same words)."""
+        return in_background(lambda: plan_pairs(*self._pairs(check=False), groups, self.pair_file, layout))
 
     @property
     def meta(self) -> IJBMeta:
